@@ -1,0 +1,221 @@
+//! The one contract between the kernel programs and the daemon: every map key and value
+//! layout, the map names, their sizes and the reason codes that double as counter indices.
+//!
+//! Every type is `#[repr(C)]` with explicit padding and a compile-time size check, so a
+//! layout change is a build failure rather than a silent misread of pinned maps.
+#![no_std]
+
+pub mod reason;
+
+pub use reason::{TcReason, XdpReason};
+
+/// Default directory under bpffs where maps and links are pinned.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ferrolb";
+
+/// Map names. They are also the pin file names, so loader, CLI and tests agree on them.
+pub mod map_names {
+    pub const SERVICES: &str = "LB_SERVICES";
+    pub const BACKENDS: &str = "LB_BACKENDS";
+    pub const MAGLEV: &str = "LB_MAGLEV";
+    pub const FLOWS: &str = "LB_FLOWS";
+    pub const NEXTHOPS: &str = "LB_NEXTHOPS";
+    pub const NEIGH_MISSES: &str = "LB_NEIGH_MISS";
+    pub const CONFIG: &str = "LB_CONFIG";
+    pub const XDP_STATS: &str = "LB_XDP_STATS";
+    pub const SERVICE_STATS: &str = "LB_SVC_STATS";
+    pub const BACKEND_STATS: &str = "LB_BE_STATS";
+    pub const LOCAL_VIPS: &str = "LB_LOCAL_VIPS";
+    pub const TC_STATS: &str = "LB_TC_STATS";
+}
+
+/// Program names as they appear in the object files.
+pub mod program_names {
+    pub const XDP_BALANCER: &str = "xdp_balancer";
+    pub const XDP_PASS: &str = "xdp_pass";
+    pub const TC_DECAP: &str = "tc_decap";
+}
+
+/// Map capacities. The daemon refuses configurations that would exceed them.
+pub mod limits {
+    pub const MAX_SERVICES: u32 = 65_536;
+    pub const MAX_BACKENDS: u32 = 65_536;
+    /// Total Maglev slots across all services, including each service's spare buffer used
+    /// for make-before-break replacement (16 MiB of u32).
+    pub const MAGLEV_SLOTS: u32 = 1 << 22;
+    pub const DEFAULT_FLOWS: u32 = 262_144;
+    pub const NEIGH_MISSES: u32 = 1_024;
+    pub const LOCAL_VIPS: u32 = 4_096;
+}
+
+/// Address family tags stored in keys (values match AF_INET / AF_INET6).
+pub const FAMILY_V4: u8 = 2;
+pub const FAMILY_V6: u8 = 10;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// An IPv4 or IPv6 address in network byte order; IPv4 uses the first four bytes and
+/// leaves the rest zero, so every map carries IPv6 without a layout change.
+pub type Addr = [u8; 16];
+
+#[inline(always)]
+pub const fn v4_addr(octets: [u8; 4]) -> Addr {
+    [
+        octets[0], octets[1], octets[2], octets[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]
+}
+
+/// Key of the service map: a frontend (VIP, port, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub addr: Addr,
+    /// Destination port in network byte order, exactly as it sits in the packet.
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+
+/// Service flag: the service has at least one backend with weight > 0.
+pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
+
+/// Value of the service map. The datapath indexes `LB_MAGLEV[table_base + hash % table_size]`.
+/// Replacing a table writes the new one at `spare_base` and then swaps the two bases in a
+/// single update of this value, so no packet ever reads a half-written table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceValue {
+    pub service_id: u32,
+    pub table_base: u32,
+    pub table_size: u32,
+    pub spare_base: u32,
+    pub flags: u32,
+    pub backend_count: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
+
+/// Backend flag: the entry is live. A cleared flag makes flow-table hits re-select.
+pub const BACKEND_F_ACTIVE: u32 = 1;
+
+/// Value of the backend array, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendValue {
+    pub addr: Addr,
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub flags: u32,
+    /// Bumped every time the id is given to a new address, so flow entries and next-hop
+    /// cache entries made for the previous owner of the id are recognised as stale.
+    pub generation: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<BackendValue>() == 32);
+
+/// Key of the flow table: the client's 5-tuple as seen on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    pub backend_id: u32,
+    pub backend_generation: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
+
+/// Per-CPU cache of the kernel's route and neighbour answer for one backend, so the
+/// per-packet path does not pay for `bpf_fib_lookup` (about 200 ns here).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub ifindex: u32,
+    pub mtu: u16,
+    pub _pad: u16,
+    pub backend_generation: u32,
+    /// `bpf_ktime_get_ns()` after which the entry is looked up again.
+    pub expires_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+
+/// A backend whose next hop has no resolved neighbour entry; the daemon asks the kernel to
+/// resolve it. Keyed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NeighMiss {
+    /// The next hop's address as the kernel's route lookup returned it (gateway or the
+    /// backend itself when on-link).
+    pub nexthop: Addr,
+    pub family: u8,
+    pub _pad: [u8; 3],
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<NeighMiss>() == 24);
+
+/// Global datapath settings, a one-element array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LbConfig {
+    /// Outer source address of IPIP packets, network byte order.
+    pub encap_src_v4: [u8; 4],
+    pub flow_hash_seed: u32,
+    /// How long a cached next hop is trusted before the kernel is asked again.
+    pub nexthop_ttl_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 24);
+
+/// The datapath forwards only when this flag is set, so a half-configured LB passes
+/// traffic rather than sending it with a zero source address.
+pub const CONFIG_F_READY: u32 = 1;
+
+/// Packet and byte counters; per CPU in the kernel, summed by the daemon.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+/// Key of the backend-side VIP set: the TC program decapsulates only IPIP packets whose
+/// inner destination is in it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: Addr,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C) plain data with explicit padding fields, so every
+    // byte pattern is a valid value and there are no implicit padding bytes.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for BackendValue {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for NeighMiss {}
+    unsafe impl aya::Pod for LbConfig {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for VipKey {}
+}

@@ -1,0 +1,320 @@
+//! The bare-metal configuration file: YAML in, `DesiredState` out, or an error that names
+//! the line or the field at fault. Parsing and validation are pure.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use lb_hashing::maglev;
+use serde::Deserialize;
+
+use crate::model::{BackendSpec, DesiredState, Frontend, Protocol, ServiceSpec, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    /// serde_yaml's message already carries the field path, line and column.
+    #[error("invalid YAML: {0}")]
+    Syntax(#[from] serde_yaml::Error),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    settings: Option<SettingsFile>,
+    #[serde(default)]
+    services: Vec<ServiceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsFile {
+    flow_hash_seed: Option<u32>,
+    maglev_seed: Option<u32>,
+    max_table_size: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    name: String,
+    vip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    #[serde(default)]
+    table_size: Option<u32>,
+    #[serde(default)]
+    backends: Vec<BackendFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendFile {
+    address: IpAddr,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Largest weight accepted; keeps weight arithmetic far from overflow.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+pub fn load(path: &std::path::Path) -> Result<DesiredState, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&text)
+}
+
+pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
+    let file: ConfigFile = serde_yaml::from_str(text)?;
+    let mut settings = Settings::default();
+    if let Some(s) = file.settings {
+        if let Some(seed) = s.flow_hash_seed {
+            settings.flow_hash_seed = seed;
+        }
+        if let Some(seed) = s.maglev_seed {
+            settings.maglev_seed = seed;
+        }
+        if let Some(size) = s.max_table_size {
+            maglev::validate_table_size(size)
+                .map_err(|e| invalid("settings.max_table_size", e.to_string()))?;
+            settings.max_table_size = size;
+        }
+    }
+
+    let mut services = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for (i, svc) in file.services.into_iter().enumerate() {
+        let field = format!("services[{i}]");
+        if svc.name.is_empty() {
+            return Err(invalid(format!("{field}.name"), "must not be empty"));
+        }
+        if !names.insert(svc.name.clone()) {
+            return Err(invalid(
+                format!("{field}.name"),
+                format!("service name {:?} is used twice", svc.name),
+            ));
+        }
+        if svc.port == 0 {
+            return Err(invalid(format!("{field}.port"), "must be 1-65535"));
+        }
+        if !svc.vip.is_ipv4() {
+            return Err(invalid(
+                format!("{field}.vip"),
+                "only IPv4 VIPs are served by this version",
+            ));
+        }
+        if svc.vip.is_unspecified() || svc.vip.is_multicast() || is_broadcast(svc.vip) {
+            return Err(invalid(
+                format!("{field}.vip"),
+                format!("{} cannot be a service address", svc.vip),
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        let mut backends = Vec::with_capacity(svc.backends.len());
+        for (j, be) in svc.backends.iter().enumerate() {
+            let bfield = format!("{field}.backends[{j}]");
+            if !be.address.is_ipv4() {
+                return Err(invalid(
+                    format!("{bfield}.address"),
+                    "IPIP encapsulation reaches IPv4 backends only in this version",
+                ));
+            }
+            if be.address.is_unspecified() || be.address.is_multicast() || is_broadcast(be.address)
+            {
+                return Err(invalid(
+                    format!("{bfield}.address"),
+                    format!("{} cannot be a backend address", be.address),
+                ));
+            }
+            if !seen.insert(be.address) {
+                return Err(invalid(
+                    format!("{bfield}.address"),
+                    format!("backend {} is listed twice", be.address),
+                ));
+            }
+            if be.weight > MAX_WEIGHT {
+                return Err(invalid(
+                    format!("{bfield}.weight"),
+                    format!("must be at most {MAX_WEIGHT}"),
+                ));
+            }
+            backends.push(BackendSpec {
+                address: be.address,
+                weight: be.weight,
+            });
+        }
+        backends.sort_by_key(|b| b.address);
+        let active = backends.iter().filter(|b| b.weight > 0).count();
+        let table_size = match svc.table_size {
+            Some(size) => {
+                maglev::validate_table_size(size)
+                    .map_err(|e| invalid(format!("{field}.table_size"), e.to_string()))?;
+                if (size as usize) < active {
+                    return Err(invalid(
+                        format!("{field}.table_size"),
+                        format!("{size} slots cannot hold {active} backends"),
+                    ));
+                }
+                size
+            }
+            None => maglev::choose_table_size(active.max(1), settings.max_table_size),
+        };
+        let frontend = Frontend {
+            vip: svc.vip,
+            port: svc.port,
+            protocol: svc.protocol,
+        };
+        let spec = ServiceSpec {
+            name: svc.name,
+            backends,
+            table_size,
+        };
+        if let Some(other) = services.insert(frontend, spec) {
+            return Err(invalid(
+                format!("{field}"),
+                format!("{frontend} is already served by service {:?}", other.name),
+            ));
+        }
+    }
+    Ok(DesiredState { services, settings })
+}
+
+fn is_broadcast(addr: IpAddr) -> bool {
+    matches!(addr, IpAddr::V4(v4) if v4.is_broadcast())
+}
+
+/// The configuration the demo runs with when none is given.
+pub const DEMO_CONFIG: &str = include_str!("../demo.yaml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "
+services:
+  - name: web
+    vip: 198.18.100.1
+    port: 80
+    protocol: tcp
+    backends:
+      - address: 198.18.0.12
+      - address: 198.18.0.11
+        weight: 3
+  - name: dns
+    vip: 198.18.100.1
+    port: 53
+    protocol: udp
+    table_size: 251
+    backends: []
+";
+
+    #[test]
+    fn parses_services_and_sorts_backends() {
+        let state = parse(GOOD).unwrap();
+        assert_eq!(state.services.len(), 2);
+        let web = state
+            .services
+            .values()
+            .find(|s| s.name == "web")
+            .unwrap();
+        assert_eq!(web.backends[0].address.to_string(), "198.18.0.11");
+        assert_eq!(web.backends[0].weight, 3);
+        assert_eq!(web.backends[1].weight, 1);
+        assert_eq!(web.table_size, maglev::choose_table_size(2, 65_537));
+        let dns = state
+            .services
+            .values()
+            .find(|s| s.name == "dns")
+            .unwrap();
+        assert_eq!(dns.table_size, 251);
+        assert!(dns.backends.is_empty());
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        let state = parse(DEMO_CONFIG).unwrap();
+        assert!(!state.services.is_empty());
+    }
+
+    fn error_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let msg = error_of("services:\n  - name: a\n    vip: 198.18.0.1\n    port: [\n");
+        assert!(msg.contains("line"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases = [
+            ("port: 0", "services[0].port"),
+            ("port: 70000", "port"),
+            ("vip: 300.1.1.1", "vip"),
+            ("protocol: sctp", "protocol"),
+            ("table_size: 1000", "services[0].table_size"),
+            ("colour: blue", "colour"),
+        ];
+        for (line, field) in cases {
+            let text = format!(
+                "services:\n  - name: a\n    vip: 198.18.100.1\n    port: 80\n    protocol: tcp\n    {line}\n"
+            );
+            // A repeated key replaces the earlier one or is rejected; either way the
+            // error must point at the field.
+            let msg = error_of(&text);
+            assert!(msg.contains(field), "{line}: {msg}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let dup_backend = "
+services:
+  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, backends: [{address: 198.18.0.1}, {address: 198.18.0.1}]}
+";
+        assert!(error_of(dup_backend).contains("services[0].backends[1].address"));
+        let dup_frontend = "
+services:
+  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp}
+  - {name: b, vip: 198.18.100.1, port: 80, protocol: tcp}
+";
+        assert!(error_of(dup_frontend).contains("already served by service \"a\""));
+        let dup_name = "
+services:
+  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp}
+  - {name: a, vip: 198.18.100.1, port: 81, protocol: tcp}
+";
+        assert!(error_of(dup_name).contains("services[1].name"));
+    }
+
+    #[test]
+    fn ipv6_is_refused_clearly() {
+        let text = "
+services:
+  - {name: a, vip: '2001:db8::1', port: 80, protocol: tcp}
+";
+        assert!(error_of(text).contains("only IPv4"));
+    }
+}

@@ -1,0 +1,210 @@
+//! `ferrolb run`: install or adopt the datapath, keep the maps equal to the config file,
+//! serve neighbour-resolution requests from the datapath, exit leaving forwarding running.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use aya::programs::XdpMode;
+use lb_common::{LbConfig, CONFIG_F_READY};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{self, ConfigError},
+    loader::{self, Attachment, LoaderError},
+    maps::{LbMaps, MapsError},
+    model::DesiredState,
+    neigh::{self, NeighError},
+    planner::{self, KernelState, PlanError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Neigh(#[from] NeighError),
+    #[error("{path}: {source}")]
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+pub struct RunOptions {
+    pub iface: String,
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    pub xdp_mode: XdpMode,
+    pub encap_source: Option<Ipv4Addr>,
+    pub nexthop_ttl: Duration,
+    pub poll_interval: Duration,
+}
+
+/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress device forwards.
+fn ensure_forwarding(iface: &str) -> Result<(), DaemonError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+    let current = std::fs::read_to_string(&path).map_err(|source| DaemonError::Sysctl {
+        path: path.clone(),
+        source,
+    })?;
+    if current.trim() != "1" {
+        std::fs::write(&path, "1").map_err(|source| DaemonError::Sysctl {
+            path: path.clone(),
+            source,
+        })?;
+        info!(%iface, "enabled IPv4 forwarding: the datapath's route lookups need it");
+    }
+    Ok(())
+}
+
+struct Syncer {
+    maps: LbMaps,
+    state: KernelState,
+    lb_config: LbConfig,
+}
+
+impl Syncer {
+    /// Plans and applies `desired`. On a failed write the bookkeeping is re-read from the
+    /// maps, so the next attempt starts from the truth.
+    fn apply(&mut self, desired: &DesiredState) -> Result<usize, DaemonError> {
+        let config = LbConfig {
+            flow_hash_seed: desired.settings.flow_hash_seed,
+            ..self.lb_config
+        };
+        if config != self.lb_config {
+            self.maps.write_config(&config)?;
+            self.lb_config = config;
+        }
+        let (ops, next) = planner::plan(&self.state, desired)?;
+        if let Err(e) = self.maps.apply(&ops) {
+            self.state = self.maps.read_state()?;
+            return Err(e.into());
+        }
+        self.state = next;
+        Ok(ops.len())
+    }
+}
+
+fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = desired
+        .services
+        .values()
+        .flat_map(|s| s.backends.iter().map(|b| b.address))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+fn warm_neighbours(desired: &DesiredState) {
+    for (addr, e) in neigh::warm(&backend_addresses(desired)) {
+        warn!(backend = %addr, error = %e, "cannot request neighbour resolution");
+    }
+}
+
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let mut desired = config::load(&opts.config)?;
+    let encap_source = match opts.encap_source {
+        Some(addr) => addr,
+        None => neigh::interface_ipv4(&opts.iface)?,
+    };
+    ensure_forwarding(&opts.iface)?;
+    let attachment = loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode)?;
+    match attachment {
+        Attachment::New => info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "attached XDP balancer"),
+        Attachment::Replaced => info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "adopted pinned datapath; program replaced in place"),
+    }
+    let maps = LbMaps::open(&opts.pin_dir)?;
+    let state = maps.read_state()?;
+    if !state.services.is_empty() {
+        info!(services = state.services.len(), backends = state.backends.len(), "adopted pinned state");
+    }
+    let lb_config = LbConfig {
+        encap_src_v4: encap_source.octets(),
+        flow_hash_seed: desired.settings.flow_hash_seed,
+        nexthop_ttl_ns: opts.nexthop_ttl.as_nanos() as u64,
+        flags: CONFIG_F_READY,
+        _pad: 0,
+    };
+    let mut maps = maps;
+    maps.write_config(&lb_config)?;
+    let mut syncer = Syncer {
+        maps,
+        state,
+        lb_config,
+    };
+    warm_neighbours(&desired);
+    let ops = syncer.apply(&desired)?;
+    info!(services = desired.services.len(), ops, %encap_source, "synced");
+
+    let mut last_text = std::fs::read_to_string(&opts.config).ok();
+    let mut dirty = false;
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut config_tick = tokio::time::interval(opts.poll_interval);
+    let mut neigh_tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = config_tick.tick() => {
+                let text = std::fs::read_to_string(&opts.config).ok();
+                if text == last_text && !dirty {
+                    continue;
+                }
+                last_text = text.clone();
+                let Some(text) = text else {
+                    error!(config = %opts.config.display(), "config file unreadable; keeping the running state");
+                    continue;
+                };
+                match config::parse(&text) {
+                    Ok(next) => {
+                        if next != desired {
+                            warm_neighbours(&next);
+                        }
+                        match syncer.apply(&next) {
+                            Ok(ops) => {
+                                info!(services = next.services.len(), ops, "config change applied");
+                                desired = next;
+                                dirty = false;
+                            }
+                            Err(e) => {
+                                error!(error = %e, "config change not applied; will retry");
+                                dirty = true;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        error!(config = %opts.config.display(), error = %e, "config rejected; keeping the running state");
+                        dirty = false;
+                    }
+                }
+            }
+            _ = neigh_tick.tick() => {
+                match syncer.maps.drain_neigh_misses() {
+                    Ok(misses) => for (backend_id, miss) in misses {
+                        let hop = Ipv4Addr::new(miss.nexthop[0], miss.nexthop[1], miss.nexthop[2], miss.nexthop[3]);
+                        if let Err(e) = neigh::request_resolution(hop, miss.ifindex) {
+                            warn!(backend_id, nexthop = %hop, error = %e, "neighbour resolution request failed");
+                        }
+                    },
+                    Err(e) => warn!(error = %e, "reading neighbour misses"),
+                }
+            }
+        }
+    }
+    info!("exiting; the datapath stays attached and keeps forwarding (ferrolb cleanup removes it)");
+    Ok(())
+}

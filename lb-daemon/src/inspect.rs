@@ -1,0 +1,297 @@
+//! Read-only views of what the kernel holds: services with their backends and table shares,
+//! counters, and `explain` for one 5-tuple. They read the pinned maps, never the daemon's
+//! memory, so they show what packets actually meet.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use lb_common::{v4_addr, Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE, FAMILY_V4};
+use serde::Serialize;
+
+use crate::{
+    maps::{LbMaps, MapsError},
+    model::{addr_from_bytes, Frontend, Protocol},
+};
+
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    pub id: u32,
+    pub address: Option<IpAddr>,
+    pub active: bool,
+    /// Slots of this service's Maglev table the backend owns.
+    pub slots: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    pub frontend: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub service_id: u32,
+    pub table_size: u32,
+    pub table_base: u32,
+    pub backends: Vec<BackendView>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+fn backend_addresses(maps: &LbMaps) -> Result<HashMap<u32, (Option<IpAddr>, bool)>, MapsError> {
+    Ok(maps
+        .backend_entries()?
+        .into_iter()
+        .map(|(id, b)| {
+            (
+                id,
+                (
+                    addr_from_bytes(&b.addr, b.family),
+                    b.flags & BACKEND_F_ACTIVE != 0,
+                ),
+            )
+        })
+        .collect())
+}
+
+pub fn list_services(maps: &LbMaps) -> Result<Vec<ServiceView>, MapsError> {
+    let addresses = backend_addresses(maps)?;
+    let mut out = Vec::new();
+    for (key, value) in maps.service_entries()? {
+        let Some(frontend) = Frontend::from_key(&key) else {
+            continue;
+        };
+        let table = maps.read_slots(value.table_base, value.table_size)?;
+        let mut owned: BTreeMap<u32, u32> = BTreeMap::new();
+        for id in table {
+            *owned.entry(id).or_default() += 1;
+        }
+        let mut backends = Vec::new();
+        for (id, slots) in owned {
+            let (address, active) = addresses.get(&id).copied().unwrap_or((None, false));
+            let counter = maps.backend_counter(id)?;
+            backends.push(BackendView {
+                id,
+                address,
+                active,
+                slots,
+                packets: counter.packets,
+                bytes: counter.bytes,
+            });
+        }
+        let counter = maps.service_counter(value.service_id)?;
+        out.push(ServiceView {
+            frontend: frontend.to_string(),
+            vip: frontend.vip,
+            port: frontend.port,
+            protocol: frontend.protocol,
+            service_id: value.service_id,
+            table_size: value.table_size,
+            table_base: value.table_base,
+            backends,
+            packets: counter.packets,
+            bytes: counter.bytes,
+        });
+    }
+    out.sort_by(|a, b| (a.vip, a.port, a.protocol).cmp(&(b.vip, b.port, b.protocol)));
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonCount {
+    pub reason: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub fn reason_counts(maps: &LbMaps) -> Result<Vec<ReasonCount>, MapsError> {
+    let counters = maps.reason_counters()?;
+    Ok(XdpReason::ALL
+        .iter()
+        .zip(counters.iter().chain(std::iter::repeat(&Counter::default())))
+        .map(|(reason, c)| ReasonCount {
+            reason: reason.name(),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+        .collect())
+}
+
+/// A client's flow as `explain` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Tuple {
+    pub protocol: Protocol,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+impl std::str::FromStr for Tuple {
+    type Err = String;
+
+    /// `tcp 198.18.0.10:40000 198.18.100.1:80`
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split_whitespace().collect();
+        let [proto, src, dst] = parts.as_slice() else {
+            return Err(format!("expected `PROTO SRC:PORT DST:PORT`, got {s:?}"));
+        };
+        let protocol = match *proto {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
+        };
+        let parse = |what: &str| -> Result<(Ipv4Addr, u16), String> {
+            let sock: std::net::SocketAddrV4 =
+                what.parse().map_err(|e| format!("{what:?}: {e}"))?;
+            Ok((*sock.ip(), sock.port()))
+        };
+        let (src, sport) = parse(src)?;
+        let (dst, dport) = parse(dst)?;
+        Ok(Self {
+            protocol,
+            src,
+            sport,
+            dst,
+            dport,
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FlowEntryView {
+    pub backend_id: u32,
+    pub backend: Option<IpAddr>,
+    pub generation: u32,
+    /// Whether the datapath would follow it (backend live, same generation).
+    pub usable: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub tuple: Tuple,
+    pub service_id: Option<u32>,
+    pub verdict: &'static str,
+    pub flow_hash: Option<u32>,
+    pub slot: Option<u32>,
+    pub table_size: Option<u32>,
+    pub maglev_backend: Option<IpAddr>,
+    pub flow_entry: Option<FlowEntryView>,
+    /// Where the next packet of this flow goes.
+    pub backend: Option<IpAddr>,
+    pub why: String,
+}
+
+/// Follows the datapath's steps for one tuple, reading the same maps it reads.
+pub fn explain(maps: &LbMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
+    let frontend = Frontend {
+        vip: IpAddr::V4(tuple.dst),
+        port: tuple.dport,
+        protocol: tuple.protocol,
+    };
+    let mut out = Explanation {
+        tuple,
+        service_id: None,
+        verdict: XdpReason::PassNotService.name(),
+        flow_hash: None,
+        slot: None,
+        table_size: None,
+        maglev_backend: None,
+        flow_entry: None,
+        backend: None,
+        why: format!("no service at {frontend}; the packet passes to the stack"),
+    };
+    let service = match maps.services.get(&frontend.key(), 0) {
+        Ok(s) => s,
+        Err(aya::maps::MapError::KeyNotFound) => return Ok(out),
+        Err(source) => {
+            return Err(MapsError::Access {
+                map: lb_common::map_names::SERVICES,
+                source,
+            })
+        }
+    };
+    out.service_id = Some(service.service_id);
+    out.table_size = Some(service.table_size);
+    if service.table_size == 0 {
+        out.verdict = XdpReason::DropNoBackend.name();
+        out.why = format!("service {frontend} has no backend with weight above zero; dropped");
+        return Ok(out);
+    }
+    let config = maps.read_config()?;
+    let addresses = backend_addresses(maps)?;
+    let live = |id: u32, generation: Option<u32>| -> bool {
+        let Ok(b) = maps.backends.get(&id, 0) else {
+            return false;
+        };
+        b.flags & BACKEND_F_ACTIVE != 0 && generation.is_none_or(|g| g == b.generation)
+    };
+
+    let hash = lb_hashing::flow::flow_hash_v4(
+        u32::from(tuple.src),
+        u32::from(tuple.dst),
+        tuple.sport,
+        tuple.dport,
+        tuple.protocol.number(),
+        config.flow_hash_seed,
+    );
+    let slot = hash % service.table_size;
+    let maglev_id = maps.read_slots(service.table_base + slot, 1)?[0];
+    out.flow_hash = Some(hash);
+    out.slot = Some(slot);
+    out.maglev_backend = addresses.get(&maglev_id).and_then(|(a, _)| *a);
+
+    let key = FlowKey {
+        src: v4_addr(tuple.src.octets()),
+        dst: v4_addr(tuple.dst.octets()),
+        sport_be: tuple.sport.to_be(),
+        dport_be: tuple.dport.to_be(),
+        proto: tuple.protocol.number(),
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    };
+    if let Some(entry) = maps.flow(&key)? {
+        let usable = live(entry.backend_id, Some(entry.backend_generation));
+        let backend = addresses.get(&entry.backend_id).and_then(|(a, _)| *a);
+        out.flow_entry = Some(FlowEntryView {
+            backend_id: entry.backend_id,
+            backend,
+            generation: entry.backend_generation,
+            usable,
+        });
+        if usable {
+            out.verdict = XdpReason::Forwarded.name();
+            out.backend = backend;
+            out.why = format!(
+                "established flow: the flow table pins it to backend {} (Maglev alone would pick {})",
+                fmt_addr(backend),
+                fmt_addr(out.maglev_backend)
+            );
+            return Ok(out);
+        }
+    }
+    if !live(maglev_id, None) {
+        out.verdict = XdpReason::DropBackendMissing.name();
+        out.why = format!("slot {slot} names backend id {maglev_id}, which is not live");
+        return Ok(out);
+    }
+    out.verdict = XdpReason::Forwarded.name();
+    out.backend = out.maglev_backend;
+    out.why = format!(
+        "{}flow hash {hash:#010x} mod {} = slot {slot}, owned by backend {}",
+        if out.flow_entry.is_some() {
+            "the flow entry names a retired backend, so Maglev re-selects: "
+        } else {
+            "new flow: "
+        },
+        service.table_size,
+        fmt_addr(out.backend)
+    );
+    Ok(out)
+}
+
+fn fmt_addr(addr: Option<IpAddr>) -> String {
+    addr.map_or_else(|| "?".to_string(), |a| a.to_string())
+}

@@ -1,0 +1,13 @@
+//! ferrolb's userspace: configuration, the pure model and planner, the map writer, the
+//! loader and the inspection views. The binary (`main.rs`) is a thin CLI over this.
+
+pub mod config;
+pub mod daemon;
+pub mod inspect;
+pub mod loader;
+pub mod maps;
+pub mod model;
+pub mod neigh;
+pub mod objects;
+pub mod planner;
+pub mod slots;

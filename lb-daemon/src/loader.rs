@@ -1,0 +1,353 @@
+//! Loading, attaching, pinning, adopting and removing the kernel programs.
+//!
+//! Maps are pinned by name in the pin directory and links are pinned next to them, so the
+//! programs keep running after the daemon exits. A daemon that starts and finds a pinned
+//! link loads the programs against the same pinned maps and swaps the program inside the
+//! existing link atomically (`bpf_link_update`): forwarding never stops.
+
+use std::{
+    ffi::CString,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::MapData,
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
+    EbpfLoader,
+};
+use lb_common::{
+    limits, map_names, program_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, TcReason, VipKey, XdpReason,
+};
+
+use crate::objects;
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+pub const XDP_LINK_PIN: &str = "link_xdp";
+pub const TC_LINK_PIN: &str = "link_tc_ingress";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0} is not on a BPF filesystem (mount -t bpf bpf /sys/fs/bpf)")]
+    NotBpfFs(PathBuf),
+    #[error("interface {0} does not exist")]
+    NoInterface(String),
+    #[error(
+        "pinned map {name} has key/value/entries {found:?}, this build expects {expected:?}; \
+         run `ferrolb cleanup --pin-dir {dir}` to remove the old datapath first"
+    )]
+    IncompatibleMap {
+        name: &'static str,
+        found: (u32, u32, u32),
+        expected: (u32, u32, u32),
+        dir: String,
+    },
+    #[error("loading eBPF object: {0}")]
+    Ebpf(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {0} missing from the embedded object")]
+    MissingProgram(&'static str),
+    #[error("pinning {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("pinned link {path}: {source}")]
+    Link {
+        path: PathBuf,
+        source: aya::programs::links::LinkError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LoaderError + '_ {
+    move |source| LoaderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn statfs_type(path: &Path) -> io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statfs writes into the zeroed struct we own.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `pin_dir` exists on bpffs, mounting /sys/fs/bpf if the system has not.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), LoaderError> {
+    let root = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(root) && statfs_type(root).map_err(io_err(root))? != BPF_FS_MAGIC {
+        let src = CString::new("bpf").expect("no NUL");
+        let target = CString::new("/sys/fs/bpf").expect("no NUL");
+        // SAFETY: plain mount(2) call with valid C strings.
+        let rc = unsafe {
+            libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        };
+        if rc != 0 {
+            return Err(io_err(root)(io::Error::last_os_error()));
+        }
+    }
+    std::fs::create_dir_all(pin_dir).map_err(io_err(pin_dir))?;
+    if statfs_type(pin_dir).map_err(io_err(pin_dir))? != BPF_FS_MAGIC {
+        return Err(LoaderError::NotBpfFs(pin_dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn sizes<K, V>(entries: u32) -> (u32, u32, u32) {
+    (
+        std::mem::size_of::<K>() as u32,
+        std::mem::size_of::<V>() as u32,
+        entries,
+    )
+}
+
+/// Key size, value size and entries of every map this build pins.
+fn expected_layouts() -> Vec<(&'static str, (u32, u32, u32))> {
+    vec![
+        (map_names::SERVICES, sizes::<ServiceKey, ServiceValue>(limits::MAX_SERVICES)),
+        (map_names::BACKENDS, sizes::<u32, BackendValue>(limits::MAX_BACKENDS)),
+        (map_names::MAGLEV, sizes::<u32, u32>(limits::MAGLEV_SLOTS)),
+        (map_names::FLOWS, sizes::<FlowKey, FlowValue>(limits::DEFAULT_FLOWS)),
+        (map_names::NEXTHOPS, sizes::<u32, NextHop>(limits::MAX_BACKENDS)),
+        (map_names::NEIGH_MISSES, sizes::<u32, NeighMiss>(limits::NEIGH_MISSES)),
+        (map_names::CONFIG, sizes::<u32, LbConfig>(1)),
+        (map_names::XDP_STATS, sizes::<u32, Counter>(XdpReason::COUNT)),
+        (map_names::SERVICE_STATS, sizes::<u32, Counter>(limits::MAX_SERVICES)),
+        (map_names::BACKEND_STATS, sizes::<u32, Counter>(limits::MAX_BACKENDS)),
+        (map_names::LOCAL_VIPS, sizes::<VipKey, u32>(limits::LOCAL_VIPS)),
+        (map_names::TC_STATS, sizes::<u32, Counter>(TcReason::COUNT)),
+    ]
+}
+
+/// Refuses to reuse pinned maps whose layout differs from this build's: the new programs
+/// would misread them.
+fn check_pinned_layouts(pin_dir: &Path) -> Result<(), LoaderError> {
+    for (name, expected) in expected_layouts() {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Ok(info) = MapData::from_pin(&path).and_then(|m| m.info()) else {
+            continue;
+        };
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        if found != expected {
+            return Err(LoaderError::IncompatibleMap {
+                name,
+                found,
+                expected,
+                dir: pin_dir.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn ifindex(iface: &str) -> Result<u32, LoaderError> {
+    let c = CString::new(iface).map_err(|_| LoaderError::NoInterface(iface.into()))?;
+    // SAFETY: valid C string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(LoaderError::NoInterface(iface.into()));
+    }
+    Ok(index)
+}
+
+fn program_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> LoaderError {
+    move |source| LoaderError::Program { name, source }
+}
+
+fn open_pinned_link(path: &Path) -> Result<Option<FdLink>, LoaderError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let link = PinnedLink::from_pin(path).map_err(|source| LoaderError::Link {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Some(link.into()))
+}
+
+/// What `install_*` did with the attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// Attached for the first time and pinned.
+    New,
+    /// An earlier daemon's pinned link now runs this build's program.
+    Replaced,
+}
+
+/// Loads the XDP balancer against the pinned maps and attaches it to `iface`, or swaps it
+/// into the link an earlier daemon pinned.
+pub fn install_balancer(
+    iface: &str,
+    pin_dir: &Path,
+    mode: XdpMode,
+) -> Result<Attachment, LoaderError> {
+    prepare_pin_dir(pin_dir)?;
+    ifindex(iface)?;
+    check_pinned_layouts(pin_dir)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(objects::XDP_BALANCER)?;
+    let name = program_names::XDP_BALANCER;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoaderError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    prog.load().map_err(program_err(name))?;
+    let link_path = pin_dir.join(XDP_LINK_PIN);
+    if let Some(fd_link) = open_pinned_link(&link_path)? {
+        let link = XdpLink::try_from(fd_link).map_err(|source| LoaderError::Link {
+            path: link_path.clone(),
+            source,
+        })?;
+        prog.attach_to_link(link).map_err(program_err(name))?;
+        return Ok(Attachment::Replaced);
+    }
+    let id = prog.attach(iface, mode).map_err(program_err(name))?;
+    let link = prog.take_link(id).map_err(program_err(name))?;
+    let fd_link = FdLink::try_from(link).map_err(|source| LoaderError::Link {
+        path: link_path.clone(),
+        source,
+    })?;
+    fd_link.pin(&link_path).map_err(|source| LoaderError::Pin {
+        path: link_path,
+        source,
+    })?;
+    Ok(Attachment::New)
+}
+
+/// Loads the backend-side decapsulation program on `iface`'s ingress (tcx), pinned.
+pub fn install_decap(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
+    prepare_pin_dir(pin_dir)?;
+    ifindex(iface)?;
+    check_pinned_layouts(pin_dir)?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(objects::TC_DECAP)?;
+    let name = program_names::TC_DECAP;
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(LoaderError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    prog.load().map_err(program_err(name))?;
+    let link_path = pin_dir.join(TC_LINK_PIN);
+    if let Some(fd_link) = open_pinned_link(&link_path)? {
+        let link =
+            SchedClassifierLink::try_from(fd_link).map_err(|source| LoaderError::Link {
+                path: link_path.clone(),
+                source,
+            })?;
+        prog.attach_to_link(link).map_err(program_err(name))?;
+        return Ok(Attachment::Replaced);
+    }
+    let id = prog
+        .attach(iface, TcAttachType::Ingress)
+        .map_err(program_err(name))?;
+    let link = prog.take_link(id).map_err(program_err(name))?;
+    let fd_link = FdLink::try_from(link).map_err(|source| LoaderError::Link {
+        path: link_path.clone(),
+        source,
+    })?;
+    fd_link.pin(&link_path).map_err(|source| LoaderError::Pin {
+        path: link_path,
+        source,
+    })?;
+    Ok(Attachment::New)
+}
+
+/// Attaches the pass-everything XDP program to `iface` and pins its link at `link_pin`
+/// (veth needs an XDP program on the side that receives redirected frames).
+pub fn install_pass(iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
+    if let Some(parent) = link_pin.parent() {
+        prepare_pin_dir(parent)?;
+    }
+    ifindex(iface)?;
+    let mut ebpf = EbpfLoader::new().load(objects::XDP_PASS)?;
+    let name = program_names::XDP_PASS;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoaderError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    prog.load().map_err(program_err(name))?;
+    let id = prog
+        .attach(iface, XdpMode::Driver)
+        .map_err(program_err(name))?;
+    let link = prog.take_link(id).map_err(program_err(name))?;
+    let fd_link = FdLink::try_from(link).map_err(|source| LoaderError::Link {
+        path: link_pin.to_path_buf(),
+        source,
+    })?;
+    fd_link.pin(link_pin).map_err(|source| LoaderError::Pin {
+        path: link_pin.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// What `uninstall` removed.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub links: Vec<String>,
+    pub maps: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// Detaches everything installed under `pin_dir` and removes the pins and the directory.
+/// Links go first (unpinning the last reference detaches the program), then maps. Files it
+/// does not know are left alone and reported.
+pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
+    let mut removed = Removed::default();
+    if !pin_dir.exists() {
+        return Ok(removed);
+    }
+    for link in [XDP_LINK_PIN, TC_LINK_PIN] {
+        let path = pin_dir.join(link);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.links.push(link.to_string());
+        }
+    }
+    for (name, _) in expected_layouts() {
+        let path = pin_dir.join(name);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.maps.push(name.to_string());
+        }
+    }
+    for entry in std::fs::read_dir(pin_dir).map_err(io_err(pin_dir))? {
+        let entry = entry.map_err(io_err(pin_dir))?;
+        removed
+            .left
+            .push(entry.file_name().to_string_lossy().into_owned());
+    }
+    if removed.left.is_empty() {
+        std::fs::remove_dir(pin_dir).map_err(io_err(pin_dir))?;
+    }
+    Ok(removed)
+}
+
+pub fn interface_index(iface: &str) -> Result<u32, LoaderError> {
+    ifindex(iface)
+}

@@ -1,0 +1,302 @@
+//! The `ferrolb` command: daemon, backend setup, inspection and clean-up.
+
+use std::{
+    io::{BufRead, Write},
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use aya::programs::XdpMode;
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_common::{TcReason, DEFAULT_PIN_DIR};
+use lb_daemon::{
+    config, daemon,
+    inspect::{self, Tuple},
+    loader,
+    maps::{DecapMaps, LbMaps},
+};
+
+#[derive(Parser)]
+#[command(name = "ferrolb", version, about = "Maglev + XDP + IPIP DSR load balancer")]
+struct Cli {
+    /// Where maps and links are pinned (one directory per datapath instance).
+    #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Let the kernel choose.
+    Auto,
+    /// Native (driver) XDP.
+    Driver,
+    /// Generic XDP in the stack, for NICs without native support.
+    Skb,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the balancer to an interface and keep its maps equal to a config file.
+    Run {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "driver")]
+        xdp_mode: Mode,
+        /// Outer source of IPIP packets (default: the interface's first IPv4 address).
+        #[arg(long)]
+        encap_source: Option<Ipv4Addr>,
+        /// How long a cached next hop is trusted, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        nexthop_ttl_ms: u64,
+        /// How often the config file is checked for changes, in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        poll_ms: u64,
+    },
+    /// Backend side: decapsulate IPIP for these VIPs on an interface (pinned; no daemon).
+    Backend {
+        #[arg(long)]
+        iface: String,
+        #[arg(long = "vip", required = true)]
+        vips: Vec<IpAddr>,
+    },
+    /// Validate a config file without touching the kernel.
+    CheckConfig { config: PathBuf },
+    /// Services and backends as the kernel maps hold them.
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Datapath counters by reason (balancer, and the backend side if installed).
+    Stats {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Which service, flow entry, Maglev slot and backend a 5-tuple meets, and why.
+    Explain {
+        /// `PROTO SRC:PORT DST:PORT`, e.g. `tcp 198.18.0.10:40000 198.18.100.1:80`.
+        tuple: Option<String>,
+        /// Read one tuple per line from this file (`-` for stdin) instead.
+        #[arg(long)]
+        batch: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Detach the programs and remove every pin under --pin-dir.
+    Cleanup,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let pin_dir = cli.pin_dir;
+    match cli.command {
+        Command::Run {
+            iface,
+            config,
+            xdp_mode,
+            encap_source,
+            nexthop_ttl_ms,
+            poll_ms,
+        } => {
+            let opts = daemon::RunOptions {
+                iface,
+                config,
+                pin_dir,
+                xdp_mode: match xdp_mode {
+                    Mode::Auto => XdpMode::Default,
+                    Mode::Driver => XdpMode::Driver,
+                    Mode::Skb => XdpMode::Skb,
+                },
+                encap_source,
+                nexthop_ttl: Duration::from_millis(nexthop_ttl_ms),
+                poll_interval: Duration::from_millis(poll_ms.max(10)),
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(daemon::run(opts))?;
+        }
+        Command::Backend { iface, vips } => {
+            let attachment = loader::install_decap(&iface, &pin_dir)?;
+            let mut maps = DecapMaps::open(&pin_dir)?;
+            maps.set_vips(&vips)?;
+            eprintln!(
+                "decapsulating IPIP for {} on {iface} ({:?}); assign the VIPs to lo so the stack accepts them",
+                vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                attachment
+            );
+        }
+        Command::CheckConfig { config: path } => {
+            let state = config::load(&path).with_context(|| format!("{}", path.display()))?;
+            println!("{}: {} services, valid", path.display(), state.services.len());
+        }
+        Command::List { output } => {
+            let maps = LbMaps::open(&pin_dir)?;
+            let services = inspect::list_services(&maps)?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&services)?);
+            } else {
+                print_services(&services);
+            }
+        }
+        Command::Stats { output } => stats(&pin_dir, output)?,
+        Command::Explain {
+            tuple,
+            batch,
+            output,
+        } => {
+            let maps = LbMaps::open(&pin_dir)?;
+            let tuples: Vec<Tuple> = match (tuple, batch) {
+                (Some(t), None) => vec![t.parse().map_err(anyhow::Error::msg)?],
+                (None, Some(path)) => read_tuples(&path)?,
+                _ => bail!("give either one tuple or --batch FILE"),
+            };
+            let mut explanations = Vec::with_capacity(tuples.len());
+            for t in tuples {
+                explanations.push(inspect::explain(&maps, t)?);
+            }
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&explanations)?);
+            } else {
+                for e in &explanations {
+                    let t = e.tuple;
+                    println!(
+                        "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
+                        t.protocol,
+                        t.src,
+                        t.sport,
+                        t.dst,
+                        t.dport,
+                        e.verdict,
+                        e.backend.map_or("-".into(), |b| b.to_string()),
+                        e.why
+                    );
+                }
+            }
+        }
+        Command::Cleanup => {
+            let removed = loader::uninstall(&pin_dir)?;
+            println!(
+                "removed links [{}] and maps [{}] from {}",
+                removed.links.join(", "),
+                removed.maps.join(", "),
+                pin_dir.display()
+            );
+            if !removed.left.is_empty() {
+                bail!(
+                    "{} still holds files this build does not know: {}",
+                    pin_dir.display(),
+                    removed.left.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_tuples(path: &PathBuf) -> Result<Vec<Tuple>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| path.display().to_string())?,
+        ))
+    };
+    let mut out = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        out.push(
+            line.parse()
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+fn print_services(services: &[inspect::ServiceView]) {
+    let mut out = std::io::stdout().lock();
+    if services.is_empty() {
+        let _ = writeln!(out, "no services");
+    }
+    for s in services {
+        let _ = writeln!(
+            out,
+            "{:<28} id={:<5} table={:<6} packets={:<10} bytes={}",
+            s.frontend, s.service_id, s.table_size, s.packets, s.bytes
+        );
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "    backend {:<18} id={:<5} slots={:<6} ({:5.1}%) {:<8} packets={:<10} bytes={}",
+                b.address.map_or("?".into(), |a| a.to_string()),
+                b.id,
+                b.slots,
+                100.0 * f64::from(b.slots) / f64::from(s.table_size.max(1)),
+                if b.active { "active" } else { "retired" },
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+}
+
+fn stats(pin_dir: &PathBuf, output: Output) -> Result<()> {
+    let balancer = LbMaps::open(pin_dir)
+        .ok()
+        .map(|maps| inspect::reason_counts(&maps))
+        .transpose()?;
+    let decap = DecapMaps::open(pin_dir)
+        .ok()
+        .map(|maps| maps.counters())
+        .transpose()?
+        .map(|counters| {
+            TcReason::ALL
+                .iter()
+                .zip(counters)
+                .map(|(r, c)| inspect::ReasonCount {
+                    reason: r.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+                .collect::<Vec<_>>()
+        });
+    if balancer.is_none() && decap.is_none() {
+        bail!("nothing installed under {}", pin_dir.display());
+    }
+    if output == Output::Json {
+        println!(
+            "{}",
+            serde_json::json!({ "xdp": balancer, "tc": decap })
+        );
+        return Ok(());
+    }
+    for (title, rows) in [("xdp balancer", balancer), ("tc decap", decap)] {
+        let Some(rows) = rows else { continue };
+        println!("{title}:");
+        for r in rows {
+            println!("  lb_{}_total{{reason=\"{}\"}} packets={} bytes={}", title.split(' ').next().unwrap_or(""), r.reason, r.packets, r.bytes);
+        }
+    }
+    Ok(())
+}

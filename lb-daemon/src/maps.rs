@@ -1,0 +1,338 @@
+//! The map writer: the only code that writes the balancer's maps. It opens the pinned maps,
+//! executes planner operations in order, and reads the maps back for adoption and the CLI.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use lb_common::{
+    limits, map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
+    ServiceKey, ServiceValue, VipKey, BACKEND_F_ACTIVE,
+};
+
+use crate::{
+    model::{addr_from_bytes, Frontend},
+    planner::{InstalledBackend, InstalledService, KernelState, MapOp},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("cannot open pinned map {path}: {source} (is the datapath installed? see `ferrolb run`)")]
+    Open { path: PathBuf, source: MapError },
+    #[error("map {map}: {source}")]
+    Access {
+        map: &'static str,
+        source: MapError,
+    },
+    #[error("cannot count CPUs: {0}")]
+    Cpus(String),
+    #[error("pinned state is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+fn access(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Access { map, source }
+}
+
+fn open_map(pin_dir: &Path, name: &str) -> Result<Map, MapsError> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| MapsError::Open { path, source })
+}
+
+macro_rules! open_typed {
+    ($dir:expr, $name:expr) => {
+        open_map($dir, $name)?
+            .try_into()
+            .map_err(|source| MapsError::Open {
+                path: $dir.join($name),
+                source,
+            })?
+    };
+}
+
+pub fn nr_cpus() -> Result<usize, MapsError> {
+    aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))
+}
+
+fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
+    values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    })
+}
+
+/// The balancer's maps, opened from their pins.
+pub struct LbMaps {
+    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub backends: Array<MapData, BackendValue>,
+    pub maglev: Array<MapData, u32>,
+    pub flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub nexthops: PerCpuArray<MapData, NextHop>,
+    pub neigh_misses: HashMap<MapData, u32, NeighMiss>,
+    pub config: Array<MapData, LbConfig>,
+    pub xdp_stats: PerCpuArray<MapData, Counter>,
+    pub service_stats: PerCpuArray<MapData, Counter>,
+    pub backend_stats: PerCpuArray<MapData, Counter>,
+    cpus: usize,
+}
+
+impl LbMaps {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            services: open_typed!(pin_dir, map_names::SERVICES),
+            backends: open_typed!(pin_dir, map_names::BACKENDS),
+            maglev: open_typed!(pin_dir, map_names::MAGLEV),
+            flows: open_typed!(pin_dir, map_names::FLOWS),
+            nexthops: open_typed!(pin_dir, map_names::NEXTHOPS),
+            neigh_misses: open_typed!(pin_dir, map_names::NEIGH_MISSES),
+            config: open_typed!(pin_dir, map_names::CONFIG),
+            xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
+            service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
+            backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            cpus: nr_cpus()?,
+        })
+    }
+
+    fn zero_counters(&self) -> PerCpuValues<Counter> {
+        PerCpuValues::try_from(vec![Counter::default(); self.cpus])
+            .expect("one value per possible CPU")
+    }
+
+    /// Executes a plan in order. Stops at the first failure; the caller then re-reads the
+    /// maps (`read_state`) rather than trusting its bookkeeping.
+    pub fn apply(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
+        for op in ops {
+            match op {
+                MapOp::PutBackend { id, value } | MapOp::RetireBackend { id, value } => self
+                    .backends
+                    .set(*id, value, 0)
+                    .map_err(access(map_names::BACKENDS))?,
+                MapOp::WriteSlots { base, slots } => {
+                    for &(offset, backend) in slots {
+                        self.maglev
+                            .set(base + offset, backend, 0)
+                            .map_err(access(map_names::MAGLEV))?;
+                    }
+                }
+                MapOp::ResetServiceStats { service_id } => {
+                    let zero = self.zero_counters();
+                    self.service_stats
+                        .set(*service_id, zero, 0)
+                        .map_err(access(map_names::SERVICE_STATS))?
+                }
+                MapOp::ResetBackendStats { backend_id } => {
+                    let zero = self.zero_counters();
+                    self.backend_stats
+                        .set(*backend_id, zero, 0)
+                        .map_err(access(map_names::BACKEND_STATS))?
+                }
+                MapOp::PutService { key, value } => self
+                    .services
+                    .insert(key, value, 0)
+                    .map_err(access(map_names::SERVICES))?,
+                MapOp::DeleteService { key } => match self.services.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(access(map_names::SERVICES)(e)),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(access(map_names::CONFIG))
+    }
+
+    pub fn read_config(&self) -> Result<LbConfig, MapsError> {
+        self.config.get(&0, 0).map_err(access(map_names::CONFIG))
+    }
+
+    pub fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
+        self.services
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(access(map_names::SERVICES))
+    }
+
+    /// Every backend entry ever written (active or retired), by id.
+    pub fn backend_entries(&self) -> Result<Vec<(u32, BackendValue)>, MapsError> {
+        let mut out = Vec::new();
+        for (id, value) in self.backends.iter().enumerate() {
+            let value = value.map_err(access(map_names::BACKENDS))?;
+            if value.generation != 0 {
+                out.push((id as u32, value));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn read_slots(&self, base: u32, len: u32) -> Result<Vec<u32>, MapsError> {
+        (base..base + len)
+            .map(|i| self.maglev.get(&i, 0).map_err(access(map_names::MAGLEV)))
+            .collect()
+    }
+
+    pub fn reason_counters(&self) -> Result<Vec<Counter>, MapsError> {
+        self.xdp_stats
+            .iter()
+            .map(|v| v.map(|v| sum_counters(&v)))
+            .collect::<Result<_, _>>()
+            .map_err(access(map_names::XDP_STATS))
+    }
+
+    pub fn service_counter(&self, service_id: u32) -> Result<Counter, MapsError> {
+        self.service_stats
+            .get(&service_id, 0)
+            .map(|v| sum_counters(&v))
+            .map_err(access(map_names::SERVICE_STATS))
+    }
+
+    pub fn backend_counter(&self, backend_id: u32) -> Result<Counter, MapsError> {
+        self.backend_stats
+            .get(&backend_id, 0)
+            .map(|v| sum_counters(&v))
+            .map_err(access(map_names::BACKEND_STATS))
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
+        match self.flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(access(map_names::FLOWS)(e)),
+        }
+    }
+
+    /// Takes the backends whose next hop the datapath found unresolved.
+    pub fn drain_neigh_misses(&mut self) -> Result<Vec<(u32, NeighMiss)>, MapsError> {
+        let misses: Vec<(u32, NeighMiss)> = self
+            .neigh_misses
+            .iter()
+            .filter_map(Result::ok)
+            .collect();
+        for (id, _) in &misses {
+            let _ = self.neigh_misses.remove(id);
+        }
+        Ok(misses)
+    }
+
+    /// Rebuilds the daemon's bookkeeping from the pinned maps, so a restarted daemon goes on
+    /// from exactly what the datapath is using.
+    pub fn read_state(&self) -> Result<KernelState, MapsError> {
+        let mut backends = Vec::new();
+        let mut generations = StdHashMap::new();
+        for (id, value) in self.backend_entries()? {
+            generations.insert(id, value.generation);
+            if value.flags & BACKEND_F_ACTIVE != 0 {
+                let addr = addr_from_bytes(&value.addr, value.family).ok_or_else(|| {
+                    MapsError::Inconsistent(format!("backend {id} has address family {}", value.family))
+                })?;
+                backends.push((
+                    addr,
+                    InstalledBackend {
+                        id,
+                        generation: value.generation,
+                    },
+                ));
+            }
+        }
+        let mut services = Vec::new();
+        for (key, value) in self.service_entries()? {
+            let frontend = Frontend::from_key(&key).ok_or_else(|| {
+                MapsError::Inconsistent(format!("service key {key:?} is not a valid frontend"))
+            })?;
+            let (table, spare) = if value.table_size > 0 {
+                (
+                    self.read_slots(value.table_base, value.table_size)?,
+                    Some(self.read_slots(value.spare_base, value.table_size)?),
+                )
+            } else {
+                (Vec::new(), None)
+            };
+            services.push((
+                frontend,
+                InstalledService {
+                    service_id: value.service_id,
+                    table_base: value.table_base,
+                    spare_base: value.spare_base,
+                    table_size: value.table_size,
+                    table,
+                    spare,
+                    spec: None,
+                    maglev_seed: 0,
+                },
+            ));
+        }
+        KernelState::adopt(limits::MAGLEV_SLOTS, services, backends, generations)
+            .map_err(MapsError::Inconsistent)
+    }
+}
+
+/// The backend side's maps.
+pub struct DecapMaps {
+    pub local_vips: HashMap<MapData, VipKey, u32>,
+    pub tc_stats: PerCpuArray<MapData, Counter>,
+}
+
+impl DecapMaps {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            local_vips: open_typed!(pin_dir, map_names::LOCAL_VIPS),
+            tc_stats: open_typed!(pin_dir, map_names::TC_STATS),
+        })
+    }
+
+    /// Makes the VIP set equal to `vips`.
+    pub fn set_vips(&mut self, vips: &[IpAddr]) -> Result<(), MapsError> {
+        let wanted: Vec<VipKey> = vips
+            .iter()
+            .map(|vip| {
+                let (addr, family) = crate::model::addr_bytes(*vip);
+                VipKey {
+                    addr,
+                    family,
+                    _pad: [0; 3],
+                }
+            })
+            .collect();
+        for key in &wanted {
+            self.local_vips
+                .insert(key, 1, 0)
+                .map_err(access(map_names::LOCAL_VIPS))?;
+        }
+        let stale: Vec<VipKey> = self
+            .local_vips
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for key in stale {
+            let _ = self.local_vips.remove(&key);
+        }
+        Ok(())
+    }
+
+    pub fn vips(&self) -> Vec<IpAddr> {
+        self.local_vips
+            .keys()
+            .filter_map(Result::ok)
+            .filter_map(|k| addr_from_bytes(&k.addr, k.family))
+            .collect()
+    }
+
+    pub fn counters(&self) -> Result<Vec<Counter>, MapsError> {
+        self.tc_stats
+            .iter()
+            .map(|v| v.map(|v| sum_counters(&v)))
+            .collect::<Result<_, _>>()
+            .map_err(access(map_names::TC_STATS))
+    }
+}

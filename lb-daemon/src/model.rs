@@ -1,0 +1,140 @@
+//! Desired state: what the maps should hold, as plain values. Pure, no I/O.
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use lb_common::{ServiceKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Self::Tcp => PROTO_TCP,
+            Self::Udp => PROTO_UDP,
+        }
+    }
+
+    pub fn from_number(number: u8) -> Option<Self> {
+        match number {
+            PROTO_TCP => Some(Self::Tcp),
+            PROTO_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// A service address as clients see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Frontend {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl Frontend {
+    pub fn key(&self) -> ServiceKey {
+        let (addr, family) = addr_bytes(self.vip);
+        ServiceKey {
+            addr,
+            port_be: self.port.to_be(),
+            proto: self.protocol.number(),
+            family,
+        }
+    }
+
+    pub fn from_key(key: &ServiceKey) -> Option<Self> {
+        Some(Self {
+            vip: addr_from_bytes(&key.addr, key.family)?,
+            port: u16::from_be(key.port_be),
+            protocol: Protocol::from_number(key.proto)?,
+        })
+    }
+}
+
+impl fmt::Display for Frontend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.vip {
+            IpAddr::V4(v4) => write!(f, "{v4}:{}/{}", self.port, self.protocol),
+            IpAddr::V6(v6) => write!(f, "[{v6}]:{}/{}", self.port, self.protocol),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendSpec {
+    pub address: IpAddr,
+    /// Share of new flows relative to the service's other backends; 0 drains.
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// Sorted by address, so two specs with the same backends compare equal.
+    pub backends: Vec<BackendSpec>,
+    /// Maglev table size (a listed prime).
+    pub table_size: u32,
+}
+
+impl ServiceSpec {
+    pub fn active_backends(&self) -> usize {
+        self.backends.iter().filter(|b| b.weight > 0).count()
+    }
+}
+
+/// Everything the datapath should serve.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub services: BTreeMap<Frontend, ServiceSpec>,
+    pub settings: Settings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Seed of the per-packet flow hash; every LB node of a cluster must use the same.
+    pub flow_hash_seed: u32,
+    /// Seed of the Maglev permutations; every LB node of a cluster must use the same.
+    pub maglev_seed: u32,
+    /// Largest Maglev table the automatic size policy picks.
+    pub max_table_size: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            flow_hash_seed: 0x5eed_f10e,
+            maglev_seed: lb_hashing::maglev::DEFAULT_SEED,
+            max_table_size: 65_537,
+        }
+    }
+}
+
+pub fn addr_bytes(addr: IpAddr) -> ([u8; 16], u8) {
+    match addr {
+        IpAddr::V4(v4) => (lb_common::v4_addr(v4.octets()), FAMILY_V4),
+        IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+    }
+}
+
+pub fn addr_from_bytes(addr: &[u8; 16], family: u8) -> Option<IpAddr> {
+    match family {
+        FAMILY_V4 => Some(IpAddr::from([addr[0], addr[1], addr[2], addr[3]])),
+        FAMILY_V6 => Some(IpAddr::from(*addr)),
+        _ => None,
+    }
+}

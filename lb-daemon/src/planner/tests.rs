@@ -1,0 +1,278 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::model::{BackendSpec, Protocol, Settings};
+
+/// The maps as a plain in-memory model, checked after every single operation.
+#[derive(Default)]
+struct FakeKernel {
+    services: HashMap<ServiceKey, ServiceValue>,
+    backends: HashMap<u32, BackendValue>,
+    slots: HashMap<u32, u32>,
+}
+
+impl FakeKernel {
+    fn apply(&mut self, ops: &[MapOp]) {
+        for op in ops {
+            match op {
+                MapOp::PutBackend { id, value } | MapOp::RetireBackend { id, value } => {
+                    self.backends.insert(*id, *value);
+                }
+                MapOp::WriteSlots { base, slots } => {
+                    for (offset, id) in slots {
+                        self.slots.insert(base + offset, *id);
+                    }
+                }
+                MapOp::PutService { key, value } => {
+                    self.services.insert(*key, *value);
+                }
+                MapOp::DeleteService { key } => {
+                    self.services.remove(key);
+                }
+                MapOp::ResetServiceStats { .. } | MapOp::ResetBackendStats { .. } => {}
+            }
+            self.assert_consistent(op);
+        }
+    }
+
+    /// What a packet could observe right now: every slot of every live table names an
+    /// active backend.
+    fn assert_consistent(&self, after: &MapOp) {
+        for (key, svc) in &self.services {
+            for slot in svc.table_base..svc.table_base + svc.table_size {
+                let id = self
+                    .slots
+                    .get(&slot)
+                    .unwrap_or_else(|| panic!("{key:?}: slot {slot} unwritten after {after:?}"));
+                let backend = self.backends.get(id).expect("backend written");
+                assert_eq!(
+                    backend.flags & BACKEND_F_ACTIVE,
+                    BACKEND_F_ACTIVE,
+                    "{key:?} slot {slot} names retired backend {id} after {after:?}"
+                );
+            }
+        }
+    }
+
+    fn table(&self, frontend: &Frontend) -> Vec<IpAddr> {
+        let svc = self.services[&frontend.key()];
+        (svc.table_base..svc.table_base + svc.table_size)
+            .map(|slot| {
+                let b = self.backends[&self.slots[&slot]];
+                IpAddr::from([b.addr[0], b.addr[1], b.addr[2], b.addr[3]])
+            })
+            .collect()
+    }
+}
+
+fn frontend(port: u16) -> Frontend {
+    Frontend {
+        vip: "198.18.100.1".parse().unwrap(),
+        port,
+        protocol: Protocol::Tcp,
+    }
+}
+
+fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
+    let mut backends: Vec<BackendSpec> = backends
+        .iter()
+        .map(|&(last, weight)| BackendSpec {
+            address: IpAddr::from([198, 18, 0, last]),
+            weight,
+        })
+        .collect();
+    backends.sort_by_key(|b| b.address);
+    ServiceSpec {
+        name: name.into(),
+        backends,
+        table_size,
+    }
+}
+
+fn desired(services: Vec<(Frontend, ServiceSpec)>) -> DesiredState {
+    DesiredState {
+        services: services.into_iter().collect(),
+        settings: Settings::default(),
+    }
+}
+
+#[test]
+fn first_plan_writes_backends_then_tables_then_services() {
+    let state = KernelState::new(10_000);
+    let want = desired(vec![
+        (frontend(80), spec("a", &[(11, 1), (12, 1)], 251)),
+        (frontend(81), spec("b", &[(12, 1), (13, 1)], 509)),
+    ]);
+    let (ops, next) = plan(&state, &want).unwrap();
+    let first_service = ops
+        .iter()
+        .position(|op| matches!(op, MapOp::PutService { .. }))
+        .unwrap();
+    let last_backend = ops
+        .iter()
+        .rposition(|op| matches!(op, MapOp::PutBackend { .. }))
+        .unwrap();
+    assert!(last_backend < first_service);
+    assert_eq!(next.backends.len(), 3);
+    let mut kernel = FakeKernel::default();
+    kernel.apply(&ops);
+    assert_eq!(kernel.services.len(), 2);
+    assert_eq!(kernel.table(&frontend(81)).len(), 509);
+}
+
+#[test]
+fn unchanged_config_plans_nothing() {
+    let want = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 251))]);
+    let (_, state) = plan(&KernelState::new(10_000), &want).unwrap();
+    let (ops, again) = plan(&state, &want).unwrap();
+    assert!(ops.is_empty(), "{ops:?}");
+    assert_eq!(again.services, state.services);
+}
+
+#[test]
+fn removing_a_backend_writes_only_changed_slots_and_retires_it_last() {
+    let mut kernel = FakeKernel::default();
+    let one = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1), (13, 1)], 1021))]);
+    let (ops, state) = plan(&KernelState::new(10_000), &one).unwrap();
+    kernel.apply(&ops);
+    // The second change of the same size reuses the spare region: only differences are
+    // written. Make one change and then another to exercise both buffers.
+    let two = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 1021))]);
+    let (ops, state) = plan(&state, &two).unwrap();
+    kernel.apply(&ops);
+    assert!(matches!(ops.last(), Some(MapOp::RetireBackend { .. })));
+    let (ops, _) = plan(&state, &one).unwrap();
+    let written: usize = ops
+        .iter()
+        .map(|op| match op {
+            MapOp::WriteSlots { slots, .. } => slots.len(),
+            _ => 0,
+        })
+        .sum();
+    // Going back to three backends, the spare still holds the three-backend table.
+    assert_eq!(written, 0, "{ops:?}");
+    kernel.apply(&ops);
+    let owners: std::collections::BTreeSet<IpAddr> =
+        kernel.table(&frontend(80)).into_iter().collect();
+    assert_eq!(owners.len(), 3);
+}
+
+#[test]
+fn no_backends_means_empty_table() {
+    let want = desired(vec![(frontend(80), spec("a", &[(11, 0)], 251))]);
+    let (ops, _) = plan(&KernelState::new(10_000), &want).unwrap();
+    let put = ops
+        .iter()
+        .find_map(|op| match op {
+            MapOp::PutService { value, .. } => Some(*value),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(put.table_size, 0);
+    assert_eq!(put.flags & SERVICE_F_HAS_BACKENDS, 0);
+}
+
+#[test]
+fn out_of_room_fails_without_changing_state() {
+    let state = KernelState::new(1000);
+    let want = desired(vec![
+        (frontend(80), spec("a", &[(11, 1)], 251)),
+        (frontend(81), spec("b", &[(12, 1)], 509)),
+    ]);
+    let err = plan(&state, &want).unwrap_err();
+    assert!(matches!(err, PlanError::NoTableRoom { .. }), "{err}");
+    assert!(err.to_string().contains("198.18.100.1:81/tcp"));
+    assert_eq!(state, KernelState::new(1000));
+}
+
+#[test]
+fn adopted_state_with_the_same_table_writes_no_slots() {
+    let want = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 2)], 251))]);
+    let (_, state) = plan(&KernelState::new(10_000), &want).unwrap();
+    let services = state
+        .services
+        .iter()
+        .map(|(f, s)| {
+            (
+                *f,
+                InstalledService {
+                    spec: None,
+                    ..s.clone()
+                },
+            )
+        })
+        .collect();
+    let backends = state.backends.iter().map(|(a, b)| (*a, *b)).collect();
+    let adopted =
+        KernelState::adopt(10_000, services, backends, state.generations.clone()).unwrap();
+    let (ops, _) = plan(&adopted, &want).unwrap();
+    assert!(
+        ops.iter().all(|op| !matches!(op, MapOp::WriteSlots { .. })),
+        "{ops:?}"
+    );
+}
+
+#[test]
+fn retired_ids_come_back_with_a_new_generation() {
+    let (_, state) = plan(
+        &KernelState::new(10_000),
+        &desired(vec![(frontend(80), spec("a", &[(11, 1)], 251))]),
+    )
+    .unwrap();
+    let old = state.backends[&IpAddr::from([198, 18, 0, 11])];
+    let (_, state) = plan(
+        &state,
+        &desired(vec![(frontend(80), spec("a", &[(12, 1)], 251))]),
+    )
+    .unwrap();
+    let (_, state) = plan(
+        &state,
+        &desired(vec![(frontend(80), spec("a", &[(13, 1)], 251))]),
+    )
+    .unwrap();
+    let reused = state.backends[&IpAddr::from([198, 18, 0, 13])];
+    assert_eq!(reused.id, old.id, "oldest freed id is reused");
+    assert_ne!(reused.generation, old.generation);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Any sequence of configurations keeps every live table whole and pointing at active
+    /// backends after every single map write, and ends with exactly the desired services.
+    #[test]
+    fn every_step_is_make_before_break(
+        steps in prop::collection::vec(
+            prop::collection::vec(
+                (0u16..4, prop::collection::vec((1u8..12, 0u32..4), 0..6), prop::bool::ANY),
+                0..4,
+            ),
+            1..6,
+        )
+    ) {
+        let mut state = KernelState::new(200_000);
+        let mut kernel = FakeKernel::default();
+        for step in steps {
+            let mut services = BTreeMap::new();
+            for (port, backends, big) in step {
+                let mut seen = BTreeSet::new();
+                let backends: Vec<(u8, u32)> =
+                    backends.into_iter().filter(|(b, _)| seen.insert(*b)).collect();
+                let size = if big { 1021 } else { 251 };
+                services.insert(frontend(80 + port), spec(&format!("s{port}"), &backends, size));
+            }
+            let want = DesiredState { services, settings: Settings::default() };
+            let (ops, next) = plan(&state, &want).unwrap();
+            kernel.apply(&ops);
+            state = next;
+            prop_assert_eq!(kernel.services.len(), want.services.len());
+            for (f, s) in &want.services {
+                let table = kernel.table(f);
+                let live: BTreeSet<IpAddr> = s.backends.iter().filter(|b| b.weight > 0).map(|b| b.address).collect();
+                prop_assert_eq!(table.is_empty(), live.is_empty());
+                prop_assert!(table.iter().all(|a| live.contains(a)));
+            }
+        }
+    }
+}

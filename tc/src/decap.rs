@@ -1,0 +1,60 @@
+//! IPIP decapsulation with `bpf_skb_adjust_room`.
+
+use aya_ebpf::{
+    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4},
+    programs::TcContext,
+};
+use lb_common::{v4_addr, TcReason, VipKey, FAMILY_V4};
+
+use crate::maps::LOCAL_VIPS;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPPROTO_IPIP: u8 = 4;
+const IPV4_HLEN: usize = 20;
+/// Offset of the protocol byte and of the destination address in an IPv4 header.
+const IP_PROTO_OFF: usize = 9;
+const IP_DADDR_OFF: usize = 16;
+
+#[inline(always)]
+pub fn decapsulate(ctx: &TcContext) -> Result<(), TcReason> {
+    let ether_type: u16 = ctx.load(12).map_err(|_| TcReason::PassNotIpip)?;
+    if u16::from_be(ether_type) != ETH_P_IP {
+        return Err(TcReason::PassNotIpip);
+    }
+    let outer_ver_ihl: u8 = ctx.load(ETH_HLEN).map_err(|_| TcReason::PassNotIpip)?;
+    let outer_proto: u8 = ctx
+        .load(ETH_HLEN + IP_PROTO_OFF)
+        .map_err(|_| TcReason::PassNotIpip)?;
+    if outer_proto != IPPROTO_IPIP {
+        return Err(TcReason::PassNotIpip);
+    }
+    // The balancer never sends outer options; anything else is not ours to strip.
+    if outer_ver_ihl != 0x45 {
+        return Err(TcReason::PassNotIpip);
+    }
+    let inner = ETH_HLEN + IPV4_HLEN;
+    let inner_ver_ihl: u8 = ctx.load(inner).map_err(|_| TcReason::DropMalformed)?;
+    if inner_ver_ihl >> 4 != 4 || inner_ver_ihl & 0x0f < 5 {
+        return Err(TcReason::DropMalformed);
+    }
+    let inner_daddr: [u8; 4] = ctx
+        .load(inner + IP_DADDR_OFF)
+        .map_err(|_| TcReason::DropMalformed)?;
+    let key = VipKey {
+        addr: v4_addr(inner_daddr),
+        family: FAMILY_V4,
+        _pad: [0; 3],
+    };
+    // SAFETY: only presence matters; the value is not read.
+    if unsafe { LOCAL_VIPS.get(&key) }.is_none() {
+        return Err(TcReason::PassNotLocalVip);
+    }
+    ctx.adjust_room(
+        -(IPV4_HLEN as i32),
+        BPF_ADJ_ROOM_MAC,
+        u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
+    )
+    .map_err(|_| TcReason::DropDecapFailed)?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Maps of the backend-side program, pinned by name like the balancer's.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use lb_common::{limits, Counter, TcReason, VipKey};
+
+#[map(name = "LB_LOCAL_VIPS")]
+pub static LOCAL_VIPS: HashMap<VipKey, u32> = HashMap::pinned(limits::LOCAL_VIPS, 0);
+
+#[map(name = "LB_TC_STATS")]
+pub static TC_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(TcReason::COUNT, 0);
+
+#[inline(always)]
+pub fn count(reason: TcReason, bytes: u64) {
+    if let Some(counter) = TC_STATS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes;
+        }
+    }
+}

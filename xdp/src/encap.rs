@@ -1,0 +1,66 @@
+//! IPIP encapsulation (Katran's way): a new outer IPv4 header addressed to the backend, the
+//! client's packet untouched inside it, so the backend can answer the client directly.
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{BackendValue, NextHop, XdpReason};
+
+use crate::parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv4Packet, ETH_HLEN, IP_DF};
+
+pub const IPIP_OVERHEAD: u32 = 20;
+const OUTER_TTL: u8 = 64;
+const IPPROTO_IPIP: u8 = 4;
+const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+
+#[inline(always)]
+pub fn ipip(
+    ctx: &XdpContext,
+    pkt: &Ipv4Packet,
+    hop: &NextHop,
+    src: [u8; 4],
+    backend: &BackendValue,
+) -> Result<(), XdpReason> {
+    // SAFETY: the helper validates the delta against the headroom.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPIP_OVERHEAD as i32)) } != 0 {
+        return Err(XdpReason::DropEncapFailed);
+    }
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok_or(XdpReason::DropEncapFailed)?;
+    let outer: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok_or(XdpReason::DropEncapFailed)?;
+
+    let mut header = Ipv4Hdr {
+        version_ihl: 0x45,
+        tos: pkt.tos,
+        tot_len_be: (pkt.tot_len + IPIP_OVERHEAD as u16).to_be(),
+        id_be: 0,
+        frag_off_be: if pkt.dont_fragment { IP_DF.to_be() } else { 0 },
+        ttl: OUTER_TTL,
+        protocol: IPPROTO_IPIP,
+        check: 0,
+        saddr: src,
+        daddr: [backend.addr[0], backend.addr[1], backend.addr[2], backend.addr[3]],
+    };
+    header.check = checksum(&header);
+    // SAFETY: both pointers were bounds-checked by ptr_at after the head moved.
+    unsafe {
+        *eth = EthHdr {
+            dst: hop.dst_mac,
+            src: hop.src_mac,
+            ether_type_be: ETH_P_IP_BE,
+        };
+        *outer = header;
+    }
+    Ok(())
+}
+
+/// RFC 791 header checksum over the 20-byte header, computed on the stack copy.
+#[inline(always)]
+fn checksum(header: &Ipv4Hdr) -> u16 {
+    // SAFETY: Ipv4Hdr is 20 bytes of plain data, i.e. ten u16 words.
+    let words: &[u16; 10] = unsafe { &*(header as *const Ipv4Hdr as *const [u16; 10]) };
+    let mut sum: u32 = 0;
+    for word in words {
+        sum += u32::from(*word);
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}

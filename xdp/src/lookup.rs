@@ -1,0 +1,60 @@
+//! Service, configuration and Maglev lookups.
+
+use lb_common::{
+    v4_addr, BackendValue, LbConfig, ServiceKey, ServiceValue, XdpReason, BACKEND_F_ACTIVE,
+    CONFIG_F_READY, FAMILY_V4,
+};
+
+use crate::{
+    maps::{BACKENDS, CONFIG, MAGLEV, SERVICES},
+    parse::Ipv4Packet,
+};
+
+#[inline(always)]
+pub fn service(pkt: &Ipv4Packet) -> Option<ServiceValue> {
+    let key = ServiceKey {
+        addr: v4_addr(pkt.daddr),
+        port_be: pkt.dport_be,
+        proto: pkt.proto,
+        family: FAMILY_V4,
+    };
+    // SAFETY: the service map is not preallocated, so the element stays valid for the RCU
+    // section this program runs in; we copy it out at once.
+    unsafe { SERVICES.get(&key).copied() }
+}
+
+#[inline(always)]
+pub fn config() -> Option<LbConfig> {
+    let config = CONFIG.get(0)?;
+    if config.flags & CONFIG_F_READY == 0 {
+        return None;
+    }
+    Some(*config)
+}
+
+/// The live backend with this id, if any.
+#[inline(always)]
+pub fn backend(id: u32) -> Option<BackendValue> {
+    let backend = BACKENDS.get(id)?;
+    if backend.flags & BACKEND_F_ACTIVE == 0 {
+        return None;
+    }
+    Some(*backend)
+}
+
+/// Maglev: the flow hash picks a slot of the service's table, the slot names the backend.
+#[inline(always)]
+pub fn maglev_backend(
+    service: &ServiceValue,
+    hash: u32,
+) -> Result<(u32, BackendValue), XdpReason> {
+    // table_size is checked non-zero by the caller; the branch keeps the verifier and the
+    // division safe on its own.
+    if service.table_size == 0 {
+        return Err(XdpReason::DropNoBackend);
+    }
+    let slot = service.table_base.wrapping_add(hash % service.table_size);
+    let id = *MAGLEV.get(slot).ok_or(XdpReason::DropBackendMissing)?;
+    let backend = backend(id).ok_or(XdpReason::DropBackendMissing)?;
+    Ok((id, backend))
+}

@@ -1,0 +1,47 @@
+//! Every map the balancer uses. Layouts, names and sizes come from `lb-common`; all maps are
+//! pinned by name so the datapath keeps forwarding while the daemon restarts.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    limits, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
+    ServiceKey, ServiceValue, XdpReason,
+};
+
+/// Updates of prealloc hash maps recycle the old element at once; without prealloc the
+/// old value is freed after an RCU grace period, so a packet that just read a service never
+/// sees it rewritten underneath it.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map(name = "LB_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(limits::MAX_SERVICES, BPF_F_NO_PREALLOC);
+
+#[map(name = "LB_BACKENDS")]
+pub static BACKENDS: Array<BackendValue> = Array::pinned(limits::MAX_BACKENDS, 0);
+
+#[map(name = "LB_MAGLEV")]
+pub static MAGLEV: Array<u32> = Array::pinned(limits::MAGLEV_SLOTS, 0);
+
+#[map(name = "LB_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(limits::DEFAULT_FLOWS, 0);
+
+#[map(name = "LB_NEXTHOPS")]
+pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::pinned(limits::MAX_BACKENDS, 0);
+
+#[map(name = "LB_NEIGH_MISS")]
+pub static NEIGH_MISSES: HashMap<u32, NeighMiss> = HashMap::pinned(limits::NEIGH_MISSES, 0);
+
+#[map(name = "LB_CONFIG")]
+pub static CONFIG: Array<LbConfig> = Array::pinned(1, 0);
+
+#[map(name = "LB_XDP_STATS")]
+pub static XDP_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(XdpReason::COUNT, 0);
+
+#[map(name = "LB_SVC_STATS")]
+pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX_SERVICES, 0);
+
+#[map(name = "LB_BE_STATS")]
+pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX_BACKENDS, 0);

@@ -1,0 +1,124 @@
+//! Header parsing. Every read is bounds-checked against `data_end` first, which is also
+//! what the verifier demands.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{XdpReason, PROTO_TCP, PROTO_UDP};
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPV4_MIN_HLEN: usize = 20;
+const TCP_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// More-fragments flag and fragment offset, in host order.
+const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+pub const IP_DF: u16 = 0x4000;
+
+#[repr(C)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type_be: u16,
+}
+
+#[repr(C)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len_be: u16,
+    pub id_be: u16,
+    pub frag_off_be: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+/// What the rest of the program needs to know about a packet to a possible service.
+pub struct Ipv4Packet {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub tos: u8,
+    /// Inner IPv4 total length, host order.
+    pub tot_len: u16,
+    pub dont_fragment: bool,
+}
+
+/// A pointer to a `T` at `offset` bytes into the packet, if the packet is long enough.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return None;
+    }
+    Some((start + offset) as *mut T)
+}
+
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
+    let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(XdpReason::DropMalformedIp)?;
+    // SAFETY: ptr_at checked the bounds.
+    if u16::from_be(unsafe { (*eth).ether_type_be }) != ETH_P_IP {
+        return Err(XdpReason::PassNotIpv4);
+    }
+    let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok_or(XdpReason::DropMalformedIp)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { &*ip };
+    if ip.version_ihl >> 4 != 4 {
+        return Err(XdpReason::DropMalformedIp);
+    }
+    let ip_hlen = usize::from(ip.version_ihl & 0x0f) * 4;
+    if ip_hlen < IPV4_MIN_HLEN {
+        return Err(XdpReason::DropMalformedIp);
+    }
+    let tot_len = u16::from_be(ip.tot_len_be);
+    if usize::from(tot_len) < ip_hlen || ctx.data() + ETH_HLEN + usize::from(tot_len) > ctx.data_end()
+    {
+        return Err(XdpReason::DropMalformedIp);
+    }
+    let frag_off = u16::from_be(ip.frag_off_be);
+    if frag_off & IP_MF_OFFSET_MASK != 0 {
+        return Err(XdpReason::PassFragment);
+    }
+    let proto = ip.protocol;
+    let l4_len = match proto {
+        PROTO_TCP => TCP_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        _ => return Err(XdpReason::PassOtherProtocol),
+    };
+    let l4_off = ETH_HLEN + ip_hlen;
+    if ctx.data() + l4_off + l4_len > ctx.data_end() || usize::from(tot_len) < ip_hlen + l4_len {
+        return Err(XdpReason::DropMalformedL4);
+    }
+    // Source and destination ports lead both the TCP and the UDP header.
+    let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ports = unsafe { *ports };
+    Ok(Ipv4Packet {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport_be: ports[0],
+        dport_be: ports[1],
+        proto,
+        tos: ip.tos,
+        tot_len,
+        dont_fragment: frag_off & IP_DF != 0,
+    })
+}
+
+/// The flow hash the daemon's `explain` computes too: same function, same byte order.
+#[inline(always)]
+pub fn flow_hash(pkt: &Ipv4Packet, seed: u32) -> u32 {
+    lb_hashing::flow::flow_hash_v4(
+        u32::from_be_bytes(pkt.saddr),
+        u32::from_be_bytes(pkt.daddr),
+        u16::from_be(pkt.sport_be),
+        u16::from_be(pkt.dport_be),
+        pkt.proto,
+        seed,
+    )
+}
