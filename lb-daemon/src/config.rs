@@ -233,20 +233,12 @@ services:
     fn parses_services_and_sorts_backends() {
         let state = parse(GOOD).unwrap();
         assert_eq!(state.services.len(), 2);
-        let web = state
-            .services
-            .values()
-            .find(|s| s.name == "web")
-            .unwrap();
+        let web = state.services.values().find(|s| s.name == "web").unwrap();
         assert_eq!(web.backends[0].address.to_string(), "198.18.0.11");
         assert_eq!(web.backends[0].weight, 3);
         assert_eq!(web.backends[1].weight, 1);
         assert_eq!(web.table_size, maglev::choose_table_size(2, 65_537));
-        let dns = state
-            .services
-            .values()
-            .find(|s| s.name == "dns")
-            .unwrap();
+        let dns = state.services.values().find(|s| s.name == "dns").unwrap();
         assert_eq!(dns.table_size, 251);
         assert!(dns.backends.is_empty());
     }
@@ -278,11 +270,11 @@ services:
             ("colour: blue", "colour"),
         ];
         for (line, field) in cases {
-            let text = format!(
-                "services:\n  - name: a\n    vip: 198.18.100.1\n    port: 80\n    protocol: tcp\n    {line}\n"
-            );
-            // A repeated key replaces the earlier one or is rejected; either way the
-            // error must point at the field.
+            let key = line.split(':').next().unwrap();
+            let mut fields = vec!["name: a", "vip: 198.18.100.1", "port: 80", "protocol: tcp"];
+            fields.retain(|f| !f.starts_with(key));
+            fields.push(line);
+            let text = format!("services:\n  - {}\n", fields.join("\n    "));
             let msg = error_of(&text);
             assert!(msg.contains(field), "{line}: {msg}");
         }

@@ -123,13 +123,21 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     ensure_forwarding(&opts.iface)?;
     let attachment = loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode)?;
     match attachment {
-        Attachment::New => info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "attached XDP balancer"),
-        Attachment::Replaced => info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "adopted pinned datapath; program replaced in place"),
+        Attachment::New => {
+            info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "attached XDP balancer")
+        }
+        Attachment::Replaced => {
+            info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "adopted pinned datapath; program replaced in place")
+        }
     }
     let maps = LbMaps::open(&opts.pin_dir)?;
     let state = maps.read_state()?;
     if !state.services.is_empty() {
-        info!(services = state.services.len(), backends = state.backends.len(), "adopted pinned state");
+        info!(
+            services = state.services.len(),
+            backends = state.backends.len(),
+            "adopted pinned state"
+        );
     }
     let lb_config = LbConfig {
         encap_src_v4: encap_source.octets(),

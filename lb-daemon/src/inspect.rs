@@ -110,7 +110,11 @@ pub fn reason_counts(maps: &LbMaps) -> Result<Vec<ReasonCount>, MapsError> {
     let counters = maps.reason_counters()?;
     Ok(XdpReason::ALL
         .iter()
-        .zip(counters.iter().chain(std::iter::repeat(&Counter::default())))
+        .zip(
+            counters
+                .iter()
+                .chain(std::iter::repeat(&Counter::default())),
+        )
         .map(|(reason, c)| ReasonCount {
             reason: reason.name(),
             packets: c.packets,

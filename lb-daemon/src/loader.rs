@@ -19,7 +19,7 @@ use aya::{
         xdp::XdpLink,
         SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
-    EbpfLoader,
+    Ebpf, EbpfLoader,
 };
 use lb_common::{
     limits, map_names, program_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
@@ -97,7 +97,13 @@ pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), LoaderError> {
         let target = CString::new("/sys/fs/bpf").expect("no NUL");
         // SAFETY: plain mount(2) call with valid C strings.
         let rc = unsafe {
-            libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
             return Err(io_err(root)(io::Error::last_os_error()));
@@ -121,17 +127,44 @@ fn sizes<K, V>(entries: u32) -> (u32, u32, u32) {
 /// Key size, value size and entries of every map this build pins.
 fn expected_layouts() -> Vec<(&'static str, (u32, u32, u32))> {
     vec![
-        (map_names::SERVICES, sizes::<ServiceKey, ServiceValue>(limits::MAX_SERVICES)),
-        (map_names::BACKENDS, sizes::<u32, BackendValue>(limits::MAX_BACKENDS)),
+        (
+            map_names::SERVICES,
+            sizes::<ServiceKey, ServiceValue>(limits::MAX_SERVICES),
+        ),
+        (
+            map_names::BACKENDS,
+            sizes::<u32, BackendValue>(limits::MAX_BACKENDS),
+        ),
         (map_names::MAGLEV, sizes::<u32, u32>(limits::MAGLEV_SLOTS)),
-        (map_names::FLOWS, sizes::<FlowKey, FlowValue>(limits::DEFAULT_FLOWS)),
-        (map_names::NEXTHOPS, sizes::<u32, NextHop>(limits::MAX_BACKENDS)),
-        (map_names::NEIGH_MISSES, sizes::<u32, NeighMiss>(limits::NEIGH_MISSES)),
+        (
+            map_names::FLOWS,
+            sizes::<FlowKey, FlowValue>(limits::DEFAULT_FLOWS),
+        ),
+        (
+            map_names::NEXTHOPS,
+            sizes::<u32, NextHop>(limits::MAX_BACKENDS),
+        ),
+        (
+            map_names::NEIGH_MISSES,
+            sizes::<u32, NeighMiss>(limits::NEIGH_MISSES),
+        ),
         (map_names::CONFIG, sizes::<u32, LbConfig>(1)),
-        (map_names::XDP_STATS, sizes::<u32, Counter>(XdpReason::COUNT)),
-        (map_names::SERVICE_STATS, sizes::<u32, Counter>(limits::MAX_SERVICES)),
-        (map_names::BACKEND_STATS, sizes::<u32, Counter>(limits::MAX_BACKENDS)),
-        (map_names::LOCAL_VIPS, sizes::<VipKey, u32>(limits::LOCAL_VIPS)),
+        (
+            map_names::XDP_STATS,
+            sizes::<u32, Counter>(XdpReason::COUNT),
+        ),
+        (
+            map_names::SERVICE_STATS,
+            sizes::<u32, Counter>(limits::MAX_SERVICES),
+        ),
+        (
+            map_names::BACKEND_STATS,
+            sizes::<u32, Counter>(limits::MAX_BACKENDS),
+        ),
+        (
+            map_names::LOCAL_VIPS,
+            sizes::<VipKey, u32>(limits::LOCAL_VIPS),
+        ),
         (map_names::TC_STATS, sizes::<u32, Counter>(TcReason::COUNT)),
     ]
 }
@@ -194,41 +227,77 @@ pub enum Attachment {
     Replaced,
 }
 
-/// Loads the XDP balancer against the pinned maps and attaches it to `iface`, or swaps it
-/// into the link an earlier daemon pinned.
-pub fn install_balancer(
-    iface: &str,
+/// Loads the XDP balancer against the maps pinned in `pin_dir` (creating them on first use)
+/// without attaching it; `test_run` fixtures and benchmarks use this directly.
+pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+    load_object(
+        pin_dir,
+        objects::XDP_BALANCER,
+        program_names::XDP_BALANCER,
+        |ebpf, name| {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(LoaderError::MissingProgram(name))?
+                .try_into()
+                .map_err(program_err(name))?;
+            prog.load().map_err(program_err(name))
+        },
+    )
+}
+
+/// Loads the backend-side decapsulation program against its pinned maps, unattached.
+pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+    load_object(
+        pin_dir,
+        objects::TC_DECAP,
+        program_names::TC_DECAP,
+        |ebpf, name| {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(LoaderError::MissingProgram(name))?
+                .try_into()
+                .map_err(program_err(name))?;
+            prog.load().map_err(program_err(name))
+        },
+    )
+}
+
+fn load_object(
     pin_dir: &Path,
-    mode: XdpMode,
-) -> Result<Attachment, LoaderError> {
+    object: &[u8],
+    name: &'static str,
+    load: impl FnOnce(&mut Ebpf, &'static str) -> Result<(), LoaderError>,
+) -> Result<Ebpf, LoaderError> {
     prepare_pin_dir(pin_dir)?;
-    ifindex(iface)?;
     check_pinned_layouts(pin_dir)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
-        .load(objects::XDP_BALANCER)?;
-    let name = program_names::XDP_BALANCER;
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(LoaderError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
-    prog.load().map_err(program_err(name))?;
-    let link_path = pin_dir.join(XDP_LINK_PIN);
+        .load(object)?;
+    load(&mut ebpf, name)?;
+    Ok(ebpf)
+}
+
+/// Attaches through the link pinned at `link_path` if an earlier daemon left one (the
+/// kernel swaps the program atomically), else attaches anew and pins the link there.
+fn attach_pinned<P, L>(
+    prog: &mut P,
+    name: &'static str,
+    link_path: PathBuf,
+    replace: impl FnOnce(&mut P, L) -> Result<(), aya::programs::ProgramError>,
+    attach: impl FnOnce(&mut P) -> Result<FdLink, LoaderError>,
+) -> Result<Attachment, LoaderError>
+where
+    L: TryFrom<FdLink, Error = aya::programs::links::LinkError>,
+{
     if let Some(fd_link) = open_pinned_link(&link_path)? {
-        let link = XdpLink::try_from(fd_link).map_err(|source| LoaderError::Link {
+        let link = L::try_from(fd_link).map_err(|source| LoaderError::Link {
             path: link_path.clone(),
             source,
         })?;
-        prog.attach_to_link(link).map_err(program_err(name))?;
+        replace(prog, link).map_err(program_err(name))?;
         return Ok(Attachment::Replaced);
     }
-    let id = prog.attach(iface, mode).map_err(program_err(name))?;
-    let link = prog.take_link(id).map_err(program_err(name))?;
-    let fd_link = FdLink::try_from(link).map_err(|source| LoaderError::Link {
-        path: link_path.clone(),
-        source,
-    })?;
+    let fd_link = attach(prog)?;
     fd_link.pin(&link_path).map_err(|source| LoaderError::Pin {
         path: link_path,
         source,
@@ -236,44 +305,65 @@ pub fn install_balancer(
     Ok(Attachment::New)
 }
 
+fn into_fd_link<L>(link: L, name: &'static str) -> Result<FdLink, LoaderError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    FdLink::try_from(link).map_err(|source| LoaderError::Link {
+        path: PathBuf::from(name),
+        source,
+    })
+}
+
+/// Loads the XDP balancer against the pinned maps and attaches it to `iface`, or swaps it
+/// into the link an earlier daemon pinned.
+pub fn install_balancer(
+    iface: &str,
+    pin_dir: &Path,
+    mode: XdpMode,
+) -> Result<Attachment, LoaderError> {
+    ifindex(iface)?;
+    let mut ebpf = load_balancer(pin_dir)?;
+    let name = program_names::XDP_BALANCER;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or(LoaderError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))?;
+    attach_pinned(
+        prog,
+        name,
+        pin_dir.join(XDP_LINK_PIN),
+        |prog, link: XdpLink| prog.attach_to_link(link).map(drop),
+        |prog| {
+            let id = prog.attach(iface, mode).map_err(program_err(name))?;
+            into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)
+        },
+    )
+}
+
 /// Loads the backend-side decapsulation program on `iface`'s ingress (tcx), pinned.
 pub fn install_decap(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
-    prepare_pin_dir(pin_dir)?;
     ifindex(iface)?;
-    check_pinned_layouts(pin_dir)?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .load(objects::TC_DECAP)?;
+    let mut ebpf = load_decap(pin_dir)?;
     let name = program_names::TC_DECAP;
     let prog: &mut SchedClassifier = ebpf
         .program_mut(name)
         .ok_or(LoaderError::MissingProgram(name))?
         .try_into()
         .map_err(program_err(name))?;
-    prog.load().map_err(program_err(name))?;
-    let link_path = pin_dir.join(TC_LINK_PIN);
-    if let Some(fd_link) = open_pinned_link(&link_path)? {
-        let link =
-            SchedClassifierLink::try_from(fd_link).map_err(|source| LoaderError::Link {
-                path: link_path.clone(),
-                source,
-            })?;
-        prog.attach_to_link(link).map_err(program_err(name))?;
-        return Ok(Attachment::Replaced);
-    }
-    let id = prog
-        .attach(iface, TcAttachType::Ingress)
-        .map_err(program_err(name))?;
-    let link = prog.take_link(id).map_err(program_err(name))?;
-    let fd_link = FdLink::try_from(link).map_err(|source| LoaderError::Link {
-        path: link_path.clone(),
-        source,
-    })?;
-    fd_link.pin(&link_path).map_err(|source| LoaderError::Pin {
-        path: link_path,
-        source,
-    })?;
-    Ok(Attachment::New)
+    attach_pinned(
+        prog,
+        name,
+        pin_dir.join(TC_LINK_PIN),
+        |prog, link: SchedClassifierLink| prog.attach_to_link(link).map(drop),
+        |prog| {
+            let id = prog
+                .attach(iface, TcAttachType::Ingress)
+                .map_err(program_err(name))?;
+            into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)
+        },
+    )
 }
 
 /// Attaches the pass-everything XDP program to `iface` and pins its link at `link_pin`
@@ -294,11 +384,7 @@ pub fn install_pass(iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
     let id = prog
         .attach(iface, XdpMode::Driver)
         .map_err(program_err(name))?;
-    let link = prog.take_link(id).map_err(program_err(name))?;
-    let fd_link = FdLink::try_from(link).map_err(|source| LoaderError::Link {
-        path: link_pin.to_path_buf(),
-        source,
-    })?;
+    let fd_link = into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)?;
     fd_link.pin(link_pin).map_err(|source| LoaderError::Pin {
         path: link_pin.to_path_buf(),
         source,

@@ -19,7 +19,11 @@ use lb_daemon::{
 };
 
 #[derive(Parser)]
-#[command(name = "ferrolb", version, about = "Maglev + XDP + IPIP DSR load balancer")]
+#[command(
+    name = "ferrolb",
+    version,
+    about = "Maglev + XDP + IPIP DSR load balancer"
+)]
 struct Cli {
     /// Where maps and links are pinned (one directory per datapath instance).
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
@@ -146,7 +150,11 @@ fn main() -> Result<()> {
         }
         Command::CheckConfig { config: path } => {
             let state = config::load(&path).with_context(|| format!("{}", path.display()))?;
-            println!("{}: {} services, valid", path.display(), state.services.len());
+            println!(
+                "{}: {} services, valid",
+                path.display(),
+                state.services.len()
+            );
         }
         Command::List { output } => {
             let maps = LbMaps::open(&pin_dir)?;
@@ -285,17 +293,20 @@ fn stats(pin_dir: &PathBuf, output: Output) -> Result<()> {
         bail!("nothing installed under {}", pin_dir.display());
     }
     if output == Output::Json {
-        println!(
-            "{}",
-            serde_json::json!({ "xdp": balancer, "tc": decap })
-        );
+        println!("{}", serde_json::json!({ "xdp": balancer, "tc": decap }));
         return Ok(());
     }
     for (title, rows) in [("xdp balancer", balancer), ("tc decap", decap)] {
         let Some(rows) = rows else { continue };
         println!("{title}:");
         for r in rows {
-            println!("  lb_{}_total{{reason=\"{}\"}} packets={} bytes={}", title.split(' ').next().unwrap_or(""), r.reason, r.packets, r.bytes);
+            println!(
+                "  lb_{}_total{{reason=\"{}\"}} packets={} bytes={}",
+                title.split(' ').next().unwrap_or(""),
+                r.reason,
+                r.packets,
+                r.bytes
+            );
         }
     }
     Ok(())

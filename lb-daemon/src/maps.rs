@@ -20,13 +20,12 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
-    #[error("cannot open pinned map {path}: {source} (is the datapath installed? see `ferrolb run`)")]
+    #[error(
+        "cannot open pinned map {path}: {source} (is the datapath installed? see `ferrolb run`)"
+    )]
     Open { path: PathBuf, source: MapError },
     #[error("map {map}: {source}")]
-    Access {
-        map: &'static str,
-        source: MapError,
-    },
+    Access { map: &'static str, source: MapError },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
     #[error("pinned state is inconsistent: {0}")]
@@ -146,6 +145,16 @@ impl LbMaps {
         Ok(())
     }
 
+    /// Fixes the next hop of one backend on every CPU until `expires_ns` (monotonic clock),
+    /// bypassing the kernel's route lookup: for fixtures and for next hops managed outside
+    /// the kernel's tables.
+    pub fn set_static_nexthop(&mut self, backend_id: u32, hop: NextHop) -> Result<(), MapsError> {
+        let values = PerCpuValues::try_from(vec![hop; self.cpus]).expect("one value per CPU");
+        self.nexthops
+            .set(backend_id, values, 0)
+            .map_err(access(map_names::NEXTHOPS))
+    }
+
     pub fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
         self.config
             .set(0, config, 0)
@@ -213,11 +222,8 @@ impl LbMaps {
 
     /// Takes the backends whose next hop the datapath found unresolved.
     pub fn drain_neigh_misses(&mut self) -> Result<Vec<(u32, NeighMiss)>, MapsError> {
-        let misses: Vec<(u32, NeighMiss)> = self
-            .neigh_misses
-            .iter()
-            .filter_map(Result::ok)
-            .collect();
+        let misses: Vec<(u32, NeighMiss)> =
+            self.neigh_misses.iter().filter_map(Result::ok).collect();
         for (id, _) in &misses {
             let _ = self.neigh_misses.remove(id);
         }
@@ -233,7 +239,10 @@ impl LbMaps {
             generations.insert(id, value.generation);
             if value.flags & BACKEND_F_ACTIVE != 0 {
                 let addr = addr_from_bytes(&value.addr, value.family).ok_or_else(|| {
-                    MapsError::Inconsistent(format!("backend {id} has address family {}", value.family))
+                    MapsError::Inconsistent(format!(
+                        "backend {id} has address family {}",
+                        value.family
+                    ))
                 })?;
                 backends.push((
                     addr,

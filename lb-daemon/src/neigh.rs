@@ -68,7 +68,11 @@ pub struct Route {
 
 /// Parses /proc/net/route (addresses are hex in host byte order of a little-endian u32).
 pub fn parse_routes(text: &str) -> Vec<Route> {
-    let hex_addr = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| Ipv4Addr::from(v.swap_bytes()));
+    let hex_addr = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.swap_bytes()))
+    };
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -152,7 +156,13 @@ struct NeighRequest {
 /// `bpf_fib_lookup` finds a neighbour.
 pub fn request_resolution(addr: Ipv4Addr, ifindex: u32) -> Result<(), NeighError> {
     // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
     if fd < 0 {
         return Err(NeighError::Netlink(io::Error::last_os_error()));
     }
@@ -239,7 +249,8 @@ pub fn warm(addrs: &[IpAddr]) -> Vec<(IpAddr, NeighError)> {
 mod tests {
     use super::*;
 
-    const ROUTES: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+    const ROUTES: &str =
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 eth0\t00000000\t010012C6\t0003\t0\t0\t0\t00000000\t0\t0\t0
 eth0\t000012C6\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 eth1\t006412C6\t020012C6\t0003\t0\t0\t5\t00FFFFFF\t0\t0\t0

@@ -47,15 +47,33 @@ pub enum PlanError {
 /// One write to one map.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapOp {
-    PutBackend { id: u32, value: BackendValue },
+    PutBackend {
+        id: u32,
+        value: BackendValue,
+    },
     /// Writes `LB_MAGLEV[base + offset] = backend_id` for each pair.
-    WriteSlots { base: u32, slots: Vec<(u32, u32)> },
-    ResetServiceStats { service_id: u32 },
-    ResetBackendStats { backend_id: u32 },
-    PutService { key: ServiceKey, value: ServiceValue },
-    DeleteService { key: ServiceKey },
+    WriteSlots {
+        base: u32,
+        slots: Vec<(u32, u32)>,
+    },
+    ResetServiceStats {
+        service_id: u32,
+    },
+    ResetBackendStats {
+        backend_id: u32,
+    },
+    PutService {
+        key: ServiceKey,
+        value: ServiceValue,
+    },
+    DeleteService {
+        key: ServiceKey,
+    },
     /// Clears the active flag (keeping the generation), so flow entries re-select.
-    RetireBackend { id: u32, value: BackendValue },
+    RetireBackend {
+        id: u32,
+        value: BackendValue,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +208,11 @@ pub fn build_table(
     if spec.active_backends() == 0 {
         return Ok(Vec::new());
     }
-    let identities: Vec<String> = spec.backends.iter().map(|b| b.address.to_string()).collect();
+    let identities: Vec<String> = spec
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect();
     let inputs: Vec<maglev::MaglevBackend<'_>> = spec
         .backends
         .iter()
@@ -200,12 +222,11 @@ pub fn build_table(
             weight: b.weight,
         })
         .collect();
-    let table = maglev::build(&inputs, spec.table_size, seed).map_err(|source| {
-        PlanError::Maglev {
+    let table =
+        maglev::build(&inputs, spec.table_size, seed).map_err(|source| PlanError::Maglev {
             frontend: *frontend,
             source,
-        }
-    })?;
+        })?;
     Ok(table
         .into_iter()
         .map(|index| backends[&spec.backends[index as usize].address].id)
@@ -245,9 +266,15 @@ pub fn plan(
             continue;
         }
         let id = next.allocate_backend_id();
-        let generation = next.generations.get(&id).copied().unwrap_or(0).wrapping_add(1);
+        let generation = next
+            .generations
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+            .wrapping_add(1);
         next.generations.insert(id, generation);
-        next.backends.insert(*addr, InstalledBackend { id, generation });
+        next.backends
+            .insert(*addr, InstalledBackend { id, generation });
         let (bytes, family) = addr_bytes(*addr);
         ops.push(MapOp::ResetBackendStats { backend_id: id });
         ops.push(MapOp::PutBackend {
@@ -263,7 +290,13 @@ pub fn plan(
     }
 
     for (frontend, spec) in &desired.services {
-        plan_service(&mut next, &mut ops, frontend, spec, desired.settings.maglev_seed)?;
+        plan_service(
+            &mut next,
+            &mut ops,
+            frontend,
+            spec,
+            desired.settings.maglev_seed,
+        )?;
     }
 
     let removed: Vec<Frontend> = next

@@ -36,7 +36,12 @@ pub fn ipip(
         protocol: IPPROTO_IPIP,
         check: 0,
         saddr: src,
-        daddr: [backend.addr[0], backend.addr[1], backend.addr[2], backend.addr[3]],
+        daddr: [
+            backend.addr[0],
+            backend.addr[1],
+            backend.addr[2],
+            backend.addr[3],
+        ],
     };
     header.check = checksum(&header);
     // SAFETY: both pointers were bounds-checked by ptr_at after the head moved.

@@ -7,9 +7,7 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{
-    v4_addr, BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4,
-};
+use lb_common::{v4_addr, BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4};
 
 use crate::{
     maps::{NEIGH_MISSES, NEXTHOPS},
@@ -48,8 +46,12 @@ pub fn resolve(
     params.l4_protocol = IPPROTO_IPIP;
     params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(config.encap_src_v4);
-    params.__bindgen_anon_4.ipv4_dst =
-        u32::from_ne_bytes([backend.addr[0], backend.addr[1], backend.addr[2], backend.addr[3]]);
+    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([
+        backend.addr[0],
+        backend.addr[1],
+        backend.addr[2],
+        backend.addr[3],
+    ]);
     // SAFETY: params is a valid, fully sized bpf_fib_lookup on our stack.
     let rc = unsafe {
         bpf_fib_lookup(

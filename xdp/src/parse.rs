@@ -76,7 +76,8 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         return Err(XdpReason::DropMalformedIp);
     }
     let tot_len = u16::from_be(ip.tot_len_be);
-    if usize::from(tot_len) < ip_hlen || ctx.data() + ETH_HLEN + usize::from(tot_len) > ctx.data_end()
+    if usize::from(tot_len) < ip_hlen
+        || ctx.data() + ETH_HLEN + usize::from(tot_len) > ctx.data_end()
     {
         return Err(XdpReason::DropMalformedIp);
     }

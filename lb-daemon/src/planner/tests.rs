@@ -134,7 +134,10 @@ fn unchanged_config_plans_nothing() {
 #[test]
 fn removing_a_backend_writes_only_changed_slots_and_retires_it_last() {
     let mut kernel = FakeKernel::default();
-    let one = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1), (13, 1)], 1021))]);
+    let one = desired(vec![(
+        frontend(80),
+        spec("a", &[(11, 1), (12, 1), (13, 1)], 1021),
+    )]);
     let (ops, state) = plan(&KernelState::new(10_000), &one).unwrap();
     kernel.apply(&ops);
     // The second change of the same size reuses the spare region: only differences are

@@ -1,0 +1,622 @@
+//! Kernel unit tests of the datapath (Katran's and Cilium's method): input packet → verdict,
+//! output bytes and counters, run through BPF_PROG_TEST_RUN, with the maps filled by the
+//! daemon's own planner and map writer.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};
+use lb_common::{program_names, LbConfig, NextHop, TcReason, XdpReason, CONFIG_F_READY};
+use lb_daemon::{
+    config, inspect, loader,
+    maps::{DecapMaps, LbMaps},
+    model::Protocol,
+    planner::{self, KernelState},
+};
+use support::{require_root, PinDir};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+
+const CLIENT: [u8; 4] = [198, 18, 0, 10];
+const VIP: [u8; 4] = [198, 18, 100, 1];
+const LB: [u8; 4] = [198, 18, 0, 2];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+const CONFIG: &str = "
+services:
+  - name: web
+    vip: 198.18.100.1
+    port: 80
+    protocol: tcp
+    backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]
+  - name: dns
+    vip: 198.18.100.1
+    port: 53
+    protocol: udp
+    backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]
+  - name: empty
+    vip: 198.18.100.1
+    port: 81
+    protocol: tcp
+    backends: []
+";
+
+fn backend_mac(addr: IpAddr) -> [u8; 6] {
+    let IpAddr::V4(v4) = addr else { unreachable!() };
+    [0x02, 0xbe, 0, 0, 0, v4.octets()[3]]
+}
+
+struct Fixture {
+    ebpf: aya::Ebpf,
+    maps: LbMaps,
+    state: KernelState,
+    // Dropped last: removes the pins.
+    _pin: PinDir,
+}
+
+impl Fixture {
+    fn new(tag: &str, yaml: &str) -> Self {
+        let pin = PinDir::new(tag);
+        let ebpf = loader::load_balancer(&pin.path).expect("load balancer");
+        let mut maps = LbMaps::open(&pin.path).expect("open maps");
+        let desired = config::parse(yaml).expect("config");
+        maps.write_config(&LbConfig {
+            encap_src_v4: LB,
+            flow_hash_seed: desired.settings.flow_hash_seed,
+            nexthop_ttl_ns: 1_000_000_000,
+            flags: CONFIG_F_READY,
+            _pad: 0,
+        })
+        .unwrap();
+        let mut fixture = Self {
+            ebpf,
+            state: maps.read_state().unwrap(),
+            maps,
+            _pin: pin,
+        };
+        fixture.apply(yaml);
+        fixture
+    }
+
+    /// Plans and writes a config with the daemon's code, then pins every backend's next hop
+    /// (test_run has no route to 198.18.0.0/15 in the host namespace).
+    fn apply(&mut self, yaml: &str) {
+        let desired = config::parse(yaml).unwrap();
+        let (ops, next) = planner::plan(&self.state, &desired).unwrap();
+        self.maps.apply(&ops).unwrap();
+        self.state = next;
+        for (addr, backend) in &self.state.backends {
+            self.maps
+                .set_static_nexthop(
+                    backend.id,
+                    NextHop {
+                        dst_mac: backend_mac(*addr),
+                        src_mac: LB_MAC,
+                        ifindex: 1, // test_run delivers on the loopback
+                        mtu: 1500,
+                        _pad: 0,
+                        backend_generation: backend.generation,
+                        expires_ns: u64::MAX,
+                    },
+                )
+                .unwrap();
+        }
+    }
+
+    fn run(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(program_names::XDP_BALANCER)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; packet.len() + 256];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .expect("test_run");
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    fn counters(&self) -> Vec<u64> {
+        self.maps
+            .reason_counters()
+            .unwrap()
+            .iter()
+            .map(|c| c.packets)
+            .collect()
+    }
+
+    /// Runs a packet and checks the verdict and that exactly one counter, `reason`, moved.
+    fn expect(&mut self, name: &str, packet: &[u8], action: u32, reason: XdpReason) -> Vec<u8> {
+        let before = self.counters();
+        let (got, out) = self.run(packet);
+        let after = self.counters();
+        assert_eq!(got, action, "{name}: verdict");
+        for r in XdpReason::ALL {
+            let delta = after[r as usize] - before[r as usize];
+            let want = u64::from(r == reason);
+            assert_eq!(delta, want, "{name}: counter {} moved by {delta}", r.name());
+        }
+        out
+    }
+
+    fn explain(&self, proto: Protocol, sport: u16, dport: u16) -> inspect::Explanation {
+        inspect::explain(
+            &self.maps,
+            inspect::Tuple {
+                protocol: proto,
+                src: Ipv4Addr::from(CLIENT),
+                sport,
+                dst: Ipv4Addr::from(VIP),
+                dport,
+            },
+        )
+        .unwrap()
+    }
+}
+
+fn tcp_syn(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn();
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).unwrap();
+    out
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .udp(sport, dport);
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).unwrap();
+    out
+}
+
+fn eth(ether_type: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&LB_MAC);
+    v.extend_from_slice(&CLIENT_MAC);
+    v.extend_from_slice(&ether_type.to_be_bytes());
+    v
+}
+
+/// A TCP SYN whose IPv4 header carries 4 bytes of options (two NOPs, ... ).
+fn tcp_with_ip_options(sport: u16) -> Vec<u8> {
+    let mut tcp = TcpHeader::new(sport, 80, 7, 64240);
+    tcp.syn = true;
+    let mut ip = Ipv4Header::new(tcp.header_len() as u16, 64, IpNumber::TCP, CLIENT, VIP).unwrap();
+    ip.options = [1u8, 1, 1, 0][..].try_into().unwrap();
+    ip.set_payload_len(tcp.header_len()).unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, &[]).unwrap();
+    let mut v = eth(0x0800);
+    ip.write(&mut v).unwrap();
+    tcp.write(&mut v).unwrap();
+    v
+}
+
+/// Rewrites the fragment field (host order) and fixes the header checksum.
+fn with_fragment(mut packet: Vec<u8>, frag_field: u16) -> Vec<u8> {
+    packet[20..22].copy_from_slice(&frag_field.to_be_bytes());
+    let header = Ipv4HeaderSlice::from_slice(&packet[14..])
+        .unwrap()
+        .to_header();
+    let check = header.calc_header_checksum();
+    packet[24..26].copy_from_slice(&check.to_be_bytes());
+    packet
+}
+
+/// The output must be the input's IP packet inside a correct outer header to `backend`.
+fn assert_ipip(name: &str, input: &[u8], out: &[u8], backend: IpAddr) {
+    assert_eq!(out.len(), input.len() + 20, "{name}: length");
+    assert_eq!(&out[0..6], &backend_mac(backend), "{name}: destination MAC");
+    assert_eq!(&out[6..12], &LB_MAC, "{name}: source MAC");
+    assert_eq!(&out[12..14], &[0x08, 0x00], "{name}: ethertype");
+    let outer = Ipv4HeaderSlice::from_slice(&out[14..34]).unwrap();
+    assert_eq!(outer.ihl(), 5, "{name}: outer IHL");
+    assert_eq!(
+        outer.protocol(),
+        IpNumber::IPV4,
+        "{name}: outer protocol is IPIP"
+    );
+    assert_eq!(outer.ttl(), 64, "{name}: outer TTL");
+    assert_eq!(outer.source(), LB, "{name}: outer source");
+    assert_eq!(
+        IpAddr::from(outer.destination()),
+        backend,
+        "{name}: outer destination"
+    );
+    let inner_len = u16::from_be_bytes([input[16], input[17]]);
+    assert_eq!(
+        outer.total_len(),
+        inner_len + 20,
+        "{name}: outer total length"
+    );
+    assert_eq!(
+        outer.dont_fragment(),
+        input[20] & 0x40 != 0,
+        "{name}: DF copied"
+    );
+    assert_eq!(
+        outer.header_checksum(),
+        outer.to_header().calc_header_checksum(),
+        "{name}: outer checksum"
+    );
+    assert_eq!(&out[34..], &input[14..], "{name}: inner packet intact");
+}
+
+#[test]
+fn forwards_new_flows_with_correct_ipip_and_counts_them() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("fwd", CONFIG);
+    for (name, proto, packet, dport) in [
+        ("tcp syn", Protocol::Tcp, tcp_syn(40_000, 80, b""), 80),
+        (
+            "tcp with data",
+            Protocol::Tcp,
+            tcp_syn(40_001, 80, &[0xab; 100]),
+            80,
+        ),
+        ("udp", Protocol::Udp, udp(40_002, 53, b"query"), 53),
+    ] {
+        let sport = u16::from_be_bytes([packet[34], packet[35]]);
+        let predicted = f.explain(proto, sport, dport);
+        assert!(predicted.flow_entry.is_none(), "{name}: fresh flow");
+        let backend = predicted.maglev_backend.expect("maglev pick");
+        let service_id = predicted.service_id.unwrap();
+        let backend_id = f.state.backends[&backend].id;
+        let svc_before = f.maps.service_counter(service_id).unwrap();
+        let be_before = f.maps.backend_counter(backend_id).unwrap();
+        let out = f.expect(name, &packet, XDP_TX, XdpReason::Forwarded);
+        assert_ipip(name, &packet, &out, backend);
+        let svc_after = f.maps.service_counter(service_id).unwrap();
+        let be_after = f.maps.backend_counter(backend_id).unwrap();
+        assert_eq!(
+            svc_after.packets - svc_before.packets,
+            1,
+            "{name}: service packets"
+        );
+        assert_eq!(
+            svc_after.bytes - svc_before.bytes,
+            packet.len() as u64,
+            "{name}: service bytes"
+        );
+        assert_eq!(
+            be_after.packets - be_before.packets,
+            1,
+            "{name}: backend packets"
+        );
+        let after = f.explain(proto, sport, dport);
+        let entry = after.flow_entry.expect("flow recorded");
+        assert_eq!(entry.backend, Some(backend), "{name}: flow entry");
+        assert_eq!(after.backend, Some(backend));
+    }
+}
+
+#[test]
+fn ipv4_options_are_carried_intact() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("opts", CONFIG);
+    let packet = tcp_with_ip_options(41_000);
+    assert_eq!(packet[14] & 0x0f, 6, "IHL 6");
+    let backend = f.explain(Protocol::Tcp, 41_000, 80).maglev_backend.unwrap();
+    let out = f.expect("ip options", &packet, XDP_TX, XdpReason::Forwarded);
+    assert_ipip("ip options", &packet, &out, backend);
+}
+
+#[test]
+fn negative_cases_get_their_verdict_and_counter() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("neg", CONFIG);
+    let syn = tcp_syn(42_000, 80, b"");
+    let mut bad_ihl = syn.clone();
+    bad_ihl[14] = 0x44;
+    let mut long_tot_len = syn.clone();
+    long_tot_len[16..18].copy_from_slice(&200u16.to_be_bytes());
+    let mut bad_version = syn.clone();
+    bad_version[14] = 0x65;
+    let mut icmp = syn.clone();
+    icmp[23] = 1;
+    let mut ipv6 = eth(0x86dd);
+    ipv6.extend_from_slice(&[0x60; 60]);
+    let mut arp = eth(0x0806);
+    arp.extend_from_slice(&[0; 28]);
+
+    let cases: Vec<(&str, Vec<u8>, u32, XdpReason)> = vec![
+        // test_run refuses frames shorter than an Ethernet header, so the shortest case is
+        // an IPv4 ethertype with nothing behind it.
+        (
+            "ethernet header only",
+            syn[..14].to_vec(),
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        (
+            "truncated ipv4 header",
+            syn[..14 + 12].to_vec(),
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        ("ihl below 5", bad_ihl, XDP_DROP, XdpReason::DropMalformedIp),
+        (
+            "ip version 6 in ipv4 frame",
+            bad_version,
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        (
+            "total length beyond frame",
+            long_tot_len,
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        (
+            "frame cut inside tcp header",
+            syn[..14 + 20 + 10].to_vec(),
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        (
+            "non-first fragment",
+            with_fragment(udp(42_001, 53, b"x"), 0x0010),
+            XDP_PASS,
+            XdpReason::PassFragment,
+        ),
+        (
+            "first fragment",
+            with_fragment(udp(42_002, 53, b"x"), 0x2000),
+            XDP_PASS,
+            XdpReason::PassFragment,
+        ),
+        ("ipv6 ethertype", ipv6, XDP_PASS, XdpReason::PassNotIpv4),
+        ("arp ethertype", arp, XDP_PASS, XdpReason::PassNotIpv4),
+        ("icmp to vip", icmp, XDP_PASS, XdpReason::PassOtherProtocol),
+        (
+            "unknown vip port",
+            tcp_syn(42_003, 8443, b""),
+            XDP_PASS,
+            XdpReason::PassNotService,
+        ),
+        (
+            "service with zero backends",
+            tcp_syn(42_004, 81, b""),
+            XDP_DROP,
+            XdpReason::DropNoBackend,
+        ),
+        (
+            "too big after encapsulation",
+            tcp_syn(42_005, 80, &[0; 1481 - 40]),
+            XDP_DROP,
+            XdpReason::DropTooBig,
+        ),
+    ];
+    for (name, packet, action, reason) in cases {
+        let out = f.expect(name, &packet, action, reason);
+        if action == XDP_PASS {
+            assert_eq!(out, packet, "{name}: passed packets are untouched");
+        }
+    }
+
+    // A truncated L4 header whose IP header is intact and consistent.
+    let mut short_l4 = syn[..14 + 20 + 10].to_vec();
+    short_l4[16..18].copy_from_slice(&30u16.to_be_bytes());
+    f.expect(
+        "truncated tcp header",
+        &short_l4,
+        XDP_DROP,
+        XdpReason::DropMalformedL4,
+    );
+    let largest = tcp_syn(42_006, 80, &[0; 1480 - 40]);
+    f.expect(
+        "largest packet that fits",
+        &largest,
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+}
+
+#[test]
+fn unconfigured_datapath_passes_everything() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("ready", CONFIG);
+    f.maps.write_config(&LbConfig::default()).unwrap();
+    let packet = tcp_syn(43_000, 80, b"");
+    let out = f.expect("not ready", &packet, XDP_PASS, XdpReason::PassNotReady);
+    assert_eq!(out, packet);
+}
+
+#[test]
+fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("sticky", CONFIG);
+    let sport = 44_000;
+    let first = f.explain(Protocol::Tcp, sport, 80).maglev_backend.unwrap();
+    f.expect(
+        "first packet",
+        &tcp_syn(sport, 80, b""),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+
+    // Drain: weight 0 keeps the backend live for existing flows but gives it no slot.
+    let drained = CONFIG.replacen(
+        &format!("{{address: {first}}}"),
+        &format!("{{address: {first}, weight: 0}}"),
+        1,
+    );
+    f.apply(&drained);
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert_ne!(
+        e.maglev_backend,
+        Some(first),
+        "drained backend owns no slot"
+    );
+    assert_eq!(
+        e.backend,
+        Some(first),
+        "flow table keeps the flow: {}",
+        e.why
+    );
+    let out = f.expect(
+        "established on drained",
+        &tcp_syn(sport, 80, b""),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+    assert_ipip(
+        "established on drained",
+        &tcp_syn(sport, 80, b""),
+        &out,
+        first,
+    );
+    for p in 0..200u16 {
+        let e = f.explain(Protocol::Tcp, 50_000 + p, 80);
+        assert_ne!(e.backend, Some(first), "new flows avoid a drained backend");
+    }
+
+    // Remove: the flow entry names a retired backend, so the flow re-selects.
+    let removed = CONFIG
+        .replacen(&format!("{{address: {first}}}, "), "", 1)
+        .replacen(&format!(", {{address: {first}}}"), "", 1);
+    f.apply(&removed);
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert!(
+        e.flow_entry.as_ref().is_some_and(|entry| !entry.usable),
+        "{}",
+        e.why
+    );
+    let moved = e.backend.unwrap();
+    assert_ne!(moved, first);
+    let out = f.expect(
+        "after removal",
+        &tcp_syn(sport, 80, b""),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+    assert_ipip("after removal", &tcp_syn(sport, 80, b""), &out, moved);
+}
+
+#[test]
+fn tc_decap_strips_ipip_for_local_vips_only() {
+    if !require_root("tc fixture") {
+        return;
+    }
+    let pin = PinDir::new("decap");
+    let mut ebpf = loader::load_decap(&pin.path).unwrap();
+    let mut maps = DecapMaps::open(&pin.path).unwrap();
+    maps.set_vips(&[IpAddr::from(VIP)]).unwrap();
+
+    let inner = tcp_syn(45_000, 80, b"hello");
+    let encapsulate = |inner: &[u8], outer_proto: u8| {
+        let mut ip = Ipv4Header::new(
+            (inner.len() - 14) as u16,
+            64,
+            IpNumber(outer_proto),
+            LB,
+            [198, 18, 0, 11],
+        )
+        .unwrap();
+        ip.header_checksum = ip.calc_header_checksum();
+        let mut v = inner[..14].to_vec();
+        ip.write(&mut v).unwrap();
+        v.extend_from_slice(&inner[14..]);
+        v
+    };
+    let other_vip = {
+        let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+            .ipv4(CLIENT, [198, 18, 100, 99], 64)
+            .tcp(45_001, 80, 1, 1000);
+        let mut v = Vec::new();
+        builder.write(&mut v, b"x").unwrap();
+        v
+    };
+    let mut truncated = encapsulate(&inner, 4);
+    truncated.truncate(14 + 20 + 8);
+
+    let cases: Vec<(&str, Vec<u8>, u32, TcReason, Option<Vec<u8>>)> = vec![
+        (
+            "ipip to local vip",
+            encapsulate(&inner, 4),
+            TC_ACT_OK,
+            TcReason::Decapsulated,
+            Some(inner.clone()),
+        ),
+        (
+            "ipip to another vip",
+            encapsulate(&other_vip, 4),
+            TC_ACT_OK,
+            TcReason::PassNotLocalVip,
+            None,
+        ),
+        (
+            "plain tcp",
+            inner.clone(),
+            TC_ACT_OK,
+            TcReason::PassNotIpip,
+            None,
+        ),
+        (
+            "truncated inner header",
+            truncated,
+            TC_ACT_SHOT,
+            TcReason::DropMalformed,
+            None,
+        ),
+    ];
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(program_names::TC_DECAP)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    for (name, packet, action, reason, expected) in cases {
+        let before = maps.counters().unwrap();
+        let mut out = vec![0u8; packet.len() + 64];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&packet),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        let after = maps.counters().unwrap();
+        assert_eq!(result.return_value, action, "{name}: verdict");
+        for r in TcReason::ALL {
+            let delta = after[r as usize].packets - before[r as usize].packets;
+            assert_eq!(
+                delta,
+                u64::from(r == reason),
+                "{name}: counter {}",
+                r.name()
+            );
+        }
+        match expected {
+            Some(expected) => assert_eq!(out, expected, "{name}: inner packet restored"),
+            None => assert_eq!(out, packet, "{name}: untouched"),
+        }
+    }
+}
