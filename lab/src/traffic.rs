@@ -1,0 +1,245 @@
+//! Traffic for labs: a backend server that answers with its name, and clients that open
+//! many distinct flows (one source port each) or hold connections open and keep pinging.
+//! Every loop is bounded in count and time.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves until killed: every line received on a TCP connection, and every UDP datagram,
+/// is answered with `name`.
+pub fn serve(
+    name: &str,
+    tcp: Option<SocketAddrV4>,
+    udp: Option<SocketAddrV4>,
+) -> std::io::Result<()> {
+    let mut threads = Vec::new();
+    if let Some(addr) = udp {
+        let socket = UdpSocket::bind(addr)?;
+        let reply = name.as_bytes().to_vec();
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&reply, peer);
+            }
+        }));
+    }
+    if let Some(addr) = tcp {
+        let listener = TcpListener::bind(addr)?;
+        let reply = format!("{name}\n");
+        threads.push(std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let reply = reply.clone();
+                std::thread::spawn(move || {
+                    let mut writer = match stream.try_clone() {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                    let reader = BufReader::new(stream);
+                    for line in reader.lines() {
+                        if line.is_err() || writer.write_all(reply.as_bytes()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowResult {
+    pub sport: u16,
+    pub backend: Option<String>,
+    pub error: Option<String>,
+}
+
+fn bound_tcp(src: Ipv4Addr, sport: u16) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(src, sport)).into())?;
+    Ok(socket)
+}
+
+fn connect(src: Ipv4Addr, sport: u16, target: SocketAddrV4) -> std::io::Result<TcpStream> {
+    let socket = bound_tcp(src, sport)?;
+    socket.connect_timeout(&SocketAddr::V4(target).into(), IO_TIMEOUT)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+fn ping(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    stream.write_all(b"ping\n")?;
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    Ok(line.trim().to_string())
+}
+
+/// One short TCP connection per source port: connect, ping, read the backend's name, close.
+pub fn tcp_flows(
+    src: Ipv4Addr,
+    target: SocketAddrV4,
+    sports: std::ops::Range<u16>,
+) -> Vec<FlowResult> {
+    sports
+        .map(|sport| {
+            let outcome = connect(src, sport, target).and_then(|mut stream| {
+                let mut reader = BufReader::new(stream.try_clone()?);
+                ping(&mut stream, &mut reader)
+            });
+            match outcome {
+                Ok(name) => FlowResult {
+                    sport,
+                    backend: Some(name),
+                    error: None,
+                },
+                Err(e) => FlowResult {
+                    sport,
+                    backend: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .collect()
+}
+
+/// One UDP flow per source port: a datagram, the backend's name back (3 tries).
+pub fn udp_flows(
+    src: Ipv4Addr,
+    target: SocketAddrV4,
+    sports: std::ops::Range<u16>,
+) -> Vec<FlowResult> {
+    sports
+        .map(|sport| {
+            let outcome = (|| -> std::io::Result<String> {
+                let socket = UdpSocket::bind(SocketAddrV4::new(src, sport))?;
+                socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+                let mut buf = [0u8; 256];
+                let mut last = None;
+                for _ in 0..3 {
+                    socket.send_to(b"ping", target)?;
+                    match socket.recv_from(&mut buf) {
+                        Ok((n, _)) => return Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| std::io::Error::other("no reply")))
+            })();
+            match outcome {
+                Ok(name) => FlowResult {
+                    sport,
+                    backend: Some(name),
+                    error: None,
+                },
+                Err(e) => FlowResult {
+                    sport,
+                    backend: None,
+                    error: Some(e.to_string()),
+                },
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldConnection {
+    pub sport: u16,
+    /// The backend that answered the first ping.
+    pub backend: Option<String>,
+    pub answered: u32,
+    pub failed: u32,
+    /// A later ping was answered by a different backend than the first.
+    pub moved: bool,
+    pub error: Option<String>,
+}
+
+/// Opens one connection per source port and pings each every `interval` until `duration`
+/// passes or `stop_file` appears. Writes `ready_file` once all connections are up.
+pub fn hold(
+    src: Ipv4Addr,
+    target: SocketAddrV4,
+    sports: std::ops::Range<u16>,
+    duration: Duration,
+    interval: Duration,
+    ready_file: Option<&Path>,
+    stop_file: Option<&Path>,
+) -> Vec<HeldConnection> {
+    let mut conns: Vec<(HeldConnection, Option<(TcpStream, BufReader<TcpStream>)>)> = sports
+        .map(|sport| {
+            let mut held = HeldConnection {
+                sport,
+                backend: None,
+                answered: 0,
+                failed: 0,
+                moved: false,
+                error: None,
+            };
+            let stream = connect(src, sport, target).and_then(|s| {
+                let r = BufReader::new(s.try_clone()?);
+                Ok((s, r))
+            });
+            match stream {
+                Ok(pair) => (held, Some(pair)),
+                Err(e) => {
+                    held.error = Some(format!("connect: {e}"));
+                    held.failed += 1;
+                    (held, None)
+                }
+            }
+        })
+        .collect();
+    let deadline = Instant::now() + duration;
+    let mut first_round = true;
+    loop {
+        for (held, stream) in conns.iter_mut() {
+            let Some((s, r)) = stream.as_mut() else {
+                continue;
+            };
+            match ping(s, r) {
+                Ok(name) => {
+                    held.answered += 1;
+                    match &held.backend {
+                        None => held.backend = Some(name),
+                        Some(first) if *first != name => held.moved = true,
+                        Some(_) => {}
+                    }
+                }
+                Err(e) => {
+                    held.failed += 1;
+                    held.error = Some(e.to_string());
+                    *stream = None;
+                }
+            }
+        }
+        if first_round {
+            first_round = false;
+            if let Some(ready) = ready_file {
+                let _ = std::fs::write(ready, b"ready");
+            }
+        }
+        if Instant::now() >= deadline || stop_file.is_some_and(Path::exists) {
+            break;
+        }
+        std::thread::sleep(interval);
+    }
+    conns.into_iter().map(|(held, _)| held).collect()
+}

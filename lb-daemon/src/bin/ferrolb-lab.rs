@@ -1,0 +1,312 @@
+//! `ferrolb-lab`: the demo, and the small tools labs run inside their namespaces (backend
+//! name servers, flow generators, the pass program for veth peers).
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use lb_lab::{
+    traffic::{self, FlowResult},
+    Binaries, Lab, CLIENT_ADDR, VIP,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "ferrolb-lab",
+    about = "ferrolb's demo and lab tools (namespaces, traffic)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a throwaway lab, balance real TCP and UDP traffic through it, report, remove it.
+    Demo {
+        /// TCP connections and UDP flows to drive (each).
+        #[arg(long, default_value_t = 600)]
+        flows: u16,
+        /// Keep the daemon's log here instead of a temporary file.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// Answer every TCP line and UDP datagram with NAME (runs until killed).
+    Serve {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tcp: Option<SocketAddrV4>,
+        #[arg(long)]
+        udp: Option<SocketAddrV4>,
+    },
+    /// One TCP connection per source port; prints JSON results.
+    TcpFlows {
+        #[arg(long)]
+        target: SocketAddrV4,
+        #[arg(long, default_value = CLIENT_ADDR)]
+        src: Ipv4Addr,
+        #[arg(long)]
+        sport: u16,
+        #[arg(long)]
+        count: u16,
+    },
+    /// One UDP flow per source port; prints JSON results.
+    UdpFlows {
+        #[arg(long)]
+        target: SocketAddrV4,
+        #[arg(long, default_value = CLIENT_ADDR)]
+        src: Ipv4Addr,
+        #[arg(long)]
+        sport: u16,
+        #[arg(long)]
+        count: u16,
+    },
+    /// Hold connections open and ping each until the duration passes or --stop-file exists.
+    Hold {
+        #[arg(long)]
+        target: SocketAddrV4,
+        #[arg(long, default_value = CLIENT_ADDR)]
+        src: Ipv4Addr,
+        #[arg(long)]
+        sport: u16,
+        #[arg(long)]
+        count: u16,
+        #[arg(long, default_value_t = 30_000)]
+        max_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+    },
+    /// Attach a pass-everything XDP program to IFACE and pin its link at PIN.
+    AttachPass {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        pin: PathBuf,
+    },
+}
+
+fn sports(base: u16, count: u16) -> Result<std::ops::Range<u16>> {
+    let end = base
+        .checked_add(count)
+        .context("source ports run past 65535")?;
+    Ok(base..end)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { name, tcp, udp } => traffic::serve(&name, tcp, udp)?,
+        Command::TcpFlows {
+            target,
+            src,
+            sport,
+            count,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string(&traffic::tcp_flows(src, target, sports(sport, count)?))?
+            )
+        }
+        Command::UdpFlows {
+            target,
+            src,
+            sport,
+            count,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string(&traffic::udp_flows(src, target, sports(sport, count)?))?
+            )
+        }
+        Command::Hold {
+            target,
+            src,
+            sport,
+            count,
+            max_ms,
+            interval_ms,
+            ready_file,
+            stop_file,
+        } => {
+            let held = traffic::hold(
+                src,
+                target,
+                sports(sport, count)?,
+                Duration::from_millis(max_ms),
+                Duration::from_millis(interval_ms),
+                ready_file.as_deref(),
+                stop_file.as_deref(),
+            );
+            println!("{}", serde_json::to_string(&held)?);
+        }
+        Command::AttachPass { iface, pin } => lb_daemon::loader::install_pass(&iface, &pin)?,
+        Command::Demo { flows, log } => demo(flows, log)?,
+    }
+    Ok(())
+}
+
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+
+fn bar(share: f64) -> String {
+    "█".repeat((share * 40.0).round() as usize)
+}
+
+fn tally(results: &[FlowResult]) -> (BTreeMap<String, usize>, usize) {
+    let mut per = BTreeMap::new();
+    let mut failed = 0;
+    for r in results {
+        match &r.backend {
+            Some(b) => *per.entry(b.clone()).or_default() += 1,
+            None => failed += 1,
+        }
+    }
+    (per, failed)
+}
+
+fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the demo builds network namespaces and loads BPF programs: run it as root");
+    }
+    let bins = Binaries::beside(&std::env::current_exe()?);
+    for bin in [&bins.ferrolb, &bins.lab] {
+        if !bin.exists() {
+            bail!(
+                "{} is missing; build with `cargo build -p lb-daemon`",
+                bin.display()
+            );
+        }
+    }
+    let work = std::env::temp_dir().join(format!("ferrolb-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let config = work.join("config.yaml");
+    std::fs::write(&config, lb_daemon::config::DEMO_CONFIG)?;
+    let log = log.unwrap_or_else(|| work.join("ferrolb.log"));
+
+    println!("ferrolb demo: client -> LB node (XDP + Maglev + IPIP) -> 3 backends, replies straight back (DSR)\n");
+    println!("[1/5] building the lab: namespaces for a client, the LB node and 3 backends on one bridge (198.18.0.0/24)");
+    let mut lab = Lab::create("demo", 3)?;
+    println!(
+        "      prefix {}; VIP {VIP} routed via the LB (198.18.0.2)",
+        lab.prefix
+    );
+    lab.attach_pass(&bins)?;
+    println!("[2/5] backends: IPIP decap on tc ingress (`ferrolb backend`), VIP on lo, name servers on :{TCP_PORT}/tcp and :{UDP_PORT}/udp");
+    lab.start_backends(&bins, TCP_PORT, UDP_PORT)?;
+    let lb_mac = lab.mac_of(&lab.lb.clone())?;
+    let client = lab.client.clone();
+    let lb = lab.lb.clone();
+    lab.count_vip_replies(&client, Some(&lb_mac))?;
+    lab.count_vip_replies(&lb, None)?;
+    println!(
+        "[3/5] starting `ferrolb run` on the LB with the built-in config (log: {})",
+        log.display()
+    );
+    lab.start_daemon(&bins, &config, &log)?;
+    lab.wait_synced(&bins, &[(TCP_PORT, 3), (UDP_PORT, 3)])
+        .with_context(|| format!("daemon did not program the maps; see {}", log.display()))?;
+
+    println!("[4/5] driving {flows} TCP connections and {flows} UDP flows at the VIP, one source port each");
+    let tcp_target = format!("{VIP}:{TCP_PORT}");
+    let udp_target = format!("{VIP}:{UDP_PORT}");
+    let count = flows.to_string();
+    let tcp: Vec<FlowResult> = lab.client(
+        &bins,
+        &[
+            "tcp-flows",
+            "--target",
+            &tcp_target,
+            "--sport",
+            "20000",
+            "--count",
+            &count,
+        ],
+    )?;
+    let udp: Vec<FlowResult> = lab.client(
+        &bins,
+        &[
+            "udp-flows",
+            "--target",
+            &udp_target,
+            "--sport",
+            "20000",
+            "--count",
+            &count,
+        ],
+    )?;
+
+    println!("[5/5] report\n");
+    let mut ok = true;
+    for (title, results) in [
+        (format!("TCP {tcp_target}"), &tcp),
+        (format!("UDP {udp_target}"), &udp),
+    ] {
+        let (per, failed) = tally(results);
+        let answered = results.len() - failed;
+        println!(
+            "{title}: {} flows, {answered} answered, {failed} failed",
+            results.len()
+        );
+        for b in &lab.backends {
+            let n = per.get(&b.name).copied().unwrap_or(0);
+            let share = n as f64 / answered.max(1) as f64;
+            println!(
+                "  {} {:<12} {:>5} flows {:>5.1}%  {}",
+                b.name,
+                b.addr,
+                n,
+                100.0 * share,
+                bar(share)
+            );
+        }
+        ok &= failed == 0;
+    }
+    let (via_lb, direct) = lab.vip_reply_counts(&client)?;
+    let (_, at_lb) = lab.vip_reply_counts(&lb)?;
+    println!("\nDirect server return (nftables counters on ingress, after XDP):");
+    println!("  packets from the VIP received by the client:        {direct}");
+    println!("  ... of them sent by the LB's MAC ({lb_mac}): {via_lb}");
+    println!("  packets from the VIP that reached the LB node:      {at_lb}");
+    let dsr = direct > 0 && via_lb == 0 && at_lb == 0;
+    println!(
+        "  => {}",
+        if dsr {
+            "every reply went from the backends straight to the client"
+        } else {
+            "replies did NOT bypass the LB"
+        }
+    );
+    ok &= dsr;
+
+    let pin = lab.lb_pin_dir.display().to_string();
+    let ferrolb = bins.ferrolb.display().to_string();
+    println!("\nDatapath counters (`ferrolb stats`):");
+    print!("{}", lb_lab::run(&ferrolb, &["--pin-dir", &pin, "stats"])?);
+    println!("\nKernel view (`ferrolb list`):");
+    print!("{}", lb_lab::run(&ferrolb, &["--pin-dir", &pin, "list"])?);
+    let explain_tuple = format!("tcp {CLIENT_ADDR}:20000 {VIP}:{TCP_PORT}");
+    println!("\nWhy the first TCP flow went where it did (`ferrolb explain '{explain_tuple}'`):");
+    print!(
+        "{}",
+        lb_lab::run(&ferrolb, &["--pin-dir", &pin, "explain", &explain_tuple])?
+    );
+
+    println!("\nremoving the lab (namespaces, links, pins)...");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+    if !ok {
+        bail!("the demo saw failures (see above)");
+    }
+    println!("done.");
+    Ok(())
+}
