@@ -188,8 +188,39 @@ pub struct Explanation {
     pub why: String,
 }
 
-/// Follows the datapath's steps for one tuple, reading the same maps it reads.
+/// Follows the datapath's steps for tuples, reading the same maps it reads. The backend
+/// table and the configuration are read once per `Explainer`, so batches stay cheap.
+pub struct Explainer<'m> {
+    maps: &'m LbMaps,
+    addresses: HashMap<u32, (Option<IpAddr>, bool)>,
+    config: lb_common::LbConfig,
+}
+
+impl<'m> Explainer<'m> {
+    pub fn new(maps: &'m LbMaps) -> Result<Self, MapsError> {
+        Ok(Self {
+            maps,
+            addresses: backend_addresses(maps)?,
+            config: maps.read_config()?,
+        })
+    }
+
+    pub fn explain(&self, tuple: Tuple) -> Result<Explanation, MapsError> {
+        explain_with(self.maps, &self.addresses, &self.config, tuple)
+    }
+}
+
+/// Explains one tuple (see `Explainer` for many).
 pub fn explain(maps: &LbMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
+    Explainer::new(maps)?.explain(tuple)
+}
+
+fn explain_with(
+    maps: &LbMaps,
+    addresses: &HashMap<u32, (Option<IpAddr>, bool)>,
+    config: &lb_common::LbConfig,
+    tuple: Tuple,
+) -> Result<Explanation, MapsError> {
     let frontend = Frontend {
         vip: IpAddr::V4(tuple.dst),
         port: tuple.dport,
@@ -224,8 +255,6 @@ pub fn explain(maps: &LbMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
         out.why = format!("service {frontend} has no backend with weight above zero; dropped");
         return Ok(out);
     }
-    let config = maps.read_config()?;
-    let addresses = backend_addresses(maps)?;
     let live = |id: u32, generation: Option<u32>| -> bool {
         let Ok(b) = maps.backends.get(&id, 0) else {
             return false;

@@ -108,6 +108,7 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let pin_dir = cli.pin_dir;
@@ -177,9 +178,10 @@ fn main() -> Result<()> {
                 (None, Some(path)) => read_tuples(&path)?,
                 _ => bail!("give either one tuple or --batch FILE"),
             };
+            let explainer = inspect::Explainer::new(&maps)?;
             let mut explanations = Vec::with_capacity(tuples.len());
             for t in tuples {
-                explanations.push(inspect::explain(&maps, t)?);
+                explanations.push(explainer.explain(t)?);
             }
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&explanations)?);

@@ -1,0 +1,445 @@
+//! End-to-end tests in network namespaces: the daemon as a process, real XDP and TC
+//! attachment, real TCP and UDP traffic from a client through the LB to three backends.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use lb_lab::{
+    traffic::{FlowResult, HeldConnection},
+    wait_for, Binaries, Lab, CLIENT_ADDR, VIP,
+};
+use support::require_root;
+
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+
+fn bins() -> Binaries {
+    Binaries {
+        ferrolb: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb")),
+        lab: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb-lab")),
+    }
+}
+
+fn config(backends: &[&str]) -> String {
+    let list = backends
+        .iter()
+        .map(|b| format!("{{address: {b}}}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "services:\n  - {{name: web, vip: {VIP}, port: {TCP_PORT}, protocol: tcp, backends: [{list}]}}\n  - {{name: echo, vip: {VIP}, port: {UDP_PORT}, protocol: udp, backends: [{list}]}}\n"
+    )
+}
+
+/// Replaces the file in one rename, as config management tools do.
+fn write_config(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+struct Setup {
+    lab: Lab,
+    bins: Binaries,
+    work: tempdir::Dir,
+    daemon: u32,
+}
+
+mod tempdir {
+    use std::path::PathBuf;
+
+    /// A scratch directory removed on drop.
+    pub struct Dir(pub PathBuf);
+
+    impl Dir {
+        pub fn new(tag: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("ferrolb-e2e-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Setup {
+    fn new(tag: &str) -> Self {
+        let bins = bins();
+        let mut lab = Lab::create(tag, 3).expect("lab");
+        let work = tempdir::Dir::new(tag);
+        lab.attach_pass(&bins).expect("pass program");
+        lab.start_backends(&bins, TCP_PORT, UDP_PORT)
+            .expect("backends");
+        let lb = lab.lb.clone();
+        lab.count_vip_replies(&lb, None)
+            .expect("nft counter on the LB");
+        let addrs: Vec<String> = lab.backends.iter().map(|b| b.addr.clone()).collect();
+        let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        write_config(&work.0.join("config.yaml"), &config(&refs));
+        let daemon = lab
+            .start_daemon(
+                &bins,
+                &work.0.join("config.yaml"),
+                &work.0.join("daemon.log"),
+            )
+            .expect("daemon");
+        let mut setup = Self {
+            lab,
+            bins,
+            work,
+            daemon,
+        };
+        setup.synced(3);
+        setup
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.work.0.join("config.yaml")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.work.0.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn synced(&mut self, backends: usize) {
+        if let Err(e) = self
+            .lab
+            .wait_synced(&self.bins, &[(TCP_PORT, backends), (UDP_PORT, backends)])
+        {
+            panic!("{e}; daemon log:\n{}", self.log());
+        }
+    }
+
+    fn backend_addr(&self, name: &str) -> IpAddr {
+        self.lab
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("unknown backend {name}"))
+            .addr
+            .parse()
+            .unwrap()
+    }
+
+    /// Starts `hold` in the background; returns its pid, output file and stop file.
+    fn hold(&mut self, sport: u16, count: u16) -> (u32, PathBuf, PathBuf) {
+        let out = self.work.0.join(format!("hold-{sport}.json"));
+        let ready = self.work.0.join(format!("ready-{sport}"));
+        let stop = self.work.0.join(format!("stop-{sport}"));
+        let target = format!("{VIP}:{TCP_PORT}");
+        let args = [
+            "hold",
+            "--target",
+            &target,
+            "--sport",
+            &sport.to_string(),
+            "--count",
+            &count.to_string(),
+            "--max-ms",
+            "60000",
+            "--interval-ms",
+            "50",
+            "--ready-file",
+            ready.to_str().unwrap(),
+            "--stop-file",
+            stop.to_str().unwrap(),
+        ];
+        let pid = self
+            .lab
+            .client_background(&self.bins, &args, &out)
+            .expect("hold");
+        wait_for(Duration::from_secs(30), "held connections to open", || {
+            ready.exists().then_some(())
+        })
+        .expect("hold ready");
+        (pid, out, stop)
+    }
+
+    fn finish_hold(&mut self, pid: u32, out: &Path, stop: &Path) -> Vec<HeldConnection> {
+        std::fs::write(stop, b"stop").unwrap();
+        self.lab
+            .wait(pid, Duration::from_secs(30))
+            .expect("hold exits");
+        let text = std::fs::read_to_string(out).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("hold output {e}: {text}"))
+    }
+}
+
+/// `ferrolb list -o json` with the traffic counters zeroed: what must not change while
+/// traffic keeps flowing.
+fn without_counters(mut list: serde_json::Value) -> serde_json::Value {
+    for svc in list.as_array_mut().unwrap() {
+        svc["packets"] = 0.into();
+        svc["bytes"] = 0.into();
+        for b in svc["backends"].as_array_mut().unwrap() {
+            b["packets"] = 0.into();
+            b["bytes"] = 0.into();
+        }
+    }
+    list
+}
+
+#[test]
+fn flows_spread_evenly_replies_bypass_the_lb_and_explain_agrees() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let s = Setup::new("spread");
+    let target = format!("{VIP}:{TCP_PORT}");
+    let flows: Vec<FlowResult> = s
+        .lab
+        .client(
+            &s.bins,
+            &[
+                "tcp-flows",
+                "--target",
+                &target,
+                "--sport",
+                "20000",
+                "--count",
+                "3000",
+            ],
+        )
+        .expect("tcp flows");
+    let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 3000 TCP connections failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &flows {
+        *per.entry(f.backend.clone().unwrap()).or_default() += 1;
+    }
+    assert_eq!(per.len(), 3, "{per:?}");
+    let mean = 3000.0 / 3.0;
+    for (backend, n) in &per {
+        let dev = (*n as f64 - mean).abs() / mean;
+        assert!(
+            dev <= 0.15,
+            "backend {backend} got {n} of 3000 flows ({:.1}% off the mean)",
+            dev * 100.0
+        );
+    }
+
+    let (_, at_lb) = s.lab.vip_reply_counts(&s.lab.lb.clone()).unwrap();
+    assert_eq!(
+        at_lb, 0,
+        "the LB saw {at_lb} packets from the VIP: replies did not bypass it"
+    );
+
+    let udp_target = format!("{VIP}:{UDP_PORT}");
+    let udp: Vec<FlowResult> = s
+        .lab
+        .client(
+            &s.bins,
+            &[
+                "udp-flows",
+                "--target",
+                &udp_target,
+                "--sport",
+                "30000",
+                "--count",
+                "300",
+            ],
+        )
+        .expect("udp flows");
+    assert!(
+        udp.iter().all(|f| f.backend.is_some()),
+        "UDP flows unanswered"
+    );
+
+    // explain must name, for every flow, the backend the kernel actually chose.
+    let tuples: String = flows
+        .iter()
+        .map(|f| format!("tcp {CLIENT_ADDR}:{} {VIP}:{TCP_PORT}\n", f.sport))
+        .collect();
+    let batch = s.work.0.join("tuples.txt");
+    std::fs::write(&batch, tuples).unwrap();
+    let out = lb_lab::run(
+        s.bins.ferrolb.to_str().unwrap(),
+        &[
+            "--pin-dir",
+            s.lab.lb_pin_dir.to_str().unwrap(),
+            "explain",
+            "--batch",
+            batch.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .expect("explain");
+    let explained: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(explained.len(), flows.len());
+    for (flow, e) in flows.iter().zip(&explained) {
+        let chosen = s.backend_addr(flow.backend.as_ref().unwrap());
+        assert_eq!(
+            e["backend"].as_str(),
+            Some(chosen.to_string().as_str()),
+            "flow {}: {}",
+            flow.sport,
+            e["why"]
+        );
+        assert_eq!(
+            e["maglev_backend"], e["backend"],
+            "flow {}: no backend change happened, so Maglev agrees",
+            flow.sport
+        );
+    }
+}
+
+#[test]
+fn removing_a_backend_keeps_surviving_flows_and_bad_config_changes_nothing() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let mut s = Setup::new("remove");
+    let (pid, out, stop) = s.hold(40_000, 150);
+    let before = s.lab.list_json(&s.bins).unwrap();
+
+    // A broken file is rejected and the running state stays as it was.
+    write_config(
+        &s.config_path(),
+        "services:\n  - name: web\n    port: [oops\n",
+    );
+    wait_for(Duration::from_secs(10), "rejection in the log", || {
+        s.log().contains("config rejected").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; log:\n{}", s.log()));
+    assert_eq!(
+        without_counters(s.lab.list_json(&s.bins).unwrap()),
+        without_counters(before),
+        "state changed after a bad config"
+    );
+    assert!(
+        s.log().contains("line"),
+        "the rejection names the line:\n{}",
+        s.log()
+    );
+
+    let survivors: Vec<String> = s.lab.backends[..2].iter().map(|b| b.addr.clone()).collect();
+    let refs: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    write_config(&s.config_path(), &config(&refs));
+    s.synced(2);
+    std::thread::sleep(Duration::from_millis(500));
+    let held = s.finish_hold(pid, &out, &stop);
+
+    let removed = &s.lab.backends[2].name;
+    let surviving: Vec<&HeldConnection> = held
+        .iter()
+        .filter(|h| h.backend.as_ref().is_some_and(|b| b != removed))
+        .collect();
+    assert!(
+        surviving.len() >= 50,
+        "too few connections on surviving backends: {}",
+        surviving.len()
+    );
+    for h in &surviving {
+        assert!(
+            h.failed == 0 && !h.moved && h.answered >= 10,
+            "connection from port {} on {:?} was disturbed: {h:?}",
+            h.sport,
+            h.backend
+        );
+    }
+    // The removed backend's connections existed too, so the test exercised a real removal.
+    assert!(held
+        .iter()
+        .any(|h| h.backend.as_deref() == Some(removed.as_str())));
+}
+
+#[test]
+fn restarting_the_daemon_under_traffic_loses_no_connection() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let mut s = Setup::new("restart");
+    let (pid, out, stop) = s.hold(45_000, 100);
+    let before = s.lab.list_json(&s.bins).unwrap();
+
+    s.lab.stop(s.daemon).expect("daemon was running");
+    assert!(
+        s.lab.lb_pin_dir.join("link_xdp").exists(),
+        "the XDP link stays pinned"
+    );
+    std::thread::sleep(Duration::from_millis(500)); // traffic flows with no daemon at all
+    let log = s.work.0.join("daemon2.log");
+    s.daemon = s
+        .lab
+        .start_daemon(&s.bins, &s.config_path(), &log)
+        .expect("restart");
+    wait_for(Duration::from_secs(20), "restarted daemon to sync", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("synced").then_some(text)
+    })
+    .map(|text| {
+        assert!(
+            text.contains("adopted"),
+            "restart adopts pinned state:\n{text}"
+        )
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = s.finish_hold(pid, &out, &stop);
+    for h in &held {
+        assert!(
+            h.failed == 0 && !h.moved && h.answered >= 10,
+            "connection disturbed by the restart: {h:?}"
+        );
+    }
+    let after = s.lab.list_json(&s.bins).unwrap();
+    assert_eq!(
+        without_counters(before),
+        without_counters(after),
+        "the restarted daemon rewrote the tables"
+    );
+}
+
+#[test]
+fn cleanup_and_lab_teardown_leave_nothing_behind() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let s = Setup::new("clean");
+    let prefix = s.lab.prefix.clone();
+    let pin = s.lab.lb_pin_dir.clone();
+    let lb = s.lab.lb.clone();
+    let out = lb_lab::run(
+        s.bins.ferrolb.to_str().unwrap(),
+        &["--pin-dir", pin.to_str().unwrap(), "cleanup"],
+    )
+    .expect("cleanup");
+    assert!(out.contains("link_xdp"), "{out}");
+    assert!(!pin.exists(), "pin dir removed");
+    let link = s
+        .lab
+        .exec(&lb, "ip", &["link", "show", "dev", "eth0"])
+        .unwrap();
+    assert!(!link.contains("xdp"), "XDP detached: {link}");
+    let dirs = s.lab.pin_dirs();
+    drop(s);
+    let left: Vec<String> = lb_lab::run("ip", &["netns", "list"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    for dir in dirs {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
