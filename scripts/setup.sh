@@ -27,6 +27,15 @@ if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'
     rustup component add rust-src --toolchain nightly
 fi
 
+for tc in stable nightly; do
+    for comp in clippy rustfmt; do
+        if ! rustup component list --toolchain "$tc" --installed | grep -q "^$comp"; then
+            log "adding $comp to $tc"
+            rustup component add "$comp" --toolchain "$tc"
+        fi
+    done
+done
+
 if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
     log "building bpf-linker 0.13.0 against LLVM 22 (2-3 minutes)"
     LLVM_PREFIX=/usr/lib/llvm-22 cargo +stable install bpf-linker@0.13.0 --locked \

@@ -589,7 +589,8 @@ impl Lab {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(_)) = self.children[index].try_wait() {
-                self.children.remove(index);
+                // Already exited; wait() only collects the status.
+                let _ = self.children.remove(index).wait();
                 return Ok(());
             }
             if Instant::now() > deadline {

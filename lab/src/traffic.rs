@@ -160,6 +160,9 @@ pub fn udp_flows(
         .collect()
 }
 
+/// A held connection's writer and line reader.
+type Conn = (TcpStream, BufReader<TcpStream>);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeldConnection {
     pub sport: u16,
@@ -183,7 +186,7 @@ pub fn hold(
     ready_file: Option<&Path>,
     stop_file: Option<&Path>,
 ) -> Vec<HeldConnection> {
-    let mut conns: Vec<(HeldConnection, Option<(TcpStream, BufReader<TcpStream>)>)> = sports
+    let mut conns: Vec<(HeldConnection, Option<Conn>)> = sports
         .map(|sport| {
             let mut held = HeldConnection {
                 sport,

@@ -192,7 +192,7 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
         };
         if let Some(other) = services.insert(frontend, spec) {
             return Err(invalid(
-                format!("{field}"),
+                field.clone(),
                 format!("{frontend} is already served by service {:?}", other.name),
             ));
         }

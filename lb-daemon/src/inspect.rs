@@ -95,7 +95,7 @@ pub fn list_services(maps: &LbMaps) -> Result<Vec<ServiceView>, MapsError> {
             bytes: counter.bytes,
         });
     }
-    out.sort_by(|a, b| (a.vip, a.port, a.protocol).cmp(&(b.vip, b.port, b.protocol)));
+    out.sort_by_key(|s| (s.vip, s.port, s.protocol));
     Ok(out)
 }
 

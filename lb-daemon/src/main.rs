@@ -3,7 +3,7 @@
 use std::{
     io::{BufRead, Write},
     net::{IpAddr, Ipv4Addr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -222,7 +222,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn read_tuples(path: &PathBuf) -> Result<Vec<Tuple>> {
+fn read_tuples(path: &Path) -> Result<Vec<Tuple>> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -271,7 +271,7 @@ fn print_services(services: &[inspect::ServiceView]) {
     }
 }
 
-fn stats(pin_dir: &PathBuf, output: Output) -> Result<()> {
+fn stats(pin_dir: &Path, output: Output) -> Result<()> {
     let balancer = LbMaps::open(pin_dir)
         .ok()
         .map(|maps| inspect::reason_counts(&maps))

@@ -98,7 +98,7 @@ pub fn parse_routes(text: &str) -> Vec<Route> {
 }
 
 /// Longest-prefix match, lowest metric among equals.
-pub fn route_for<'r>(routes: &'r [Route], addr: Ipv4Addr) -> Option<&'r Route> {
+pub fn route_for(routes: &[Route], addr: Ipv4Addr) -> Option<&Route> {
     routes
         .iter()
         .filter(|r| u32::from(addr) & u32::from(r.mask) == u32::from(r.destination))

@@ -557,7 +557,9 @@ fn tc_decap_strips_ipip_for_local_vips_only() {
     let mut truncated = encapsulate(&inner, 4);
     truncated.truncate(14 + 20 + 8);
 
-    let cases: Vec<(&str, Vec<u8>, u32, TcReason, Option<Vec<u8>>)> = vec![
+    // (name, packet, verdict, counter, expected output when it differs from the input)
+    type Case = (&'static str, Vec<u8>, u32, TcReason, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
         (
             "ipip to local vip",
             encapsulate(&inner, 4),

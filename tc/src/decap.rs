@@ -47,7 +47,7 @@ pub fn decapsulate(ctx: &TcContext) -> Result<(), TcReason> {
         _pad: [0; 3],
     };
     // SAFETY: only presence matters; the value is not read.
-    if unsafe { LOCAL_VIPS.get(&key) }.is_none() {
+    if unsafe { LOCAL_VIPS.get(key) }.is_none() {
         return Err(TcReason::PassNotLocalVip);
     }
     ctx.adjust_room(

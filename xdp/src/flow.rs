@@ -38,5 +38,5 @@ pub fn record(key: &FlowKey, backend_id: u32, backend: &BackendValue) {
         backend_generation: backend.generation,
     };
     // A full LRU evicts its oldest entry; an error here only costs the flow its stickiness.
-    let _ = FLOWS.insert(key, &value, 0);
+    let _ = FLOWS.insert(key, value, 0);
 }

@@ -20,7 +20,7 @@ pub fn service(pkt: &Ipv4Packet) -> Option<ServiceValue> {
     };
     // SAFETY: the service map is not preallocated, so the element stays valid for the RCU
     // section this program runs in; we copy it out at once.
-    unsafe { SERVICES.get(&key).copied() }
+    unsafe { SERVICES.get(key).copied() }
 }
 
 #[inline(always)]

@@ -72,7 +72,7 @@ pub fn resolve(
                 _pad: [0; 3],
                 ifindex: params.ifindex,
             };
-            let _ = NEIGH_MISSES.insert(&backend_id, &miss, 0);
+            let _ = NEIGH_MISSES.insert(backend_id, miss, 0);
             return Err(XdpReason::DropNoNeighbour);
         }
         _ => return Err(XdpReason::DropNoRoute),
