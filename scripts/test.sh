@@ -11,7 +11,7 @@ echo "[test] rustfmt"
 cargo fmt --all -- --check
 
 echo "[test] clippy (userspace)"
-cargo clippy --workspace --exclude lb-xdp --exclude lb-tc --all-targets --locked -- -D warnings
+cargo clippy --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --all-targets --locked -- -D warnings
 
 echo "[test] clippy (eBPF crates, bpfel-unknown-none)"
 for crate in xdp tc; do
@@ -19,4 +19,4 @@ for crate in xdp tc; do
 done
 
 echo "[test] cargo test"
-cargo test --workspace --exclude lb-xdp --exclude lb-tc --locked
+cargo test --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --locked
