@@ -6,7 +6,7 @@ pub mod daemon;
 pub mod inspect;
 pub mod loader;
 pub mod maps;
-pub mod model;
+pub use lb_model as model;
 pub mod neigh;
 pub mod objects;
 pub mod planner;

@@ -1,4 +1,5 @@
-//! Desired state: what the maps should hold, as plain values. Pure, no I/O.
+//! Desired state: what the maps should hold, as plain values. Pure, no I/O; shared by the
+//! config-file and Kubernetes sources and the planner.
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
