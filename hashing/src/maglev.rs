@@ -285,7 +285,10 @@ mod tests {
     use super::*;
 
     fn is_prime(n: u32) -> bool {
-        n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+        n >= 2
+            && (2..)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
     }
 
     #[test]

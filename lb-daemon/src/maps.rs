@@ -15,7 +15,7 @@ use lb_common::{
 
 use crate::{
     model::{addr_from_bytes, Frontend},
-    planner::{InstalledBackend, InstalledService, KernelState, MapOp},
+    planner::{InstalledBackend, KernelState, MapOp},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -254,34 +254,28 @@ impl LbMaps {
             }
         }
         let mut services = Vec::new();
+        let mut regions = StdHashMap::new();
         for (key, value) in self.service_entries()? {
             let frontend = Frontend::from_key(&key).ok_or_else(|| {
                 MapsError::Inconsistent(format!("service key {key:?} is not a valid frontend"))
             })?;
-            let (table, spare) = if value.table_size > 0 {
-                (
-                    self.read_slots(value.table_base, value.table_size)?,
-                    Some(self.read_slots(value.spare_base, value.table_size)?),
-                )
-            } else {
-                (Vec::new(), None)
-            };
-            services.push((
-                frontend,
-                InstalledService {
-                    service_id: value.service_id,
-                    table_base: value.table_base,
-                    spare_base: value.spare_base,
-                    table_size: value.table_size,
-                    table,
-                    spare,
-                    spec: None,
-                    maglev_seed: 0,
-                },
-            ));
+            if value.table_size > 0 && value.table_size <= limits::MAGLEV_SLOTS {
+                for base in [value.table_base, value.spare_base] {
+                    if let std::collections::hash_map::Entry::Vacant(e) = regions.entry(base) {
+                        e.insert(self.read_slots(base, value.table_size)?);
+                    }
+                }
+            }
+            services.push((frontend, value));
         }
-        KernelState::adopt(limits::MAGLEV_SLOTS, services, backends, generations)
-            .map_err(MapsError::Inconsistent)
+        KernelState::adopt(
+            limits::MAGLEV_SLOTS,
+            services,
+            &regions,
+            backends,
+            generations,
+        )
+        .map_err(MapsError::Inconsistent)
     }
 }
 

@@ -76,18 +76,55 @@ pub enum MapOp {
     },
 }
 
+/// What a Maglev table is built from. Equal keys mean equal tables, so services with the
+/// same weighted backends (several ports of one Service, several Services selecting the
+/// same pods) share one table: memory grows with distinct backend sets, not with ports.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableKey {
+    pub backends: Vec<(IpAddr, u32)>,
+    pub size: u32,
+    pub seed: u32,
+}
+
+impl TableKey {
+    fn of(spec: &ServiceSpec, seed: u32) -> Self {
+        Self {
+            backends: spec
+                .backends
+                .iter()
+                .filter(|b| b.weight > 0)
+                .map(|b| (b.address, b.weight))
+                .collect(),
+            size: spec.table_size,
+            seed,
+        }
+    }
+}
+
+/// One Maglev table in the slot array, with the spare region its next version is written
+/// into.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstalledService {
-    pub service_id: u32,
-    pub table_base: u32,
+pub struct InstalledTable {
+    pub base: u32,
     pub spare_base: u32,
-    pub table_size: u32,
-    /// Backend id per slot of the live table (empty when the service has no backends).
-    pub table: Vec<u32>,
+    pub size: u32,
+    /// Backend id per slot of the live region.
+    pub slots: Vec<u32>,
     /// What the spare region holds, when known; lets the next change write only the slots
     /// that differ.
     pub spare: Option<Vec<u32>>,
-    /// The spec the table was built from; `None` after adopting pinned maps.
+    /// `None` after adopting pinned maps, until a plan recognises the content.
+    pub key: Option<TableKey>,
+    pub users: BTreeSet<Frontend>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledService {
+    pub service_id: u32,
+    /// Id of the table in `KernelState::tables`; `None` when the service has no backends.
+    pub table: Option<u64>,
+    pub backend_count: u32,
+    /// The spec the service was programmed from; `None` after adopting pinned maps.
     pub spec: Option<ServiceSpec>,
     pub maglev_seed: u32,
 }
@@ -102,6 +139,9 @@ pub struct InstalledBackend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelState {
     pub services: BTreeMap<Frontend, InstalledService>,
+    pub tables: BTreeMap<u64, InstalledTable>,
+    table_index: BTreeMap<TableKey, u64>,
+    next_table_id: u64,
     pub backends: BTreeMap<IpAddr, InstalledBackend>,
     /// Last generation handed out per backend id, for ids not in use too.
     pub generations: HashMap<u32, u32>,
@@ -122,6 +162,9 @@ impl KernelState {
     pub fn new(slot_capacity: u32) -> Self {
         Self {
             services: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            table_index: BTreeMap::new(),
+            next_table_id: 0,
             backends: BTreeMap::new(),
             generations: HashMap::new(),
             free_backend_ids: VecDeque::new(),
@@ -132,11 +175,14 @@ impl KernelState {
         }
     }
 
-    /// Rebuilds the bookkeeping from entries read out of pinned maps. Entries that overlap
-    /// or point outside the table map are reported, not trusted.
+    /// Rebuilds the bookkeeping from entries read out of pinned maps: service records
+    /// (frontend, value) and the slot contents of each region they name (keyed by region
+    /// base). Services naming the same live region share that table. Regions that overlap
+    /// or leave the table map are reported, not trusted.
     pub fn adopt(
         slot_capacity: u32,
-        services: Vec<(Frontend, InstalledService)>,
+        services: Vec<(Frontend, ServiceValue)>,
+        regions: &HashMap<u32, Vec<u32>>,
         backends: Vec<(IpAddr, InstalledBackend)>,
         generations: HashMap<u32, u32>,
     ) -> Result<Self, String> {
@@ -150,17 +196,62 @@ impl KernelState {
         state.free_backend_ids = (0..state.next_backend_id)
             .filter(|id| !used_ids.contains(id))
             .collect();
-        for (frontend, svc) in services {
-            if svc.table_size > 0
-                && !(state.slots.reserve(svc.table_base, svc.table_size)
-                    && state.slots.reserve(svc.spare_base, svc.table_size))
-            {
-                return Err(format!(
-                    "service {frontend}: table regions {}+{} / {}+{} overlap another service or leave the table map",
-                    svc.table_base, svc.table_size, svc.spare_base, svc.table_size
-                ));
-            }
-            state.services.insert(frontend, svc);
+        let mut by_base: BTreeMap<u32, u64> = BTreeMap::new();
+        for (frontend, value) in services {
+            let table = if value.table_size == 0 {
+                None
+            } else if let Some(&id) = by_base.get(&value.table_base) {
+                let table = state.tables.get_mut(&id).expect("indexed");
+                if table.spare_base != value.spare_base || table.size != value.table_size {
+                    return Err(format!(
+                        "service {frontend} shares table region {} but disagrees on its spare or size",
+                        value.table_base
+                    ));
+                }
+                table.users.insert(frontend);
+                Some(id)
+            } else {
+                if !(state.slots.reserve(value.table_base, value.table_size)
+                    && state.slots.reserve(value.spare_base, value.table_size))
+                {
+                    return Err(format!(
+                        "service {frontend}: table regions {}+{} / {}+{} overlap another table or leave the table map",
+                        value.table_base, value.table_size, value.spare_base, value.table_size
+                    ));
+                }
+                let slots = regions.get(&value.table_base).cloned().ok_or_else(|| {
+                    format!(
+                        "service {frontend}: region {} was not read",
+                        value.table_base
+                    )
+                })?;
+                let id = state.next_table_id;
+                state.next_table_id += 1;
+                state.tables.insert(
+                    id,
+                    InstalledTable {
+                        base: value.table_base,
+                        spare_base: value.spare_base,
+                        size: value.table_size,
+                        slots,
+                        spare: regions.get(&value.spare_base).cloned(),
+                        key: None,
+                        users: BTreeSet::from([frontend]),
+                    },
+                );
+                by_base.insert(value.table_base, id);
+                Some(id)
+            };
+            state.services.insert(
+                frontend,
+                InstalledService {
+                    service_id: value.service_id,
+                    table,
+                    backend_count: value.backend_count,
+                    spec: None,
+                    maglev_seed: 0,
+                },
+            );
         }
         let used: BTreeSet<u32> = state.services.values().map(|s| s.service_id).collect();
         state.next_service_id = used.iter().next_back().map_or(0, |&id| id + 1);
@@ -168,6 +259,29 @@ impl KernelState {
             .filter(|id| !used.contains(id))
             .collect();
         Ok(state)
+    }
+
+    /// Takes `frontend` off a table; the last user releases its regions (after the next
+    /// sync, see `SlotAllocator::release_later`).
+    fn detach(&mut self, frontend: &Frontend, table: Option<u64>) {
+        let Some(id) = table else { return };
+        let Some(t) = self.tables.get_mut(&id) else {
+            return;
+        };
+        t.users.remove(frontend);
+        if t.users.is_empty() {
+            let t = self.tables.remove(&id).expect("present");
+            if let Some(key) = &t.key {
+                self.table_index.remove(key);
+            }
+            self.slots.release_later(t.base, t.size);
+            self.slots.release_later(t.spare_base, t.size);
+        }
+    }
+
+    /// The regions of every table, for inspection and tests.
+    pub fn table_of(&self, frontend: &Frontend) -> Option<&InstalledTable> {
+        self.tables.get(&self.services.get(frontend)?.table?)
     }
 
     fn allocate_backend_id(&mut self) -> u32 {
@@ -310,8 +424,7 @@ pub fn plan(
         ops.push(MapOp::DeleteService {
             key: frontend.key(),
         });
-        next.slots.release_later(svc.table_base, svc.table_size);
-        next.slots.release_later(svc.spare_base, svc.table_size);
+        next.detach(&frontend, svc.table);
         next.free_service_ids.insert(svc.service_id);
     }
 
@@ -346,16 +459,12 @@ fn plan_service(
     spec: &ServiceSpec,
     seed: u32,
 ) -> Result<(), PlanError> {
-    if let Some(installed) = next.services.get(frontend) {
-        if installed.spec.as_ref() == Some(spec) && installed.maglev_seed == seed {
+    let existing = next.services.get(frontend).cloned();
+    if let Some(svc) = &existing {
+        if svc.spec.as_ref() == Some(spec) && svc.maglev_seed == seed {
             return Ok(());
         }
     }
-    let table = build_table(frontend, spec, &next.backends, seed)?;
-    let size = if table.is_empty() { 0 } else { spec.table_size };
-    let backend_count = spec.active_backends() as u32;
-
-    let existing = next.services.get(frontend).cloned();
     let service_id = match &existing {
         Some(svc) => svc.service_id,
         None => {
@@ -364,96 +473,142 @@ fn plan_service(
             id
         }
     };
+    let old_table = existing.as_ref().and_then(|s| s.table);
+    // What the kernel's record says now, before any table moves.
+    let old_value = existing.as_ref().map(|svc| service_value(next, svc));
+    let backend_count = spec.active_backends() as u32;
+    let key = (backend_count > 0).then(|| TableKey::of(spec, seed));
 
-    let installed = match existing {
-        // Same table: nothing for the datapath to do, remember the spec.
-        Some(svc) if svc.table == table => InstalledService {
-            spec: Some(spec.clone()),
-            maglev_seed: seed,
-            ..svc
-        },
-        // Same size: write the differences into the spare region, then flip.
-        Some(svc) if svc.table_size == size && size > 0 => {
-            let slots: Vec<(u32, u32)> = match &svc.spare {
-                Some(spare) => maglev::changed_slots(spare, &table)
-                    .into_iter()
-                    .map(|i| (i, table[i as usize]))
-                    .collect(),
-                None => full_slots(&table),
-            };
-            if !slots.is_empty() {
-                ops.push(MapOp::WriteSlots {
-                    base: svc.spare_base,
-                    slots,
-                });
-            }
-            InstalledService {
-                service_id,
-                table_base: svc.spare_base,
-                spare_base: svc.table_base,
-                table_size: size,
-                spare: Some(svc.table),
-                table,
-                spec: Some(spec.clone()),
-                maglev_seed: seed,
-            }
+    let table = match key {
+        None => {
+            next.detach(frontend, old_table);
+            None
         }
-        // New service, or the table size changed: two fresh regions, the old ones are
-        // released once this plan has flipped away from them.
-        existing => {
-            if let Some(svc) = &existing {
-                next.slots.release_later(svc.table_base, svc.table_size);
-                next.slots.release_later(svc.spare_base, svc.table_size);
-            }
-            let (table_base, spare_base) = if size == 0 {
-                (0, 0)
-            } else {
-                let room = |next: &KernelState| PlanError::NoTableRoom {
-                    frontend: *frontend,
-                    size,
-                    free: next.slots.free_slots(),
-                    capacity: next.slots.capacity(),
-                };
-                let a = next.slots.allocate(size).ok_or_else(|| room(next))?;
-                let b = next.slots.allocate(size).ok_or_else(|| room(next))?;
-                ops.push(MapOp::WriteSlots {
-                    base: a,
-                    slots: full_slots(&table),
-                });
-                (a, b)
-            };
-            InstalledService {
-                service_id,
-                table_base,
-                spare_base,
-                table_size: size,
-                table,
-                spare: None,
-                spec: Some(spec.clone()),
-                maglev_seed: seed,
-            }
-        }
+        Some(key) => Some(place_table(next, ops, frontend, spec, key, old_table)?),
     };
-    ops.push(MapOp::PutService {
-        key: frontend.key(),
-        value: service_value(&installed, backend_count),
-    });
+
+    let installed = InstalledService {
+        service_id,
+        table,
+        backend_count,
+        spec: Some(spec.clone()),
+        maglev_seed: seed,
+    };
+    let value = service_value(next, &installed);
+    if old_value != Some(value) {
+        ops.push(MapOp::PutService {
+            key: frontend.key(),
+            value,
+        });
+    }
     next.services.insert(*frontend, installed);
     Ok(())
 }
 
-pub fn service_value(svc: &InstalledService, backend_count: u32) -> ServiceValue {
+/// Finds or builds the table for `key` and puts `frontend` on it; returns the table id.
+fn place_table(
+    next: &mut KernelState,
+    ops: &mut Vec<MapOp>,
+    frontend: &Frontend,
+    spec: &ServiceSpec,
+    key: TableKey,
+    old_table: Option<u64>,
+) -> Result<u64, PlanError> {
+    // Shared: another service already has this exact table.
+    if let Some(&id) = next.table_index.get(&key) {
+        if old_table != Some(id) {
+            next.tables
+                .get_mut(&id)
+                .expect("indexed")
+                .users
+                .insert(*frontend);
+            next.detach(frontend, old_table);
+        }
+        return Ok(id);
+    }
+    let slots = build_table(frontend, spec, &next.backends, key.seed)?;
+    let size = key.size;
+
+    if let Some(id) = old_table {
+        let t = next.tables.get_mut(&id).expect("service's table exists");
+        // Adopted from pinned maps: the content may already be right.
+        if t.key.is_none() && t.size == size && t.slots == slots {
+            t.key = Some(key.clone());
+            next.table_index.insert(key, id);
+            return Ok(id);
+        }
+        // Sole user, same size: write the differences into the spare region and flip.
+        if t.users.len() == 1 && t.size == size {
+            let writes: Vec<(u32, u32)> = match &t.spare {
+                Some(spare) => maglev::changed_slots(spare, &slots)
+                    .into_iter()
+                    .map(|i| (i, slots[i as usize]))
+                    .collect(),
+                None => full_slots(&slots),
+            };
+            if !writes.is_empty() {
+                ops.push(MapOp::WriteSlots {
+                    base: t.spare_base,
+                    slots: writes,
+                });
+            }
+            let old_key = t.key.replace(key.clone());
+            std::mem::swap(&mut t.base, &mut t.spare_base);
+            let old_slots = std::mem::replace(&mut t.slots, slots);
+            t.spare = Some(old_slots);
+            if let Some(old_key) = old_key {
+                next.table_index.remove(&old_key);
+            }
+            next.table_index.insert(key, id);
+            return Ok(id);
+        }
+    }
+
+    // A new table: two fresh regions; the old table is released once nobody uses it.
+    let room = |next: &KernelState| PlanError::NoTableRoom {
+        frontend: *frontend,
+        size,
+        free: next.slots.free_slots(),
+        capacity: next.slots.capacity(),
+    };
+    let base = next.slots.allocate(size).ok_or_else(|| room(next))?;
+    let spare_base = next.slots.allocate(size).ok_or_else(|| room(next))?;
+    ops.push(MapOp::WriteSlots {
+        base,
+        slots: full_slots(&slots),
+    });
+    let id = next.next_table_id;
+    next.next_table_id += 1;
+    next.tables.insert(
+        id,
+        InstalledTable {
+            base,
+            spare_base,
+            size,
+            slots,
+            spare: None,
+            key: Some(key.clone()),
+            users: BTreeSet::from([*frontend]),
+        },
+    );
+    next.table_index.insert(key, id);
+    next.detach(frontend, old_table);
+    Ok(id)
+}
+
+pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValue {
+    let table = svc.table.and_then(|id| state.tables.get(&id));
     ServiceValue {
         service_id: svc.service_id,
-        table_base: svc.table_base,
-        table_size: svc.table_size,
-        spare_base: svc.spare_base,
-        flags: if svc.table_size > 0 {
+        table_base: table.map_or(0, |t| t.base),
+        table_size: table.map_or(0, |t| t.size),
+        spare_base: table.map_or(0, |t| t.spare_base),
+        flags: if table.is_some() {
             SERVICE_F_HAS_BACKENDS
         } else {
             0
         },
-        backend_count,
+        backend_count: svc.backend_count,
     }
 }
 

@@ -42,11 +42,11 @@ impl FakeKernel {
     fn assert_consistent(&self, after: &MapOp) {
         for (key, svc) in &self.services {
             for slot in svc.table_base..svc.table_base + svc.table_size {
-                let id = self
-                    .slots
-                    .get(&slot)
-                    .unwrap_or_else(|| panic!("{key:?}: slot {slot} unwritten after {after:?}"));
-                let backend = self.backends.get(id).expect("backend written");
+                // Like a BPF array, an unwritten slot reads as zero.
+                let id = self.slots.get(&slot).copied().unwrap_or(0);
+                let backend = self.backends.get(&id).unwrap_or_else(|| {
+                    panic!("{key:?}: slot {slot} names unwritten backend {id} after {after:?}")
+                });
                 assert_eq!(
                     backend.flags & BACKEND_F_ACTIVE,
                     BACKEND_F_ACTIVE,
@@ -56,11 +56,47 @@ impl FakeKernel {
         }
     }
 
+    /// What a restarted daemon reads back.
+    fn adopt(&self, capacity: u32) -> KernelState {
+        let services: Vec<(Frontend, ServiceValue)> = self
+            .services
+            .iter()
+            .map(|(k, v)| (Frontend::from_key(k).unwrap(), *v))
+            .collect();
+        let mut regions = HashMap::new();
+        for (_, v) in &services {
+            for base in [v.table_base, v.spare_base] {
+                regions.insert(
+                    base,
+                    (base..base + v.table_size)
+                        .map(|i| self.slots.get(&i).copied().unwrap_or(0))
+                        .collect(),
+                );
+            }
+        }
+        let mut generations = HashMap::new();
+        let mut backends = Vec::new();
+        for (id, b) in &self.backends {
+            generations.insert(*id, b.generation);
+            if b.flags & BACKEND_F_ACTIVE != 0 {
+                let addr = IpAddr::from([b.addr[0], b.addr[1], b.addr[2], b.addr[3]]);
+                backends.push((
+                    addr,
+                    InstalledBackend {
+                        id: *id,
+                        generation: b.generation,
+                    },
+                ));
+            }
+        }
+        KernelState::adopt(capacity, services, &regions, backends, generations).unwrap()
+    }
+
     fn table(&self, frontend: &Frontend) -> Vec<IpAddr> {
         let svc = self.services[&frontend.key()];
         (svc.table_base..svc.table_base + svc.table_size)
             .map(|slot| {
-                let b = self.backends[&self.slots[&slot]];
+                let b = self.backends[&self.slots.get(&slot).copied().unwrap_or(0)];
                 IpAddr::from([b.addr[0], b.addr[1], b.addr[2], b.addr[3]])
             })
             .collect()
@@ -191,30 +227,67 @@ fn out_of_room_fails_without_changing_state() {
 }
 
 #[test]
-fn adopted_state_with_the_same_table_writes_no_slots() {
-    let want = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 2)], 251))]);
-    let (_, state) = plan(&KernelState::new(10_000), &want).unwrap();
-    let services = state
-        .services
-        .iter()
-        .map(|(f, s)| {
-            (
-                *f,
-                InstalledService {
-                    spec: None,
-                    ..s.clone()
-                },
-            )
-        })
-        .collect();
-    let backends = state.backends.iter().map(|(a, b)| (*a, *b)).collect();
-    let adopted =
-        KernelState::adopt(10_000, services, backends, state.generations.clone()).unwrap();
+fn adopted_state_with_the_same_config_writes_nothing() {
+    let want = desired(vec![
+        (frontend(80), spec("a", &[(11, 1), (12, 2)], 251)),
+        (frontend(81), spec("b", &[(11, 1), (12, 2)], 251)),
+        (frontend(82), spec("c", &[(13, 1)], 251)),
+    ]);
+    let mut kernel = FakeKernel::default();
+    let (ops, _) = plan(&KernelState::new(10_000), &want).unwrap();
+    kernel.apply(&ops);
+    let adopted = kernel.adopt(10_000);
+    assert_eq!(adopted.tables.len(), 2, "shared table recognised as one");
     let (ops, _) = plan(&adopted, &want).unwrap();
+    assert!(ops.is_empty(), "{ops:?}");
+}
+
+#[test]
+fn identical_backend_sets_share_one_table() {
+    let mut kernel = FakeKernel::default();
+    let want = desired(vec![
+        (frontend(80), spec("a", &[(11, 1), (12, 1)], 251)),
+        (frontend(81), spec("b", &[(12, 1), (11, 1)], 251)),
+        (frontend(82), spec("c", &[(11, 1), (12, 1)], 251)),
+    ]);
+    let (ops, state) = plan(&KernelState::new(10_000), &want).unwrap();
+    kernel.apply(&ops);
+    let tables = ops
+        .iter()
+        .filter(|op| matches!(op, MapOp::WriteSlots { .. }))
+        .count();
+    assert_eq!(tables, 1, "one table written for three services");
+    assert_eq!(state.tables.len(), 1);
+    let bases: BTreeSet<u32> = kernel.services.values().map(|v| v.table_base).collect();
+    assert_eq!(bases.len(), 1);
+
+    // One service changes: it gets its own table, the others keep theirs untouched.
+    let changed = desired(vec![
+        (frontend(80), spec("a", &[(11, 1), (12, 1)], 251)),
+        (frontend(81), spec("b", &[(11, 1), (12, 1), (13, 1)], 251)),
+        (frontend(82), spec("c", &[(11, 1), (12, 1)], 251)),
+    ]);
+    let (ops, state) = plan(&state, &changed).unwrap();
+    kernel.apply(&ops);
+    assert_eq!(state.tables.len(), 2);
+    let puts: Vec<&MapOp> = ops
+        .iter()
+        .filter(|op| matches!(op, MapOp::PutService { .. }))
+        .collect();
+    assert_eq!(
+        puts.len(),
+        1,
+        "only the changed service's record is written: {puts:?}"
+    );
+
+    // Back to equal sets: the service rejoins the shared table, no slot written.
+    let (ops, state) = plan(&state, &want).unwrap();
+    kernel.apply(&ops);
     assert!(
         ops.iter().all(|op| !matches!(op, MapOp::WriteSlots { .. })),
         "{ops:?}"
     );
+    assert_eq!(state.tables.len(), 1);
 }
 
 #[test]
@@ -241,22 +314,23 @@ fn retired_ids_come_back_with_a_new_generation() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
     /// Any sequence of configurations keeps every live table whole and pointing at active
     /// backends after every single map write, and ends with exactly the desired services.
     #[test]
     fn every_step_is_make_before_break(
         steps in prop::collection::vec(
             prop::collection::vec(
-                (0u16..4, prop::collection::vec((1u8..12, 0u32..4), 0..6), prop::bool::ANY),
-                0..4,
+                (0u16..5, prop::collection::vec((1u8..5, 0u32..3), 0..4), prop::bool::ANY),
+                0..5,
             ),
-            1..6,
-        )
+            1..7,
+        ),
+        restart_after in prop::collection::vec(prop::bool::ANY, 7),
     ) {
         let mut state = KernelState::new(200_000);
         let mut kernel = FakeKernel::default();
-        for step in steps {
+        for (i, step) in steps.into_iter().enumerate() {
             let mut services = BTreeMap::new();
             for (port, backends, big) in step {
                 let mut seen = BTreeSet::new();
@@ -269,6 +343,10 @@ proptest! {
             let (ops, next) = plan(&state, &want).unwrap();
             kernel.apply(&ops);
             state = next;
+            if restart_after[i] {
+                // A restarted daemon goes on from what it reads back.
+                state = kernel.adopt(200_000);
+            }
             prop_assert_eq!(kernel.services.len(), want.services.len());
             for (f, s) in &want.services {
                 let table = kernel.table(f);
