@@ -54,6 +54,15 @@ pub const FAMILY_V6: u8 = 10;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
+/// Wire constants both datapath programs parse and build packets with.
+pub mod wire {
+    pub const ETH_HLEN: usize = 14;
+    pub const ETH_P_IP: u16 = 0x0800;
+    pub const IPPROTO_IPIP: u8 = 4;
+    /// An IPv4 header without options, which is also what IPIP encapsulation adds.
+    pub const IPV4_HLEN: usize = 20;
+}
+
 /// An IPv4 or IPv6 address in network byte order; IPv4 uses the first four bytes and
 /// leaves the rest zero, so every map carries IPv6 without a layout change.
 pub type Addr = [u8; 16];

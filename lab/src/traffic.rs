@@ -67,6 +67,23 @@ pub struct FlowResult {
     pub error: Option<String>,
 }
 
+impl FlowResult {
+    fn new(sport: u16, outcome: std::io::Result<String>) -> Self {
+        match outcome {
+            Ok(name) => Self {
+                sport,
+                backend: Some(name),
+                error: None,
+            },
+            Err(e) => Self {
+                sport,
+                backend: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
 fn bound_tcp(src: Ipv4Addr, sport: u16) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -107,18 +124,7 @@ pub fn tcp_flows(
                 let mut reader = BufReader::new(stream.try_clone()?);
                 ping(&mut stream, &mut reader)
             });
-            match outcome {
-                Ok(name) => FlowResult {
-                    sport,
-                    backend: Some(name),
-                    error: None,
-                },
-                Err(e) => FlowResult {
-                    sport,
-                    backend: None,
-                    error: Some(e.to_string()),
-                },
-            }
+            FlowResult::new(sport, outcome)
         })
         .collect()
 }
@@ -145,18 +151,7 @@ pub fn udp_flows(
                 }
                 Err(last.unwrap_or_else(|| std::io::Error::other("no reply")))
             })();
-            match outcome {
-                Ok(name) => FlowResult {
-                    sport,
-                    backend: Some(name),
-                    error: None,
-                },
-                Err(e) => FlowResult {
-                    sport,
-                    backend: None,
-                    error: Some(e.to_string()),
-                },
-            }
+            FlowResult::new(sport, outcome)
         })
         .collect()
 }

@@ -207,6 +207,17 @@ fn program_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -
     move |source| LoaderError::Program { name, source }
 }
 
+/// The program `name` of an object, as its concrete type.
+fn program<'e, P>(ebpf: &'e mut Ebpf, name: &'static str) -> Result<&'e mut P, LoaderError>
+where
+    &'e mut P: TryFrom<&'e mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(LoaderError::MissingProgram(name))?
+        .try_into()
+        .map_err(program_err(name))
+}
+
 fn open_pinned_link(path: &Path) -> Result<Option<FdLink>, LoaderError> {
     if !path.exists() {
         return Ok(None);
@@ -235,12 +246,9 @@ pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
         objects::XDP_BALANCER,
         program_names::XDP_BALANCER,
         |ebpf, name| {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(LoaderError::MissingProgram(name))?
-                .try_into()
-                .map_err(program_err(name))?;
-            prog.load().map_err(program_err(name))
+            program::<Xdp>(ebpf, name)?
+                .load()
+                .map_err(program_err(name))
         },
     )
 }
@@ -252,12 +260,9 @@ pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
         objects::TC_DECAP,
         program_names::TC_DECAP,
         |ebpf, name| {
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(LoaderError::MissingProgram(name))?
-                .try_into()
-                .map_err(program_err(name))?;
-            prog.load().map_err(program_err(name))
+            program::<SchedClassifier>(ebpf, name)?
+                .load()
+                .map_err(program_err(name))
         },
     )
 }
@@ -325,11 +330,7 @@ pub fn install_balancer(
     ifindex(iface)?;
     let mut ebpf = load_balancer(pin_dir)?;
     let name = program_names::XDP_BALANCER;
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(LoaderError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
+    let prog: &mut Xdp = program(&mut ebpf, name)?;
     attach_pinned(
         prog,
         name,
@@ -347,11 +348,7 @@ pub fn install_decap(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderEr
     ifindex(iface)?;
     let mut ebpf = load_decap(pin_dir)?;
     let name = program_names::TC_DECAP;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(LoaderError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
+    let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
     attach_pinned(
         prog,
         name,
@@ -375,11 +372,7 @@ pub fn install_pass(iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
     ifindex(iface)?;
     let mut ebpf = EbpfLoader::new().load(objects::XDP_PASS)?;
     let name = program_names::XDP_PASS;
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or(LoaderError::MissingProgram(name))?
-        .try_into()
-        .map_err(program_err(name))?;
+    let prog: &mut Xdp = program(&mut ebpf, name)?;
     prog.load().map_err(program_err(name))?;
     let id = prog
         .attach(iface, XdpMode::Driver)

@@ -144,7 +144,7 @@ impl Fixture {
         let (got, out) = self.run(packet);
         let after = self.counters();
         assert_eq!(got, action, "{name}: verdict");
-        for r in XdpReason::ALL {
+        for &r in XdpReason::ALL {
             let delta = after[r as usize] - before[r as usize];
             let want = u64::from(r == reason);
             assert_eq!(delta, want, "{name}: counter {} moved by {delta}", r.name());
@@ -607,7 +607,7 @@ fn tc_decap_strips_ipip_for_local_vips_only() {
         out.truncate(result.data_size_out as usize);
         let after = maps.counters().unwrap();
         assert_eq!(result.return_value, action, "{name}: verdict");
-        for r in TcReason::ALL {
+        for &r in TcReason::ALL {
             let delta = after[r as usize].packets - before[r as usize].packets;
             assert_eq!(
                 delta,

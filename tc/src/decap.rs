@@ -4,14 +4,14 @@ use aya_ebpf::{
     bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4},
     programs::TcContext,
 };
-use lb_common::{v4_addr, TcReason, VipKey, FAMILY_V4};
+use lb_common::{
+    v4_addr,
+    wire::{ETH_HLEN, ETH_P_IP, IPPROTO_IPIP, IPV4_HLEN},
+    TcReason, VipKey, FAMILY_V4,
+};
 
 use crate::maps::LOCAL_VIPS;
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPPROTO_IPIP: u8 = 4;
-const IPV4_HLEN: usize = 20;
 /// Offset of the protocol byte and of the destination address in an IPv4 header.
 const IP_PROTO_OFF: usize = 9;
 const IP_DADDR_OFF: usize = 16;

@@ -2,14 +2,16 @@
 //! client's packet untouched inside it, so the backend can answer the client directly.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{BackendValue, NextHop, XdpReason};
+use lb_common::{
+    wire::{ETH_P_IP, IPPROTO_IPIP, IPV4_HLEN},
+    BackendValue, NextHop, XdpReason,
+};
 
 use crate::parse::{ptr_at, EthHdr, Ipv4Hdr, Ipv4Packet, ETH_HLEN, IP_DF};
 
-pub const IPIP_OVERHEAD: u32 = 20;
+pub const IPIP_OVERHEAD: u32 = IPV4_HLEN as u32;
 const OUTER_TTL: u8 = 64;
-const IPPROTO_IPIP: u8 = 4;
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+const ETH_P_IP_BE: u16 = ETH_P_IP.to_be();
 
 #[inline(always)]
 pub fn ipip(

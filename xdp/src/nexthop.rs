@@ -7,15 +7,16 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::{v4_addr, BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4};
+use lb_common::{
+    v4_addr, wire::IPPROTO_IPIP, BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4,
+};
 
 use crate::{
     maps::{NEIGH_MISSES, NEXTHOPS},
     Forward,
 };
 
-const AF_INET: u8 = 2;
-const IPPROTO_IPIP: u8 = 4;
+const AF_INET: u8 = FAMILY_V4;
 const FIB_RET_SUCCESS: i64 = 0;
 const FIB_RET_NO_NEIGH: i64 = 7;
 const DEFAULT_MTU: u16 = 1500;

@@ -2,11 +2,12 @@
 //! what the verifier demands.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{XdpReason, PROTO_TCP, PROTO_UDP};
+pub use lb_common::wire::ETH_HLEN;
+use lb_common::{
+    wire::{ETH_P_IP, IPV4_HLEN as IPV4_MIN_HLEN},
+    XdpReason, PROTO_TCP, PROTO_UDP,
+};
 
-pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPV4_MIN_HLEN: usize = 20;
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// More-fragments flag and fragment offset, in host order.

@@ -46,37 +46,13 @@ enum Command {
         udp: Option<SocketAddrV4>,
     },
     /// One TCP connection per source port; prints JSON results.
-    TcpFlows {
-        #[arg(long)]
-        target: SocketAddrV4,
-        #[arg(long, default_value = CLIENT_ADDR)]
-        src: Ipv4Addr,
-        #[arg(long)]
-        sport: u16,
-        #[arg(long)]
-        count: u16,
-    },
+    TcpFlows(#[command(flatten)] FlowArgs),
     /// One UDP flow per source port; prints JSON results.
-    UdpFlows {
-        #[arg(long)]
-        target: SocketAddrV4,
-        #[arg(long, default_value = CLIENT_ADDR)]
-        src: Ipv4Addr,
-        #[arg(long)]
-        sport: u16,
-        #[arg(long)]
-        count: u16,
-    },
+    UdpFlows(#[command(flatten)] FlowArgs),
     /// Hold connections open and ping each until the duration passes or --stop-file exists.
     Hold {
-        #[arg(long)]
-        target: SocketAddrV4,
-        #[arg(long, default_value = CLIENT_ADDR)]
-        src: Ipv4Addr,
-        #[arg(long)]
-        sport: u16,
-        #[arg(long)]
-        count: u16,
+        #[command(flatten)]
+        flows: FlowArgs,
         #[arg(long, default_value_t = 30_000)]
         max_ms: u64,
         #[arg(long, default_value_t = 50)]
@@ -95,53 +71,52 @@ enum Command {
     },
 }
 
-fn sports(base: u16, count: u16) -> Result<std::ops::Range<u16>> {
-    let end = base
-        .checked_add(count)
-        .context("source ports run past 65535")?;
-    Ok(base..end)
+/// Where flows go and which source ports they use (one flow per port).
+#[derive(clap::Args)]
+struct FlowArgs {
+    #[arg(long)]
+    target: SocketAddrV4,
+    #[arg(long, default_value = CLIENT_ADDR)]
+    src: Ipv4Addr,
+    #[arg(long)]
+    sport: u16,
+    #[arg(long)]
+    count: u16,
+}
+
+impl FlowArgs {
+    fn sports(&self) -> Result<std::ops::Range<u16>> {
+        let end = self
+            .sport
+            .checked_add(self.count)
+            .context("source ports run past 65535")?;
+        Ok(self.sport..end)
+    }
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { name, tcp, udp } => traffic::serve(&name, tcp, udp)?,
-        Command::TcpFlows {
-            target,
-            src,
-            sport,
-            count,
-        } => {
-            println!(
-                "{}",
-                serde_json::to_string(&traffic::tcp_flows(src, target, sports(sport, count)?))?
-            )
+        Command::TcpFlows(f) => {
+            let results = traffic::tcp_flows(f.src, f.target, f.sports()?);
+            println!("{}", serde_json::to_string(&results)?)
         }
-        Command::UdpFlows {
-            target,
-            src,
-            sport,
-            count,
-        } => {
-            println!(
-                "{}",
-                serde_json::to_string(&traffic::udp_flows(src, target, sports(sport, count)?))?
-            )
+        Command::UdpFlows(f) => {
+            let results = traffic::udp_flows(f.src, f.target, f.sports()?);
+            println!("{}", serde_json::to_string(&results)?)
         }
         Command::Hold {
-            target,
-            src,
-            sport,
-            count,
+            flows,
             max_ms,
             interval_ms,
             ready_file,
             stop_file,
         } => {
             let held = traffic::hold(
-                src,
-                target,
-                sports(sport, count)?,
+                flows.src,
+                flows.target,
+                flows.sports()?,
                 Duration::from_millis(max_ms),
                 Duration::from_millis(interval_ms),
                 ready_file.as_deref(),
