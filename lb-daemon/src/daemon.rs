@@ -42,6 +42,9 @@ pub enum DaemonError {
     Signal(std::io::Error),
 }
 
+/// How often every backend's next hop is asked to be revalidated.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(10);
+
 pub struct RunOptions {
     pub iface: String,
     pub config: PathBuf,
@@ -163,6 +166,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
     let mut config_tick = tokio::time::interval(opts.poll_interval);
     let mut neigh_tick = tokio::time::interval(Duration::from_millis(50));
+    // XDP-forwarded packets never confirm a neighbour entry, so the kernel would let it go
+    // stale and keep a changed MAC unnoticed. Asking again (NTF_USE) makes it re-probe.
+    let mut refresh_tick = tokio::time::interval(NEIGHBOUR_REFRESH);
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -200,6 +206,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                     }
                 }
             }
+            _ = refresh_tick.tick() => warm_neighbours(&desired),
             _ = neigh_tick.tick() => {
                 match syncer.maps.drain_neigh_misses() {
                     Ok(misses) => for (backend_id, miss) in misses {

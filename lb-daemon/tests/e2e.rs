@@ -443,3 +443,58 @@ fn cleanup_and_lab_teardown_leave_nothing_behind() {
         assert!(!dir.exists(), "{} left", dir.display());
     }
 }
+
+#[test]
+fn next_hops_follow_a_backend_mac_change() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let s = Setup::new("mac");
+    let target = format!("{VIP}:{TCP_PORT}");
+    let run_flows = |sport: &str| -> Vec<FlowResult> {
+        s.lab
+            .client(
+                &s.bins,
+                &[
+                    "tcp-flows",
+                    "--target",
+                    &target,
+                    "--sport",
+                    sport,
+                    "--count",
+                    "150",
+                ],
+            )
+            .expect("tcp flows")
+    };
+    let before = run_flows("21000");
+    assert!(before.iter().all(|f| f.backend.is_some()));
+
+    // b1 gets a new MAC and announces it (arp_notify), as a replaced NIC or VM would.
+    let b1 = s.lab.backends[0].netns.clone();
+    s.lab
+        .exec(&b1, "sysctl", &["-qw", "net.ipv4.conf.eth0.arp_notify=1"])
+        .unwrap();
+    s.lab
+        .exec(
+            &b1,
+            "ip",
+            &["link", "set", "eth0", "address", "02:00:5e:10:00:01"],
+        )
+        .unwrap();
+    // The kernel accepts the announcement after its 1 s lock time; the datapath's cached
+    // next hop expires after the 1 s TTL.
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = run_flows("22000");
+    let failed: Vec<&FlowResult> = after.iter().filter(|f| f.backend.is_none()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} flows failed after the MAC change: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        after.iter().any(|f| f.backend.as_deref() == Some("b1")),
+        "b1 still serves"
+    );
+}
