@@ -6,7 +6,7 @@ set -euo pipefail
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_apt=()
-for pkg in llvm-22-dev libpolly-22-dev iproute2 ethtool nftables iptables conntrack \
+for pkg in llvm-22-dev libpolly-22-dev iproute2 procps util-linux ethtool nftables iptables conntrack \
            libzstd-dev zlib1g-dev libelf-dev pkg-config; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || need_apt+=("$pkg")
