@@ -1,1 +1,21 @@
-//! Kubernetes source (work in progress).
+//! ferrolb's Kubernetes source: Services, EndpointSlices and this node's Node from the API
+//! into desired state, following kube-proxy's rules (`shared/kube-proxy-semantics.md`).
+//!
+//! - [`model`]: pure; objects in, [`model::KubeDesiredState`] out (everything kube-proxy
+//!   would program on this node, per service port and frontend address).
+//! - [`projection`]: pure; the part of that state today's datapath can program, as an
+//!   [`lb_model::DesiredState`], and a report of what it cannot.
+//! - [`watch`]: kube-rs watchers feeding whole-state snapshots to the daemon.
+//! - [`http`]: `/healthz`, `/livez`, healthCheckNodePort servers and the metrics server.
+//! - [`metrics`]: a small Prometheus registry and the source's metrics.
+
+pub mod http;
+pub mod lenient;
+pub mod metrics;
+pub mod model;
+pub mod projection;
+pub mod watch;
+
+pub use model::{build, KubeDesiredState, NodeConfig};
+pub use projection::{to_datapath, ProjectionReport};
+pub use watch::{spawn, DesiredStateUpdate, SourceOptions, WATCHED_RESOURCES};

@@ -1,0 +1,659 @@
+//! Watch plumbing: kube-rs watchers for Services, EndpointSlices and this node's Node feed
+//! one loop that keeps the objects, recomputes only the Services an event touched, and
+//! publishes whole-state snapshots ([`DesiredStateUpdate`]) on a `tokio::sync::watch`
+//! channel.
+//!
+//! Coalescing: the loop takes every event already waiting, applies them all, then
+//! publishes one snapshot. A burst (a rolling update) is applied as fast as it arrives, but
+//! a consumer only ever sees states computed from a complete set of objects: nothing is
+//! published before all three initial lists are in, and a relist (after a 410 Gone)
+//! replaces a store in one step when its list is complete.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    runtime::watcher::{self, watcher, Event},
+    Api, Client, Config, ResourceExt,
+};
+use lb_model::{DesiredState, Settings};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    lenient::Lenient,
+    metrics::KubeMetrics,
+    model::{
+        self, labels_select, node_info, BuiltService, InvalidObject, KubeDesiredState, NodeConfig,
+        NodeInfo, ServiceName, Skipped, LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME,
+    },
+    projection::{to_datapath, ProjectionReport},
+};
+
+/// An API resource the source reads and the verbs it uses; the ClusterRole in `deploy/`
+/// must grant exactly these (checked by `tests/manifests.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedResource {
+    /// "" for the core group.
+    pub api_group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// Everything the source asks the API server for. The Node is watched with a field
+/// selector (list + watch), never fetched with `get`.
+pub const WATCHED_RESOURCES: &[WatchedResource] = &[
+    WatchedResource {
+        api_group: "",
+        resource: "services",
+        verbs: &["list", "watch"],
+    },
+    WatchedResource {
+        api_group: "discovery.k8s.io",
+        resource: "endpointslices",
+        verbs: &["list", "watch"],
+    },
+    WatchedResource {
+        api_group: "",
+        resource: "nodes",
+        verbs: &["list", "watch"],
+    },
+];
+
+/// kube-proxy's selector for Services and EndpointSlices (rule 2): not headless, and no
+/// other proxy named; with a proxy name, only objects naming this proxy.
+pub fn label_selector(service_proxy_name: Option<&str>) -> String {
+    match service_proxy_name {
+        None => format!("!{LABEL_HEADLESS},!{LABEL_SERVICE_PROXY_NAME}"),
+        Some(name) => format!("!{LABEL_HEADLESS},{LABEL_SERVICE_PROXY_NAME}={name}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("no Kubernetes configuration (kubeconfig or in-cluster): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client from `kubeconfig` if given, else from `$KUBECONFIG`/`~/.kube/config`, else
+/// from the in-cluster service account.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, SourceError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_error = |source| SourceError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub node: NodeConfig,
+    /// Passed through to the datapath projection.
+    pub settings: Settings,
+    /// First retry delay after a list/watch error; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl SourceOptions {
+    pub fn new(node: NodeConfig) -> Self {
+        Self {
+            node,
+            settings: Settings::default(),
+            min_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One published snapshot: the rich state, its datapath projection and what the
+/// projection could not program. Consistent with each other and with one set of objects.
+#[derive(Clone, Debug)]
+pub struct DesiredStateUpdate {
+    /// Counts snapshots from 1.
+    pub generation: u64,
+    pub kube: Arc<KubeDesiredState>,
+    pub datapath: Arc<DesiredState>,
+    pub report: Arc<ProjectionReport>,
+    /// When the oldest API event folded into this snapshot was received; the daemon
+    /// measures event-to-map latency from here.
+    pub first_event_at: Instant,
+    pub published_at: Instant,
+}
+
+pub type Updates = watch::Receiver<Option<Arc<DesiredStateUpdate>>>;
+
+/// Starts the source; the receiver holds `None` until the first complete snapshot. The
+/// task ends when every receiver is dropped.
+pub fn spawn(
+    client: Client,
+    options: SourceOptions,
+    metrics: Option<KubeMetrics>,
+) -> (Updates, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(None);
+    let task = tokio::spawn(run(client, options, tx, metrics));
+    (rx, task)
+}
+
+/// Boxed events: the objects are large and of very different sizes.
+enum Change {
+    Service(Box<Event<Lenient<Service>>>),
+    Slice(Box<Event<Lenient<EndpointSlice>>>),
+    Node(Box<Event<Lenient<Node>>>),
+}
+
+type Stamped = (Instant, Change);
+
+/// Aborts the watcher tasks when the source stops.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+fn spawn_watcher<K>(
+    api: Api<Lenient<K>>,
+    config: watcher::Config,
+    resource: &'static str,
+    wrap: fn(Box<Event<Lenient<K>>>) -> Change,
+    tx: mpsc::UnboundedSender<Stamped>,
+    options: &SourceOptions,
+    metrics: Option<KubeMetrics>,
+) -> JoinHandle<()>
+where
+    K: k8s_openapi::Resource
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let (min, max) = (options.min_backoff, options.max_backoff);
+    tokio::spawn(async move {
+        let mut stream = watcher(api, config).boxed();
+        let mut delay = min;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(event) => {
+                    delay = min;
+                    if let Some(m) = &metrics {
+                        m.watch_event(resource);
+                    }
+                    if tx.send((Instant::now(), wrap(Box::new(event)))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // The watcher recovers by itself (re-watch, or relist after 410 Gone);
+                    // the pause keeps a failing API server from being hammered.
+                    warn!(resource, error = %e, retry_in = ?delay, "watch error");
+                    if let Some(m) = &metrics {
+                        m.watch_error(resource);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(max);
+                }
+            }
+        }
+    })
+}
+
+/// Runs the source until every receiver of `updates` is gone.
+pub async fn run(
+    client: Client,
+    options: SourceOptions,
+    updates: watch::Sender<Option<Arc<DesiredStateUpdate>>>,
+    metrics: Option<KubeMetrics>,
+) {
+    let selector = label_selector(options.node.service_proxy_name.as_deref());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _watchers = AbortOnDrop(vec![
+        spawn_watcher(
+            Api::<Lenient<Service>>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+            "services",
+            Change::Service,
+            tx.clone(),
+            &options,
+            metrics.clone(),
+        ),
+        spawn_watcher(
+            Api::<Lenient<EndpointSlice>>::all(client.clone()),
+            watcher::Config::default().labels(&selector),
+            "endpointslices",
+            Change::Slice,
+            tx.clone(),
+            &options,
+            metrics.clone(),
+        ),
+        spawn_watcher(
+            Api::<Lenient<Node>>::all(client),
+            watcher::Config::default().fields(&format!("metadata.name={}", options.node.node_name)),
+            "nodes",
+            Change::Node,
+            tx,
+            &options,
+            metrics.clone(),
+        ),
+    ]);
+    let mut cache = Cache::new(options.node.clone());
+    let mut generation = 0u64;
+    let mut first_event_at: Option<Instant> = None;
+    loop {
+        let received = tokio::select! {
+            _ = updates.closed() => return,
+            received = rx.recv() => received,
+        };
+        let Some((at, change)) = received else {
+            return;
+        };
+        first_event_at.get_or_insert(at);
+        cache.apply(change);
+        // Fold in everything already waiting, then give the watcher tasks one turn to
+        // deliver what they have decoded, so a burst becomes one snapshot.
+        for round in 0..2 {
+            while let Ok((_, change)) = rx.try_recv() {
+                cache.apply(change);
+            }
+            if round == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if !cache.synced() {
+            continue;
+        }
+        let kube = Arc::new(cache.snapshot());
+        let (datapath, report) = to_datapath(&kube, options.settings);
+        generation += 1;
+        let published_at = Instant::now();
+        let first = first_event_at.take().unwrap_or(published_at);
+        if let Some(m) = &metrics {
+            record(m, &kube, &report, published_at - first);
+        }
+        if generation == 1 {
+            info!(
+                services = kube.services.len(),
+                frontends = report.programmed,
+                skipped_frontends = report.skipped.len(),
+                invalid = kube.skipped.len(),
+                "initial Kubernetes state complete"
+            );
+        } else {
+            debug!(
+                generation,
+                services = kube.services.len(),
+                "desired state updated"
+            );
+        }
+        let update = DesiredStateUpdate {
+            generation,
+            kube,
+            datapath: Arc::new(datapath),
+            report: Arc::new(report),
+            first_event_at: first,
+            published_at,
+        };
+        if updates.send(Some(Arc::new(update))).is_err() {
+            return;
+        }
+    }
+}
+
+fn record(m: &KubeMetrics, kube: &KubeDesiredState, report: &ProjectionReport, latency: Duration) {
+    m.sync_latency.observe_duration(latency);
+    m.services.set(kube.services.len() as f64);
+    m.endpoints.set(kube.endpoint_count() as f64);
+    m.frontends_programmed.set(report.programmed as f64);
+    let mut invalid = BTreeMap::new();
+    for s in &kube.skipped {
+        *invalid.entry(s.problem.reason()).or_default() += 1;
+    }
+    m.set_skipped(&invalid, &report.skipped_by_reason());
+    m.updates.inc();
+}
+
+type Key = (String, String);
+
+fn key_of<K: kube::Resource>(obj: &K) -> Option<Key> {
+    let name = obj.meta().name.clone().filter(|n| !n.is_empty())?;
+    Some((obj.namespace().unwrap_or_default(), name))
+}
+
+/// One resource's objects, with kube-rs' relist protocol: `Init` opens a buffer,
+/// `InitApply` fills it, `InitDone` swaps it in (dropping what was deleted meanwhile).
+struct Store<K> {
+    objects: BTreeMap<Key, Lenient<K>>,
+    relisting: Option<BTreeMap<Key, Lenient<K>>>,
+    synced: bool,
+}
+
+// Lives only between a store update and the dirty marking that reads it.
+#[allow(clippy::large_enum_variant)]
+enum Touched<K> {
+    One {
+        before: Option<Lenient<K>>,
+        after: Option<Lenient<K>>,
+    },
+    Relisted {
+        before: BTreeMap<Key, Lenient<K>>,
+    },
+    Nothing,
+}
+
+impl<K> Store<K>
+where
+    K: Clone,
+    Lenient<K>: kube::Resource,
+{
+    fn new() -> Self {
+        Self {
+            objects: BTreeMap::new(),
+            relisting: None,
+            synced: false,
+        }
+    }
+
+    fn apply(&mut self, event: Event<Lenient<K>>) -> Touched<K> {
+        match event {
+            Event::Apply(obj) => match key_of(&obj) {
+                Some(key) => Touched::One {
+                    before: self.objects.insert(key, obj.clone()),
+                    after: Some(obj),
+                },
+                None => Touched::Nothing,
+            },
+            Event::Delete(obj) => match key_of(&obj) {
+                Some(key) => Touched::One {
+                    before: self.objects.remove(&key),
+                    after: None,
+                },
+                None => Touched::Nothing,
+            },
+            Event::Init => {
+                self.relisting = Some(BTreeMap::new());
+                Touched::Nothing
+            }
+            Event::InitApply(obj) => {
+                if let (Some(buffer), Some(key)) = (self.relisting.as_mut(), key_of(&obj)) {
+                    buffer.insert(key, obj);
+                }
+                Touched::Nothing
+            }
+            Event::InitDone => {
+                let fresh = self.relisting.take().unwrap_or_default();
+                self.synced = true;
+                Touched::Relisted {
+                    before: std::mem::replace(&mut self.objects, fresh),
+                }
+            }
+        }
+    }
+}
+
+/// The objects and the per-Service results derived from them.
+struct Cache {
+    cfg: NodeConfig,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    /// Slices by the Service they name (rule 3).
+    slices_of: BTreeMap<ServiceName, BTreeSet<Key>>,
+    node: NodeInfo,
+    node_skipped: Vec<Skipped>,
+    built: BTreeMap<ServiceName, (Option<Arc<model::KubeService>>, Vec<Skipped>)>,
+    dirty: BTreeSet<ServiceName>,
+    all_dirty: bool,
+}
+
+fn lenient_service_name(obj: &Lenient<Service>) -> Option<ServiceName> {
+    key_of(obj).map(|(ns, name)| ServiceName::new(ns, name))
+}
+
+fn lenient_slice_service(obj: &Lenient<EndpointSlice>) -> Option<ServiceName> {
+    match obj {
+        Lenient::Valid(slice) => model::slice_service(slice),
+        Lenient::Invalid { metadata, .. } => {
+            let name = metadata.labels.as_ref()?.get(model::LABEL_SERVICE_NAME)?;
+            Some(ServiceName::new(
+                metadata.namespace.clone().unwrap_or_default(),
+                name.clone(),
+            ))
+        }
+    }
+}
+
+impl Cache {
+    fn new(cfg: NodeConfig) -> Self {
+        let mut node_skipped = Vec::new();
+        let node = node_info(None, &cfg, &mut node_skipped);
+        Self {
+            cfg,
+            services: Store::new(),
+            slices: Store::new(),
+            nodes: Store::new(),
+            slices_of: BTreeMap::new(),
+            node,
+            node_skipped,
+            built: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            all_dirty: false,
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.services.synced && self.slices.synced && self.nodes.synced
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::Service(event) => match self.services.apply(*event) {
+                Touched::One { before, after } => {
+                    self.dirty.extend(
+                        before
+                            .iter()
+                            .chain(after.iter())
+                            .filter_map(lenient_service_name),
+                    );
+                }
+                Touched::Relisted { before } => {
+                    self.dirty.extend(
+                        before
+                            .values()
+                            .chain(self.services.objects.values())
+                            .filter_map(lenient_service_name),
+                    );
+                }
+                Touched::Nothing => {}
+            },
+            Change::Slice(event) => match self.slices.apply(*event) {
+                Touched::One { before, after } => {
+                    let key = before.as_ref().or(after.as_ref()).and_then(key_of);
+                    if let Some(key) = key {
+                        if let Some(svc) = before.as_ref().and_then(lenient_slice_service) {
+                            if let Some(keys) = self.slices_of.get_mut(&svc) {
+                                keys.remove(&key);
+                                if keys.is_empty() {
+                                    self.slices_of.remove(&svc);
+                                }
+                            }
+                            self.dirty.insert(svc);
+                        }
+                        if let Some(svc) = after.as_ref().and_then(lenient_slice_service) {
+                            self.slices_of.entry(svc.clone()).or_default().insert(key);
+                            self.dirty.insert(svc);
+                        }
+                    }
+                }
+                Touched::Relisted { before } => {
+                    self.dirty
+                        .extend(before.values().filter_map(lenient_slice_service));
+                    self.slices_of.clear();
+                    for (key, slice) in &self.slices.objects {
+                        if let Some(svc) = lenient_slice_service(slice) {
+                            self.dirty.insert(svc.clone());
+                            self.slices_of.entry(svc).or_default().insert(key.clone());
+                        }
+                    }
+                }
+                Touched::Nothing => {}
+            },
+            Change::Node(event) => {
+                if let Touched::Nothing = self.nodes.apply(*event) {
+                    return;
+                }
+                // Node status changes often; only a change in what the model uses
+                // (addresses, zone, eligibility) recomputes every Service.
+                let mut skipped = Vec::new();
+                let ours = self
+                    .nodes
+                    .objects
+                    .iter()
+                    .find(|((_, name), _)| *name == self.cfg.node_name)
+                    .map(|(_, n)| n);
+                let node = match ours {
+                    Some(Lenient::Valid(node)) => Some(node),
+                    Some(Lenient::Invalid { error, .. }) => {
+                        skipped.push(Skipped {
+                            object: format!("Node /{}", self.cfg.node_name),
+                            problem: InvalidObject::Malformed {
+                                error: error.clone(),
+                            },
+                        });
+                        None
+                    }
+                    None => None,
+                };
+                let info = node_info(node, &self.cfg, &mut skipped);
+                self.node_skipped = skipped;
+                if info != self.node {
+                    self.node = info;
+                    self.all_dirty = true;
+                }
+            }
+        }
+    }
+
+    fn rebuild(&mut self, name: &ServiceName) {
+        let key = (name.namespace.clone(), name.name.clone());
+        let result = match self.services.objects.get(&key) {
+            None => None,
+            Some(Lenient::Invalid { error, .. }) => Some((
+                None,
+                vec![Skipped {
+                    object: format!("Service {name}"),
+                    problem: InvalidObject::Malformed {
+                        error: error.clone(),
+                    },
+                }],
+            )),
+            Some(Lenient::Valid(svc)) => {
+                let slices: Vec<&EndpointSlice> = self
+                    .slices_of
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| self.slices.objects.get(k).and_then(Lenient::valid))
+                    .collect();
+                let BuiltService { service, skipped } =
+                    model::build_service(svc, &slices, &self.node, &self.cfg);
+                Some((service.map(Arc::new), skipped))
+            }
+        };
+        match result {
+            Some(entry) => {
+                self.built.insert(name.clone(), entry);
+            }
+            None => {
+                self.built.remove(name);
+            }
+        }
+    }
+
+    fn snapshot(&mut self) -> KubeDesiredState {
+        if std::mem::take(&mut self.all_dirty) {
+            self.dirty.clear();
+            let names: Vec<ServiceName> = self
+                .services
+                .objects
+                .values()
+                .filter_map(lenient_service_name)
+                .chain(self.built.keys().cloned())
+                .collect();
+            self.built.clear();
+            for name in names {
+                self.rebuild(&name);
+            }
+        } else {
+            for name in std::mem::take(&mut self.dirty) {
+                self.rebuild(&name);
+            }
+        }
+        let mut skipped = self.node_skipped.clone();
+        let mut services = BTreeMap::new();
+        for (name, (service, problems)) in &self.built {
+            skipped.extend(problems.iter().cloned());
+            if let Some(service) = service {
+                services.insert(name.clone(), service.clone());
+            }
+        }
+        for slice in self.slices.objects.values() {
+            if let Lenient::Invalid { metadata, error } = slice {
+                // Broken slices of Services not ours are not our business either.
+                if labels_select(
+                    metadata.labels.as_ref(),
+                    self.cfg.service_proxy_name.as_deref(),
+                ) {
+                    skipped.push(Skipped {
+                        object: format!(
+                            "EndpointSlice {}/{}",
+                            metadata.namespace.as_deref().unwrap_or(""),
+                            metadata.name.as_deref().unwrap_or("")
+                        ),
+                        problem: InvalidObject::Malformed {
+                            error: error.clone(),
+                        },
+                    });
+                }
+            }
+        }
+        model::sort_skipped(&mut skipped);
+        KubeDesiredState {
+            node: self.node.clone(),
+            services,
+            skipped,
+        }
+    }
+}
