@@ -16,7 +16,7 @@ use crate::{
     config::{self, ConfigError},
     loader::{self, Attachment, LoaderError},
     maps::{LbMaps, MapsError},
-    model::DesiredState,
+    model::{DesiredState, Settings},
     neigh::{self, NeighError},
     planner::{self, KernelState, PlanError},
 };
@@ -40,18 +40,29 @@ pub enum DaemonError {
     },
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("kubernetes: {0}")]
+    Kube(lb_kube::watch::SourceError),
+    #[error("metrics: {0}")]
+    Metrics(lb_kube::metrics::MetricsError),
+    #[error("http server: {0}")]
+    Http(lb_kube::http::HttpError),
 }
 
 /// How often every backend's next hop is asked to be revalidated.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(10);
 
-pub struct RunOptions {
+/// Where the balancer runs and how it forwards; shared by every source.
+pub struct DatapathOptions {
     pub iface: String,
-    pub config: PathBuf,
     pub pin_dir: PathBuf,
     pub xdp_mode: XdpMode,
     pub encap_source: Option<Ipv4Addr>,
     pub nexthop_ttl: Duration,
+}
+
+pub struct RunOptions {
+    pub datapath: DatapathOptions,
+    pub config: PathBuf,
     pub poll_interval: Duration,
 }
 
@@ -72,16 +83,58 @@ fn ensure_forwarding(iface: &str) -> Result<(), DaemonError> {
     Ok(())
 }
 
-struct Syncer {
-    maps: LbMaps,
-    state: KernelState,
+/// The installed datapath and the daemon's view of its maps.
+pub(crate) struct Syncer {
+    pub(crate) maps: LbMaps,
+    pub(crate) state: KernelState,
     lb_config: LbConfig,
 }
 
 impl Syncer {
+    /// Installs (or adopts) the balancer on the interface and reads back what the pinned
+    /// maps hold, so the first plan only writes differences.
+    pub(crate) fn start(opts: &DatapathOptions, settings: &Settings) -> Result<Self, DaemonError> {
+        let encap_source = match opts.encap_source {
+            Some(addr) => addr,
+            None => neigh::interface_ipv4(&opts.iface)?,
+        };
+        ensure_forwarding(&opts.iface)?;
+        match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode)? {
+            Attachment::New => {
+                info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "attached XDP balancer")
+            }
+            Attachment::Replaced => {
+                info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "adopted pinned datapath; program replaced in place")
+            }
+        }
+        let mut maps = LbMaps::open(&opts.pin_dir)?;
+        let state = maps.read_state()?;
+        if !state.services.is_empty() {
+            info!(
+                services = state.services.len(),
+                backends = state.backends.len(),
+                "adopted pinned state"
+            );
+        }
+        let lb_config = LbConfig {
+            encap_src_v4: encap_source.octets(),
+            flow_hash_seed: settings.flow_hash_seed,
+            nexthop_ttl_ns: opts.nexthop_ttl.as_nanos() as u64,
+            flags: CONFIG_F_READY,
+            _pad: 0,
+        };
+        maps.write_config(&lb_config)?;
+        info!(%encap_source, "datapath ready");
+        Ok(Self {
+            maps,
+            state,
+            lb_config,
+        })
+    }
+
     /// Plans and applies `desired`. On a failed write the bookkeeping is re-read from the
     /// maps, so the next attempt starts from the truth.
-    fn apply(&mut self, desired: &DesiredState) -> Result<usize, DaemonError> {
+    pub(crate) fn apply(&mut self, desired: &DesiredState) -> Result<usize, DaemonError> {
         let config = LbConfig {
             flow_hash_seed: desired.settings.flow_hash_seed,
             ..self.lb_config
@@ -98,9 +151,51 @@ impl Syncer {
         self.state = next;
         Ok(ops.len())
     }
+
+    /// Forwards the datapath's neighbour-resolution requests to the kernel.
+    pub(crate) fn resolve_neighbour_misses(&mut self) {
+        match self.maps.drain_neigh_misses() {
+            Ok(misses) => {
+                for (backend_id, miss) in misses {
+                    let hop = Ipv4Addr::new(
+                        miss.nexthop[0],
+                        miss.nexthop[1],
+                        miss.nexthop[2],
+                        miss.nexthop[3],
+                    );
+                    if let Err(e) = neigh::request_resolution(hop, miss.ifindex) {
+                        warn!(backend_id, nexthop = %hop, error = %e, "neighbour resolution request failed");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "reading neighbour misses"),
+        }
+    }
 }
 
-fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
+/// The timers and signals every source's loop shares.
+pub(crate) struct Ticks {
+    pub(crate) terminate: tokio::signal::unix::Signal,
+    pub(crate) interrupt: tokio::signal::unix::Signal,
+    /// The datapath's neighbour requests are served within this period.
+    pub(crate) neigh: tokio::time::Interval,
+    /// XDP-forwarded packets never confirm a neighbour entry, so the kernel would let it go
+    /// stale and keep a changed MAC unnoticed. Asking again (NTF_USE) makes it re-probe.
+    pub(crate) refresh: tokio::time::Interval,
+}
+
+impl Ticks {
+    pub(crate) fn new() -> Result<Self, DaemonError> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).map_err(DaemonError::Signal)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?,
+            neigh: tokio::time::interval(Duration::from_millis(50)),
+            refresh: tokio::time::interval(NEIGHBOUR_REFRESH),
+        })
+    }
+}
+
+pub(crate) fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
     let mut addrs: Vec<IpAddr> = desired
         .services
         .values()
@@ -111,68 +206,30 @@ fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
     addrs
 }
 
-fn warm_neighbours(desired: &DesiredState) {
+pub(crate) fn warm_neighbours(desired: &DesiredState) {
     for (addr, e) in neigh::warm(&backend_addresses(desired)) {
         warn!(backend = %addr, error = %e, "cannot request neighbour resolution");
     }
 }
 
+/// `ferrolb run`: the bare-metal mode, services from a YAML file watched for changes.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let mut desired = config::load(&opts.config)?;
-    let encap_source = match opts.encap_source {
-        Some(addr) => addr,
-        None => neigh::interface_ipv4(&opts.iface)?,
-    };
-    ensure_forwarding(&opts.iface)?;
-    let attachment = loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode)?;
-    match attachment {
-        Attachment::New => {
-            info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "attached XDP balancer")
-        }
-        Attachment::Replaced => {
-            info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "adopted pinned datapath; program replaced in place")
-        }
-    }
-    let maps = LbMaps::open(&opts.pin_dir)?;
-    let state = maps.read_state()?;
-    if !state.services.is_empty() {
-        info!(
-            services = state.services.len(),
-            backends = state.backends.len(),
-            "adopted pinned state"
-        );
-    }
-    let lb_config = LbConfig {
-        encap_src_v4: encap_source.octets(),
-        flow_hash_seed: desired.settings.flow_hash_seed,
-        nexthop_ttl_ns: opts.nexthop_ttl.as_nanos() as u64,
-        flags: CONFIG_F_READY,
-        _pad: 0,
-    };
-    let mut maps = maps;
-    maps.write_config(&lb_config)?;
-    let mut syncer = Syncer {
-        maps,
-        state,
-        lb_config,
-    };
+    let mut syncer = Syncer::start(&opts.datapath, &desired.settings)?;
     warm_neighbours(&desired);
     let ops = syncer.apply(&desired)?;
-    info!(services = desired.services.len(), ops, %encap_source, "synced");
+    info!(services = desired.services.len(), ops, "synced");
 
     let mut last_text = std::fs::read_to_string(&opts.config).ok();
     let mut dirty = false;
-    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signal)?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signal)?;
+    let mut ticks = Ticks::new()?;
     let mut config_tick = tokio::time::interval(opts.poll_interval);
-    let mut neigh_tick = tokio::time::interval(Duration::from_millis(50));
-    // XDP-forwarded packets never confirm a neighbour entry, so the kernel would let it go
-    // stale and keep a changed MAC unnoticed. Asking again (NTF_USE) makes it re-probe.
-    let mut refresh_tick = tokio::time::interval(NEIGHBOUR_REFRESH);
     loop {
         tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = ticks.terminate.recv() => break,
+            _ = ticks.interrupt.recv() => break,
+            _ = ticks.refresh.tick() => warm_neighbours(&desired),
+            _ = ticks.neigh.tick() => syncer.resolve_neighbour_misses(),
             _ = config_tick.tick() => {
                 let text = std::fs::read_to_string(&opts.config).ok();
                 if text == last_text && !dirty {
@@ -204,18 +261,6 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                         error!(config = %opts.config.display(), error = %e, "config rejected; keeping the running state");
                         dirty = false;
                     }
-                }
-            }
-            _ = refresh_tick.tick() => warm_neighbours(&desired),
-            _ = neigh_tick.tick() => {
-                match syncer.maps.drain_neigh_misses() {
-                    Ok(misses) => for (backend_id, miss) in misses {
-                        let hop = Ipv4Addr::new(miss.nexthop[0], miss.nexthop[1], miss.nexthop[2], miss.nexthop[3]);
-                        if let Err(e) = neigh::request_resolution(hop, miss.ifindex) {
-                            warn!(backend_id, nexthop = %hop, error = %e, "neighbour resolution request failed");
-                        }
-                    },
-                    Err(e) => warn!(error = %e, "reading neighbour misses"),
                 }
             }
         }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod daemon;
 pub mod inspect;
+pub mod kube_mode;
 pub mod loader;
 pub mod maps;
 pub use lb_model as model;

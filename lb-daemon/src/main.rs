@@ -14,9 +14,10 @@ use lb_common::{TcReason, DEFAULT_PIN_DIR};
 use lb_daemon::{
     config, daemon,
     inspect::{self, Tuple},
-    loader,
+    kube_mode, loader,
     maps::{DecapMaps, LbMaps},
 };
+use lb_kube::model::NodeConfig;
 
 #[derive(Parser)]
 #[command(
@@ -48,25 +49,86 @@ enum Output {
     Json,
 }
 
+/// Where the balancer attaches and how it forwards.
+#[derive(clap::Args)]
+struct DatapathArgs {
+    #[arg(long)]
+    iface: String,
+    #[arg(long, value_enum, default_value = "driver")]
+    xdp_mode: Mode,
+    /// Outer source of IPIP packets (default: the interface's first IPv4 address).
+    #[arg(long)]
+    encap_source: Option<Ipv4Addr>,
+    /// How long a cached next hop is trusted, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    nexthop_ttl_ms: u64,
+}
+
+impl DatapathArgs {
+    fn options(self, pin_dir: PathBuf) -> daemon::DatapathOptions {
+        daemon::DatapathOptions {
+            iface: self.iface,
+            pin_dir,
+            xdp_mode: match self.xdp_mode {
+                Mode::Auto => XdpMode::Default,
+                Mode::Driver => XdpMode::Driver,
+                Mode::Skb => XdpMode::Skb,
+            },
+            encap_source: self.encap_source,
+            nexthop_ttl: Duration::from_millis(self.nexthop_ttl_ms),
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Attach the balancer to an interface and keep its maps equal to a config file.
     Run {
-        #[arg(long)]
-        iface: String,
+        #[command(flatten)]
+        datapath: DatapathArgs,
         #[arg(long)]
         config: PathBuf,
-        #[arg(long, value_enum, default_value = "driver")]
-        xdp_mode: Mode,
-        /// Outer source of IPIP packets (default: the interface's first IPv4 address).
-        #[arg(long)]
-        encap_source: Option<Ipv4Addr>,
-        /// How long a cached next hop is trusted, in milliseconds.
-        #[arg(long, default_value_t = 1000)]
-        nexthop_ttl_ms: u64,
         /// How often the config file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+    },
+    /// Replace kube-proxy: program Services and EndpointSlices from the Kubernetes API.
+    Kube {
+        #[command(flatten)]
+        datapath: DatapathArgs,
+        /// This node's name (set from the downward API in the DaemonSet).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: String,
+        /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then in-cluster config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Serve only Services labelled service.kubernetes.io/service-proxy-name=NAME.
+        #[arg(long)]
+        service_proxy_name: Option<String>,
+        /// Addresses NodePorts answer on (repeat); default: the Node's addresses.
+        #[arg(long = "nodeport-address")]
+        nodeport_addresses: Vec<IpAddr>,
+        /// Also answer NodePorts on 127.0.0.1.
+        #[arg(long)]
+        nodeport_on_loopback: bool,
+        /// Overrides the Node's topology.kubernetes.io/zone label.
+        #[arg(long)]
+        zone: Option<String>,
+        /// /healthz and /livez, kube-proxy's port.
+        #[arg(long, default_value = "0.0.0.0:10256")]
+        health_bind_address: std::net::SocketAddr,
+        /// Prometheus metrics (localhost by default).
+        #[arg(long, default_value = "127.0.0.1:10249")]
+        metrics_bind_address: std::net::SocketAddr,
+        /// Address the healthCheckNodePort servers listen on.
+        #[arg(long, default_value = "0.0.0.0")]
+        health_check_address: IpAddr,
     },
     /// Backend side: decapsulate IPIP for these VIPs on an interface (pinned; no daemon).
     Backend {
@@ -114,30 +176,45 @@ fn main() -> Result<()> {
     let pin_dir = cli.pin_dir;
     match cli.command {
         Command::Run {
-            iface,
+            datapath,
             config,
-            xdp_mode,
-            encap_source,
-            nexthop_ttl_ms,
             poll_ms,
         } => {
             let opts = daemon::RunOptions {
-                iface,
+                datapath: datapath.options(pin_dir),
                 config,
-                pin_dir,
-                xdp_mode: match xdp_mode {
-                    Mode::Auto => XdpMode::Default,
-                    Mode::Driver => XdpMode::Driver,
-                    Mode::Skb => XdpMode::Skb,
-                },
-                encap_source,
-                nexthop_ttl: Duration::from_millis(nexthop_ttl_ms),
                 poll_interval: Duration::from_millis(poll_ms.max(10)),
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(daemon::run(opts))?;
+            runtime()?.block_on(daemon::run(opts))?;
+        }
+        Command::Kube {
+            datapath,
+            node_name,
+            kubeconfig,
+            service_proxy_name,
+            nodeport_addresses,
+            nodeport_on_loopback,
+            zone,
+            health_bind_address,
+            metrics_bind_address,
+            health_check_address,
+        } => {
+            let opts = kube_mode::KubeOptions {
+                datapath: datapath.options(pin_dir),
+                kubeconfig,
+                node: NodeConfig {
+                    node_name,
+                    node_port_addresses: (!nodeport_addresses.is_empty())
+                        .then_some(nodeport_addresses),
+                    node_port_on_loopback: nodeport_on_loopback,
+                    zone,
+                    service_proxy_name,
+                },
+                health_addr: health_bind_address,
+                metrics_addr: metrics_bind_address,
+                health_check_ip: health_check_address,
+            };
+            runtime()?.block_on(kube_mode::run(opts))?;
         }
         Command::Backend { iface, vips } => {
             let attachment = loader::install_decap(&iface, &pin_dir)?;

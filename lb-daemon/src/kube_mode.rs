@@ -1,0 +1,183 @@
+//! `ferrolb kube`: the cluster mode. Services and EndpointSlices come from the API server
+//! through `lb-kube`; every published snapshot is whole, so applying it never leaves a
+//! half-updated service, and a burst of events collapses into the newest snapshot.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
+
+use lb_kube::{
+    http::{self, ProxyHealth, ServiceHealthServers},
+    metrics::{Gauge, Histogram, KubeMetrics, Registry},
+    model::NodeConfig,
+    watch::{self, DesiredStateUpdate, SourceOptions},
+};
+use tracing::{error, info, warn};
+
+use crate::daemon::{warm_neighbours, DaemonError, DatapathOptions, Syncer, Ticks};
+
+pub struct KubeOptions {
+    pub datapath: DatapathOptions,
+    pub kubeconfig: Option<PathBuf>,
+    pub node: NodeConfig,
+    pub health_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// Address the per-service healthCheckNodePort servers bind to.
+    pub health_check_ip: IpAddr,
+}
+
+/// Latency buckets from an API event to the maps holding its result, in seconds.
+const SYNC_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+/// After a failed apply (a full map, say), the same snapshot is tried again this often.
+const RETRY: Duration = Duration::from_secs(2);
+
+struct DaemonMetrics {
+    sync_latency: Histogram,
+    sync_errors: lb_kube::metrics::Counter,
+    services: Gauge,
+    backends: Gauge,
+    tables: Gauge,
+    slots_used: Gauge,
+    skipped_frontends: Gauge,
+}
+
+impl DaemonMetrics {
+    fn new(registry: &Registry) -> Result<Self, lb_kube::metrics::MetricsError> {
+        let occupancy = |map: &str| {
+            registry.gauge(
+                "lb_maps_occupancy_entries",
+                "Entries in use per BPF map (slots for the Maglev table map)",
+                &[("map", map)],
+            )
+        };
+        Ok(Self {
+            sync_latency: registry.histogram(
+                "lb_sync_event_to_map_seconds",
+                "Time from an API event to the maps holding its result",
+                &[],
+                SYNC_BUCKETS,
+            )?,
+            sync_errors: registry.counter(
+                "lb_sync_errors_total",
+                "Snapshots that could not be applied to the maps",
+                &[],
+            )?,
+            services: occupancy("services")?,
+            backends: occupancy("backends")?,
+            tables: registry.gauge(
+                "lb_maglev_tables_entries",
+                "Distinct Maglev tables (services with equal backends share one)",
+                &[],
+            )?,
+            slots_used: occupancy("maglev_slots")?,
+            skipped_frontends: registry.gauge(
+                "lb_projection_skipped_objects",
+                "Frontends the datapath cannot program yet (see the log for reasons)",
+                &[],
+            )?,
+        })
+    }
+
+    fn record_state(&self, syncer: &Syncer) {
+        let state = &syncer.state;
+        self.services.set(state.services.len() as f64);
+        self.backends.set(state.backends.len() as f64);
+        self.tables.set(state.tables.len() as f64);
+        let capacity = f64::from(state.slots.capacity());
+        self.slots_used
+            .set(capacity - state.slots.free_slots() as f64);
+    }
+}
+
+pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
+    let registry = Registry::new();
+    let kube_metrics = KubeMetrics::new(&registry).map_err(DaemonError::Metrics)?;
+    let metrics = DaemonMetrics::new(&registry).map_err(DaemonError::Metrics)?;
+    let health = ProxyHealth::new(http::DEFAULT_HEALTH_TIMEOUT);
+    let _health_server = http::serve_proxy_health(opts.health_addr, health.clone())
+        .await
+        .map_err(DaemonError::Http)?;
+    let _metrics_server = http::serve_metrics(opts.metrics_addr, registry.clone())
+        .await
+        .map_err(DaemonError::Http)?;
+    let mut service_health = ServiceHealthServers::new(opts.health_check_ip, health.clone());
+    info!(health = %opts.health_addr, metrics = %opts.metrics_addr, "serving health and metrics");
+
+    let client = watch::client(opts.kubeconfig.as_deref())
+        .await
+        .map_err(DaemonError::Kube)?;
+    let source = SourceOptions::new(opts.node.clone());
+    let settings = source.settings;
+    let mut syncer = Syncer::start(&opts.datapath, &settings)?;
+    let (mut updates, _source_task) = watch::spawn(client, source, Some(kube_metrics));
+
+    let mut ticks = Ticks::new()?;
+    let mut retry = tokio::time::interval(RETRY);
+    let mut applied_generation = 0u64;
+    let mut latest: Option<Arc<DesiredStateUpdate>> = None;
+    loop {
+        tokio::select! {
+            _ = ticks.terminate.recv() => break,
+            _ = ticks.interrupt.recv() => break,
+            _ = ticks.neigh.tick() => syncer.resolve_neighbour_misses(),
+            _ = ticks.refresh.tick() => {
+                if let Some(update) = &latest {
+                    warm_neighbours(&update.datapath);
+                }
+            }
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    error!("the Kubernetes source stopped; keeping the programmed state");
+                    break;
+                }
+                latest = updates.borrow_and_update().clone();
+                health.queued();
+            }
+            _ = retry.tick() => {}
+        }
+        let Some(update) = latest.clone() else {
+            continue;
+        };
+        if update.generation == applied_generation {
+            continue;
+        }
+        if applied_generation == 0 {
+            warm_neighbours(&update.datapath);
+        }
+        match syncer.apply(&update.datapath) {
+            Ok(ops) => {
+                applied_generation = update.generation;
+                metrics
+                    .sync_latency
+                    .observe_duration(update.first_event_at.elapsed());
+                metrics.record_state(&syncer);
+                metrics
+                    .skipped_frontends
+                    .set(update.report.skipped.len() as f64);
+                health.synced();
+                health.set_node_eligible(update.kube.node.eligible);
+                for (port, e) in service_health.sync(&update.kube.health_checks()).await {
+                    warn!(port, error = %e, "healthCheckNodePort server not serving");
+                }
+                info!(
+                    generation = update.generation,
+                    services = update.datapath.services.len(),
+                    skipped = update.report.skipped.len(),
+                    ops,
+                    "snapshot applied"
+                );
+            }
+            Err(e) => {
+                metrics.sync_errors.inc();
+                error!(generation = update.generation, error = %e, "snapshot not applied; will retry");
+            }
+        }
+    }
+    info!("exiting; the datapath stays attached and keeps forwarding (ferrolb cleanup removes it)");
+    Ok(())
+}
