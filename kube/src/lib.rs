@@ -8,7 +8,11 @@
 //! - [`watch`]: kube-rs watchers feeding whole-state snapshots to the daemon.
 //! - [`http`]: `/healthz`, `/livez`, healthCheckNodePort servers and the metrics server.
 //! - [`metrics`]: a small Prometheus registry and the source's metrics.
+//! - `fake_api` (feature `fake-api`): a stand-in API server and real-shaped objects for
+//!   tests.
 
+#[cfg(feature = "fake-api")]
+pub mod fake_api;
 pub mod http;
 pub mod lenient;
 pub mod metrics;

@@ -162,7 +162,11 @@ pub fn to_datapath(
                     .map(|e| e.port)
                     .filter(|p| *p != fe.port)
                     .collect();
-                if !target_ports.is_empty() {
+                // A NodePort always needs translation on the node (the endpoints do not
+                // answer on the node's address), with or without endpoints right now; so
+                // it is never programmed, rather than flipping between skipped and
+                // programmed-empty as endpoints come and go.
+                if !target_ports.is_empty() || fe.kind == FrontendKind::NodePort {
                     target_ports.sort_unstable();
                     target_ports.dedup();
                     skip(SkipFrontend::PortTranslation {

@@ -94,6 +94,28 @@ impl DaemonMetrics {
     }
 }
 
+/// Most frontends skipped are listed once per change, so an operator sees which Services the
+/// datapath cannot serve yet and why, without a line per snapshot.
+fn log_skipped(skipped: &[lb_kube::projection::SkippedFrontend]) {
+    const SHOWN: usize = 20;
+    for s in skipped.iter().take(SHOWN) {
+        warn!(
+            service = %format!("{}/{}", s.service.namespace, s.service.name),
+            port = %s.port_name,
+            frontend = %format!("{}:{}/{:?}", s.address, s.port, s.protocol),
+            kind = ?s.kind,
+            reason = s.reason.reason(),
+            "frontend not programmed"
+        );
+    }
+    if skipped.len() > SHOWN {
+        warn!(
+            more = skipped.len() - SHOWN,
+            "further frontends not programmed"
+        );
+    }
+}
+
 pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
     let registry = Registry::new();
     let kube_metrics = KubeMetrics::new(&registry).map_err(DaemonError::Metrics)?;
@@ -120,6 +142,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
     let mut retry = tokio::time::interval(RETRY);
     let mut applied_generation = 0u64;
     let mut latest: Option<Arc<DesiredStateUpdate>> = None;
+    let mut reported_skips = Vec::new();
     loop {
         tokio::select! {
             _ = ticks.terminate.recv() => break,
@@ -163,6 +186,10 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
                 health.set_node_eligible(update.kube.node.eligible);
                 for (port, e) in service_health.sync(&update.kube.health_checks()).await {
                     warn!(port, error = %e, "healthCheckNodePort server not serving");
+                }
+                if update.report.skipped != reported_skips {
+                    log_skipped(&update.report.skipped);
+                    reported_skips = update.report.skipped.clone();
                 }
                 info!(
                     generation = update.generation,
