@@ -58,6 +58,7 @@ pub struct DatapathOptions {
     pub xdp_mode: XdpMode,
     pub encap_source: Option<Ipv4Addr>,
     pub nexthop_ttl: Duration,
+    pub map_sizes: loader::MapSizes,
 }
 
 pub struct RunOptions {
@@ -99,7 +100,8 @@ impl Syncer {
             None => neigh::interface_ipv4(&opts.iface)?,
         };
         ensure_forwarding(&opts.iface)?;
-        match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode)? {
+        match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode, &opts.map_sizes)?
+        {
             Attachment::New => {
                 info!(iface = %opts.iface, pin_dir = %opts.pin_dir.display(), "attached XDP balancer")
             }

@@ -124,8 +124,27 @@ fn sizes<K, V>(entries: u32) -> (u32, u32, u32) {
     )
 }
 
+/// Capacities chosen at load time (the object's defaults otherwise). Arrays are
+/// preallocated, so these are what the maps cost in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Maglev slots across all tables (each distinct table takes two regions).
+    pub maglev_slots: u32,
+    /// Flow-table entries (LRU).
+    pub flows: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            maglev_slots: limits::MAGLEV_SLOTS,
+            flows: limits::DEFAULT_FLOWS,
+        }
+    }
+}
+
 /// Key size, value size and entries of every map this build pins.
-fn expected_layouts() -> Vec<(&'static str, (u32, u32, u32))> {
+fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32, u32, u32))> {
     vec![
         (
             map_names::SERVICES,
@@ -135,10 +154,10 @@ fn expected_layouts() -> Vec<(&'static str, (u32, u32, u32))> {
             map_names::BACKENDS,
             sizes::<u32, BackendValue>(limits::MAX_BACKENDS),
         ),
-        (map_names::MAGLEV, sizes::<u32, u32>(limits::MAGLEV_SLOTS)),
+        (map_names::MAGLEV, sizes::<u32, u32>(map_sizes.maglev_slots)),
         (
             map_names::FLOWS,
-            sizes::<FlowKey, FlowValue>(limits::DEFAULT_FLOWS),
+            sizes::<FlowKey, FlowValue>(map_sizes.flows),
         ),
         (
             map_names::NEXTHOPS,
@@ -171,8 +190,8 @@ fn expected_layouts() -> Vec<(&'static str, (u32, u32, u32))> {
 
 /// Refuses to reuse pinned maps whose layout differs from this build's: the new programs
 /// would misread them.
-fn check_pinned_layouts(pin_dir: &Path) -> Result<(), LoaderError> {
-    for (name, expected) in expected_layouts() {
+fn check_pinned_layouts(pin_dir: &Path, sizes: &MapSizes) -> Result<(), LoaderError> {
+    for (name, expected) in expected_layouts(sizes) {
         let path = pin_dir.join(name);
         if !path.exists() {
             continue;
@@ -241,8 +260,14 @@ pub enum Attachment {
 /// Loads the XDP balancer against the maps pinned in `pin_dir` (creating them on first use)
 /// without attaching it; `test_run` fixtures and benchmarks use this directly.
 pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+    load_balancer_sized(pin_dir, &MapSizes::default())
+}
+
+/// `load_balancer` with chosen map capacities.
+pub fn load_balancer_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, LoaderError> {
     load_object(
         pin_dir,
+        sizes,
         objects::XDP_BALANCER,
         program_names::XDP_BALANCER,
         |ebpf, name| {
@@ -257,6 +282,7 @@ pub fn load_balancer(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
 pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_object(
         pin_dir,
+        &MapSizes::default(),
         objects::TC_DECAP,
         program_names::TC_DECAP,
         |ebpf, name| {
@@ -269,14 +295,17 @@ pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
 
 fn load_object(
     pin_dir: &Path,
+    sizes: &MapSizes,
     object: &[u8],
     name: &'static str,
     load: impl FnOnce(&mut Ebpf, &'static str) -> Result<(), LoaderError>,
 ) -> Result<Ebpf, LoaderError> {
     prepare_pin_dir(pin_dir)?;
-    check_pinned_layouts(pin_dir)?;
+    check_pinned_layouts(pin_dir, sizes)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
+        .map_max_entries(map_names::MAGLEV, sizes.maglev_slots)
+        .map_max_entries(map_names::FLOWS, sizes.flows)
         .load(object)?;
     load(&mut ebpf, name)?;
     Ok(ebpf)
@@ -326,9 +355,10 @@ pub fn install_balancer(
     iface: &str,
     pin_dir: &Path,
     mode: XdpMode,
+    sizes: &MapSizes,
 ) -> Result<Attachment, LoaderError> {
     ifindex(iface)?;
-    let mut ebpf = load_balancer(pin_dir)?;
+    let mut ebpf = load_balancer_sized(pin_dir, sizes)?;
     let name = program_names::XDP_BALANCER;
     let prog: &mut Xdp = program(&mut ebpf, name)?;
     attach_pinned(
@@ -408,7 +438,7 @@ pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
             removed.links.push(link.to_string());
         }
     }
-    for (name, _) in expected_layouts() {
+    for (name, _) in expected_layouts(&MapSizes::default()) {
         let path = pin_dir.join(name);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io_err(&path))?;

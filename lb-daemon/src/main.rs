@@ -62,6 +62,13 @@ struct DatapathArgs {
     /// How long a cached next hop is trusted, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     nexthop_ttl_ms: u64,
+    /// Maglev slots across all tables; each distinct backend set takes two regions of its
+    /// table size (preallocated: 4 bytes a slot).
+    #[arg(long, default_value_t = lb_common::limits::MAGLEV_SLOTS)]
+    maglev_slots: u32,
+    /// Flow-table entries (LRU, preallocated).
+    #[arg(long, default_value_t = lb_common::limits::DEFAULT_FLOWS)]
+    flow_entries: u32,
 }
 
 impl DatapathArgs {
@@ -76,6 +83,10 @@ impl DatapathArgs {
             },
             encap_source: self.encap_source,
             nexthop_ttl: Duration::from_millis(self.nexthop_ttl_ms),
+            map_sizes: loader::MapSizes {
+                maglev_slots: self.maglev_slots,
+                flows: self.flow_entries,
+            },
         }
     }
 }

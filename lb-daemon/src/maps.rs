@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use lb_common::{
-    limits, map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
-    ServiceKey, ServiceValue, VipKey, BACKEND_F_ACTIVE,
+    map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue, VipKey, BACKEND_F_ACTIVE,
 };
 
 use crate::{
@@ -259,7 +259,7 @@ impl LbMaps {
             let frontend = Frontend::from_key(&key).ok_or_else(|| {
                 MapsError::Inconsistent(format!("service key {key:?} is not a valid frontend"))
             })?;
-            if value.table_size > 0 && value.table_size <= limits::MAGLEV_SLOTS {
+            if value.table_size > 0 && value.table_size <= self.maglev.len() {
                 for base in [value.table_base, value.spare_base] {
                     if let std::collections::hash_map::Entry::Vacant(e) = regions.entry(base) {
                         e.insert(self.read_slots(base, value.table_size)?);
@@ -268,14 +268,8 @@ impl LbMaps {
             }
             services.push((frontend, value));
         }
-        KernelState::adopt(
-            limits::MAGLEV_SLOTS,
-            services,
-            &regions,
-            backends,
-            generations,
-        )
-        .map_err(MapsError::Inconsistent)
+        KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
+            .map_err(MapsError::Inconsistent)
     }
 }
 

@@ -1,0 +1,261 @@
+//! Control-plane benchmark: how long the daemon's path from the Kubernetes API to the BPF
+//! maps takes. A fake API server on loopback serves N Services with E endpoints each; the
+//! real watch source (kube-rs), model, projection, planner and map writer program real
+//! pinned maps. Reports the initial sync, the latency from one EndpointSlice change to the
+//! maps holding it (p50/p99 over many changes), and map memory. Needs root (BPF maps).
+//!
+//! `cargo run --release -p lb-benches --bin sync_bench -- [SERVICES...]` (default 1000 10000)
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use lb_common::limits;
+use lb_daemon::{
+    loader::{self, MapSizes},
+    maps::LbMaps,
+    planner,
+};
+use lb_kube::{
+    fake_api::{
+        kubeconfig,
+        objects::{endpoint, node_json, service_json, slice_json},
+        FakeApi, Resource,
+    },
+    model::NodeConfig,
+    watch::{self, SourceOptions},
+};
+use serde_json::Value;
+
+const ENDPOINTS: usize = 10;
+const CHANGES: usize = 300;
+/// Distinct pod addresses; below the backend map's 65,536 entries.
+const POD_POOL: u32 = 60_000;
+const NODE: &str = "node-a";
+
+fn cluster_ip(i: usize) -> String {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i as u32).to_string()
+}
+
+fn pod_ip(index: u32) -> String {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + index % POD_POOL).to_string()
+}
+
+fn service(i: usize) -> Value {
+    let mut svc = service_json(&format!("svc-{i}"), &cluster_ip(i));
+    // Port equal to targetPort: a frontend IPIP DSR can program.
+    svc["spec"]["ports"][0]["targetPort"] = 80.into();
+    svc
+}
+
+fn slice(i: usize, not_ready: Option<usize>) -> Value {
+    let endpoints = (0..ENDPOINTS)
+        .map(|j| {
+            let ready = not_ready != Some(j);
+            endpoint(&pod_ip((i * ENDPOINTS + j) as u32), NODE, ready, ready, false)
+        })
+        .collect();
+    slice_json(&format!("svc-{i}-x"), &format!("svc-{i}"), "IPv4", 80, endpoints)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct Row {
+    services: usize,
+    list_to_snapshot: Duration,
+    plan: Duration,
+    apply: Duration,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    source_mean: Duration,
+    plan_mean: Duration,
+    apply_mean: Duration,
+    tables: usize,
+    slots_used: u64,
+    backends: usize,
+    map_bytes: u64,
+}
+
+/// Removes the benchmark's pins also when it fails half-way.
+struct Pins(PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = loader::uninstall(&self.0);
+    }
+}
+
+async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/ferrolb-syncbench-{}-{services}",
+        std::process::id()
+    )));
+    let _ = loader::uninstall(&pins.0);
+    // Two regions of the policy's table size per distinct backend set, plus room.
+    let table = lb_hashing::maglev::choose_table_size(ENDPOINTS, 65_537);
+    let sizes = MapSizes {
+        maglev_slots: (services as u32 * 2 * table + (1 << 20)).max(limits::MAGLEV_SLOTS),
+        flows: 1024,
+    };
+    let _ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
+    let mut maps = LbMaps::open(&pins.0)?;
+    let mut state = maps.read_state()?;
+
+    let api = FakeApi::new();
+    api.apply(Resource::Nodes, node_json(NODE, &[("InternalIP", "198.18.255.1")], "zone-a"));
+    for i in 0..services {
+        api.apply(Resource::Services, service(i));
+        api.apply(Resource::EndpointSlices, slice(i, None));
+    }
+    let port = api.serve().await?;
+    let config = std::env::temp_dir().join(format!("syncbench-{}.kubeconfig", std::process::id()));
+    std::fs::write(&config, kubeconfig(&format!("http://127.0.0.1:{port}")))?;
+    let client = watch::client(Some(&config)).await?;
+    let _ = std::fs::remove_file(&config);
+
+    let started = Instant::now();
+    let node = NodeConfig {
+        node_name: NODE.into(),
+        node_port_addresses: None,
+        node_port_on_loopback: false,
+        zone: None,
+        service_proxy_name: None,
+    };
+    let (mut updates, _task) = watch::spawn(client, SourceOptions::new(node), None);
+    let first = loop {
+        updates.changed().await?;
+        if let Some(update) = updates.borrow_and_update().clone() {
+            break update;
+        }
+    };
+    let list_to_snapshot = started.elapsed();
+    let t = Instant::now();
+    let (ops, next) = planner::plan(&state, &first.datapath)?;
+    let plan = t.elapsed();
+    let t = Instant::now();
+    maps.apply(&ops)?;
+    let apply = t.elapsed();
+    state = next;
+    assert_eq!(state.services.len(), services, "every Service programmed");
+    let mut generation = first.generation;
+
+    let mut latencies = Vec::with_capacity(CHANGES);
+    let (mut source_time, mut plan_time, mut apply_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for k in 0..CHANGES {
+        let i = (k * 7919) % services;
+        let changed_at = Instant::now();
+        api.apply(Resource::EndpointSlices, slice(i, (k % 2 == 0).then_some(k % ENDPOINTS)));
+        let update = loop {
+            tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
+            if let Some(u) = updates.borrow_and_update().clone() {
+                if u.generation > generation {
+                    break u;
+                }
+            }
+        };
+        generation = update.generation;
+        let snapshot_at = Instant::now();
+        let (ops, next) = planner::plan(&state, &update.datapath)?;
+        let planned_at = Instant::now();
+        maps.apply(&ops)?;
+        state = next;
+        let done = Instant::now();
+        latencies.push(done - changed_at);
+        source_time += snapshot_at - changed_at;
+        plan_time += planned_at - snapshot_at;
+        apply_time += done - planned_at;
+        // Put the slice back so the next change of this Service is a real change too.
+        if k % 2 == 0 {
+            api.apply(Resource::EndpointSlices, slice(i, None));
+            let update = loop {
+                tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
+                if let Some(u) = updates.borrow_and_update().clone() {
+                    if u.generation > generation {
+                        break u;
+                    }
+                }
+            };
+            generation = update.generation;
+            let (ops, next) = planner::plan(&state, &update.datapath)?;
+            maps.apply(&ops)?;
+            state = next;
+        }
+    }
+    latencies.sort();
+    let per = |d: Duration| d / CHANGES as u32;
+    let (source_mean, plan_mean, apply_mean) = (per(source_time), per(plan_time), per(apply_time));
+    let map_bytes = u64::from(sizes.maglev_slots) * 4;
+    Ok(Row {
+        services,
+        list_to_snapshot,
+        plan,
+        apply,
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        max: *latencies.last().expect("changes ran"),
+        source_mean,
+        plan_mean,
+        apply_mean,
+        tables: state.tables.len(),
+        slots_used: u64::from(state.slots.capacity()) - state.slots.free_slots(),
+        backends: state.backends.len(),
+        map_bytes,
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if unsafe { libc_geteuid() } != 0 {
+        return Err("sync_bench loads BPF maps: run it as root".into());
+    }
+    let counts: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let counts = if counts.is_empty() { vec![1000, 10_000] } else { counts };
+    println!("Services x {ENDPOINTS} endpoints; {CHANGES} single-endpoint EndpointSlice changes each.");
+    println!("initial sync = API list + model + projection (source) + plan + map writes.");
+    println!("change latency = slice written to the API server -> watch event -> snapshot -> plan -> maps written.\n");
+    println!("| services | initial sync s (source / plan / apply) | change p50 ms | p99 ms | max ms | mean ms (source / plan / apply) | Maglev tables | slots used | backends | slot bytes per service |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for n in counts {
+        let r = run(n).await?;
+        let total = r.list_to_snapshot + r.plan + r.apply;
+        println!(
+            "| {} | {:.2} ({:.2} / {:.2} / {:.2}) | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
+            r.services,
+            total.as_secs_f64(),
+            r.list_to_snapshot.as_secs_f64(),
+            r.plan.as_secs_f64(),
+            r.apply.as_secs_f64(),
+            ms(r.p50),
+            ms(r.p99),
+            ms(r.max),
+            ms(r.source_mean),
+            ms(r.plan_mean),
+            ms(r.apply_mean),
+            r.tables,
+            r.slots_used,
+            r.backends,
+            r.slots_used * 4 / r.services as u64,
+        );
+        let _ = r.map_bytes;
+    }
+    Ok(())
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
