@@ -10,6 +10,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     net::IpAddr,
+    sync::Arc,
 };
 
 use lb_common::{
@@ -109,10 +110,11 @@ pub struct InstalledTable {
     pub spare_base: u32,
     pub size: u32,
     /// Backend id per slot of the live region.
-    pub slots: Vec<u32>,
+    /// Shared, so planning a change does not copy every table of every service.
+    pub slots: Arc<Vec<u32>>,
     /// What the spare region holds, when known; lets the next change write only the slots
     /// that differ.
-    pub spare: Option<Vec<u32>>,
+    pub spare: Option<Arc<Vec<u32>>>,
     /// `None` after adopting pinned maps, until a plan recognises the content.
     pub key: Option<TableKey>,
     pub users: BTreeSet<Frontend>,
@@ -125,7 +127,7 @@ pub struct InstalledService {
     pub table: Option<u64>,
     pub backend_count: u32,
     /// The spec the service was programmed from; `None` after adopting pinned maps.
-    pub spec: Option<ServiceSpec>,
+    pub spec: Option<Arc<ServiceSpec>>,
     pub maglev_seed: u32,
 }
 
@@ -219,12 +221,16 @@ impl KernelState {
                         value.table_base, value.table_size, value.spare_base, value.table_size
                     ));
                 }
-                let slots = regions.get(&value.table_base).cloned().ok_or_else(|| {
-                    format!(
-                        "service {frontend}: region {} was not read",
-                        value.table_base
-                    )
-                })?;
+                let slots = regions
+                    .get(&value.table_base)
+                    .cloned()
+                    .map(Arc::new)
+                    .ok_or_else(|| {
+                        format!(
+                            "service {frontend}: region {} was not read",
+                            value.table_base
+                        )
+                    })?;
                 let id = state.next_table_id;
                 state.next_table_id += 1;
                 state.tables.insert(
@@ -234,7 +240,7 @@ impl KernelState {
                         spare_base: value.spare_base,
                         size: value.table_size,
                         slots,
-                        spare: regions.get(&value.spare_base).cloned(),
+                        spare: regions.get(&value.spare_base).cloned().map(Arc::new),
                         key: None,
                         users: BTreeSet::from([frontend]),
                     },
@@ -461,7 +467,7 @@ fn plan_service(
 ) -> Result<(), PlanError> {
     let existing = next.services.get(frontend).cloned();
     if let Some(svc) = &existing {
-        if svc.spec.as_ref() == Some(spec) && svc.maglev_seed == seed {
+        if svc.spec.as_deref() == Some(spec) && svc.maglev_seed == seed {
             return Ok(());
         }
     }
@@ -491,7 +497,7 @@ fn plan_service(
         service_id,
         table,
         backend_count,
-        spec: Some(spec.clone()),
+        spec: Some(Arc::new(spec.clone())),
         maglev_seed: seed,
     };
     let value = service_value(next, &installed);
@@ -532,7 +538,7 @@ fn place_table(
     if let Some(id) = old_table {
         let t = next.tables.get_mut(&id).expect("service's table exists");
         // Adopted from pinned maps: the content may already be right.
-        if t.key.is_none() && t.size == size && t.slots == slots {
+        if t.key.is_none() && t.size == size && *t.slots == slots {
             t.key = Some(key.clone());
             next.table_index.insert(key, id);
             return Ok(id);
@@ -554,7 +560,7 @@ fn place_table(
             }
             let old_key = t.key.replace(key.clone());
             std::mem::swap(&mut t.base, &mut t.spare_base);
-            let old_slots = std::mem::replace(&mut t.slots, slots);
+            let old_slots = std::mem::replace(&mut t.slots, Arc::new(slots));
             t.spare = Some(old_slots);
             if let Some(old_key) = old_key {
                 next.table_index.remove(&old_key);
@@ -585,7 +591,7 @@ fn place_table(
             base,
             spare_base,
             size,
-            slots,
+            slots: Arc::new(slots),
             spare: None,
             key: Some(key.clone()),
             users: BTreeSet::from([*frontend]),
