@@ -1,1 +1,129 @@
-fn main() {}
+//! `perf-lab quick` / `perf-lab full`: ferrolb against kube-proxy's datapaths on this
+//! machine, in network namespaces the tool makes and removes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use perf_lab::{
+    peers::PeerKind,
+    suite::{self, Plan},
+};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Options {
+    /// Output directory (default: perf-lab-results/<profile>-<unix time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Interleaved runs per figure (at least 5 for publishable figures).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Service counts, comma separated (e.g. 1,1000,10000).
+    #[arg(long, value_delimiter = ',')]
+    services: Option<Vec<u32>>,
+    /// Backends per service.
+    #[arg(long)]
+    backends: Option<u32>,
+    /// Peers to run, comma separated (bpf-redirect, forward, nftables, iptables-legacy,
+    /// iptables-nft, ferrolb-dsr).
+    #[arg(long, value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    #[arg(long)]
+    skip_cost: bool,
+    #[arg(long)]
+    skip_rate: bool,
+    #[arg(long)]
+    skip_control: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A few minutes: 1 and 1k services, every peer and layer, 5 runs.
+    Quick(Options),
+    /// The full matrix: 1 / 1k / 8k / 10k / 30k services.
+    Full(Options),
+    /// Only check that this machine can run the suite.
+    Check,
+}
+
+fn peer_by_name(name: &str) -> anyhow::Result<PeerKind> {
+    PeerKind::ALL
+        .into_iter()
+        .find(|p| p.name() == name)
+        .with_context(|| format!("unknown peer {name:?}"))
+}
+
+fn apply(mut plan: Plan, o: &Options) -> anyhow::Result<Plan> {
+    if let Some(runs) = o.runs {
+        plan.runs = runs.max(1);
+    }
+    if let Some(services) = &o.services {
+        anyhow::ensure!(
+            services.iter().all(|&n| n > 0),
+            "service counts must be > 0"
+        );
+        plan.service_counts = services.clone();
+    }
+    if let Some(backends) = o.backends {
+        anyhow::ensure!(backends > 0, "backends must be > 0");
+        plan.backends = backends;
+    }
+    if let Some(peers) = &o.peers {
+        plan.peers = peers
+            .iter()
+            .map(|p| peer_by_name(p))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    plan.layers.cost &= !o.skip_cost;
+    plan.layers.rate &= !o.skip_rate;
+    plan.layers.control &= !o.skip_control;
+    Ok(plan)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (plan, options) = match &cli.command {
+        Command::Check => {
+            perf_lab::preflight::check(true)?;
+            println!("ok: root, tools, namespaces and XDP live frames are available");
+            return Ok(());
+        }
+        Command::Quick(o) => (apply(Plan::quick(), o)?, o),
+        Command::Full(o) => (apply(Plan::full(), o)?, o),
+    };
+    let out = options.out.clone().unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        PathBuf::from(format!("perf-lab-results/{}-{now}", plan.profile))
+    });
+    let results = suite::run(&plan, &out)?;
+    println!(
+        "{}",
+        perf_lab::report::rate_table(&results, perf_lab::report::Metric::Wall)
+    );
+    println!(
+        "{}",
+        perf_lab::report::rate_table(&results, perf_lab::report::Metric::PerCpuSecond)
+    );
+    println!(
+        "wrote {0}/results.json, {0}/report.md and SVG plots",
+        out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! Control-plane programming time: the same services written by ferrolb's planner and map
+//! writer, by `nft -f` (kube-proxy nftables layout) and by `iptables-restore` (iptables
+//! layout, both back ends), each from empty, in scratch namespaces and pin directories.
+//!
+//! The netfilter times include starting the tool (nsenter + nft / iptables-restore), as
+//! kube-proxy pays it too; ferrolb's is in-process, as the daemon runs it.
+
+use std::time::Instant;
+
+use lb_daemon::{loader, maps::LbMaps, planner};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    netns::{Netns, NetnsError, PinDir},
+    peers::{PeerError, RulesFile},
+    rules,
+    services::ServiceSet,
+    stats::Summary,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("ferrolb loader: {0}")]
+    Loader(#[from] loader::LoaderError),
+    #[error("ferrolb maps: {0}")]
+    Maps(#[from] lb_daemon::maps::MapsError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tool {
+    FerrolbPlanApply,
+    NftFile,
+    IptablesLegacyRestore,
+    IptablesNftRestore,
+}
+
+impl Tool {
+    pub const ALL: [Tool; 4] = [
+        Tool::FerrolbPlanApply,
+        Tool::NftFile,
+        Tool::IptablesLegacyRestore,
+        Tool::IptablesNftRestore,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FerrolbPlanApply => "ferrolb plan+apply",
+            Self::NftFile => "nft -f",
+            Self::IptablesLegacyRestore => "iptables-legacy-restore",
+            Self::IptablesNftRestore => "iptables-nft-restore",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResult {
+    pub tool: Tool,
+    pub services: u32,
+    pub backends: u32,
+    pub unsupported: Option<String>,
+    pub seconds: Option<Summary>,
+    /// Size of the input the tool was given (rules text; map operations for ferrolb).
+    pub input_size: u64,
+    pub input_unit: String,
+}
+
+/// Scratch namespaces for the netfilter tools; removed on drop.
+pub struct Scratch {
+    nft: Netns,
+    legacy: Netns,
+    iptnft: Netns,
+}
+
+impl Scratch {
+    pub fn create() -> Result<Self, ControlError> {
+        Ok(Self {
+            nft: Netns::create("cp-nft")?,
+            legacy: Netns::create("cp-iptl")?,
+            iptnft: Netns::create("cp-iptn")?,
+        })
+    }
+}
+
+/// One timed programming from empty. `Err` is a failure of the harness; a tool that
+/// cannot hold the set returns `Ok(Err(reason))`.
+fn once(
+    scratch: &Scratch,
+    tool: Tool,
+    set: &ServiceSet,
+    files: &Files,
+) -> Result<Result<f64, String>, ControlError> {
+    match tool {
+        Tool::FerrolbPlanApply => {
+            let pin = PinDir::new("cp");
+            let _ebpf = loader::load_balancer(&pin.path)?;
+            let mut maps = LbMaps::open(&pin.path)?;
+            let empty = maps.read_state()?;
+            let desired = set.desired_state();
+            let start = Instant::now();
+            let (ops, _next) = match planner::plan(&empty, &desired) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e.to_string())),
+            };
+            maps.apply(&ops)?;
+            Ok(Ok(start.elapsed().as_secs_f64()))
+        }
+        Tool::NftFile => {
+            scratch.nft.exec("nft", &["flush", "ruleset"])?;
+            let path = files.nft.path.to_string_lossy();
+            let start = Instant::now();
+            scratch.nft.exec("nft", &["-f", &path])?;
+            Ok(Ok(start.elapsed().as_secs_f64()))
+        }
+        Tool::IptablesLegacyRestore | Tool::IptablesNftRestore => {
+            let (ns, cmd) = if tool == Tool::IptablesLegacyRestore {
+                (&scratch.legacy, "iptables-legacy-restore")
+            } else {
+                (&scratch.iptnft, "iptables-nft-restore")
+            };
+            ns.exec(cmd, &[&files.empty.path.to_string_lossy()])?;
+            let path = files.ipt.path.to_string_lossy();
+            let start = Instant::now();
+            ns.exec(cmd, &[&path])?;
+            Ok(Ok(start.elapsed().as_secs_f64()))
+        }
+    }
+}
+
+struct Files {
+    nft: RulesFile,
+    ipt: RulesFile,
+    empty: RulesFile,
+}
+
+/// Every tool, `runs` interleaved rounds, for one service set.
+pub fn measure(
+    scratch: &Scratch,
+    set: &ServiceSet,
+    runs: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Vec<ControlResult>, ControlError> {
+    let nft_text = rules::nftables(set, false);
+    let ipt_text = rules::iptables(set);
+    let ops_count = planner::plan(
+        &lb_daemon::planner::KernelState::new(lb_common::limits::MAGLEV_SLOTS),
+        &set.desired_state(),
+    )
+    .map(|(ops, _)| ops.len() as u64)
+    .unwrap_or(0);
+    let files = Files {
+        nft: RulesFile::write("cp-nft", &nft_text)?,
+        ipt: RulesFile::write("cp-ipt", &ipt_text)?,
+        empty: RulesFile::write("cp-empty", rules::iptables_empty())?,
+    };
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); Tool::ALL.len()];
+    let mut unsupported: Vec<Option<String>> = vec![None; Tool::ALL.len()];
+    for round in 0..runs {
+        for (k, tool) in Tool::ALL.iter().enumerate() {
+            if unsupported[k].is_some() {
+                continue;
+            }
+            match once(scratch, *tool, set, &files)? {
+                Ok(t) => times[k].push(t),
+                Err(reason) => unsupported[k] = Some(reason),
+            }
+        }
+        progress(round + 1);
+    }
+    Ok(Tool::ALL
+        .iter()
+        .enumerate()
+        .map(|(k, tool)| {
+            let (input_size, input_unit) = match tool {
+                Tool::FerrolbPlanApply => (ops_count, "map operations"),
+                Tool::NftFile => (nft_text.len() as u64, "bytes of nft input"),
+                _ => (ipt_text.len() as u64, "bytes of iptables-restore input"),
+            };
+            ControlResult {
+                tool: *tool,
+                services: set.services,
+                backends: set.backends,
+                unsupported: unsupported[k].clone(),
+                seconds: Summary::of(&times[k]),
+                input_size,
+                input_unit: input_unit.to_string(),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,289 @@
+//! The datapaths compared, each on its own copy of the topology: how each is set up once
+//! and programmed for a service set.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::Ebpf;
+use lb_common::{program_names, LbConfig, CONFIG_F_READY};
+use lb_daemon::{
+    loader,
+    maps::LbMaps,
+    planner::{self, KernelState},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    netns::{NetnsError, PinDir},
+    objects::layout::RedirectConfig,
+    programs::{self, ProgramsError, Sink},
+    rules,
+    services::{ServiceSet, ENDPOINT_BASE, SERVICE_PORT},
+    topology::{Topology, DUT_IN, DUT_OUT_ADDR, SINK_IF},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Programs(#[from] ProgramsError),
+    #[error("ferrolb loader: {0}")]
+    Loader(#[from] loader::LoaderError),
+    #[error("ferrolb maps: {0}")]
+    Maps(#[from] lb_daemon::maps::MapsError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PeerKind {
+    /// Rewrite MACs and bpf_redirect: no lookup at all, the ceiling.
+    BpfRedirect,
+    /// Plain kernel forwarding to an endpoint address, no NAT, no conntrack: the floor.
+    Forward,
+    /// kube-proxy nftables mode.
+    Nftables,
+    /// kube-proxy iptables mode, legacy (x_tables) back end.
+    IptablesLegacy,
+    /// kube-proxy iptables mode, nft back end.
+    IptablesNft,
+    /// This project's datapath: XDP Maglev + IPIP direct server return.
+    FerrolbDsr,
+}
+
+impl PeerKind {
+    pub const ALL: [PeerKind; 6] = [
+        PeerKind::BpfRedirect,
+        PeerKind::Forward,
+        PeerKind::Nftables,
+        PeerKind::IptablesLegacy,
+        PeerKind::IptablesNft,
+        PeerKind::FerrolbDsr,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BpfRedirect => "bpf-redirect",
+            Self::Forward => "forward",
+            Self::Nftables => "nftables",
+            Self::IptablesLegacy => "iptables-legacy",
+            Self::IptablesNft => "iptables-nft",
+            Self::FerrolbDsr => "ferrolb-dsr",
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Self::BpfRedirect => "redir",
+            Self::Forward => "fwd",
+            Self::Nftables => "nft",
+            Self::IptablesLegacy => "iptl",
+            Self::IptablesNft => "iptn",
+            Self::FerrolbDsr => "flb",
+        }
+    }
+
+    /// Whether the peer keeps conntrack state that must be flushed between runs.
+    pub fn uses_conntrack(self) -> bool {
+        matches!(
+            self,
+            Self::Nftables | Self::IptablesLegacy | Self::IptablesNft
+        )
+    }
+
+    pub fn restore_command(self) -> Option<&'static str> {
+        match self {
+            Self::IptablesLegacy => Some("iptables-legacy-restore"),
+            Self::IptablesNft => Some("iptables-nft-restore"),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of programming a peer for a service set.
+#[derive(Debug, Clone)]
+pub enum Programmed {
+    Done(Duration),
+    /// The peer cannot hold this service set; the reason is reported, not hidden.
+    Unsupported(String),
+}
+
+struct Ferrolb {
+    maps: LbMaps,
+    state: KernelState,
+    _ebpf: Ebpf,
+    _pin: PinDir,
+}
+
+pub struct Peer {
+    pub kind: PeerKind,
+    pub topo: Topology,
+    pub sink: Sink,
+    /// The frame the generator sends for the current service set.
+    pub frame: Vec<u8>,
+    ferrolb: Option<Ferrolb>,
+    _dut_prog: Option<Ebpf>,
+}
+
+/// Writes `text` to a file named for this process and `what`, removed on drop.
+pub struct RulesFile {
+    pub path: PathBuf,
+}
+
+impl RulesFile {
+    pub fn write(what: &str, text: &str) -> Result<Self, PeerError> {
+        let path = std::env::temp_dir().join(format!(
+            "{}{}-{what}.rules",
+            crate::netns::PREFIX,
+            std::process::id()
+        ));
+        std::fs::write(&path, text).map_err(|source| PeerError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for RulesFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Peer {
+    pub fn create(kind: PeerKind) -> Result<Self, PeerError> {
+        let topo = Topology::create(kind.tag())?;
+        let sink = Sink::attach(&topo.sink, SINK_IF)?;
+        let mut ferrolb = None;
+        let dut_prog = match kind {
+            PeerKind::BpfRedirect => Some(programs::attach_redirect(
+                &topo.dut,
+                DUT_IN,
+                RedirectConfig {
+                    ifindex: topo.out_ifindex,
+                    dst_mac: topo.sink_mac,
+                    src_mac: topo.out_mac,
+                },
+            )?),
+            PeerKind::FerrolbDsr => {
+                let pin = PinDir::new("flb");
+                let mut ebpf = loader::load_balancer(&pin.path)?;
+                programs::attach_loaded(&topo.dut, &mut ebpf, program_names::XDP_BALANCER, DUT_IN)?;
+                let mut maps = LbMaps::open(&pin.path)?;
+                maps.write_config(&LbConfig {
+                    encap_src_v4: DUT_OUT_ADDR,
+                    flow_hash_seed: lb_daemon::model::Settings::default().flow_hash_seed,
+                    nexthop_ttl_ns: 1_000_000_000,
+                    flags: CONFIG_F_READY,
+                    _pad: 0,
+                })?;
+                let state = maps.read_state()?;
+                ferrolb = Some(Ferrolb {
+                    maps,
+                    state,
+                    _ebpf: ebpf,
+                    _pin: pin,
+                });
+                None
+            }
+            // Netfilter and forwarding run above XDP; veth still needs an XDP program on
+            // the receiving side for the generator's frames to arrive at all.
+            _ => Some(programs::attach_in(
+                &topo.dut,
+                lb_daemon::objects::XDP_PASS,
+                program_names::XDP_PASS,
+                DUT_IN,
+            )?),
+        };
+        Ok(Self {
+            kind,
+            frame: Vec::new(),
+            topo,
+            sink,
+            ferrolb,
+            _dut_prog: dut_prog,
+        })
+    }
+
+    /// Programs the peer for `set` and points the generator at the last service.
+    pub fn program(&mut self, set: &ServiceSet) -> Result<Programmed, PeerError> {
+        let dst = match self.kind {
+            PeerKind::Forward => ENDPOINT_BASE.octets(),
+            _ => set.vip(set.target()).octets(),
+        };
+        self.frame = programs::template(self.topo.gen_mac, self.topo.in_mac, dst, SERVICE_PORT)?;
+        let started = Instant::now();
+        match self.kind {
+            PeerKind::BpfRedirect | PeerKind::Forward => {}
+            PeerKind::Nftables => {
+                let file = RulesFile::write("nft", &rules::nftables(set, true))?;
+                self.topo
+                    .dut
+                    .exec("nft", &["-f", &file.path.to_string_lossy()])?;
+            }
+            PeerKind::IptablesLegacy | PeerKind::IptablesNft => {
+                let file = RulesFile::write(self.kind.tag(), &rules::iptables(set))?;
+                let cmd = self.kind.restore_command().expect("iptables peer");
+                self.topo.dut.exec(cmd, &[&file.path.to_string_lossy()])?;
+            }
+            PeerKind::FerrolbDsr => {
+                let flb = self.ferrolb.as_mut().expect("ferrolb peer");
+                match planner::plan(&flb.state, &set.desired_state()) {
+                    Ok((ops, next)) => {
+                        flb.maps.apply(&ops)?;
+                        flb.state = next;
+                    }
+                    Err(e) => return Ok(Programmed::Unsupported(e.to_string())),
+                }
+            }
+        }
+        Ok(Programmed::Done(started.elapsed()))
+    }
+
+    /// Forgets connection state between runs so "new flows" are new to the peer too.
+    pub fn flush_state(&self) -> Result<(), PeerError> {
+        if self.kind.uses_conntrack() {
+            // conntrack exits 1 when there was nothing to flush; that is not an error.
+            let _ = self.topo.dut.exec("conntrack", &["-F"]);
+        }
+        Ok(())
+    }
+
+    /// ferrolb's per-reason counters (non-zero only), for the log.
+    pub fn datapath_reasons(&self) -> Vec<(&'static str, u64)> {
+        let Some(flb) = self.ferrolb.as_ref() else {
+            return Vec::new();
+        };
+        let Ok(counters) = flb.maps.reason_counters() else {
+            return Vec::new();
+        };
+        lb_common::XdpReason::ALL
+            .iter()
+            .map(|r| (r.name(), counters[*r as usize].packets))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// ferrolb's own count of frames it forwarded, to cross-check the sink.
+    pub fn datapath_forwarded(&self) -> Option<u64> {
+        let flb = self.ferrolb.as_ref()?;
+        let counters = flb.maps.reason_counters().ok()?;
+        Some(
+            [
+                lb_common::XdpReason::Forwarded,
+                lb_common::XdpReason::ForwardedRedirect,
+            ]
+            .iter()
+            .map(|r| counters[*r as usize].packets)
+            .sum(),
+        )
+    }
+}

@@ -1,0 +1,204 @@
+//! SVG plots drawn in Rust (plotters, SVG back end, no font or system dependencies).
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use crate::{control::Tool, cost::PacketClass, peers::PeerKind, rate::FlowKind, report::Results};
+
+#[derive(Debug, thiserror::Error)]
+#[error("plot {path}: {message}")]
+pub struct PlotError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+struct Series {
+    name: String,
+    points: Vec<(f64, f64)>,
+}
+
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn draw(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
+    // An empty plot still gets sane axes (a layer may have been skipped); a log axis over
+    // an infinite or empty range would never finish drawing its mesh.
+    let (x_min, x_max) = if points.is_empty() {
+        (1.0, 10.0)
+    } else {
+        let lo = points
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::INFINITY, f64::min)
+            .max(1.0);
+        let hi = points.iter().map(|p| p.0).fold(0.0, f64::max).max(lo);
+        (lo, hi)
+    };
+    let y_max = points.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3);
+    let y_min_pos = points
+        .iter()
+        .map(|p| p.1)
+        .filter(|y| *y > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let x_range = (x_min / 2.0)..(x_max * 2.0);
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("services (log scale)")
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| err(&e))?;
+            for (i, s) in series.iter().enumerate() {
+                let colour = COLOURS[i % COLOURS.len()];
+                chart
+                    .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
+                    .map_err(|e| err(&e))?
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                    .map_err(|e| err(&e))?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }};
+    }
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    let title = if points.is_empty() {
+        format!("{title} (no data in this run)")
+    } else {
+        title.to_string()
+    };
+    builder.caption(title, ("sans-serif", 20));
+    if log_y && y_min_pos.is_finite() {
+        finish!(builder
+            .build_cartesian_2d(
+                x_range.log_scale(),
+                ((y_min_pos / 2.0)..(y_max * 2.0)).log_scale()
+            )
+            .map_err(|e| err(&e))?);
+    } else {
+        finish!(builder
+            .build_cartesian_2d(x_range.log_scale(), 0.0..(y_max * 1.15))
+            .map_err(|e| err(&e))?);
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Writes every plot into `dir`; returns the file names.
+pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
+    let mut written = Vec::new();
+    for (flows, file) in [
+        (FlowKind::New, "rate-new.svg"),
+        (FlowKind::Established, "rate-established.svg"),
+    ] {
+        let series: Vec<Series> = PeerKind::ALL
+            .iter()
+            .map(|&peer| Series {
+                name: peer.name().to_string(),
+                points: results
+                    .rate
+                    .iter()
+                    .filter(|r| r.peer == peer && r.flows == flows)
+                    .filter_map(|r| {
+                        Some((
+                            f64::from(r.services),
+                            r.delivered_pps.as_ref()?.median / 1e6,
+                        ))
+                    })
+                    .collect(),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        draw(
+            &dir.join(file),
+            &format!("Delivered packet rate, {}", flows.name()),
+            "Mpps delivered",
+            &series,
+            false,
+        )?;
+        written.push(file.to_string());
+    }
+    let series: Vec<Series> = PacketClass::ALL
+        .iter()
+        .map(|&class| Series {
+            name: class.name().to_string(),
+            points: results
+                .program_cost
+                .iter()
+                .filter_map(|c| {
+                    let x = c.classes.iter().find(|x| x.class == class)?;
+                    Some((f64::from(c.services), x.over_pass_ns.median.max(0.0)))
+                })
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    draw(
+        &dir.join("program-cost.svg"),
+        "ferrolb program cost over XDP_PASS",
+        "ns per packet",
+        &series,
+        false,
+    )?;
+    written.push("program-cost.svg".to_string());
+    let series: Vec<Series> = Tool::ALL
+        .iter()
+        .map(|&tool| Series {
+            name: tool.name().to_string(),
+            points: results
+                .control_plane
+                .iter()
+                .filter(|c| c.tool == tool)
+                .filter_map(|c| Some((f64::from(c.services), c.seconds.as_ref()?.median * 1e3)))
+                .collect(),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    draw(
+        &dir.join("control-plane.svg"),
+        "Programming time from empty",
+        "ms (log scale)",
+        &series,
+        true,
+    )?;
+    written.push("control-plane.svg".to_string());
+    Ok(written)
+}

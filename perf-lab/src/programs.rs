@@ -1,0 +1,381 @@
+//! Loading and driving perf-lab's own programs: the live-frame generator, the redirect
+//! ceiling, the counting sink, and the XDP_PASS program veth needs on receiving sides.
+
+use std::time::{Duration, Instant};
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use etherparse::PacketBuilder;
+
+use crate::{
+    netns::{Netns, NetnsError},
+    objects::{
+        layout::{
+            GenConfig, GenTemplate, RedirectConfig, GEN_FIXED, GEN_NEW_FLOWS, GEN_REPLAY,
+            MAP_COUNT, MAP_GEN_CONFIG, MAP_GEN_SEQ, MAP_GEN_TEMPLATE, MAP_REDIRECT_CONFIG,
+            OFF_IP_CSUM, OFF_IP_SADDR, OFF_TCP_CSUM, OFF_TCP_SPORT, PROG_COUNT, PROG_GEN,
+            PROG_REDIRECT, TEMPLATE_LEN,
+        },
+        PERF_PROGRAMS,
+    },
+    services::{SOURCE_BASE, SOURCE_COUNT},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramsError {
+    #[error("loading eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {0} missing from the object")]
+    Missing(&'static str),
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("building the template frame: {0}")]
+    Template(String),
+    #[error("generator returned {0} instead of XDP_TX")]
+    GeneratorVerdict(u32),
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> ProgramsError {
+    move |source| ProgramsError::Program { name, source }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> ProgramsError {
+    move |source| ProgramsError::Map { name, source }
+}
+
+fn xdp<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, ProgramsError> {
+    ebpf.program_mut(name)
+        .ok_or(ProgramsError::Missing(name))?
+        .try_into()
+        .map_err(prog_err(name))
+}
+
+/// Loads `name` from `object` and attaches it to `iface` inside `ns` (driver mode, which
+/// veth supports). The attachment lives as long as the returned object.
+pub fn attach_in(
+    ns: &Netns,
+    object: &[u8],
+    name: &'static str,
+    iface: &str,
+) -> Result<Ebpf, ProgramsError> {
+    let mut ebpf = EbpfLoader::new().load(object)?;
+    attach_loaded(ns, &mut ebpf, name, iface)?;
+    Ok(ebpf)
+}
+
+/// Attaches an already loaded (or loadable) program inside `ns`.
+pub fn attach_loaded(
+    ns: &Netns,
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    iface: &str,
+) -> Result<(), ProgramsError> {
+    let prog = xdp(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(prog_err(name))?;
+    }
+    ns.run_inside(None, || {
+        prog.attach(iface, XdpMode::Driver)
+            .map(drop)
+            .map_err(prog_err(name))
+    })?
+}
+
+/// A veth pair that stays down, only there to hold XDP attachments.
+///
+/// BPF_PROG_RUN for XDP adds the program to the kernel's XDP dispatcher on entry and
+/// removes it on exit; each change waits for an RCU grace period (about 10 ms here) when
+/// other XDP programs are attached anywhere, which dominated small live-frame calls. A
+/// program that is attached somewhere is already in the dispatcher, so parking it on a
+/// veth that never sees a frame makes those changes no-ops.
+pub const PARK_IFS: [&str; 2] = ["park0", "park1"];
+
+pub fn create_parking(ns: &Netns) -> Result<(), ProgramsError> {
+    ns.exec(
+        "ip",
+        &[
+            "link",
+            "add",
+            PARK_IFS[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            PARK_IFS[1],
+        ],
+    )?;
+    Ok(())
+}
+
+/// The ceiling: rewrites MACs and redirects to the DUT's egress veth.
+pub fn attach_redirect(
+    ns: &Netns,
+    iface: &str,
+    config: RedirectConfig,
+) -> Result<Ebpf, ProgramsError> {
+    let mut ebpf = EbpfLoader::new().load(PERF_PROGRAMS)?;
+    {
+        let map = ebpf
+            .map_mut(MAP_REDIRECT_CONFIG)
+            .ok_or(ProgramsError::Missing(MAP_REDIRECT_CONFIG))?;
+        let mut cfg: Array<_, RedirectConfig> =
+            Array::try_from(map).map_err(map_err(MAP_REDIRECT_CONFIG))?;
+        cfg.set(0, config, 0)
+            .map_err(map_err(MAP_REDIRECT_CONFIG))?;
+    }
+    attach_loaded(ns, &mut ebpf, PROG_REDIRECT, iface)?;
+    Ok(ebpf)
+}
+
+/// The counting sink on a backend-side veth.
+pub struct Sink {
+    counts: PerCpuArray<MapData, u64>,
+    _ebpf: Ebpf,
+}
+
+impl Sink {
+    pub fn attach(ns: &Netns, iface: &str) -> Result<Self, ProgramsError> {
+        let mut ebpf = attach_in(ns, PERF_PROGRAMS, PROG_COUNT, iface)?;
+        let map = ebpf
+            .take_map(MAP_COUNT)
+            .ok_or(ProgramsError::Missing(MAP_COUNT))?;
+        let counts = PerCpuArray::try_from(map).map_err(map_err(MAP_COUNT))?;
+        Ok(Self {
+            counts,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Frames delivered so far, all CPUs.
+    pub fn frames(&self) -> Result<u64, ProgramsError> {
+        let values = self.counts.get(&0, 0).map_err(map_err(MAP_COUNT))?;
+        Ok(values.iter().sum())
+    }
+}
+
+/// How the generator varies the 5-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flows {
+    /// Every frame a tuple never sent before in this process.
+    New,
+    /// A fixed set of tuples, cycled.
+    Established { flows: u32 },
+}
+
+/// What one generator burst did.
+#[derive(Debug, Clone, Copy)]
+pub struct Burst {
+    pub sent: u64,
+    pub elapsed: Duration,
+    /// CPU time the generator thread was charged, which includes the softirq work (DUT and
+    /// sink) that ran on its CPU when its batches ended. On a shared machine wall time
+    /// also contains other tenants' time slices; this does not.
+    pub thread_cpu: Duration,
+}
+
+fn thread_cpu_time() -> Duration {
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+const BATCH: u32 = 64;
+const PORT_BASE: u32 = 1024;
+const PORT_COUNT: u32 = 60_000;
+/// New-flow sequence numbers start past any replay set, so they never reuse its tuples.
+const NEW_FLOW_SEQ_START: u64 = 1 << 24;
+
+/// The XDP live-frame generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES): the kernel
+/// builds frames from a template and the program rewrites each one before it is sent out
+/// of the source veth.
+pub struct Generator {
+    ebpf: Ebpf,
+    next_new_seq: u64,
+    cpu: usize,
+}
+
+/// A SYN from the first generator source to `dst:dport`, with valid checksums, padded to
+/// the Ethernet minimum.
+pub fn template(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    dst: [u8; 4],
+    dport: u16,
+) -> Result<Vec<u8>, ProgramsError> {
+    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
+        .ipv4(SOURCE_BASE.octets(), dst, 64)
+        .tcp(PORT_BASE as u16, dport, 1, 64_240)
+        .syn();
+    let mut frame = Vec::with_capacity(builder.size(0));
+    builder
+        .write(&mut frame, &[])
+        .map_err(|e| ProgramsError::Template(e.to_string()))?;
+    frame.resize(TEMPLATE_LEN, 0);
+    Ok(frame)
+}
+
+fn be16(frame: &[u8], off: usize) -> u32 {
+    u32::from(u16::from_be_bytes([frame[off], frame[off + 1]]))
+}
+
+impl Generator {
+    /// Loads the generator, parked on a down veth in `park` (see [`create_parking`]); it
+    /// will run pinned to `cpu`.
+    pub fn load(cpu: usize, park: &Netns) -> Result<Self, ProgramsError> {
+        let mut ebpf = EbpfLoader::new().load(PERF_PROGRAMS)?;
+        create_parking(park)?;
+        attach_loaded(park, &mut ebpf, PROG_GEN, PARK_IFS[0])?;
+        Ok(Self {
+            ebpf,
+            next_new_seq: NEW_FLOW_SEQ_START,
+            cpu,
+        })
+    }
+
+    fn configure(
+        &mut self,
+        frame: &[u8],
+        flows: Option<Flows>,
+        seq: u64,
+    ) -> Result<(), ProgramsError> {
+        let (mode, count) = match flows {
+            None => (GEN_FIXED, 0),
+            Some(Flows::New) => (GEN_NEW_FLOWS, 0),
+            Some(Flows::Established { flows }) => (GEN_REPLAY, flows),
+        };
+        let saddr = u32::from_be_bytes([
+            frame[OFF_IP_SADDR],
+            frame[OFF_IP_SADDR + 1],
+            frame[OFF_IP_SADDR + 2],
+            frame[OFF_IP_SADDR + 3],
+        ]);
+        let config = GenConfig {
+            mode,
+            flows: count,
+            src_base: u32::from(SOURCE_BASE),
+            src_count: SOURCE_COUNT,
+            port_base: PORT_BASE,
+            port_count: PORT_COUNT,
+            tmpl_saddr: saddr,
+            tmpl_sport: be16(frame, OFF_TCP_SPORT),
+            tmpl_ip_csum: be16(frame, OFF_IP_CSUM),
+            tmpl_tcp_csum: be16(frame, OFF_TCP_CSUM),
+        };
+        let mut bytes = [0u8; TEMPLATE_LEN];
+        if frame.len() != TEMPLATE_LEN {
+            return Err(ProgramsError::Template(format!(
+                "frame is {} bytes, the generator takes {TEMPLATE_LEN}",
+                frame.len()
+            )));
+        }
+        bytes.copy_from_slice(frame);
+        let map = self
+            .ebpf
+            .map_mut(MAP_GEN_TEMPLATE)
+            .ok_or(ProgramsError::Missing(MAP_GEN_TEMPLATE))?;
+        Array::<_, GenTemplate>::try_from(map)
+            .map_err(map_err(MAP_GEN_TEMPLATE))?
+            .set(0, GenTemplate { bytes }, 0)
+            .map_err(map_err(MAP_GEN_TEMPLATE))?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_GEN_CONFIG)
+            .ok_or(ProgramsError::Missing(MAP_GEN_CONFIG))?;
+        Array::<_, GenConfig>::try_from(map)
+            .map_err(map_err(MAP_GEN_CONFIG))?
+            .set(0, config, 0)
+            .map_err(map_err(MAP_GEN_CONFIG))?;
+        self.set_seq(seq)
+    }
+
+    fn set_seq(&mut self, seq: u64) -> Result<(), ProgramsError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_GEN_SEQ)
+            .ok_or(ProgramsError::Missing(MAP_GEN_SEQ))?;
+        Array::<_, u64>::try_from(map)
+            .map_err(map_err(MAP_GEN_SEQ))?
+            .set(0, seq, 0)
+            .map_err(map_err(MAP_GEN_SEQ))
+    }
+
+    /// Sends frames out of `ifindex` in `ns` until `budget` has passed or `max_frames` are
+    /// sent, in syscalls of growing size (so a slow peer cannot stretch one syscall far
+    /// past the budget).
+    pub fn burst(
+        &mut self,
+        ns: &Netns,
+        ifindex: u32,
+        frame: &[u8],
+        flows: Flows,
+        budget: Duration,
+        max_frames: u64,
+    ) -> Result<Burst, ProgramsError> {
+        let seq = match flows {
+            Flows::New => self.next_new_seq,
+            Flows::Established { .. } => 0,
+        };
+        self.configure(frame, Some(flows), seq)?;
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROG_GEN)
+            .ok_or(ProgramsError::Missing(PROG_GEN))?
+            .try_into()
+            .map_err(prog_err(PROG_GEN))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex. Live frames need data_end = frame length and the ingress device.
+        let mut ctx = Vec::with_capacity(24);
+        for word in [0, frame.len() as u32, 0, ifindex, 0, 0] {
+            ctx.extend_from_slice(&word.to_ne_bytes());
+        }
+        let result = ns.run_inside(Some(self.cpu), || {
+            let mut chunk: u32 = 4096;
+            let mut sent = 0u64;
+            let cpu_start = thread_cpu_time();
+            let start = Instant::now();
+            while start.elapsed() < budget && sent < max_frames {
+                let repeat = chunk.min((max_frames - sent) as u32);
+                let t = Instant::now();
+                let out = prog
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        ctx_in: Some(&ctx),
+                        repeat,
+                        attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                        ..Default::default()
+                    })
+                    .map_err(prog_err(PROG_GEN))?;
+                if out.return_value != 0 && out.return_value != 3 {
+                    return Err(ProgramsError::GeneratorVerdict(out.return_value));
+                }
+                sent += u64::from(repeat);
+                if t.elapsed() < budget / 20 && chunk < 1 << 20 {
+                    chunk *= 2;
+                }
+            }
+            Ok(Burst {
+                sent,
+                elapsed: start.elapsed(),
+                thread_cpu: thread_cpu_time().saturating_sub(cpu_start),
+            })
+        })??;
+        if flows == Flows::New {
+            self.next_new_seq += result.sent;
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,177 @@
+//! Packet rate on veth: the live-frame generator offers frames as fast as it can for a
+//! bounded time; the counting sink behind the DUT gives the delivered count.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    peers::{Peer, PeerError, PeerKind},
+    programs::{Flows, Generator, ProgramsError},
+    stats::Summary,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RateError {
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error(transparent)]
+    Programs(#[from] ProgramsError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowKind {
+    New,
+    Established,
+}
+
+impl FlowKind {
+    pub const ALL: [FlowKind; 2] = [FlowKind::New, FlowKind::Established];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::New => "new flows",
+            Self::Established => "established",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RatePlan {
+    /// Generator time per run.
+    pub seconds: f64,
+    /// Upper bound on frames per run.
+    pub max_frames: u64,
+    /// Size of the replayed set for established flows.
+    pub established_flows: u32,
+}
+
+/// One run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RateSample {
+    pub offered: u64,
+    pub delivered: u64,
+    pub seconds: f64,
+    /// CPU seconds charged to the generator thread (see `Burst::thread_cpu`).
+    pub cpu_seconds: f64,
+    /// Only ferrolb counts what it forwarded itself; it must match `delivered`.
+    pub datapath_forwarded: Option<u64>,
+}
+
+impl RateSample {
+    pub fn delivered_pps(&self) -> f64 {
+        self.delivered as f64 / self.seconds
+    }
+
+    /// Delivered frames per CPU-second of the generator's CPU: less sensitive to other
+    /// tenants than the wall-clock rate, as long as softirq work is charged to the thread.
+    pub fn delivered_per_cpu_second(&self) -> f64 {
+        if self.cpu_seconds > 0.0 {
+            self.delivered as f64 / self.cpu_seconds
+        } else {
+            0.0
+        }
+    }
+
+    pub fn offered_pps(&self) -> f64 {
+        self.offered as f64 / self.seconds
+    }
+
+    pub fn fraction(&self) -> f64 {
+        if self.offered == 0 {
+            0.0
+        } else {
+            self.delivered as f64 / self.offered as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateResult {
+    pub peer: PeerKind,
+    pub services: u32,
+    pub backends: u32,
+    pub flows: FlowKind,
+    pub unsupported: Option<String>,
+    pub delivered_pps: Option<Summary>,
+    pub delivered_per_cpu_second: Option<Summary>,
+    pub offered_pps: Option<Summary>,
+    pub delivered_fraction: Option<Summary>,
+    pub samples: Vec<RateSample>,
+}
+
+impl RateResult {
+    pub fn finish(&mut self) {
+        let of = |f: fn(&RateSample) -> f64| {
+            Summary::of(&self.samples.iter().map(f).collect::<Vec<_>>())
+        };
+        self.delivered_pps = of(RateSample::delivered_pps);
+        self.delivered_per_cpu_second = of(RateSample::delivered_per_cpu_second);
+        self.offered_pps = of(RateSample::offered_pps);
+        self.delivered_fraction = of(RateSample::fraction);
+    }
+}
+
+/// Frames still in veth rings when the generator stops are counted if they arrive within
+/// this time; the rate uses the generator's time only.
+const DRAIN: Duration = Duration::from_millis(30);
+
+/// One run of one peer.
+pub fn run_once(
+    generator: &mut Generator,
+    peer: &Peer,
+    flows: FlowKind,
+    plan: &RatePlan,
+) -> Result<RateSample, RateError> {
+    let topo = &peer.topo;
+    let budget = Duration::from_secs_f64(plan.seconds);
+    peer.flush_state()?;
+    let kind = match flows {
+        FlowKind::New => Flows::New,
+        FlowKind::Established => {
+            let set = Flows::Established {
+                flows: plan.established_flows,
+            };
+            // Teach the peer the set first (conntrack entries, flow-table entries).
+            generator.burst(
+                &topo.src,
+                topo.gen_ifindex,
+                &peer.frame,
+                set,
+                budget,
+                u64::from(plan.established_flows) * 2,
+            )?;
+            std::thread::sleep(DRAIN);
+            set
+        }
+    };
+    let delivered_before = peer.sink.frames()?;
+    let forwarded_before = peer.datapath_forwarded();
+    let burst = generator.burst(
+        &topo.src,
+        topo.gen_ifindex,
+        &peer.frame,
+        kind,
+        budget,
+        plan.max_frames,
+    )?;
+    std::thread::sleep(DRAIN);
+    let delivered = peer.sink.frames()? - delivered_before;
+    let datapath_forwarded = match (forwarded_before, peer.datapath_forwarded()) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
+    tracing::debug!(
+        peer = peer.kind.name(),
+        reasons = ?peer.datapath_reasons(),
+        "after run"
+    );
+    Ok(RateSample {
+        offered: burst.sent,
+        delivered,
+        seconds: burst.elapsed.as_secs_f64(),
+        cpu_seconds: burst.thread_cpu.as_secs_f64(),
+        datapath_forwarded,
+    })
+}

@@ -1,0 +1,381 @@
+//! The result file (JSON), the markdown report and the target ratios.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    control::ControlResult,
+    cost::{CostPlan, CostResult, PacketClass},
+    peers::PeerKind,
+    rate::{FlowKind, RatePlan, RateResult},
+    stats::Summary,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub profile: String,
+    pub started_unix: u64,
+    pub seconds_total: f64,
+    pub kernel: String,
+    pub cpus: usize,
+    pub generator_cpu: usize,
+    pub runs: usize,
+    pub service_counts: Vec<u32>,
+    pub backends_per_service: u32,
+    pub rate_plan: RatePlan,
+    pub cost_plan: CostPlan,
+}
+
+/// A target of issue #5 as a ratio measured in this run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ratio {
+    pub what: String,
+    pub services: u32,
+    pub value: Option<f64>,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub meta: Meta,
+    pub program_cost: Vec<CostResult>,
+    pub rate: Vec<RateResult>,
+    pub control_plane: Vec<ControlResult>,
+    pub ratios: Vec<Ratio>,
+    pub not_measured: Vec<String>,
+}
+
+/// Which rate a table or ratio uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// Delivered frames per wall-clock second of the generator.
+    Wall,
+    /// Delivered frames per CPU-second charged to the generator's thread.
+    PerCpuSecond,
+}
+
+impl Metric {
+    fn of(self, r: &RateResult) -> Option<&Summary> {
+        match self {
+            Self::Wall => r.delivered_pps.as_ref(),
+            Self::PerCpuSecond => r.delivered_per_cpu_second.as_ref(),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Wall => "Mpps",
+            Self::PerCpuSecond => "M frames per CPU-s",
+        }
+    }
+}
+
+fn median_rate(
+    results: &Results,
+    metric: Metric,
+    peer: PeerKind,
+    services: u32,
+    flows: FlowKind,
+) -> Option<f64> {
+    results
+        .rate
+        .iter()
+        .find(|r| r.peer == peer && r.services == services && r.flows == flows)
+        .and_then(|r| metric.of(r))
+        .map(|s| s.median)
+}
+
+fn class_cost(results: &Results, services: u32, class: PacketClass) -> Option<f64> {
+    results
+        .program_cost
+        .iter()
+        .find(|c| c.services == services)?
+        .classes
+        .iter()
+        .find(|c| c.class == class)
+        .map(|c| c.over_pass_ns.median)
+}
+
+/// The acceptance ratios, at each measured service count (issue #5 names 10k).
+pub fn ratios(results: &Results) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    for &n in &results.meta.service_counts {
+        for (metric, label) in [(Metric::Wall, "wall"), (Metric::PerCpuSecond, "per CPU-s")] {
+            let ours = median_rate(results, metric, PeerKind::FerrolbDsr, n, FlowKind::New);
+            for (peer, target) in [
+                (PeerKind::BpfRedirect, 0.8),
+                (PeerKind::Nftables, 5.0),
+                (PeerKind::IptablesLegacy, 50.0),
+                (PeerKind::IptablesNft, 50.0),
+            ] {
+                let value = ratio(ours, median_rate(results, metric, peer, n, FlowKind::New));
+                out.push(Ratio {
+                    what: format!("new-flow rate ({label}), ferrolb / {}", peer.name()),
+                    services: n,
+                    value,
+                    target: format!(">= {target}"),
+                    met: value.map(|v| v >= target),
+                });
+            }
+        }
+        for (class, limit) in [(PacketClass::FlowHit, 150.0), (PacketClass::NewFlow, 250.0)] {
+            let value = class_cost(results, n, class);
+            out.push(Ratio {
+                what: format!("program cost over XDP_PASS, {} (ns)", class.name()),
+                services: n,
+                value,
+                target: format!("<= {limit}"),
+                met: value.map(|v| v <= limit),
+            });
+        }
+    }
+    let counts = &results.meta.service_counts;
+    let ours = |n| {
+        median_rate(
+            results,
+            Metric::PerCpuSecond,
+            PeerKind::FerrolbDsr,
+            n,
+            FlowKind::New,
+        )
+    };
+    if let (Some(&first), Some(&last)) = (
+        counts.first(),
+        counts.iter().rev().find(|&&n| ours(n).is_some()),
+    ) {
+        let value = ratio(ours(last), ours(first));
+        out.push(Ratio {
+            what: format!(
+                "ferrolb new-flow rate (per CPU-s) at {last} / at {first} services (flatness)"
+            ),
+            services: last,
+            value,
+            target: "~1.0 (within run-to-run range)".to_string(),
+            met: None,
+        });
+    }
+    out
+}
+
+fn mpps(s: &Summary) -> String {
+    format!(
+        "{:.3} [{:.3}–{:.3}]",
+        s.median / 1e6,
+        s.min / 1e6,
+        s.max / 1e6
+    )
+}
+
+fn ns(s: &Summary) -> String {
+    format!("{:.0} [{:.0}–{:.0}]", s.median, s.min, s.max)
+}
+
+fn secs(s: &Summary) -> String {
+    if s.median < 1.0 {
+        format!(
+            "{:.1} ms [{:.1}–{:.1}]",
+            s.median * 1e3,
+            s.min * 1e3,
+            s.max * 1e3
+        )
+    } else {
+        format!("{:.2} s [{:.2}–{:.2}]", s.median, s.min, s.max)
+    }
+}
+
+fn short(reason: &str) -> String {
+    let first = reason.split(':').next_back().unwrap_or(reason).trim();
+    format!("unsupported ({first})")
+}
+
+/// The rate table alone: rows peer × flows, columns service counts.
+pub fn rate_table(results: &Results, metric: Metric) -> String {
+    let counts = &results.meta.service_counts;
+    let mut md = String::new();
+    write!(md, "| peer | flows |").unwrap();
+    for n in counts {
+        write!(md, " {n} svc: {} [range] (delivered) |", metric.label()).unwrap();
+    }
+    md.push('\n');
+    md.push_str("|---|---|");
+    for _ in counts {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for peer in PeerKind::ALL {
+        for flows in FlowKind::ALL {
+            let mut row = format!("| {} | {} |", peer.name(), flows.name());
+            let mut any = false;
+            for &n in counts {
+                let cell = results
+                    .rate
+                    .iter()
+                    .find(|r| r.peer == peer && r.services == n && r.flows == flows);
+                match cell {
+                    Some(r) => {
+                        any = true;
+                        match (&r.unsupported, metric.of(r), &r.delivered_fraction) {
+                            (Some(reason), _, _) => write!(row, " {} |", short(reason)).unwrap(),
+                            (None, Some(rate), Some(frac)) => {
+                                write!(row, " {} ({:.0}%) |", mpps(rate), frac.median * 100.0)
+                                    .unwrap()
+                            }
+                            _ => row.push_str(" – |"),
+                        }
+                    }
+                    None => row.push_str(" – |"),
+                }
+            }
+            if any {
+                md.push_str(&row);
+                md.push('\n');
+            }
+        }
+    }
+    md
+}
+
+pub fn markdown(results: &Results) -> String {
+    let m = &results.meta;
+    let counts = &m.service_counts;
+    let mut md = String::new();
+    writeln!(md, "# perf-lab report ({})\n", m.profile).unwrap();
+    writeln!(
+        md,
+        "Kernel {}, {} CPUs, generator pinned to CPU {}. Every figure is the median of {} \
+         interleaved runs with its range [min–max]. {} backends per service; the target \
+         service is the last in rule order. Total time {:.0} s.\n",
+        m.kernel, m.cpus, m.generator_cpu, m.runs, m.backends_per_service, m.seconds_total
+    )
+    .unwrap();
+
+    md.push_str(
+        "## Packet rate on veth (delivered, live-frame generator → DUT → counting sink)\n\n",
+    );
+    writeln!(
+        md,
+        "Each run offers frames for {:.2} s (at most {} frames); the percentage is the \
+         delivered fraction (delivered / offered). Established = a replayed set of {} flows \
+         the peer has already seen.\n",
+        m.rate_plan.seconds, m.rate_plan.max_frames, m.rate_plan.established_flows
+    )
+    .unwrap();
+    md.push_str(&rate_table(results, Metric::Wall));
+    md.push_str(
+        "\nThe same runs per CPU-second charged to the generator's thread (the DUT's and the \
+         sink's softirq work runs on that CPU at the end of each batch and is charged to it; \
+         other tenants' time slices are not). On a shared machine this is the steadier \
+         figure; compare ranges.\n\n",
+    );
+    md.push_str(&rate_table(results, Metric::PerCpuSecond));
+
+    md.push_str("\n## Program cost (ferrolb XDP, BPF_PROG_RUN, ns per packet over XDP_PASS)\n\n");
+    md.push_str("| class | method |");
+    for c in &results.program_cost {
+        write!(md, " {} svc |", c.services).unwrap();
+    }
+    md.push_str("\n|---|---|");
+    for _ in &results.program_cost {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for class in PacketClass::ALL {
+        let mut row = format!("| {} |", class.name());
+        let mut method = String::new();
+        for c in &results.program_cost {
+            match (&c.unsupported, c.classes.iter().find(|x| x.class == class)) {
+                (Some(reason), _) => write!(row, " {} |", short(reason)).unwrap(),
+                (None, Some(x)) => {
+                    method = x.method.clone();
+                    write!(
+                        row,
+                        " {} (abs {:.0}) |",
+                        ns(&x.over_pass_ns),
+                        x.ns_per_packet.median
+                    )
+                    .unwrap()
+                }
+                _ => row.push_str(" – |"),
+            }
+        }
+        let row = row.replacen(" |", &format!(" | {method} |"), 1);
+        md.push_str(&row);
+        md.push('\n');
+    }
+    let mut base = String::from("| XDP_PASS baseline (repeat / single) | |");
+    for c in &results.program_cost {
+        match (&c.pass_repeat_ns, &c.pass_single_ns) {
+            (Some(r), Some(s)) => write!(base, " {:.0} / {:.0} |", r.median, s.median).unwrap(),
+            _ => base.push_str(" – |"),
+        }
+    }
+    md.push_str(&base);
+    md.push('\n');
+
+    md.push_str("\n## Control-plane programming time (from empty)\n\n| tool |");
+    for n in counts {
+        write!(md, " {n} svc |").unwrap();
+    }
+    md.push_str("\n|---|");
+    for _ in counts {
+        md.push_str("---|");
+    }
+    md.push('\n');
+    for tool in crate::control::Tool::ALL {
+        let mut row = format!("| {} |", tool.name());
+        for &n in counts {
+            match results
+                .control_plane
+                .iter()
+                .find(|c| c.tool == tool && c.services == n)
+            {
+                Some(c) => match (&c.unsupported, &c.seconds) {
+                    (Some(reason), _) => write!(row, " {} |", short(reason)).unwrap(),
+                    (None, Some(s)) => write!(row, " {} |", secs(s)).unwrap(),
+                    _ => row.push_str(" – |"),
+                },
+                None => row.push_str(" – |"),
+            }
+        }
+        md.push_str(&row);
+        md.push('\n');
+    }
+
+    md.push_str("\n## Targets (issue #5), as ratios in this run\n\n| what | services | value | target | met |\n|---|---|---|---|---|\n");
+    for r in &results.ratios {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            r.what,
+            r.services,
+            r.value.map_or("–".to_string(), |v| format!("{v:.2}")),
+            r.target,
+            match r.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            }
+        )
+        .unwrap();
+    }
+
+    if !results.not_measured.is_empty() {
+        md.push_str("\n## Not measured in this run\n\n");
+        for item in &results.not_measured {
+            writeln!(md, "- {item}").unwrap();
+        }
+    }
+    md.push_str(
+        "\n## Plots\n\n- `rate-new.svg`, `rate-established.svg`: delivered Mpps against the \
+         number of services (log scale), one line per peer.\n- `program-cost.svg`: ns over \
+         XDP_PASS per packet class against the number of services.\n- `control-plane.svg`: \
+         programming time against the number of services (log-log).\n",
+    );
+    md
+}

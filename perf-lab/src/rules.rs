@@ -1,0 +1,246 @@
+//! Rule sets laid out the way kube-proxy lays them out, for the same services ferrolb gets.
+//!
+//! iptables mode (pkg/proxy/iptables): `KUBE-SERVICES` holds one rule per service port,
+//! matched in order, jumping to `KUBE-SVC-*`, which picks an endpoint with a cascade of
+//! `statistic --mode random` rules (1/n, 1/(n-1), ..., last unconditional) and jumps to a
+//! `KUBE-SEP-*` chain doing the DNAT. Masquerade marking and the postrouting check are
+//! there too. nftables mode (pkg/proxy/nftables): one verdict map `service-ips` keyed by
+//! address . protocol . port dispatches to a per-service chain that picks an endpoint with
+//! `numgen random mod n vmap`.
+//!
+//! Sources are inside the cluster CIDR stand-in, so nothing is masqueraded (pod-to-service
+//! traffic); the marking rules are evaluated all the same. NodePort handling (a `fib`
+//! local-address check in nftables mode, `addrtype` in iptables mode) is left out: no
+//! service here has a node port.
+
+use std::fmt::Write;
+
+use crate::services::{ServiceSet, CLUSTER_CIDR, SERVICE_PORT, VIP_NET};
+
+/// A stable, kube-proxy-like chain suffix (kube-proxy uses base32 of a SHA-256).
+fn chain_hash(parts: &[u32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016X}")
+}
+
+/// iptables-restore input for `set` (filter and nat tables, as kube-proxy writes them).
+pub fn iptables(set: &ServiceSet) -> String {
+    let mut chains = String::new();
+    let mut rules = String::new();
+    let port = SERVICE_PORT;
+    for i in 0..set.services {
+        let vip = set.vip(i);
+        let svc = format!("KUBE-SVC-{}", chain_hash(&[i]));
+        let name = format!("ns/svc{i}:http");
+        writeln!(chains, ":{svc} - [0:0]").unwrap();
+        writeln!(
+            rules,
+            "-A KUBE-SERVICES -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {vip}/32 --dport {port} -j {svc}"
+        )
+        .unwrap();
+        writeln!(
+            rules,
+            "-A {svc} -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {vip}/32 --dport {port} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ"
+        )
+        .unwrap();
+        let endpoints = set.endpoints(i);
+        let n = endpoints.len();
+        for (j, ep) in endpoints.iter().enumerate() {
+            let sep = format!("KUBE-SEP-{}", chain_hash(&[i, j as u32 + 1]));
+            writeln!(chains, ":{sep} - [0:0]").unwrap();
+            if j + 1 < n {
+                let p = 1.0 / (n - j) as f64;
+                writeln!(
+                    rules,
+                    "-A {svc} -m comment --comment \"{name} -> {ep}:{port}\" -m statistic --mode random --probability {p:.10} -j {sep}"
+                )
+                .unwrap();
+            } else {
+                writeln!(
+                    rules,
+                    "-A {svc} -m comment --comment \"{name} -> {ep}:{port}\" -j {sep}"
+                )
+                .unwrap();
+            }
+            writeln!(
+                rules,
+                "-A {sep} -m comment --comment {name} -s {ep}/32 -j KUBE-MARK-MASQ"
+            )
+            .unwrap();
+            writeln!(
+                rules,
+                "-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}:{port}"
+            )
+            .unwrap();
+        }
+    }
+    let mut out = String::with_capacity(chains.len() + rules.len() + 2048);
+    out.push_str(
+        "*filter\n\
+         :KUBE-FORWARD - [0:0]\n\
+         :KUBE-SERVICES - [0:0]\n\
+         :KUBE-PROXY-FIREWALL - [0:0]\n\
+         -A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
+         -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
+         -A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+         -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT\n\
+         -A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         COMMIT\n\
+         *nat\n\
+         :KUBE-SERVICES - [0:0]\n\
+         :KUBE-POSTROUTING - [0:0]\n\
+         :KUBE-MARK-MASQ - [0:0]\n",
+    );
+    out.push_str(&chains);
+    out.push_str(
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n\
+         -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n",
+    );
+    out.push_str(&rules);
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// iptables-restore input that empties what `iptables` installed.
+pub fn iptables_empty() -> &'static str {
+    "*filter\nCOMMIT\n*nat\nCOMMIT\n"
+}
+
+pub const NFT_TABLE: &str = "kube-proxy";
+
+/// `nft -f` input for `set`: the whole table, replaced atomically (delete + add in one
+/// transaction, as kube-proxy's full resync does).
+pub fn nftables(set: &ServiceSet, replace: bool) -> String {
+    let port = SERVICE_PORT;
+    let mut out = String::new();
+    if replace {
+        // `add` first so the delete cannot fail on a fresh namespace.
+        writeln!(out, "add table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}").unwrap();
+    }
+    writeln!(out, "table ip {NFT_TABLE} {{").unwrap();
+    out.push_str(
+        "  comment \"rules for kube-proxy\"\n\
+         \x20 set cluster-ips { type ipv4_addr; comment \"Active ClusterIPs\"; }\n\
+         \x20 map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"; }\n\
+         \x20 map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; }\n\
+         \x20 map firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n\
+         \x20 chain filter-prerouting { type filter hook prerouting priority -110; ct state new jump firewall-check; }\n\
+         \x20 chain filter-forward { type filter hook forward priority -110; ct state new jump service-endpoints-check; ct state new jump cluster-ips-check; }\n\
+         \x20 chain firewall-check { ip daddr . meta l4proto . th dport vmap @firewall-ips; }\n\
+         \x20 chain service-endpoints-check { ip daddr . meta l4proto . th dport vmap @no-endpoint-services; }\n\
+         \x20 chain nat-prerouting { type nat hook prerouting priority -100; jump services; }\n\
+         \x20 chain nat-output { type nat hook output priority -100; jump services; }\n\
+         \x20 chain nat-postrouting { type nat hook postrouting priority 100; jump masquerading; }\n\
+         \x20 chain masquerading { meta mark & 0x4000 == 0 return; meta mark set meta mark ^ 0x4000; masquerade fully-random; }\n\
+         \x20 chain mark-for-masquerade { meta mark set meta mark | 0x4000; }\n\
+         \x20 chain services { ip daddr . meta l4proto . th dport vmap @service-ips; }\n",
+    );
+    writeln!(
+        out,
+        "  chain cluster-ips-check {{ ip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"; ip daddr {VIP_NET} drop comment \"Drop traffic to unallocated ClusterIPs\"; }}"
+    )
+    .unwrap();
+    let mut elements = Vec::with_capacity(set.services as usize);
+    let mut vips = Vec::with_capacity(set.services as usize);
+    for i in 0..set.services {
+        let vip = set.vip(i);
+        let svc = format!("service-{}-ns/svc{i}/tcp/http", &chain_hash(&[i])[..8]);
+        let endpoints = set.endpoints(i);
+        let mut arms = Vec::with_capacity(endpoints.len());
+        for (j, ep) in endpoints.iter().enumerate() {
+            let chain = format!(
+                "endpoint-{}-ns/svc{i}/tcp/http__{ep}/{port}",
+                &chain_hash(&[i, j as u32 + 1])[..8]
+            );
+            writeln!(
+                out,
+                "  chain {chain} {{ ip saddr {ep} jump mark-for-masquerade; meta l4proto tcp dnat to {ep}:{port}; }}"
+            )
+            .unwrap();
+            arms.push(format!("{j} : goto {chain}"));
+        }
+        writeln!(
+            out,
+            "  chain {svc} {{ ip daddr {vip} tcp dport {port} ip saddr != {CLUSTER_CIDR} jump mark-for-masquerade; numgen random mod {} vmap {{ {} }}; }}",
+            endpoints.len(),
+            arms.join(", ")
+        )
+        .unwrap();
+        elements.push(format!("{vip} . tcp . {port} : goto {svc}"));
+        vips.push(vip.to_string());
+    }
+    out.push_str("}\n");
+    // Elements in chunks: one huge line is slow for nft's parser and hard to read.
+    for chunk in elements.chunks(1000) {
+        writeln!(
+            out,
+            "add element ip {NFT_TABLE} service-ips {{ {} }}",
+            chunk.join(", ")
+        )
+        .unwrap();
+    }
+    for chunk in vips.chunks(1000) {
+        writeln!(
+            out,
+            "add element ip {NFT_TABLE} cluster-ips {{ {} }}",
+            chunk.join(", ")
+        )
+        .unwrap();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(services: u32, backends: u32) -> ServiceSet {
+        ServiceSet { services, backends }
+    }
+
+    #[test]
+    fn iptables_has_one_dispatch_rule_per_service_with_the_target_last() {
+        let text = iptables(&set(50, 3));
+        let dispatch: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("KUBE-SVC-"))
+            .collect();
+        assert_eq!(dispatch.len(), 50);
+        assert!(dispatch.last().unwrap().contains("-d 198.19.0.49/32"));
+        assert_eq!(text.matches("-j DNAT").count(), 150);
+        // Probability cascade 1/3, 1/2, then unconditional.
+        assert_eq!(text.matches("--probability 0.3333333333").count(), 50);
+        assert_eq!(text.matches("--probability 0.5000000000").count(), 50);
+        assert_eq!(text.matches("COMMIT").count(), 2);
+        for line in text.lines().filter(|l| l.starts_with(':')) {
+            let chain = line[1..].split_whitespace().next().unwrap();
+            assert!(chain.len() <= 28, "{chain} too long for iptables");
+        }
+    }
+
+    #[test]
+    fn nftables_maps_every_service_and_picks_among_its_endpoints() {
+        let text = nftables(&set(1500, 2), true);
+        assert!(text.starts_with("add table ip kube-proxy\ndelete table ip kube-proxy\n"));
+        let elements = text
+            .lines()
+            .filter(|l| l.starts_with("add element ip kube-proxy service-ips"))
+            .map(|l| l.matches(": goto").count())
+            .sum::<usize>();
+        assert_eq!(elements, 1500);
+        assert_eq!(text.matches("numgen random mod 2 vmap").count(), 1500);
+        assert_eq!(text.matches("dnat to").count(), 3000);
+    }
+}

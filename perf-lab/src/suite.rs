@@ -1,0 +1,410 @@
+//! One benchmark run: the layers in order, a progress display, and the outputs.
+
+use std::{
+    io::{IsTerminal, Write as _},
+    path::{Path, PathBuf},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    control::{self, ControlError},
+    cost::{self, CostError, CostPlan},
+    netns,
+    peers::{Peer, PeerError, PeerKind, Programmed},
+    plot::{self, PlotError},
+    preflight::{self, PreflightError},
+    programs::{Generator, ProgramsError},
+    rate::{self, FlowKind, RateError, RatePlan, RateResult},
+    report::{self, Meta, Results},
+    services::ServiceSet,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    #[error("program cost: {0}")]
+    Cost(Box<CostError>),
+    #[error("packet rate: {0}")]
+    Rate(Box<RateError>),
+    #[error("control plane: {0}")]
+    Control(Box<ControlError>),
+    #[error("setting up {peer}: {source}")]
+    Peer {
+        peer: &'static str,
+        source: Box<PeerError>,
+    },
+    #[error("generator: {0}")]
+    Generator(Box<ProgramsError>),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+// The kernel-facing errors are large; boxing keeps every Result small.
+macro_rules! boxed_from {
+    ($($source:ty => $variant:ident),*) => {$(
+        impl From<$source> for SuiteError {
+            fn from(e: $source) -> Self {
+                Self::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+boxed_from!(CostError => Cost, RateError => Rate, ControlError => Control, ProgramsError => Generator);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layers {
+    pub cost: bool,
+    pub rate: bool,
+    pub control: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub profile: String,
+    pub service_counts: Vec<u32>,
+    pub backends: u32,
+    pub runs: usize,
+    pub peers: Vec<PeerKind>,
+    pub rate: RatePlan,
+    pub cost: CostPlan,
+    pub layers: Layers,
+}
+
+impl Plan {
+    /// A few minutes: 1 and 1,000 services, every peer, 5 runs.
+    pub fn quick() -> Self {
+        Self {
+            profile: "quick".into(),
+            service_counts: vec![1, 1_000],
+            backends: 3,
+            runs: 5,
+            peers: PeerKind::ALL.to_vec(),
+            rate: RatePlan {
+                seconds: 0.4,
+                max_frames: 4_000_000,
+                established_flows: 4_096,
+            },
+            cost: CostPlan {
+                repeat: 1_000_000,
+                single_runs: 20_000,
+                fill_flow_table: true,
+            },
+            layers: Layers {
+                cost: true,
+                rate: true,
+                control: true,
+            },
+        }
+    }
+
+    /// The full matrix. 8,000 is the largest round count ferrolb's Maglev slot array holds
+    /// at the minimum table size (two 251-slot regions per service in 2^22 slots), so the
+    /// ratios have a ferrolb point near 10k.
+    pub fn full() -> Self {
+        Self {
+            profile: "full".into(),
+            service_counts: vec![1, 1_000, 8_000, 10_000, 30_000],
+            runs: 5,
+            rate: RatePlan {
+                seconds: 1.0,
+                max_frames: 20_000_000,
+                established_flows: 4_096,
+            },
+            cost: CostPlan {
+                repeat: 2_000_000,
+                single_runs: 100_000,
+                fill_flow_table: true,
+            },
+            ..Self::quick()
+        }
+    }
+
+    /// Seconds, for the end-to-end test: one service, two runs, short bursts.
+    pub fn tiny() -> Self {
+        Self {
+            profile: "tiny".into(),
+            service_counts: vec![1],
+            backends: 2,
+            runs: 2,
+            rate: RatePlan {
+                seconds: 0.1,
+                max_frames: 200_000,
+                established_flows: 256,
+            },
+            cost: CostPlan {
+                repeat: 10_000,
+                single_runs: 500,
+                fill_flow_table: false,
+            },
+            ..Self::quick()
+        }
+    }
+
+    fn steps(&self) -> usize {
+        let per_count = usize::from(self.layers.cost) * self.runs
+            + usize::from(self.layers.control) * self.runs
+            + usize::from(self.layers.rate) * self.runs * self.peers.len() * FlowKind::ALL.len();
+        per_count * self.service_counts.len()
+    }
+}
+
+/// One line per step; on a terminal it rewrites itself in place.
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Self {
+            total: total.max(1),
+            done: 0,
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let left = elapsed / self.done as f64 * (self.total - self.done.min(self.total)) as f64;
+        let line = format!(
+            "[{:>4}/{:<4} {:>4.0}s elapsed, ~{:>4.0}s left] {what}",
+            self.done, self.total, elapsed, left
+        );
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(err, "\r\x1b[2K{line}");
+            if self.done >= self.total {
+                let _ = writeln!(err);
+            }
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), SuiteError> {
+    std::fs::write(path, text).map_err(|source| SuiteError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs `plan`, writes `results.json`, `report.md` and the plots into `out`, and returns
+/// the results.
+pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
+    let netfilter = plan.layers.control
+        || plan.peers.iter().any(|p| {
+            matches!(
+                p,
+                PeerKind::Nftables | PeerKind::IptablesLegacy | PeerKind::IptablesNft
+            )
+        });
+    preflight::check(netfilter)?;
+    netns::remove_stale();
+    std::fs::create_dir_all(out).map_err(|source| SuiteError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    let started = Instant::now();
+    let cpus = lb_daemon::maps::nr_cpus().unwrap_or(1);
+    let generator_cpu = cpus.saturating_sub(1);
+    let mut progress = Progress::new(plan.steps());
+    let sets: Vec<ServiceSet> = plan
+        .service_counts
+        .iter()
+        .map(|&services| ServiceSet {
+            services,
+            backends: plan.backends,
+        })
+        .collect();
+
+    let mut program_cost = Vec::new();
+    if plan.layers.cost {
+        for set in &sets {
+            tracing::info!(services = set.services, "program cost");
+            let result = cost::measure(set, &plan.cost, plan.runs, |round| {
+                progress.step(&format!(
+                    "program cost, {} services, round {round}/{}",
+                    set.services, plan.runs
+                ))
+            })?;
+            if let Some(reason) = &result.unsupported {
+                tracing::warn!(
+                    services = set.services,
+                    reason,
+                    "ferrolb cannot hold this set"
+                );
+                for round in 0..plan.runs {
+                    progress.step(&format!(
+                        "program cost, {} services, skipped {round}",
+                        set.services
+                    ));
+                }
+            }
+            program_cost.push(result);
+        }
+    }
+
+    let mut control_plane = Vec::new();
+    if plan.layers.control {
+        let scratch = control::Scratch::create()?;
+        for set in &sets {
+            tracing::info!(services = set.services, "control plane");
+            control_plane.extend(control::measure(&scratch, set, plan.runs, |round| {
+                progress.step(&format!(
+                    "control plane, {} services, round {round}/{}",
+                    set.services, plan.runs
+                ))
+            })?);
+        }
+    }
+
+    let mut rates = Vec::new();
+    if plan.layers.rate {
+        let park = netns::Netns::create("park").map_err(ProgramsError::from)?;
+        let mut generator = Generator::load(generator_cpu, &park)?;
+        let mut peers = Vec::new();
+        for &kind in &plan.peers {
+            peers.push(Peer::create(kind).map_err(|source| SuiteError::Peer {
+                peer: kind.name(),
+                source: Box::new(source),
+            })?);
+        }
+        for set in &sets {
+            let mut results: Vec<RateResult> = Vec::new();
+            let mut supported = Vec::new();
+            for peer in &mut peers {
+                let programmed = peer.program(set).map_err(|source| SuiteError::Peer {
+                    peer: peer.kind.name(),
+                    source: Box::new(source),
+                })?;
+                let unsupported = match programmed {
+                    Programmed::Done(took) => {
+                        tracing::info!(
+                            peer = peer.kind.name(),
+                            services = set.services,
+                            ?took,
+                            "programmed"
+                        );
+                        None
+                    }
+                    Programmed::Unsupported(reason) => {
+                        tracing::warn!(
+                            peer = peer.kind.name(),
+                            services = set.services,
+                            reason,
+                            "unsupported"
+                        );
+                        Some(reason)
+                    }
+                };
+                supported.push(unsupported.is_none());
+                for flows in FlowKind::ALL {
+                    results.push(RateResult {
+                        peer: peer.kind,
+                        services: set.services,
+                        backends: set.backends,
+                        flows,
+                        unsupported: unsupported.clone(),
+                        delivered_pps: None,
+                        delivered_per_cpu_second: None,
+                        offered_pps: None,
+                        delivered_fraction: None,
+                        samples: Vec::new(),
+                    });
+                }
+            }
+            for round in 0..plan.runs {
+                // Rotate the order so no peer always runs right after the same one.
+                for i in 0..peers.len() {
+                    let p = (i + round) % peers.len();
+                    for (f, flows) in FlowKind::ALL.iter().enumerate() {
+                        let label = format!(
+                            "rate, {} services, {} {}, run {}/{}",
+                            set.services,
+                            peers[p].kind.name(),
+                            flows.name(),
+                            round + 1,
+                            plan.runs
+                        );
+                        if supported[p] {
+                            let sample =
+                                rate::run_once(&mut generator, &peers[p], *flows, &plan.rate)?;
+                            results[p * FlowKind::ALL.len() + f].samples.push(sample);
+                        }
+                        progress.step(&label);
+                    }
+                }
+            }
+            for r in &mut results {
+                r.finish();
+            }
+            rates.extend(results);
+        }
+    }
+
+    let mut not_measured = vec![
+        "TCP request/response latency and connection rate (layer not implemented yet)".to_string(),
+        "IPv6 packet rate: ferrolb's datapath is IPv4-only (IPv6 frames are passed; their \
+         pass-through cost is in the program-cost table); IPv6 peers not implemented"
+            .to_string(),
+        "EndpointSlice-change-to-map-update latency (single-service updates)".to_string(),
+    ];
+    if !plan.layers.rate {
+        not_measured.push("packet rate (layer disabled)".into());
+    }
+    if !plan.layers.cost {
+        not_measured.push("program cost (layer disabled)".into());
+    }
+    if !plan.layers.control {
+        not_measured.push("control plane (layer disabled)".into());
+    }
+    let mut results = Results {
+        meta: Meta {
+            profile: plan.profile.clone(),
+            started_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+                .saturating_sub(started.elapsed().as_secs()),
+            seconds_total: started.elapsed().as_secs_f64(),
+            kernel: kernel_release(),
+            cpus,
+            generator_cpu,
+            runs: plan.runs,
+            service_counts: plan.service_counts.clone(),
+            backends_per_service: plan.backends,
+            rate_plan: plan.rate,
+            cost_plan: plan.cost,
+        },
+        program_cost,
+        rate: rates,
+        control_plane,
+        ratios: Vec::new(),
+        not_measured,
+    };
+    results.ratios = report::ratios(&results);
+    let json = serde_json::to_string_pretty(&results).expect("results serialize");
+    write_file(&out.join("results.json"), &json)?;
+    write_file(&out.join("report.md"), &report::markdown(&results))?;
+    plot::write_all(&results, out)?;
+    Ok(results)
+}

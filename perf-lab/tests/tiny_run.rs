@@ -1,0 +1,178 @@
+//! Runs the whole suite on a tiny configuration (one service, two runs, short bursts) and
+//! checks the outputs: files, structure, and delivered counts that are non-zero and
+//! consistent with what was offered and what the datapath says it forwarded.
+
+use std::path::PathBuf;
+
+use perf_lab::{
+    control::Tool,
+    cost::PacketClass,
+    peers::PeerKind,
+    rate::FlowKind,
+    report::Results,
+    suite::{self, Plan},
+};
+
+/// Kernel tests need root. Outside CI they skip with a note; under CI (which runs as root)
+/// a missing privilege is a failure, never a silent skip.
+fn require_root(what: &str) -> bool {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} needs root and CI runs as root: refusing to skip");
+    }
+    eprintln!("SKIPPED {what}: needs root");
+    false
+}
+
+struct OutDir(PathBuf);
+
+impl Drop for OutDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn our_namespaces() -> Vec<String> {
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{}{}-", perf_lab::netns::PREFIX, std::process::id());
+    listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn tiny_run_writes_a_consistent_report_and_cleans_up() {
+    if !require_root("perf-lab tiny run") {
+        return;
+    }
+    let out = OutDir(std::env::temp_dir().join(format!("perf-lab-test-{}", std::process::id())));
+    let plan = Plan::tiny();
+    let returned = suite::run(&plan, &out.0).expect("tiny run");
+
+    for file in [
+        "results.json",
+        "report.md",
+        "rate-new.svg",
+        "rate-established.svg",
+        "program-cost.svg",
+        "control-plane.svg",
+    ] {
+        let len = std::fs::metadata(out.0.join(file))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 0, "{file} written");
+    }
+    let json = std::fs::read_to_string(out.0.join("results.json")).unwrap();
+    let results: Results = serde_json::from_str(&json).expect("results.json parses");
+    assert_eq!(results.rate.len(), returned.rate.len());
+    assert_eq!(results.meta.runs, plan.runs);
+    assert_eq!(results.meta.service_counts, plan.service_counts);
+
+    // Packet rate: every peer x flow kind once per service count, every run recorded.
+    for &services in &plan.service_counts {
+        for peer in PeerKind::ALL {
+            for flows in FlowKind::ALL {
+                let cell: Vec<_> = results
+                    .rate
+                    .iter()
+                    .filter(|r| r.peer == peer && r.flows == flows && r.services == services)
+                    .collect();
+                assert_eq!(cell.len(), 1, "{} {flows:?} {services}", peer.name());
+                let r = cell[0];
+                let name = format!("{} {} {services} svc", peer.name(), flows.name());
+                assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
+                assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
+                for s in &r.samples {
+                    assert!(s.offered > 0, "{name}: offered");
+                    assert!(s.delivered > 0, "{name}: nothing delivered");
+                    assert!(s.delivered <= s.offered, "{name}: delivered {s:?}");
+                    assert!(s.seconds > 0.0, "{name}: duration");
+                    if peer == PeerKind::FerrolbDsr {
+                        let forwarded = s.datapath_forwarded.expect("ferrolb counts");
+                        assert!(
+                            s.delivered <= forwarded && forwarded <= s.offered,
+                            "{name}: sink {} vs datapath {forwarded} vs offered {}",
+                            s.delivered,
+                            s.offered
+                        );
+                    } else {
+                        assert!(s.datapath_forwarded.is_none());
+                    }
+                }
+                let fraction = r.delivered_fraction.as_ref().expect("fraction");
+                assert!(
+                    fraction.min > 0.0 && fraction.max <= 1.0,
+                    "{name}: {fraction:?}"
+                );
+                let rate = r.delivered_pps.as_ref().expect("rate");
+                assert!(rate.min > 0.0 && rate.min <= rate.median && rate.median <= rate.max);
+                assert_eq!(rate.runs, plan.runs);
+            }
+        }
+    }
+
+    // Program cost: every class, with both baselines.
+    assert_eq!(results.program_cost.len(), plan.service_counts.len());
+    for c in &results.program_cost {
+        assert!(c.unsupported.is_none());
+        assert!(c.pass_repeat_ns.is_some() && c.pass_single_ns.is_some());
+        let classes: Vec<PacketClass> = c.classes.iter().map(|x| x.class).collect();
+        assert_eq!(classes, PacketClass::ALL.to_vec());
+        for x in &c.classes {
+            assert!(x.ns_per_packet.median > 0.0, "{:?}", x.class);
+            assert_eq!(x.ns_per_packet.runs, plan.runs);
+        }
+    }
+
+    // Control plane: every tool timed.
+    for tool in Tool::ALL {
+        let c = results
+            .control_plane
+            .iter()
+            .find(|c| c.tool == tool)
+            .expect("tool measured");
+        assert!(c.unsupported.is_none(), "{tool:?}: {:?}", c.unsupported);
+        assert!(c.seconds.as_ref().is_some_and(|s| s.median > 0.0));
+    }
+
+    let md = std::fs::read_to_string(out.0.join("report.md")).unwrap();
+    for heading in [
+        "## Packet rate",
+        "## Program cost",
+        "## Control-plane programming time",
+        "## Targets",
+    ] {
+        assert!(md.contains(heading), "report has {heading}");
+    }
+    for peer in PeerKind::ALL {
+        assert!(md.contains(peer.name()), "report names {}", peer.name());
+    }
+    assert!(!results.ratios.is_empty());
+
+    assert_eq!(our_namespaces(), Vec::<String>::new(), "namespaces removed");
+    let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    n.starts_with(&format!(
+                        "{}{}-",
+                        perf_lab::netns::PREFIX,
+                        std::process::id()
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "pins removed: {pins:?}");
+}
