@@ -97,7 +97,7 @@ fn once(
     match tool {
         Tool::FerrolbPlanApply => {
             let pin = PinDir::new("cp");
-            let _ebpf = loader::load_balancer(&pin.path)?;
+            let _ebpf = loader::load_balancer_sized(&pin.path, &set.ferrolb_map_sizes())?;
             let mut maps = LbMaps::open(&pin.path)?;
             let empty = maps.read_state()?;
             let desired = set.desired_state();
@@ -147,7 +147,7 @@ pub fn measure(
     let nft_text = rules::nftables(set, false);
     let ipt_text = rules::iptables(set);
     let ops_count = planner::plan(
-        &lb_daemon::planner::KernelState::new(lb_common::limits::MAGLEV_SLOTS),
+        &lb_daemon::planner::KernelState::new(set.ferrolb_map_sizes().maglev_slots),
         &set.desired_state(),
     )
     .map(|(ops, _)| ops.len() as u64)

@@ -287,7 +287,7 @@ pub fn measure(
     mut progress: impl FnMut(usize),
 ) -> Result<CostResult, CostError> {
     let pin = PinDir::new("cost");
-    let balancer = loader::load_balancer(&pin.path)?;
+    let balancer = loader::load_balancer_sized(&pin.path, &set.ferrolb_map_sizes())?;
     let mut pass = EbpfLoader::new().load(lb_daemon::objects::XDP_PASS)?;
     {
         let xdp: &mut Xdp = pass

@@ -175,7 +175,13 @@ impl Peer {
             )?),
             PeerKind::FerrolbDsr => {
                 let pin = PinDir::new("flb");
-                let mut ebpf = loader::load_balancer(&pin.path)?;
+                // One peer serves every service set of the run: size for the largest.
+                let largest = crate::services::ServiceSet {
+                    services: 30_000,
+                    backends: 3,
+                };
+                let mut ebpf =
+                    loader::load_balancer_sized(&pin.path, &largest.ferrolb_map_sizes())?;
                 programs::attach_loaded(&topo.dut, &mut ebpf, program_names::XDP_BALANCER, DUT_IN)?;
                 let mut maps = LbMaps::open(&pin.path)?;
                 maps.write_config(&LbConfig {

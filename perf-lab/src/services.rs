@@ -87,6 +87,19 @@ impl ServiceSet {
     }
 }
 
+impl ServiceSet {
+    /// Map capacities that hold this set (two table regions per service, plus room), at
+    /// least the daemon's defaults: the set is measured, not refused for a default size.
+    pub fn ferrolb_map_sizes(&self) -> lb_daemon::loader::MapSizes {
+        let defaults = lb_daemon::loader::MapSizes::default();
+        let slots = (self.services as u64) * 2 * u64::from(MAGLEV_TABLE) + (1 << 20);
+        lb_daemon::loader::MapSizes {
+            maglev_slots: (slots.min(u64::from(u32::MAX)) as u32).max(defaults.maglev_slots),
+            ..defaults
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -54,10 +54,22 @@ fn slice(i: usize, not_ready: Option<usize>) -> Value {
     let endpoints = (0..ENDPOINTS)
         .map(|j| {
             let ready = not_ready != Some(j);
-            endpoint(&pod_ip((i * ENDPOINTS + j) as u32), NODE, ready, ready, false)
+            endpoint(
+                &pod_ip((i * ENDPOINTS + j) as u32),
+                NODE,
+                ready,
+                ready,
+                false,
+            )
         })
         .collect();
-    slice_json(&format!("svc-{i}-x"), &format!("svc-{i}"), "IPv4", 80, endpoints)
+    slice_json(
+        &format!("svc-{i}-x"),
+        &format!("svc-{i}"),
+        "IPv4",
+        80,
+        endpoints,
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -108,7 +120,10 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
     let mut state = maps.read_state()?;
 
     let api = FakeApi::new();
-    api.apply(Resource::Nodes, node_json(NODE, &[("InternalIP", "198.18.255.1")], "zone-a"));
+    api.apply(
+        Resource::Nodes,
+        node_json(NODE, &[("InternalIP", "198.18.255.1")], "zone-a"),
+    );
     for i in 0..services {
         api.apply(Resource::Services, service(i));
         api.apply(Resource::EndpointSlices, slice(i, None));
@@ -151,7 +166,10 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
     for k in 0..CHANGES {
         let i = (k * 7919) % services;
         let changed_at = Instant::now();
-        api.apply(Resource::EndpointSlices, slice(i, (k % 2 == 0).then_some(k % ENDPOINTS)));
+        api.apply(
+            Resource::EndpointSlices,
+            slice(i, (k % 2 == 0).then_some(k % ENDPOINTS)),
+        );
         let update = loop {
             tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
             if let Some(u) = updates.borrow_and_update().clone() {
@@ -223,8 +241,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .map(|a| a.parse())
         .collect::<Result<_, _>>()?;
-    let counts = if counts.is_empty() { vec![1000, 10_000] } else { counts };
-    println!("Services x {ENDPOINTS} endpoints; {CHANGES} single-endpoint EndpointSlice changes each.");
+    let counts = if counts.is_empty() {
+        vec![1000, 10_000]
+    } else {
+        counts
+    };
+    println!(
+        "Services x {ENDPOINTS} endpoints; {CHANGES} single-endpoint EndpointSlice changes each."
+    );
     println!("initial sync = API list + model + projection (source) + plan + map writes.");
     println!("change latency = slice written to the API server -> watch event -> snapshot -> plan -> maps written.\n");
     println!("| services | initial sync s (source / plan / apply) | change p50 ms | p99 ms | max ms | mean ms (source / plan / apply) | Maglev tables | slots used | backends | slot bytes per service |");
