@@ -1,6 +1,7 @@
 //! ferrolb's userspace: configuration, the pure model and planner, the map writer, the
 //! loader and the inspection views. The binary (`main.rs`) is a thin CLI over this.
 
+pub mod batch;
 pub mod config;
 pub mod daemon;
 pub mod inspect;

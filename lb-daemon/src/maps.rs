@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     net::IpAddr,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
@@ -26,6 +27,11 @@ pub enum MapsError {
     Open { path: PathBuf, source: MapError },
     #[error("map {map}: {source}")]
     Access { map: &'static str, source: MapError },
+    #[error("map {map}: batch update: {source}")]
+    Batch {
+        map: &'static str,
+        source: std::io::Error,
+    },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
     #[error("pinned state is inconsistent: {0}")]
@@ -79,6 +85,8 @@ pub struct LbMaps {
     pub xdp_stats: PerCpuArray<MapData, Counter>,
     pub service_stats: PerCpuArray<MapData, Counter>,
     pub backend_stats: PerCpuArray<MapData, Counter>,
+    /// The slot array again, for batch writes (aya's typed map does not lend its fd).
+    maglev_raw: MapData,
     cpus: usize,
 }
 
@@ -95,6 +103,12 @@ impl LbMaps {
             xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            maglev_raw: MapData::from_pin(pin_dir.join(map_names::MAGLEV)).map_err(|source| {
+                MapsError::Open {
+                    path: pin_dir.join(map_names::MAGLEV),
+                    source,
+                }
+            })?,
             cpus: nr_cpus()?,
         })
     }
@@ -113,13 +127,7 @@ impl LbMaps {
                     .backends
                     .set(*id, value, 0)
                     .map_err(access(map_names::BACKENDS))?,
-                MapOp::WriteSlots { base, slots } => {
-                    for &(offset, backend) in slots {
-                        self.maglev
-                            .set(base + offset, backend, 0)
-                            .map_err(access(map_names::MAGLEV))?;
-                    }
-                }
+                MapOp::WriteSlots { base, slots } => self.write_slots(*base, slots)?,
                 MapOp::ResetServiceStats { service_id } => {
                     let zero = self.zero_counters();
                     self.service_stats
@@ -153,6 +161,28 @@ impl LbMaps {
         self.nexthops
             .set(backend_id, values, 0)
             .map_err(access(map_names::NEXTHOPS))
+    }
+
+    /// One batch syscall per table where the kernel supports it, else one per slot.
+    fn write_slots(&mut self, base: u32, slots: &[(u32, u32)]) -> Result<(), MapsError> {
+        let keys: Vec<u32> = slots.iter().map(|&(offset, _)| base + offset).collect();
+        let values: Vec<u32> = slots.iter().map(|&(_, backend)| backend).collect();
+        match crate::batch::update_u32(self.maglev_raw.fd().as_fd(), &keys, &values) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            Err(e) => {
+                return Err(MapsError::Batch {
+                    map: map_names::MAGLEV,
+                    source: e,
+                })
+            }
+        }
+        for (key, value) in keys.into_iter().zip(values) {
+            self.maglev
+                .set(key, value, 0)
+                .map_err(access(map_names::MAGLEV))?;
+        }
+        Ok(())
     }
 
     pub fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {

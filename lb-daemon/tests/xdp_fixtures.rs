@@ -622,3 +622,18 @@ fn tc_decap_strips_ipip_for_local_vips_only() {
         }
     }
 }
+
+#[test]
+fn maglev_slots_are_written_in_batches() {
+    if !require_root("batch map update") {
+        return;
+    }
+    let f = Fixture::new("batch", CONFIG);
+    let map = aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::MAGLEV)).unwrap();
+    let keys: Vec<u32> = (100_000..100_000 + 5_000).collect();
+    let values: Vec<u32> = keys.iter().map(|k| k * 3).collect();
+    lb_daemon::batch::update_u32(std::os::fd::AsFd::as_fd(map.fd()), &keys, &values)
+        .expect("this kernel supports batch updates of arrays");
+    let read = f.maps.read_slots(100_000, 5_000).unwrap();
+    assert_eq!(read, values);
+}
