@@ -386,16 +386,19 @@ fn stats(pin_dir: &Path, output: Output) -> Result<()> {
         println!("{}", serde_json::json!({ "xdp": balancer, "tc": decap }));
         return Ok(());
     }
-    for (title, rows) in [("xdp balancer", balancer), ("tc decap", decap)] {
+    // Prometheus text style, named lb_<subsystem>_<name>_total.
+    for (subsystem, rows) in [("xdp", balancer), ("tc", decap)] {
         let Some(rows) = rows else { continue };
-        println!("{title}:");
-        for r in rows {
+        for r in &rows {
             println!(
-                "  lb_{}_total{{reason=\"{}\"}} packets={} bytes={}",
-                title.split(' ').next().unwrap_or(""),
-                r.reason,
-                r.packets,
-                r.bytes
+                "lb_{subsystem}_packets_total{{reason=\"{}\"}} {}",
+                r.reason, r.packets
+            );
+        }
+        for r in &rows {
+            println!(
+                "lb_{subsystem}_bytes_total{{reason=\"{}\"}} {}",
+                r.reason, r.bytes
             );
         }
     }

@@ -265,8 +265,13 @@ fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
 
     let pin = lab.lb_pin_dir.display().to_string();
     let ferrolb = bins.ferrolb.display().to_string();
-    println!("\nDatapath counters (`ferrolb stats`):");
-    print!("{}", lb_lab::run(&ferrolb, &["--pin-dir", &pin, "stats"])?);
+    println!("\nDatapath counters (`ferrolb stats`), packets by reason, zeros left out:");
+    let stats = lb_lab::run(&ferrolb, &["--pin-dir", &pin, "stats"])?;
+    for line in stats.lines() {
+        if line.contains("_packets_total") && !line.ends_with(" 0") {
+            println!("  {line}");
+        }
+    }
     println!("\nKernel view (`ferrolb list`):");
     print!("{}", lb_lab::run(&ferrolb, &["--pin-dir", &pin, "list"])?);
     let explain_tuple = format!("tcp {CLIENT_ADDR}:20000 {VIP}:{TCP_PORT}");
