@@ -19,4 +19,13 @@ for crate in xdp tc; do
 done
 
 echo "[test] cargo test"
-cargo test --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo's last result line is a doc-test binary's; print the whole run's totals last.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$status"
