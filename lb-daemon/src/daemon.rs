@@ -147,7 +147,15 @@ impl Syncer {
         }
         let (ops, next) = planner::plan(&self.state, desired)?;
         if let Err(e) = self.maps.apply(&ops) {
-            self.state = self.maps.read_state()?;
+            match self.maps.read_state() {
+                Ok(state) => self.state = state,
+                // Keep the old bookkeeping but trust no spare region: a half-written one
+                // must be written whole next time.
+                Err(read) => {
+                    warn!(error = %read, "cannot re-read the maps after a failed write");
+                    self.state.forget_spares();
+                }
+            }
             return Err(e.into());
         }
         self.state = next;

@@ -250,11 +250,6 @@ fn explain_with(
     };
     out.service_id = Some(service.service_id);
     out.table_size = Some(service.table_size);
-    if service.table_size == 0 {
-        out.verdict = XdpReason::DropNoBackend.name();
-        out.why = format!("service {frontend} has no backend with weight above zero; dropped");
-        return Ok(out);
-    }
     let live = |id: u32, generation: Option<u32>| -> bool {
         let Ok(b) = maps.backends.get(&id, 0) else {
             return false;
@@ -270,11 +265,16 @@ fn explain_with(
         tuple.protocol.number(),
         config.flow_hash_seed,
     );
-    let slot = hash % service.table_size;
-    let maglev_id = maps.read_slots(service.table_base + slot, 1)?[0];
     out.flow_hash = Some(hash);
-    out.slot = Some(slot);
-    out.maglev_backend = addresses.get(&maglev_id).and_then(|(a, _)| *a);
+    let maglev_id = if service.table_size > 0 {
+        let slot = hash % service.table_size;
+        let id = maps.read_slots(service.table_base + slot, 1)?[0];
+        out.slot = Some(slot);
+        out.maglev_backend = addresses.get(&id).and_then(|(a, _)| *a);
+        Some(id)
+    } else {
+        None
+    };
 
     let key = FlowKey {
         src: v4_addr(tuple.src.octets()),
@@ -305,21 +305,32 @@ fn explain_with(
             return Ok(out);
         }
     }
+    let Some(maglev_id) = maglev_id else {
+        out.verdict = XdpReason::DropNoBackend.name();
+        out.why = format!(
+            "service {frontend} has no backend with weight above zero: new flows are dropped"
+        );
+        return Ok(out);
+    };
     if !live(maglev_id, None) {
         out.verdict = XdpReason::DropBackendMissing.name();
-        out.why = format!("slot {slot} names backend id {maglev_id}, which is not live");
+        out.why = format!(
+            "slot {} names backend id {maglev_id}, which is not live",
+            out.slot.unwrap_or_default()
+        );
         return Ok(out);
     }
     out.verdict = XdpReason::Forwarded.name();
     out.backend = out.maglev_backend;
     out.why = format!(
-        "{}flow hash {hash:#010x} mod {} = slot {slot}, owned by backend {}",
+        "{}flow hash {hash:#010x} mod {} = slot {}, owned by backend {}",
         if out.flow_entry.is_some() {
             "the flow entry names a retired backend, so Maglev re-selects: "
         } else {
             "new flow: "
         },
         service.table_size,
+        out.slot.unwrap_or_default(),
         fmt_addr(out.backend)
     );
     Ok(out)

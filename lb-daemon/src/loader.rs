@@ -188,10 +188,32 @@ fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32, u32, u32))
     ]
 }
 
+/// The maps each object pins (one pin directory may hold both sides).
+const BALANCER_MAPS: &[&str] = &[
+    map_names::SERVICES,
+    map_names::BACKENDS,
+    map_names::MAGLEV,
+    map_names::FLOWS,
+    map_names::NEXTHOPS,
+    map_names::NEIGH_MISSES,
+    map_names::CONFIG,
+    map_names::XDP_STATS,
+    map_names::SERVICE_STATS,
+    map_names::BACKEND_STATS,
+];
+const DECAP_MAPS: &[&str] = &[map_names::LOCAL_VIPS, map_names::TC_STATS];
+
 /// Refuses to reuse pinned maps whose layout differs from this build's: the new programs
 /// would misread them.
-fn check_pinned_layouts(pin_dir: &Path, sizes: &MapSizes) -> Result<(), LoaderError> {
+fn check_pinned_layouts(
+    pin_dir: &Path,
+    sizes: &MapSizes,
+    names: &[&str],
+) -> Result<(), LoaderError> {
     for (name, expected) in expected_layouts(sizes) {
+        if !names.contains(&name) {
+            continue;
+        }
         let path = pin_dir.join(name);
         if !path.exists() {
             continue;
@@ -268,6 +290,7 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, Loa
     load_object(
         pin_dir,
         sizes,
+        BALANCER_MAPS,
         objects::XDP_BALANCER,
         program_names::XDP_BALANCER,
         |ebpf, name| {
@@ -283,6 +306,7 @@ pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_object(
         pin_dir,
         &MapSizes::default(),
+        DECAP_MAPS,
         objects::TC_DECAP,
         program_names::TC_DECAP,
         |ebpf, name| {
@@ -296,12 +320,13 @@ pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
 fn load_object(
     pin_dir: &Path,
     sizes: &MapSizes,
+    maps: &[&str],
     object: &[u8],
     name: &'static str,
     load: impl FnOnce(&mut Ebpf, &'static str) -> Result<(), LoaderError>,
 ) -> Result<Ebpf, LoaderError> {
     prepare_pin_dir(pin_dir)?;
-    check_pinned_layouts(pin_dir, sizes)?;
+    check_pinned_layouts(pin_dir, sizes, maps)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries(map_names::MAGLEV, sizes.maglev_slots)

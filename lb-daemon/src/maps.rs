@@ -215,7 +215,10 @@ impl LbMaps {
     }
 
     pub fn read_slots(&self, base: u32, len: u32) -> Result<Vec<u32>, MapsError> {
-        (base..base + len)
+        let end = base.checked_add(len).ok_or_else(|| {
+            MapsError::Inconsistent(format!("table region {base}+{len} overflows"))
+        })?;
+        (base..end)
             .map(|i| self.maglev.get(&i, 0).map_err(access(map_names::MAGLEV)))
             .collect()
     }

@@ -38,6 +38,11 @@ pub enum PlanError {
         free: u64,
         capacity: u32,
     },
+    #[error(
+        "no free backend id below {max}: this change adds backends before it retires others; \
+         apply it in two steps"
+    )]
+    BackendIdsExhausted { max: u32 },
     #[error("service {frontend}: {source}")]
     Maglev {
         frontend: Frontend,
@@ -301,6 +306,14 @@ impl KernelState {
         id
     }
 
+    /// Forgets what spare regions hold, so the next change of every table writes it whole:
+    /// for when a write failed half-way and the maps could not be read back.
+    pub fn forget_spares(&mut self) {
+        for table in self.tables.values_mut() {
+            table.spare = None;
+        }
+    }
+
     fn allocate_service_id(&mut self) -> u32 {
         if let Some(id) = self.free_service_ids.pop_first() {
             return id;
@@ -381,44 +394,8 @@ pub fn plan(
     next.slots.release_quarantine();
     let mut ops = Vec::new();
 
-    for addr in &wanted_backends {
-        if next.backends.contains_key(addr) {
-            continue;
-        }
-        let id = next.allocate_backend_id();
-        let generation = next
-            .generations
-            .get(&id)
-            .copied()
-            .unwrap_or(0)
-            .wrapping_add(1);
-        next.generations.insert(id, generation);
-        next.backends
-            .insert(*addr, InstalledBackend { id, generation });
-        let (bytes, family) = addr_bytes(*addr);
-        ops.push(MapOp::ResetBackendStats { backend_id: id });
-        ops.push(MapOp::PutBackend {
-            id,
-            value: BackendValue {
-                addr: bytes,
-                family,
-                flags: BACKEND_F_ACTIVE,
-                generation,
-                ..Default::default()
-            },
-        });
-    }
-
-    for (frontend, spec) in &desired.services {
-        plan_service(
-            &mut next,
-            &mut ops,
-            frontend,
-            spec,
-            desired.settings.maglev_seed,
-        )?;
-    }
-
+    // Removed services go first: they free service-map entries and ids for the services
+    // this plan adds, so a full map can swap one frontend for another.
     let removed: Vec<Frontend> = next
         .services
         .keys()
@@ -432,6 +409,58 @@ pub fn plan(
         });
         next.detach(&frontend, svc.table);
         next.free_service_ids.insert(svc.service_id);
+    }
+
+    for addr in &wanted_backends {
+        if next.backends.contains_key(addr) {
+            continue;
+        }
+        let id = next.allocate_backend_id();
+        if id >= limits::MAX_BACKENDS {
+            // Ids of backends this plan retires are free only after it: the new ones must
+            // be written before any table names them, and the old ones retired after.
+            return Err(PlanError::BackendIdsExhausted {
+                max: limits::MAX_BACKENDS,
+            });
+        }
+        let generation = next
+            .generations
+            .get(&id)
+            .copied()
+            .unwrap_or(0)
+            .wrapping_add(1);
+        next.generations.insert(id, generation);
+        next.backends
+            .insert(*addr, InstalledBackend { id, generation });
+        let (bytes, family) = addr_bytes(*addr);
+        let value = BackendValue {
+            addr: bytes,
+            family,
+            flags: BACKEND_F_ACTIVE,
+            generation,
+            ..Default::default()
+        };
+        ops.push(MapOp::ResetBackendStats { backend_id: id });
+        if generation > 1 {
+            // A reused id: a packet with a stale flow entry may read it while it is
+            // rewritten. Writing it inactive first means no torn read is ever taken for a
+            // live backend.
+            ops.push(MapOp::PutBackend {
+                id,
+                value: BackendValue { flags: 0, ..value },
+            });
+        }
+        ops.push(MapOp::PutBackend { id, value });
+    }
+
+    for (frontend, spec) in &desired.services {
+        plan_service(
+            &mut next,
+            &mut ops,
+            frontend,
+            spec,
+            desired.settings.maglev_seed,
+        )?;
     }
 
     let retired: Vec<IpAddr> = next

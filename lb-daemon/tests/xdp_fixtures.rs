@@ -521,6 +521,48 @@ fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
 }
 
 #[test]
+fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("drainall", CONFIG);
+    let sport = 46_000;
+    let first = f.explain(Protocol::Tcp, sport, 80).maglev_backend.unwrap();
+    f.expect(
+        "first packet",
+        &tcp_syn(sport, 80, b""),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+    f.apply(&CONFIG.replace("{address: 198.18.0.1", "{weight: 0, address: 198.18.0.1"));
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert_eq!(e.table_size, Some(0), "no table left");
+    assert_eq!(e.backend, Some(first), "{}", e.why);
+    let out = f.expect(
+        "established, all drained",
+        &tcp_syn(sport, 80, b"x"),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+    assert_ipip(
+        "established, all drained",
+        &tcp_syn(sport, 80, b"x"),
+        &out,
+        first,
+    );
+    f.expect(
+        "new flow, all drained",
+        &tcp_syn(sport + 1, 80, b""),
+        XDP_DROP,
+        XdpReason::DropNoBackend,
+    );
+    assert_eq!(
+        f.explain(Protocol::Tcp, sport + 1, 80).verdict,
+        "drop_no_backend"
+    );
+}
+
+#[test]
 fn tc_decap_strips_ipip_for_local_vips_only() {
     if !require_root("tc fixture") {
         return;
@@ -556,6 +598,9 @@ fn tc_decap_strips_ipip_for_local_vips_only() {
     };
     let mut truncated = encapsulate(&inner, 4);
     truncated.truncate(14 + 20 + 8);
+    // An outer fragment (more-fragments set): reassembly is the stack's job.
+    let mut outer_fragment = encapsulate(&inner, 4);
+    outer_fragment[20] |= 0x20;
 
     // (name, packet, verdict, counter, expected output when it differs from the input)
     type Case = (&'static str, Vec<u8>, u32, TcReason, Option<Vec<u8>>);

@@ -14,6 +14,9 @@ use crate::maps::LOCAL_VIPS;
 
 /// Offset of the protocol byte and of the destination address in an IPv4 header.
 const IP_PROTO_OFF: usize = 9;
+const IP_FRAG_OFF: usize = 6;
+/// More-fragments flag and fragment offset, in host order.
+const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 const IP_DADDR_OFF: usize = 16;
 
 #[inline(always)]
@@ -31,6 +34,14 @@ pub fn decapsulate(ctx: &TcContext) -> Result<(), TcReason> {
     }
     // The balancer never sends outer options; anything else is not ours to strip.
     if outer_ver_ihl != 0x45 {
+        return Err(TcReason::PassNotIpip);
+    }
+    // An outer fragment carries only part of the inner packet: leave reassembly to the
+    // stack rather than strip a header off a piece.
+    let frag_off_be: u16 = ctx
+        .load(ETH_HLEN + IP_FRAG_OFF)
+        .map_err(|_| TcReason::PassNotIpip)?;
+    if u16::from_be(frag_off_be) & IP_MF_OFFSET_MASK != 0 {
         return Err(TcReason::PassNotIpip);
     }
     let inner = ETH_HLEN + IPV4_HLEN;

@@ -32,7 +32,7 @@ pub fn ipip(
         version_ihl: 0x45,
         tos: pkt.tos,
         tot_len_be: (pkt.tot_len + IPIP_OVERHEAD as u16).to_be(),
-        id_be: 0,
+        id_be: pkt.id_be,
         frag_off_be: if pkt.dont_fragment { IP_DF.to_be() } else { 0 },
         ttl: OUTER_TTL,
         protocol: IPPROTO_IPIP,

@@ -45,8 +45,7 @@ pub fn backend(id: u32) -> Option<BackendValue> {
 /// Maglev: the flow hash picks a slot of the service's table, the slot names the backend.
 #[inline(always)]
 pub fn maglev_backend(service: &ServiceValue, hash: u32) -> Result<(u32, BackendValue), XdpReason> {
-    // table_size is checked non-zero by the caller; the branch keeps the verifier and the
-    // division safe on its own.
+    // No table: every backend drained or gone. Also keeps the division safe.
     if service.table_size == 0 {
         return Err(XdpReason::DropNoBackend);
     }

@@ -53,13 +53,12 @@ fn balance(ctx: &XdpContext) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv4(ctx)?;
     let service = lookup::service(&pkt).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    if service.table_size == 0 {
-        return Err(XdpReason::DropNoBackend);
-    }
 
     let flow_key = flow::key(&pkt);
     let (backend_id, backend) = match flow::lookup(&flow_key) {
         Some(hit) => hit,
+        // An empty table (every backend drained or gone) refuses new flows only; the
+        // flow table above still carries established ones to drained backends.
         None => {
             let hash = parse::flow_hash(&pkt, config.flow_hash_seed);
             let picked = lookup::maglev_backend(&service, hash)?;

@@ -43,6 +43,9 @@ pub struct Ipv4Packet {
     pub dport_be: u16,
     pub proto: u8,
     pub tos: u8,
+    /// The client's IP identification, network order; reused for the outer header so a
+    /// fragmentable outer packet carries the identification its sender chose.
+    pub id_be: u16,
     /// Inner IPv4 total length, host order.
     pub tot_len: u16,
     pub dont_fragment: bool,
@@ -107,6 +110,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         dport_be: ports[1],
         proto,
         tos: ip.tos,
+        id_be: ip.id_be,
         tot_len,
         dont_fragment: frag_off & IP_DF != 0,
     })
