@@ -381,6 +381,47 @@ impl Drop for Lab {
     }
 }
 
+/// Kernel and namespace tests need root. Outside CI they skip with a note; under CI (which
+/// runs as root) a missing privilege is a failure, never a silent skip.
+pub fn require_root(what: &str) -> bool {
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc_geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} needs root and CI runs as root: refusing to skip");
+    }
+    eprintln!("SKIPPED {what}: needs root");
+    false
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+/// A scratch directory for one test or run, removed with everything in it on drop.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("ferrolb-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Polls `check` until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(
     timeout: Duration,

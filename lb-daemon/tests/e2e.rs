@@ -14,17 +14,10 @@ use lb_lab::{
     traffic::{FlowResult, HeldConnection},
     wait_for, Binaries, Lab, CLIENT_ADDR, VIP,
 };
-use support::require_root;
+use support::{bins, require_root, ScratchDir};
 
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
-
-fn bins() -> Binaries {
-    Binaries {
-        ferrolb: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb")),
-        lab: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb-lab")),
-    }
-}
 
 fn config(backends: &[&str]) -> String {
     let list = backends
@@ -47,38 +40,15 @@ fn write_config(path: &Path, text: &str) {
 struct Setup {
     lab: Lab,
     bins: Binaries,
-    work: tempdir::Dir,
+    work: ScratchDir,
     daemon: u32,
-}
-
-mod tempdir {
-    use std::path::PathBuf;
-
-    /// A scratch directory removed on drop.
-    pub struct Dir(pub PathBuf);
-
-    impl Dir {
-        pub fn new(tag: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("ferrolb-e2e-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 impl Setup {
     fn new(tag: &str) -> Self {
         let bins = bins();
         let mut lab = Lab::create(tag, 3).expect("lab");
-        let work = tempdir::Dir::new(tag);
+        let work = ScratchDir::new(&format!("e2e-{tag}")).expect("scratch dir");
         lab.attach_pass(&bins).expect("pass program");
         lab.start_backends(&bins, TCP_PORT, UDP_PORT)
             .expect("backends");

@@ -15,7 +15,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -26,7 +26,7 @@ use lb_kube::fake_api::{
 };
 use lb_lab::{traffic::FlowResult, wait_for, Binaries, Lab, LB_ADDR, VIP};
 use serde_json::{json, Value};
-use support::require_root;
+use support::{bins, require_root, ScratchDir};
 
 const SERVICE_PORT: u16 = 8080;
 /// The lab's name servers also answer UDP; the Service defines TCP only.
@@ -42,13 +42,6 @@ const HEALTH_ADDR: &str = "127.0.0.1:10256";
 const METRICS_ADDR: &str = "127.0.0.1:10249";
 /// Longer than the lab's 5 s connect timeout, so a slow machine is not mistaken for a bug.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn bins() -> Binaries {
-    Binaries {
-        ferrolb: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb")),
-        lab: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb-lab")),
-    }
-}
 
 /// A NodePort Service whose port equals its targetPort, so the ClusterIP frontend is one
 /// IPIP DSR can serve; the NodePort frontend is not (30080 ≠ 8080).
@@ -66,29 +59,6 @@ fn web_service() -> Value {
 
 fn web_slice(endpoints: Vec<Value>) -> Value {
     slice_json(SLICE, SERVICE, "IPv4", i32::from(SERVICE_PORT), endpoints)
-}
-
-mod tempdir {
-    use std::path::PathBuf;
-
-    /// A scratch directory removed on drop.
-    pub struct Dir(pub PathBuf);
-
-    impl Dir {
-        pub fn new(tag: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("ferrolb-kube-e2e-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            Self(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// Frontend (address, port) → addresses of its active backends, as the kernel maps hold
@@ -115,7 +85,7 @@ struct Setup {
     _api_server: NetnsServer,
     api: FakeApi,
     bins: Binaries,
-    work: tempdir::Dir,
+    work: ScratchDir,
 }
 
 impl Setup {
@@ -124,7 +94,7 @@ impl Setup {
     fn new(tag: &str) -> Self {
         let bins = bins();
         let mut lab = Lab::create(tag, 3).expect("lab");
-        let work = tempdir::Dir::new(tag);
+        let work = ScratchDir::new(&format!("kube-e2e-{tag}")).expect("scratch dir");
         lab.attach_pass(&bins).expect("pass program");
         lab.start_backends(&bins, SERVICE_PORT, LAB_UDP_PORT)
             .expect("backends");

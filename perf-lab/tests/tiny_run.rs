@@ -13,19 +13,7 @@ use perf_lab::{
     suite::{self, Plan},
 };
 
-/// Kernel tests need root. Outside CI they skip with a note; under CI (which runs as root)
-/// a missing privilege is a failure, never a silent skip.
-fn require_root(what: &str) -> bool {
-    // SAFETY: geteuid has no failure mode.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} needs root and CI runs as root: refusing to skip");
-    }
-    eprintln!("SKIPPED {what}: needs root");
-    false
-}
+use lb_lab::require_root;
 
 struct OutDir(PathBuf);
 

@@ -72,6 +72,21 @@ fn slice(i: usize, not_ready: Option<usize>) -> Value {
     )
 }
 
+/// The first snapshot newer than `generation` (bounded wait).
+async fn next_update(
+    updates: &mut watch::Updates,
+    generation: u64,
+) -> Result<std::sync::Arc<watch::DesiredStateUpdate>, Box<dyn std::error::Error>> {
+    loop {
+        tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
+        if let Some(u) = updates.borrow_and_update().clone() {
+            if u.generation > generation {
+                return Ok(u);
+            }
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -170,14 +185,7 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
             Resource::EndpointSlices,
             slice(i, (k % 2 == 0).then_some(k % ENDPOINTS)),
         );
-        let update = loop {
-            tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
-            if let Some(u) = updates.borrow_and_update().clone() {
-                if u.generation > generation {
-                    break u;
-                }
-            }
-        };
+        let update = next_update(&mut updates, generation).await?;
         generation = update.generation;
         let snapshot_at = Instant::now();
         let (ops, next) = planner::plan(&state, &update.datapath)?;
@@ -192,14 +200,7 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         // Put the slice back so the next change of this Service is a real change too.
         if k % 2 == 0 {
             api.apply(Resource::EndpointSlices, slice(i, None));
-            let update = loop {
-                tokio::time::timeout(Duration::from_secs(30), updates.changed()).await??;
-                if let Some(u) = updates.borrow_and_update().clone() {
-                    if u.generation > generation {
-                        break u;
-                    }
-                }
-            };
+            let update = next_update(&mut updates, generation).await?;
             generation = update.generation;
             let (ops, next) = planner::plan(&state, &update.datapath)?;
             maps.apply(&ops)?;

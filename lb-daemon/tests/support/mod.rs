@@ -4,18 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-/// Kernel tests need root (BPF, netns). Outside CI they skip with a note; in CI (which
-/// runs as root) a missing privilege is a failure, never a silent skip.
-pub fn require_root(what: &str) -> bool {
-    // SAFETY: geteuid has no failure mode.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use lb_lab::{require_root, ScratchDir};
+
+/// The two binaries cargo built for this package's tests.
+pub fn bins() -> lb_lab::Binaries {
+    lb_lab::Binaries {
+        ferrolb: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb")),
+        lab: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb-lab")),
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} needs root and CI runs as root: refusing to skip");
-    }
-    eprintln!("SKIPPED {what}: needs root");
-    false
 }
 
 /// A pin directory under bpffs, removed with everything in it on drop.
