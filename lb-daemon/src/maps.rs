@@ -144,6 +144,7 @@ impl LbMaps {
                     .services
                     .insert(key, value, 0)
                     .map_err(access(map_names::SERVICES))?,
+                MapOp::PurgeFlows { key, backend_ids } => self.purge_flows(key, backend_ids)?,
                 MapOp::DeleteService { key } => match self.services.remove(key) {
                     Ok(()) | Err(MapError::KeyNotFound) => {}
                     Err(e) => return Err(access(map_names::SERVICES)(e)),
@@ -161,6 +162,32 @@ impl LbMaps {
         self.nexthops
             .set(backend_id, values, 0)
             .map_err(access(map_names::NEXTHOPS))
+    }
+
+    /// Deletes the flow entries to `key`'s frontend that name one of `backend_ids`. Walks
+    /// the whole flow table: only backend moves between services need it.
+    fn purge_flows(&mut self, key: &ServiceKey, backend_ids: &[u32]) -> Result<(), MapsError> {
+        let doomed: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(flow, value)| {
+                flow.dst == key.addr
+                    && flow.dport_be == key.port_be
+                    && flow.proto == key.proto
+                    && flow.family == key.family
+                    && backend_ids.contains(&value.backend_id)
+            })
+            .map(|(flow, _)| flow)
+            .collect();
+        for flow in doomed {
+            match self.flows.remove(&flow) {
+                // Evicted meanwhile by the LRU: nothing to do.
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(access(map_names::FLOWS)(e)),
+            }
+        }
+        Ok(())
     }
 
     /// One batch syscall per table where the kernel supports it, else one per slot.

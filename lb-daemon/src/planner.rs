@@ -80,6 +80,12 @@ pub enum MapOp {
         id: u32,
         value: BackendValue,
     },
+    /// Deletes the flow entries of one service that name these backends: they left the
+    /// service but still serve others, so the generation check would keep them alive.
+    PurgeFlows {
+        key: ServiceKey,
+        backend_ids: Vec<u32>,
+    },
 }
 
 /// What a Maglev table is built from. Equal keys mean equal tables, so services with the
@@ -453,10 +459,12 @@ pub fn plan(
         ops.push(MapOp::PutBackend { id, value });
     }
 
+    let mut left_service: Vec<(Frontend, IpAddr)> = Vec::new();
     for (frontend, spec) in &desired.services {
         plan_service(
             &mut next,
             &mut ops,
+            &mut left_service,
             frontend,
             spec,
             desired.settings.maglev_seed,
@@ -484,12 +492,26 @@ pub fn plan(
         });
         next.free_backend_ids.push_back(backend.id);
     }
+    // Last, after every flip: a purged flow's next packet re-selects in the new table.
+    let mut purges: BTreeMap<Frontend, Vec<u32>> = BTreeMap::new();
+    for (frontend, addr) in left_service {
+        if let Some(backend) = next.backends.get(&addr) {
+            purges.entry(frontend).or_default().push(backend.id);
+        }
+    }
+    for (frontend, backend_ids) in purges {
+        ops.push(MapOp::PurgeFlows {
+            key: frontend.key(),
+            backend_ids,
+        });
+    }
     Ok((ops, next))
 }
 
 fn plan_service(
     next: &mut KernelState,
     ops: &mut Vec<MapOp>,
+    left_service: &mut Vec<(Frontend, IpAddr)>,
     frontend: &Frontend,
     spec: &ServiceSpec,
     seed: u32,
@@ -509,6 +531,14 @@ fn plan_service(
         }
     };
     let old_table = existing.as_ref().and_then(|s| s.table);
+    if let Some(svc) = &existing {
+        let staying: BTreeSet<IpAddr> = spec.backends.iter().map(|b| b.address).collect();
+        for addr in previous_members(next, svc) {
+            if !staying.contains(&addr) {
+                left_service.push((*frontend, addr));
+            }
+        }
+    }
     // What the kernel's record says now, before any table moves.
     let old_value = existing.as_ref().map(|svc| service_value(next, svc));
     let backend_count = spec.active_backends() as u32;
@@ -538,6 +568,24 @@ fn plan_service(
     }
     next.services.insert(*frontend, installed);
     Ok(())
+}
+
+/// The backends a service had: from its spec, or after adoption from its table's slots
+/// (drained backends of an adopted service own no slot and are not known).
+fn previous_members(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpAddr> {
+    if let Some(spec) = &svc.spec {
+        return spec.backends.iter().map(|b| b.address).collect();
+    }
+    let Some(table) = svc.table.and_then(|id| state.tables.get(&id)) else {
+        return BTreeSet::new();
+    };
+    let ids: BTreeSet<u32> = table.slots.iter().copied().collect();
+    state
+        .backends
+        .iter()
+        .filter(|(_, b)| ids.contains(&b.id))
+        .map(|(addr, _)| *addr)
+        .collect()
 }
 
 /// Finds or builds the table for `key` and puts `frontend` on it; returns the table id.

@@ -682,3 +682,70 @@ fn maglev_slots_are_written_in_batches() {
     let read = f.maps.read_slots(100_000, 5_000).unwrap();
     assert_eq!(read, values);
 }
+
+#[test]
+fn a_backend_leaving_one_service_loses_only_that_services_flows() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("leave", CONFIG);
+    // A TCP flow to web and a UDP flow to dns that landed on the same backend.
+    let web_sport = 47_000;
+    let target = f
+        .explain(Protocol::Tcp, web_sport, 80)
+        .maglev_backend
+        .unwrap();
+    let dns_sport = (47_100..48_000)
+        .find(|&p| f.explain(Protocol::Udp, p, 53).maglev_backend == Some(target))
+        .expect("some UDP flow picks the same backend");
+    f.expect(
+        "web flow",
+        &tcp_syn(web_sport, 80, b""),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+    f.expect(
+        "dns flow",
+        &udp(dns_sport, 53, b"q"),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+
+    // The backend leaves web only; it keeps serving dns.
+    let web_line = "backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]\n  - name: dns";
+    let kept: Vec<String> = ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
+        .iter()
+        .filter(|a| **a != target.to_string())
+        .map(|a| format!("{{address: {a}}}"))
+        .collect();
+    let changed = CONFIG.replacen(
+        web_line,
+        &format!("backends: [{}]\n  - name: dns", kept.join(", ")),
+        1,
+    );
+    assert_ne!(changed, CONFIG);
+    f.apply(&changed);
+
+    let web = f.explain(Protocol::Tcp, web_sport, 80);
+    assert!(
+        web.flow_entry.is_none(),
+        "web's flow entry was purged: {}",
+        web.why
+    );
+    assert_ne!(web.backend, Some(target));
+    let out = f.expect(
+        "web flow after",
+        &tcp_syn(web_sport, 80, b""),
+        XDP_TX,
+        XdpReason::Forwarded,
+    );
+    assert_ipip(
+        "web flow after",
+        &tcp_syn(web_sport, 80, b""),
+        &out,
+        web.backend.unwrap(),
+    );
+    let dns = f.explain(Protocol::Udp, dns_sport, 53);
+    assert_eq!(dns.backend, Some(target), "dns keeps its flow: {}", dns.why);
+    assert!(dns.flow_entry.is_some_and(|e| e.usable));
+}

@@ -31,7 +31,9 @@ impl FakeKernel {
                 MapOp::DeleteService { key } => {
                     self.services.remove(key);
                 }
-                MapOp::ResetServiceStats { .. } | MapOp::ResetBackendStats { .. } => {}
+                MapOp::ResetServiceStats { .. }
+                | MapOp::ResetBackendStats { .. }
+                | MapOp::PurgeFlows { .. } => {}
             }
             self.assert_consistent(op);
         }
@@ -288,6 +290,44 @@ fn identical_backend_sets_share_one_table() {
         "{ops:?}"
     );
     assert_eq!(state.tables.len(), 1);
+}
+
+#[test]
+fn a_backend_leaving_one_service_purges_only_that_services_flows() {
+    let both = desired(vec![
+        (frontend(80), spec("a", &[(11, 1), (12, 1), (13, 1)], 251)),
+        (frontend(81), spec("b", &[(13, 1)], 251)),
+    ]);
+    let (_, state) = plan(&KernelState::new(10_000), &both).unwrap();
+    let id13 = state.backends[&IpAddr::from([198, 18, 0, 13])].id;
+    let left_a = desired(vec![
+        (frontend(80), spec("a", &[(11, 1), (12, 1)], 251)),
+        (frontend(81), spec("b", &[(13, 1)], 251)),
+    ]);
+    let (ops, _) = plan(&state, &left_a).unwrap();
+    let purges: Vec<&MapOp> = ops
+        .iter()
+        .filter(|op| matches!(op, MapOp::PurgeFlows { .. }))
+        .collect();
+    assert_eq!(
+        purges,
+        vec![&MapOp::PurgeFlows {
+            key: frontend(80).key(),
+            backend_ids: vec![id13],
+        }]
+    );
+    assert!(
+        matches!(ops.last(), Some(MapOp::PurgeFlows { .. })),
+        "after every flip"
+    );
+
+    // Gone everywhere: retired (the generation check moves its flows), nothing to purge.
+    let gone = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 251))]);
+    let (ops, _) = plan(&state, &gone).unwrap();
+    assert!(
+        ops.iter().all(|op| !matches!(op, MapOp::PurgeFlows { .. })),
+        "{ops:?}"
+    );
 }
 
 #[test]
