@@ -377,14 +377,6 @@ impl DecapMaps {
         Ok(())
     }
 
-    pub fn vips(&self) -> Vec<IpAddr> {
-        self.local_vips
-            .keys()
-            .filter_map(Result::ok)
-            .filter_map(|k| addr_from_bytes(&k.addr, k.family))
-            .collect()
-    }
-
     pub fn counters(&self) -> Result<Vec<Counter>, MapsError> {
         self.tc_stats
             .iter()

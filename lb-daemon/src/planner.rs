@@ -296,11 +296,6 @@ impl KernelState {
         }
     }
 
-    /// The regions of every table, for inspection and tests.
-    pub fn table_of(&self, frontend: &Frontend) -> Option<&InstalledTable> {
-        self.tables.get(&self.services.get(frontend)?.table?)
-    }
-
     fn allocate_backend_id(&mut self) -> u32 {
         // Oldest-freed first, so a just-retired id (which stale flow entries may still
         // name) is the last to be handed out again.
@@ -327,13 +322,6 @@ impl KernelState {
         let id = self.next_service_id;
         self.next_service_id += 1;
         id
-    }
-
-    pub fn backend_address(&self, id: u32) -> Option<IpAddr> {
-        self.backends
-            .iter()
-            .find(|(_, b)| b.id == id)
-            .map(|(addr, _)| *addr)
     }
 }
 

@@ -152,6 +152,21 @@ impl Fixture {
         out
     }
 
+    /// Sends a flow's first TCP packet to port 80 and returns the backend Maglev gave it.
+    fn establish(&mut self, sport: u16) -> IpAddr {
+        let backend = self
+            .explain(Protocol::Tcp, sport, 80)
+            .maglev_backend
+            .expect("maglev pick");
+        self.expect(
+            "first packet",
+            &tcp_syn(sport, 80, b""),
+            XDP_TX,
+            XdpReason::Forwarded,
+        );
+        backend
+    }
+
     fn explain(&self, proto: Protocol, sport: u16, dport: u16) -> inspect::Explanation {
         inspect::explain(
             &self.maps,
@@ -454,13 +469,7 @@ fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
     }
     let mut f = Fixture::new("sticky", CONFIG);
     let sport = 44_000;
-    let first = f.explain(Protocol::Tcp, sport, 80).maglev_backend.unwrap();
-    f.expect(
-        "first packet",
-        &tcp_syn(sport, 80, b""),
-        XDP_TX,
-        XdpReason::Forwarded,
-    );
+    let first = f.establish(sport);
 
     // Drain: weight 0 keeps the backend live for existing flows but gives it no slot.
     let drained = CONFIG.replacen(
@@ -527,13 +536,7 @@ fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
     }
     let mut f = Fixture::new("drainall", CONFIG);
     let sport = 46_000;
-    let first = f.explain(Protocol::Tcp, sport, 80).maglev_backend.unwrap();
-    f.expect(
-        "first packet",
-        &tcp_syn(sport, 80, b""),
-        XDP_TX,
-        XdpReason::Forwarded,
-    );
+    let first = f.establish(sport);
     f.apply(&CONFIG.replace("{address: 198.18.0.1", "{weight: 0, address: 198.18.0.1"));
     let e = f.explain(Protocol::Tcp, sport, 80);
     assert_eq!(e.table_size, Some(0), "no table left");
@@ -691,19 +694,10 @@ fn a_backend_leaving_one_service_loses_only_that_services_flows() {
     let mut f = Fixture::new("leave", CONFIG);
     // A TCP flow to web and a UDP flow to dns that landed on the same backend.
     let web_sport = 47_000;
-    let target = f
-        .explain(Protocol::Tcp, web_sport, 80)
-        .maglev_backend
-        .unwrap();
+    let target = f.establish(web_sport);
     let dns_sport = (47_100..48_000)
         .find(|&p| f.explain(Protocol::Udp, p, 53).maglev_backend == Some(target))
         .expect("some UDP flow picks the same backend");
-    f.expect(
-        "web flow",
-        &tcp_syn(web_sport, 80, b""),
-        XDP_TX,
-        XdpReason::Forwarded,
-    );
     f.expect(
         "dns flow",
         &udp(dns_sport, 53, b"q"),

@@ -18,7 +18,7 @@ use lb_common::XdpReason;
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    match balance(&ctx) {
+    match balance(&ctx, len) {
         Ok(forward) => {
             stats::count_reason(forward.reason, len);
             forward.action
@@ -49,7 +49,8 @@ fn action_for(reason: XdpReason) -> u32 {
 }
 
 #[inline(always)]
-fn balance(ctx: &XdpContext) -> Result<Forward, XdpReason> {
+/// `len` is the frame's length as received, the figure every counter records.
+fn balance(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv4(ctx)?;
     let service = lookup::service(&pkt).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
@@ -71,11 +72,10 @@ fn balance(ctx: &XdpContext) -> Result<Forward, XdpReason> {
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
         return Err(XdpReason::DropTooBig);
     }
-    let wire_len = (ctx.data_end() - ctx.data()) as u64;
     encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
 
-    stats::count_service(service.service_id, wire_len);
-    stats::count_backend(backend_id, wire_len);
+    stats::count_service(service.service_id, len);
+    stats::count_backend(backend_id, len);
     Ok(nexthop::transmit(ctx, &hop))
 }
 
