@@ -26,6 +26,8 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "LB_BE_STATS";
     pub const LOCAL_VIPS: &str = "LB_LOCAL_VIPS";
     pub const TC_STATS: &str = "LB_TC_STATS";
+    pub const BACKEND_NAT: &str = "LB_BACKEND_NAT";
+    pub const REV_NAT: &str = "LB_REV_NAT";
 }
 
 /// Program names as they appear in the object files.
@@ -33,6 +35,7 @@ pub mod program_names {
     pub const XDP_BALANCER: &str = "xdp_balancer";
     pub const XDP_PASS: &str = "xdp_pass";
     pub const TC_DECAP: &str = "tc_decap";
+    pub const TC_REVNAT: &str = "tc_revnat";
 }
 
 /// Map capacities. The daemon refuses configurations that would exceed them.
@@ -45,6 +48,10 @@ pub mod limits {
     pub const DEFAULT_FLOWS: u32 = 262_144;
     pub const NEIGH_MISSES: u32 = 1_024;
     pub const LOCAL_VIPS: u32 = 4_096;
+    /// (frontend, local endpoint) pairs a backend node translates.
+    pub const BACKEND_NATS: u32 = 65_536;
+    /// Translated flows a backend node remembers for their replies (LRU).
+    pub const REV_NATS: u32 = 131_072;
 }
 
 /// Address family tags stored in keys (values match AF_INET / AF_INET6).
@@ -155,12 +162,16 @@ pub struct NextHop {
     pub src_mac: [u8; 6],
     pub ifindex: u32,
     pub mtu: u16,
-    pub _pad: u16,
+    pub flags: u16,
     pub backend_generation: u32,
     /// `bpf_ktime_get_ns()` after which the entry is looked up again.
     pub expires_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+
+/// Next-hop flag: the backend is an address of this host. The encapsulated packet goes up
+/// this host's stack (XDP_PASS), where the backend-side TC program decapsulates it.
+pub const NEXTHOP_F_LOCAL: u16 = 1;
 
 /// A backend whose next hop has no resolved neighbour entry; the daemon asks the kernel to
 /// resolve it. Keyed by backend id.
@@ -214,6 +225,53 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
+/// Key of the backend-side translation table: a frontend as the balancer received it and
+/// the local endpoint it chose (the outer destination). The daemon on the endpoint's node
+/// fills it, so the target port never travels on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct BackendNatKey {
+    pub frontend: Addr,
+    pub endpoint: Addr,
+    pub port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<BackendNatKey>() == 36);
+
+/// The port the endpoint listens on; the destination address becomes the endpoint's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct BackendNatValue {
+    pub target_port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<BackendNatValue>() == 4);
+
+/// Key of the reply translation LRU: a reply as the endpoint sends it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RevNatKey {
+    pub client: Addr,
+    pub endpoint: Addr,
+    pub client_port_be: u16,
+    pub target_port_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<RevNatKey>() == 40);
+
+/// The frontend the client addressed, restored as the reply's source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RevNatValue {
+    pub frontend: Addr,
+    pub port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<RevNatValue>() == 20);
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -229,4 +287,8 @@ mod pod {
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for BackendNatKey {}
+    unsafe impl aya::Pod for BackendNatValue {}
+    unsafe impl aya::Pod for RevNatKey {}
+    unsafe impl aya::Pod for RevNatValue {}
 }

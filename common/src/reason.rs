@@ -68,6 +68,8 @@ reasons! {
         DropTooBig = 13 => "drop_too_big",
         /// Growing the packet head failed.
         DropEncapFailed = 14 => "drop_encap_failed",
+        /// Encapsulated for a backend on this host and handed to its own stack.
+        ForwardedLocal = 15 => "forwarded_local",
     }
 }
 
@@ -84,5 +86,14 @@ reasons! {
         DropMalformed = 3 => "drop_malformed",
         /// The kernel refused to shrink the packet.
         DropDecapFailed = 4 => "drop_decap_failed",
+        /// Outer header removed and the inner destination translated to the local endpoint
+        /// (address and target port); the flow is remembered for its replies.
+        DecapsulatedTranslated = 5 => "decapsulated_translated",
+        /// Egress: a reply of a translated flow left with the frontend restored as source.
+        ReplyRestored = 6 => "reply_restored",
+        /// Egress: not a reply of a translated flow; left alone.
+        PassNotTranslated = 7 => "pass_not_translated",
+        /// A checksum or header rewrite failed; the packet is dropped rather than sent wrong.
+        DropRewriteFailed = 8 => "drop_rewrite_failed",
     }
 }

@@ -5,12 +5,15 @@
 //!   would program on this node, per service port and frontend address).
 //! - [`projection`]: pure; the part of that state today's datapath can program, as an
 //!   [`lb_model::DesiredState`], and a report of what it cannot.
+//! - [`backend_side`]: pure; the translations this node applies to encapsulated packets
+//!   for its own endpoints (destination address and target port), and their replies.
 //! - [`watch`]: kube-rs watchers feeding whole-state snapshots to the daemon.
 //! - [`http`]: `/healthz`, `/livez`, healthCheckNodePort servers and the metrics server.
 //! - [`metrics`]: a small Prometheus registry and the source's metrics.
 //! - `fake_api` (feature `fake-api`): a stand-in API server and real-shaped objects for
 //!   tests.
 
+pub mod backend_side;
 #[cfg(feature = "fake-api")]
 pub mod fake_api;
 pub mod http;

@@ -5,9 +5,9 @@
 //! correctly is left out and listed in [`ProjectionReport::skipped`]; behaviour it serves
 //! only partly is listed in [`ProjectionReport::unsupported`].
 //!
-//! - IPIP DSR delivers the packet unchanged, so the endpoint must listen on the frontend's
-//!   port: a frontend whose endpoints' target port differs (every NodePort, and any
-//!   `targetPort` ≠ `port`) is skipped.
+//! - The balancer sends the packet unchanged (IPIP DSR); the endpoint's node translates the
+//!   destination to the endpoint's address and target port ([`crate::backend_side`]), so
+//!   NodePorts and `targetPort` ≠ `port` are served like any other frontend.
 //! - IPv4 frontends and backends only; TCP and UDP only.
 //! - The XDP program sees traffic arriving from the network, so the `external` verdict is
 //!   the one programmed; the `internal` one (pods on this node) needs the east-west path.
@@ -36,10 +36,6 @@ pub enum SkipFrontend {
     Ipv6,
     #[error("{0} is not served by the datapath")]
     Protocol(Protocol),
-    #[error(
-        "endpoints listen on port(s) {target_ports:?}, not {port}: IPIP DSR cannot translate ports"
-    )]
-    PortTranslation { port: u16, target_ports: Vec<u16> },
     #[error("loadBalancerSourceRanges cannot be enforced by the datapath yet")]
     SourceRanges,
     #[error("{address}:{port}/{protocol} is already served by {other}")]
@@ -57,7 +53,6 @@ impl SkipFrontend {
         match self {
             Self::Ipv6 => "ipv6",
             Self::Protocol(_) => "protocol",
-            Self::PortTranslation { .. } => "port_translation",
             Self::SourceRanges => "source_ranges",
             Self::Conflict { .. } => "conflict",
         }
@@ -157,24 +152,6 @@ pub fn to_datapath(
                         &[]
                     }
                 };
-                let mut target_ports: Vec<u16> = endpoints
-                    .iter()
-                    .map(|e| e.port)
-                    .filter(|p| *p != fe.port)
-                    .collect();
-                // A NodePort always needs translation on the node (the endpoints do not
-                // answer on the node's address), with or without endpoints right now; so
-                // it is never programmed, rather than flipping between skipped and
-                // programmed-empty as endpoints come and go.
-                if !target_ports.is_empty() || fe.kind == FrontendKind::NodePort {
-                    target_ports.sort_unstable();
-                    target_ports.dedup();
-                    skip(SkipFrontend::PortTranslation {
-                        port: fe.port,
-                        target_ports,
-                    });
-                    continue;
-                }
                 let frontend = Frontend {
                     vip: fe.address,
                     port: fe.port,

@@ -335,8 +335,8 @@ fn projection_programs_same_port_ipv4_frontends_with_weight_one() {
 }
 
 #[test]
-fn projection_skips_port_translation_ipv6_sctp_and_source_ranges() {
-    // targetPort 8080 ≠ port 80: IPIP DSR cannot translate.
+fn projection_skips_ipv6_sctp_and_source_ranges_and_programs_translated_ports() {
+    // targetPort 8080 ≠ port 80: the endpoint's node translates, so it is programmed.
     let translate = service_json("translate", "198.18.100.1");
     let translate_slice = slice_json(
         "translate-a",
@@ -372,22 +372,24 @@ fn projection_skips_port_translation_ipv6_sctp_and_source_ranges() {
         [
             ("ranged".to_owned(), "source_ranges"),
             ("sctp".to_owned(), "protocol"),
-            ("translate".to_owned(), "port_translation"),
             ("v6".to_owned(), "ipv6"),
         ]
     );
-    let translate_skip = report
+    assert!(report
         .skipped
         .iter()
-        .find(|s| s.service.name == "translate")
-        .unwrap();
-    assert_eq!(
-        translate_skip.reason,
-        SkipFrontend::PortTranslation {
-            port: 80,
-            target_ports: vec![8080]
-        }
-    );
+        .all(|s| !matches!(s.reason, SkipFrontend::Ipv6) || s.service.name == "v6"));
+    let translated = Frontend {
+        vip: ip("198.18.100.1"),
+        port: 80,
+        protocol: DpProtocol::Tcp,
+    };
+    let backends: Vec<IpAddr> = desired.services[&translated]
+        .backends
+        .iter()
+        .map(|b| b.address)
+        .collect();
+    assert_eq!(backends, [ip("198.19.0.1")]);
     // The ranged Service's ClusterIP has no source filter and no endpoints: programmed
     // empty (drops), reported as a reject served as a drop.
     let cip = Frontend {

@@ -475,21 +475,19 @@ impl Lab {
         .map(drop)
     }
 
-    /// Installs IPIP decapsulation on every backend and starts its name server.
+    /// Installs IPIP decapsulation on every backend and starts its name server on the VIP.
     pub fn start_backends(
         &mut self,
         bins: &Binaries,
         tcp_port: u16,
         udp_port: u16,
     ) -> Result<(), LabError> {
-        let tcp = format!("{VIP}:{tcp_port}");
-        let udp = format!("{VIP}:{udp_port}");
-        let specs: Vec<(String, String, String)> = self
+        let specs: Vec<(String, String)> = self
             .backends
             .iter()
-            .map(|b| (b.netns.clone(), b.name.clone(), path_str(&b.pin_dir)))
+            .map(|b| (b.netns.clone(), path_str(&b.pin_dir)))
             .collect();
-        for (netns, name, pin) in specs {
+        for (netns, pin) in specs {
             self.exec(
                 &netns,
                 &path_str(&bins.ferrolb),
@@ -503,6 +501,27 @@ impl Lab {
                     VIP,
                 ],
             )?;
+        }
+        self.start_servers(bins, VIP, tcp_port, udp_port)
+    }
+
+    /// Starts every backend's name server on `bind` (an address, or 0.0.0.0 for all of
+    /// the backend's) and waits until each listens.
+    pub fn start_servers(
+        &mut self,
+        bins: &Binaries,
+        bind: &str,
+        tcp_port: u16,
+        udp_port: u16,
+    ) -> Result<(), LabError> {
+        let tcp = format!("{bind}:{tcp_port}");
+        let udp = format!("{bind}:{udp_port}");
+        let specs: Vec<(String, String)> = self
+            .backends
+            .iter()
+            .map(|b| (b.netns.clone(), b.name.clone()))
+            .collect();
+        for (netns, name) in specs {
             self.spawn(
                 &netns,
                 &bins.lab,

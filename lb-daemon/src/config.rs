@@ -9,7 +9,9 @@ use std::{
 use lb_hashing::maglev;
 use serde::Deserialize;
 
-use crate::model::{BackendSpec, DesiredState, Frontend, Protocol, ServiceSpec, Settings};
+use crate::model::{
+    BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, ServiceSpec, Settings,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -207,9 +209,77 @@ fn is_broadcast(addr: IpAddr) -> bool {
 /// The configuration the demo runs with when none is given.
 pub const DEMO_CONFIG: &str = include_str!("../demo.yaml");
 
+/// Parses `FRONTEND=ENDPOINT:PORT` (`198.18.100.1:80/tcp=198.18.0.11:8080`; IPv6 in
+/// brackets) into a backend-side translation.
+pub fn parse_translation(text: &str) -> Result<LocalTranslation, ConfigError> {
+    let bad = |message: &str| invalid(text, message);
+    let (frontend, endpoint) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected FRONTEND=ENDPOINT:PORT"))?;
+    let (address, protocol) = frontend
+        .rsplit_once('/')
+        .ok_or_else(|| bad("the frontend needs a protocol, as in 198.18.100.1:80/tcp"))?;
+    let protocol = match protocol {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => return Err(bad(&format!("protocol {other:?} is neither tcp nor udp"))),
+    };
+    let frontend: std::net::SocketAddr = address
+        .parse()
+        .map_err(|e| bad(&format!("frontend {address:?}: {e}")))?;
+    let endpoint: std::net::SocketAddr = endpoint
+        .parse()
+        .map_err(|e| bad(&format!("endpoint {endpoint:?}: {e}")))?;
+    if frontend.port() == 0 || endpoint.port() == 0 {
+        return Err(bad("port 0 is not a port"));
+    }
+    if frontend.is_ipv4() != endpoint.is_ipv4() {
+        return Err(bad("frontend and endpoint must be of one address family"));
+    }
+    if endpoint.ip().is_unspecified() {
+        return Err(bad("the endpoint needs a real address"));
+    }
+    Ok(LocalTranslation {
+        frontend: Frontend {
+            vip: frontend.ip(),
+            port: frontend.port(),
+            protocol,
+        },
+        endpoint: endpoint.ip(),
+        target_port: endpoint.port(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn translations_parse_and_bad_ones_say_why() {
+        let t = parse_translation("198.18.100.1:80/tcp=198.18.0.11:8080").unwrap();
+        assert_eq!(t.frontend.to_string(), "198.18.100.1:80/tcp");
+        assert_eq!(t.endpoint, "198.18.0.11".parse::<IpAddr>().unwrap());
+        assert_eq!(t.target_port, 8080);
+        let any = parse_translation("0.0.0.0:30080/udp=198.18.0.11:53").unwrap();
+        assert!(any.frontend.vip.is_unspecified());
+        let v6 = parse_translation("[2001:db8::1]:80/tcp=[2001:db8::11]:8080").unwrap();
+        assert_eq!(v6.target_port, 8080);
+        for (text, says) in [
+            ("198.18.100.1:80/tcp", "FRONTEND=ENDPOINT:PORT"),
+            ("198.18.100.1:80=198.18.0.11:8080", "protocol"),
+            ("198.18.100.1:80/sctp=198.18.0.11:8080", "sctp"),
+            ("198.18.100.1/tcp=198.18.0.11:8080", "frontend"),
+            ("198.18.100.1:80/tcp=198.18.0.11", "endpoint"),
+            ("198.18.100.1:0/tcp=198.18.0.11:80", "port 0"),
+            ("198.18.100.1:80/tcp=198.18.0.11:0", "port 0"),
+            ("198.18.100.1:80/tcp=[2001:db8::11]:80", "family"),
+            ("198.18.100.1:80/tcp=0.0.0.0:80", "real address"),
+            ("198.18.100.1:80/tcp=198.18.0.11:65536", "endpoint"),
+        ] {
+            let err = parse_translation(text).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 
     const GOOD: &str = "
 services:

@@ -10,6 +10,7 @@ use std::{
 };
 
 use lb_kube::{
+    backend_side::local_translations,
     http::{self, ProxyHealth, ServiceHealthServers},
     metrics::{Gauge, Histogram, KubeMetrics, Registry},
     model::NodeConfig,
@@ -17,7 +18,11 @@ use lb_kube::{
 };
 use tracing::{error, info, warn};
 
-use crate::daemon::{warm_neighbours, DaemonError, DatapathOptions, Syncer, Ticks};
+use crate::{
+    daemon::{warm_neighbours, DaemonError, DatapathOptions, Syncer, Ticks},
+    loader::{self, Attachment},
+    maps::DecapMaps,
+};
 
 pub struct KubeOptions {
     pub datapath: DatapathOptions,
@@ -44,6 +49,7 @@ struct DaemonMetrics {
     tables: Gauge,
     slots_used: Gauge,
     skipped_frontends: Gauge,
+    translations: Gauge,
 }
 
 impl DaemonMetrics {
@@ -75,6 +81,7 @@ impl DaemonMetrics {
                 &[],
             )?,
             slots_used: occupancy("maglev_slots")?,
+            translations: occupancy("backend_nat")?,
             skipped_frontends: registry.gauge(
                 "lb_projection_skipped_objects",
                 "Frontends the datapath cannot program yet (see the log for reasons)",
@@ -136,6 +143,11 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
     let source = SourceOptions::new(opts.node.clone());
     let settings = source.settings;
     let mut syncer = Syncer::start(&opts.datapath, &settings)?;
+    // Every node is also the home of endpoints: it decapsulates what balancers (its own
+    // included) send to its endpoints and translates it to their address and port.
+    let attachment = loader::install_decap(&opts.datapath.iface, &opts.datapath.pin_dir)?;
+    info!(iface = %opts.datapath.iface, new = attachment == Attachment::New, "backend side attached (tc ingress + egress)");
+    let mut decap = DecapMaps::open(&opts.datapath.pin_dir)?;
     let (mut updates, _source_task) = watch::spawn(client, source, Some(kube_metrics));
 
     let mut ticks = Ticks::new()?;
@@ -172,7 +184,17 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
         if applied_generation == 0 {
             warm_neighbours(&update.datapath);
         }
-        match syncer.apply(&update.datapath) {
+        // Translations first: a frontend this node starts to balance to its own endpoints
+        // finds them in place.
+        let translations = local_translations(&update.kube);
+        let applied = decap
+            .set_translations(&translations)
+            .map_err(DaemonError::from)
+            .and_then(|writes| {
+                metrics.translations.set(translations.len() as f64);
+                Ok(writes + syncer.apply(&update.datapath)?)
+            });
+        match applied {
             Ok(ops) => {
                 applied_generation = update.generation;
                 metrics

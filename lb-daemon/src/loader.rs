@@ -22,8 +22,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    limits, map_names, program_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, TcReason, VipKey, XdpReason,
+    limits, map_names, program_names, BackendNatKey, BackendNatValue, BackendValue, Counter,
+    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey,
+    ServiceValue, TcReason, VipKey, XdpReason,
 };
 
 use crate::objects;
@@ -31,6 +32,7 @@ use crate::objects;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub const XDP_LINK_PIN: &str = "link_xdp";
 pub const TC_LINK_PIN: &str = "link_tc_ingress";
+pub const TC_EGRESS_LINK_PIN: &str = "link_tc_egress";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -185,6 +187,14 @@ fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32, u32, u32))
             sizes::<VipKey, u32>(limits::LOCAL_VIPS),
         ),
         (map_names::TC_STATS, sizes::<u32, Counter>(TcReason::COUNT)),
+        (
+            map_names::BACKEND_NAT,
+            sizes::<BackendNatKey, BackendNatValue>(limits::BACKEND_NATS),
+        ),
+        (
+            map_names::REV_NAT,
+            sizes::<RevNatKey, RevNatValue>(limits::REV_NATS),
+        ),
     ]
 }
 
@@ -201,7 +211,12 @@ const BALANCER_MAPS: &[&str] = &[
     map_names::SERVICE_STATS,
     map_names::BACKEND_STATS,
 ];
-const DECAP_MAPS: &[&str] = &[map_names::LOCAL_VIPS, map_names::TC_STATS];
+const DECAP_MAPS: &[&str] = &[
+    map_names::LOCAL_VIPS,
+    map_names::TC_STATS,
+    map_names::BACKEND_NAT,
+    map_names::REV_NAT,
+];
 
 /// Refuses to reuse pinned maps whose layout differs from this build's: the new programs
 /// would misread them.
@@ -301,7 +316,8 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, Loa
     )
 }
 
-/// Loads the backend-side decapsulation program against its pinned maps, unattached.
+/// Loads the backend-side programs (ingress decapsulation and translation, egress reply
+/// restoration) against their pinned maps, unattached.
 pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_object(
         pin_dir,
@@ -312,7 +328,11 @@ pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
         |ebpf, name| {
             program::<SchedClassifier>(ebpf, name)?
                 .load()
-                .map_err(program_err(name))
+                .map_err(program_err(name))?;
+            let revnat = program_names::TC_REVNAT;
+            program::<SchedClassifier>(ebpf, revnat)?
+                .load()
+                .map_err(program_err(revnat))
         },
     )
 }
@@ -398,24 +418,36 @@ pub fn install_balancer(
     )
 }
 
-/// Loads the backend-side decapsulation program on `iface`'s ingress (tcx), pinned.
+/// Loads the backend-side programs and attaches them to `iface` (tcx): decapsulation and
+/// translation on ingress, reply restoration on egress, each through its pinned link.
 pub fn install_decap(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
     ifindex(iface)?;
     let mut ebpf = load_decap(pin_dir)?;
-    let name = program_names::TC_DECAP;
-    let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
-    attach_pinned(
-        prog,
-        name,
-        pin_dir.join(TC_LINK_PIN),
-        |prog, link: SchedClassifierLink| prog.attach_to_link(link).map(drop),
-        |prog| {
-            let id = prog
-                .attach(iface, TcAttachType::Ingress)
-                .map_err(program_err(name))?;
-            into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)
-        },
-    )
+    let mut attachment = Attachment::Replaced;
+    for (name, direction, link) in [
+        (program_names::TC_DECAP, TcAttachType::Ingress, TC_LINK_PIN),
+        (
+            program_names::TC_REVNAT,
+            TcAttachType::Egress,
+            TC_EGRESS_LINK_PIN,
+        ),
+    ] {
+        let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+        let done = attach_pinned(
+            prog,
+            name,
+            pin_dir.join(link),
+            |prog, link: SchedClassifierLink| prog.attach_to_link(link).map(drop),
+            |prog| {
+                let id = prog.attach(iface, direction).map_err(program_err(name))?;
+                into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)
+            },
+        )?;
+        if done == Attachment::New {
+            attachment = Attachment::New;
+        }
+    }
+    Ok(attachment)
 }
 
 /// Attaches the pass-everything XDP program to `iface` and pins its link at `link_pin`
@@ -456,7 +488,7 @@ pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
     if !pin_dir.exists() {
         return Ok(removed);
     }
-    for link in [XDP_LINK_PIN, TC_LINK_PIN] {
+    for link in [XDP_LINK_PIN, TC_LINK_PIN, TC_EGRESS_LINK_PIN] {
         let path = pin_dir.join(link);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io_err(&path))?;

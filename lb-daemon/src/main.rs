@@ -141,12 +141,24 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0")]
         health_check_address: IpAddr,
     },
-    /// Backend side: decapsulate IPIP for these VIPs on an interface (pinned; no daemon).
+    /// Backend side: decapsulate IPIP on an interface for these VIPs (assigned to lo), and
+    /// translate frontends to local endpoints (pinned; no daemon).
     Backend {
         #[arg(long)]
         iface: String,
-        #[arg(long = "vip", required = true)]
+        #[arg(long = "vip", required_unless_present = "translations")]
         vips: Vec<IpAddr>,
+        /// `FRONTEND=ENDPOINT:PORT`, e.g. `198.18.100.1:80/tcp=198.18.0.11:8080`: packets for
+        /// the frontend sent to this endpoint go to the endpoint's address and port, and
+        /// replies leave with the frontend as their source. Repeatable. A frontend address
+        /// of 0.0.0.0 matches any address (a NodePort).
+        #[arg(long = "translate", id = "translations")]
+        translations: Vec<String>,
+    },
+    /// Backend-side translations as the kernel holds them.
+    Nat {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Validate a config file without touching the kernel.
     CheckConfig { config: PathBuf },
@@ -227,10 +239,19 @@ fn main() -> Result<()> {
             };
             runtime()?.block_on(kube_mode::run(opts))?;
         }
-        Command::Backend { iface, vips } => {
+        Command::Backend {
+            iface,
+            vips,
+            translations,
+        } => {
+            let translations = translations
+                .iter()
+                .map(|t| config::parse_translation(t).with_context(|| format!("--translate {t}")))
+                .collect::<Result<Vec<_>>>()?;
             let attachment = loader::install_decap(&iface, &pin_dir)?;
             let mut maps = DecapMaps::open(&pin_dir)?;
             maps.set_vips(&vips)?;
+            maps.set_translations(&translations)?;
             eprintln!(
                 "decapsulating IPIP for {} on {iface} ({:?}); assign the VIPs to lo so the stack accepts them",
                 vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
@@ -287,6 +308,28 @@ fn main() -> Result<()> {
                         e.backend.map_or("-".into(), |b| b.to_string()),
                         e.why
                     );
+                }
+            }
+        }
+        Command::Nat { output } => {
+            let translations = DecapMaps::open(&pin_dir)?.translations()?;
+            if output == Output::Json {
+                let rows: Vec<serde_json::Value> = translations
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "frontend": t.frontend.to_string(),
+                            "endpoint": t.endpoint.to_string(),
+                            "target_port": t.target_port,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if translations.is_empty() {
+                println!("no translations");
+            } else {
+                for t in &translations {
+                    println!("{:<28} -> {}:{}", t.frontend, t.endpoint, t.target_port);
                 }
             }
         }

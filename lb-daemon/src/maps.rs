@@ -10,12 +10,12 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use lb_common::{
-    map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, VipKey, BACKEND_F_ACTIVE,
+    limits, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue,
+    LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, BACKEND_F_ACTIVE,
 };
 
 use crate::{
-    model::{addr_from_bytes, Frontend},
+    model::{addr_from_bytes, Frontend, LocalTranslation},
     planner::{InstalledBackend, KernelState, MapOp},
 };
 
@@ -336,45 +336,111 @@ impl LbMaps {
 /// The backend side's maps.
 pub struct DecapMaps {
     pub local_vips: HashMap<MapData, VipKey, u32>,
+    pub backend_nat: HashMap<MapData, BackendNatKey, BackendNatValue>,
     pub tc_stats: PerCpuArray<MapData, Counter>,
+}
+
+/// Makes a hash map hold exactly `wanted`: missing or different entries are written first,
+/// then stale ones removed, so an entry that stays is never absent. Returns the writes.
+fn sync_hash<K, V>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    wanted: &StdHashMap<K, V>,
+) -> Result<usize, MapsError>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + PartialEq,
+{
+    let current: StdHashMap<K, V> = map
+        .iter()
+        .collect::<Result<_, _>>()
+        .map_err(access(name))?;
+    let mut writes = 0;
+    for (key, value) in wanted {
+        if current.get(key) != Some(value) {
+            map.insert(key, value, 0).map_err(access(name))?;
+            writes += 1;
+        }
+    }
+    for key in current.keys().filter(|k| !wanted.contains_key(k)) {
+        match map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => writes += 1,
+            Err(source) => return Err(MapsError::Access { map: name, source }),
+        }
+    }
+    Ok(writes)
 }
 
 impl DecapMaps {
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
             local_vips: open_typed!(pin_dir, map_names::LOCAL_VIPS),
+            backend_nat: open_typed!(pin_dir, map_names::BACKEND_NAT),
             tc_stats: open_typed!(pin_dir, map_names::TC_STATS),
         })
     }
 
     /// Makes the VIP set equal to `vips`.
     pub fn set_vips(&mut self, vips: &[IpAddr]) -> Result<(), MapsError> {
-        let wanted: Vec<VipKey> = vips
+        let wanted = vips
             .iter()
             .map(|vip| {
                 let (addr, family) = crate::model::addr_bytes(*vip);
-                VipKey {
+                let key = VipKey {
                     addr,
                     family,
                     _pad: [0; 3],
-                }
+                };
+                (key, 1)
             })
             .collect();
-        for key in &wanted {
-            self.local_vips
-                .insert(key, 1, 0)
-                .map_err(access(map_names::LOCAL_VIPS))?;
-        }
-        let stale: Vec<VipKey> = self
-            .local_vips
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.contains(k))
+        sync_hash(&mut self.local_vips, map_names::LOCAL_VIPS, &wanted).map(drop)
+    }
+
+    /// Makes the translation table equal to `translations`; returns the map writes made.
+    pub fn set_translations<'a>(
+        &mut self,
+        translations: impl IntoIterator<Item = &'a LocalTranslation>,
+    ) -> Result<usize, MapsError> {
+        let wanted: StdHashMap<BackendNatKey, BackendNatValue> = translations
+            .into_iter()
+            .map(|t| (t.key(), t.value()))
             .collect();
-        for key in stale {
-            let _ = self.local_vips.remove(&key);
+        if wanted.len() > limits::BACKEND_NATS as usize {
+            return Err(MapsError::Inconsistent(format!(
+                "{} translations exceed the map's {} entries",
+                wanted.len(),
+                limits::BACKEND_NATS
+            )));
         }
-        Ok(())
+        sync_hash(&mut self.backend_nat, map_names::BACKEND_NAT, &wanted)
+    }
+
+    /// The translation table as the kernel holds it, sorted.
+    pub fn translations(&self) -> Result<Vec<LocalTranslation>, MapsError> {
+        let mut out = Vec::new();
+        for entry in self.backend_nat.iter() {
+            let (key, value) = entry.map_err(access(map_names::BACKEND_NAT))?;
+            let service = ServiceKey {
+                addr: key.frontend,
+                port_be: key.port_be,
+                proto: key.proto,
+                family: key.family,
+            };
+            let frontend = Frontend::from_key(&service).ok_or_else(|| {
+                MapsError::Inconsistent(format!("translation key {key:?} is not a frontend"))
+            })?;
+            let endpoint = addr_from_bytes(&key.endpoint, key.family).ok_or_else(|| {
+                MapsError::Inconsistent(format!("translation key {key:?} has a bad endpoint"))
+            })?;
+            out.push(LocalTranslation {
+                frontend,
+                endpoint,
+                target_port: u16::from_be(value.target_port_be),
+            });
+        }
+        out.sort();
+        Ok(out)
     }
 
     pub fn counters(&self) -> Result<Vec<Counter>, MapsError> {

@@ -1,13 +1,17 @@
-//! The daemon in cluster mode (`ferrolb kube`, a process) driven by a fake Kubernetes API
-//! server, in network namespaces: Services and EndpointSlices change on the server and real
-//! TCP connections from the client to the ClusterIP must follow them (issue #4).
+//! The daemon in cluster mode (`ferrolb kube`, a process per node) driven by a fake
+//! Kubernetes API server, in network namespaces: Services and EndpointSlices change on the
+//! server and real TCP connections from the client to the ClusterIP and to the NodePort
+//! must follow them (issue #4).
 //!
-//! The fake server runs on a thread inside the LB namespace, so the daemon reaches it on
-//! that namespace's loopback; the test keeps a handle to change the objects.
+//! Every node runs the daemon, as the DaemonSet does: the LB node balances (XDP, IPIP DSR),
+//! each backend node decapsulates what is sent to its endpoints and translates it to the
+//! endpoint's address and target port (tc ingress), and restores the frontend as the
+//! source of the replies (tc egress). The endpoints listen on the target port only, on
+//! their own address: nothing answers unless the translation happened.
 //!
-//! NodePort is not served through the datapath yet: IPIP DSR delivers packets unchanged,
-//! so it cannot translate the node port to the endpoints' port. For NodePort the test
-//! asserts that the frontend is skipped and reported, never programmed.
+//! The fake server runs on a thread inside each node's namespace (one shared object
+//! store), so each daemon reaches it on its loopback; the test keeps a handle to change
+//! the objects.
 
 mod support;
 
@@ -15,7 +19,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -29,6 +33,8 @@ use serde_json::{json, Value};
 use support::{bins, require_root, ScratchDir};
 
 const SERVICE_PORT: u16 = 8080;
+/// The endpoints' port: differs from the service port, so every frontend needs translation.
+const TARGET_PORT: u16 = 9090;
 /// The lab's name servers also answer UDP; the Service defines TCP only.
 const LAB_UDP_PORT: u16 = 5353;
 const NODE_PORT: u16 = 30080;
@@ -36,15 +42,14 @@ const NODE_NAME: &str = "lb-node";
 const SERVICE: &str = "web";
 const SLICE: &str = "web-7xk2p";
 const PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
-// Only the daemon and the fake server (on an ephemeral port) listen inside the LB namespace
+// Only the daemons and the fake servers (on ephemeral ports) listen inside the namespaces
 // the test made, so fixed ports cannot collide with anything.
 const HEALTH_ADDR: &str = "127.0.0.1:10256";
 const METRICS_ADDR: &str = "127.0.0.1:10249";
 /// Longer than the lab's 5 s connect timeout, so a slow machine is not mistaken for a bug.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A NodePort Service whose port equals its targetPort, so the ClusterIP frontend is one
-/// IPIP DSR can serve; the NodePort frontend is not (30080 ≠ 8080).
+/// A NodePort Service whose endpoints listen on another port than the Service's.
 fn web_service() -> Value {
     patch(
         service_json(SERVICE, VIP),
@@ -52,101 +57,219 @@ fn web_service() -> Value {
             "type": "NodePort",
             "externalTrafficPolicy": "Cluster",
             "ports": [{"name": "http", "protocol": "TCP", "port": SERVICE_PORT,
-                       "targetPort": SERVICE_PORT, "nodePort": NODE_PORT}]
+                       "targetPort": TARGET_PORT, "nodePort": NODE_PORT}]
         }}),
     )
 }
 
 fn web_slice(endpoints: Vec<Value>) -> Value {
-    slice_json(SLICE, SERVICE, "IPv4", i32::from(SERVICE_PORT), endpoints)
+    slice_json(SLICE, SERVICE, "IPv4", i32::from(TARGET_PORT), endpoints)
+}
+
+/// The Kubernetes node a lab backend stands for.
+fn node_of(backend: &str) -> String {
+    format!("node-{backend}")
 }
 
 /// Frontend (address, port) → addresses of its active backends, as the kernel maps hold
 /// them.
 type Programmed = BTreeMap<(String, u16), BTreeSet<String>>;
 
-fn programmed(entries: &[((&str, u16), &[&str])]) -> Programmed {
-    entries
-        .iter()
-        .map(|((vip, port), backends)| {
+/// The ClusterIP and the NodePort on the LB node, both balancing over `backends`.
+fn both_frontends(backends: &[&str]) -> Programmed {
+    [(VIP, SERVICE_PORT), (LB_ADDR, NODE_PORT)]
+        .into_iter()
+        .map(|(addr, port)| {
             (
-                (vip.to_string(), *port),
+                (addr.to_string(), port),
                 backends.iter().map(|b| b.to_string()).collect(),
             )
         })
         .collect()
 }
 
-/// Fields drop in order: the lab first (it stops the daemon, removes namespaces and pins),
-/// then the fake server, then the scratch directory with the log.
+/// Fields drop in order: the lab first (it stops the daemons, removes namespaces and
+/// pins), then the fake servers, then the scratch directory with the logs.
 struct Setup {
     lab: Lab,
-    // Held for its drop: the server lives as long as the setup.
-    _api_server: NetnsServer,
+    // Held for their drop: the servers live as long as the setup.
+    _api_servers: Vec<NetnsServer>,
     api: FakeApi,
     bins: Binaries,
     work: ScratchDir,
 }
 
 impl Setup {
-    /// A lab with three backends, the fake server holding this node, the web Service and a
-    /// slice with all three backends ready, and the daemon running in the LB namespace.
+    /// A lab with three backends, the fake server holding the nodes, the web Service and a
+    /// slice with all three backends ready, and a daemon running on every node.
     fn new(tag: &str) -> Self {
         let bins = bins();
         let mut lab = Lab::create(tag, 3).expect("lab");
         let work = ScratchDir::new(&format!("kube-e2e-{tag}")).expect("scratch dir");
         lab.attach_pass(&bins).expect("pass program");
-        lab.start_backends(&bins, SERVICE_PORT, LAB_UDP_PORT)
-            .expect("backends");
+        lab.start_servers(&bins, "0.0.0.0", TARGET_PORT, LAB_UDP_PORT)
+            .expect("endpoint servers");
+        // The NodePort is reached on the LB node's own subnet address; leave room for the
+        // outer header on that path too.
+        let client = lab.client.clone();
+        lab.exec(
+            &client,
+            "ip",
+            &[
+                "route", "add", LB_ADDR, "dev", "eth0", "mtu", "1480",
+            ],
+        )
+        .expect("client route to the node");
 
         let api = FakeApi::new();
         api.apply(
             Resource::Nodes,
             node_json(NODE_NAME, &[("InternalIP", LB_ADDR)], "zone-a"),
         );
+        for b in &lab.backends {
+            api.apply(
+                Resource::Nodes,
+                node_json(&node_of(&b.name), &[("InternalIP", &b.addr)], "zone-a"),
+            );
+        }
         api.apply(Resource::Services, web_service());
         let all: Vec<Value> = lab
             .backends
             .iter()
-            .map(|b| ready(&b.addr, "node-b"))
+            .map(|b| ready(&b.addr, &node_of(&b.name)))
             .collect();
         api.apply(Resource::EndpointSlices, web_slice(all));
-        let api_server = api
-            .serve_in_netns(&Path::new("/run/netns").join(&lab.lb))
-            .expect("fake API server in the LB namespace");
 
-        let kubeconfig = work.0.join("kubeconfig");
-        std::fs::write(&kubeconfig, api_server.kubeconfig()).unwrap();
-        let lb = lab.lb.clone();
-        let pin_dir = lab.lb_pin_dir.display().to_string();
-        lab.spawn(
-            &lb,
-            &bins.ferrolb,
-            &[
-                "--pin-dir",
-                &pin_dir,
-                "kube",
-                "--iface",
-                "eth0",
-                "--node-name",
-                NODE_NAME,
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--health-bind-address",
-                HEALTH_ADDR,
-                "--metrics-bind-address",
-                METRICS_ADDR,
-            ],
-            Some(&work.0.join("daemon.log")),
-        )
-        .expect("daemon");
+        // (namespace, node name, pin dir, log) of every node.
+        let mut nodes = vec![(
+            lab.lb.clone(),
+            NODE_NAME.to_string(),
+            lab.lb_pin_dir.clone(),
+            work.0.join("daemon.log"),
+        )];
+        for b in &lab.backends {
+            nodes.push((
+                b.netns.clone(),
+                node_of(&b.name),
+                b.pin_dir.clone(),
+                work.0.join(format!("daemon-{}.log", b.name)),
+            ));
+        }
+        let mut servers = Vec::new();
+        for (netns, node, pin_dir, log) in nodes {
+            let server = api
+                .serve_in_netns(&Path::new("/run/netns").join(&netns))
+                .expect("fake API server in the node's namespace");
+            let kubeconfig = work.0.join(format!("kubeconfig-{node}"));
+            std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+            servers.push(server);
+            lab.spawn(
+                &netns,
+                &bins.ferrolb,
+                &[
+                    "--pin-dir",
+                    &pin_dir.display().to_string(),
+                    "kube",
+                    "--iface",
+                    "eth0",
+                    "--node-name",
+                    &node,
+                    "--kubeconfig",
+                    kubeconfig.to_str().unwrap(),
+                    "--health-bind-address",
+                    HEALTH_ADDR,
+                    "--metrics-bind-address",
+                    METRICS_ADDR,
+                ],
+                Some(&log),
+            )
+            .expect("daemon");
+        }
         Self {
             lab,
-            _api_server: api_server,
+            _api_servers: servers,
             api,
             bins,
             work,
         }
+    }
+
+    fn backend_pin_dirs(&self) -> Vec<(String, PathBuf)> {
+        self.lab
+            .backends
+            .iter()
+            .map(|b| (b.name.clone(), b.pin_dir.clone()))
+            .collect()
+    }
+
+    /// `ferrolb nat -o json` on one backend node: the translations its kernel holds, as
+    /// (frontend, endpoint, target port).
+    fn translations(&self, pin_dir: &Path) -> Option<BTreeSet<(String, String, u16)>> {
+        let out = lb_lab::run(
+            &self.bins.ferrolb.display().to_string(),
+            &["--pin-dir", &pin_dir.display().to_string(), "nat", "-o", "json"],
+        )
+        .ok()?;
+        let list: Value = serde_json::from_str(&out).ok()?;
+        list.as_array()?
+            .iter()
+            .map(|t| {
+                Some((
+                    t["frontend"].as_str()?.to_string(),
+                    t["endpoint"].as_str()?.to_string(),
+                    t["target_port"].as_u64()? as u16,
+                ))
+            })
+            .collect()
+    }
+
+    /// Waits until every backend node holds the ClusterIP and NodePort translations for
+    /// its own endpoint, or none when `present` is false.
+    fn wait_translations(&self, what: &str, present: bool) {
+        for (name, pin_dir) in self.backend_pin_dirs() {
+            let addr = self.backend_addrs(&[&name]).remove(0);
+            let expected: BTreeSet<(String, String, u16)> = if present {
+                [
+                    format!("{VIP}:{SERVICE_PORT}/tcp"),
+                    format!("0.0.0.0:{NODE_PORT}/tcp"),
+                ]
+                .into_iter()
+                .map(|fe| (fe, addr.clone(), TARGET_PORT))
+                .collect()
+            } else {
+                BTreeSet::new()
+            };
+            let mut last = None;
+            if let Err(e) = wait_for(SYNC_TIMEOUT, what, || {
+                last = self.translations(&pin_dir);
+                (last.as_ref() == Some(&expected)).then_some(())
+            }) {
+                panic!(
+                    "{e}: {name} holds {last:?}, expected {expected:?}\n{}",
+                    self.node_log(&name)
+                );
+            }
+        }
+    }
+
+    fn node_log(&self, backend: &str) -> String {
+        std::fs::read_to_string(self.work.0.join(format!("daemon-{backend}.log")))
+            .unwrap_or_default()
+    }
+
+    /// The backend side's counter `reason` on one backend node.
+    fn tc_counter(&self, pin_dir: &Path, reason: &str) -> u64 {
+        let out = lb_lab::run(
+            &self.bins.ferrolb.display().to_string(),
+            &["--pin-dir", &pin_dir.display().to_string(), "stats", "-o", "json"],
+        )
+        .expect("ferrolb stats");
+        let stats: Value = serde_json::from_str(&out).expect("stats JSON");
+        stats["tc"]
+            .as_array()
+            .and_then(|reasons| reasons.iter().find(|r| r["reason"] == reason))
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no tc counter {reason} in {stats}"))
     }
 
     fn log(&self) -> String {
@@ -207,16 +330,15 @@ impl Setup {
         }
     }
 
-    /// `count` new TCP connections (one source port each) from the client to the ClusterIP.
-    fn flows(&self, first_sport: u16, count: u16) -> Vec<FlowResult> {
-        let target = format!("{VIP}:{SERVICE_PORT}");
+    /// `count` new TCP connections (one source port each) from the client to `target`.
+    fn flows(&self, target: &str, first_sport: u16, count: u16) -> Vec<FlowResult> {
         self.lab
             .client(
                 &self.bins,
                 &[
                     "tcp-flows",
                     "--target",
-                    &target,
+                    target,
                     "--sport",
                     &first_sport.to_string(),
                     "--count",
@@ -226,10 +348,28 @@ impl Setup {
             .expect("tcp flows")
     }
 
-    /// Every one of `count` new connections is answered, and together they reach exactly
-    /// the backends named.
+    /// Every one of `count` new connections to the ClusterIP and as many to the NodePort
+    /// is answered, and each frontend's connections together reach exactly the backends
+    /// named.
     fn assert_flows_reach(&self, what: &str, first_sport: u16, count: u16, backends: &[&str]) {
-        let flows = self.flows(first_sport, count);
+        for (frontend, target, sport) in [
+            ("ClusterIP", format!("{VIP}:{SERVICE_PORT}"), first_sport),
+            ("NodePort", format!("{LB_ADDR}:{NODE_PORT}"), first_sport + count),
+        ] {
+            let what = format!("{what} ({frontend})");
+            self.assert_target_reaches(&what, &target, sport, count, backends);
+        }
+    }
+
+    fn assert_target_reaches(
+        &self,
+        what: &str,
+        target: &str,
+        first_sport: u16,
+        count: u16,
+        backends: &[&str],
+    ) {
+        let flows = self.flows(target, first_sport, count);
         let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
         assert!(
             failed.is_empty(),
@@ -248,11 +388,15 @@ impl Setup {
     }
 
     fn assert_flows_fail(&self, what: &str, first_sport: u16, count: u16) {
-        let answered: Vec<FlowResult> = self
-            .flows(first_sport, count)
-            .into_iter()
-            .filter(|f| f.backend.is_some())
-            .collect();
+        let answered: Vec<FlowResult> = [
+            format!("{VIP}:{SERVICE_PORT}"),
+            format!("{LB_ADDR}:{NODE_PORT}"),
+        ]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, target)| self.flows(target, first_sport + i as u16 * count, count))
+        .filter(|f| f.backend.is_some())
+        .collect();
         assert!(
             answered.is_empty(),
             "{what}: connections still answered: {answered:?}"
@@ -314,9 +458,10 @@ fn kube_traffic_follows_create_scale_terminating_and_delete() {
     let all = s.backend_addrs(&["b1", "b2", "b3"]);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     s.wait_programmed(
-        "the Service and its three endpoints",
-        programmed(&[((VIP, SERVICE_PORT), &all)]),
+        "the ClusterIP and the NodePort with three endpoints",
+        both_frontends(&all),
     );
+    s.wait_translations("each backend node translates for its endpoint", true);
 
     // Health after the first sync (rule 21).
     let health = wait_for(SYNC_TIMEOUT, "/healthz 200", || {
@@ -335,64 +480,63 @@ fn kube_traffic_follows_create_scale_terminating_and_delete() {
         200,
         "livez"
     );
-
-    // NodePort: skipped (the port cannot be translated) and reported, not programmed; the
-    // exact map above already holds only the ClusterIP frontend.
-    let kernel = s.read_programmed().expect("ferrolb list");
-    assert!(
-        kernel
-            .keys()
-            .all(|(addr, port)| *port != NODE_PORT && addr != LB_ADDR),
-        "a NodePort frontend was programmed: {kernel:?}"
-    );
     let metrics = s.metrics();
     assert!(
-        metrics.contains("lb_kube_skipped_frontends_entries{reason=\"port_translation\"} 1"),
-        "NodePort not reported as skipped:\n{metrics}"
+        metrics.contains("lb_projection_skipped_objects 0"),
+        "nothing is skipped any more:\n{metrics}"
     );
     assert!(
-        metrics.contains("lb_projection_skipped_objects 1"),
+        metrics.contains("lb_maps_occupancy_entries{map=\"services\"} 2"),
         "{metrics}"
     );
-    let log = s.log();
-    assert!(
-        log.contains("snapshot applied") && log.contains("skipped=1"),
-        "the daemon's log does not report the skipped NodePort:\n{log}"
-    );
 
-    s.assert_flows_reach("three ready endpoints", 20_000, 300, &["b1", "b2", "b3"]);
+    let translated_before: u64 = s
+        .backend_pin_dirs()
+        .iter()
+        .map(|(_, pin)| s.tc_counter(pin, "decapsulated_translated"))
+        .sum();
+    s.assert_flows_reach("three ready endpoints", 20_000, 150, &["b1", "b2", "b3"]);
+    // Every connection went through the translation both ways on the backends.
+    let (translated, restored): (u64, u64) = s
+        .backend_pin_dirs()
+        .iter()
+        .map(|(_, pin)| {
+            (
+                s.tc_counter(pin, "decapsulated_translated"),
+                s.tc_counter(pin, "reply_restored"),
+            )
+        })
+        .fold((0, 0), |acc, c| (acc.0 + c.0, acc.1 + c.1));
+    assert!(
+        translated - translated_before >= 300 && restored >= 300,
+        "translated {} packets, restored {restored} replies for 300 connections",
+        translated - translated_before
+    );
 
     // Scale down to two endpoints.
     let (b1, b2) = (all[0], all[1]);
-    s.set_endpoints(vec![ready(b1, "node-b"), ready(b2, "node-b")]);
-    s.wait_programmed(
-        "scaled to two",
-        programmed(&[((VIP, SERVICE_PORT), &[b1, b2])]),
-    );
-    s.assert_flows_reach("scaled to two", 21_000, 200, &["b1", "b2"]);
+    let (n1, n2) = (node_of("b1"), node_of("b2"));
+    s.set_endpoints(vec![ready(b1, &n1), ready(b2, &n2)]);
+    s.wait_programmed("scaled to two", both_frontends(&[b1, b2]));
+    s.assert_flows_reach("scaled to two", 21_000, 100, &["b1", "b2"]);
 
     // One endpoint terminating while another is ready: only the ready one (rule 11).
-    s.set_endpoints(vec![terminating(b1, "node-b"), ready(b2, "node-b")]);
-    s.wait_programmed(
-        "b1 terminating",
-        programmed(&[((VIP, SERVICE_PORT), &[b2])]),
-    );
-    s.assert_flows_reach("b1 terminating, b2 ready", 22_000, 100, &["b2"]);
+    s.set_endpoints(vec![terminating(b1, &n1), ready(b2, &n2)]);
+    s.wait_programmed("b1 terminating", both_frontends(&[b2]));
+    s.assert_flows_reach("b1 terminating, b2 ready", 22_000, 50, &["b2"]);
 
     // All terminating but serving: fall back to them rather than refuse (rule 11).
-    s.set_endpoints(vec![terminating(b1, "node-b"), terminating(b2, "node-b")]);
-    s.wait_programmed(
-        "all terminating",
-        programmed(&[((VIP, SERVICE_PORT), &[b1, b2])]),
-    );
-    s.assert_flows_reach("all terminating, serving", 23_000, 200, &["b1", "b2"]);
+    s.set_endpoints(vec![terminating(b1, &n1), terminating(b2, &n2)]);
+    s.wait_programmed("all terminating", both_frontends(&[b1, b2]));
+    s.assert_flows_reach("all terminating, serving", 23_000, 100, &["b1", "b2"]);
 
-    // Slice gone: no usable endpoints. kube-proxy rejects; the datapath keeps the
-    // ClusterIP frontend with no backends, which drops. The NodePort stays unprogrammed.
+    // Slice gone: no usable endpoints. kube-proxy rejects; the datapath keeps both
+    // frontends with no backends, which drops, and the backend nodes stop translating.
     s.api.delete(Resource::EndpointSlices, SLICE);
-    s.wait_programmed("slice deleted", programmed(&[((VIP, SERVICE_PORT), &[])]));
+    s.wait_programmed("slice deleted", both_frontends(&[]));
+    s.wait_translations("slice deleted", false);
 
-    // Service gone: the frontend disappears, and the LB has no route for the ClusterIP.
+    // Service gone: the frontends disappear.
     s.api.delete(Resource::Services, SERVICE);
     s.wait_programmed("service deleted", Programmed::new());
     s.assert_flows_fail("service deleted", 24_000, 3);
@@ -406,11 +550,12 @@ fn kube_service_proxy_name_label_turns_programming_off_and_on() {
     let s = Setup::new("klabel");
     let all = s.backend_addrs(&["b1", "b2", "b3"]);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    let serving = programmed(&[((VIP, SERVICE_PORT), &all)]);
+    let serving = both_frontends(&all);
     s.wait_programmed("the Service", serving.clone());
-    s.assert_flows_reach("programmed", 25_000, 90, &["b1", "b2", "b3"]);
+    s.wait_translations("the Service", true);
+    s.assert_flows_reach("programmed", 25_000, 60, &["b1", "b2", "b3"]);
 
-    // Another proxy owns the Service now (rule 2): the daemon's selector stops seeing it.
+    // Another proxy owns the Service now (rule 2): the daemons' selector stops seeing it.
     s.api.apply(
         Resource::Services,
         patch(
@@ -419,9 +564,11 @@ fn kube_service_proxy_name_label_turns_programming_off_and_on() {
         ),
     );
     s.wait_programmed("labelled for another proxy", Programmed::new());
+    s.wait_translations("labelled for another proxy", false);
     s.assert_flows_fail("labelled for another proxy", 26_000, 3);
 
     s.api.apply(Resource::Services, web_service());
     s.wait_programmed("label removed", serving);
-    s.assert_flows_reach("label removed", 27_000, 90, &["b1", "b2", "b3"]);
+    s.wait_translations("label removed", true);
+    s.assert_flows_reach("label removed", 27_000, 60, &["b1", "b2", "b3"]);
 }

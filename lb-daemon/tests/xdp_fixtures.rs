@@ -15,7 +15,7 @@ use lb_daemon::{
     model::Protocol,
     planner::{self, KernelState},
 };
-use support::{require_root, PinDir};
+use support::{encapsulate, require_root, PinDir};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -101,7 +101,7 @@ impl Fixture {
                         src_mac: LB_MAC,
                         ifindex: 1, // test_run delivers on the loopback
                         mtu: 1500,
-                        _pad: 0,
+                        flags: 0,
                         backend_generation: backend.generation,
                         expires_ns: u64::MAX,
                     },
@@ -322,6 +322,45 @@ fn forwards_new_flows_with_correct_ipip_and_counts_them() {
         assert_eq!(entry.backend, Some(backend), "{name}: flow entry");
         assert_eq!(after.backend, Some(backend));
     }
+}
+
+#[test]
+fn a_backend_on_this_host_gets_the_packet_encapsulated_up_its_stack() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("local", CONFIG);
+    // What the route lookup caches for a backend address of this host.
+    for backend in f.state.backends.values() {
+        f.maps
+            .set_static_nexthop(
+                backend.id,
+                NextHop {
+                    dst_mac: [0; 6],
+                    src_mac: [0; 6],
+                    ifindex: 1,
+                    mtu: u16::MAX,
+                    flags: lb_common::NEXTHOP_F_LOCAL,
+                    backend_generation: backend.generation,
+                    expires_ns: u64::MAX,
+                },
+            )
+            .unwrap();
+    }
+    let packet = tcp_syn(41_000, 80, b"");
+    let backend = f
+        .explain(Protocol::Tcp, 41_000, 80)
+        .maglev_backend
+        .expect("maglev pick");
+    let out = f.expect("local backend", &packet, XDP_PASS, XdpReason::ForwardedLocal);
+    // Still addressed to this host's MAC, so the stack takes it; the backend side's TC
+    // program decapsulates it there.
+    assert_eq!(&out[0..6], &LB_MAC, "destination MAC kept");
+    assert_eq!(&out[6..12], &CLIENT_MAC, "source MAC kept");
+    let mut as_sent = out.clone();
+    as_sent[0..6].copy_from_slice(&backend_mac(backend));
+    as_sent[6..12].copy_from_slice(&LB_MAC);
+    assert_ipip("local backend", &packet, &as_sent, backend);
 }
 
 #[test]
@@ -576,21 +615,8 @@ fn tc_decap_strips_ipip_for_local_vips_only() {
     maps.set_vips(&[IpAddr::from(VIP)]).unwrap();
 
     let inner = tcp_syn(45_000, 80, b"hello");
-    let encapsulate = |inner: &[u8], outer_proto: u8| {
-        let mut ip = Ipv4Header::new(
-            (inner.len() - 14) as u16,
-            64,
-            IpNumber(outer_proto),
-            LB,
-            [198, 18, 0, 11],
-        )
-        .unwrap();
-        ip.header_checksum = ip.calc_header_checksum();
-        let mut v = inner[..14].to_vec();
-        ip.write(&mut v).unwrap();
-        v.extend_from_slice(&inner[14..]);
-        v
-    };
+    let encapsulate =
+        |inner: &[u8], outer_proto: u8| encapsulate(inner, outer_proto, LB, [198, 18, 0, 11]);
     let other_vip = {
         let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
             .ipv4(CLIENT, [198, 18, 100, 99], 64)

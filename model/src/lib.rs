@@ -139,3 +139,34 @@ pub fn addr_from_bytes(addr: &[u8; 16], family: u8) -> Option<IpAddr> {
         _ => None,
     }
 }
+
+/// Backend side: a frontend whose packets, arriving encapsulated for a local endpoint, are
+/// delivered to that endpoint's address and `target_port` (replies get the frontend back as
+/// their source). The daemon on the endpoint's node programs these, so the balancer needs
+/// no per-endpoint port and the endpoint no frontend address on its loopback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LocalTranslation {
+    pub frontend: Frontend,
+    pub endpoint: IpAddr,
+    pub target_port: u16,
+}
+
+impl LocalTranslation {
+    pub fn key(&self) -> lb_common::BackendNatKey {
+        let frontend = self.frontend.key();
+        lb_common::BackendNatKey {
+            frontend: frontend.addr,
+            endpoint: addr_bytes(self.endpoint).0,
+            port_be: frontend.port_be,
+            proto: frontend.proto,
+            family: frontend.family,
+        }
+    }
+
+    pub fn value(&self) -> lb_common::BackendNatValue {
+        lb_common::BackendNatValue {
+            target_port_be: self.target_port.to_be(),
+            _pad: 0,
+        }
+    }
+}

@@ -340,7 +340,7 @@ pub fn measure(
                 src_mac: LB_MAC,
                 ifindex: 1,
                 mtu: 1500,
-                _pad: 0,
+                flags: 0,
                 backend_generation: backend.generation,
                 expires_ns: u64::MAX,
             },

@@ -1,11 +1,14 @@
-//! Backend side of DSR: remove the IPIP header the balancer added when the inner packet is
-//! for a VIP this host serves, so the stack delivers it to the VIP on the loopback and the
-//! reply leaves straight for the client. No kernel tunnel module is needed.
+//! Backend side of DSR. Ingress: remove the IPIP header the balancer added when the inner
+//! packet is for this host (a VIP on the loopback, or a frontend the daemon translates to a
+//! local endpoint), so the reply leaves straight for the client. Egress: give replies of
+//! translated flows the frontend back as their source. No kernel tunnel module is needed.
 #![no_std]
 #![no_main]
 
 mod decap;
+mod l4;
 mod maps;
+mod nat;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -15,15 +18,26 @@ use aya_ebpf::{
 use lb_common::TcReason;
 
 #[classifier]
-pub fn tc_decap(ctx: TcContext) -> i32 {
+pub fn tc_decap(mut ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
-    let reason = match decap::decapsulate(&ctx) {
-        Ok(()) => TcReason::Decapsulated,
-        Err(reason) => reason,
-    };
+    let reason = decap::decapsulate(&mut ctx).unwrap_or_else(|reason| reason);
+    verdict(reason, len)
+}
+
+#[classifier]
+pub fn tc_revnat(mut ctx: TcContext) -> i32 {
+    let len = u64::from(ctx.len());
+    let reason = nat::restore_reply(&mut ctx).unwrap_or_else(|reason| reason);
+    verdict(reason, len)
+}
+
+#[inline(always)]
+fn verdict(reason: TcReason, len: u64) -> i32 {
     maps::count(reason, len);
     match reason {
-        TcReason::DropMalformed | TcReason::DropDecapFailed => TC_ACT_SHOT,
+        TcReason::DropMalformed | TcReason::DropDecapFailed | TcReason::DropRewriteFailed => {
+            TC_ACT_SHOT
+        }
         _ => TC_ACT_OK,
     }
 }

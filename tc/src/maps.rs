@@ -2,12 +2,21 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
-use lb_common::{limits, Counter, TcReason, VipKey};
+use lb_common::{
+    limits, BackendNatKey, BackendNatValue, Counter, RevNatKey, RevNatValue, TcReason, VipKey,
+};
 
 #[map(name = "LB_LOCAL_VIPS")]
 pub static LOCAL_VIPS: HashMap<VipKey, u32> = HashMap::pinned(limits::LOCAL_VIPS, 0);
+
+#[map(name = "LB_BACKEND_NAT")]
+pub static BACKEND_NAT: HashMap<BackendNatKey, BackendNatValue> =
+    HashMap::pinned(limits::BACKEND_NATS, 0);
+
+#[map(name = "LB_REV_NAT")]
+pub static REV_NAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::pinned(limits::REV_NATS, 0);
 
 #[map(name = "LB_TC_STATS")]
 pub static TC_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(TcReason::COUNT, 0);

@@ -68,7 +68,16 @@ fn balance(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
         }
     };
 
-    let hop = nexthop::resolve(ctx, backend_id, &backend, &config)?;
+    let mut hop = nexthop::resolve(ctx, backend_id, &backend, &config)?;
+    if hop.flags & lb_common::NEXTHOP_F_LOCAL != 0 {
+        // Up our own stack: it accepts the frame only still addressed to our MAC.
+        let eth = parse::ptr_at::<parse::EthHdr>(ctx, 0).ok_or(XdpReason::DropMalformedIp)?;
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            hop.dst_mac = (*eth).dst;
+            hop.src_mac = (*eth).src;
+        }
+    }
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
         return Err(XdpReason::DropTooBig);
     }

@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     v4_addr, wire::IPPROTO_IPIP, BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4,
+    NEXTHOP_F_LOCAL,
 };
 
 use crate::{
@@ -18,6 +19,8 @@ use crate::{
 
 const AF_INET: u8 = FAMILY_V4;
 const FIB_RET_SUCCESS: i64 = 0;
+/// The destination is local (or otherwise not forwarded): a backend on this host.
+const FIB_RET_NOT_FWDED: i64 = 4;
 const FIB_RET_NO_NEIGH: i64 = 7;
 const DEFAULT_MTU: u16 = 1500;
 
@@ -64,6 +67,20 @@ pub fn resolve(
     };
     match rc {
         FIB_RET_SUCCESS => {}
+        FIB_RET_NOT_FWDED => {
+            let hop = NextHop {
+                dst_mac: [0; 6],
+                src_mac: [0; 6],
+                ifindex: params.ifindex,
+                mtu: u16::MAX,
+                flags: NEXTHOP_F_LOCAL,
+                backend_generation: backend.generation,
+                expires_ns: now.wrapping_add(config.nexthop_ttl_ns),
+            };
+            // SAFETY: same per-CPU slot as above.
+            unsafe { *slot = hop };
+            return Ok(hop);
+        }
         FIB_RET_NO_NEIGH => {
             // The kernel resolves neighbours only when asked; leave a note for the daemon,
             // which asks it (RTM_NEWNEIGH with NTF_USE) and removes the note.
@@ -85,7 +102,7 @@ pub fn resolve(
         src_mac: params.smac,
         ifindex: params.ifindex,
         mtu: if mtu == 0 { DEFAULT_MTU } else { mtu },
-        _pad: 0,
+        flags: 0,
         backend_generation: backend.generation,
         expires_ns: now.wrapping_add(config.nexthop_ttl_ns),
     };
@@ -98,6 +115,12 @@ pub fn resolve(
 /// (the common one-armed LB), else redirected to the route's interface.
 #[inline(always)]
 pub fn transmit(ctx: &XdpContext, hop: &NextHop) -> Forward {
+    if hop.flags & NEXTHOP_F_LOCAL != 0 {
+        return Forward {
+            action: xdp_action::XDP_PASS,
+            reason: XdpReason::ForwardedLocal,
+        };
+    }
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if hop.ifindex == ingress {
         return Forward {

@@ -41,3 +41,21 @@ pub fn remove_pins(path: &Path) {
     let _ = lb_daemon::loader::uninstall(path);
     let _ = std::fs::remove_dir_all(path);
 }
+
+/// `inner` (an Ethernet frame) wrapped in an outer IPv4 header from the LB to `outer_dst`
+/// with protocol `outer_proto`, as the balancer sends it.
+pub fn encapsulate(inner: &[u8], outer_proto: u8, outer_src: [u8; 4], outer_dst: [u8; 4]) -> Vec<u8> {
+    let mut ip = etherparse::Ipv4Header::new(
+        (inner.len() - 14) as u16,
+        64,
+        etherparse::IpNumber(outer_proto),
+        outer_src,
+        outer_dst,
+    )
+    .unwrap();
+    ip.header_checksum = ip.calc_header_checksum();
+    let mut v = inner[..14].to_vec();
+    ip.write(&mut v).unwrap();
+    v.extend_from_slice(&inner[14..]);
+    v
+}

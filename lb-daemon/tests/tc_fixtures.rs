@@ -1,0 +1,271 @@
+//! Kernel unit tests of the backend side's translation (BPF_PROG_TEST_RUN): an
+//! encapsulated packet for a translated frontend comes out decapsulated and addressed to
+//! the local endpoint's address and target port with valid checksums, and the endpoint's
+//! reply comes out with the frontend restored as its source. Maps are written by the
+//! daemon's own `DecapMaps`; each case moves exactly one counter.
+
+mod support;
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use lb_common::{program_names, TcReason};
+use lb_daemon::{config::parse_translation, loader, maps::DecapMaps};
+use support::{encapsulate, require_root, PinDir};
+
+const TC_ACT_OK: u32 = 0;
+
+const CLIENT: [u8; 4] = [198, 18, 0, 10];
+const LB: [u8; 4] = [198, 18, 0, 2];
+const VIP: [u8; 4] = [198, 18, 100, 1];
+const ENDPOINT: [u8; 4] = [198, 18, 0, 11];
+const OTHER_ENDPOINT: [u8; 4] = [198, 18, 0, 12];
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+
+#[derive(Clone, Copy)]
+enum L4 {
+    Tcp,
+    Udp,
+    /// UDP sent without a checksum (zero): it must stay without one.
+    UdpNoChecksum,
+}
+
+/// An Ethernet frame `src:sport → dst:dport` with correct checksums.
+fn frame(l4: L4, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64);
+    let payload = b"request";
+    let mut out = Vec::new();
+    match l4 {
+        L4::Tcp => ip
+            .tcp(sport, dport, 1000, 64240)
+            .ack(77)
+            .write(&mut out, payload)
+            .unwrap(),
+        L4::Udp | L4::UdpNoChecksum => ip.udp(sport, dport).write(&mut out, payload).unwrap(),
+    }
+    if let L4::UdpNoChecksum = l4 {
+        // Ethernet 14 + IPv4 20 + UDP checksum at 6.
+        out[14 + 20 + 6] = 0;
+        out[14 + 20 + 7] = 0;
+    }
+    out
+}
+
+/// Asserts the IPv4 and TCP/UDP checksums of `frame` are right (a zero UDP checksum is
+/// "none" and also accepted).
+fn assert_checksums(name: &str, frame: &[u8]) {
+    let sliced = SlicedPacket::from_ethernet(frame).expect("parses");
+    let Some(etherparse::NetSlice::Ipv4(ip)) = sliced.net else {
+        panic!("{name}: not IPv4")
+    };
+    let header = ip.header().to_header();
+    assert_eq!(
+        header.header_checksum,
+        header.calc_header_checksum(),
+        "{name}: IPv4 checksum"
+    );
+    match sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&header, tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected, "{name}: TCP checksum");
+        }
+        Some(TransportSlice::Udp(udp)) => {
+            if udp.checksum() != 0 {
+                let expected = udp
+                    .to_header()
+                    .calc_checksum_ipv4(&header, udp.payload())
+                    .unwrap();
+                assert_eq!(udp.checksum(), expected, "{name}: UDP checksum");
+            }
+        }
+        other => panic!("{name}: unexpected transport {other:?}"),
+    }
+}
+
+struct Tc {
+    ebpf: aya::Ebpf,
+    maps: DecapMaps,
+    // Dropped last: removes the pins.
+    _pin: PinDir,
+}
+
+impl Tc {
+    fn new(tag: &str) -> Self {
+        let pin = PinDir::new(tag);
+        let ebpf = loader::load_decap(&pin.path).expect("load the backend side");
+        let maps = DecapMaps::open(&pin.path).expect("open maps");
+        Self {
+            ebpf,
+            maps,
+            _pin: pin,
+        }
+    }
+
+    /// Runs `program` on `packet`; asserts the verdict and that exactly `reason`'s counter
+    /// moved; returns the output frame.
+    fn expect(
+        &mut self,
+        name: &str,
+        program: &str,
+        packet: &[u8],
+        action: u32,
+        reason: TcReason,
+    ) -> Vec<u8> {
+        let before = self.maps.counters().unwrap();
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(program)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; packet.len() + 64];
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        let after = self.maps.counters().unwrap();
+        assert_eq!(result.return_value, action, "{name}: verdict");
+        for &r in TcReason::ALL {
+            let delta = after[r as usize].packets - before[r as usize].packets;
+            assert_eq!(
+                delta,
+                u64::from(r == reason),
+                "{name}: counter {}",
+                r.name()
+            );
+        }
+        out
+    }
+}
+
+#[test]
+fn translated_frontends_reach_the_endpoint_and_replies_carry_the_frontend() {
+    if !require_root("tc fixture") {
+        return;
+    }
+    let mut tc = Tc::new("xlate");
+    let translations = [
+        "198.18.100.1:80/tcp=198.18.0.11:8080",
+        "198.18.100.1:53/udp=198.18.0.11:5353",
+        // A NodePort: whichever node balanced it.
+        "0.0.0.0:30080/tcp=198.18.0.11:9090",
+    ]
+    .map(|t| parse_translation(t).unwrap());
+    tc.maps.set_translations(&translations).unwrap();
+    assert_eq!(tc.maps.translations().unwrap().len(), 3);
+
+    // (name, l4, client port, frontend, frontend port, target port)
+    let flows = [
+        ("clusterip tcp", L4::Tcp, 45_000, VIP, 80, 8080),
+        ("clusterip udp", L4::Udp, 45_001, VIP, 53, 5353),
+        ("udp without checksum", L4::UdpNoChecksum, 45_002, VIP, 53, 5353),
+        ("nodeport", L4::Tcp, 45_003, LB, 30080, 9090),
+    ];
+    let decap = program_names::TC_DECAP;
+    let revnat = program_names::TC_REVNAT;
+    for (name, l4, sport, frontend, port, target) in flows {
+        let inner = frame(l4, CLIENT, sport, frontend, port);
+        let out = tc.expect(
+            name,
+            decap,
+            &encapsulate(&inner, 4, LB, ENDPOINT),
+            TC_ACT_OK,
+            TcReason::DecapsulatedTranslated,
+        );
+        let delivered = frame(l4, CLIENT, sport, ENDPOINT, target);
+        assert_eq!(out, delivered, "{name}: delivered to the endpoint");
+        assert_checksums(name, &out);
+
+        let reply = frame(l4, ENDPOINT, target, CLIENT, sport);
+        let out = tc.expect(
+            &format!("{name} reply"),
+            revnat,
+            &reply,
+            TC_ACT_OK,
+            TcReason::ReplyRestored,
+        );
+        assert_eq!(
+            out,
+            frame(l4, frontend, port, CLIENT, sport),
+            "{name}: reply from the frontend"
+        );
+        assert_checksums(&format!("{name} reply"), &out);
+    }
+
+    // Not ours: left alone with their own counters.
+    let to_other_endpoint = encapsulate(&frame(L4::Tcp, CLIENT, 45_010, VIP, 80), 4, LB, OTHER_ENDPOINT);
+    let out = tc.expect(
+        "translated frontend, another endpoint",
+        decap,
+        &to_other_endpoint,
+        TC_ACT_OK,
+        TcReason::PassNotLocalVip,
+    );
+    assert_eq!(out, to_other_endpoint);
+    let unknown_port = encapsulate(&frame(L4::Tcp, CLIENT, 45_011, VIP, 81), 4, LB, ENDPOINT);
+    let out = tc.expect(
+        "frontend port without translation",
+        decap,
+        &unknown_port,
+        TC_ACT_OK,
+        TcReason::PassNotLocalVip,
+    );
+    assert_eq!(out, unknown_port);
+
+    for (name, packet) in [
+        (
+            "reply of a flow never translated",
+            frame(L4::Tcp, ENDPOINT, 8080, CLIENT, 49_999),
+        ),
+        (
+            "the endpoint's own traffic",
+            frame(L4::Tcp, ENDPOINT, 40_000, CLIENT, 8080),
+        ),
+        ("arp", {
+            let mut v = frame(L4::Tcp, ENDPOINT, 8080, CLIENT, 45_000);
+            v[12] = 0x08;
+            v[13] = 0x06;
+            v
+        }),
+        ("ipv4 fragment", {
+            let mut v = frame(L4::Tcp, ENDPOINT, 8080, CLIENT, 45_000);
+            v[14 + 6] |= 0x20;
+            v
+        }),
+        ("truncated tcp", {
+            let mut v = frame(L4::Tcp, ENDPOINT, 8080, CLIENT, 45_000);
+            v.truncate(14 + 20 + 2);
+            v
+        }),
+    ] {
+        let out = tc.expect(name, revnat, &packet, TC_ACT_OK, TcReason::PassNotTranslated);
+        assert_eq!(out, packet, "{name}: untouched");
+    }
+
+    // Removing the translation stops new decapsulation; the flows already translated
+    // keep their replies restored (like conntrack entries) until the LRU ages them out.
+    tc.maps.set_translations(&[]).unwrap();
+    assert!(tc.maps.translations().unwrap().is_empty());
+    let again = encapsulate(&frame(L4::Tcp, CLIENT, 45_020, VIP, 80), 4, LB, ENDPOINT);
+    tc.expect(
+        "translation removed",
+        decap,
+        &again,
+        TC_ACT_OK,
+        TcReason::PassNotLocalVip,
+    );
+    tc.expect(
+        "reply of a flow translated before the removal",
+        revnat,
+        &frame(L4::Tcp, ENDPOINT, 8080, CLIENT, 45_000),
+        TC_ACT_OK,
+        TcReason::ReplyRestored,
+    );
+}
