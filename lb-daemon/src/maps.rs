@@ -351,10 +351,7 @@ where
     K: aya::Pod + Eq + std::hash::Hash,
     V: aya::Pod + PartialEq,
 {
-    let current: StdHashMap<K, V> = map
-        .iter()
-        .collect::<Result<_, _>>()
-        .map_err(access(name))?;
+    let current: StdHashMap<K, V> = map.iter().collect::<Result<_, _>>().map_err(access(name))?;
     let mut writes = 0;
     for (key, value) in wanted {
         if current.get(key) != Some(value) {

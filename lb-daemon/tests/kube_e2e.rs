@@ -115,9 +115,7 @@ impl Setup {
         lab.exec(
             &client,
             "ip",
-            &[
-                "route", "add", LB_ADDR, "dev", "eth0", "mtu", "1480",
-            ],
+            &["route", "add", LB_ADDR, "dev", "eth0", "mtu", "1480"],
         )
         .expect("client route to the node");
 
@@ -207,7 +205,13 @@ impl Setup {
     fn translations(&self, pin_dir: &Path) -> Option<BTreeSet<(String, String, u16)>> {
         let out = lb_lab::run(
             &self.bins.ferrolb.display().to_string(),
-            &["--pin-dir", &pin_dir.display().to_string(), "nat", "-o", "json"],
+            &[
+                "--pin-dir",
+                &pin_dir.display().to_string(),
+                "nat",
+                "-o",
+                "json",
+            ],
         )
         .ok()?;
         let list: Value = serde_json::from_str(&out).ok()?;
@@ -261,7 +265,13 @@ impl Setup {
     fn tc_counter(&self, pin_dir: &Path, reason: &str) -> u64 {
         let out = lb_lab::run(
             &self.bins.ferrolb.display().to_string(),
-            &["--pin-dir", &pin_dir.display().to_string(), "stats", "-o", "json"],
+            &[
+                "--pin-dir",
+                &pin_dir.display().to_string(),
+                "stats",
+                "-o",
+                "json",
+            ],
         )
         .expect("ferrolb stats");
         let stats: Value = serde_json::from_str(&out).expect("stats JSON");
@@ -354,7 +364,11 @@ impl Setup {
     fn assert_flows_reach(&self, what: &str, first_sport: u16, count: u16, backends: &[&str]) {
         for (frontend, target, sport) in [
             ("ClusterIP", format!("{VIP}:{SERVICE_PORT}"), first_sport),
-            ("NodePort", format!("{LB_ADDR}:{NODE_PORT}"), first_sport + count),
+            (
+                "NodePort",
+                format!("{LB_ADDR}:{NODE_PORT}"),
+                first_sport + count,
+            ),
         ] {
             let what = format!("{what} ({frontend})");
             self.assert_target_reaches(&what, &target, sport, count, backends);

@@ -115,12 +115,8 @@ impl Tc {
         reason: TcReason,
     ) -> Vec<u8> {
         let before = self.maps.counters().unwrap();
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(program)
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let prog: &mut SchedClassifier =
+            self.ebpf.program_mut(program).unwrap().try_into().unwrap();
         let mut out = vec![0u8; packet.len() + 64];
         let result = prog
             .test_run(TestRunOptions {
@@ -165,7 +161,14 @@ fn translated_frontends_reach_the_endpoint_and_replies_carry_the_frontend() {
     let flows = [
         ("clusterip tcp", L4::Tcp, 45_000, VIP, 80, 8080),
         ("clusterip udp", L4::Udp, 45_001, VIP, 53, 5353),
-        ("udp without checksum", L4::UdpNoChecksum, 45_002, VIP, 53, 5353),
+        (
+            "udp without checksum",
+            L4::UdpNoChecksum,
+            45_002,
+            VIP,
+            53,
+            5353,
+        ),
         ("nodeport", L4::Tcp, 45_003, LB, 30080, 9090),
     ];
     let decap = program_names::TC_DECAP;
@@ -200,7 +203,12 @@ fn translated_frontends_reach_the_endpoint_and_replies_carry_the_frontend() {
     }
 
     // Not ours: left alone with their own counters.
-    let to_other_endpoint = encapsulate(&frame(L4::Tcp, CLIENT, 45_010, VIP, 80), 4, LB, OTHER_ENDPOINT);
+    let to_other_endpoint = encapsulate(
+        &frame(L4::Tcp, CLIENT, 45_010, VIP, 80),
+        4,
+        LB,
+        OTHER_ENDPOINT,
+    );
     let out = tc.expect(
         "translated frontend, another endpoint",
         decap,
@@ -245,7 +253,13 @@ fn translated_frontends_reach_the_endpoint_and_replies_carry_the_frontend() {
             v
         }),
     ] {
-        let out = tc.expect(name, revnat, &packet, TC_ACT_OK, TcReason::PassNotTranslated);
+        let out = tc.expect(
+            name,
+            revnat,
+            &packet,
+            TC_ACT_OK,
+            TcReason::PassNotTranslated,
+        );
         assert_eq!(out, packet, "{name}: untouched");
     }
 

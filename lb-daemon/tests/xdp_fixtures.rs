@@ -352,7 +352,12 @@ fn a_backend_on_this_host_gets_the_packet_encapsulated_up_its_stack() {
         .explain(Protocol::Tcp, 41_000, 80)
         .maglev_backend
         .expect("maglev pick");
-    let out = f.expect("local backend", &packet, XDP_PASS, XdpReason::ForwardedLocal);
+    let out = f.expect(
+        "local backend",
+        &packet,
+        XDP_PASS,
+        XdpReason::ForwardedLocal,
+    );
     // Still addressed to this host's MAC, so the stack takes it; the backend side's TC
     // program decapsulates it there.
     assert_eq!(&out[0..6], &LB_MAC, "destination MAC kept");

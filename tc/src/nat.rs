@@ -36,13 +36,13 @@ pub fn find(ctx: &TcContext, inner_ip: usize, endpoint: [u8; 4]) -> Option<Trans
         family: FAMILY_V4,
     };
     // SAFETY (both lookups): copied out at once.
-    let value = match unsafe { BACKEND_NAT.get(&key).copied() } {
+    let value = match unsafe { BACKEND_NAT.get(key).copied() } {
         Some(value) => value,
         None => {
             // A NodePort: addressed to whichever node balanced it, programmed once with
             // the unspecified address.
             key.frontend = [0; 16];
-            unsafe { BACKEND_NAT.get(&key).copied() }?
+            unsafe { BACKEND_NAT.get(key).copied() }?
         }
     };
     Some(Translation {
@@ -77,10 +77,10 @@ pub fn apply(ctx: &mut TcContext, t: &Translation) -> Result<(), TcReason> {
     // Written only when new or changed: an update per packet would cost the hot path a
     // locked LRU write.
     // SAFETY: copied out at once.
-    let known = unsafe { REV_NAT.get(&key).copied() };
+    let known = unsafe { REV_NAT.get(key).copied() };
     if known != Some(value) {
         // A full LRU evicts its oldest flow; that flow's replies then leave untranslated.
-        let _ = REV_NAT.insert(&key, &value, 0);
+        let _ = REV_NAT.insert(key, value, 0);
     }
     Ok(())
 }
@@ -103,7 +103,7 @@ pub fn restore_reply(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
         _pad: [0; 2],
     };
     // SAFETY: copied out at once.
-    let frontend = unsafe { REV_NAT.get(&key).copied() }.ok_or(TcReason::PassNotTranslated)?;
+    let frontend = unsafe { REV_NAT.get(key).copied() }.ok_or(TcReason::PassNotTranslated)?;
     let addr = [
         frontend.frontend[0],
         frontend.frontend[1],

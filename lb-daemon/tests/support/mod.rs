@@ -44,7 +44,12 @@ pub fn remove_pins(path: &Path) {
 
 /// `inner` (an Ethernet frame) wrapped in an outer IPv4 header from the LB to `outer_dst`
 /// with protocol `outer_proto`, as the balancer sends it.
-pub fn encapsulate(inner: &[u8], outer_proto: u8, outer_src: [u8; 4], outer_dst: [u8; 4]) -> Vec<u8> {
+pub fn encapsulate(
+    inner: &[u8],
+    outer_proto: u8,
+    outer_src: [u8; 4],
+    outer_dst: [u8; 4],
+) -> Vec<u8> {
     let mut ip = etherparse::Ipv4Header::new(
         (inner.len() - 14) as u16,
         64,
