@@ -65,7 +65,12 @@ pub const PROTO_UDP: u8 = 17;
 pub mod wire {
     pub const ETH_HLEN: usize = 14;
     pub const ETH_P_IP: u16 = 0x0800;
+    pub const ETH_P_IPV6: u16 = 0x86dd;
     pub const IPPROTO_IPIP: u8 = 4;
+    /// IPv6 in IPv6 (RFC 2473), the IPv6 twin of IPIP.
+    pub const IPPROTO_IPV6: u8 = 41;
+    /// The fixed IPv6 header, which is also what IP6IP6 encapsulation adds.
+    pub const IPV6_HLEN: usize = 40;
     /// An IPv4 header without options, which is also what IPIP encapsulation adds.
     pub const IPV4_HLEN: usize = 20;
 }
@@ -198,12 +203,16 @@ pub struct LbConfig {
     pub nexthop_ttl_ns: u64,
     pub flags: u32,
     pub _pad: u32,
+    /// Outer source address of IP6IP6 packets; valid when `CONFIG_F_V6_READY` is set.
+    pub encap_src_v6: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 40);
 
 /// The datapath forwards only when this flag is set, so a half-configured LB passes
 /// traffic rather than sending it with a zero source address.
 pub const CONFIG_F_READY: u32 = 1;
+/// IPv6 services are forwarded only with this flag: it says `encap_src_v6` is set.
+pub const CONFIG_F_V6_READY: u32 = 2;
 
 /// Packet and byte counters; per CPU in the kernel, summed by the daemon.
 #[repr(C)]

@@ -42,15 +42,18 @@ reasons! {
         Forwarded = 0 => "forwarded",
         /// Encapsulated and redirected to another interface.
         ForwardedRedirect = 1 => "forwarded_redirect",
-        /// Not Ethernet + IPv4.
-        PassNotIpv4 = 2 => "pass_not_ipv4",
+        /// Neither IPv4 nor IPv6 over Ethernet.
+        PassNotIp = 2 => "pass_not_ip",
         /// IPv4 TCP/UDP whose (destination, port, protocol) is no service.
         PassNotService = 3 => "pass_not_service",
-        /// IPv4 fragment: without ports it cannot be mapped to a flow consistently.
+        /// IPv4 fragment or IPv6 fragment header: without ports it cannot be mapped to a
+        /// flow consistently.
         PassFragment = 4 => "pass_fragment",
-        /// IPv4 but neither TCP nor UDP.
+        /// Neither TCP nor UDP (for IPv6: as the first next header; extension headers
+        /// other than fragments are passed here too).
         PassOtherProtocol = 5 => "pass_other_protocol",
-        /// The datapath has no configuration yet (no encapsulation source).
+        /// The datapath has no configuration yet, or no encapsulation source of the
+        /// packet's family.
         PassNotReady = 6 => "pass_not_ready",
         /// Ethernet or IPv4 header shorter than it claims, or an IHL below 5.
         DropMalformedIp = 7 => "drop_malformed_ip",
@@ -78,7 +81,7 @@ reasons! {
     pub enum TcReason {
         /// Outer IPIP header removed; the inner packet goes up the stack to the local VIP.
         Decapsulated = 0 => "decapsulated",
-        /// Not IPv4-in-IPv4; left alone.
+        /// Neither IPv4-in-IPv4 nor IPv6-in-IPv6; left alone.
         PassNotIpip = 1 => "pass_not_ipip",
         /// IPIP, but the inner destination is not a VIP served here; left alone.
         PassNotLocalVip = 2 => "pass_not_local_vip",

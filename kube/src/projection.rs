@@ -8,7 +8,8 @@
 //! - The balancer sends the packet unchanged (IPIP DSR); the endpoint's node translates the
 //!   destination to the endpoint's address and target port ([`crate::backend_side`]), so
 //!   NodePorts and `targetPort` ≠ `port` are served like any other frontend.
-//! - IPv4 frontends and backends only; TCP and UDP only.
+//! - IPv4 frontends and backends only (the balancer forwards IPv6, but the endpoint
+//!   nodes' translation is IPv4-only so far); TCP and UDP only.
 //! - The XDP program sees traffic arriving from the network, so the `external` verdict is
 //!   the one programmed; the `internal` one (pods on this node) needs the east-west path.
 //! - No reject: a frontend whose verdict is Reject or Drop is programmed with no backends,
@@ -32,7 +33,7 @@ use crate::model::{
 /// Why a frontend was left out of the datapath.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
 pub enum SkipFrontend {
-    #[error("IPv6 is not served by the datapath yet")]
+    #[error("IPv6 frontends need the backend side's IPv6 translation, not built yet")]
     Ipv6,
     #[error("{0} is not served by the datapath")]
     Protocol(Protocol),

@@ -120,12 +120,6 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
         if svc.port == 0 {
             return Err(invalid(format!("{field}.port"), "must be 1-65535"));
         }
-        if !svc.vip.is_ipv4() {
-            return Err(invalid(
-                format!("{field}.vip"),
-                "only IPv4 VIPs are served by this version",
-            ));
-        }
         if svc.vip.is_unspecified() || svc.vip.is_multicast() || is_broadcast(svc.vip) {
             return Err(invalid(
                 format!("{field}.vip"),
@@ -136,10 +130,14 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
         let mut backends = Vec::with_capacity(svc.backends.len());
         for (j, be) in svc.backends.iter().enumerate() {
             let bfield = format!("{field}.backends[{j}]");
-            if !be.address.is_ipv4() {
+            if be.address.is_ipv4() != svc.vip.is_ipv4() {
                 return Err(invalid(
                     format!("{bfield}.address"),
-                    "IPIP encapsulation reaches IPv4 backends only in this version",
+                    format!(
+                        "{} is of another address family than the VIP {}: IPIP carries IPv4 \
+                         to IPv4 backends and IP6IP6 IPv6 to IPv6 backends",
+                        be.address, svc.vip
+                    ),
                 ));
             }
             if be.address.is_unspecified() || be.address.is_multicast() || is_broadcast(be.address)
@@ -372,11 +370,24 @@ services:
     }
 
     #[test]
-    fn ipv6_is_refused_clearly() {
-        let text = "
+    fn ipv6_services_parse_and_mixed_families_are_refused_clearly() {
+        let v6 = "
 services:
-  - {name: a, vip: '2001:db8::1', port: 80, protocol: tcp}
+  - {name: a, vip: '2001:db8::1', port: 80, protocol: tcp,
+     backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}]}
 ";
-        assert!(error_of(text).contains("only IPv4"));
+        let state = parse(v6).unwrap();
+        let spec = state.services.values().next().unwrap();
+        assert_eq!(spec.backends.len(), 2);
+        let mixed = "
+services:
+  - {name: a, vip: '2001:db8::1', port: 80, protocol: tcp, backends: [{address: 198.18.0.11}]}
+";
+        let err = error_of(mixed);
+        assert!(
+            err.contains("services[0].backends[0].address")
+                && err.contains("another address family"),
+            "{err}"
+        );
     }
 }

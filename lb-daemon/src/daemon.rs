@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::programs::XdpMode;
-use lb_common::{LbConfig, CONFIG_F_READY};
+use lb_common::{LbConfig, CONFIG_F_READY, CONFIG_F_V6_READY};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
@@ -57,6 +57,9 @@ pub struct DatapathOptions {
     pub pin_dir: PathBuf,
     pub xdp_mode: XdpMode,
     pub encap_source: Option<Ipv4Addr>,
+    /// IP6IP6 source; `None` takes the interface's first global IPv6 address, and without
+    /// one IPv6 services are passed (`pass_not_ready`).
+    pub encap_source6: Option<std::net::Ipv6Addr>,
     pub nexthop_ttl: Duration,
     pub map_sizes: loader::MapSizes,
 }
@@ -118,15 +121,29 @@ impl Syncer {
                 "adopted pinned state"
             );
         }
+        let encap_source6 = match opts.encap_source6 {
+            Some(addr) => Some(addr),
+            None => neigh::interface_ipv6(&opts.iface)?,
+        };
         let lb_config = LbConfig {
             encap_src_v4: encap_source.octets(),
             flow_hash_seed: settings.flow_hash_seed,
             nexthop_ttl_ns: opts.nexthop_ttl.as_nanos() as u64,
-            flags: CONFIG_F_READY,
+            flags: if encap_source6.is_some() {
+                CONFIG_F_READY | CONFIG_F_V6_READY
+            } else {
+                CONFIG_F_READY
+            },
             _pad: 0,
+            encap_src_v6: encap_source6.map_or([0; 16], |a| a.octets()),
         };
         maps.write_config(&lb_config)?;
-        info!(%encap_source, "datapath ready");
+        match encap_source6 {
+            Some(v6) => info!(%encap_source, encap_source6 = %v6, "datapath ready"),
+            None => {
+                info!(%encap_source, "datapath ready; no IPv6 source address, IPv6 services are passed")
+            }
+        }
         Ok(Self {
             maps,
             state,
@@ -167,12 +184,15 @@ impl Syncer {
         match self.maps.drain_neigh_misses() {
             Ok(misses) => {
                 for (backend_id, miss) in misses {
-                    let hop = Ipv4Addr::new(
-                        miss.nexthop[0],
-                        miss.nexthop[1],
-                        miss.nexthop[2],
-                        miss.nexthop[3],
-                    );
+                    let Some(hop) = crate::model::addr_from_bytes(&miss.nexthop, miss.family)
+                    else {
+                        warn!(
+                            backend_id,
+                            family = miss.family,
+                            "neighbour miss of an unknown family"
+                        );
+                        continue;
+                    };
                     if let Err(e) = neigh::request_resolution(hop, miss.ifindex) {
                         warn!(backend_id, nexthop = %hop, error = %e, "neighbour resolution request failed");
                     }

@@ -4,15 +4,15 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
 };
 
-use lb_common::{v4_addr, Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE, FAMILY_V4};
+use lb_common::{Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE};
 use serde::Serialize;
 
 use crate::{
     maps::{LbMaps, MapsError},
-    model::{addr_from_bytes, Frontend, Protocol},
+    model::{addr_bytes, addr_from_bytes, Frontend, Protocol},
 };
 
 #[derive(Debug, Serialize)]
@@ -127,16 +127,16 @@ pub fn reason_counts(maps: &LbMaps) -> Result<Vec<ReasonCount>, MapsError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Tuple {
     pub protocol: Protocol,
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub dport: u16,
 }
 
 impl std::str::FromStr for Tuple {
     type Err = String;
 
-    /// `tcp 198.18.0.10:40000 198.18.100.1:80`
+    /// `tcp 198.18.0.10:40000 198.18.100.1:80` or `tcp [2001:db8::10]:40000 [2001:db8::1]:80`
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split_whitespace().collect();
         let [proto, src, dst] = parts.as_slice() else {
@@ -147,13 +147,17 @@ impl std::str::FromStr for Tuple {
             "udp" => Protocol::Udp,
             other => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
         };
-        let parse = |what: &str| -> Result<(Ipv4Addr, u16), String> {
-            let sock: std::net::SocketAddrV4 =
-                what.parse().map_err(|e| format!("{what:?}: {e}"))?;
-            Ok((*sock.ip(), sock.port()))
+        let parse = |what: &str| -> Result<(IpAddr, u16), String> {
+            let sock: std::net::SocketAddr = what.parse().map_err(|e| format!("{what:?}: {e}"))?;
+            Ok((sock.ip(), sock.port()))
         };
         let (src, sport) = parse(src)?;
         let (dst, dport) = parse(dst)?;
+        if src.is_ipv4() != dst.is_ipv4() {
+            return Err(format!(
+                "{s:?}: source and destination of different families"
+            ));
+        }
         Ok(Self {
             protocol,
             src,
@@ -222,7 +226,7 @@ fn explain_with(
     tuple: Tuple,
 ) -> Result<Explanation, MapsError> {
     let frontend = Frontend {
-        vip: IpAddr::V4(tuple.dst),
+        vip: tuple.dst,
         port: tuple.dport,
         protocol: tuple.protocol,
     };
@@ -257,14 +261,7 @@ fn explain_with(
         b.flags & BACKEND_F_ACTIVE != 0 && generation.is_none_or(|g| g == b.generation)
     };
 
-    let hash = lb_hashing::flow::flow_hash_v4(
-        u32::from(tuple.src),
-        u32::from(tuple.dst),
-        tuple.sport,
-        tuple.dport,
-        tuple.protocol.number(),
-        config.flow_hash_seed,
-    );
+    let hash = tuple_hash(&tuple, config.flow_hash_seed);
     out.flow_hash = Some(hash);
     let maglev_id = if service.table_size > 0 {
         let slot = hash % service.table_size;
@@ -276,13 +273,14 @@ fn explain_with(
         None
     };
 
+    let (src, family) = addr_bytes(tuple.src);
     let key = FlowKey {
-        src: v4_addr(tuple.src.octets()),
-        dst: v4_addr(tuple.dst.octets()),
+        src,
+        dst: addr_bytes(tuple.dst).0,
         sport_be: tuple.sport.to_be(),
         dport_be: tuple.dport.to_be(),
         proto: tuple.protocol.number(),
-        family: FAMILY_V4,
+        family,
         _pad: [0; 2],
     };
     if let Some(entry) = maps.flow(&key)? {
@@ -334,6 +332,34 @@ fn explain_with(
         fmt_addr(out.backend)
     );
     Ok(out)
+}
+
+/// The datapath's flow hash of `tuple` (the same `lb_hashing` functions it runs).
+fn tuple_hash(tuple: &Tuple, seed: u32) -> u32 {
+    let words = |a: std::net::Ipv6Addr| {
+        let o = a.octets();
+        [0, 4, 8, 12].map(|i| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]))
+    };
+    match (tuple.src, tuple.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => lb_hashing::flow::flow_hash_v4(
+            u32::from(src),
+            u32::from(dst),
+            tuple.sport,
+            tuple.dport,
+            tuple.protocol.number(),
+            seed,
+        ),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => lb_hashing::flow::flow_hash_v6(
+            &words(src),
+            &words(dst),
+            tuple.sport,
+            tuple.dport,
+            tuple.protocol.number(),
+            seed,
+        ),
+        // Refused when parsing; a mixed pair has no datapath hash.
+        _ => 0,
+    }
 }
 
 fn fmt_addr(addr: Option<IpAddr>) -> String {

@@ -59,6 +59,10 @@ struct DatapathArgs {
     /// Outer source of IPIP packets (default: the interface's first IPv4 address).
     #[arg(long)]
     encap_source: Option<Ipv4Addr>,
+    /// Outer source of IP6IP6 packets (default: the interface's first global IPv6
+    /// address; without one, IPv6 services are passed untouched).
+    #[arg(long)]
+    encap_source6: Option<std::net::Ipv6Addr>,
     /// How long a cached next hop is trusted, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     nexthop_ttl_ms: u64,
@@ -82,6 +86,7 @@ impl DatapathArgs {
                 Mode::Skb => XdpMode::Skb,
             },
             encap_source: self.encap_source,
+            encap_source6: self.encap_source6,
             nexthop_ttl: Duration::from_millis(self.nexthop_ttl_ms),
             map_sizes: loader::MapSizes {
                 maglev_slots: self.maglev_slots,

@@ -18,7 +18,7 @@ pub enum NeighError {
     #[error("netlink: {0}")]
     Netlink(io::Error),
     #[error("kernel refused neighbour request for {addr}: {source}")]
-    Refused { addr: Ipv4Addr, source: io::Error },
+    Refused { addr: IpAddr, source: io::Error },
     #[error("reading {path}: {source}")]
     Read { path: String, source: io::Error },
     #[error("interface {0} has no IPv4 address to use as the IPIP source")]
@@ -54,6 +54,41 @@ pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, NeighError> {
     // SAFETY: frees the list allocated above.
     unsafe { libc::freeifaddrs(addrs) };
     found.ok_or_else(|| NeighError::NoAddress(iface.to_string()))
+}
+
+/// The first global IPv6 address of `iface` (link-local and loopback addresses cannot be
+/// an IP6IP6 source), if it has one.
+pub fn interface_ipv6(iface: &str) -> Result<Option<std::net::Ipv6Addr>, NeighError> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return Err(NeighError::Netlink(io::Error::last_os_error()));
+    }
+    let mut found = None;
+    let mut cursor = addrs;
+    while !cursor.is_null() {
+        // SAFETY: cursor walks the list getifaddrs returned.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a valid C string for every entry.
+        let name = unsafe { CStr::from_ptr(entry.ifa_name) };
+        let family = unsafe { (*entry.ifa_addr).sa_family } as i32;
+        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET6 {
+            // SAFETY: AF_INET6 entries carry a sockaddr_in6.
+            let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+            let addr = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            if !addr.is_loopback() && !addr.is_unicast_link_local() {
+                found = Some(addr);
+                break;
+            }
+        }
+    }
+    // SAFETY: frees the list allocated above.
+    unsafe { libc::freeifaddrs(addrs) };
+    Ok(found)
 }
 
 /// A route from the kernel's main table.
@@ -130,31 +165,36 @@ const NTF_USE: u8 = 0x1;
 const NDA_DST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 
-#[repr(C)]
-struct NeighRequest {
-    // nlmsghdr
-    len: u32,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
-    // ndmsg
-    family: u8,
-    pad1: u8,
-    pad2: u16,
-    ifindex: i32,
-    state: u16,
-    ndm_flags: u8,
-    ndm_type: u8,
-    // rtattr NDA_DST
-    rta_len: u16,
-    rta_type: u16,
-    dst: [u8; 4],
+/// nlmsghdr (16) + ndmsg (12) + the NDA_DST attribute header (4).
+const NEIGH_REQUEST_HEAD: usize = 32;
+
+/// An RTM_NEWNEIGH request with NTF_USE for `addr` on `ifindex`: "resolve this", without
+/// creating a static entry.
+fn neigh_request(addr: IpAddr, ifindex: u32) -> Vec<u8> {
+    let (family, dst): (u8, Vec<u8>) = match addr {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+    };
+    let len = NEIGH_REQUEST_HEAD + dst.len();
+    let mut req = Vec::with_capacity(len);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&RTM_NEWNEIGH.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel
+    req.extend_from_slice(&[family, 0, 0, 0]); // family, pad
+    req.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    req.extend_from_slice(&0u16.to_ne_bytes()); // state
+    req.extend_from_slice(&[NTF_USE, 0]); // flags, type
+    req.extend_from_slice(&((4 + dst.len()) as u16).to_ne_bytes());
+    req.extend_from_slice(&NDA_DST.to_ne_bytes());
+    req.extend_from_slice(&dst);
+    req
 }
 
-/// Asks the kernel to resolve `addr` on interface `ifindex` (ARP), so the datapath's next
-/// `bpf_fib_lookup` finds a neighbour.
-pub fn request_resolution(addr: Ipv4Addr, ifindex: u32) -> Result<(), NeighError> {
+/// Asks the kernel to resolve `addr` on interface `ifindex` (ARP or neighbour discovery),
+/// so the datapath's next `bpf_fib_lookup` finds a neighbour.
+pub fn request_resolution(addr: IpAddr, ifindex: u32) -> Result<(), NeighError> {
     // SAFETY: plain socket(2).
     let fd = unsafe {
         libc::socket(
@@ -172,32 +212,16 @@ pub fn request_resolution(addr: Ipv4Addr, ifindex: u32) -> Result<(), NeighError
     result
 }
 
-fn send_request(fd: i32, addr: Ipv4Addr, ifindex: u32) -> Result<(), NeighError> {
-    let req = NeighRequest {
-        len: size_of::<NeighRequest>() as u32,
-        kind: RTM_NEWNEIGH,
-        flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
-        seq: 1,
-        pid: 0,
-        family: libc::AF_INET as u8,
-        pad1: 0,
-        pad2: 0,
-        ifindex: ifindex as i32,
-        state: 0,
-        ndm_flags: NTF_USE,
-        ndm_type: 0,
-        rta_len: 8,
-        rta_type: NDA_DST,
-        dst: addr.octets(),
-    };
+fn send_request(fd: i32, addr: IpAddr, ifindex: u32) -> Result<(), NeighError> {
+    let req = neigh_request(addr, ifindex);
     // SAFETY: the kernel address is zeroed (pid 0 = kernel); req is a plain repr(C) buffer.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as u16;
     let sent = unsafe {
         libc::sendto(
             fd,
-            &req as *const NeighRequest as *const libc::c_void,
-            size_of::<NeighRequest>(),
+            req.as_ptr() as *const libc::c_void,
+            req.len(),
             0,
             &kernel as *const libc::sockaddr_nl as *const libc::sockaddr,
             size_of::<libc::sockaddr_nl>() as u32,
@@ -234,7 +258,7 @@ pub fn warm(addrs: &[IpAddr]) -> Vec<(IpAddr, NeighError)> {
         let IpAddr::V4(v4) = addr else { continue };
         match next_hop(*v4) {
             Ok(Some((hop, index))) => {
-                if let Err(e) = request_resolution(hop, index) {
+                if let Err(e) = request_resolution(IpAddr::V4(hop), index) {
                     failures.push((*addr, e));
                 }
             }

@@ -13,6 +13,7 @@ use lb_daemon::{config::parse_translation, loader, maps::DecapMaps};
 use support::{encapsulate, require_root, PinDir};
 
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
 
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
 const LB: [u8; 4] = [198, 18, 0, 2];
@@ -281,5 +282,81 @@ fn translated_frontends_reach_the_endpoint_and_replies_carry_the_frontend() {
         &frame(L4::Tcp, ENDPOINT, 8080, CLIENT, 45_000),
         TC_ACT_OK,
         TcReason::ReplyRestored,
+    );
+}
+
+/// `inner` (an IPv6 Ethernet frame) inside an outer IPv6 header with next header `next`.
+fn encapsulate_v6(inner: &[u8], next: u8, src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let mut v = inner[..14].to_vec();
+    v.extend_from_slice(&[0x60, 0, 0, 0]);
+    v.extend_from_slice(&((inner.len() - 14) as u16).to_be_bytes());
+    v.extend_from_slice(&[next, 64]);
+    v.extend_from_slice(&src);
+    v.extend_from_slice(&dst);
+    v.extend_from_slice(&inner[14..]);
+    v
+}
+
+#[test]
+fn ip6ip6_is_stripped_for_local_ipv6_vips_only() {
+    if !require_root("tc fixture") {
+        return;
+    }
+    let mut tc = Tc::new("ip6ip6");
+    let vip: std::net::Ipv6Addr = "2001:db8::100".parse().unwrap();
+    tc.maps.set_vips(&[vip.into()]).unwrap();
+    let client: std::net::Ipv6Addr = "2001:db8::10".parse().unwrap();
+    let lb: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let backend: std::net::Ipv6Addr = "2001:db8::11".parse().unwrap();
+    let inner_to = |dst: std::net::Ipv6Addr| {
+        let mut out = Vec::new();
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .ipv6(client.octets(), dst.octets(), 64)
+            .tcp(45_100, 80, 1, 64240)
+            .syn()
+            .write(&mut out, b"")
+            .unwrap();
+        out
+    };
+    let inner = inner_to(vip);
+    let decap = program_names::TC_DECAP;
+    let out = tc.expect(
+        "ip6ip6 to a local vip",
+        decap,
+        &encapsulate_v6(&inner, 41, lb.octets(), backend.octets()),
+        TC_ACT_OK,
+        TcReason::Decapsulated,
+    );
+    assert_eq!(out, inner, "inner packet restored");
+    let other = encapsulate_v6(
+        &inner_to("2001:db8::999".parse().unwrap()),
+        41,
+        lb.octets(),
+        backend.octets(),
+    );
+    let out = tc.expect(
+        "ip6ip6 to another vip",
+        decap,
+        &other,
+        TC_ACT_OK,
+        TcReason::PassNotLocalVip,
+    );
+    assert_eq!(out, other);
+    let not_tunnel = encapsulate_v6(&inner, 17, lb.octets(), backend.octets());
+    tc.expect(
+        "ipv6 that is not ip6ip6",
+        decap,
+        &not_tunnel,
+        TC_ACT_OK,
+        TcReason::PassNotIpip,
+    );
+    let mut truncated = encapsulate_v6(&inner, 41, lb.octets(), backend.octets());
+    truncated.truncate(14 + 40 + 20);
+    tc.expect(
+        "inner header cut short",
+        decap,
+        &truncated,
+        TC_ACT_SHOT,
+        TcReason::DropMalformed,
     );
 }

@@ -8,7 +8,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};
-use lb_common::{program_names, LbConfig, NextHop, TcReason, XdpReason, CONFIG_F_READY};
+use lb_common::{
+    program_names, LbConfig, NextHop, TcReason, XdpReason, CONFIG_F_READY, CONFIG_F_V6_READY,
+};
 use lb_daemon::{
     config, inspect, loader,
     maps::{DecapMaps, LbMaps},
@@ -26,6 +28,7 @@ const TC_ACT_SHOT: u32 = 2;
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
 const VIP: [u8; 4] = [198, 18, 100, 1];
 const LB: [u8; 4] = [198, 18, 0, 2];
+const LB6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
@@ -49,8 +52,11 @@ services:
 ";
 
 fn backend_mac(addr: IpAddr) -> [u8; 6] {
-    let IpAddr::V4(v4) = addr else { unreachable!() };
-    [0x02, 0xbe, 0, 0, 0, v4.octets()[3]]
+    let last = match addr {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[15],
+    };
+    [0x02, 0xbe, 0, 0, 0, last]
 }
 
 struct Fixture {
@@ -71,8 +77,9 @@ impl Fixture {
             encap_src_v4: LB,
             flow_hash_seed: desired.settings.flow_hash_seed,
             nexthop_ttl_ns: 1_000_000_000,
-            flags: CONFIG_F_READY,
+            flags: CONFIG_F_READY | CONFIG_F_V6_READY,
             _pad: 0,
+            encap_src_v6: LB6,
         })
         .unwrap();
         let mut fixture = Self {
@@ -172,9 +179,9 @@ impl Fixture {
             &self.maps,
             inspect::Tuple {
                 protocol: proto,
-                src: Ipv4Addr::from(CLIENT),
+                src: IpAddr::from(CLIENT),
                 sport,
-                dst: Ipv4Addr::from(VIP),
+                dst: IpAddr::from(VIP),
                 dport,
             },
         )
@@ -447,8 +454,13 @@ fn negative_cases_get_their_verdict_and_counter() {
             XDP_PASS,
             XdpReason::PassFragment,
         ),
-        ("ipv6 ethertype", ipv6, XDP_PASS, XdpReason::PassNotIpv4),
-        ("arp ethertype", arp, XDP_PASS, XdpReason::PassNotIpv4),
+        (
+            "ipv6 claiming more payload than the frame",
+            ipv6,
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        ("arp ethertype", arp, XDP_PASS, XdpReason::PassNotIp),
         ("icmp to vip", icmp, XDP_PASS, XdpReason::PassOtherProtocol),
         (
             "unknown vip port",
@@ -773,4 +785,186 @@ fn a_backend_leaving_one_service_loses_only_that_services_flows() {
     let dns = f.explain(Protocol::Udp, dns_sport, 53);
     assert_eq!(dns.backend, Some(target), "dns keeps its flow: {}", dns.why);
     assert!(dns.flow_entry.is_some_and(|e| e.usable));
+}
+
+const CONFIG6: &str = "
+services:
+  - name: web6
+    vip: '2001:db8::100'
+    port: 80
+    protocol: tcp
+    backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}, {address: '2001:db8::13'}]
+  - name: dns6
+    vip: '2001:db8::100'
+    port: 53
+    protocol: udp
+    backends: [{address: '2001:db8::11'}]
+";
+const CLIENT6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0,
+];
+
+fn ipv6_frame(next: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC).ipv6(CLIENT6, VIP6, 64);
+    let mut out = Vec::new();
+    match next {
+        "tcp" => ip
+            .tcp(sport, dport, 1000, 64240)
+            .syn()
+            .write(&mut out, payload)
+            .unwrap(),
+        _ => ip.udp(sport, dport).write(&mut out, payload).unwrap(),
+    }
+    // A traffic class and flow label the outer header must carry over.
+    out[14] = 0x6a;
+    out[15] = 0xb1;
+    out[16] = 0x23;
+    out[17] = 0x45;
+    out
+}
+
+#[test]
+fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("ipv6", CONFIG6);
+    for (name, proto, packet, sport, dport) in [
+        (
+            "tcp syn",
+            Protocol::Tcp,
+            ipv6_frame("tcp", 42_000, 80, b""),
+            42_000,
+            80,
+        ),
+        (
+            "udp",
+            Protocol::Udp,
+            ipv6_frame("udp", 42_001, 53, b"query"),
+            42_001,
+            53,
+        ),
+    ] {
+        let tuple = inspect::Tuple {
+            protocol: proto,
+            src: IpAddr::from(CLIENT6),
+            sport,
+            dst: IpAddr::from(VIP6),
+            dport,
+        };
+        let backend = inspect::explain(&f.maps, tuple)
+            .unwrap()
+            .maglev_backend
+            .expect("maglev pick");
+        let out = f.expect(name, &packet, XDP_TX, XdpReason::Forwarded);
+        assert_eq!(out.len(), packet.len() + 40, "{name}: length");
+        assert_eq!(&out[0..6], &backend_mac(backend), "{name}: destination MAC");
+        assert_eq!(&out[6..12], &LB_MAC, "{name}: source MAC");
+        assert_eq!(&out[12..14], &[0x86, 0xdd], "{name}: ethertype");
+        assert_eq!(
+            &out[14..18],
+            &packet[14..18],
+            "{name}: version, class, flow label"
+        );
+        let inner_payload = u16::from_be_bytes([packet[18], packet[19]]);
+        assert_eq!(
+            u16::from_be_bytes([out[18], out[19]]),
+            inner_payload + 40,
+            "{name}: outer payload length"
+        );
+        assert_eq!(out[20], 41, "{name}: next header is IPv6");
+        assert_eq!(out[21], 64, "{name}: hop limit");
+        assert_eq!(&out[22..38], &LB6, "{name}: outer source");
+        assert_eq!(
+            IpAddr::from(<[u8; 16]>::try_from(&out[38..54]).unwrap()),
+            backend
+        );
+        assert_eq!(&out[54..], &packet[14..], "{name}: inner packet intact");
+        let after = inspect::explain(&f.maps, tuple).unwrap();
+        assert_eq!(after.flow_entry.and_then(|e| e.backend), Some(backend));
+    }
+
+    let with_next_header = |next: u8| {
+        let mut v = ipv6_frame("tcp", 42_010, 80, b"");
+        v[20] = next;
+        v
+    };
+    let mut truncated_header = ipv6_frame("tcp", 42_011, 80, b"");
+    truncated_header.truncate(14 + 30);
+    let mut cut_tcp = ipv6_frame("tcp", 42_012, 80, b"");
+    cut_tcp.truncate(14 + 40 + 10);
+    cut_tcp[18..20].copy_from_slice(&10u16.to_be_bytes());
+    let mut version_4 = ipv6_frame("tcp", 42_013, 80, b"");
+    version_4[14] = 0x4a;
+    // 40 (inner IPv6) + 20 (TCP) + 1400 = 1460, plus the 40-byte outer header = 1500.
+    let too_big = ipv6_frame("tcp", 42_014, 80, &[0u8; 1401]);
+    let largest = ipv6_frame("tcp", 42_015, 80, &[0u8; 1400]);
+    for (name, packet, action, reason) in [
+        (
+            "fragment header",
+            with_next_header(44),
+            XDP_PASS,
+            XdpReason::PassFragment,
+        ),
+        (
+            "icmpv6",
+            with_next_header(58),
+            XDP_PASS,
+            XdpReason::PassOtherProtocol,
+        ),
+        (
+            "hop-by-hop options",
+            with_next_header(0),
+            XDP_PASS,
+            XdpReason::PassOtherProtocol,
+        ),
+        (
+            "truncated ipv6 header",
+            truncated_header,
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        (
+            "tcp cut short",
+            cut_tcp,
+            XDP_DROP,
+            XdpReason::DropMalformedL4,
+        ),
+        (
+            "version field not 6",
+            version_4,
+            XDP_DROP,
+            XdpReason::DropMalformedIp,
+        ),
+        (
+            "no service on the port",
+            ipv6_frame("tcp", 42_016, 81, b""),
+            XDP_PASS,
+            XdpReason::PassNotService,
+        ),
+        (
+            "too big after encapsulation",
+            too_big,
+            XDP_DROP,
+            XdpReason::DropTooBig,
+        ),
+        ("largest that fits", largest, XDP_TX, XdpReason::Forwarded),
+    ] {
+        f.expect(name, &packet, action, reason);
+    }
+
+    // Without an IPv6 source the datapath passes IPv6 services rather than send them from
+    // an unspecified address.
+    let mut config = f.maps.read_config().unwrap();
+    config.flags &= !CONFIG_F_V6_READY;
+    f.maps.write_config(&config).unwrap();
+    f.expect(
+        "no ipv6 source",
+        &ipv6_frame("tcp", 42_020, 80, b""),
+        XDP_PASS,
+        XdpReason::PassNotReady,
+    );
 }

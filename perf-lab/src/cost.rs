@@ -314,6 +314,7 @@ pub fn measure(
         nexthop_ttl_ns: 1_000_000_000,
         flags: CONFIG_F_READY,
         _pad: 0,
+        encap_src_v6: [0; 16],
     })?;
     let state = maps.read_state()?;
     let (ops, state) = match planner::plan(&state, &desired) {

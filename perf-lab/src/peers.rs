@@ -190,6 +190,7 @@ impl Peer {
                     nexthop_ttl_ns: 1_000_000_000,
                     flags: CONFIG_F_READY,
                     _pad: 0,
+                    encap_src_v6: [0; 16],
                 })?;
                 let state = maps.read_state()?;
                 ferrolb = Some(Ferrolb {

@@ -1,13 +1,16 @@
 //! IPIP decapsulation with `bpf_skb_adjust_room`.
 
 use aya_ebpf::{
-    bindings::{bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4},
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+    },
     programs::TcContext,
 };
 use lb_common::{
     v4_addr,
-    wire::{ETH_HLEN, ETH_P_IP, IPPROTO_IPIP, IPV4_HLEN},
-    TcReason, VipKey, FAMILY_V4,
+    wire::{ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN},
+    Addr, TcReason, VipKey, FAMILY_V4, FAMILY_V6,
 };
 
 use crate::{
@@ -19,15 +22,61 @@ use crate::{
 /// Offset of the protocol byte and of the fragment field in an IPv4 header.
 const IP_PROTO_OFF: usize = 9;
 const IP_FRAG_OFF: usize = 6;
+/// Offsets of the next-header byte and of the destination in the IPv6 header.
+const IP6_NEXTHDR_OFF: usize = 6;
+const IP6_DADDR_OFF: usize = 24;
 
-/// Strips the outer header of IPIP packets for this host: those the daemon programmed a
+#[inline(always)]
+fn is_local_vip(addr: Addr, family: u8) -> bool {
+    let key = VipKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: only presence matters; the value is not read.
+    unsafe { LOCAL_VIPS.get(key) }.is_some()
+}
+
+/// IP6IP6 whose inner destination is a VIP on this host's loopback. (Translation to a
+/// local endpoint is IPv4-only for now; the Kubernetes source does not program IPv6.)
+#[inline(always)]
+fn decapsulate_v6(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
+    let nexthdr: u8 = ctx
+        .load(ETH_HLEN + IP6_NEXTHDR_OFF)
+        .map_err(|_| TcReason::PassNotIpip)?;
+    if nexthdr != IPPROTO_IPV6 {
+        return Err(TcReason::PassNotIpip);
+    }
+    let inner = ETH_HLEN + IPV6_HLEN;
+    let inner_version: u8 = ctx.load(inner).map_err(|_| TcReason::DropMalformed)?;
+    if inner_version >> 4 != 6 {
+        return Err(TcReason::DropMalformed);
+    }
+    let inner_daddr: Addr = ctx
+        .load(inner + IP6_DADDR_OFF)
+        .map_err(|_| TcReason::DropMalformed)?;
+    if !is_local_vip(inner_daddr, FAMILY_V6) {
+        return Err(TcReason::PassNotLocalVip);
+    }
+    ctx.adjust_room(
+        -(IPV6_HLEN as i32),
+        BPF_ADJ_ROOM_MAC,
+        u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
+    )
+    .map_err(|_| TcReason::DropDecapFailed)?;
+    Ok(TcReason::Decapsulated)
+}
+
+/// Strips the outer header of IPIP (and IP6IP6) packets for this host: those the daemon programmed a
 /// translation for (the inner packet then goes to the local endpoint) and those whose inner
 /// destination is a VIP on this host's loopback.
 #[inline(always)]
 pub fn decapsulate(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
     let ether_type: u16 = ctx.load(12).map_err(|_| TcReason::PassNotIpip)?;
-    if u16::from_be(ether_type) != ETH_P_IP {
-        return Err(TcReason::PassNotIpip);
+    match u16::from_be(ether_type) {
+        ETH_P_IP => {}
+        ETH_P_IPV6 => return decapsulate_v6(ctx),
+        _ => return Err(TcReason::PassNotIpip),
     }
     let outer_ver_ihl: u8 = ctx.load(ETH_HLEN).map_err(|_| TcReason::PassNotIpip)?;
     let outer_proto: u8 = ctx
@@ -60,16 +109,8 @@ pub fn decapsulate(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
         .load(inner + IP_DADDR_OFF)
         .map_err(|_| TcReason::DropMalformed)?;
     let translation = nat::find(ctx, inner, outer_daddr);
-    if translation.is_none() {
-        let key = VipKey {
-            addr: v4_addr(inner_daddr),
-            family: FAMILY_V4,
-            _pad: [0; 3],
-        };
-        // SAFETY: only presence matters; the value is not read.
-        if unsafe { LOCAL_VIPS.get(key) }.is_none() {
-            return Err(TcReason::PassNotLocalVip);
-        }
+    if translation.is_none() && !is_local_vip(v4_addr(inner_daddr), FAMILY_V4) {
+        return Err(TcReason::PassNotLocalVip);
     }
     ctx.adjust_room(
         -(IPV4_HLEN as i32),

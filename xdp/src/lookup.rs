@@ -1,8 +1,8 @@
 //! Service, configuration and Maglev lookups.
 
 use lb_common::{
-    v4_addr, BackendValue, LbConfig, ServiceKey, ServiceValue, XdpReason, BACKEND_F_ACTIVE,
-    CONFIG_F_READY, FAMILY_V4,
+    v4_addr, BackendValue, FlowKey, LbConfig, ServiceKey, ServiceValue, XdpReason,
+    BACKEND_F_ACTIVE, CONFIG_F_READY, FAMILY_V4,
 };
 
 use crate::{
@@ -23,13 +23,29 @@ pub fn service(pkt: &Ipv4Packet) -> Option<ServiceValue> {
     unsafe { SERVICES.get(key).copied() }
 }
 
+/// The service a flow's destination names (IPv6: the flow key carries the full address).
 #[inline(always)]
-pub fn config() -> Option<LbConfig> {
+pub fn service_of_flow(flow: &FlowKey) -> Option<ServiceValue> {
+    let key = ServiceKey {
+        addr: flow.dst,
+        port_be: flow.dport_be,
+        proto: flow.proto,
+        family: flow.family,
+    };
+    // SAFETY: as in `service`.
+    unsafe { SERVICES.get(key).copied() }
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static LbConfig> {
+    // Borrowed, not copied: the IPv6 path's stack has no room for another 40 bytes. The
+    // daemon rewrites the element whole with one update, so fields read together belong
+    // together for all a packet needs (seed and sources change only on restart).
     let config = CONFIG.get(0)?;
     if config.flags & CONFIG_F_READY == 0 {
         return None;
     }
-    Some(*config)
+    Some(config)
 }
 
 /// The live backend with this id, if any.

@@ -13,12 +13,27 @@ mod parse;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::XdpReason;
+use lb_common::{
+    wire::{ETH_P_IP, ETH_P_IPV6},
+    BackendValue, FlowKey, LbConfig, NextHop, ServiceValue, XdpReason, CONFIG_F_V6_READY,
+    FAMILY_V6, NEXTHOP_F_LOCAL,
+};
 
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    match balance(&ctx, len) {
+    match parse::ether_type(&ctx) {
+        Ok(ETH_P_IP) => balance_v4(&ctx, len),
+        Ok(ETH_P_IPV6) => balance_v6(&ctx, len),
+        Ok(_) => verdict(Err(XdpReason::PassNotIp), len),
+        Err(reason) => verdict(Err(reason), len),
+    }
+}
+
+/// Counts the outcome and returns the XDP action.
+#[inline(always)]
+fn verdict(outcome: Result<Forward, XdpReason>, len: u64) -> u32 {
+    match outcome {
         Ok(forward) => {
             stats::count_reason(forward.reason, len);
             forward.action
@@ -39,7 +54,7 @@ pub struct Forward {
 #[inline(always)]
 fn action_for(reason: XdpReason) -> u32 {
     match reason {
-        XdpReason::PassNotIpv4
+        XdpReason::PassNotIp
         | XdpReason::PassNotService
         | XdpReason::PassFragment
         | XdpReason::PassOtherProtocol
@@ -48,29 +63,92 @@ fn action_for(reason: XdpReason) -> u32 {
     }
 }
 
+// Each family's path is a BPF subprogram of its own: inlined together their stack frames
+// add up past the 512-byte limit. `len` is the frame's length as received, the figure
+// every counter records.
+#[inline(never)]
+fn balance_v4(ctx: &XdpContext, len: u64) -> u32 {
+    verdict(try_balance_v4(ctx, len), len)
+}
+
+#[inline(never)]
+fn balance_v6(ctx: &XdpContext, len: u64) -> u32 {
+    verdict(try_balance_v6(ctx, len), len)
+}
+
 #[inline(always)]
-/// `len` is the frame's length as received, the figure every counter records.
-fn balance(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
+fn try_balance_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv4(ctx)?;
     let service = lookup::service(&pkt).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-
     let flow_key = flow::key(&pkt);
-    let (backend_id, backend) = match flow::lookup(&flow_key) {
-        Some(hit) => hit,
+    let (backend_id, backend) = select(&flow_key, &service, || {
+        parse::flow_hash(&pkt, config.flow_hash_seed)
+    })?;
+    let hop = next_hop(ctx, backend_id, &backend, config)?;
+    if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
+        return Err(XdpReason::DropTooBig);
+    }
+    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
+    Ok(sent(ctx, &service, backend_id, &hop, len))
+}
+
+#[inline(always)]
+fn try_balance_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
+    let pkt = parse::parse_ipv6(ctx)?;
+    let flow_key = &pkt.flow;
+    let service = lookup::service_of_flow(flow_key).ok_or(XdpReason::PassNotService)?;
+    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
+    if config.flags & CONFIG_F_V6_READY == 0 {
+        return Err(XdpReason::PassNotReady);
+    }
+    let (backend_id, backend) = select(flow_key, &service, || {
+        parse::flow_hash_v6(&pkt, config.flow_hash_seed)
+    })?;
+    // The daemon never mixes families in a service; a slot that does is not followed.
+    if backend.family != FAMILY_V6 {
+        return Err(XdpReason::DropBackendMissing);
+    }
+    let hop = next_hop(ctx, backend_id, &backend, config)?;
+    let outer = u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD;
+    if outer > u32::from(hop.mtu) {
+        return Err(XdpReason::DropTooBig);
+    }
+    encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &backend)?;
+    Ok(sent(ctx, &service, backend_id, &hop, len))
+}
+
+/// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
+/// remembered. `hash` runs only for flows the table does not know.
+#[inline(always)]
+fn select(
+    flow_key: &FlowKey,
+    service: &ServiceValue,
+    hash: impl FnOnce() -> u32,
+) -> Result<(u32, BackendValue), XdpReason> {
+    match flow::lookup(flow_key) {
+        Some(hit) => Ok(hit),
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
-            let hash = parse::flow_hash(&pkt, config.flow_hash_seed);
-            let picked = lookup::maglev_backend(&service, hash)?;
-            flow::record(&flow_key, picked.0, &picked.1);
-            picked
+            let picked = lookup::maglev_backend(service, hash())?;
+            flow::record(flow_key, picked.0, &picked.1);
+            Ok(picked)
         }
-    };
+    }
+}
 
-    let mut hop = nexthop::resolve(ctx, backend_id, &backend, &config)?;
-    if hop.flags & lb_common::NEXTHOP_F_LOCAL != 0 {
-        // Up our own stack: it accepts the frame only still addressed to our MAC.
+/// The cached next hop; for a backend on this host, the frame keeps its own MACs so this
+/// host's stack accepts it.
+#[inline(always)]
+fn next_hop(
+    ctx: &XdpContext,
+    backend_id: u32,
+    backend: &BackendValue,
+    config: &LbConfig,
+) -> Result<NextHop, XdpReason> {
+    let mut hop = nexthop::resolve(ctx, backend_id, backend, config)?;
+    if hop.flags & NEXTHOP_F_LOCAL != 0 {
         let eth = parse::ptr_at::<parse::EthHdr>(ctx, 0).ok_or(XdpReason::DropMalformedIp)?;
         // SAFETY: bounds checked by ptr_at.
         unsafe {
@@ -78,14 +156,20 @@ fn balance(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
             hop.src_mac = (*eth).src;
         }
     }
-    if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
-    }
-    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
+    Ok(hop)
+}
 
+#[inline(always)]
+fn sent(
+    ctx: &XdpContext,
+    service: &ServiceValue,
+    backend_id: u32,
+    hop: &NextHop,
+    len: u64,
+) -> Forward {
     stats::count_service(service.service_id, len);
     stats::count_backend(backend_id, len);
-    Ok(nexthop::transmit(ctx, &hop))
+    nexthop::transmit(ctx, hop)
 }
 
 #[cfg(not(test))]

@@ -8,8 +8,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    v4_addr, wire::IPPROTO_IPIP, BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4,
-    NEXTHOP_F_LOCAL,
+    v4_addr,
+    wire::{IPPROTO_IPIP, IPPROTO_IPV6},
+    BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4, FAMILY_V6, NEXTHOP_F_LOCAL,
 };
 
 use crate::{
@@ -18,6 +19,14 @@ use crate::{
 };
 
 const AF_INET: u8 = FAMILY_V4;
+const AF_INET6: u8 = FAMILY_V6;
+
+/// 16 address bytes as the four words `bpf_fib_lookup` takes (byte order kept).
+#[inline(always)]
+fn addr_words(addr: &[u8; 16]) -> [u32; 4] {
+    // SAFETY: same size, every bit pattern valid.
+    unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(*addr) }
+}
 const FIB_RET_SUCCESS: i64 = 0;
 /// The destination is local (or otherwise not forwarded): a backend on this host.
 const FIB_RET_NOT_FWDED: i64 = 4;
@@ -46,16 +55,24 @@ pub fn resolve(
 
     // SAFETY: an all-zero bpf_fib_lookup is a valid input.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
-    params.family = AF_INET;
-    params.l4_protocol = IPPROTO_IPIP;
     params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(config.encap_src_v4);
-    params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([
-        backend.addr[0],
-        backend.addr[1],
-        backend.addr[2],
-        backend.addr[3],
-    ]);
+    let v6 = backend.family == FAMILY_V6;
+    if v6 {
+        params.family = AF_INET6;
+        params.l4_protocol = IPPROTO_IPV6;
+        params.__bindgen_anon_3.ipv6_src = addr_words(&config.encap_src_v6);
+        params.__bindgen_anon_4.ipv6_dst = addr_words(&backend.addr);
+    } else {
+        params.family = AF_INET;
+        params.l4_protocol = IPPROTO_IPIP;
+        params.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(config.encap_src_v4);
+        params.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes([
+            backend.addr[0],
+            backend.addr[1],
+            backend.addr[2],
+            backend.addr[3],
+        ]);
+    }
     // SAFETY: params is a valid, fully sized bpf_fib_lookup on our stack.
     let rc = unsafe {
         bpf_fib_lookup(
@@ -84,9 +101,17 @@ pub fn resolve(
         FIB_RET_NO_NEIGH => {
             // The kernel resolves neighbours only when asked; leave a note for the daemon,
             // which asks it (RTM_NEWNEIGH with NTF_USE) and removes the note.
+            // SAFETY: the kernel left the next hop's address in the destination field.
+            let nexthop = if v6 {
+                unsafe {
+                    core::mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_4.ipv6_dst)
+                }
+            } else {
+                v4_addr(unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes())
+            };
             let miss = NeighMiss {
-                nexthop: v4_addr(unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes()),
-                family: FAMILY_V4,
+                nexthop,
+                family: backend.family,
                 _pad: [0; 3],
                 ifindex: params.ifindex,
             };

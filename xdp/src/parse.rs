@@ -4,8 +4,8 @@
 use aya_ebpf::programs::XdpContext;
 pub use lb_common::wire::ETH_HLEN;
 use lb_common::{
-    wire::{ETH_P_IP, IPV4_HLEN as IPV4_MIN_HLEN},
-    XdpReason, PROTO_TCP, PROTO_UDP,
+    wire::{IPV4_HLEN as IPV4_MIN_HLEN, IPV6_HLEN},
+    Addr, FlowKey, XdpReason, FAMILY_V6, PROTO_TCP, PROTO_UDP,
 };
 
 const TCP_HLEN: usize = 20;
@@ -35,6 +35,23 @@ pub struct Ipv4Hdr {
     pub daddr: [u8; 4],
 }
 
+/// The fixed IPv6 header. Two-byte alignment is all the packet offset 14 offers.
+#[repr(C)]
+pub struct Ipv6Hdr {
+    /// Version, traffic class and flow label, as on the wire.
+    pub vtc_flow: [u16; 2],
+    pub payload_len_be: u16,
+    pub nexthdr: u8,
+    pub hop_limit: u8,
+    pub saddr: Addr,
+    pub daddr: Addr,
+}
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IPV6_HLEN);
+
+/// IPv6 next header of a fragment header: no ports in this packet for a non-first
+/// fragment, and a first fragment's belong to a flow its followers cannot be mapped to.
+const IPV6_NEXTHDR_FRAGMENT: u8 = 44;
+
 /// What the rest of the program needs to know about a packet to a possible service.
 pub struct Ipv4Packet {
     pub saddr: [u8; 4],
@@ -62,13 +79,27 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {
     Some((start + offset) as *mut T)
 }
 
+/// The IPv6 twin of [`Ipv4Packet`]. The addresses, ports and protocol live in the flow
+/// key only (the IPv6 path cannot afford a second copy of 32 address bytes on its stack).
+pub struct Ipv6Packet {
+    pub flow: FlowKey,
+    /// Copied to the outer header: traffic class and flow label (ECMP entropy) carry over.
+    pub vtc_flow: [u16; 2],
+    /// Host order.
+    pub payload_len: u16,
+}
+
+/// The frame's ethertype, host order.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
+pub fn ether_type(ctx: &XdpContext) -> Result<u16, XdpReason> {
     let eth: *const EthHdr = ptr_at(ctx, 0).ok_or(XdpReason::DropMalformedIp)?;
     // SAFETY: ptr_at checked the bounds.
-    if u16::from_be(unsafe { (*eth).ether_type_be }) != ETH_P_IP {
-        return Err(XdpReason::PassNotIpv4);
-    }
+    Ok(u16::from_be(unsafe { (*eth).ether_type_be }))
+}
+
+/// Parses an IPv4 frame (the caller checked the ethertype).
+#[inline(always)]
+pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok_or(XdpReason::DropMalformedIp)?;
     // SAFETY: ptr_at checked the bounds.
     let ip = unsafe { &*ip };
@@ -114,6 +145,76 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         tot_len,
         dont_fragment: frag_off & IP_DF != 0,
     })
+}
+
+/// Parses an IPv6 frame (the caller checked the ethertype). Only TCP or UDP right after
+/// the fixed header is balanced; extension headers are left to the stack.
+#[inline(always)]
+pub fn parse_ipv6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
+    let ip: *const Ipv6Hdr = ptr_at(ctx, ETH_HLEN).ok_or(XdpReason::DropMalformedIp)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ip = unsafe { &*ip };
+    if u16::from_be(ip.vtc_flow[0]) >> 12 != 6 {
+        return Err(XdpReason::DropMalformedIp);
+    }
+    let payload_len = u16::from_be(ip.payload_len_be);
+    if ctx.data() + ETH_HLEN + IPV6_HLEN + usize::from(payload_len) > ctx.data_end() {
+        return Err(XdpReason::DropMalformedIp);
+    }
+    let proto = ip.nexthdr;
+    let l4_len = match proto {
+        PROTO_TCP => TCP_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        IPV6_NEXTHDR_FRAGMENT => return Err(XdpReason::PassFragment),
+        _ => return Err(XdpReason::PassOtherProtocol),
+    };
+    let l4_off = ETH_HLEN + IPV6_HLEN;
+    if ctx.data() + l4_off + l4_len > ctx.data_end() || usize::from(payload_len) < l4_len {
+        return Err(XdpReason::DropMalformedL4);
+    }
+    let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ports = unsafe { *ports };
+    Ok(Ipv6Packet {
+        flow: FlowKey {
+            src: ip.saddr,
+            dst: ip.daddr,
+            sport_be: ports[0],
+            dport_be: ports[1],
+            proto,
+            family: FAMILY_V6,
+            _pad: [0; 2],
+        },
+        vtc_flow: ip.vtc_flow,
+        payload_len,
+    })
+}
+
+/// An IPv6 address as the flow hash takes it: four host-order words, most significant
+/// first.
+#[inline(always)]
+fn hash_words(addr: &Addr) -> [u32; 4] {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15] = *addr;
+    [
+        u32::from_be_bytes([a0, a1, a2, a3]),
+        u32::from_be_bytes([a4, a5, a6, a7]),
+        u32::from_be_bytes([a8, a9, a10, a11]),
+        u32::from_be_bytes([a12, a13, a14, a15]),
+    ]
+}
+
+/// The IPv6 flow hash, as `explain` computes it too.
+#[inline(always)]
+pub fn flow_hash_v6(pkt: &Ipv6Packet, seed: u32) -> u32 {
+    let flow = &pkt.flow;
+    lb_hashing::flow::flow_hash_v6(
+        &hash_words(&flow.src),
+        &hash_words(&flow.dst),
+        u16::from_be(flow.sport_be),
+        u16::from_be(flow.dport_be),
+        flow.proto,
+        seed,
+    )
 }
 
 /// The flow hash the daemon's `explain` computes too: same function, same byte order.
