@@ -26,6 +26,11 @@ pub enum LabError {
 pub const VIP: &str = "198.18.100.1";
 pub const CLIENT_ADDR: &str = "198.18.0.10";
 pub const LB_ADDR: &str = "198.18.0.2";
+/// The same lab in IPv6 (2001:db8::/32, documentation space): every node has an address
+/// in 2001:db8::/64 beside its IPv4 one, and the backends carry `VIP6` on their loopback.
+pub const VIP6: &str = "2001:db8:100::1";
+pub const CLIENT_ADDR6: &str = "2001:db8::10";
+pub const LB_ADDR6: &str = "2001:db8::2";
 
 /// Runs a command to completion; its failure is an error carrying stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<String, LabError> {
@@ -51,6 +56,7 @@ pub struct Backend {
     pub name: String,
     pub netns: String,
     pub addr: String,
+    pub addr6: String,
     pub pin_dir: PathBuf,
 }
 
@@ -117,6 +123,7 @@ impl Lab {
                     name: format!("b{i}"),
                     netns: ns(&format!("b{i}")),
                     addr: format!("198.18.0.{}", 10 + i),
+                    addr6: format!("2001:db8::{}", 10 + i),
                     pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-b{i}")),
                 })
                 .collect(),
@@ -129,17 +136,29 @@ impl Lab {
         Ok(lab)
     }
 
-    fn nodes(&self) -> Vec<(String, String, String)> {
+    /// (namespace, switch port, IPv4 address, IPv6 address) of every node.
+    fn nodes(&self) -> Vec<(String, String, String, String)> {
         let mut nodes = vec![
             (
                 self.client.clone(),
                 "pcl".to_string(),
                 CLIENT_ADDR.to_string(),
+                CLIENT_ADDR6.to_string(),
             ),
-            (self.lb.clone(), "plb".to_string(), LB_ADDR.to_string()),
+            (
+                self.lb.clone(),
+                "plb".to_string(),
+                LB_ADDR.to_string(),
+                LB_ADDR6.to_string(),
+            ),
         ];
         for b in &self.backends {
-            nodes.push((b.netns.clone(), format!("p{}", b.name), b.addr.clone()));
+            nodes.push((
+                b.netns.clone(),
+                format!("p{}", b.name),
+                b.addr.clone(),
+                b.addr6.clone(),
+            ));
         }
         nodes
     }
@@ -149,7 +168,7 @@ impl Lab {
         run("ip", &["netns", "add", &sw])?;
         self.exec_ok(&sw, "ip", &["link", "add", "br0", "type", "bridge"])?;
         self.exec_ok(&sw, "ip", &["link", "set", "br0", "up"])?;
-        for (netns, port, addr) in self.nodes() {
+        for (netns, port, addr, addr6) in self.nodes() {
             run("ip", &["netns", "add", &netns])?;
             self.exec_ok(
                 &sw,
@@ -163,6 +182,20 @@ impl Lab {
                 &netns,
                 "ip",
                 &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+            )?;
+            // nodad: usable at once, no duplicate-address detection to wait for.
+            self.exec_ok(
+                &netns,
+                "ip",
+                &[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{addr6}/64"),
+                    "dev",
+                    "eth0",
+                    "nodad",
+                ],
             )?;
             self.exec_ok(&netns, "ip", &["link", "set", "eth0", "up"])?;
             self.exec_ok(&netns, "ip", &["link", "set", "lo", "up"])?;
@@ -196,15 +229,40 @@ impl Lab {
             ],
         )?;
         self.exec_ok(
+            &self.client.clone(),
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                "2001:db8:100::/64",
+                "via",
+                LB_ADDR6,
+                "mtu",
+                "1440",
+            ],
+        )?;
+        self.exec_ok(
             &self.lb.clone(),
             "sysctl",
             &["-qw", "net.ipv4.ip_forward=1"],
+        )?;
+        // The datapath's IPv6 route lookups need forwarding on, as for IPv4.
+        self.exec_ok(
+            &self.lb.clone(),
+            "sysctl",
+            &["-qw", "net.ipv6.conf.all.forwarding=1"],
         )?;
         for b in &self.backends {
             self.exec(
                 &b.netns,
                 "ip",
                 &["addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+            )?;
+            self.exec(
+                &b.netns,
+                "ip",
+                &["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"],
             )?;
         }
         Ok(())
@@ -499,10 +557,13 @@ impl Lab {
                     "eth0",
                     "--vip",
                     VIP,
+                    "--vip",
+                    VIP6,
                 ],
             )?;
         }
-        self.start_servers(bins, VIP, tcp_port, udp_port)
+        self.start_servers(bins, VIP, tcp_port, udp_port)?;
+        self.start_servers(bins, &format!("[{VIP6}]"), tcp_port, udp_port)
     }
 
     /// Starts every backend's name server on `bind` (an address, or 0.0.0.0 for all of
@@ -538,7 +599,7 @@ impl Lab {
                 || {
                     self.exec(&netns, "ss", &["-ltn", &format!("sport = :{tcp_port}")])
                         .ok()
-                        .filter(|out| out.lines().count() > 1)
+                        .filter(|out| out.contains(&format!("{bind}:{tcp_port}")))
                 },
             )?;
         }

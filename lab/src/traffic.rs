@@ -4,7 +4,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::Path,
     time::{Duration, Instant},
 };
@@ -17,11 +17,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until killed: every line received on a TCP connection, and every UDP datagram,
 /// is answered with `name`.
-pub fn serve(
-    name: &str,
-    tcp: Option<SocketAddrV4>,
-    udp: Option<SocketAddrV4>,
-) -> std::io::Result<()> {
+pub fn serve(name: &str, tcp: Option<SocketAddr>, udp: Option<SocketAddr>) -> std::io::Result<()> {
     let mut threads = Vec::new();
     if let Some(addr) = udp {
         let socket = UdpSocket::bind(addr)?;
@@ -84,16 +80,21 @@ impl FlowResult {
     }
 }
 
-fn bound_tcp(src: Ipv4Addr, sport: u16) -> std::io::Result<Socket> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+fn bound_tcp(src: IpAddr, sport: u16) -> std::io::Result<Socket> {
+    let domain = if src.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    socket.bind(&SocketAddr::V4(SocketAddrV4::new(src, sport)).into())?;
+    socket.bind(&SocketAddr::new(src, sport).into())?;
     Ok(socket)
 }
 
-fn connect(src: Ipv4Addr, sport: u16, target: SocketAddrV4) -> std::io::Result<TcpStream> {
+fn connect(src: IpAddr, sport: u16, target: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = bound_tcp(src, sport)?;
-    socket.connect_timeout(&SocketAddr::V4(target).into(), IO_TIMEOUT)?;
+    socket.connect_timeout(&target.into(), IO_TIMEOUT)?;
     let stream: TcpStream = socket.into();
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -113,11 +114,7 @@ fn ping(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>) -> std::io::R
 }
 
 /// One short TCP connection per source port: connect, ping, read the backend's name, close.
-pub fn tcp_flows(
-    src: Ipv4Addr,
-    target: SocketAddrV4,
-    sports: std::ops::Range<u16>,
-) -> Vec<FlowResult> {
+pub fn tcp_flows(src: IpAddr, target: SocketAddr, sports: std::ops::Range<u16>) -> Vec<FlowResult> {
     sports
         .map(|sport| {
             let outcome = connect(src, sport, target).and_then(|mut stream| {
@@ -130,15 +127,11 @@ pub fn tcp_flows(
 }
 
 /// One UDP flow per source port: a datagram, the backend's name back (3 tries).
-pub fn udp_flows(
-    src: Ipv4Addr,
-    target: SocketAddrV4,
-    sports: std::ops::Range<u16>,
-) -> Vec<FlowResult> {
+pub fn udp_flows(src: IpAddr, target: SocketAddr, sports: std::ops::Range<u16>) -> Vec<FlowResult> {
     sports
         .map(|sport| {
             let outcome = (|| -> std::io::Result<String> {
-                let socket = UdpSocket::bind(SocketAddrV4::new(src, sport))?;
+                let socket = UdpSocket::bind(SocketAddr::new(src, sport))?;
                 socket.set_read_timeout(Some(Duration::from_millis(500)))?;
                 let mut buf = [0u8; 256];
                 let mut last = None;
@@ -174,8 +167,8 @@ pub struct HeldConnection {
 /// Opens one connection per source port and pings each every `interval` until `duration`
 /// passes or `stop_file` appears. Writes `ready_file` once all connections are up.
 pub fn hold(
-    src: Ipv4Addr,
-    target: SocketAddrV4,
+    src: IpAddr,
+    target: SocketAddr,
     sports: std::ops::Range<u16>,
     duration: Duration,
     interval: Duration,

@@ -70,9 +70,10 @@ pub struct RunOptions {
     pub poll_interval: Duration,
 }
 
-/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress device forwards.
-fn ensure_forwarding(iface: &str) -> Result<(), DaemonError> {
-    let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress device forwards the
+/// family (`ipv4` or `ipv6`).
+fn ensure_forwarding(iface: &str, family: &str) -> Result<(), DaemonError> {
+    let path = format!("/proc/sys/net/{family}/conf/{iface}/forwarding");
     let current = std::fs::read_to_string(&path).map_err(|source| DaemonError::Sysctl {
         path: path.clone(),
         source,
@@ -82,7 +83,7 @@ fn ensure_forwarding(iface: &str) -> Result<(), DaemonError> {
             path: path.clone(),
             source,
         })?;
-        info!(%iface, "enabled IPv4 forwarding: the datapath's route lookups need it");
+        info!(%iface, family, "enabled forwarding: the datapath's route lookups need it");
     }
     Ok(())
 }
@@ -102,7 +103,7 @@ impl Syncer {
             Some(addr) => addr,
             None => neigh::interface_ipv4(&opts.iface)?,
         };
-        ensure_forwarding(&opts.iface)?;
+        ensure_forwarding(&opts.iface, "ipv4")?;
         match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode, &opts.map_sizes)?
         {
             Attachment::New => {
@@ -125,6 +126,9 @@ impl Syncer {
             Some(addr) => Some(addr),
             None => neigh::interface_ipv6(&opts.iface)?,
         };
+        if encap_source6.is_some() {
+            ensure_forwarding(&opts.iface, "ipv6")?;
+        }
         let lb_config = LbConfig {
             encap_src_v4: encap_source.octets(),
             flow_hash_seed: settings.flow_hash_seed,

@@ -12,7 +12,7 @@ use std::{
 
 use lb_lab::{
     traffic::{FlowResult, HeldConnection},
-    wait_for, Binaries, Lab, CLIENT_ADDR, VIP,
+    wait_for, Binaries, Lab, CLIENT_ADDR, CLIENT_ADDR6, VIP, VIP6,
 };
 use support::{bins, require_root, ScratchDir};
 
@@ -467,4 +467,129 @@ fn next_hops_follow_a_backend_mac_change() {
         after.iter().any(|f| f.backend.as_deref() == Some("b1")),
         "b1 still serves"
     );
+}
+
+#[test]
+fn ipv6_services_are_balanced_ip6ip6_and_answered_by_the_backends() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let s = Setup::new("ipv6");
+    let v4: Vec<String> = s.lab.backends.iter().map(|b| b.addr.clone()).collect();
+    let v6: Vec<String> = s
+        .lab
+        .backends
+        .iter()
+        .map(|b| format!("'{}'", b.addr6))
+        .collect();
+    let list = |addrs: &[String]| {
+        addrs
+            .iter()
+            .map(|a| format!("{{address: {a}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let v4_refs: Vec<&str> = v4.iter().map(String::as_str).collect();
+    let text = format!(
+        "{}  - {{name: web6, vip: '{VIP6}', port: {TCP_PORT}, protocol: tcp, backends: [{b6}]}}\n  - {{name: echo6, vip: '{VIP6}', port: {UDP_PORT}, protocol: udp, backends: [{b6}]}}\n",
+        config(&v4_refs),
+        b6 = list(&v6),
+    );
+    write_config(&s.config_path(), &text);
+    if let Err(e) = s.lab.wait_synced(
+        &s.bins,
+        &[(TCP_PORT, 3), (UDP_PORT, 3), (TCP_PORT, 3), (UDP_PORT, 3)],
+    ) {
+        panic!("{e}; daemon log:\n{}", s.log());
+    }
+
+    let target = format!("[{VIP6}]:{TCP_PORT}");
+    let flows: Vec<FlowResult> = s
+        .lab
+        .client(
+            &s.bins,
+            &[
+                "tcp-flows",
+                "--target",
+                &target,
+                "--sport",
+                "40000",
+                "--count",
+                "600",
+            ],
+        )
+        .expect("tcp flows");
+    let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 600 IPv6 TCP connections failed, e.g. {:?}\ndaemon log:\n{}",
+        failed.len(),
+        failed.first(),
+        s.log()
+    );
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &flows {
+        *per.entry(f.backend.clone().unwrap()).or_default() += 1;
+    }
+    assert_eq!(per.len(), 3, "IPv6 connections per backend {per:?}");
+
+    let udp_target = format!("[{VIP6}]:{UDP_PORT}");
+    let udp: Vec<FlowResult> = s
+        .lab
+        .client(
+            &s.bins,
+            &[
+                "udp-flows",
+                "--target",
+                &udp_target,
+                "--sport",
+                "41000",
+                "--count",
+                "100",
+            ],
+        )
+        .expect("udp flows");
+    assert!(
+        udp.iter().all(|f| f.backend.is_some()),
+        "IPv6 UDP flows unanswered: {:?}",
+        udp.iter().find(|f| f.backend.is_none())
+    );
+
+    // explain follows the IPv6 path too: it names the backend the kernel chose.
+    let tuples: String = flows
+        .iter()
+        .map(|f| format!("tcp [{CLIENT_ADDR6}]:{} [{VIP6}]:{TCP_PORT}\n", f.sport))
+        .collect();
+    let batch = s.work.0.join("tuples6.txt");
+    std::fs::write(&batch, tuples).unwrap();
+    let out = lb_lab::run(
+        s.bins.ferrolb.to_str().unwrap(),
+        &[
+            "--pin-dir",
+            s.lab.lb_pin_dir.to_str().unwrap(),
+            "explain",
+            "--batch",
+            batch.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .expect("explain");
+    let explained: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    for (flow, e) in flows.iter().zip(&explained) {
+        let name = flow.backend.as_ref().unwrap();
+        let addr6 = &s
+            .lab
+            .backends
+            .iter()
+            .find(|b| &b.name == name)
+            .unwrap()
+            .addr6;
+        assert_eq!(
+            e["backend"].as_str(),
+            Some(addr6.as_str()),
+            "flow {}",
+            flow.sport
+        );
+    }
 }

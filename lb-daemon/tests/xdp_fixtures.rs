@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};

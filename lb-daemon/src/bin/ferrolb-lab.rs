@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use lb_lab::{
     traffic::{self, FlowResult},
-    Binaries, Lab, CLIENT_ADDR, VIP,
+    Binaries, Lab, CLIENT_ADDR, CLIENT_ADDR6, VIP,
 };
 
 #[derive(Parser)]
@@ -41,9 +41,9 @@ enum Command {
         #[arg(long)]
         name: String,
         #[arg(long)]
-        tcp: Option<SocketAddrV4>,
+        tcp: Option<SocketAddr>,
         #[arg(long)]
-        udp: Option<SocketAddrV4>,
+        udp: Option<SocketAddr>,
     },
     /// One TCP connection per source port; prints JSON results.
     TcpFlows(#[command(flatten)] FlowArgs),
@@ -75,9 +75,10 @@ enum Command {
 #[derive(clap::Args)]
 struct FlowArgs {
     #[arg(long)]
-    target: SocketAddrV4,
-    #[arg(long, default_value = CLIENT_ADDR)]
-    src: Ipv4Addr,
+    target: SocketAddr,
+    /// Default: the lab client's address of the target's family.
+    #[arg(long)]
+    src: Option<IpAddr>,
     #[arg(long)]
     sport: u16,
     #[arg(long)]
@@ -85,6 +86,15 @@ struct FlowArgs {
 }
 
 impl FlowArgs {
+    fn src(&self) -> Result<IpAddr> {
+        let default = if self.target.is_ipv4() {
+            CLIENT_ADDR
+        } else {
+            CLIENT_ADDR6
+        };
+        Ok(self.src.unwrap_or(default.parse()?))
+    }
+
     fn sports(&self) -> Result<std::ops::Range<u16>> {
         let end = self
             .sport
@@ -99,11 +109,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Serve { name, tcp, udp } => traffic::serve(&name, tcp, udp)?,
         Command::TcpFlows(f) => {
-            let results = traffic::tcp_flows(f.src, f.target, f.sports()?);
+            let results = traffic::tcp_flows(f.src()?, f.target, f.sports()?);
             println!("{}", serde_json::to_string(&results)?)
         }
         Command::UdpFlows(f) => {
-            let results = traffic::udp_flows(f.src, f.target, f.sports()?);
+            let results = traffic::udp_flows(f.src()?, f.target, f.sports()?);
             println!("{}", serde_json::to_string(&results)?)
         }
         Command::Hold {
@@ -114,7 +124,7 @@ fn main() -> Result<()> {
             stop_file,
         } => {
             let held = traffic::hold(
-                flows.src,
+                flows.src()?,
                 flows.target,
                 flows.sports()?,
                 Duration::from_millis(max_ms),
