@@ -8,8 +8,8 @@
 //! - The balancer sends the packet unchanged (IPIP DSR); the endpoint's node translates the
 //!   destination to the endpoint's address and target port ([`crate::backend_side`]), so
 //!   NodePorts and `targetPort` ≠ `port` are served like any other frontend.
-//! - IPv4 frontends and backends only (the balancer forwards IPv6, but the endpoint
-//!   nodes' translation is IPv4-only so far); TCP and UDP only.
+//! - IPv4 and IPv6 frontends, each balanced over the endpoints of its own family (rule 22);
+//!   TCP and UDP only.
 //! - The XDP program sees traffic arriving from the network, so the `external` verdict is
 //!   the one programmed; the `internal` one (pods on this node) needs the east-west path.
 //! - No reject: a frontend whose verdict is Reject or Drop is programmed with no backends,
@@ -33,8 +33,6 @@ use crate::model::{
 /// Why a frontend was left out of the datapath.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
 pub enum SkipFrontend {
-    #[error("IPv6 frontends need the backend side's IPv6 translation, not built yet")]
-    Ipv6,
     #[error("{0} is not served by the datapath")]
     Protocol(Protocol),
     #[error("loadBalancerSourceRanges cannot be enforced by the datapath yet")]
@@ -52,7 +50,6 @@ impl SkipFrontend {
     /// Stable label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Ipv6 => "ipv6",
             Self::Protocol(_) => "protocol",
             Self::SourceRanges => "source_ranges",
             Self::Conflict { .. } => "conflict",
@@ -129,10 +126,6 @@ pub fn to_datapath(
                         reason,
                     })
                 };
-                if !fe.address.is_ipv4() {
-                    skip(SkipFrontend::Ipv6);
-                    continue;
-                }
                 let protocol = match fe.protocol {
                     Protocol::Tcp => DpProtocol::Tcp,
                     Protocol::Udp => DpProtocol::Udp,
@@ -146,7 +139,7 @@ pub fn to_datapath(
                     continue;
                 }
                 let endpoints = match fe.external {
-                    Verdict::Forward(set) => port.endpoints_for(IpFamily::V4, set),
+                    Verdict::Forward(set) => port.endpoints_for(IpFamily::of(fe.address), set),
                     Verdict::Drop => &[],
                     Verdict::Reject => {
                         lacks.push(Unsupported::RejectAsDrop);

@@ -360,3 +360,107 @@ fn ip6ip6_is_stripped_for_local_ipv6_vips_only() {
         TcReason::DropMalformed,
     );
 }
+
+/// An IPv6 frame `src:sport → dst:dport` with a correct TCP/UDP checksum.
+fn frame6(udp: bool, src: &str, sport: u16, dst: &str, dport: u16) -> Vec<u8> {
+    let src: std::net::Ipv6Addr = src.parse().unwrap();
+    let dst: std::net::Ipv6Addr = dst.parse().unwrap();
+    let ip = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv6(src.octets(), dst.octets(), 64);
+    let mut out = Vec::new();
+    if udp {
+        ip.udp(sport, dport).write(&mut out, b"request").unwrap();
+    } else {
+        ip.tcp(sport, dport, 1000, 64240)
+            .ack(77)
+            .write(&mut out, b"request")
+            .unwrap();
+    }
+    out
+}
+
+fn assert_checksums6(name: &str, frame: &[u8]) {
+    let sliced = SlicedPacket::from_ethernet(frame).expect("parses");
+    let Some(etherparse::NetSlice::Ipv6(ip)) = sliced.net else {
+        panic!("{name}: not IPv6")
+    };
+    let header = ip.header().to_header();
+    match sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => assert_eq!(
+            tcp.checksum(),
+            tcp.to_header()
+                .calc_checksum_ipv6(&header, tcp.payload())
+                .unwrap(),
+            "{name}: TCP checksum"
+        ),
+        Some(TransportSlice::Udp(udp)) => assert_eq!(
+            udp.checksum(),
+            udp.to_header()
+                .calc_checksum_ipv6(&header, udp.payload())
+                .unwrap(),
+            "{name}: UDP checksum"
+        ),
+        other => panic!("{name}: unexpected transport {other:?}"),
+    }
+}
+
+#[test]
+fn ipv6_frontends_are_translated_both_ways_too() {
+    if !require_root("tc fixture") {
+        return;
+    }
+    let mut tc = Tc::new("xlate6");
+    let translations = [
+        "[2001:db8:100::1]:80/tcp=[2001:db8::11]:8080",
+        "[2001:db8:100::1]:53/udp=[2001:db8::11]:5353",
+        "[::]:30080/tcp=[2001:db8::11]:9090",
+    ]
+    .map(|t| parse_translation(t).unwrap());
+    tc.maps.set_translations(&translations).unwrap();
+    let (client, lb, vip, endpoint) = (
+        "2001:db8::10",
+        "2001:db8::2",
+        "2001:db8:100::1",
+        "2001:db8::11",
+    );
+    let octets = |a: &str| a.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    for (name, udp, sport, frontend, port, target) in [
+        ("clusterip tcp", false, 46_000, vip, 80, 8080),
+        ("clusterip udp", true, 46_001, vip, 53, 5353),
+        ("nodeport", false, 46_002, lb, 30080, 9090),
+    ] {
+        let inner = frame6(udp, client, sport, frontend, port);
+        let mut outer = inner[..14].to_vec();
+        outer.extend_from_slice(&[0x60, 0, 0, 0]);
+        outer.extend_from_slice(&((inner.len() - 14) as u16).to_be_bytes());
+        outer.extend_from_slice(&[41, 64]);
+        outer.extend_from_slice(&octets(lb));
+        outer.extend_from_slice(&octets(endpoint));
+        outer.extend_from_slice(&inner[14..]);
+        let out = tc.expect(
+            name,
+            program_names::TC_DECAP,
+            &outer,
+            TC_ACT_OK,
+            TcReason::DecapsulatedTranslated,
+        );
+        assert_eq!(
+            out,
+            frame6(udp, client, sport, endpoint, target),
+            "{name}: delivered"
+        );
+        assert_checksums6(name, &out);
+        let out = tc.expect(
+            &format!("{name} reply"),
+            program_names::TC_REVNAT,
+            &frame6(udp, endpoint, target, client, sport),
+            TC_ACT_OK,
+            TcReason::ReplyRestored,
+        );
+        assert_eq!(
+            out,
+            frame6(udp, frontend, port, client, sport),
+            "{name}: reply"
+        );
+        assert_checksums6(&format!("{name} reply"), &out);
+    }
+}

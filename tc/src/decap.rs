@@ -37,10 +37,9 @@ fn is_local_vip(addr: Addr, family: u8) -> bool {
     unsafe { LOCAL_VIPS.get(key) }.is_some()
 }
 
-/// IP6IP6 whose inner destination is a VIP on this host's loopback. (Translation to a
-/// local endpoint is IPv4-only for now; the Kubernetes source does not program IPv6.)
+/// IP6IP6, as `decapsulate` for IPIP.
 #[inline(always)]
-fn decapsulate_v6(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
+fn try_decapsulate_v6(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
     let nexthdr: u8 = ctx
         .load(ETH_HLEN + IP6_NEXTHDR_OFF)
         .map_err(|_| TcReason::PassNotIpip)?;
@@ -52,11 +51,15 @@ fn decapsulate_v6(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
     if inner_version >> 4 != 6 {
         return Err(TcReason::DropMalformed);
     }
-    let inner_daddr: Addr = ctx
-        .load(inner + IP6_DADDR_OFF)
-        .map_err(|_| TcReason::DropMalformed)?;
-    if !is_local_vip(inner_daddr, FAMILY_V6) {
-        return Err(TcReason::PassNotLocalVip);
+    let translation = nat::scratch().ok_or(TcReason::DropRewriteFailed)?;
+    let translated = nat::find(ctx, inner, ETH_HLEN + IP6_DADDR_OFF, FAMILY_V6, translation);
+    if !translated {
+        let inner_daddr: Addr = ctx
+            .load(inner + IP6_DADDR_OFF)
+            .map_err(|_| TcReason::DropMalformed)?;
+        if !is_local_vip(inner_daddr, FAMILY_V6) {
+            return Err(TcReason::PassNotLocalVip);
+        }
     }
     ctx.adjust_room(
         -(IPV6_HLEN as i32),
@@ -64,20 +67,35 @@ fn decapsulate_v6(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
         u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
     )
     .map_err(|_| TcReason::DropDecapFailed)?;
-    Ok(TcReason::Decapsulated)
+    finish(ctx, translated.then_some(translation))
 }
 
 /// Strips the outer header of IPIP (and IP6IP6) packets for this host: those the daemon programmed a
 /// translation for (the inner packet then goes to the local endpoint) and those whose inner
 /// destination is a VIP on this host's loopback.
 #[inline(always)]
-pub fn decapsulate(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
-    let ether_type: u16 = ctx.load(12).map_err(|_| TcReason::PassNotIpip)?;
-    match u16::from_be(ether_type) {
-        ETH_P_IP => {}
-        ETH_P_IPV6 => return decapsulate_v6(ctx),
-        _ => return Err(TcReason::PassNotIpip),
+pub fn decapsulate(ctx: &mut TcContext) -> TcReason {
+    match ctx.load::<u16>(12).map(u16::from_be) {
+        Ok(ETH_P_IP) => decapsulate_v4(ctx),
+        Ok(ETH_P_IPV6) => decapsulate_v6(ctx),
+        _ => TcReason::PassNotIpip,
     }
+}
+
+// Each family is a BPF subprogram of its own: inlined together their stack frames add up
+// past the 512-byte limit.
+#[inline(never)]
+fn decapsulate_v4(ctx: &mut TcContext) -> TcReason {
+    try_decapsulate_v4(ctx).unwrap_or_else(|reason| reason)
+}
+
+#[inline(never)]
+fn decapsulate_v6(ctx: &mut TcContext) -> TcReason {
+    try_decapsulate_v6(ctx).unwrap_or_else(|reason| reason)
+}
+
+#[inline(always)]
+fn try_decapsulate_v4(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
     let outer_ver_ihl: u8 = ctx.load(ETH_HLEN).map_err(|_| TcReason::PassNotIpip)?;
     let outer_proto: u8 = ctx
         .load(ETH_HLEN + IP_PROTO_OFF)
@@ -97,9 +115,6 @@ pub fn decapsulate(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
     if u16::from_be(frag_off_be) & IP_MF_OFFSET_MASK != 0 {
         return Err(TcReason::PassNotIpip);
     }
-    let outer_daddr: [u8; 4] = ctx
-        .load(ETH_HLEN + IP_DADDR_OFF)
-        .map_err(|_| TcReason::PassNotIpip)?;
     let inner = ETH_HLEN + IPV4_HLEN;
     let inner_ver_ihl: u8 = ctx.load(inner).map_err(|_| TcReason::DropMalformed)?;
     if inner_ver_ihl >> 4 != 4 || inner_ver_ihl & 0x0f < 5 {
@@ -108,8 +123,9 @@ pub fn decapsulate(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
     let inner_daddr: [u8; 4] = ctx
         .load(inner + IP_DADDR_OFF)
         .map_err(|_| TcReason::DropMalformed)?;
-    let translation = nat::find(ctx, inner, outer_daddr);
-    if translation.is_none() && !is_local_vip(v4_addr(inner_daddr), FAMILY_V4) {
+    let translation = nat::scratch().ok_or(TcReason::DropRewriteFailed)?;
+    let translated = nat::find(ctx, inner, ETH_HLEN + IP_DADDR_OFF, FAMILY_V4, translation);
+    if !translated && !is_local_vip(v4_addr(inner_daddr), FAMILY_V4) {
         return Err(TcReason::PassNotLocalVip);
     }
     ctx.adjust_room(
@@ -118,11 +134,20 @@ pub fn decapsulate(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
         u64::from(BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
     )
     .map_err(|_| TcReason::DropDecapFailed)?;
+    finish(ctx, translated.then_some(translation))
+}
+
+/// After the outer header is gone: translate, or leave the packet for the local VIP.
+#[inline(always)]
+fn finish(
+    ctx: &mut TcContext,
+    translation: Option<&mut nat::Translation>,
+) -> Result<TcReason, TcReason> {
     match translation {
-        Some(t) => {
-            nat::apply(ctx, &t)?;
-            Ok(TcReason::DecapsulatedTranslated)
-        }
+        Some(t) => match nat::apply(ctx, t) {
+            TcReason::DecapsulatedTranslated => Ok(TcReason::DecapsulatedTranslated),
+            failed => Err(failed),
+        },
         None => Ok(TcReason::Decapsulated),
     }
 }

@@ -20,7 +20,7 @@ use lb_common::TcReason;
 #[classifier]
 pub fn tc_decap(mut ctx: TcContext) -> i32 {
     let len = u64::from(ctx.len());
-    let reason = decap::decapsulate(&mut ctx).unwrap_or_else(|reason| reason);
+    let reason = decap::decapsulate(&mut ctx);
     verdict(reason, len)
 }
 

@@ -18,6 +18,11 @@ pub static BACKEND_NAT: HashMap<BackendNatKey, BackendNatValue> =
 #[map(name = "LB_REV_NAT")]
 pub static REV_NAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::pinned(limits::REV_NATS, 0);
 
+/// Per-CPU room for a translation between lookup and rewrite (not pinned: nothing outside
+/// one program run reads it).
+#[map]
+pub static SCRATCH: PerCpuArray<crate::nat::Translation> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "LB_TC_STATS")]
 pub static TC_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(TcReason::COUNT, 0);
 
