@@ -133,7 +133,8 @@ impl Percentiles {
         }
         nanos.sort_unstable();
         let at = |p: f64| {
-            let rank = ((p / 100.0) * nanos.len() as f64).ceil() as usize;
+            // The epsilon keeps 99.9 % of 1000 at rank 999 despite 0.999 not being exact.
+            let rank = (p * nanos.len() as f64 / 100.0 - 1e-9).ceil() as usize;
             nanos[rank.clamp(1, nanos.len()) - 1] as f64 / 1e3
         };
         Some(Self {
