@@ -249,6 +249,9 @@ pub fn rate_table(results: &Results, metric: Metric) -> String {
     md
 }
 
+/// A row of a TCP table: its label and how a result's cell is written.
+type TcpMetric = (String, Box<dyn Fn(&TcpResult) -> Option<String>>);
+
 fn micros(s: &Summary) -> String {
     let digits = if s.median < 100.0 { 1 } else { 0 };
     format!("{:.d$} [{:.d$}–{:.d$}]", s.median, s.min, s.max, d = digits)
@@ -302,7 +305,7 @@ pub fn tcp_tables(results: &Results) -> String {
             if cells.iter().all(Option::is_none) {
                 continue;
             }
-            let mut metrics: Vec<(String, Box<dyn Fn(&TcpResult) -> Option<String>>)> = vec![(
+            let mut metrics: Vec<TcpMetric> = vec![(
                 load.rate_unit().to_string(),
                 Box::new(|r: &TcpResult| r.rate.as_ref().map(per_second)),
             )];
