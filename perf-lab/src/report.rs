@@ -470,7 +470,10 @@ pub fn markdown(results: &Results) -> String {
              concurrent loops of connect, one request, close, at most {} connections or \
              {:.1} s per run; the percentiles are of the connect (handshake) time. Every \
              operation times out after {} ms (counted as failed). Rates are completed per \
-             second of the run. Plots: `tcp-rr-latency-<N>svc.svg`, \
+             second of the run. With many connections in a closed loop, latency ≈ \
+             connections / rate (Little's law): it is the system's cost per request plus \
+             queueing; the 1-connection load is the round trip alone. Plots: \
+             `tcp-rr-latency-<N>svc.svg`, `tcp-rr1-latency-<N>svc.svg`, \
              `tcp-connect-latency-<N>svc.svg`.\n",
             t.connections,
             t.request_bytes,
@@ -513,8 +516,8 @@ pub fn markdown(results: &Results) -> String {
     md.push_str(
         "\n## Plots\n\n- `rate-new.svg`, `rate-established.svg`: delivered Mpps against the \
          number of services (log scale), one line per peer.\n- `tcp-rr-latency-<N>svc.svg`, \
-         `tcp-connect-latency-<N>svc.svg`: latency against percentile (p50 … p99.9), one \
-         line per peer, per service count.\n- `program-cost.svg`: ns over \
+         `tcp-rr1-latency-<N>svc.svg`, `tcp-connect-latency-<N>svc.svg`: latency against \
+         percentile (p50 … p99.9), one line per peer, per service count.\n- `program-cost.svg`: ns over \
          XDP_PASS per packet class against the number of services.\n- `control-plane.svg`: \
          programming time against the number of services (log-log).\n",
     );

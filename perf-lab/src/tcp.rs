@@ -56,16 +56,24 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TcpError {
 pub enum TcpLoad {
     /// Persistent connections, one small request and response at a time on each.
     RequestResponse,
+    /// The same on one connection: the round trip without queueing behind other
+    /// connections (with many, latency ≈ connections / rate by Little's law).
+    RequestResponseSingle,
     /// A new connection per request: connect, one request and response, close.
     ConnectClose,
 }
 
 impl TcpLoad {
-    pub const ALL: [TcpLoad; 2] = [TcpLoad::RequestResponse, TcpLoad::ConnectClose];
+    pub const ALL: [TcpLoad; 3] = [
+        TcpLoad::RequestResponse,
+        TcpLoad::RequestResponseSingle,
+        TcpLoad::ConnectClose,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::RequestResponse => "request/response",
+            Self::RequestResponseSingle => "request/response, 1 connection",
             Self::ConnectClose => "connect/close",
         }
     }
@@ -73,14 +81,14 @@ impl TcpLoad {
     /// What the latency percentiles of this load time.
     pub fn latency_name(self) -> &'static str {
         match self {
-            Self::RequestResponse => "request latency",
+            Self::RequestResponse | Self::RequestResponseSingle => "request latency",
             Self::ConnectClose => "connect latency",
         }
     }
 
     pub fn rate_unit(self) -> &'static str {
         match self {
-            Self::RequestResponse => "requests/s",
+            Self::RequestResponse | Self::RequestResponseSingle => "requests/s",
             Self::ConnectClose => "connections/s",
         }
     }
@@ -88,6 +96,7 @@ impl TcpLoad {
     pub fn file_stem(self) -> &'static str {
         match self {
             Self::RequestResponse => "tcp-rr-latency",
+            Self::RequestResponseSingle => "tcp-rr1-latency",
             Self::ConnectClose => "tcp-connect-latency",
         }
     }
@@ -399,7 +408,10 @@ impl TcpPeer {
                 .map_err(io("client runtime"))?;
             Ok::<_, TcpError>(runtime.block_on(async move {
                 match load {
-                    TcpLoad::RequestResponse => request_response(&dsts, &plan).await,
+                    TcpLoad::RequestResponse => {
+                        request_response(&dsts, &plan, plan.connections).await
+                    }
+                    TcpLoad::RequestResponseSingle => request_response(&dsts, &plan, 1).await,
                     TcpLoad::ConnectClose => connect_close(&dsts, &plan).await,
                 }
             }))
@@ -478,13 +490,13 @@ async fn exchange(
     stream.read_exact(response).await.map(drop)
 }
 
-/// Closed loop on `plan.connections` persistent connections until `plan.requests` have
-/// been issued or `plan.seconds` have passed.
-async fn request_response(dsts: &[SocketAddrV4], plan: &TcpPlan) -> TcpSample {
+/// Closed loop on `connections` persistent connections until `plan.requests` have been
+/// issued or `plan.seconds` have passed.
+async fn request_response(dsts: &[SocketAddrV4], plan: &TcpPlan, connections: usize) -> TcpSample {
     let timeout = Duration::from_millis(plan.op_timeout_ms);
-    let mut streams = Vec::with_capacity(plan.connections);
+    let mut streams = Vec::with_capacity(connections);
     let mut connect_failed = 0;
-    for i in 0..plan.connections {
+    for i in 0..connections {
         match timed(
             timeout,
             tokio::net::TcpStream::connect(dsts[i % dsts.len()]),
