@@ -5,14 +5,14 @@
 //! The netfilter times include starting the tool (nsenter + nft / iptables-restore), as
 //! kube-proxy pays it too; ferrolb's is in-process, as the daemon runs it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lb_daemon::{loader, maps::LbMaps, planner};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     netns::{Netns, NetnsError, PinDir},
-    peers::{PeerError, RulesFile},
+    peers::{not_measured_slow_load, PeerError, PeerKind, RulesFile},
     rules,
     services::ServiceSet,
     stats::Summary,
@@ -55,6 +55,24 @@ impl Tool {
             Self::IptablesNftRestore => "iptables-nft-restore",
         }
     }
+
+    /// The rate/TCP peer that loads the same rules with this tool.
+    pub fn peer(self) -> Option<PeerKind> {
+        match self {
+            Self::FerrolbPlanApply => None,
+            Self::NftFile => Some(PeerKind::Nftables),
+            Self::IptablesLegacyRestore => Some(PeerKind::IptablesLegacy),
+            Self::IptablesNftRestore => Some(PeerKind::IptablesNft),
+        }
+    }
+}
+
+/// Bounds on one netfilter load: stopped after `timeout`; after a load slower than
+/// `slow` the tool is not timed again for this service count (one figure, said so).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub slow: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +85,9 @@ pub struct ControlResult {
     /// Size of the input the tool was given (rules text; map operations for ferrolb).
     pub input_size: u64,
     pub input_unit: String,
+    /// Why fewer than the planned runs were timed, if so.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// Scratch namespaces for the netfilter tools; removed on drop.
@@ -93,7 +114,18 @@ fn once(
     tool: Tool,
     set: &ServiceSet,
     files: &Files,
+    timeout: Duration,
 ) -> Result<Result<f64, String>, ControlError> {
+    let timed = |ns: &Netns, cmd: &str, args: &[&str]| {
+        let start = Instant::now();
+        match ns.exec_timeout(cmd, args, timeout) {
+            Ok(_) => Ok(Ok(start.elapsed().as_secs_f64())),
+            Err(NetnsError::Timeout { seconds, .. }) => {
+                Ok(Err(not_measured_slow_load(cmd, seconds)))
+            }
+            Err(e) => Err(ControlError::from(e)),
+        }
+    };
     match tool {
         Tool::FerrolbPlanApply => {
             let pin = PinDir::new("cp");
@@ -112,9 +144,10 @@ fn once(
         Tool::NftFile => {
             scratch.nft.exec("nft", &["flush", "ruleset"])?;
             let path = files.nft.path.to_string_lossy();
-            let start = Instant::now();
-            scratch.nft.exec("nft", &["-f", &path])?;
-            Ok(Ok(start.elapsed().as_secs_f64()))
+            let result = timed(&scratch.nft, "nft", &["-f", &path]);
+            // A stopped load may leave nothing or a partial table; the next round
+            // flushes first either way.
+            result
         }
         Tool::IptablesLegacyRestore | Tool::IptablesNftRestore => {
             let (ns, cmd) = if tool == Tool::IptablesLegacyRestore {
@@ -124,9 +157,7 @@ fn once(
             };
             ns.exec(cmd, &[&files.empty.path.to_string_lossy()])?;
             let path = files.ipt.path.to_string_lossy();
-            let start = Instant::now();
-            ns.exec(cmd, &[&path])?;
-            Ok(Ok(start.elapsed().as_secs_f64()))
+            timed(ns, cmd, &[&path])
         }
     }
 }
@@ -142,6 +173,7 @@ pub fn measure(
     scratch: &Scratch,
     set: &ServiceSet,
     runs: usize,
+    limits: Limits,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<ControlResult>, ControlError> {
     let nft_text = rules::nftables(set, false);
@@ -159,13 +191,23 @@ pub fn measure(
     };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); Tool::ALL.len()];
     let mut unsupported: Vec<Option<String>> = vec![None; Tool::ALL.len()];
+    let mut notes: Vec<Option<String>> = vec![None; Tool::ALL.len()];
     for round in 0..runs {
         for (k, tool) in Tool::ALL.iter().enumerate() {
-            if unsupported[k].is_some() {
+            if unsupported[k].is_some() || notes[k].is_some() {
                 continue;
             }
-            match once(scratch, *tool, set, &files)? {
-                Ok(t) => times[k].push(t),
+            match once(scratch, *tool, set, &files, limits.timeout)? {
+                Ok(t) => {
+                    times[k].push(t);
+                    if t > limits.slow.as_secs_f64() && round + 1 < runs {
+                        notes[k] = Some(format!(
+                            "{} of {runs} runs: a load took {t:.0} s (> {:.0} s)",
+                            round + 1,
+                            limits.slow.as_secs_f64()
+                        ));
+                    }
+                }
                 Err(reason) => unsupported[k] = Some(reason),
             }
         }
@@ -188,6 +230,7 @@ pub fn measure(
                 seconds: Summary::of(&times[k]),
                 input_size,
                 input_unit: input_unit.to_string(),
+                note: notes[k].clone(),
             }
         })
         .collect())

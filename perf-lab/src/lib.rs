@@ -15,4 +15,6 @@ pub mod rules;
 pub mod services;
 pub mod stats;
 pub mod suite;
+pub mod tcp;
+pub mod tcp_topology;
 pub mod topology;

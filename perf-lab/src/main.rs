@@ -41,6 +41,9 @@ struct Options {
     skip_rate: bool,
     #[arg(long)]
     skip_control: bool,
+    /// Skip the TCP latency / connection-rate layer.
+    #[arg(long)]
+    skip_tcp: bool,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +87,7 @@ fn apply(mut plan: Plan, o: &Options) -> anyhow::Result<Plan> {
     plan.layers.cost &= !o.skip_cost;
     plan.layers.rate &= !o.skip_rate;
     plan.layers.control &= !o.skip_control;
+    plan.layers.tcp &= !o.skip_tcp;
     Ok(plan)
 }
 
@@ -98,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (plan, options) = match &cli.command {
         Command::Check => {
-            perf_lab::preflight::check(true)?;
+            perf_lab::preflight::check(true, true)?;
             println!("ok: root, tools, namespaces and XDP live frames are available");
             return Ok(());
         }
@@ -121,6 +125,9 @@ fn main() -> anyhow::Result<()> {
         "{}",
         perf_lab::report::rate_table(&results, perf_lab::report::Metric::PerCpuSecond)
     );
+    if !results.tcp.is_empty() {
+        println!("{}", perf_lab::report::tcp_tables(&results));
+    }
     println!(
         "wrote {0}/results.json, {0}/report.md and SVG plots",
         out.display()

@@ -6,8 +6,11 @@
 
 use std::{
     fs::File,
+    io::Read,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use lb_lab::run;
@@ -33,6 +36,18 @@ pub enum NetnsError {
     Affinity { cpu: usize, source: std::io::Error },
     #[error("a thread working in namespace {0} panicked")]
     ThreadPanicked(String),
+    #[error("{command} in {name}: still running after {seconds:.0} s, stopped")]
+    Timeout {
+        command: String,
+        name: String,
+        seconds: f64,
+    },
+    #[error("{command} in {name}: {source}")]
+    Spawn {
+        command: String,
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 /// A namespace owned by this process; deleted on drop, also when a run panics.
@@ -71,6 +86,79 @@ impl Netns {
         let mut full = vec![net.as_str(), program];
         full.extend_from_slice(args);
         Ok(run("nsenter", &full)?)
+    }
+
+    /// `exec` with a deadline: a rule load that would run for many minutes is stopped and
+    /// reported (`NetnsError::Timeout`) instead of stalling the whole suite. nsenter execs
+    /// the program in its own process, so stopping that process stops the tool itself.
+    pub fn exec_timeout(
+        &self,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<String, NetnsError> {
+        let command = format!("{program} {}", args.join(" "));
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", self.path().display()))
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| NetnsError::Spawn {
+                command: command.clone(),
+                name: self.name.clone(),
+                source,
+            })?;
+        // Readers on their own threads, so a chatty tool cannot block on a full pipe.
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let out = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout.read_to_string(&mut text);
+            text
+        });
+        let err = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() >= timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(source) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(NetnsError::Spawn {
+                        command,
+                        name: self.name.clone(),
+                        source,
+                    });
+                }
+            }
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        match status {
+            None => Err(NetnsError::Timeout {
+                command,
+                name: self.name.clone(),
+                seconds: timeout.as_secs_f64(),
+            }),
+            Some(s) if s.success() => Ok(stdout),
+            Some(s) => Err(NetnsError::Command(lb_lab::LabError::Command {
+                command: format!("{command} in {} ({s})", self.name),
+                stderr,
+            })),
+        }
     }
 
     pub fn sysctl(&self, key_value: &str) -> Result<(), NetnsError> {
@@ -164,7 +252,7 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-fn pin_thread(cpu: usize) -> Result<(), NetnsError> {
+pub fn pin_thread(cpu: usize) -> Result<(), NetnsError> {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays in bounds for cpu < 1024.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

@@ -16,7 +16,7 @@ use lb_daemon::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    netns::{NetnsError, PinDir},
+    netns::{Netns, NetnsError, PinDir},
     objects::layout::RedirectConfig,
     programs::{self, ProgramsError, Sink},
     rules,
@@ -39,6 +39,8 @@ pub enum PeerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("bpf-redirect needs a redirect target (it has none in this topology)")]
+    NoRedirectTarget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -79,7 +81,7 @@ impl PeerKind {
         }
     }
 
-    fn tag(self) -> &'static str {
+    pub fn tag(self) -> &'static str {
         match self {
             Self::BpfRedirect => "redir",
             Self::Forward => "fwd",
@@ -122,14 +124,178 @@ struct Ferrolb {
     _pin: PinDir,
 }
 
+/// What a peer runs on the DUT namespace, and how it is programmed: the same for the rate
+/// topology (generator → sink) and the TCP one (client → backend with real servers), so
+/// both layers measure the very same datapath and rule sets.
+pub struct Datapath {
+    pub kind: PeerKind,
+    ferrolb: Option<Ferrolb>,
+    _prog: Option<Ebpf>,
+}
+
+impl Datapath {
+    /// Attaches the peer's XDP program to `ingress` in `dut`. `redirect` is where the
+    /// bpf-redirect ceiling sends frames (it has no other meaning); `pin_role` names
+    /// ferrolb's pin directory so two topologies never share maps.
+    pub fn install(
+        kind: PeerKind,
+        dut: &Netns,
+        ingress: &str,
+        redirect: Option<RedirectConfig>,
+        pin_role: &str,
+    ) -> Result<Self, PeerError> {
+        let mut ferrolb = None;
+        let prog = match kind {
+            PeerKind::BpfRedirect => {
+                let config = redirect.ok_or(PeerError::NoRedirectTarget)?;
+                Some(programs::attach_redirect(dut, ingress, config)?)
+            }
+            PeerKind::FerrolbDsr => {
+                let pin = PinDir::new(pin_role);
+                // One peer serves every service set of the run: size for the largest.
+                let largest = crate::services::ServiceSet {
+                    services: 30_000,
+                    backends: 3,
+                };
+                let mut ebpf =
+                    loader::load_balancer_sized(&pin.path, &largest.ferrolb_map_sizes())?;
+                programs::attach_loaded(dut, &mut ebpf, program_names::XDP_BALANCER, ingress)?;
+                let mut maps = LbMaps::open(&pin.path)?;
+                maps.write_config(&LbConfig {
+                    encap_src_v4: DUT_OUT_ADDR,
+                    flow_hash_seed: lb_daemon::model::Settings::default().flow_hash_seed,
+                    nexthop_ttl_ns: 1_000_000_000,
+                    flags: CONFIG_F_READY,
+                    _pad: 0,
+                    encap_src_v6: [0; 16],
+                })?;
+                let state = maps.read_state()?;
+                ferrolb = Some(Ferrolb {
+                    maps,
+                    state,
+                    _ebpf: ebpf,
+                    _pin: pin,
+                });
+                None
+            }
+            // Netfilter and forwarding run above XDP; veth still needs an XDP program on
+            // the receiving side for the generator's frames to arrive at all, and the TCP
+            // topology keeps it too so every peer's veth runs the same (XDP) receive path.
+            _ => Some(programs::attach_in(
+                dut,
+                lb_daemon::objects::XDP_PASS,
+                program_names::XDP_PASS,
+                ingress,
+            )?),
+        };
+        Ok(Self {
+            kind,
+            ferrolb,
+            _prog: prog,
+        })
+    }
+
+    /// Programs `set` into the datapath. A netfilter load still running after
+    /// `load_timeout` is stopped and reported as not measured (`Programmed::Unsupported`).
+    pub fn program(
+        &mut self,
+        dut: &Netns,
+        set: &ServiceSet,
+        load_timeout: Duration,
+    ) -> Result<Programmed, PeerError> {
+        let started = Instant::now();
+        let loaded = match self.kind {
+            PeerKind::BpfRedirect | PeerKind::Forward => Ok(String::new()),
+            PeerKind::Nftables => {
+                let file = RulesFile::write("nft", &rules::nftables(set, true))?;
+                dut.exec_timeout("nft", &["-f", &file.path.to_string_lossy()], load_timeout)
+            }
+            PeerKind::IptablesLegacy | PeerKind::IptablesNft => {
+                let file = RulesFile::write(self.kind.tag(), &rules::iptables(set))?;
+                let cmd = self.kind.restore_command().expect("iptables peer");
+                dut.exec_timeout(cmd, &[&file.path.to_string_lossy()], load_timeout)
+            }
+            PeerKind::FerrolbDsr => {
+                let flb = self.ferrolb.as_mut().expect("ferrolb peer");
+                match planner::plan(&flb.state, &set.desired_state()) {
+                    Ok((ops, next)) => {
+                        flb.maps.apply(&ops)?;
+                        flb.state = next;
+                    }
+                    Err(e) => return Ok(Programmed::Unsupported(e.to_string())),
+                }
+                Ok(String::new())
+            }
+        };
+        match loaded {
+            Ok(_) => Ok(Programmed::Done(started.elapsed())),
+            Err(NetnsError::Timeout {
+                command, seconds, ..
+            }) => {
+                let tool = command
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("load")
+                    .to_string();
+                Ok(Programmed::Unsupported(not_measured_slow_load(
+                    &tool, seconds,
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forgets connection state between runs so "new flows" are new to the peer too.
+    pub fn flush_state(&self, dut: &Netns) {
+        if self.kind.uses_conntrack() {
+            // conntrack exits 1 when there was nothing to flush; that is not an error.
+            let _ = dut.exec("conntrack", &["-F"]);
+        }
+    }
+
+    /// ferrolb's per-reason counters (non-zero only), for the log.
+    pub fn reasons(&self) -> Vec<(&'static str, u64)> {
+        let Some(flb) = self.ferrolb.as_ref() else {
+            return Vec::new();
+        };
+        let Ok(counters) = flb.maps.reason_counters() else {
+            return Vec::new();
+        };
+        lb_common::XdpReason::ALL
+            .iter()
+            .map(|r| (r.name(), counters[*r as usize].packets))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// ferrolb's own count of frames it forwarded, to cross-check the sink.
+    pub fn forwarded(&self) -> Option<u64> {
+        let flb = self.ferrolb.as_ref()?;
+        let counters = flb.maps.reason_counters().ok()?;
+        Some(
+            [
+                lb_common::XdpReason::Forwarded,
+                lb_common::XdpReason::ForwardedRedirect,
+            ]
+            .iter()
+            .map(|r| counters[*r as usize].packets)
+            .sum(),
+        )
+    }
+}
+
+/// The reason text for a load stopped at its deadline; `report` shows it as is.
+pub fn not_measured_slow_load(tool: &str, seconds: f64) -> String {
+    format!("not measured: {tool} load took > {seconds:.0} s (stopped)")
+}
+
 pub struct Peer {
     pub kind: PeerKind,
     pub topo: Topology,
     pub sink: Sink,
     /// The frame the generator sends for the current service set.
     pub frame: Vec<u8>,
-    ferrolb: Option<Ferrolb>,
-    _dut_prog: Option<Ebpf>,
+    pub datapath: Datapath,
 }
 
 /// Writes `text` to a file named for this process and `what`, removed on drop.
@@ -162,135 +328,45 @@ impl Peer {
     pub fn create(kind: PeerKind) -> Result<Self, PeerError> {
         let topo = Topology::create(kind.tag())?;
         let sink = Sink::attach(&topo.sink, SINK_IF)?;
-        let mut ferrolb = None;
-        let dut_prog = match kind {
-            PeerKind::BpfRedirect => Some(programs::attach_redirect(
-                &topo.dut,
-                DUT_IN,
-                RedirectConfig {
-                    ifindex: topo.out_ifindex,
-                    dst_mac: topo.sink_mac,
-                    src_mac: topo.out_mac,
-                },
-            )?),
-            PeerKind::FerrolbDsr => {
-                let pin = PinDir::new("flb");
-                // One peer serves every service set of the run: size for the largest.
-                let largest = crate::services::ServiceSet {
-                    services: 30_000,
-                    backends: 3,
-                };
-                let mut ebpf =
-                    loader::load_balancer_sized(&pin.path, &largest.ferrolb_map_sizes())?;
-                programs::attach_loaded(&topo.dut, &mut ebpf, program_names::XDP_BALANCER, DUT_IN)?;
-                let mut maps = LbMaps::open(&pin.path)?;
-                maps.write_config(&LbConfig {
-                    encap_src_v4: DUT_OUT_ADDR,
-                    flow_hash_seed: lb_daemon::model::Settings::default().flow_hash_seed,
-                    nexthop_ttl_ns: 1_000_000_000,
-                    flags: CONFIG_F_READY,
-                    _pad: 0,
-                    encap_src_v6: [0; 16],
-                })?;
-                let state = maps.read_state()?;
-                ferrolb = Some(Ferrolb {
-                    maps,
-                    state,
-                    _ebpf: ebpf,
-                    _pin: pin,
-                });
-                None
-            }
-            // Netfilter and forwarding run above XDP; veth still needs an XDP program on
-            // the receiving side for the generator's frames to arrive at all.
-            _ => Some(programs::attach_in(
-                &topo.dut,
-                lb_daemon::objects::XDP_PASS,
-                program_names::XDP_PASS,
-                DUT_IN,
-            )?),
+        let redirect = RedirectConfig {
+            ifindex: topo.out_ifindex,
+            dst_mac: topo.sink_mac,
+            src_mac: topo.out_mac,
         };
+        let datapath = Datapath::install(kind, &topo.dut, DUT_IN, Some(redirect), "flb")?;
         Ok(Self {
             kind,
             frame: Vec::new(),
             topo,
             sink,
-            ferrolb,
-            _dut_prog: dut_prog,
+            datapath,
         })
     }
 
     /// Programs the peer for `set` and points the generator at the last service.
-    pub fn program(&mut self, set: &ServiceSet) -> Result<Programmed, PeerError> {
+    pub fn program(
+        &mut self,
+        set: &ServiceSet,
+        load_timeout: Duration,
+    ) -> Result<Programmed, PeerError> {
         let dst = match self.kind {
             PeerKind::Forward => ENDPOINT_BASE.octets(),
             _ => set.vip(set.target()).octets(),
         };
         self.frame = programs::template(self.topo.gen_mac, self.topo.in_mac, dst, SERVICE_PORT)?;
-        let started = Instant::now();
-        match self.kind {
-            PeerKind::BpfRedirect | PeerKind::Forward => {}
-            PeerKind::Nftables => {
-                let file = RulesFile::write("nft", &rules::nftables(set, true))?;
-                self.topo
-                    .dut
-                    .exec("nft", &["-f", &file.path.to_string_lossy()])?;
-            }
-            PeerKind::IptablesLegacy | PeerKind::IptablesNft => {
-                let file = RulesFile::write(self.kind.tag(), &rules::iptables(set))?;
-                let cmd = self.kind.restore_command().expect("iptables peer");
-                self.topo.dut.exec(cmd, &[&file.path.to_string_lossy()])?;
-            }
-            PeerKind::FerrolbDsr => {
-                let flb = self.ferrolb.as_mut().expect("ferrolb peer");
-                match planner::plan(&flb.state, &set.desired_state()) {
-                    Ok((ops, next)) => {
-                        flb.maps.apply(&ops)?;
-                        flb.state = next;
-                    }
-                    Err(e) => return Ok(Programmed::Unsupported(e.to_string())),
-                }
-            }
-        }
-        Ok(Programmed::Done(started.elapsed()))
+        self.datapath.program(&self.topo.dut, set, load_timeout)
     }
 
-    /// Forgets connection state between runs so "new flows" are new to the peer too.
     pub fn flush_state(&self) -> Result<(), PeerError> {
-        if self.kind.uses_conntrack() {
-            // conntrack exits 1 when there was nothing to flush; that is not an error.
-            let _ = self.topo.dut.exec("conntrack", &["-F"]);
-        }
+        self.datapath.flush_state(&self.topo.dut);
         Ok(())
     }
 
-    /// ferrolb's per-reason counters (non-zero only), for the log.
     pub fn datapath_reasons(&self) -> Vec<(&'static str, u64)> {
-        let Some(flb) = self.ferrolb.as_ref() else {
-            return Vec::new();
-        };
-        let Ok(counters) = flb.maps.reason_counters() else {
-            return Vec::new();
-        };
-        lb_common::XdpReason::ALL
-            .iter()
-            .map(|r| (r.name(), counters[*r as usize].packets))
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        self.datapath.reasons()
     }
 
-    /// ferrolb's own count of frames it forwarded, to cross-check the sink.
     pub fn datapath_forwarded(&self) -> Option<u64> {
-        let flb = self.ferrolb.as_ref()?;
-        let counters = flb.maps.reason_counters().ok()?;
-        Some(
-            [
-                lb_common::XdpReason::Forwarded,
-                lb_common::XdpReason::ForwardedRedirect,
-            ]
-            .iter()
-            .map(|r| counters[*r as usize].packets)
-            .sum(),
-        )
+        self.datapath.forwarded()
     }
 }

@@ -4,7 +4,14 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
-use crate::{control::Tool, cost::PacketClass, peers::PeerKind, rate::FlowKind, report::Results};
+use crate::{
+    control::Tool,
+    cost::PacketClass,
+    peers::PeerKind,
+    rate::FlowKind,
+    report::Results,
+    tcp::{TcpLoad, PERCENTILES},
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("plot {path}: {message}")]
@@ -122,6 +129,118 @@ fn draw(
     Ok(())
 }
 
+/// Latency against percentile for one configuration (load × service count), one line per
+/// peer. The percentiles sit at equal steps (p50, p90, p99, p99.9: one more nine each), the
+/// latency axis is logarithmic because tails are orders of magnitude above medians.
+fn draw_percentiles(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let y_max = ys.clone().fold(0.0, f64::max).max(1.0);
+    let y_min = ys.filter(|y| *y > 0.0).fold(f64::INFINITY, f64::min);
+    let y_min = if y_min.is_finite() { y_min } else { 1.0 };
+    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let title = if series.is_empty() {
+        format!("{title} (no data in this run)")
+    } else {
+        title.to_string()
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .caption(title, ("sans-serif", 20))
+        .build_cartesian_2d(
+            -0.25f64..(PERCENTILES.len() as f64 - 0.75),
+            ((y_min / 2.0)..(y_max * 2.0)).log_scale(),
+        )
+        .map_err(|e| err(&e))?;
+    let name_at = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 0.01 && i >= 0.0 && (i as usize) < PERCENTILES.len() {
+            PERCENTILES[i as usize].1.to_string()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .x_labels(PERCENTILES.len())
+        .x_label_formatter(&name_at)
+        .x_desc("percentile")
+        .y_desc("µs (log scale)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The TCP latency plots, one per load and service count.
+fn write_tcp(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
+    let mut written = Vec::new();
+    let mut counts: Vec<u32> = results.tcp.iter().map(|r| r.services).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    for load in TcpLoad::ALL {
+        for &n in &counts {
+            let series: Vec<Series> = PeerKind::ALL
+                .iter()
+                .filter_map(|&peer| {
+                    let r = results
+                        .tcp
+                        .iter()
+                        .find(|r| r.peer == peer && r.services == n && r.load == load)?;
+                    let points: Vec<(f64, f64)> = r
+                        .latency_us
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| Some((i as f64, s.as_ref()?.median)))
+                        .collect();
+                    (!points.is_empty()).then(|| Series {
+                        name: peer.name().to_string(),
+                        points,
+                    })
+                })
+                .collect();
+            let file = format!("{}-{n}svc.svg", load.file_stem());
+            draw_percentiles(
+                &dir.join(&file),
+                &format!(
+                    "TCP {}: {}, {n} services (median of runs)",
+                    load.name(),
+                    load.latency_name()
+                ),
+                &series,
+            )?;
+            written.push(file);
+        }
+    }
+    Ok(written)
+}
+
 /// Writes every plot into `dir`; returns the file names.
 pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
     let mut written = Vec::new();
@@ -200,5 +319,6 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
         true,
     )?;
     written.push("control-plane.svg".to_string());
+    written.extend(write_tcp(results, dir)?);
     Ok(written)
 }

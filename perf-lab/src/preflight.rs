@@ -26,8 +26,8 @@ fn have(program: &str, args: &[&str]) -> bool {
 }
 
 /// Checks privileges, tools and kernel features. `need_netfilter` is false when only
-/// BPF-based peers run.
-pub fn check(need_netfilter: bool) -> Result<(), PreflightError> {
+/// BPF-based peers run; `need_tcp` adds what the TCP layer's topology uses.
+pub fn check(need_netfilter: bool, need_tcp: bool) -> Result<(), PreflightError> {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
@@ -54,6 +54,9 @@ pub fn check(need_netfilter: bool) -> Result<(), PreflightError> {
                 missing.push(format!("`{tool}` (package {package})"));
             }
         }
+    }
+    if need_tcp && !have("ethtool", &["--version"]) {
+        missing.push("`ethtool` (package ethtool; turns off tx checksum offload)".to_string());
     }
     if !have("ip", &["netns", "list"]) {
         missing.push("network namespaces (ip netns)".to_string());

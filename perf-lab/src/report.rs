@@ -10,6 +10,7 @@ use crate::{
     peers::PeerKind,
     rate::{FlowKind, RatePlan, RateResult},
     stats::Summary,
+    tcp::{TcpLoad, TcpPlan, TcpResult, PERCENTILES},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +26,7 @@ pub struct Meta {
     pub backends_per_service: u32,
     pub rate_plan: RatePlan,
     pub cost_plan: CostPlan,
+    pub tcp_plan: TcpPlan,
 }
 
 /// A target of issue #5 as a ratio measured in this run.
@@ -43,6 +45,7 @@ pub struct Results {
     pub program_cost: Vec<CostResult>,
     pub rate: Vec<RateResult>,
     pub control_plane: Vec<ControlResult>,
+    pub tcp: Vec<TcpResult>,
     pub ratios: Vec<Ratio>,
     pub not_measured: Vec<String>,
 }
@@ -190,6 +193,11 @@ fn secs(s: &Summary) -> String {
 }
 
 fn short(reason: &str) -> String {
+    // A load stopped at its deadline says so in full; it is a limit of the peer's
+    // tooling at this size, not something the peer cannot express.
+    if reason.starts_with("not measured") {
+        return reason.to_string();
+    }
     let first = reason.split(':').next_back().unwrap_or(reason).trim();
     format!("unsupported ({first})")
 }
@@ -237,6 +245,106 @@ pub fn rate_table(results: &Results, metric: Metric) -> String {
                 md.push('\n');
             }
         }
+    }
+    md
+}
+
+/// A row of a TCP table: its label and how a result's cell is written.
+type TcpMetric = (String, Box<dyn Fn(&TcpResult) -> Option<String>>);
+
+fn micros(s: &Summary) -> String {
+    let digits = if s.median < 100.0 { 1 } else { 0 };
+    format!("{:.d$} [{:.d$}–{:.d$}]", s.median, s.min, s.max, d = digits)
+}
+
+fn per_second(s: &Summary) -> String {
+    if s.median >= 1e4 {
+        format!(
+            "{:.1}k [{:.1}k–{:.1}k]",
+            s.median / 1e3,
+            s.min / 1e3,
+            s.max / 1e3
+        )
+    } else {
+        format!("{:.0} [{:.0}–{:.0}]", s.median, s.min, s.max)
+    }
+}
+
+/// One table per TCP load: rows peer × metric (rate, then the latency percentiles, then
+/// completed / attempted over all runs), columns service counts.
+pub fn tcp_tables(results: &Results) -> String {
+    let counts = &results.meta.service_counts;
+    let mut md = String::new();
+    for load in TcpLoad::ALL {
+        writeln!(
+            md,
+            "**{}** ({}; µs, median of runs [min–max])\n",
+            load.name(),
+            load.latency_name()
+        )
+        .unwrap();
+        md.push_str("| peer | metric |");
+        for n in counts {
+            write!(md, " {n} svc |").unwrap();
+        }
+        md.push_str("\n|---|---|");
+        for _ in counts {
+            md.push_str("---|");
+        }
+        md.push('\n');
+        for peer in PeerKind::ALL {
+            let cells: Vec<Option<&TcpResult>> = counts
+                .iter()
+                .map(|&n| {
+                    results
+                        .tcp
+                        .iter()
+                        .find(|r| r.peer == peer && r.services == n && r.load == load)
+                })
+                .collect();
+            if cells.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut metrics: Vec<TcpMetric> = vec![(
+                load.rate_unit().to_string(),
+                Box::new(|r: &TcpResult| r.rate.as_ref().map(per_second)),
+            )];
+            for (i, (_, name)) in PERCENTILES.iter().enumerate() {
+                metrics.push((
+                    format!("{name} µs"),
+                    Box::new(move |r: &TcpResult| {
+                        r.latency_us.get(i).and_then(Option::as_ref).map(micros)
+                    }),
+                ));
+            }
+            metrics.push((
+                "completed / attempted".to_string(),
+                Box::new(|r: &TcpResult| {
+                    let done: u64 = r.samples.iter().map(|s| s.completed).sum();
+                    let tried: u64 = r.samples.iter().map(|s| s.attempted).sum();
+                    (!r.samples.is_empty()).then(|| format!("{done} / {tried}"))
+                }),
+            ));
+            for (k, (name, value)) in metrics.iter().enumerate() {
+                let mut row = format!("| {} | {name} |", if k == 0 { peer.name() } else { "" });
+                for cell in &cells {
+                    match cell {
+                        Some(r) => match (&r.unsupported, value(r)) {
+                            (Some(reason), _) if k == 0 => {
+                                write!(row, " {} |", short(reason)).unwrap()
+                            }
+                            (Some(_), _) => row.push_str(" |"),
+                            (None, Some(v)) => write!(row, " {v} |").unwrap(),
+                            (None, None) => row.push_str(" – |"),
+                        },
+                        None => row.push_str(" – |"),
+                    }
+                }
+                md.push_str(&row);
+                md.push('\n');
+            }
+        }
+        md.push('\n');
     }
     md
 }
@@ -337,7 +445,10 @@ pub fn markdown(results: &Results) -> String {
             {
                 Some(c) => match (&c.unsupported, &c.seconds) {
                     (Some(reason), _) => write!(row, " {} |", short(reason)).unwrap(),
-                    (None, Some(s)) => write!(row, " {} |", secs(s)).unwrap(),
+                    (None, Some(s)) => match &c.note {
+                        Some(note) => write!(row, " {} ({note}) |", secs(s)).unwrap(),
+                        None => write!(row, " {} |", secs(s)).unwrap(),
+                    },
                     _ => row.push_str(" – |"),
                 },
                 None => row.push_str(" – |"),
@@ -345,6 +456,37 @@ pub fn markdown(results: &Results) -> String {
         }
         md.push_str(&row);
         md.push('\n');
+    }
+
+    if !results.tcp.is_empty() {
+        let t = &m.tcp_plan;
+        md.push_str("\n## TCP: request/response latency and connection rate\n\n");
+        writeln!(
+            md,
+            "Real sockets: a client in its own namespace → the peer's DUT → a server in the \
+             backend namespace (for ferrolb-dsr the reply goes from the backend straight to \
+             the client). Request/response: {} persistent connections, {} B request, {} B \
+             response, closed loop, at most {} requests or {:.1} s per run. Connect/close: {} \
+             concurrent loops of connect, one request, close, at most {} connections or \
+             {:.1} s per run; the percentiles are of the connect (handshake) time. Every \
+             operation times out after {} ms (counted as failed). Rates are completed per \
+             second of the run. With many connections in a closed loop, latency ≈ \
+             connections / rate (Little's law): it is the system's cost per request plus \
+             queueing; the 1-connection load is the round trip alone. Plots: \
+             `tcp-rr-latency-<N>svc.svg`, `tcp-rr1-latency-<N>svc.svg`, \
+             `tcp-connect-latency-<N>svc.svg`.\n",
+            t.connections,
+            t.request_bytes,
+            t.response_bytes,
+            t.requests,
+            t.seconds,
+            t.concurrency,
+            t.connects,
+            t.seconds,
+            t.op_timeout_ms
+        )
+        .unwrap();
+        md.push_str(&tcp_tables(results));
     }
 
     md.push_str("\n## Targets (issue #5), as ratios in this run\n\n| what | services | value | target | met |\n|---|---|---|---|---|\n");
@@ -373,7 +515,9 @@ pub fn markdown(results: &Results) -> String {
     }
     md.push_str(
         "\n## Plots\n\n- `rate-new.svg`, `rate-established.svg`: delivered Mpps against the \
-         number of services (log scale), one line per peer.\n- `program-cost.svg`: ns over \
+         number of services (log scale), one line per peer.\n- `tcp-rr-latency-<N>svc.svg`, \
+         `tcp-rr1-latency-<N>svc.svg`, `tcp-connect-latency-<N>svc.svg`: latency against \
+         percentile (p50 … p99.9), one line per peer, per service count.\n- `program-cost.svg`: ns over \
          XDP_PASS per packet class against the number of services.\n- `control-plane.svg`: \
          programming time against the number of services (log-log).\n",
     );

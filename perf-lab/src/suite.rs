@@ -1,6 +1,7 @@
 //! One benchmark run: the layers in order, a progress display, and the outputs.
 
 use std::{
+    collections::HashMap,
     io::{IsTerminal, Write as _},
     path::{Path, PathBuf},
     time::{Instant, SystemTime, UNIX_EPOCH},
@@ -19,6 +20,7 @@ use crate::{
     rate::{self, FlowKind, RateError, RatePlan, RateResult},
     report::{self, Meta, Results},
     services::ServiceSet,
+    tcp::{self, TcpError, TcpLoad, TcpPeer, TcpPlan, TcpResult},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,11 @@ pub enum SuiteError {
     },
     #[error("generator: {0}")]
     Generator(Box<ProgramsError>),
+    #[error("TCP ({peer}): {source}")]
+    Tcp {
+        peer: &'static str,
+        source: Box<TcpError>,
+    },
     #[error(transparent)]
     Plot(#[from] PlotError),
     #[error("writing {path}: {source}")]
@@ -64,6 +71,7 @@ pub struct Layers {
     pub cost: bool,
     pub rate: bool,
     pub control: bool,
+    pub tcp: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,7 +83,14 @@ pub struct Plan {
     pub peers: Vec<PeerKind>,
     pub rate: RatePlan,
     pub cost: CostPlan,
+    pub tcp: TcpPlan,
     pub layers: Layers,
+    /// A netfilter load still running after this long is stopped and reported as not
+    /// measured (kube-proxy's nftables layout loads in time quadratic in the services,
+    /// see rules.rs), so one slow peer cannot stall the suite.
+    pub load_timeout_s: f64,
+    /// A control-plane load slower than this is timed once, not `runs` times.
+    pub slow_load_s: f64,
 }
 
 impl Plan {
@@ -97,11 +112,24 @@ impl Plan {
                 single_runs: 20_000,
                 fill_flow_table: true,
             },
+            tcp: TcpPlan {
+                connections: 64,
+                requests: 20_000,
+                concurrency: 16,
+                connects: 2_000,
+                seconds: 1.0,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
             layers: Layers {
                 cost: true,
                 rate: true,
                 control: true,
+                tcp: true,
             },
+            load_timeout_s: 120.0,
+            slow_load_s: 30.0,
         }
     }
 
@@ -123,6 +151,18 @@ impl Plan {
                 single_runs: 100_000,
                 fill_flow_table: true,
             },
+            tcp: TcpPlan {
+                connections: 64,
+                requests: 200_000,
+                concurrency: 32,
+                connects: 20_000,
+                seconds: 3.0,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
+            load_timeout_s: 300.0,
+            slow_load_s: 60.0,
             ..Self::quick()
         }
     }
@@ -144,14 +184,40 @@ impl Plan {
                 single_runs: 500,
                 fill_flow_table: false,
             },
+            tcp: TcpPlan {
+                connections: 8,
+                requests: 2_000,
+                concurrency: 4,
+                connects: 200,
+                seconds: 0.5,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
             ..Self::quick()
         }
+    }
+
+    pub fn tcp_peers(&self) -> Vec<PeerKind> {
+        self.peers
+            .iter()
+            .copied()
+            .filter(|&k| tcp::applies_to(k))
+            .collect()
+    }
+
+    fn load_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.load_timeout_s)
     }
 
     fn steps(&self) -> usize {
         let per_count = usize::from(self.layers.cost) * self.runs
             + usize::from(self.layers.control) * self.runs
-            + usize::from(self.layers.rate) * self.runs * self.peers.len() * FlowKind::ALL.len();
+            + usize::from(self.layers.rate) * self.runs * self.peers.len() * FlowKind::ALL.len()
+            + usize::from(self.layers.tcp)
+                * self.runs
+                * self.tcp_peers().len()
+                * TcpLoad::ALL.len();
         per_count * self.service_counts.len()
     }
 }
@@ -217,7 +283,7 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
                 PeerKind::Nftables | PeerKind::IptablesLegacy | PeerKind::IptablesNft
             )
         });
-    preflight::check(netfilter)?;
+    preflight::check(netfilter, plan.layers.tcp)?;
     netns::remove_stale();
     std::fs::create_dir_all(out).map_err(|source| SuiteError::Write {
         path: out.to_path_buf(),
@@ -268,14 +334,37 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
         let scratch = control::Scratch::create()?;
         for set in &sets {
             tracing::info!(services = set.services, "control plane");
-            control_plane.extend(control::measure(&scratch, set, plan.runs, |round| {
-                progress.step(&format!(
-                    "control plane, {} services, round {round}/{}",
-                    set.services, plan.runs
-                ))
-            })?);
+            let limits = control::Limits {
+                timeout: plan.load_timeout(),
+                slow: std::time::Duration::from_secs_f64(plan.slow_load_s),
+            };
+            control_plane.extend(control::measure(
+                &scratch,
+                set,
+                plan.runs,
+                limits,
+                |round| {
+                    progress.step(&format!(
+                        "control plane, {} services, round {round}/{}",
+                        set.services, plan.runs
+                    ))
+                },
+            )?);
         }
     }
+
+    // Loads already stopped at the deadline are not tried again by the later layers: the
+    // same rule file would only take as long again.
+    let mut slow_loads: HashMap<(PeerKind, u32), String> = control_plane
+        .iter()
+        .filter_map(|c| {
+            let reason = c.unsupported.as_ref()?;
+            let peer = c.tool.peer()?;
+            reason
+                .starts_with("not measured")
+                .then(|| ((peer, c.services), reason.clone()))
+        })
+        .collect();
 
     let mut rates = Vec::new();
     if plan.layers.rate {
@@ -292,10 +381,20 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
             let mut results: Vec<RateResult> = Vec::new();
             let mut supported = Vec::new();
             for peer in &mut peers {
-                let programmed = peer.program(set).map_err(|source| SuiteError::Peer {
-                    peer: peer.kind.name(),
-                    source: Box::new(source),
-                })?;
+                let programmed = match slow_loads.get(&(peer.kind, set.services)) {
+                    Some(reason) => Programmed::Unsupported(reason.clone()),
+                    None => peer.program(set, plan.load_timeout()).map_err(|source| {
+                        SuiteError::Peer {
+                            peer: peer.kind.name(),
+                            source: Box::new(source),
+                        }
+                    })?,
+                };
+                if let Programmed::Unsupported(reason) = &programmed {
+                    if reason.starts_with("not measured") {
+                        slow_loads.insert((peer.kind, set.services), reason.clone());
+                    }
+                }
                 let unsupported = match programmed {
                     Programmed::Done(took) => {
                         tracing::info!(
@@ -361,8 +460,105 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
         }
     }
 
+    let mut tcp_results = Vec::new();
+    if plan.layers.tcp {
+        // Client and server on different CPUs (where there are two), the client on the
+        // generator's CPU as in the rate layer.
+        let server_cpu = (cpus > 1).then_some(0);
+        let client_cpu = Some(generator_cpu);
+        let mut peers = Vec::new();
+        for kind in plan.tcp_peers() {
+            peers.push(
+                TcpPeer::create(kind, server_cpu, &plan.tcp).map_err(|source| SuiteError::Tcp {
+                    peer: kind.name(),
+                    source: Box::new(source),
+                })?,
+            );
+        }
+        for set in &sets {
+            let mut results: Vec<TcpResult> = Vec::new();
+            let mut supported = Vec::new();
+            for peer in &mut peers {
+                let name = peer.kind.name();
+                let tcp_err = |source| SuiteError::Tcp {
+                    peer: name,
+                    source: Box::new(source),
+                };
+                let programmed = match slow_loads.get(&(peer.kind, set.services)) {
+                    Some(reason) => Programmed::Unsupported(reason.clone()),
+                    None => peer.program(set, plan.load_timeout()).map_err(tcp_err)?,
+                };
+                let unsupported = match programmed {
+                    Programmed::Done(took) => {
+                        tracing::info!(
+                            peer = peer.kind.name(),
+                            services = set.services,
+                            ?took,
+                            "programmed for TCP"
+                        );
+                        peer.warm_up(&plan.tcp).map_err(tcp_err)?;
+                        None
+                    }
+                    Programmed::Unsupported(reason) => {
+                        tracing::warn!(
+                            peer = peer.kind.name(),
+                            services = set.services,
+                            reason,
+                            "TCP not measured"
+                        );
+                        if reason.starts_with("not measured") {
+                            slow_loads.insert((peer.kind, set.services), reason.clone());
+                        }
+                        Some(reason)
+                    }
+                };
+                supported.push(unsupported.is_none());
+                for load in TcpLoad::ALL {
+                    results.push(TcpResult::new(peer.kind, set, load, unsupported.clone()));
+                }
+            }
+            for round in 0..plan.runs {
+                for i in 0..peers.len() {
+                    let p = (i + round) % peers.len();
+                    for (l, load) in TcpLoad::ALL.iter().enumerate() {
+                        let label = format!(
+                            "tcp, {} services, {} {}, run {}/{}",
+                            set.services,
+                            peers[p].kind.name(),
+                            load.name(),
+                            round + 1,
+                            plan.runs
+                        );
+                        if supported[p] {
+                            let sample = peers[p].run_once(*load, &plan.tcp, client_cpu).map_err(
+                                |source| SuiteError::Tcp {
+                                    peer: peers[p].kind.name(),
+                                    source: Box::new(source),
+                                },
+                            )?;
+                            results[p * TcpLoad::ALL.len() + l].samples.push(sample);
+                        }
+                        progress.step(&label);
+                    }
+                }
+            }
+            for r in &mut results {
+                r.finish();
+            }
+            tcp_results.extend(results);
+        }
+        for peer in &mut peers {
+            peer.stop_server().map_err(|source| SuiteError::Tcp {
+                peer: peer.kind.name(),
+                source: Box::new(source),
+            })?;
+        }
+    }
+
     let mut not_measured = vec![
-        "TCP request/response latency and connection rate (layer not implemented yet)".to_string(),
+        "TCP through bpf-redirect: the ceiling only rewrites MACs, it has no service to \
+         answer; TCP over IPv6"
+            .to_string(),
         "IPv6 packet rate: ferrolb's datapath is IPv4-only (IPv6 frames are passed; their \
          pass-through cost is in the program-cost table); IPv6 peers not implemented"
             .to_string(),
@@ -376,6 +572,9 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
     }
     if !plan.layers.control {
         not_measured.push("control plane (layer disabled)".into());
+    }
+    if !plan.layers.tcp {
+        not_measured.push("TCP latency and connection rate (layer disabled)".into());
     }
     let mut results = Results {
         meta: Meta {
@@ -394,10 +593,12 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
             backends_per_service: plan.backends,
             rate_plan: plan.rate,
             cost_plan: plan.cost,
+            tcp_plan: plan.tcp,
         },
         program_cost,
         rate: rates,
         control_plane,
+        tcp: tcp_results,
         ratios: Vec::new(),
         not_measured,
     };

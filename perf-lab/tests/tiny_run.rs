@@ -1,6 +1,8 @@
 //! Runs the whole suite on a tiny configuration (one service, two runs, short bursts) and
 //! checks the outputs: files, structure, and delivered counts that are non-zero and
-//! consistent with what was offered and what the datapath says it forwarded.
+//! consistent with what was offered and what the datapath says it forwarded; for the TCP
+//! layer, completed requests and connections that are non-zero, within the run's bound
+//! and at most what was attempted, one latency sample per completion.
 
 use std::path::PathBuf;
 
@@ -11,6 +13,7 @@ use perf_lab::{
     rate::FlowKind,
     report::Results,
     suite::{self, Plan},
+    tcp::{TcpLoad, PERCENTILES},
 };
 
 use lb_lab::require_root;
@@ -54,6 +57,9 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         "rate-established.svg",
         "program-cost.svg",
         "control-plane.svg",
+        "tcp-rr-latency-1svc.svg",
+        "tcp-rr1-latency-1svc.svg",
+        "tcp-connect-latency-1svc.svg",
     ] {
         let len = std::fs::metadata(out.0.join(file))
             .map(|m| m.len())
@@ -133,11 +139,75 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         assert!(c.seconds.as_ref().is_some_and(|s| s.median > 0.0));
     }
 
+    // TCP: every peer with real endpoints (all but the bpf-redirect ceiling) x load, every
+    // run recorded, counts non-zero and consistent, percentiles ordered.
+    assert!(plan.layers.tcp, "the tiny plan runs the TCP layer");
+    assert_eq!(
+        results.tcp.len(),
+        plan.service_counts.len() * plan.tcp_peers().len() * TcpLoad::ALL.len()
+    );
+    assert!(results.tcp.iter().all(|r| r.peer != PeerKind::BpfRedirect));
+    for &services in &plan.service_counts {
+        for peer in plan.tcp_peers() {
+            for load in TcpLoad::ALL {
+                let name = format!("tcp {} {} {services} svc", peer.name(), load.name());
+                let cell: Vec<_> = results
+                    .tcp
+                    .iter()
+                    .filter(|r| r.peer == peer && r.load == load && r.services == services)
+                    .collect();
+                assert_eq!(cell.len(), 1, "{name}");
+                let r = cell[0];
+                assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
+                assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
+                let bound = match load {
+                    TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => plan.tcp.requests,
+                    TcpLoad::ConnectClose => plan.tcp.connects,
+                };
+                for s in &r.samples {
+                    assert!(s.completed > 0, "{name}: nothing completed {s:?}");
+                    assert!(s.completed <= s.attempted, "{name}: {s:?}");
+                    assert_eq!(s.completed + s.failed, s.attempted, "{name}: {s:?}");
+                    assert!(s.attempted <= bound, "{name}: over the bound {s:?}");
+                    if load == TcpLoad::ConnectClose {
+                        assert!(s.connect_failed <= s.failed, "{name}: {s:?}");
+                    }
+                    assert!(s.seconds > 0.0, "{name}: duration");
+                    let p = s.latency_us.expect("latency percentiles");
+                    assert_eq!(p.samples as u64, s.completed, "{name}: one latency each");
+                    assert!(
+                        0.0 < p.p50 && p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999,
+                        "{name}: {p:?}"
+                    );
+                    match load {
+                        TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => {
+                            assert!(s.transaction_us.is_none())
+                        }
+                        TcpLoad::ConnectClose => {
+                            let t = s.transaction_us.expect("transaction percentiles");
+                            // A transaction contains its connect.
+                            assert!(t.p50 >= p.p50 && t.samples == p.samples, "{name}");
+                        }
+                    }
+                }
+                let rate = r.rate.as_ref().expect("rate");
+                assert!(rate.min > 0.0 && rate.min <= rate.median && rate.median <= rate.max);
+                assert_eq!(rate.runs, plan.runs);
+                assert_eq!(r.latency_us.len(), PERCENTILES.len());
+                assert!(r
+                    .latency_us
+                    .iter()
+                    .all(|l| l.as_ref().is_some_and(|l| l.runs == plan.runs)));
+            }
+        }
+    }
+
     let md = std::fs::read_to_string(out.0.join("report.md")).unwrap();
     for heading in [
         "## Packet rate",
         "## Program cost",
         "## Control-plane programming time",
+        "## TCP: request/response latency and connection rate",
         "## Targets",
     ] {
         assert!(md.contains(heading), "report has {heading}");
