@@ -172,7 +172,8 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
         if applied_generation == 0 {
             warm_neighbours(&update.datapath);
         }
-        match syncer.apply(&update.datapath) {
+        let changed = update.changed_since(applied_generation);
+        match syncer.apply_changes(&update.datapath, changed.as_ref()) {
             Ok(ops) => {
                 applied_generation = update.generation;
                 metrics

@@ -36,6 +36,11 @@ pub enum MapsError {
     Cpus(String),
     #[error("pinned state is inconsistent: {0}")]
     Inconsistent(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn access(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -331,6 +336,42 @@ impl LbMaps {
         KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
             .map_err(MapsError::Inconsistent)
     }
+}
+
+/// The kernel memory (`memlock` in the map's fdinfo: what the kernel charges for it,
+/// preallocated elements and per-CPU copies included) of every map pinned in `pin_dir`,
+/// by pin name. Pins that are not maps (links) are left out.
+pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<(String, u64)>, MapsError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MapsError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(pin_dir).map_err(io(pin_dir))? {
+        let path = entry.map_err(io(pin_dir))?.path();
+        let Ok(map) = MapData::from_pin(&path) else {
+            continue;
+        };
+        let fdinfo = PathBuf::from(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd())
+        ));
+        let text = std::fs::read_to_string(&fdinfo).map_err(io(&fdinfo))?;
+        let memlock = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                MapsError::Inconsistent(format!("{}: no memlock line", fdinfo.display()))
+            })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, memlock));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The backend side's maps.
