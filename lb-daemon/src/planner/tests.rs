@@ -438,6 +438,16 @@ proptest! {
     }
 }
 
+/// Operations with slot writes shortened to (base, count), for readable failures.
+fn summary(ops: &[MapOp]) -> Vec<String> {
+    ops.iter()
+        .map(|op| match op {
+            MapOp::WriteSlots { base, slots } => format!("WriteSlots {base}+{}", slots.len()),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
 /// One random configuration: up to five services on ports 80-84, backends from a pool of
 /// four (shared between services, so tables are shared and backends move between them).
 fn configuration(step: Vec<(u16, Vec<(u8, u32)>, bool)>) -> DesiredState {
@@ -485,7 +495,7 @@ proptest! {
         let mut whole_kernel = FakeKernel::default();
         let mut alone_kernel = FakeKernel::default();
         let mut before = DesiredState::default();
-        for (step, extra, restart) in steps {
+        for (i, (step, extra, restart)) in steps.into_iter().enumerate() {
             let want = configuration(step);
             let (whole_ops, whole_next) = plan(&whole, &want).unwrap();
             let mut changed: BTreeSet<Frontend> = before
@@ -509,6 +519,7 @@ proptest! {
                 alone = next;
                 ops
             };
+            prop_assert_eq!(summary(&ops), summary(&whole_ops), "step {}", i);
             prop_assert_eq!(&ops, &whole_ops);
             prop_assert_eq!(&alone, &whole_next);
             whole_kernel.apply(&whole_ops);
@@ -518,8 +529,10 @@ proptest! {
             prop_assert_eq!(&alone_kernel.slots, &whole_kernel.slots);
             whole = whole_next;
             if restart {
+                // One adoption for both: adoption numbers tables in the order it reads the
+                // maps, and both planners must start from the same state.
                 whole = whole_kernel.adopt(capacity);
-                alone = alone_kernel.adopt(capacity);
+                alone = whole.clone();
             }
             before = want;
         }
