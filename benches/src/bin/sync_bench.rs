@@ -147,11 +147,13 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         std::process::id()
     )));
     let _ = loader::uninstall(&pins.0);
-    // One region of the policy's table size per distinct backend set (at most one per
-    // Service), plus room for the few tables being replaced at any time.
+    // One region of the policy's table size per distinct backend set (Services beyond
+    // POD_POOL / ENDPOINTS repeat earlier sets and share their tables), plus room for the
+    // few tables being replaced at any time: what an operator sets `--maglev-slots` to.
     let table = lb_hashing::maglev::choose_table_size(ENDPOINTS, 65_537);
+    let distinct_sets = services.min((POD_POOL as usize) / ENDPOINTS) as u32;
     let sizes = MapSizes {
-        maglev_slots: services as u32 * table + REPLACEMENT_ROOM,
+        maglev_slots: distinct_sets * table + REPLACEMENT_ROOM,
         flows: 1024,
     };
     let _ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
