@@ -480,7 +480,7 @@ struct Cache {
     node_skipped: Vec<Skipped>,
     /// Per-Service results, kept between snapshots so a snapshot recomputes only the
     /// dirty Services: the programmable ones, and the problems of those with any.
-    services: BTreeMap<ServiceName, Arc<model::KubeService>>,
+    services: BTreeMap<Arc<ServiceName>, Arc<model::KubeService>>,
     problems: BTreeMap<ServiceName, Vec<Skipped>>,
     /// Slices that do not parse, with the problem they are reported as.
     invalid_slices: BTreeMap<Key, Skipped>,
@@ -677,7 +677,7 @@ impl Cache {
             }
         };
         match service {
-            Some(service) => self.services.insert(name.clone(), service),
+            Some(service) => self.services.insert(Arc::new(name.clone()), service),
             None => self.services.remove(name),
         };
         if problems.is_empty() {
@@ -697,7 +697,7 @@ impl Cache {
                 .objects
                 .values()
                 .filter_map(lenient_service_name)
-                .chain(self.services.keys().cloned())
+                .chain(self.services.keys().map(|name| (**name).clone()))
                 .chain(self.problems.keys().cloned())
                 .collect();
             names.into_iter().collect()
