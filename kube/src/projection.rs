@@ -30,8 +30,8 @@ use lb_model::{
 use serde::Serialize;
 
 use crate::model::{
-    EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, KubeService, Protocol,
-    ServiceName, Verdict,
+    EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, KubeService, Protocol, ServiceName,
+    Verdict,
 };
 
 /// Why a frontend was left out of the datapath.
@@ -394,7 +394,10 @@ impl Projector {
         }
         let mut report_changed = false;
         for name in rereport {
-            let new = self.claims.get(&name).map(|c| self.service_report(&name, c));
+            let new = self
+                .claims
+                .get(&name)
+                .map(|c| self.service_report(&name, c));
             let old = match new {
                 Some(r) => self.reports.insert(name, r.clone()).filter(|old| *old == r),
                 None => self.reports.remove(&name).filter(|_| false),

@@ -161,8 +161,8 @@ impl Syncer {
         desired: &DesiredState,
         changed: Option<&BTreeSet<Frontend>>,
     ) -> Result<usize, DaemonError> {
-        let incremental = self.state.can_plan_changes()
-            && self.planned_settings == Some(desired.settings);
+        let incremental =
+            self.state.can_plan_changes() && self.planned_settings == Some(desired.settings);
         let Some(changed) = changed.filter(|_| incremental) else {
             return self.apply(desired);
         };

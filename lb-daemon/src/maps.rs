@@ -217,8 +217,7 @@ impl LbMaps {
                     .map_err(access(map_names::MAGLEV))?;
             }
         }
-        let (keys, values): (Vec<ServiceKey>, Vec<ServiceValue>) =
-            services.iter().copied().unzip();
+        let (keys, values): (Vec<ServiceKey>, Vec<ServiceValue>) = services.iter().copied().unzip();
         if batch_or_fallback(map_names::SERVICES, &self.raw.services, &keys, &values, 1)? {
             self.apply_each(&run_of(run, |op| matches!(op, MapOp::PutService { .. })))?;
         }

@@ -628,7 +628,9 @@ fn plan_service(
             detach(next, undo, frontend, old_table);
             None
         }
-        Some(key) => Some(place_table(next, undo, ops, frontend, spec, key, old_table)?),
+        Some(key) => Some(place_table(
+            next, undo, ops, frontend, spec, key, old_table,
+        )?),
     };
 
     let installed = InstalledService {

@@ -84,7 +84,8 @@ impl Undo {
 
     pub(super) fn backend(&mut self, state: &KernelState, addr: IpAddr) {
         if self.on {
-            self.backends.push((addr, state.backends.get(&addr).copied()));
+            self.backends
+                .push((addr, state.backends.get(&addr).copied()));
         }
     }
 

@@ -450,7 +450,10 @@ fn summary(ops: &[MapOp]) -> Vec<String> {
 
 /// One random configuration: up to five services on ports 80-84, backends from a pool of
 /// four (shared between services, so tables are shared and backends move between them).
-fn configuration(step: Vec<(u16, Vec<(u8, u32)>, bool)>) -> DesiredState {
+/// (port offset, (backend, weight) pairs, big table) per service.
+type Step = Vec<(u16, Vec<(u8, u32)>, bool)>;
+
+fn configuration(step: Step) -> DesiredState {
     let mut services = BTreeMap::new();
     for (port, backends, big) in step {
         let mut seen = BTreeSet::new();
