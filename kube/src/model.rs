@@ -361,7 +361,9 @@ pub struct HealthCheckSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KubeDesiredState {
     pub node: NodeInfo,
-    pub services: BTreeMap<ServiceName, Arc<KubeService>>,
+    /// Names shared too: a source publishes this state for every change, and copying the
+    /// map must not copy every name.
+    pub services: BTreeMap<Arc<ServiceName>, Arc<KubeService>>,
     /// Everything skipped as invalid, in a stable order.
     pub skipped: Vec<Skipped>,
 }
@@ -533,7 +535,7 @@ pub fn build(
         let built = build_service(svc, slices, &state.node, cfg);
         state.skipped.extend(built.skipped);
         if let Some(service) = built.service {
-            state.services.insert(name, Arc::new(service));
+            state.services.insert(Arc::new(name), Arc::new(service));
         }
     }
     sort_skipped(&mut state.skipped);

@@ -18,7 +18,11 @@
 //! - No source filtering: an LB frontend with `loadBalancerSourceRanges` is skipped rather
 //!   than opened to everybody.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use lb_hashing::maglev;
 use lb_model::{
@@ -27,7 +31,8 @@ use lb_model::{
 use serde::Serialize;
 
 use crate::model::{
-    EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, Protocol, ServiceName, Verdict,
+    EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, KubeService, Protocol, ServiceName,
+    Verdict,
 };
 
 /// Why a frontend was left out of the datapath.
@@ -110,91 +115,29 @@ pub fn to_datapath(
         settings,
     };
     let mut report = ProjectionReport::default();
+    // The first claim of a frontend (in service name order) holds it.
     let mut owners: BTreeMap<Frontend, ServiceName> = BTreeMap::new();
     for svc in state.services.values() {
-        let mut lacks = Vec::new();
-        for port in &svc.ports {
-            for fe in &port.frontends {
-                let mut skip = |reason| {
-                    report.skipped.push(SkippedFrontend {
-                        service: svc.name.clone(),
-                        port_name: port.name.clone(),
-                        address: fe.address,
-                        port: fe.port,
-                        protocol: fe.protocol,
-                        kind: fe.kind,
-                        reason,
-                    })
-                };
-                let protocol = match fe.protocol {
-                    Protocol::Tcp => DpProtocol::Tcp,
-                    Protocol::Udp => DpProtocol::Udp,
-                    Protocol::Sctp => {
-                        skip(SkipFrontend::Protocol(Protocol::Sctp));
+        let claims = claims_of(svc, &settings);
+        let mut lacks = claims.lacks.clone();
+        for claim in &claims.claims {
+            match claim {
+                Claim::Skipped(s) => report.skipped.push(s.clone()),
+                Claim::Serve(serve) => {
+                    if let Some(other) = owners.get(&serve.frontend) {
+                        report.skipped.push(serve.conflict(&svc.name, other));
                         continue;
                     }
-                };
-                if !fe.source_ranges.is_empty() {
-                    skip(SkipFrontend::SourceRanges);
-                    continue;
-                }
-                let endpoints = match fe.external {
-                    Verdict::Forward(set) => port.endpoints_for(IpFamily::of(fe.address), set),
-                    Verdict::Drop => &[],
-                    Verdict::Reject => {
-                        lacks.push(Unsupported::RejectAsDrop);
-                        &[]
+                    if serve.lacks_internal {
+                        lacks.push(Unsupported::InternalTraffic);
                     }
-                };
-                let frontend = Frontend {
-                    vip: fe.address,
-                    port: fe.port,
-                    protocol,
-                };
-                if let Some(other) = owners.get(&frontend) {
-                    skip(SkipFrontend::Conflict {
-                        address: fe.address,
-                        port: fe.port,
-                        protocol: fe.protocol,
-                        other: other.clone(),
-                    });
-                    continue;
+                    owners.insert(serve.frontend, svc.name.clone());
+                    desired
+                        .services
+                        .insert(serve.frontend, Arc::clone(&serve.spec));
+                    report.programmed += 1;
                 }
-                if fe.internal != fe.external
-                    || matches!(fe.internal, Verdict::Forward(EndpointSetKind::Local))
-                {
-                    lacks.push(Unsupported::InternalTraffic);
-                }
-                let mut backends: Vec<BackendSpec> = endpoints
-                    .iter()
-                    .map(|e| BackendSpec {
-                        address: e.address,
-                        weight: 1,
-                    })
-                    .collect();
-                backends.sort_by_key(|b| b.address);
-                backends.dedup_by_key(|b| b.address);
-                let table_size = maglev::choose_table_size(
-                    backends.len().max(1),
-                    desired.settings.max_table_size,
-                );
-                owners.insert(frontend, svc.name.clone());
-                desired.services.insert(
-                    frontend,
-                    ServiceSpec {
-                        name: datapath_name(&svc.name, &port.name),
-                        backends,
-                        table_size,
-                    },
-                );
-                report.programmed += 1;
             }
-        }
-        if svc.session_affinity_seconds.is_some() {
-            lacks.push(Unsupported::SessionAffinity);
-        }
-        if !svc.cluster_ips.is_empty() {
-            lacks.push(Unsupported::RejectUnknownPorts);
         }
         lacks.sort();
         lacks.dedup();
@@ -203,6 +146,311 @@ pub fn to_datapath(
             .extend(lacks.into_iter().map(|what| (svc.name.clone(), what)));
     }
     (desired, report)
+}
+
+/// One frontend of one Service, before frontends claimed twice are resolved.
+#[derive(Clone, Debug, PartialEq)]
+enum Claim {
+    /// Left out for a reason of its own.
+    Skipped(SkippedFrontend),
+    /// Programmed unless an earlier claim holds the frontend.
+    Serve(Serve),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Serve {
+    frontend: Frontend,
+    spec: Arc<ServiceSpec>,
+    port_name: String,
+    protocol: Protocol,
+    kind: FrontendKind,
+    /// Programmed, it lacks the `internal` verdict (rules 13/14).
+    lacks_internal: bool,
+}
+
+impl Serve {
+    fn conflict(&self, service: &ServiceName, other: &ServiceName) -> SkippedFrontend {
+        SkippedFrontend {
+            service: service.clone(),
+            port_name: self.port_name.clone(),
+            address: self.frontend.vip,
+            port: self.frontend.port,
+            protocol: self.protocol,
+            kind: self.kind,
+            reason: SkipFrontend::Conflict {
+                address: self.frontend.vip,
+                port: self.frontend.port,
+                protocol: self.protocol,
+                other: other.clone(),
+            },
+        }
+    }
+}
+
+/// One Service's frontends, and what it lacks whatever the conflicts.
+#[derive(Clone, Debug, PartialEq)]
+struct ServiceClaims {
+    claims: Vec<Claim>,
+    lacks: Vec<Unsupported>,
+}
+
+/// Everything about one Service's projection that depends on that Service alone.
+fn claims_of(svc: &KubeService, settings: &Settings) -> ServiceClaims {
+    let mut claims = Vec::new();
+    let mut lacks = Vec::new();
+    for port in &svc.ports {
+        for fe in &port.frontends {
+            let mut skip = |reason| {
+                claims.push(Claim::Skipped(SkippedFrontend {
+                    service: svc.name.clone(),
+                    port_name: port.name.clone(),
+                    address: fe.address,
+                    port: fe.port,
+                    protocol: fe.protocol,
+                    kind: fe.kind,
+                    reason,
+                }))
+            };
+            let protocol = match fe.protocol {
+                Protocol::Tcp => DpProtocol::Tcp,
+                Protocol::Udp => DpProtocol::Udp,
+                Protocol::Sctp => {
+                    skip(SkipFrontend::Protocol(Protocol::Sctp));
+                    continue;
+                }
+            };
+            if !fe.source_ranges.is_empty() {
+                skip(SkipFrontend::SourceRanges);
+                continue;
+            }
+            let endpoints = match fe.external {
+                Verdict::Forward(set) => port.endpoints_for(IpFamily::of(fe.address), set),
+                Verdict::Drop => &[],
+                Verdict::Reject => {
+                    lacks.push(Unsupported::RejectAsDrop);
+                    &[]
+                }
+            };
+            let mut backends: Vec<BackendSpec> = endpoints
+                .iter()
+                .map(|e| BackendSpec {
+                    address: e.address,
+                    weight: 1,
+                })
+                .collect();
+            backends.sort_by_key(|b| b.address);
+            backends.dedup_by_key(|b| b.address);
+            let table_size =
+                maglev::choose_table_size(backends.len().max(1), settings.max_table_size);
+            claims.push(Claim::Serve(Serve {
+                frontend: Frontend {
+                    vip: fe.address,
+                    port: fe.port,
+                    protocol,
+                },
+                spec: Arc::new(ServiceSpec {
+                    name: datapath_name(&svc.name, &port.name),
+                    backends,
+                    table_size,
+                }),
+                port_name: port.name.clone(),
+                protocol: fe.protocol,
+                kind: fe.kind,
+                lacks_internal: fe.internal != fe.external
+                    || matches!(fe.internal, Verdict::Forward(EndpointSetKind::Local)),
+            }));
+        }
+    }
+    if svc.session_affinity_seconds.is_some() {
+        lacks.push(Unsupported::SessionAffinity);
+    }
+    if !svc.cluster_ips.is_empty() {
+        lacks.push(Unsupported::RejectUnknownPorts);
+    }
+    ServiceClaims { claims, lacks }
+}
+
+/// What one Service contributes to the report, given who holds its frontends.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct ServiceReport {
+    programmed: usize,
+    skipped: Vec<SkippedFrontend>,
+    unsupported: Vec<Unsupported>,
+}
+
+/// [`to_datapath`] kept up to date one Service at a time: a change recomputes the changed
+/// Services' claims and the holders of the frontends they touch, not every frontend of
+/// the cluster, and tells which frontends' specs changed (what the planner must look at).
+/// `tests` hold it equal to `to_datapath` on random change sequences.
+#[derive(Debug)]
+pub struct Projector {
+    settings: Settings,
+    claims: BTreeMap<ServiceName, ServiceClaims>,
+    /// Claims of each servable frontend as (service, index of the claim); the first holds
+    /// the frontend, as in `to_datapath`'s order.
+    claimants: HashMap<Frontend, BTreeSet<(ServiceName, usize)>>,
+    reports: BTreeMap<ServiceName, ServiceReport>,
+    desired: Arc<DesiredState>,
+    report: Arc<ProjectionReport>,
+}
+
+impl Projector {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            claims: BTreeMap::new(),
+            claimants: HashMap::new(),
+            reports: BTreeMap::new(),
+            desired: Arc::new(DesiredState {
+                services: BTreeMap::new(),
+                settings,
+            }),
+            report: Arc::new(ProjectionReport::default()),
+        }
+    }
+
+    /// The projection of everything seen so far, as `to_datapath` gives it.
+    pub fn desired(&self) -> &Arc<DesiredState> {
+        &self.desired
+    }
+
+    pub fn report(&self) -> &Arc<ProjectionReport> {
+        &self.report
+    }
+
+    /// Takes in the new version of each listed Service (`None`: gone or not servable) and
+    /// returns the frontends whose datapath spec changed.
+    pub fn update<'a>(
+        &mut self,
+        services: impl IntoIterator<Item = (&'a ServiceName, Option<&'a KubeService>)>,
+    ) -> BTreeSet<Frontend> {
+        let mut touched: BTreeSet<Frontend> = BTreeSet::new();
+        let mut rereport: BTreeSet<ServiceName> = BTreeSet::new();
+        for (name, svc) in services {
+            let new = svc.map(|svc| claims_of(svc, &self.settings));
+            let old = match &new {
+                Some(claims) => self.claims.insert(name.clone(), claims.clone()),
+                None => self.claims.remove(name),
+            };
+            if old == new {
+                continue;
+            }
+            for (index, claim) in old.iter().flat_map(|c| c.claims.iter().enumerate()) {
+                if let Claim::Serve(serve) = claim {
+                    touched.insert(serve.frontend);
+                    if let Some(set) = self.claimants.get_mut(&serve.frontend) {
+                        set.remove(&(name.clone(), index));
+                        if set.is_empty() {
+                            self.claimants.remove(&serve.frontend);
+                        }
+                    }
+                }
+            }
+            for (index, claim) in new.iter().flat_map(|c| c.claims.iter().enumerate()) {
+                if let Claim::Serve(serve) = claim {
+                    touched.insert(serve.frontend);
+                    self.claimants
+                        .entry(serve.frontend)
+                        .or_default()
+                        .insert((name.clone(), index));
+                }
+            }
+            rereport.insert(name.clone());
+        }
+        // A frontend changing hands changes the report of every Service claiming it.
+        for frontend in &touched {
+            for (name, _) in self.claimants.get(frontend).into_iter().flatten() {
+                rereport.insert(name.clone());
+            }
+        }
+        let mut report_changed = false;
+        for name in rereport {
+            let new = self
+                .claims
+                .get(&name)
+                .map(|c| self.service_report(&name, c));
+            let old = match new {
+                Some(r) => self.reports.insert(name, r.clone()).filter(|old| *old == r),
+                None => self.reports.remove(&name).filter(|_| false),
+            };
+            report_changed |= old.is_none();
+        }
+        let mut changed = BTreeSet::new();
+        let mut services = None;
+        for frontend in touched {
+            let holder = self.claimants.get(&frontend).and_then(|set| {
+                let (name, index) = set.first()?;
+                match &self.claims[name].claims[*index] {
+                    Claim::Serve(serve) => Some(&serve.spec),
+                    Claim::Skipped(_) => None,
+                }
+            });
+            let current = self.desired.services.get(&frontend);
+            if holder.map(|s| &**s) == current.map(|s| &**s) {
+                continue;
+            }
+            // Copies the map (not the specs) once per update: the previous snapshot is
+            // still in the consumer's hands.
+            let map = services.get_or_insert_with(|| self.desired.services.clone());
+            match holder {
+                Some(spec) => map.insert(frontend, Arc::clone(spec)),
+                None => map.remove(&frontend),
+            };
+            changed.insert(frontend);
+        }
+        if let Some(services) = services {
+            self.desired = Arc::new(DesiredState {
+                services,
+                settings: self.settings,
+            });
+        }
+        if report_changed {
+            self.report = Arc::new(self.whole_report());
+        }
+        changed
+    }
+
+    fn service_report(&self, name: &ServiceName, claims: &ServiceClaims) -> ServiceReport {
+        let mut report = ServiceReport {
+            unsupported: claims.lacks.clone(),
+            ..ServiceReport::default()
+        };
+        for (index, claim) in claims.claims.iter().enumerate() {
+            match claim {
+                Claim::Skipped(s) => report.skipped.push(s.clone()),
+                Claim::Serve(serve) => {
+                    let holder = self
+                        .claimants
+                        .get(&serve.frontend)
+                        .and_then(BTreeSet::first)
+                        .expect("a servable claim is listed");
+                    if holder.0 == *name && holder.1 == index {
+                        report.programmed += 1;
+                        if serve.lacks_internal {
+                            report.unsupported.push(Unsupported::InternalTraffic);
+                        }
+                    } else {
+                        report.skipped.push(serve.conflict(name, &holder.0));
+                    }
+                }
+            }
+        }
+        report.unsupported.sort();
+        report.unsupported.dedup();
+        report
+    }
+
+    fn whole_report(&self) -> ProjectionReport {
+        let mut report = ProjectionReport::default();
+        for (name, r) in &self.reports {
+            report.programmed += r.programmed;
+            report.skipped.extend(r.skipped.iter().cloned());
+            report
+                .unsupported
+                .extend(r.unsupported.iter().map(|what| (name.clone(), *what)));
+        }
+        report
+    }
 }
 
 fn datapath_name(service: &ServiceName, port_name: &str) -> String {

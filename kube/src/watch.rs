@@ -1,7 +1,8 @@
 //! Watch plumbing: kube-rs watchers for Services, EndpointSlices and this node's Node feed
-//! one loop that keeps the objects, recomputes only the Services an event touched, and
-//! publishes whole-state snapshots ([`DesiredStateUpdate`]) on a `tokio::sync::watch`
-//! channel.
+//! one loop that keeps the objects, recomputes (model and projection) only the Services an
+//! event touched, and publishes whole-state snapshots ([`DesiredStateUpdate`]) on a
+//! `tokio::sync::watch` channel, each with the frontends the last snapshots changed so the
+//! consumer can plan only those.
 //!
 //! Coalescing: the loop takes every event already waiting, applies them all, then
 //! publishes one snapshot. A burst (a rolling update) is applied as fast as it arrives, but
@@ -10,7 +11,7 @@
 //! replaces a store in one step when its list is complete.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -25,7 +26,7 @@ use kube::{
     runtime::watcher::{self, watcher, Event},
     Api, Client, Config, ResourceExt,
 };
-use lb_model::{DesiredState, Settings};
+use lb_model::{DesiredState, Frontend, Settings};
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
@@ -39,8 +40,12 @@ use crate::{
         self, labels_select, node_info, BuiltService, InvalidObject, KubeDesiredState, NodeConfig,
         NodeInfo, ServiceName, Skipped, LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME,
     },
-    projection::{to_datapath, ProjectionReport},
+    projection::{ProjectionReport, Projector},
 };
+
+/// How many snapshots' change sets a snapshot carries: a consumer that fell further behind
+/// plans everything.
+const RECENT_CHANGES: usize = 64;
 
 /// An API resource the source reads and the verbs it uses; the ClusterRole in `deploy/`
 /// must grant exactly these (checked by `tests/manifests.rs`).
@@ -147,6 +152,33 @@ pub struct DesiredStateUpdate {
     /// measures event-to-map latency from here.
     pub first_event_at: Instant,
     pub published_at: Instant,
+    /// (generation, frontends whose datapath spec that snapshot changed) for this snapshot
+    /// and the ones before it, oldest first, at most [`RECENT_CHANGES`].
+    pub recent_changes: Vec<(u64, Arc<BTreeSet<Frontend>>)>,
+}
+
+impl DesiredStateUpdate {
+    /// The frontends whose datapath spec may differ between snapshot `applied` and this
+    /// one; `None` when that is not known (`applied` is 0, from the future, or older than
+    /// the change sets carried): then everything must be compared.
+    pub fn changed_since(&self, applied: u64) -> Option<BTreeSet<Frontend>> {
+        if applied == self.generation {
+            return Some(BTreeSet::new());
+        }
+        if applied == 0 || applied > self.generation {
+            return None;
+        }
+        if self.recent_changes.first()?.0 > applied + 1 {
+            return None;
+        }
+        let mut changed = BTreeSet::new();
+        for (generation, frontends) in &self.recent_changes {
+            if *generation > applied {
+                changed.extend(frontends.iter().copied());
+            }
+        }
+        Some(changed)
+    }
 }
 
 pub type Updates = watch::Receiver<Option<Arc<DesiredStateUpdate>>>;
@@ -270,6 +302,8 @@ pub async fn run(
         ),
     ]);
     let mut cache = Cache::new(options.node.clone());
+    let mut projector = Projector::new(options.settings);
+    let mut recent: VecDeque<(u64, Arc<BTreeSet<Frontend>>)> = VecDeque::new();
     let mut generation = 0u64;
     let mut first_event_at: Option<Instant> = None;
     loop {
@@ -295,9 +329,19 @@ pub async fn run(
         if !cache.synced() {
             continue;
         }
-        let kube = Arc::new(cache.snapshot());
-        let (datapath, report) = to_datapath(&kube, options.settings);
+        let (kube, rebuilt) = cache.snapshot();
+        let kube = Arc::new(kube);
+        let changed = projector.update(
+            rebuilt
+                .iter()
+                .map(|name| (name, kube.services.get(name).map(|s| &**s))),
+        );
+        let report = Arc::clone(projector.report());
         generation += 1;
+        recent.push_back((generation, Arc::new(changed)));
+        if recent.len() > RECENT_CHANGES {
+            recent.pop_front();
+        }
         let published_at = Instant::now();
         let first = first_event_at.take().unwrap_or(published_at);
         if let Some(m) = &metrics {
@@ -321,10 +365,11 @@ pub async fn run(
         let update = DesiredStateUpdate {
             generation,
             kube,
-            datapath: Arc::new(datapath),
-            report: Arc::new(report),
+            datapath: Arc::clone(projector.desired()),
+            report,
             first_event_at: first,
             published_at,
+            recent_changes: recent.iter().cloned().collect(),
         };
         if updates.send(Some(Arc::new(update))).is_err() {
             return;
@@ -426,14 +471,19 @@ where
 /// The objects and the per-Service results derived from them.
 struct Cache {
     cfg: NodeConfig,
-    services: Store<Service>,
+    service_objects: Store<Service>,
     slices: Store<EndpointSlice>,
     nodes: Store<Node>,
     /// Slices by the Service they name (rule 3).
     slices_of: BTreeMap<ServiceName, BTreeSet<Key>>,
     node: NodeInfo,
     node_skipped: Vec<Skipped>,
-    built: BTreeMap<ServiceName, (Option<Arc<model::KubeService>>, Vec<Skipped>)>,
+    /// Per-Service results, kept between snapshots so a snapshot recomputes only the
+    /// dirty Services: the programmable ones, and the problems of those with any.
+    services: BTreeMap<Arc<ServiceName>, Arc<model::KubeService>>,
+    problems: BTreeMap<ServiceName, Vec<Skipped>>,
+    /// Slices that do not parse, with the problem they are reported as.
+    invalid_slices: BTreeMap<Key, Skipped>,
     dirty: BTreeSet<ServiceName>,
     all_dirty: bool,
 }
@@ -461,25 +511,27 @@ impl Cache {
         let node = node_info(None, &cfg, &mut node_skipped);
         Self {
             cfg,
-            services: Store::new(),
+            service_objects: Store::new(),
             slices: Store::new(),
             nodes: Store::new(),
             slices_of: BTreeMap::new(),
             node,
             node_skipped,
-            built: BTreeMap::new(),
+            services: BTreeMap::new(),
+            problems: BTreeMap::new(),
+            invalid_slices: BTreeMap::new(),
             dirty: BTreeSet::new(),
             all_dirty: false,
         }
     }
 
     fn synced(&self) -> bool {
-        self.services.synced && self.slices.synced && self.nodes.synced
+        self.service_objects.synced && self.slices.synced && self.nodes.synced
     }
 
     fn apply(&mut self, change: Change) {
         match change {
-            Change::Service(event) => match self.services.apply(*event) {
+            Change::Service(event) => match self.service_objects.apply(*event) {
                 Touched::One { before, after } => {
                     self.dirty.extend(
                         before
@@ -492,7 +544,7 @@ impl Cache {
                     self.dirty.extend(
                         before
                             .values()
-                            .chain(self.services.objects.values())
+                            .chain(self.service_objects.objects.values())
                             .filter_map(lenient_service_name),
                     );
                 }
@@ -502,6 +554,10 @@ impl Cache {
                 Touched::One { before, after } => {
                     let key = before.as_ref().or(after.as_ref()).and_then(key_of);
                     if let Some(key) = key {
+                        match after.as_ref().and_then(|s| self.invalid_slice(s)) {
+                            Some(problem) => self.invalid_slices.insert(key.clone(), problem),
+                            None => self.invalid_slices.remove(&key),
+                        };
                         if let Some(svc) = before.as_ref().and_then(lenient_slice_service) {
                             if let Some(keys) = self.slices_of.get_mut(&svc) {
                                 keys.remove(&key);
@@ -521,6 +577,12 @@ impl Cache {
                     self.dirty
                         .extend(before.values().filter_map(lenient_slice_service));
                     self.slices_of.clear();
+                    self.invalid_slices = self
+                        .slices
+                        .objects
+                        .iter()
+                        .filter_map(|(key, slice)| Some((key.clone(), self.invalid_slice(slice)?)))
+                        .collect();
                     for (key, slice) in &self.slices.objects {
                         if let Some(svc) = lenient_slice_service(slice) {
                             self.dirty.insert(svc.clone());
@@ -566,11 +628,33 @@ impl Cache {
         }
     }
 
+    /// How a slice that does not parse is reported; `None` for a valid slice or a broken
+    /// one of Services not ours (not our business either).
+    fn invalid_slice(&self, slice: &Lenient<EndpointSlice>) -> Option<Skipped> {
+        let Lenient::Invalid { metadata, error } = slice else {
+            return None;
+        };
+        labels_select(
+            metadata.labels.as_ref(),
+            self.cfg.service_proxy_name.as_deref(),
+        )
+        .then(|| Skipped {
+            object: format!(
+                "EndpointSlice {}/{}",
+                metadata.namespace.as_deref().unwrap_or(""),
+                metadata.name.as_deref().unwrap_or("")
+            ),
+            problem: InvalidObject::Malformed {
+                error: error.clone(),
+            },
+        })
+    }
+
     fn rebuild(&mut self, name: &ServiceName) {
         let key = (name.namespace.clone(), name.name.clone());
-        let result = match self.services.objects.get(&key) {
-            None => None,
-            Some(Lenient::Invalid { error, .. }) => Some((
+        let (service, problems) = match self.service_objects.objects.get(&key) {
+            None => (None, Vec::new()),
+            Some(Lenient::Invalid { error, .. }) => (
                 None,
                 vec![Skipped {
                     object: format!("Service {name}"),
@@ -578,7 +662,7 @@ impl Cache {
                         error: error.clone(),
                     },
                 }],
-            )),
+            ),
             Some(Lenient::Valid(svc)) => {
                 let slices: Vec<&EndpointSlice> = self
                     .slices_of
@@ -589,71 +673,49 @@ impl Cache {
                     .collect();
                 let BuiltService { service, skipped } =
                     model::build_service(svc, &slices, &self.node, &self.cfg);
-                Some((service.map(Arc::new), skipped))
+                (service.map(Arc::new), skipped)
             }
         };
-        match result {
-            Some(entry) => {
-                self.built.insert(name.clone(), entry);
-            }
-            None => {
-                self.built.remove(name);
-            }
+        match service {
+            Some(service) => self.services.insert(Arc::new(name.clone()), service),
+            None => self.services.remove(name),
+        };
+        if problems.is_empty() {
+            self.problems.remove(name);
+        } else {
+            self.problems.insert(name.clone(), problems);
         }
     }
 
-    fn snapshot(&mut self) -> KubeDesiredState {
-        if std::mem::take(&mut self.all_dirty) {
+    /// The state of every object, and the Services recomputed for it (whose results may
+    /// differ from the previous snapshot's).
+    fn snapshot(&mut self) -> (KubeDesiredState, Vec<ServiceName>) {
+        let rebuilt: Vec<ServiceName> = if std::mem::take(&mut self.all_dirty) {
             self.dirty.clear();
-            let names: Vec<ServiceName> = self
-                .services
+            let names: BTreeSet<ServiceName> = self
+                .service_objects
                 .objects
                 .values()
                 .filter_map(lenient_service_name)
-                .chain(self.built.keys().cloned())
+                .chain(self.services.keys().map(|name| (**name).clone()))
+                .chain(self.problems.keys().cloned())
                 .collect();
-            self.built.clear();
-            for name in names {
-                self.rebuild(&name);
-            }
+            names.into_iter().collect()
         } else {
-            for name in std::mem::take(&mut self.dirty) {
-                self.rebuild(&name);
-            }
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
+        for name in &rebuilt {
+            self.rebuild(name);
         }
         let mut skipped = self.node_skipped.clone();
-        let mut services = BTreeMap::new();
-        for (name, (service, problems)) in &self.built {
-            skipped.extend(problems.iter().cloned());
-            if let Some(service) = service {
-                services.insert(name.clone(), service.clone());
-            }
-        }
-        for slice in self.slices.objects.values() {
-            if let Lenient::Invalid { metadata, error } = slice {
-                // Broken slices of Services not ours are not our business either.
-                if labels_select(
-                    metadata.labels.as_ref(),
-                    self.cfg.service_proxy_name.as_deref(),
-                ) {
-                    skipped.push(Skipped {
-                        object: format!(
-                            "EndpointSlice {}/{}",
-                            metadata.namespace.as_deref().unwrap_or(""),
-                            metadata.name.as_deref().unwrap_or("")
-                        ),
-                        problem: InvalidObject::Malformed {
-                            error: error.clone(),
-                        },
-                    });
-                }
-            }
-        }
+        skipped.extend(self.problems.values().flatten().cloned());
+        skipped.extend(self.invalid_slices.values().cloned());
         model::sort_skipped(&mut skipped);
-        KubeDesiredState {
+        let state = KubeDesiredState {
             node: self.node.clone(),
-            services,
+            services: self.services.clone(),
             skipped,
-        }
+        };
+        (state, rebuilt)
     }
 }

@@ -287,12 +287,18 @@ async fn watch_410_gone_forces_a_relist() {
         h.api.expire();
         h.api.apply(SERVICES, service_json("late", "198.18.100.4"));
         h.converged("after 410").await;
-        let requests = h.api.requests();
+        // The state converges once the Services are relisted; the other watchers may still
+        // be in their retry pause, so their relists are waited for (bounded).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         for r in ["list services", "list endpointslices", "list nodes"] {
-            assert!(
-                requests.iter().filter(|q| *q == r).count() >= 2,
-                "{r} not relisted: {requests:?}"
-            );
+            while h.api.requests().iter().filter(|q| *q == r).count() < 2 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{r} not relisted: {:?}",
+                    h.api.requests()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         assert!(h
             .registry

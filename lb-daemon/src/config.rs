@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
 };
 
 use lb_hashing::maglev;
@@ -190,7 +191,7 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
             backends,
             table_size,
         };
-        if let Some(other) = services.insert(frontend, spec) {
+        if let Some(other) = services.insert(frontend, Arc::new(spec)) {
             return Err(invalid(
                 field.clone(),
                 format!("{frontend} is already served by service {:?}", other.name),

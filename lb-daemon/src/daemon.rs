@@ -2,6 +2,7 @@
 //! serve neighbour-resolution requests from the datapath, exit leaving forwarding running.
 
 use std::{
+    collections::BTreeSet,
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
     time::Duration,
@@ -16,7 +17,7 @@ use crate::{
     config::{self, ConfigError},
     loader::{self, Attachment, LoaderError},
     maps::{LbMaps, MapsError},
-    model::{DesiredState, Settings},
+    model::{DesiredState, Frontend, Settings},
     neigh::{self, NeighError},
     planner::{self, KernelState, PlanError},
 };
@@ -93,6 +94,8 @@ pub(crate) struct Syncer {
     pub(crate) maps: LbMaps,
     pub(crate) state: KernelState,
     lb_config: LbConfig,
+    /// The settings `state` was last planned with; a change plans everything again.
+    planned_settings: Option<Settings>,
 }
 
 impl Syncer {
@@ -152,12 +155,49 @@ impl Syncer {
             maps,
             state,
             lb_config,
+            planned_settings: None,
         })
     }
 
-    /// Plans and applies `desired`. On a failed write the bookkeeping is re-read from the
-    /// maps, so the next attempt starts from the truth.
+    /// Plans and applies `desired`, comparing it whole with the maps' state. On a failed
+    /// write the bookkeeping is re-read from the maps, so the next attempt starts from the
+    /// truth.
     pub(crate) fn apply(&mut self, desired: &DesiredState) -> Result<usize, DaemonError> {
+        self.write_config(desired)?;
+        let (ops, next) = planner::plan(&self.state, desired)?;
+        if let Err(e) = self.maps.apply(&ops) {
+            self.recover(&ops);
+            return Err(e.into());
+        }
+        self.state = next;
+        self.planned_settings = Some(desired.settings);
+        Ok(ops.len())
+    }
+
+    /// Like [`Self::apply`], but plans only `changed` (the frontends whose specs may differ
+    /// from what was applied last) when it can: after a whole plan with the same settings.
+    /// `None` plans everything.
+    pub(crate) fn apply_changes(
+        &mut self,
+        desired: &DesiredState,
+        changed: Option<&BTreeSet<Frontend>>,
+    ) -> Result<usize, DaemonError> {
+        let incremental =
+            self.state.can_plan_changes() && self.planned_settings == Some(desired.settings);
+        let Some(changed) = changed.filter(|_| incremental) else {
+            return self.apply(desired);
+        };
+        self.write_config(desired)?;
+        let (ops, undo) = planner::plan_changes(&mut self.state, desired, changed)?;
+        if let Err(e) = self.maps.apply(&ops) {
+            self.state.revert(undo);
+            self.recover(&ops);
+            return Err(e.into());
+        }
+        Ok(ops.len())
+    }
+
+    fn write_config(&mut self, desired: &DesiredState) -> Result<(), DaemonError> {
         let config = LbConfig {
             flow_hash_seed: desired.settings.flow_hash_seed,
             ..self.lb_config
@@ -166,21 +206,21 @@ impl Syncer {
             self.maps.write_config(&config)?;
             self.lb_config = config;
         }
-        let (ops, next) = planner::plan(&self.state, desired)?;
-        if let Err(e) = self.maps.apply(&ops) {
-            match self.maps.read_state() {
-                Ok(state) => self.state = state,
-                // Keep the old bookkeeping but trust no spare region: a half-written one
-                // must be written whole next time.
-                Err(read) => {
-                    warn!(error = %read, "cannot re-read the maps after a failed write");
-                    self.state.forget_spares();
-                }
+        Ok(())
+    }
+
+    /// After `ops` failed half-way, with `state` as before them: start again from what the
+    /// maps hold.
+    fn recover(&mut self, ops: &[planner::MapOp]) {
+        match self.maps.read_state() {
+            Ok(state) => self.state = state,
+            // Keep the old bookkeeping, but a service may already have flipped to a region
+            // the plan wrote: keep those regions from being handed out again.
+            Err(read) => {
+                warn!(error = %read, "cannot re-read the maps after a failed write");
+                self.state.reserve_written(ops);
             }
-            return Err(e.into());
         }
-        self.state = next;
-        Ok(ops.len())
     }
 
     /// Forwards the datapath's neighbour-resolution requests to the kernel.

@@ -187,12 +187,13 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
         // Translations first: a frontend this node starts to balance to its own endpoints
         // finds them in place.
         let translations = local_translations(&update.kube);
+        let changed = update.changed_since(applied_generation);
         let applied = decap
             .set_translations(&translations)
             .map_err(DaemonError::from)
             .and_then(|writes| {
                 metrics.translations.set(translations.len() as f64);
-                Ok(writes + syncer.apply(&update.datapath)?)
+                Ok(writes + syncer.apply_changes(&update.datapath, changed.as_ref())?)
             });
         match applied {
             Ok(ops) => {

@@ -130,7 +130,8 @@ fn sizes<K, V>(entries: u32) -> (u32, u32, u32) {
 /// preallocated, so these are what the maps cost in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
-    /// Maglev slots across all tables (each distinct table takes two regions).
+    /// Maglev slots across all tables (one region per distinct table, one more for each
+    /// table being replaced).
     pub maglev_slots: u32,
     /// Flow-table entries (LRU).
     pub flows: u32,

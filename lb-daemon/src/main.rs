@@ -66,8 +66,9 @@ struct DatapathArgs {
     /// How long a cached next hop is trusted, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     nexthop_ttl_ms: u64,
-    /// Maglev slots across all tables; each distinct backend set takes two regions of its
-    /// table size (preallocated: 4 bytes a slot).
+    /// Maglev slots across all tables; each distinct backend set takes one region of its
+    /// table size, and a table being replaced one more until the next sync (preallocated:
+    /// the kernel's array takes 8 bytes a slot).
     #[arg(long, default_value_t = lb_common::limits::MAGLEV_SLOTS)]
     maglev_slots: u32,
     /// Flow-table entries (LRU, preallocated).

@@ -36,6 +36,11 @@ pub enum MapsError {
     Cpus(String),
     #[error("pinned state is inconsistent: {0}")]
     Inconsistent(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn access(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -85,9 +90,38 @@ pub struct LbMaps {
     pub xdp_stats: PerCpuArray<MapData, Counter>,
     pub service_stats: PerCpuArray<MapData, Counter>,
     pub backend_stats: PerCpuArray<MapData, Counter>,
-    /// The slot array again, for batch writes (aya's typed map does not lend its fd).
-    maglev_raw: MapData,
+    /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
+    /// their fds).
+    raw: RawMaps,
     cpus: usize,
+}
+
+struct RawMaps {
+    maglev: MapData,
+    backends: MapData,
+    backend_stats: MapData,
+    service_stats: MapData,
+    services: MapData,
+}
+
+fn open_raw(pin_dir: &Path, name: &str) -> Result<MapData, MapsError> {
+    MapData::from_pin(pin_dir.join(name)).map_err(|source| MapsError::Open {
+        path: pin_dir.join(name),
+        source,
+    })
+}
+
+/// Operations a plan issues in long runs (a first sync: tens of thousands), which are
+/// written a map at a time with batch updates.
+fn batchable(op: &MapOp) -> bool {
+    matches!(
+        op,
+        MapOp::ResetBackendStats { .. }
+            | MapOp::PutBackend { .. }
+            | MapOp::ResetServiceStats { .. }
+            | MapOp::WriteSlots { .. }
+            | MapOp::PutService { .. }
+    )
 }
 
 impl LbMaps {
@@ -103,12 +137,13 @@ impl LbMaps {
             xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
-            maglev_raw: MapData::from_pin(pin_dir.join(map_names::MAGLEV)).map_err(|source| {
-                MapsError::Open {
-                    path: pin_dir.join(map_names::MAGLEV),
-                    source,
-                }
-            })?,
+            raw: RawMaps {
+                maglev: open_raw(pin_dir, map_names::MAGLEV)?,
+                backends: open_raw(pin_dir, map_names::BACKENDS)?,
+                backend_stats: open_raw(pin_dir, map_names::BACKEND_STATS)?,
+                service_stats: open_raw(pin_dir, map_names::SERVICE_STATS)?,
+                services: open_raw(pin_dir, map_names::SERVICES)?,
+            },
             cpus: nr_cpus()?,
         })
     }
@@ -120,7 +155,105 @@ impl LbMaps {
 
     /// Executes a plan in order. Stops at the first failure; the caller then re-reads the
     /// maps (`read_state`) rather than trusting its bookkeeping.
+    ///
+    /// A run of batchable operations is written map by map in the order backend counters,
+    /// backends, service counters, slots, service records: the order a plan issues them in
+    /// per service, so every backend is live before a table names it and every table is
+    /// whole before a record points at it.
     pub fn apply(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
+        let mut rest = ops;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|op| batchable(op)).count();
+            if run > 1 {
+                self.apply_run(&rest[..run])?;
+                rest = &rest[run..];
+            } else {
+                self.apply_each(std::slice::from_ref(first))?;
+                rest = &rest[1..];
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_run(&mut self, run: &[MapOp]) -> Result<(), MapsError> {
+        let mut backend_stats = Vec::new();
+        let mut backends: Vec<(u32, BackendValue)> = Vec::new();
+        let mut service_stats = Vec::new();
+        let mut slot_keys = Vec::new();
+        let mut slot_values = Vec::new();
+        let mut services: Vec<(ServiceKey, ServiceValue)> = Vec::new();
+        for op in run {
+            match op {
+                MapOp::ResetBackendStats { backend_id } => backend_stats.push(*backend_id),
+                MapOp::PutBackend { id, value } => backends.push((*id, *value)),
+                MapOp::ResetServiceStats { service_id } => service_stats.push(*service_id),
+                MapOp::WriteSlots { base, slots } => {
+                    for &(offset, backend) in slots {
+                        slot_keys.push(base + offset);
+                        slot_values.push(backend);
+                    }
+                }
+                MapOp::PutService { key, value } => services.push((*key, *value)),
+                other => unreachable!("not batchable: {other:?}"),
+            }
+        }
+        let zero = vec![Counter::default(); self.cpus];
+        self.reset_counters(map_names::BACKEND_STATS, &backend_stats, &zero)?;
+        let (ids, values): (Vec<u32>, Vec<BackendValue>) = backends.iter().copied().unzip();
+        if batch_or_fallback(map_names::BACKENDS, &self.raw.backends, &ids, &values, 1)? {
+            self.apply_each(&run_of(run, |op| matches!(op, MapOp::PutBackend { .. })))?;
+        }
+        self.reset_counters(map_names::SERVICE_STATS, &service_stats, &zero)?;
+        if batch_or_fallback(
+            map_names::MAGLEV,
+            &self.raw.maglev,
+            &slot_keys,
+            &slot_values,
+            1,
+        )? {
+            for (key, value) in slot_keys.into_iter().zip(slot_values) {
+                self.maglev
+                    .set(key, value, 0)
+                    .map_err(access(map_names::MAGLEV))?;
+            }
+        }
+        let (keys, values): (Vec<ServiceKey>, Vec<ServiceValue>) = services.iter().copied().unzip();
+        if batch_or_fallback(map_names::SERVICES, &self.raw.services, &keys, &values, 1)? {
+            self.apply_each(&run_of(run, |op| matches!(op, MapOp::PutService { .. })))?;
+        }
+        Ok(())
+    }
+
+    fn reset_counters(
+        &mut self,
+        map: &'static str,
+        ids: &[u32],
+        zero: &[Counter],
+    ) -> Result<(), MapsError> {
+        let values: Vec<Counter> = ids.iter().flat_map(|_| zero.iter().copied()).collect();
+        let raw = if map == map_names::BACKEND_STATS {
+            &self.raw.backend_stats
+        } else {
+            &self.raw.service_stats
+        };
+        if batch_or_fallback(map, raw, ids, &values, zero.len())? {
+            let ops: Vec<MapOp> = ids
+                .iter()
+                .map(|&id| {
+                    if map == map_names::BACKEND_STATS {
+                        MapOp::ResetBackendStats { backend_id: id }
+                    } else {
+                        MapOp::ResetServiceStats { service_id: id }
+                    }
+                })
+                .collect();
+            self.apply_each(&ops)?;
+        }
+        Ok(())
+    }
+
+    /// One syscall per operation.
+    fn apply_each(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
         for op in ops {
             match op {
                 MapOp::PutBackend { id, value } | MapOp::RetireBackend { id, value } => self
@@ -194,7 +327,7 @@ impl LbMaps {
     fn write_slots(&mut self, base: u32, slots: &[(u32, u32)]) -> Result<(), MapsError> {
         let keys: Vec<u32> = slots.iter().map(|&(offset, _)| base + offset).collect();
         let values: Vec<u32> = slots.iter().map(|&(_, backend)| backend).collect();
-        match crate::batch::update_u32(self.maglev_raw.fd().as_fd(), &keys, &values) {
+        match crate::batch::update_u32(self.raw.maglev.fd().as_fd(), &keys, &values) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
             Err(e) => {
@@ -331,6 +464,66 @@ impl LbMaps {
         KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
             .map_err(MapsError::Inconsistent)
     }
+}
+
+/// Batch-writes `keys`/`values` into `map`; `Ok(true)` when the kernel cannot batch this
+/// map and the caller must write the entries one by one.
+fn batch_or_fallback<K: Copy, V: Copy>(
+    name: &'static str,
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+    per_key: usize,
+) -> Result<bool, MapsError> {
+    if keys.is_empty() {
+        return Ok(false);
+    }
+    match crate::batch::update(map.fd().as_fd(), keys, values, per_key) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => Ok(true),
+        Err(source) => Err(MapsError::Batch { map: name, source }),
+    }
+}
+
+/// The operations of `run` that `keep` selects, in order.
+fn run_of(run: &[MapOp], keep: impl Fn(&MapOp) -> bool) -> Vec<MapOp> {
+    run.iter().filter(|op| keep(op)).cloned().collect()
+}
+
+/// The kernel memory (`memlock` in the map's fdinfo: what the kernel charges for it,
+/// preallocated elements and per-CPU copies included) of every map pinned in `pin_dir`,
+/// by pin name. Pins that are not maps (links) are left out.
+pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<(String, u64)>, MapsError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MapsError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(pin_dir).map_err(io(pin_dir))? {
+        let path = entry.map_err(io(pin_dir))?.path();
+        let Ok(map) = MapData::from_pin(&path) else {
+            continue;
+        };
+        let fdinfo = PathBuf::from(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd())
+        ));
+        let text = std::fs::read_to_string(&fdinfo).map_err(io(&fdinfo))?;
+        let memlock = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                MapsError::Inconsistent(format!("{}: no memlock line", fdinfo.display()))
+            })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, memlock));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The backend side's maps.

@@ -3,9 +3,17 @@
 //! the kernel; `maps::MapWriter` executes the plan.
 //!
 //! Order of a plan: new backends are written first, then each changed service's new table
-//! is written where no packet reads it (the spare region) and only then the service record
-//! flips to it in one map update; removed services go next; backends no service uses any
-//! more are retired last, so no packet ever meets a half-written table or a dangling id.
+//! is written where no packet reads it (a region allocated for it) and only then the
+//! service record flips to it in one map update; removed services go next; backends no
+//! service uses any more are retired last, so no packet ever meets a half-written table or
+//! a dangling id. A replaced table's region is freed one sync later (quarantine), so each
+//! table holds one region except while it is being replaced.
+//!
+//! Two entry points share the per-service steps: [`plan`] compares the whole desired state
+//! with the whole kernel state (the first sync, adoption after a restart, config files);
+//! [`plan_changes`] (in `incremental`) plans only the frontends a snapshot changed and
+//! updates the state in place, which keeps a change's cost independent of the number of
+//! services.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -23,6 +31,9 @@ use crate::{
     slots::SlotAllocator,
 };
 
+mod incremental;
+pub use incremental::{plan_changes, Undo};
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error("{wanted} services exceed the service map's {max} entries")]
@@ -30,7 +41,7 @@ pub enum PlanError {
     #[error("{wanted} distinct backends exceed the backend map's {max} entries")]
     TooManyBackends { wanted: usize, max: u32 },
     #[error(
-        "service {frontend}: no room for two {size}-slot tables ({free} of {capacity} slots free)"
+        "service {frontend}: no room for a {size}-slot table ({free} of {capacity} slots free)"
     )]
     NoTableRoom {
         frontend: Frontend,
@@ -48,6 +59,10 @@ pub enum PlanError {
         frontend: Frontend,
         source: maglev::MaglevError,
     },
+    #[error(
+        "the state was adopted from pinned maps without the specs it came from: plan it whole first"
+    )]
+    SpecsUnknown,
 }
 
 /// One write to one map.
@@ -113,19 +128,15 @@ impl TableKey {
     }
 }
 
-/// One Maglev table in the slot array, with the spare region its next version is written
-/// into.
+/// One Maglev table in the slot array. A changed table is written into a fresh region, so
+/// no spare region is kept between changes (it would double the slot memory).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InstalledTable {
     pub base: u32,
-    pub spare_base: u32,
     pub size: u32,
     /// Backend id per slot of the live region.
     /// Shared, so planning a change does not copy every table of every service.
     pub slots: Arc<Vec<u32>>,
-    /// What the spare region holds, when known; lets the next change write only the slots
-    /// that differ.
-    pub spare: Option<Arc<Vec<u32>>>,
     /// `None` after adopting pinned maps, until a plan recognises the content.
     pub key: Option<TableKey>,
     pub users: BTreeSet<Frontend>,
@@ -163,6 +174,13 @@ pub struct KernelState {
     free_service_ids: BTreeSet<u32>,
     next_service_id: u32,
     pub slots: SlotAllocator,
+    /// How many installed services list each backend (drained ones included): lets an
+    /// incremental plan tell which backends a change adds or retires without looking at
+    /// the other services. Kept by both planners.
+    backend_users: HashMap<IpAddr, u32>,
+    /// Whether every service's spec (and so `backend_users`) is known: false after
+    /// adopting pinned maps, until a whole plan.
+    specs_known: bool,
 }
 
 impl Default for KernelState {
@@ -185,13 +203,21 @@ impl KernelState {
             free_service_ids: BTreeSet::new(),
             next_service_id: 0,
             slots: SlotAllocator::new(slot_capacity),
+            backend_users: HashMap::new(),
+            specs_known: true,
         }
     }
 
+    /// Whether [`plan_changes`] can plan from this state (else [`plan`] must, once).
+    pub fn can_plan_changes(&self) -> bool {
+        self.specs_known
+    }
+
     /// Rebuilds the bookkeeping from entries read out of pinned maps: service records
-    /// (frontend, value) and the slot contents of each region they name (keyed by region
-    /// base). Services naming the same live region share that table. Regions that overlap
-    /// or leave the table map are reported, not trusted.
+    /// (frontend, value) and the slot contents of each live region they name (keyed by
+    /// region base). Services naming the same live region share that table. Regions that
+    /// overlap or leave the table map are reported, not trusted. A spare region named by
+    /// maps an older daemon wrote is not reserved: no packet reads it.
     pub fn adopt(
         slot_capacity: u32,
         services: Vec<(Frontend, ServiceValue)>,
@@ -200,6 +226,7 @@ impl KernelState {
         generations: HashMap<u32, u32>,
     ) -> Result<Self, String> {
         let mut state = Self::new(slot_capacity);
+        state.specs_known = services.is_empty() && backends.is_empty();
         state.generations = generations;
         for (addr, backend) in backends {
             state.backends.insert(addr, backend);
@@ -215,21 +242,19 @@ impl KernelState {
                 None
             } else if let Some(&id) = by_base.get(&value.table_base) {
                 let table = state.tables.get_mut(&id).expect("indexed");
-                if table.spare_base != value.spare_base || table.size != value.table_size {
+                if table.size != value.table_size {
                     return Err(format!(
-                        "service {frontend} shares table region {} but disagrees on its spare or size",
+                        "service {frontend} shares table region {} but disagrees on its size",
                         value.table_base
                     ));
                 }
                 table.users.insert(frontend);
                 Some(id)
             } else {
-                if !(state.slots.reserve(value.table_base, value.table_size)
-                    && state.slots.reserve(value.spare_base, value.table_size))
-                {
+                if !state.slots.reserve(value.table_base, value.table_size) {
                     return Err(format!(
-                        "service {frontend}: table regions {}+{} / {}+{} overlap another table or leave the table map",
-                        value.table_base, value.table_size, value.spare_base, value.table_size
+                        "service {frontend}: table region {}+{} overlaps another table or leaves the table map",
+                        value.table_base, value.table_size
                     ));
                 }
                 let slots = regions
@@ -248,10 +273,8 @@ impl KernelState {
                     id,
                     InstalledTable {
                         base: value.table_base,
-                        spare_base: value.spare_base,
                         size: value.table_size,
                         slots,
-                        spare: regions.get(&value.spare_base).cloned().map(Arc::new),
                         key: None,
                         users: BTreeSet::from([frontend]),
                     },
@@ -292,7 +315,6 @@ impl KernelState {
                 self.table_index.remove(key);
             }
             self.slots.release_later(t.base, t.size);
-            self.slots.release_later(t.spare_base, t.size);
         }
     }
 
@@ -307,11 +329,15 @@ impl KernelState {
         id
     }
 
-    /// Forgets what spare regions hold, so the next change of every table writes it whole:
-    /// for when a write failed half-way and the maps could not be read back.
-    pub fn forget_spares(&mut self) {
-        for table in self.tables.values_mut() {
-            table.spare = None;
+    /// Marks the regions `ops` write as in use: after their writes failed half-way and the
+    /// maps could not be read back, a service may already point at one of them. They are
+    /// found free again when the maps are next adopted.
+    pub fn reserve_written(&mut self, ops: &[MapOp]) {
+        for op in ops {
+            if let MapOp::WriteSlots { base, slots } = op {
+                // A region still (or already) held is refused, which is what we want.
+                let _ = self.slots.reserve(*base, slots.len() as u32);
+            }
         }
     }
 
@@ -385,6 +411,8 @@ pub fn plan(
     }
 
     let mut next = current.clone();
+    // `next` is a copy: on error it is dropped, so nothing needs recording.
+    let undo = &mut Undo::off();
     next.slots.release_quarantine();
     let mut ops = Vec::new();
 
@@ -397,60 +425,21 @@ pub fn plan(
         .copied()
         .collect();
     for frontend in removed {
-        let svc = next.services.remove(&frontend).expect("listed above");
-        ops.push(MapOp::DeleteService {
-            key: frontend.key(),
-        });
-        next.detach(&frontend, svc.table);
-        next.free_service_ids.insert(svc.service_id);
+        remove_service(&mut next, undo, &mut ops, &frontend);
     }
 
     for addr in &wanted_backends {
         if next.backends.contains_key(addr) {
             continue;
         }
-        let id = next.allocate_backend_id();
-        if id >= limits::MAX_BACKENDS {
-            // Ids of backends this plan retires are free only after it: the new ones must
-            // be written before any table names them, and the old ones retired after.
-            return Err(PlanError::BackendIdsExhausted {
-                max: limits::MAX_BACKENDS,
-            });
-        }
-        let generation = next
-            .generations
-            .get(&id)
-            .copied()
-            .unwrap_or(0)
-            .wrapping_add(1);
-        next.generations.insert(id, generation);
-        next.backends
-            .insert(*addr, InstalledBackend { id, generation });
-        let (bytes, family) = addr_bytes(*addr);
-        let value = BackendValue {
-            addr: bytes,
-            family,
-            flags: BACKEND_F_ACTIVE,
-            generation,
-            ..Default::default()
-        };
-        ops.push(MapOp::ResetBackendStats { backend_id: id });
-        if generation > 1 {
-            // A reused id: a packet with a stale flow entry may read it while it is
-            // rewritten. Writing it inactive first means no torn read is ever taken for a
-            // live backend.
-            ops.push(MapOp::PutBackend {
-                id,
-                value: BackendValue { flags: 0, ..value },
-            });
-        }
-        ops.push(MapOp::PutBackend { id, value });
+        add_backend(&mut next, undo, &mut ops, *addr)?;
     }
 
     let mut left_service: Vec<(Frontend, IpAddr)> = Vec::new();
     for (frontend, spec) in &desired.services {
         plan_service(
             &mut next,
+            undo,
             &mut ops,
             &mut left_service,
             frontend,
@@ -466,21 +455,112 @@ pub fn plan(
         .copied()
         .collect();
     for addr in retired {
-        let backend = next.backends.remove(&addr).expect("listed above");
-        let (bytes, family) = addr_bytes(addr);
-        ops.push(MapOp::RetireBackend {
-            id: backend.id,
-            value: BackendValue {
-                addr: bytes,
-                family,
-                flags: 0,
-                generation: backend.generation,
-                ..Default::default()
-            },
-        });
-        next.free_backend_ids.push_back(backend.id);
+        retire_backend(&mut next, undo, &mut ops, addr);
     }
-    // Last, after every flip: a purged flow's next packet re-selects in the new table.
+    purge_flows(&next, &mut ops, left_service);
+
+    let mut users: HashMap<IpAddr, u32> = HashMap::new();
+    for spec in desired.services.values() {
+        for addr in distinct_backends(spec) {
+            *users.entry(addr).or_default() += 1;
+        }
+    }
+    next.backend_users = users;
+    next.specs_known = true;
+    Ok((ops, next))
+}
+
+/// Every backend address a spec lists (drained ones too), once.
+fn distinct_backends(spec: &ServiceSpec) -> BTreeSet<IpAddr> {
+    spec.backends.iter().map(|b| b.address).collect()
+}
+
+fn remove_service(
+    next: &mut KernelState,
+    undo: &mut Undo,
+    ops: &mut Vec<MapOp>,
+    frontend: &Frontend,
+) {
+    undo.service(next, frontend);
+    let Some(svc) = next.services.remove(frontend) else {
+        return;
+    };
+    ops.push(MapOp::DeleteService {
+        key: frontend.key(),
+    });
+    detach(next, undo, frontend, svc.table);
+    next.free_service_ids.insert(svc.service_id);
+}
+
+/// Gives `addr` a backend id and writes its entry.
+fn add_backend(
+    next: &mut KernelState,
+    undo: &mut Undo,
+    ops: &mut Vec<MapOp>,
+    addr: IpAddr,
+) -> Result<(), PlanError> {
+    let id = next.allocate_backend_id();
+    if id >= limits::MAX_BACKENDS {
+        // Ids of backends this plan retires are free only after it: the new ones must
+        // be written before any table names them, and the old ones retired after.
+        return Err(PlanError::BackendIdsExhausted {
+            max: limits::MAX_BACKENDS,
+        });
+    }
+    let generation = next
+        .generations
+        .get(&id)
+        .copied()
+        .unwrap_or(0)
+        .wrapping_add(1);
+    undo.generation(next, id);
+    next.generations.insert(id, generation);
+    undo.backend(next, addr);
+    next.backends
+        .insert(addr, InstalledBackend { id, generation });
+    let (bytes, family) = addr_bytes(addr);
+    let value = BackendValue {
+        addr: bytes,
+        family,
+        flags: BACKEND_F_ACTIVE,
+        generation,
+        ..Default::default()
+    };
+    ops.push(MapOp::ResetBackendStats { backend_id: id });
+    if generation > 1 {
+        // A reused id: a packet with a stale flow entry may read it while it is
+        // rewritten. Writing it inactive first means no torn read is ever taken for a
+        // live backend.
+        ops.push(MapOp::PutBackend {
+            id,
+            value: BackendValue { flags: 0, ..value },
+        });
+    }
+    ops.push(MapOp::PutBackend { id, value });
+    Ok(())
+}
+
+fn retire_backend(next: &mut KernelState, undo: &mut Undo, ops: &mut Vec<MapOp>, addr: IpAddr) {
+    undo.backend(next, addr);
+    let Some(backend) = next.backends.remove(&addr) else {
+        return;
+    };
+    let (bytes, family) = addr_bytes(addr);
+    ops.push(MapOp::RetireBackend {
+        id: backend.id,
+        value: BackendValue {
+            addr: bytes,
+            family,
+            flags: 0,
+            generation: backend.generation,
+            ..Default::default()
+        },
+    });
+    next.free_backend_ids.push_back(backend.id);
+}
+
+/// Last, after every flip: a purged flow's next packet re-selects in the new table.
+fn purge_flows(next: &KernelState, ops: &mut Vec<MapOp>, left_service: Vec<(Frontend, IpAddr)>) {
     let mut purges: BTreeMap<Frontend, Vec<u32>> = BTreeMap::new();
     for (frontend, addr) in left_service {
         if let Some(backend) = next.backends.get(&addr) {
@@ -493,20 +573,31 @@ pub fn plan(
             backend_ids,
         });
     }
-    Ok((ops, next))
+}
+
+/// `KernelState::detach`, recorded.
+fn detach(next: &mut KernelState, undo: &mut Undo, frontend: &Frontend, table: Option<u64>) {
+    if let Some(id) = table {
+        undo.table(next, id);
+        if let Some(key) = next.tables.get(&id).and_then(|t| t.key.clone()) {
+            undo.index(next, &key);
+        }
+    }
+    next.detach(frontend, table);
 }
 
 fn plan_service(
     next: &mut KernelState,
+    undo: &mut Undo,
     ops: &mut Vec<MapOp>,
     left_service: &mut Vec<(Frontend, IpAddr)>,
     frontend: &Frontend,
-    spec: &ServiceSpec,
+    spec: &Arc<ServiceSpec>,
     seed: u32,
 ) -> Result<(), PlanError> {
     let existing = next.services.get(frontend).cloned();
     if let Some(svc) = &existing {
-        if svc.spec.as_deref() == Some(spec) && svc.maglev_seed == seed {
+        if svc.spec.as_deref() == Some(&**spec) && svc.maglev_seed == seed {
             return Ok(());
         }
     }
@@ -534,17 +625,19 @@ fn plan_service(
 
     let table = match key {
         None => {
-            next.detach(frontend, old_table);
+            detach(next, undo, frontend, old_table);
             None
         }
-        Some(key) => Some(place_table(next, ops, frontend, spec, key, old_table)?),
+        Some(key) => Some(place_table(
+            next, undo, ops, frontend, spec, key, old_table,
+        )?),
     };
 
     let installed = InstalledService {
         service_id,
         table,
         backend_count,
-        spec: Some(Arc::new(spec.clone())),
+        spec: Some(Arc::clone(spec)),
         maglev_seed: seed,
     };
     let value = service_value(next, &installed);
@@ -554,6 +647,7 @@ fn plan_service(
             value,
         });
     }
+    undo.service(next, frontend);
     next.services.insert(*frontend, installed);
     Ok(())
 }
@@ -579,6 +673,7 @@ fn previous_members(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpA
 /// Finds or builds the table for `key` and puts `frontend` on it; returns the table id.
 fn place_table(
     next: &mut KernelState,
+    undo: &mut Undo,
     ops: &mut Vec<MapOp>,
     frontend: &Frontend,
     spec: &ServiceSpec,
@@ -588,12 +683,13 @@ fn place_table(
     // Shared: another service already has this exact table.
     if let Some(&id) = next.table_index.get(&key) {
         if old_table != Some(id) {
+            undo.table(next, id);
             next.tables
                 .get_mut(&id)
                 .expect("indexed")
                 .users
                 .insert(*frontend);
-            next.detach(frontend, old_table);
+            detach(next, undo, frontend, old_table);
         }
         return Ok(id);
     }
@@ -601,69 +697,48 @@ fn place_table(
     let size = key.size;
 
     if let Some(id) = old_table {
-        let t = next.tables.get_mut(&id).expect("service's table exists");
+        let t = &next.tables[&id];
         // Adopted from pinned maps: the content may already be right.
         if t.key.is_none() && t.size == size && *t.slots == slots {
-            t.key = Some(key.clone());
-            next.table_index.insert(key, id);
-            return Ok(id);
-        }
-        // Sole user, same size: write the differences into the spare region and flip.
-        if t.users.len() == 1 && t.size == size {
-            let writes: Vec<(u32, u32)> = match &t.spare {
-                Some(spare) => maglev::changed_slots(spare, &slots)
-                    .into_iter()
-                    .map(|i| (i, slots[i as usize]))
-                    .collect(),
-                None => full_slots(&slots),
-            };
-            if !writes.is_empty() {
-                ops.push(MapOp::WriteSlots {
-                    base: t.spare_base,
-                    slots: writes,
-                });
-            }
-            let old_key = t.key.replace(key.clone());
-            std::mem::swap(&mut t.base, &mut t.spare_base);
-            let old_slots = std::mem::replace(&mut t.slots, Arc::new(slots));
-            t.spare = Some(old_slots);
-            if let Some(old_key) = old_key {
-                next.table_index.remove(&old_key);
-            }
+            undo.table(next, id);
+            undo.index(next, &key);
+            next.tables.get_mut(&id).expect("present").key = Some(key.clone());
             next.table_index.insert(key, id);
             return Ok(id);
         }
     }
 
-    // A new table: two fresh regions; the old table is released once nobody uses it.
-    let room = |next: &KernelState| PlanError::NoTableRoom {
-        frontend: *frontend,
-        size,
-        free: next.slots.free_slots(),
-        capacity: next.slots.capacity(),
-    };
-    let base = next.slots.allocate(size).ok_or_else(|| room(next))?;
-    let spare_base = next.slots.allocate(size).ok_or_else(|| room(next))?;
+    // A new table in a fresh region, where no packet reads; the old one is released once
+    // nobody uses it (after the next sync).
+    let base = next
+        .slots
+        .allocate(size)
+        .ok_or_else(|| PlanError::NoTableRoom {
+            frontend: *frontend,
+            size,
+            free: next.slots.free_slots(),
+            capacity: next.slots.capacity(),
+        })?;
     ops.push(MapOp::WriteSlots {
         base,
         slots: full_slots(&slots),
     });
     let id = next.next_table_id;
     next.next_table_id += 1;
+    undo.table(next, id);
     next.tables.insert(
         id,
         InstalledTable {
             base,
-            spare_base,
             size,
             slots: Arc::new(slots),
-            spare: None,
             key: Some(key.clone()),
             users: BTreeSet::from([*frontend]),
         },
     );
+    undo.index(next, &key);
     next.table_index.insert(key, id);
-    next.detach(frontend, old_table);
+    detach(next, undo, frontend, old_table);
     Ok(id)
 }
 
@@ -673,7 +748,8 @@ pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValu
         service_id: svc.service_id,
         table_base: table.map_or(0, |t| t.base),
         table_size: table.map_or(0, |t| t.size),
-        spare_base: table.map_or(0, |t| t.spare_base),
+        // No spare region: the field keeps its layout and names the live region.
+        spare_base: table.map_or(0, |t| t.base),
         flags: if table.is_some() {
             SERVICE_F_HAS_BACKENDS
         } else {

@@ -1,7 +1,7 @@
 //! Desired state: what the maps should hold, as plain values. Pure, no I/O; shared by the
 //! config-file and Kubernetes sources and the planner.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
 use lb_common::{ServiceKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,9 @@ impl ServiceSpec {
 /// Everything the datapath should serve.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    pub services: BTreeMap<Frontend, ServiceSpec>,
+    /// Specs are shared: a source publishes a new state for every change, and copying the
+    /// map must not copy every service's backends.
+    pub services: BTreeMap<Frontend, Arc<ServiceSpec>>,
     pub settings: Settings,
 }
 

@@ -5,7 +5,7 @@
 //! (a pool shared round-robin when services × backends exceeds it), new-flow sources
 //! 198.18.128.0/17.
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
 
 use lb_daemon::model::{BackendSpec, DesiredState, Frontend, Protocol, ServiceSpec, Settings};
 
@@ -73,11 +73,11 @@ impl ServiceSet {
                     port: SERVICE_PORT,
                     protocol: Protocol::Tcp,
                 },
-                ServiceSpec {
+                Arc::new(ServiceSpec {
                     name: format!("svc{i}"),
                     backends,
                     table_size: MAGLEV_TABLE,
-                },
+                }),
             );
         }
         DesiredState {

@@ -12,10 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::limits;
 use lb_daemon::{
     loader::{self, MapSizes},
-    maps::LbMaps,
+    maps::{self, LbMaps},
     planner,
 };
 use lb_kube::{
@@ -34,6 +33,9 @@ const CHANGES: usize = 300;
 /// Distinct pod addresses; below the backend map's 65,536 entries.
 const POD_POOL: u32 = 60_000;
 const NODE: &str = "node-a";
+/// Maglev slots beyond one table per Service: a replaced table's new region is allocated
+/// before its old one is freed (one sync later).
+const REPLACEMENT_ROOM: u32 = 1 << 16;
 
 fn cluster_ip(i: usize) -> String {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i as u32).to_string()
@@ -87,6 +89,26 @@ async fn next_update(
     }
 }
 
+/// Plans `update` after snapshot `applied`, as the daemon does: only the changed frontends
+/// when the snapshot can tell them, else everything.
+fn plan_update(
+    state: &mut planner::KernelState,
+    update: &watch::DesiredStateUpdate,
+    applied: u64,
+) -> Result<Vec<planner::MapOp>, planner::PlanError> {
+    match update.changed_since(applied) {
+        Some(changed) if state.can_plan_changes() => {
+            let (ops, _undo) = planner::plan_changes(state, &update.datapath, &changed)?;
+            Ok(ops)
+        }
+        _ => {
+            let (ops, next) = planner::plan(state, &update.datapath)?;
+            *state = next;
+            Ok(ops)
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -106,7 +128,8 @@ struct Row {
     tables: usize,
     slots_used: u64,
     backends: usize,
-    map_bytes: u64,
+    /// Kernel memory of every pinned map (fdinfo `memlock`), by map.
+    map_memory: Vec<(String, u64)>,
 }
 
 /// Removes the benchmark's pins also when it fails half-way.
@@ -124,10 +147,13 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         std::process::id()
     )));
     let _ = loader::uninstall(&pins.0);
-    // Two regions of the policy's table size per distinct backend set, plus room.
+    // One region of the policy's table size per distinct backend set (Services beyond
+    // POD_POOL / ENDPOINTS repeat earlier sets and share their tables), plus room for the
+    // few tables being replaced at any time: what an operator sets `--maglev-slots` to.
     let table = lb_hashing::maglev::choose_table_size(ENDPOINTS, 65_537);
+    let distinct_sets = services.min((POD_POOL as usize) / ENDPOINTS) as u32;
     let sizes = MapSizes {
-        maglev_slots: (services as u32 * 2 * table + (1 << 20)).max(limits::MAGLEV_SLOTS),
+        maglev_slots: distinct_sets * table + REPLACEMENT_ROOM,
         flows: 1024,
     };
     let _ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
@@ -166,6 +192,8 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
     };
     let list_to_snapshot = started.elapsed();
     let t = Instant::now();
+    // What the daemon does: the first snapshot is planned whole, later ones only for the
+    // frontends they changed.
     let (ops, next) = planner::plan(&state, &first.datapath)?;
     let plan = t.elapsed();
     let t = Instant::now();
@@ -186,12 +214,11 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
             slice(i, (k % 2 == 0).then_some(k % ENDPOINTS)),
         );
         let update = next_update(&mut updates, generation).await?;
-        generation = update.generation;
         let snapshot_at = Instant::now();
-        let (ops, next) = planner::plan(&state, &update.datapath)?;
+        let ops = plan_update(&mut state, &update, generation)?;
+        generation = update.generation;
         let planned_at = Instant::now();
         maps.apply(&ops)?;
-        state = next;
         let done = Instant::now();
         latencies.push(done - changed_at);
         source_time += snapshot_at - changed_at;
@@ -201,16 +228,15 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         if k % 2 == 0 {
             api.apply(Resource::EndpointSlices, slice(i, None));
             let update = next_update(&mut updates, generation).await?;
+            let ops = plan_update(&mut state, &update, generation)?;
             generation = update.generation;
-            let (ops, next) = planner::plan(&state, &update.datapath)?;
             maps.apply(&ops)?;
-            state = next;
         }
     }
     latencies.sort();
     let per = |d: Duration| d / CHANGES as u32;
     let (source_mean, plan_mean, apply_mean) = (per(source_time), per(plan_time), per(apply_time));
-    let map_bytes = u64::from(sizes.maglev_slots) * 4;
+    let map_memory = maps::pinned_map_memory(&pins.0)?;
     Ok(Row {
         services,
         list_to_snapshot,
@@ -225,8 +251,12 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         tables: state.tables.len(),
         slots_used: u64::from(state.slots.capacity()) - state.slots.free_slots(),
         backends: state.backends.len(),
-        map_bytes,
+        map_memory,
     })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1 << 20))
 }
 
 fn ms(d: Duration) -> String {
@@ -252,13 +282,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("initial sync = API list + model + projection (source) + plan + map writes.");
     println!("change latency = slice written to the API server -> watch event -> snapshot -> plan -> maps written.\n");
-    println!("| services | initial sync s (source / plan / apply) | change p50 ms | p99 ms | max ms | mean ms (source / plan / apply) | Maglev tables | slots used | backends | slot bytes per service |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("map memory = every pinned map's kernel memory (fdinfo memlock), the Maglev slot map's share in brackets.\n");
+    println!("| services | initial sync s (source / plan / apply) | change p50 ms | p99 ms | max ms | mean ms (source / plan / apply) | Maglev tables | slots used | backends | slot bytes per service | map memory MiB (Maglev) | map bytes per service |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut memory = Vec::new();
     for n in counts {
         let r = run(n).await?;
         let total = r.list_to_snapshot + r.plan + r.apply;
+        let map_total: u64 = r.map_memory.iter().map(|(_, b)| b).sum();
+        let maglev: u64 = r
+            .map_memory
+            .iter()
+            .filter(|(name, _)| name == lb_common::map_names::MAGLEV)
+            .map(|(_, b)| b)
+            .sum();
         println!(
-            "| {} | {:.2} ({:.2} / {:.2} / {:.2}) | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
+            "| {} | {:.2} ({:.2} / {:.2} / {:.2}) | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} ({}) | {} |",
             r.services,
             total.as_secs_f64(),
             r.list_to_snapshot.as_secs_f64(),
@@ -274,8 +313,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.slots_used,
             r.backends,
             r.slots_used * 4 / r.services as u64,
+            mib(map_total),
+            mib(maglev),
+            map_total / r.services as u64,
         );
-        let _ = r.map_bytes;
+        memory.push((r.services, r.map_memory));
+    }
+    for (services, maps) in memory {
+        let each: Vec<String> = maps
+            .iter()
+            .map(|(name, bytes)| format!("{name} {}", mib(*bytes)))
+            .collect();
+        println!("\n{services} services, MiB per map: {}", each.join(", "));
     }
     Ok(())
 }

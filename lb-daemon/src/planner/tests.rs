@@ -131,7 +131,10 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
 
 fn desired(services: Vec<(Frontend, ServiceSpec)>) -> DesiredState {
     DesiredState {
-        services: services.into_iter().collect(),
+        services: services
+            .into_iter()
+            .map(|(f, s)| (f, Arc::new(s)))
+            .collect(),
         settings: Settings::default(),
     }
 }
@@ -170,31 +173,34 @@ fn unchanged_config_plans_nothing() {
 }
 
 #[test]
-fn removing_a_backend_writes_only_changed_slots_and_retires_it_last() {
+fn a_changed_table_is_written_whole_elsewhere_and_its_region_freed_a_sync_later() {
     let mut kernel = FakeKernel::default();
     let one = desired(vec![(
         frontend(80),
         spec("a", &[(11, 1), (12, 1), (13, 1)], 1021),
     )]);
-    let (ops, state) = plan(&KernelState::new(10_000), &one).unwrap();
+    // Room for two tables: the live one and the one replacing it.
+    let (ops, state) = plan(&KernelState::new(2 * 1021), &one).unwrap();
     kernel.apply(&ops);
-    // The second change of the same size reuses the spare region: only differences are
-    // written. Make one change and then another to exercise both buffers.
+    let first = kernel.services[&frontend(80).key()].table_base;
     let two = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 1021))]);
     let (ops, state) = plan(&state, &two).unwrap();
     kernel.apply(&ops);
     assert!(matches!(ops.last(), Some(MapOp::RetireBackend { .. })));
-    let (ops, _) = plan(&state, &one).unwrap();
-    let written: usize = ops
+    let second = kernel.services[&frontend(80).key()].table_base;
+    assert_ne!(second, first, "written where no packet reads");
+    let written: Vec<(u32, usize)> = ops
         .iter()
-        .map(|op| match op {
-            MapOp::WriteSlots { slots, .. } => slots.len(),
-            _ => 0,
+        .filter_map(|op| match op {
+            MapOp::WriteSlots { base, slots } => Some((*base, slots.len())),
+            _ => None,
         })
-        .sum();
-    // Going back to three backends, the spare still holds the three-backend table.
-    assert_eq!(written, 0, "{ops:?}");
+        .collect();
+    assert_eq!(written, vec![(second, 1021)]);
+    // The first region left quarantine when this plan began: the table goes back there.
+    let (ops, _) = plan(&state, &one).unwrap();
     kernel.apply(&ops);
+    assert_eq!(kernel.services[&frontend(80).key()].table_base, first);
     let owners: std::collections::BTreeSet<IpAddr> =
         kernel.table(&frontend(80)).into_iter().collect();
     assert_eq!(owners.len(), 3);
@@ -217,7 +223,7 @@ fn no_backends_means_empty_table() {
 
 #[test]
 fn out_of_room_fails_without_changing_state() {
-    let state = KernelState::new(1000);
+    let state = KernelState::new(700);
     let want = desired(vec![
         (frontend(80), spec("a", &[(11, 1)], 251)),
         (frontend(81), spec("b", &[(12, 1)], 509)),
@@ -225,7 +231,41 @@ fn out_of_room_fails_without_changing_state() {
     let err = plan(&state, &want).unwrap_err();
     assert!(matches!(err, PlanError::NoTableRoom { .. }), "{err}");
     assert!(err.to_string().contains("198.18.100.1:81/tcp"));
-    assert_eq!(state, KernelState::new(1000));
+    assert_eq!(state, KernelState::new(700));
+}
+
+#[test]
+fn a_failed_change_leaves_the_state_as_it_was() {
+    let one = desired(vec![(frontend(80), spec("a", &[(11, 1)], 251))]);
+    // Room for two 251-slot tables, not three.
+    let (_, mut state) = plan(&KernelState::new(600), &one).unwrap();
+    let before = state.clone();
+    let three = desired(vec![
+        (frontend(80), spec("a", &[(11, 1)], 251)),
+        (frontend(81), spec("b", &[(12, 1)], 251)),
+        (frontend(82), spec("c", &[(13, 1)], 251)),
+    ]);
+    let changed = BTreeSet::from([frontend(81), frontend(82)]);
+    let err = plan_changes(&mut state, &three, &changed).unwrap_err();
+    assert!(matches!(err, PlanError::NoTableRoom { .. }), "{err}");
+    assert_eq!(state, before);
+}
+
+#[test]
+fn adopted_state_needs_a_whole_plan_first() {
+    let want = desired(vec![(frontend(80), spec("a", &[(11, 1)], 251))]);
+    let mut kernel = FakeKernel::default();
+    let (ops, _) = plan(&KernelState::new(10_000), &want).unwrap();
+    kernel.apply(&ops);
+    let mut adopted = kernel.adopt(10_000);
+    assert!(!adopted.can_plan_changes());
+    let changed = BTreeSet::from([frontend(80)]);
+    assert_eq!(
+        plan_changes(&mut adopted, &want, &changed).unwrap_err(),
+        PlanError::SpecsUnknown
+    );
+    let (_, planned) = plan(&adopted, &want).unwrap();
+    assert!(planned.can_plan_changes());
 }
 
 #[test]
@@ -377,7 +417,7 @@ proptest! {
                 let backends: Vec<(u8, u32)> =
                     backends.into_iter().filter(|(b, _)| seen.insert(*b)).collect();
                 let size = if big { 1021 } else { 251 };
-                services.insert(frontend(80 + port), spec(&format!("s{port}"), &backends, size));
+                services.insert(frontend(80 + port), Arc::new(spec(&format!("s{port}"), &backends, size)));
             }
             let want = DesiredState { services, settings: Settings::default() };
             let (ops, next) = plan(&state, &want).unwrap();
@@ -394,6 +434,110 @@ proptest! {
                 prop_assert_eq!(table.is_empty(), live.is_empty());
                 prop_assert!(table.iter().all(|a| live.contains(a)));
             }
+        }
+    }
+}
+
+/// Operations with slot writes shortened to (base, count), for readable failures.
+fn summary(ops: &[MapOp]) -> Vec<String> {
+    ops.iter()
+        .map(|op| match op {
+            MapOp::WriteSlots { base, slots } => format!("WriteSlots {base}+{}", slots.len()),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// One random configuration: up to five services on ports 80-84, backends from a pool of
+/// four (shared between services, so tables are shared and backends move between them).
+/// (port offset, (backend, weight) pairs, big table) per service.
+type Step = Vec<(u16, Vec<(u8, u32)>, bool)>;
+
+fn configuration(step: Step) -> DesiredState {
+    let mut services = BTreeMap::new();
+    for (port, backends, big) in step {
+        let mut seen = BTreeSet::new();
+        let backends: Vec<(u8, u32)> = backends
+            .into_iter()
+            .filter(|(b, _)| seen.insert(*b))
+            .collect();
+        let size = if big { 1021 } else { 251 };
+        services.insert(
+            frontend(80 + port),
+            Arc::new(spec(&format!("s{port}"), &backends, size)),
+        );
+    }
+    DesiredState {
+        services,
+        settings: Settings::default(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+    /// Planning only the frontends that changed gives the whole plan's operations and
+    /// state, applied maps included; the undo record restores the state before the plan.
+    #[test]
+    fn changes_planned_alone_equal_the_whole_plan(
+        steps in prop::collection::vec(
+            (
+                prop::collection::vec(
+                    (0u16..5, prop::collection::vec((1u8..5, 0u32..3), 0..4), prop::bool::ANY),
+                    0..5,
+                ),
+                // Frontends listed as changed although they are not: harmless.
+                prop::collection::vec(0u16..6, 0..3),
+                prop::bool::ANY,
+            ),
+            1..10,
+        ),
+    ) {
+        let capacity = 200_000;
+        let mut whole = KernelState::new(capacity);
+        let mut alone = KernelState::new(capacity);
+        let mut whole_kernel = FakeKernel::default();
+        let mut alone_kernel = FakeKernel::default();
+        let mut before = DesiredState::default();
+        for (i, (step, extra, restart)) in steps.into_iter().enumerate() {
+            let want = configuration(step);
+            let (whole_ops, whole_next) = plan(&whole, &want).unwrap();
+            let mut changed: BTreeSet<Frontend> = before
+                .services
+                .keys()
+                .chain(want.services.keys())
+                .filter(|f| before.services.get(*f) != want.services.get(*f))
+                .copied()
+                .collect();
+            changed.extend(extra.into_iter().map(|p| frontend(80 + p)));
+            let ops = if alone.can_plan_changes() {
+                let saved = alone.clone();
+                let (ops, undo) = plan_changes(&mut alone, &want, &changed).unwrap();
+                let mut reverted = alone.clone();
+                reverted.revert(undo);
+                prop_assert_eq!(&reverted, &saved);
+                ops
+            } else {
+                // Adopted: only the whole plan knows what the maps hold.
+                let (ops, next) = plan(&alone, &want).unwrap();
+                alone = next;
+                ops
+            };
+            prop_assert_eq!(summary(&ops), summary(&whole_ops), "step {}", i);
+            prop_assert_eq!(&ops, &whole_ops);
+            prop_assert_eq!(&alone, &whole_next);
+            whole_kernel.apply(&whole_ops);
+            alone_kernel.apply(&ops);
+            prop_assert_eq!(&alone_kernel.services, &whole_kernel.services);
+            prop_assert_eq!(&alone_kernel.backends, &whole_kernel.backends);
+            prop_assert_eq!(&alone_kernel.slots, &whole_kernel.slots);
+            whole = whole_next;
+            if restart {
+                // One adoption for both: adoption numbers tables in the order it reads the
+                // maps, and both planners must start from the same state.
+                whole = whole_kernel.adopt(capacity);
+                alone = whole.clone();
+            }
+            before = want;
         }
     }
 }
