@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use common::*;
 use lb_kube::{
     model::{EndpointSetKind, IpFamily, KubeDesiredState},
-    projection::{to_datapath, SkipFrontend, Unsupported},
+    projection::{to_datapath, Unsupported},
 };
 use lb_model::{Frontend, Protocol as DpProtocol, Settings};
 use serde_json::json;
