@@ -42,8 +42,9 @@ pub mod program_names {
 pub mod limits {
     pub const MAX_SERVICES: u32 = 65_536;
     pub const MAX_BACKENDS: u32 = 65_536;
-    /// Total Maglev slots across all services, including each service's spare buffer used
-    /// for make-before-break replacement (16 MiB of u32).
+    /// Total Maglev slots across all distinct tables, plus room for the tables being
+    /// replaced at once (a replacement is written whole into a fresh region before the
+    /// flip). 2^22 u32 slots; the kernel stores each in 8 bytes (32 MiB).
     pub const MAGLEV_SLOTS: u32 = 1 << 22;
     pub const DEFAULT_FLOWS: u32 = 262_144;
     pub const NEIGH_MISSES: u32 = 1_024;
@@ -104,8 +105,10 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
 
 /// Value of the service map. The datapath indexes `LB_MAGLEV[table_base + hash % table_size]`.
-/// Replacing a table writes the new one at `spare_base` and then swaps the two bases in a
-/// single update of this value, so no packet ever reads a half-written table.
+/// Replacing a table writes the new one whole into a fresh region no packet reads, then a
+/// single update of this value points `table_base` at it, so no packet ever reads a
+/// half-written table. `spare_base` (a name kept for the pinned layout) repeats the live
+/// region's base, so a restarted daemon can account for every region in use.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ServiceValue {
