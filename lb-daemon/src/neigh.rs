@@ -25,14 +25,14 @@ pub enum NeighError {
     NoAddress(String),
 }
 
-/// The first IPv4 address of `iface`.
-pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, NeighError> {
+/// Every address of `iface`, in the kernel's order.
+fn interface_addrs(iface: &str) -> Result<Vec<IpAddr>, NeighError> {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
         return Err(NeighError::Netlink(io::Error::last_os_error()));
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cursor = addrs;
     while !cursor.is_null() {
         // SAFETY: cursor walks the list getifaddrs returned.
@@ -43,52 +43,48 @@ pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, NeighError> {
         }
         // SAFETY: ifa_name is a valid C string for every entry.
         let name = unsafe { CStr::from_ptr(entry.ifa_name) };
-        let family = unsafe { (*entry.ifa_addr).sa_family } as i32;
-        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET {
-            // SAFETY: AF_INET entries carry a sockaddr_in.
-            let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            break;
-        }
-    }
-    // SAFETY: frees the list allocated above.
-    unsafe { libc::freeifaddrs(addrs) };
-    found.ok_or_else(|| NeighError::NoAddress(iface.to_string()))
-}
-
-/// The first global IPv6 address of `iface` (link-local and loopback addresses cannot be
-/// an IP6IP6 source), if it has one.
-pub fn interface_ipv6(iface: &str) -> Result<Option<std::net::Ipv6Addr>, NeighError> {
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we free below.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return Err(NeighError::Netlink(io::Error::last_os_error()));
-    }
-    let mut found = None;
-    let mut cursor = addrs;
-    while !cursor.is_null() {
-        // SAFETY: cursor walks the list getifaddrs returned.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        if entry.ifa_addr.is_null() {
+        if name.to_bytes() != iface.as_bytes() {
             continue;
         }
-        // SAFETY: ifa_name is a valid C string for every entry.
-        let name = unsafe { CStr::from_ptr(entry.ifa_name) };
-        let family = unsafe { (*entry.ifa_addr).sa_family } as i32;
-        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET6 {
-            // SAFETY: AF_INET6 entries carry a sockaddr_in6.
-            let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
-            let addr = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            if !addr.is_loopback() && !addr.is_unicast_link_local() {
-                found = Some(addr);
-                break;
+        match unsafe { (*entry.ifa_addr).sa_family } as i32 {
+            libc::AF_INET => {
+                // SAFETY: AF_INET entries carry a sockaddr_in.
+                let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                found.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
             }
+            libc::AF_INET6 => {
+                // SAFETY: AF_INET6 entries carry a sockaddr_in6.
+                let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                found.push(IpAddr::V6(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+            _ => {}
         }
     }
     // SAFETY: frees the list allocated above.
     unsafe { libc::freeifaddrs(addrs) };
     Ok(found)
+}
+
+/// The first IPv4 address of `iface`.
+pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, NeighError> {
+    interface_addrs(iface)?
+        .into_iter()
+        .find_map(|a| match a {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| NeighError::NoAddress(iface.to_string()))
+}
+
+/// The first global IPv6 address of `iface` (link-local and loopback addresses cannot be
+/// an IP6IP6 source), if it has one.
+pub fn interface_ipv6(iface: &str) -> Result<Option<std::net::Ipv6Addr>, NeighError> {
+    Ok(interface_addrs(iface)?.into_iter().find_map(|a| match a {
+        IpAddr::V6(v6) if !v6.is_loopback() && !v6.is_unicast_link_local() => Some(v6),
+        _ => None,
+    }))
 }
 
 /// A route from the kernel's main table.

@@ -75,6 +75,26 @@ impl Setup {
         setup
     }
 
+    /// `ferrolb explain --batch` over `tuples` (one per line), written to `file`.
+    fn explain_batch(&self, file: &str, tuples: &str) -> Vec<serde_json::Value> {
+        let batch = self.work.0.join(file);
+        std::fs::write(&batch, tuples).unwrap();
+        let out = lb_lab::run(
+            self.bins.ferrolb.to_str().unwrap(),
+            &[
+                "--pin-dir",
+                self.lab.lb_pin_dir.to_str().unwrap(),
+                "explain",
+                "--batch",
+                batch.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+        )
+        .expect("explain");
+        serde_json::from_str(&out).unwrap()
+    }
+
     fn config_path(&self) -> PathBuf {
         self.work.0.join("config.yaml")
     }
@@ -238,22 +258,7 @@ fn flows_spread_evenly_replies_bypass_the_lb_and_explain_agrees() {
         .iter()
         .map(|f| format!("tcp {CLIENT_ADDR}:{} {VIP}:{TCP_PORT}\n", f.sport))
         .collect();
-    let batch = s.work.0.join("tuples.txt");
-    std::fs::write(&batch, tuples).unwrap();
-    let out = lb_lab::run(
-        s.bins.ferrolb.to_str().unwrap(),
-        &[
-            "--pin-dir",
-            s.lab.lb_pin_dir.to_str().unwrap(),
-            "explain",
-            "--batch",
-            batch.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    )
-    .expect("explain");
-    let explained: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let explained = s.explain_batch("tuples.txt", &tuples);
     assert_eq!(explained.len(), flows.len());
     for (flow, e) in flows.iter().zip(&explained) {
         let chosen = s.backend_addr(flow.backend.as_ref().unwrap());
@@ -560,22 +565,7 @@ fn ipv6_services_are_balanced_ip6ip6_and_answered_by_the_backends() {
         .iter()
         .map(|f| format!("tcp [{CLIENT_ADDR6}]:{} [{VIP6}]:{TCP_PORT}\n", f.sport))
         .collect();
-    let batch = s.work.0.join("tuples6.txt");
-    std::fs::write(&batch, tuples).unwrap();
-    let out = lb_lab::run(
-        s.bins.ferrolb.to_str().unwrap(),
-        &[
-            "--pin-dir",
-            s.lab.lb_pin_dir.to_str().unwrap(),
-            "explain",
-            "--batch",
-            batch.to_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    )
-    .expect("explain");
-    let explained: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let explained = s.explain_batch("tuples6.txt", &tuples);
     for (flow, e) in flows.iter().zip(&explained) {
         let name = flow.backend.as_ref().unwrap();
         let addr6 = &s

@@ -464,3 +464,74 @@ fn ipv6_frontends_are_translated_both_ways_too() {
         assert_checksums6(&format!("{name} reply"), &out);
     }
 }
+
+#[test]
+fn ipip_is_stripped_for_local_vips_only() {
+    if !require_root("tc fixture") {
+        return;
+    }
+    let mut tc = Tc::new("decap");
+    tc.maps.set_vips(&[std::net::IpAddr::from(VIP)]).unwrap();
+    let inner = frame(L4::Tcp, CLIENT, 45_000, VIP, 80);
+    let to_backend = |inner: &[u8], proto: u8| encapsulate(inner, proto, LB, ENDPOINT);
+    let other_vip = frame(L4::Tcp, CLIENT, 45_001, [198, 18, 100, 99], 80);
+    let mut truncated = to_backend(&inner, 4);
+    truncated.truncate(14 + 20 + 8);
+    // An outer fragment (more-fragments set): reassembly is the stack's job.
+    let mut outer_fragment = to_backend(&inner, 4);
+    outer_fragment[14 + 6] |= 0x20;
+    // (name, packet, verdict, counter, expected output when it differs from the input)
+    type Case = (&'static str, Vec<u8>, u32, TcReason, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
+        (
+            "ipip to local vip",
+            to_backend(&inner, 4),
+            TC_ACT_OK,
+            TcReason::Decapsulated,
+            Some(inner.clone()),
+        ),
+        (
+            "ipip to another vip",
+            to_backend(&other_vip, 4),
+            TC_ACT_OK,
+            TcReason::PassNotLocalVip,
+            None,
+        ),
+        (
+            "plain tcp",
+            inner.clone(),
+            TC_ACT_OK,
+            TcReason::PassNotIpip,
+            None,
+        ),
+        (
+            "not ipip",
+            to_backend(&inner, 17),
+            TC_ACT_OK,
+            TcReason::PassNotIpip,
+            None,
+        ),
+        (
+            "outer fragment",
+            outer_fragment,
+            TC_ACT_OK,
+            TcReason::PassNotIpip,
+            None,
+        ),
+        (
+            "truncated inner header",
+            truncated,
+            TC_ACT_SHOT,
+            TcReason::DropMalformed,
+            None,
+        ),
+    ];
+    for (name, packet, action, reason, expected) in cases {
+        let out = tc.expect(name, program_names::TC_DECAP, &packet, action, reason);
+        match expected {
+            Some(expected) => assert_eq!(out, expected, "{name}: inner packet restored"),
+            None if action == TC_ACT_OK => assert_eq!(out, packet, "{name}: untouched"),
+            None => {}
+        }
+    }
+}

@@ -6,24 +6,20 @@ mod support;
 
 use std::net::IpAddr;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};
-use lb_common::{
-    program_names, LbConfig, NextHop, TcReason, XdpReason, CONFIG_F_READY, CONFIG_F_V6_READY,
-};
+use lb_common::{program_names, LbConfig, NextHop, XdpReason, CONFIG_F_READY, CONFIG_F_V6_READY};
 use lb_daemon::{
     config, inspect, loader,
-    maps::{DecapMaps, LbMaps},
+    maps::LbMaps,
     model::Protocol,
     planner::{self, KernelState},
 };
-use support::{encapsulate, require_root, PinDir};
+use support::{require_root, PinDir};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
 
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
 const VIP: [u8; 4] = [198, 18, 100, 1];
@@ -619,99 +615,6 @@ fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
         f.explain(Protocol::Tcp, sport + 1, 80).verdict,
         "drop_no_backend"
     );
-}
-
-#[test]
-fn tc_decap_strips_ipip_for_local_vips_only() {
-    if !require_root("tc fixture") {
-        return;
-    }
-    let pin = PinDir::new("decap");
-    let mut ebpf = loader::load_decap(&pin.path).unwrap();
-    let mut maps = DecapMaps::open(&pin.path).unwrap();
-    maps.set_vips(&[IpAddr::from(VIP)]).unwrap();
-
-    let inner = tcp_syn(45_000, 80, b"hello");
-    let encapsulate =
-        |inner: &[u8], outer_proto: u8| encapsulate(inner, outer_proto, LB, [198, 18, 0, 11]);
-    let other_vip = {
-        let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-            .ipv4(CLIENT, [198, 18, 100, 99], 64)
-            .tcp(45_001, 80, 1, 1000);
-        let mut v = Vec::new();
-        builder.write(&mut v, b"x").unwrap();
-        v
-    };
-    let mut truncated = encapsulate(&inner, 4);
-    truncated.truncate(14 + 20 + 8);
-    // An outer fragment (more-fragments set): reassembly is the stack's job.
-    let mut outer_fragment = encapsulate(&inner, 4);
-    outer_fragment[20] |= 0x20;
-
-    // (name, packet, verdict, counter, expected output when it differs from the input)
-    type Case = (&'static str, Vec<u8>, u32, TcReason, Option<Vec<u8>>);
-    let cases: Vec<Case> = vec![
-        (
-            "ipip to local vip",
-            encapsulate(&inner, 4),
-            TC_ACT_OK,
-            TcReason::Decapsulated,
-            Some(inner.clone()),
-        ),
-        (
-            "ipip to another vip",
-            encapsulate(&other_vip, 4),
-            TC_ACT_OK,
-            TcReason::PassNotLocalVip,
-            None,
-        ),
-        (
-            "plain tcp",
-            inner.clone(),
-            TC_ACT_OK,
-            TcReason::PassNotIpip,
-            None,
-        ),
-        (
-            "truncated inner header",
-            truncated,
-            TC_ACT_SHOT,
-            TcReason::DropMalformed,
-            None,
-        ),
-    ];
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(program_names::TC_DECAP)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    for (name, packet, action, reason, expected) in cases {
-        let before = maps.counters().unwrap();
-        let mut out = vec![0u8; packet.len() + 64];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(&packet),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .unwrap();
-        out.truncate(result.data_size_out as usize);
-        let after = maps.counters().unwrap();
-        assert_eq!(result.return_value, action, "{name}: verdict");
-        for &r in TcReason::ALL {
-            let delta = after[r as usize].packets - before[r as usize].packets;
-            assert_eq!(
-                delta,
-                u64::from(r == reason),
-                "{name}: counter {}",
-                r.name()
-            );
-        }
-        match expected {
-            Some(expected) => assert_eq!(out, expected, "{name}: inner packet restored"),
-            None => assert_eq!(out, packet, "{name}: untouched"),
-        }
-    }
 }
 
 #[test]
