@@ -92,7 +92,7 @@ impl PacketClass {
             Self::FlowHit => "flow-table hit",
             Self::NotAService => "not a service (TCP to VIP:8080)",
             Self::Icmp => "ICMP echo to VIP",
-            Self::Ipv6 => "IPv6 TCP (not supported: passed)",
+            Self::Ipv6 => "IPv6 TCP to no service (passed)",
         }
     }
 

@@ -559,8 +559,8 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
         "TCP through bpf-redirect: the ceiling only rewrites MACs, it has no service to \
          answer; TCP over IPv6"
             .to_string(),
-        "IPv6 packet rate: ferrolb's datapath is IPv4-only (IPv6 frames are passed; their \
-         pass-through cost is in the program-cost table); IPv6 peers not implemented"
+        "IPv6 packet rate and IPv6 forwarding cost: ferrolb forwards IPv6 (IP6IP6), but the \
+         generator, the IPv6 peers and the IPv6 cost classes are not written yet"
             .to_string(),
         "EndpointSlice-change-to-map-update latency (single-service updates)".to_string(),
     ];
