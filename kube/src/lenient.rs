@@ -26,20 +26,33 @@ impl<K> Lenient<K> {
     }
 }
 
-impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+impl<'de, K> Deserialize<'de> for Lenient<K>
+where
+    K: DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = serde_json::Value::deserialize(deserializer)?;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
         // The metadata is read first and separately, so even a broken object keeps the
-        // name and resourceVersion the watch needs to track it.
-        let metadata = value
-            .get("metadata")
-            .and_then(|m| ObjectMeta::deserialize(m).ok())
-            .unwrap_or_default();
-        match K::deserialize(value) {
-            Ok(k) => Ok(Self::Valid(k)),
-            Err(e) => Ok(Self::Invalid {
+        // name and resourceVersion the watch needs to track it. It is taken out of the
+        // object and decoded once: the object is decoded without it (the typed
+        // deserializers default a missing `metadata`) and gets it back after.
+        let metadata = match value.as_object_mut().and_then(|o| o.remove("metadata")) {
+            Some(m) => ObjectMeta::deserialize(m).map_err(|e| e.to_string()),
+            None => Ok(ObjectMeta::default()),
+        };
+        match (metadata, K::deserialize(value)) {
+            (Ok(metadata), Ok(mut k)) => {
+                *k.metadata_mut() = metadata;
+                Ok(Self::Valid(k))
+            }
+            (Ok(metadata), Err(e)) => Ok(Self::Invalid {
                 metadata: Box::new(metadata),
                 error: e.to_string(),
+            }),
+            // The typed deserializer would have failed on the metadata too.
+            (Err(error), _) => Ok(Self::Invalid {
+                metadata: Box::default(),
+                error,
             }),
         }
     }

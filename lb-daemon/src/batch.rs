@@ -76,3 +76,53 @@ pub fn update<K: Copy, V: Copy>(
     }
     Ok(())
 }
+
+/// Below this many entries a thread is not worth starting.
+const PARALLEL_MIN_PER_THREAD: usize = 1 << 16;
+
+/// [`update`] for a plain (not per-CPU) array map, split into contiguous parts written
+/// from one thread each: the kernel copies a batch element by element, and an array map
+/// takes no lock to write one, so disjoint parts go through on every core at once. Returns
+/// when every part is written (or failed): entries written by a failed call stay written,
+/// as with [`update`]. `Unsupported` only when every part was refused before writing.
+pub fn update_array_parallel<K: Copy + Sync, V: Copy + Sync>(
+    map: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(keys.len() / PARALLEL_MIN_PER_THREAD);
+    if threads < 2 {
+        return update(map, keys, values, 1);
+    }
+    let chunk = keys.len().div_ceil(threads);
+    let results: Vec<io::Result<()>> = std::thread::scope(|scope| {
+        let parts: Vec<_> = keys
+            .chunks(chunk)
+            .zip(values.chunks(chunk))
+            .map(|(k, v)| scope.spawn(move || update(map, k, v, 1)))
+            .collect();
+        parts
+            .into_iter()
+            .map(|part| part.join().expect("a batch write panicked"))
+            .collect()
+    });
+    let mut unsupported = None;
+    let mut written = false;
+    for result in results {
+        match result {
+            Ok(()) => written = true,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => unsupported = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    match unsupported {
+        None => Ok(()),
+        Some(e) if !written => Err(e),
+        // Some parts written, others refused as unsupported: not a kernel that lacks
+        // batches, a real failure.
+        Some(e) => Err(io::Error::other(e)),
+    }
+}

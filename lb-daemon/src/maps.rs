@@ -204,13 +204,23 @@ impl LbMaps {
             self.apply_each(&run_of(run, |op| matches!(op, MapOp::PutBackend { .. })))?;
         }
         self.reset_counters(map_names::SERVICE_STATS, &service_stats, &zero)?;
-        if batch_or_fallback(
-            map_names::MAGLEV,
-            &self.raw.maglev,
-            &slot_keys,
-            &slot_values,
-            1,
-        )? {
+        // Every slot is written (all parts joined) before any service record below.
+        let slots_unbatched = !slot_keys.is_empty()
+            && match crate::batch::update_array_parallel(
+                self.raw.maglev.fd().as_fd(),
+                &slot_keys,
+                &slot_values,
+            ) {
+                Ok(()) => false,
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => true,
+                Err(source) => {
+                    return Err(MapsError::Batch {
+                        map: map_names::MAGLEV,
+                        source,
+                    })
+                }
+            };
+        if slots_unbatched {
             for (key, value) in slot_keys.into_iter().zip(slot_values) {
                 self.maglev
                     .set(key, value, 0)

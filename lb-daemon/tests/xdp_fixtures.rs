@@ -633,6 +633,22 @@ fn maglev_slots_are_written_in_batches() {
 }
 
 #[test]
+fn maglev_slots_written_from_several_threads_all_land() {
+    if !require_root("parallel batch map update") {
+        return;
+    }
+    let f = Fixture::new("batch-parallel", CONFIG);
+    let map = aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::MAGLEV)).unwrap();
+    // Enough entries for one part per core (64k entries each at least).
+    let keys: Vec<u32> = (200_000..200_000 + 300_000).collect();
+    let values: Vec<u32> = keys.iter().map(|k| k ^ 0x5a5a).collect();
+    lb_daemon::batch::update_array_parallel(std::os::fd::AsFd::as_fd(map.fd()), &keys, &values)
+        .expect("this kernel supports batch updates of arrays");
+    let read = f.maps.read_slots(200_000, 300_000).unwrap();
+    assert_eq!(read, values);
+}
+
+#[test]
 fn a_backend_leaving_one_service_loses_only_that_services_flows() {
     if !require_root("xdp fixture") {
         return;

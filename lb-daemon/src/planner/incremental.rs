@@ -233,6 +233,14 @@ fn plan_changes_into(
     for addr in added {
         add_backend(state, undo, &mut ops, addr)?;
     }
+    let seed = desired.settings.maglev_seed;
+    let mut prebuilt = prebuild_tables(
+        state,
+        changed
+            .iter()
+            .filter_map(|f| desired.services.get_key_value(f)),
+        seed,
+    );
     let mut left_service = Vec::new();
     for frontend in changed {
         if let Some(spec) = desired.services.get(frontend) {
@@ -241,6 +249,7 @@ fn plan_changes_into(
                 undo,
                 &mut ops,
                 &mut left_service,
+                &mut prebuilt,
                 frontend,
                 spec,
                 desired.settings.maglev_seed,

@@ -163,6 +163,40 @@ fn first_plan_writes_backends_then_tables_then_services() {
     assert_eq!(kernel.table(&frontend(81)).len(), 509);
 }
 
+/// Enough tables for `plan` to build them on several threads: every table it writes is
+/// the one `build_table` gives alone, and services with the same backends still share.
+#[test]
+fn tables_built_in_parallel_equal_tables_built_alone() {
+    let services: Vec<(Frontend, ServiceSpec)> = (0..400u16)
+        .map(|i| {
+            // 200 distinct backend sets, each used by two frontends.
+            let set = (i % 200) as u8;
+            let backends: Vec<(u8, u32)> = (0..4).map(|j| (set.wrapping_add(j * 50), 1)).collect();
+            (frontend(1000 + i), spec(&format!("s{i}"), &backends, 251))
+        })
+        .collect();
+    let want = desired(services);
+    assert!(want.services.len() / 2 >= PARALLEL_TABLES);
+    let (ops, next) = plan(&KernelState::new(200_000), &want).unwrap();
+    let written: HashMap<u32, Vec<u32>> = ops
+        .iter()
+        .filter_map(|op| match op {
+            MapOp::WriteSlots { base, slots } => {
+                Some((*base, slots.iter().map(|&(_, id)| id).collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next.tables.len(), 200);
+    assert_eq!(written.len(), 200);
+    for (frontend, spec) in &want.services {
+        let alone = build_table(frontend, spec, &next.backends, want.settings.maglev_seed).unwrap();
+        let table = &next.tables[&next.services[frontend].table.unwrap()];
+        assert_eq!(*table.slots, alone, "{frontend}");
+        assert_eq!(written[&table.base], alone, "{frontend}");
+    }
+}
+
 #[test]
 fn unchanged_config_plans_nothing() {
     let want = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 251))]);
