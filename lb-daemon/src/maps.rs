@@ -541,6 +541,9 @@ pub struct DecapMaps {
     pub local_vips: HashMap<MapData, VipKey, u32>,
     pub backend_nat: HashMap<MapData, BackendNatKey, BackendNatValue>,
     pub tc_stats: PerCpuArray<MapData, Counter>,
+    /// The translation table as last written, so a sync costs syscalls only for what
+    /// changed; `None` until read from the kernel (and again after a failed write).
+    written_nat: Option<StdHashMap<BackendNatKey, BackendNatValue>>,
 }
 
 /// Makes a hash map hold exactly `wanted`: missing or different entries are written first,
@@ -549,12 +552,23 @@ fn sync_hash<K, V>(
     map: &mut HashMap<MapData, K, V>,
     name: &'static str,
     wanted: &StdHashMap<K, V>,
+    known: Option<&StdHashMap<K, V>>,
 ) -> Result<usize, MapsError>
 where
     K: aya::Pod + Eq + std::hash::Hash,
     V: aya::Pod + PartialEq,
 {
-    let current: StdHashMap<K, V> = map.iter().collect::<Result<_, _>>().map_err(access(name))?;
+    let read;
+    let current = match known {
+        Some(known) => known,
+        None => {
+            read = map
+                .iter()
+                .collect::<Result<StdHashMap<K, V>, _>>()
+                .map_err(access(name))?;
+            &read
+        }
+    };
     let mut writes = 0;
     for (key, value) in wanted {
         if current.get(key) != Some(value) {
@@ -577,6 +591,7 @@ impl DecapMaps {
             local_vips: open_typed!(pin_dir, map_names::LOCAL_VIPS),
             backend_nat: open_typed!(pin_dir, map_names::BACKEND_NAT),
             tc_stats: open_typed!(pin_dir, map_names::TC_STATS),
+            written_nat: None,
         })
     }
 
@@ -594,7 +609,7 @@ impl DecapMaps {
                 (key, 1)
             })
             .collect();
-        sync_hash(&mut self.local_vips, map_names::LOCAL_VIPS, &wanted).map(drop)
+        sync_hash(&mut self.local_vips, map_names::LOCAL_VIPS, &wanted, None).map(drop)
     }
 
     /// Makes the translation table equal to `translations`; returns the map writes made.
@@ -613,7 +628,15 @@ impl DecapMaps {
                 limits::BACKEND_NATS
             )));
         }
-        sync_hash(&mut self.backend_nat, map_names::BACKEND_NAT, &wanted)
+        let known = self.written_nat.take();
+        let writes = sync_hash(
+            &mut self.backend_nat,
+            map_names::BACKEND_NAT,
+            &wanted,
+            known.as_ref(),
+        )?;
+        self.written_nat = Some(wanted);
+        Ok(writes)
     }
 
     /// The translation table as the kernel holds it, sorted.
