@@ -75,6 +75,44 @@ impl Setup {
         setup
     }
 
+    /// `count` TCP connections to `target` from source port `first_sport` on; every one
+    /// must be answered. Returns them and how many each backend answered.
+    fn answered_tcp_flows(
+        &self,
+        target: &str,
+        first_sport: u16,
+        count: u16,
+    ) -> (Vec<FlowResult>, BTreeMap<String, usize>) {
+        let flows: Vec<FlowResult> = self
+            .lab
+            .client(
+                &self.bins,
+                &[
+                    "tcp-flows",
+                    "--target",
+                    target,
+                    "--sport",
+                    &first_sport.to_string(),
+                    "--count",
+                    &count.to_string(),
+                ],
+            )
+            .expect("tcp flows");
+        let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {count} TCP connections to {target} failed, e.g. {:?}\ndaemon log:\n{}",
+            failed.len(),
+            failed.first(),
+            self.log()
+        );
+        let mut per: BTreeMap<String, usize> = BTreeMap::new();
+        for f in &flows {
+            *per.entry(f.backend.clone().unwrap()).or_default() += 1;
+        }
+        (flows, per)
+    }
+
     /// `ferrolb explain --batch` over `tuples` (one per line), written to `file`.
     fn explain_batch(&self, file: &str, tuples: &str) -> Vec<serde_json::Value> {
         let batch = self.work.0.join(file);
@@ -187,34 +225,7 @@ fn flows_spread_evenly_replies_bypass_the_lb_and_explain_agrees() {
         return;
     }
     let s = Setup::new("spread");
-    let target = format!("{VIP}:{TCP_PORT}");
-    let flows: Vec<FlowResult> = s
-        .lab
-        .client(
-            &s.bins,
-            &[
-                "tcp-flows",
-                "--target",
-                &target,
-                "--sport",
-                "20000",
-                "--count",
-                "3000",
-            ],
-        )
-        .expect("tcp flows");
-    let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of 3000 TCP connections failed, e.g. {:?}",
-        failed.len(),
-        failed.first()
-    );
-
-    let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &flows {
-        *per.entry(f.backend.clone().unwrap()).or_default() += 1;
-    }
+    let (flows, per) = s.answered_tcp_flows(&format!("{VIP}:{TCP_PORT}"), 20_000, 3000);
     assert_eq!(per.len(), 3, "{per:?}");
     let mean = 3000.0 / 3.0;
     for (backend, n) in &per {
@@ -508,34 +519,7 @@ fn ipv6_services_are_balanced_ip6ip6_and_answered_by_the_backends() {
         panic!("{e}; daemon log:\n{}", s.log());
     }
 
-    let target = format!("[{VIP6}]:{TCP_PORT}");
-    let flows: Vec<FlowResult> = s
-        .lab
-        .client(
-            &s.bins,
-            &[
-                "tcp-flows",
-                "--target",
-                &target,
-                "--sport",
-                "40000",
-                "--count",
-                "600",
-            ],
-        )
-        .expect("tcp flows");
-    let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
-    assert!(
-        failed.is_empty(),
-        "{} of 600 IPv6 TCP connections failed, e.g. {:?}\ndaemon log:\n{}",
-        failed.len(),
-        failed.first(),
-        s.log()
-    );
-    let mut per: BTreeMap<String, usize> = BTreeMap::new();
-    for f in &flows {
-        *per.entry(f.backend.clone().unwrap()).or_default() += 1;
-    }
+    let (flows, per) = s.answered_tcp_flows(&format!("[{VIP6}]:{TCP_PORT}"), 40_000, 600);
     assert_eq!(per.len(), 3, "IPv6 connections per backend {per:?}");
 
     let udp_target = format!("[{VIP6}]:{UDP_PORT}");

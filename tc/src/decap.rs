@@ -14,17 +14,12 @@ use lb_common::{
 };
 
 use crate::{
-    l4::{IP_DADDR_OFF, IP_MF_OFFSET_MASK},
+    l4::{
+        IP6_DADDR_OFF, IP6_NEXTHDR_OFF, IP_DADDR_OFF, IP_FRAG_OFF, IP_MF_OFFSET_MASK, IP_PROTO_OFF,
+    },
     maps::LOCAL_VIPS,
     nat,
 };
-
-/// Offset of the protocol byte and of the fragment field in an IPv4 header.
-const IP_PROTO_OFF: usize = 9;
-const IP_FRAG_OFF: usize = 6;
-/// Offsets of the next-header byte and of the destination in the IPv6 header.
-const IP6_NEXTHDR_OFF: usize = 6;
-const IP6_DADDR_OFF: usize = 24;
 
 #[inline(always)]
 fn is_local_vip(addr: Addr, family: u8) -> bool {

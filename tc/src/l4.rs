@@ -9,14 +9,14 @@ use aya_ebpf::{
 };
 use lb_common::{v4_addr, Addr, TcReason, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 
-const IP_FRAG_OFF: usize = 6;
-const IP_PROTO_OFF: usize = 9;
+pub const IP_FRAG_OFF: usize = 6;
+pub const IP_PROTO_OFF: usize = 9;
 const IP_CSUM_OFF: usize = 10;
 const IP_SADDR_OFF: usize = 12;
 pub const IP_DADDR_OFF: usize = 16;
-const IP6_NEXTHDR_OFF: usize = 6;
+pub const IP6_NEXTHDR_OFF: usize = 6;
 const IP6_SADDR_OFF: usize = 8;
-const IP6_DADDR_OFF: usize = 24;
+pub const IP6_DADDR_OFF: usize = 24;
 const IP6_HLEN: usize = 40;
 /// More-fragments flag and fragment offset, in host order.
 pub const IP_MF_OFFSET_MASK: u16 = 0x3fff;

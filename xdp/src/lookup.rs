@@ -1,38 +1,23 @@
 //! Service, configuration and Maglev lookups.
 
 use lb_common::{
-    v4_addr, BackendValue, FlowKey, LbConfig, ServiceKey, ServiceValue, XdpReason,
-    BACKEND_F_ACTIVE, CONFIG_F_READY, FAMILY_V4,
+    BackendValue, FlowKey, LbConfig, ServiceKey, ServiceValue, XdpReason, BACKEND_F_ACTIVE,
+    CONFIG_F_READY,
 };
 
-use crate::{
-    maps::{BACKENDS, CONFIG, MAGLEV, SERVICES},
-    parse::Ipv4Packet,
-};
+use crate::maps::{BACKENDS, CONFIG, MAGLEV, SERVICES};
 
+/// The service a flow's destination names; both families, from the flow key.
 #[inline(always)]
-pub fn service(pkt: &Ipv4Packet) -> Option<ServiceValue> {
-    let key = ServiceKey {
-        addr: v4_addr(pkt.daddr),
-        port_be: pkt.dport_be,
-        proto: pkt.proto,
-        family: FAMILY_V4,
-    };
-    // SAFETY: the service map is not preallocated, so the element stays valid for the RCU
-    // section this program runs in; we copy it out at once.
-    unsafe { SERVICES.get(key).copied() }
-}
-
-/// The service a flow's destination names (IPv6: the flow key carries the full address).
-#[inline(always)]
-pub fn service_of_flow(flow: &FlowKey) -> Option<ServiceValue> {
+pub fn service(flow: &FlowKey) -> Option<ServiceValue> {
     let key = ServiceKey {
         addr: flow.dst,
         port_be: flow.dport_be,
         proto: flow.proto,
         family: flow.family,
     };
-    // SAFETY: as in `service`.
+    // SAFETY: the service map is not preallocated, so the element stays valid for the RCU
+    // section this program runs in; we copy it out at once.
     unsafe { SERVICES.get(key).copied() }
 }
 

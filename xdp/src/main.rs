@@ -79,9 +79,9 @@ fn balance_v6(ctx: &XdpContext, len: u64) -> u32 {
 #[inline(always)]
 fn try_balance_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv4(ctx)?;
-    let service = lookup::service(&pkt).ok_or(XdpReason::PassNotService)?;
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
     let flow_key = flow::key(&pkt);
+    let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
+    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
     let (backend_id, backend) = select(&flow_key, &service, || {
         parse::flow_hash(&pkt, config.flow_hash_seed)
     })?;
@@ -97,7 +97,7 @@ fn try_balance_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 fn try_balance_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv6(ctx)?;
     let flow_key = &pkt.flow;
-    let service = lookup::service_of_flow(flow_key).ok_or(XdpReason::PassNotService)?;
+    let service = lookup::service(flow_key).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
     if config.flags & CONFIG_F_V6_READY == 0 {
         return Err(XdpReason::PassNotReady);
