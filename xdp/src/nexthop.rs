@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::XdpContext,
 };
 use lb_common::{
@@ -40,7 +40,9 @@ pub fn resolve(
     backend: &BackendValue,
     config: &LbConfig,
 ) -> Result<NextHop, XdpReason> {
-    let now = unsafe { bpf_ktime_get_ns() };
+    // The coarse clock (one tick, a few ms, of resolution) is plenty for a TTL of about a
+    // second and costs no clock-source read, which the precise one pays on every packet.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let slot = NEXTHOPS
         .get_ptr_mut(backend_id)
         .ok_or(XdpReason::DropBackendMissing)?;
