@@ -297,10 +297,9 @@ impl LbMaps {
         Ok(())
     }
 
-    /// Fixes the next hop of one backend on every CPU until `expires_ns` (the datapath reads
-    /// CLOCK_MONOTONIC_COARSE),
-    /// bypassing the kernel's route lookup: for fixtures and for next hops managed outside
-    /// the kernel's tables.
+    /// Fixes the next hop of one backend on every CPU until `expires_ns` (on the clock the
+    /// datapath reads, CLOCK_MONOTONIC_COARSE), bypassing the kernel's route lookup: for
+    /// fixtures and for next hops managed outside the kernel's tables.
     pub fn set_static_nexthop(&mut self, backend_id: u32, hop: NextHop) -> Result<(), MapsError> {
         let values = PerCpuValues::try_from(vec![hop; self.cpus]).expect("one value per CPU");
         self.nexthops
