@@ -19,7 +19,7 @@ use crate::{
     programs::{Generator, ProgramsError},
     rate::{self, FlowKind, RateError, RatePlan, RateResult},
     report::{self, Meta, Results},
-    services::ServiceSet,
+    services::{Family, ServiceSet},
     tcp::{self, TcpError, TcpLoad, TcpPeer, TcpPlan, TcpResult},
 };
 
@@ -81,6 +81,8 @@ pub struct Plan {
     pub backends: u32,
     pub runs: usize,
     pub peers: Vec<PeerKind>,
+    /// Address families of the rate and cost layers (the TCP layer is IPv4 only).
+    pub families: Vec<Family>,
     pub rate: RatePlan,
     pub cost: CostPlan,
     pub tcp: TcpPlan,
@@ -102,6 +104,7 @@ impl Plan {
             backends: 3,
             runs: 5,
             peers: PeerKind::ALL.to_vec(),
+            families: Family::ALL.to_vec(),
             rate: RatePlan {
                 seconds: 0.4,
                 max_frames: 4_000_000,
@@ -213,7 +216,11 @@ impl Plan {
     fn steps(&self) -> usize {
         let per_count = usize::from(self.layers.cost) * self.runs
             + usize::from(self.layers.control) * self.runs
-            + usize::from(self.layers.rate) * self.runs * self.peers.len() * FlowKind::ALL.len()
+            + usize::from(self.layers.rate)
+                * self.runs
+                * self.peers.len()
+                * self.families.len()
+                * FlowKind::ALL.len()
             + usize::from(self.layers.tcp)
                 * self.runs
                 * self.tcp_peers().len()
@@ -257,6 +264,90 @@ impl Progress {
         } else {
             let _ = writeln!(err, "{line}");
         }
+    }
+}
+
+/// Programs one peer for `set` (or takes the reason of a load already stopped at its
+/// deadline for this peer and size), logs the outcome and remembers a newly stopped load
+/// for the later layers. Returns why the peer is not measured, if it is not.
+fn program_peer(
+    slow_loads: &mut HashMap<(PeerKind, u32), String>,
+    kind: PeerKind,
+    set: &ServiceSet,
+    layer: &str,
+    program: impl FnOnce() -> Result<Programmed, SuiteError>,
+) -> Result<Option<String>, SuiteError> {
+    let programmed = match slow_loads.get(&(kind, set.services)) {
+        Some(reason) => Programmed::Unsupported(reason.clone()),
+        None => program()?,
+    };
+    match programmed {
+        Programmed::Done(took) => {
+            tracing::info!(
+                peer = kind.name(),
+                services = set.services,
+                layer,
+                ?took,
+                "programmed"
+            );
+            Ok(None)
+        }
+        Programmed::Unsupported(reason) => {
+            tracing::warn!(
+                peer = kind.name(),
+                services = set.services,
+                layer,
+                reason,
+                "not measured"
+            );
+            if reason.starts_with("not measured") {
+                slow_loads.insert((kind, set.services), reason.clone());
+            }
+            Ok(Some(reason))
+        }
+    }
+}
+
+/// The interleaved runs of one layer at one service set: `runs` rounds, each running every
+/// peer through every cell (a family × flow kind, a TCP load), the peer order rotated every
+/// round so no peer always runs right after the same one. Unsupported peers only count
+/// their steps.
+struct Rounds<'a> {
+    layer: &'static str,
+    set: &'a ServiceSet,
+    runs: usize,
+    peers: &'a [&'a str],
+    supported: &'a [bool],
+    cells: &'a [String],
+}
+
+impl Rounds<'_> {
+    /// Calls `run(peer, cell)` for every supported peer and cell of every round.
+    fn run(
+        &self,
+        progress: &mut Progress,
+        mut run: impl FnMut(usize, usize) -> Result<(), SuiteError>,
+    ) -> Result<(), SuiteError> {
+        let n = self.peers.len();
+        for round in 0..self.runs {
+            for i in 0..n {
+                let p = (i + round) % n;
+                for (c, cell) in self.cells.iter().enumerate() {
+                    if self.supported[p] {
+                        run(p, c)?;
+                    }
+                    progress.step(&format!(
+                        "{}, {} services, {} {cell}, run {}/{}",
+                        self.layer,
+                        self.set.services,
+                        self.peers[p],
+                        round + 1,
+                        self.runs
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -306,7 +397,7 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
     if plan.layers.cost {
         for set in &sets {
             tracing::info!(services = set.services, "program cost");
-            let result = cost::measure(set, &plan.cost, plan.runs, |round| {
+            let result = cost::measure(set, &plan.families, &plan.cost, plan.runs, |round| {
                 progress.step(&format!(
                     "program cost, {} services, round {round}/{}",
                     set.services, plan.runs
@@ -372,87 +463,60 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
         let mut generator = Generator::load(generator_cpu, &park)?;
         let mut peers = Vec::new();
         for &kind in &plan.peers {
-            peers.push(Peer::create(kind).map_err(|source| SuiteError::Peer {
-                peer: kind.name(),
-                source: Box::new(source),
+            peers.push(Peer::create(kind, plan.families.len()).map_err(|source| {
+                SuiteError::Peer {
+                    peer: kind.name(),
+                    source: Box::new(source),
+                }
             })?);
         }
+        // Every peer is measured in every family on the same topology and programming.
+        let cells: Vec<(Family, FlowKind)> = plan
+            .families
+            .iter()
+            .flat_map(|&family| FlowKind::ALL.map(|flows| (family, flows)))
+            .collect();
         for set in &sets {
             let mut results: Vec<RateResult> = Vec::new();
             let mut supported = Vec::new();
             for peer in &mut peers {
-                let programmed = match slow_loads.get(&(peer.kind, set.services)) {
-                    Some(reason) => Programmed::Unsupported(reason.clone()),
-                    None => peer.program(set, plan.load_timeout()).map_err(|source| {
-                        SuiteError::Peer {
+                let unsupported = program_peer(&mut slow_loads, peer.kind, set, "rate", || {
+                    peer.program(set, &plan.families, plan.load_timeout())
+                        .map_err(|source| SuiteError::Peer {
                             peer: peer.kind.name(),
                             source: Box::new(source),
-                        }
-                    })?,
-                };
-                if let Programmed::Unsupported(reason) = &programmed {
-                    if reason.starts_with("not measured") {
-                        slow_loads.insert((peer.kind, set.services), reason.clone());
-                    }
-                }
-                let unsupported = match programmed {
-                    Programmed::Done(took) => {
-                        tracing::info!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            ?took,
-                            "programmed"
-                        );
-                        None
-                    }
-                    Programmed::Unsupported(reason) => {
-                        tracing::warn!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            reason,
-                            "unsupported"
-                        );
-                        Some(reason)
-                    }
-                };
+                        })
+                })?;
                 supported.push(unsupported.is_none());
-                for flows in FlowKind::ALL {
-                    results.push(RateResult {
-                        peer: peer.kind,
-                        services: set.services,
-                        backends: set.backends,
+                for &(family, flows) in &cells {
+                    results.push(RateResult::new(
+                        peer.kind,
+                        family,
+                        set,
                         flows,
-                        unsupported: unsupported.clone(),
-                        delivered_pps: None,
-                        delivered_per_cpu_second: None,
-                        offered_pps: None,
-                        delivered_fraction: None,
-                        samples: Vec::new(),
-                    });
+                        unsupported.clone(),
+                    ));
                 }
             }
-            for round in 0..plan.runs {
-                // Rotate the order so no peer always runs right after the same one.
-                for i in 0..peers.len() {
-                    let p = (i + round) % peers.len();
-                    for (f, flows) in FlowKind::ALL.iter().enumerate() {
-                        let label = format!(
-                            "rate, {} services, {} {}, run {}/{}",
-                            set.services,
-                            peers[p].kind.name(),
-                            flows.name(),
-                            round + 1,
-                            plan.runs
-                        );
-                        if supported[p] {
-                            let sample =
-                                rate::run_once(&mut generator, &peers[p], *flows, &plan.rate)?;
-                            results[p * FlowKind::ALL.len() + f].samples.push(sample);
-                        }
-                        progress.step(&label);
-                    }
-                }
-            }
+            let names: Vec<&str> = peers.iter().map(|p| p.kind.name()).collect();
+            let cell_names: Vec<String> = cells
+                .iter()
+                .map(|(family, flows)| format!("{} {}", family.name(), flows.name()))
+                .collect();
+            let rounds = Rounds {
+                layer: "rate",
+                set,
+                runs: plan.runs,
+                peers: &names,
+                supported: &supported,
+                cells: &cell_names,
+            };
+            rounds.run(&mut progress, |p, c| {
+                let (family, flows) = cells[c];
+                let sample = rate::run_once(&mut generator, &peers[p], family, flows, &plan.rate)?;
+                results[p * cells.len() + c].samples.push(sample);
+                Ok(())
+            })?;
             for r in &mut results {
                 r.finish();
             }
@@ -475,83 +539,54 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
                 })?,
             );
         }
+        let tcp_err = |peer: &TcpPeer| {
+            let name = peer.kind.name();
+            move |source| SuiteError::Tcp {
+                peer: name,
+                source: Box::new(source),
+            }
+        };
         for set in &sets {
             let mut results: Vec<TcpResult> = Vec::new();
             let mut supported = Vec::new();
             for peer in &mut peers {
-                let name = peer.kind.name();
-                let tcp_err = |source| SuiteError::Tcp {
-                    peer: name,
-                    source: Box::new(source),
-                };
-                let programmed = match slow_loads.get(&(peer.kind, set.services)) {
-                    Some(reason) => Programmed::Unsupported(reason.clone()),
-                    None => peer.program(set, plan.load_timeout()).map_err(tcp_err)?,
-                };
-                let unsupported = match programmed {
-                    Programmed::Done(took) => {
-                        tracing::info!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            ?took,
-                            "programmed for TCP"
-                        );
-                        peer.warm_up(&plan.tcp).map_err(tcp_err)?;
-                        None
-                    }
-                    Programmed::Unsupported(reason) => {
-                        tracing::warn!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            reason,
-                            "TCP not measured"
-                        );
-                        if reason.starts_with("not measured") {
-                            slow_loads.insert((peer.kind, set.services), reason.clone());
-                        }
-                        Some(reason)
-                    }
-                };
+                let unsupported = program_peer(&mut slow_loads, peer.kind, set, "TCP", || {
+                    peer.program(set, plan.load_timeout())
+                        .map_err(tcp_err(peer))
+                })?;
+                if unsupported.is_none() {
+                    peer.warm_up(&plan.tcp).map_err(tcp_err(peer))?;
+                }
                 supported.push(unsupported.is_none());
                 for load in TcpLoad::ALL {
                     results.push(TcpResult::new(peer.kind, set, load, unsupported.clone()));
                 }
             }
-            for round in 0..plan.runs {
-                for i in 0..peers.len() {
-                    let p = (i + round) % peers.len();
-                    for (l, load) in TcpLoad::ALL.iter().enumerate() {
-                        let label = format!(
-                            "tcp, {} services, {} {}, run {}/{}",
-                            set.services,
-                            peers[p].kind.name(),
-                            load.name(),
-                            round + 1,
-                            plan.runs
-                        );
-                        if supported[p] {
-                            let sample = peers[p].run_once(*load, &plan.tcp, client_cpu).map_err(
-                                |source| SuiteError::Tcp {
-                                    peer: peers[p].kind.name(),
-                                    source: Box::new(source),
-                                },
-                            )?;
-                            results[p * TcpLoad::ALL.len() + l].samples.push(sample);
-                        }
-                        progress.step(&label);
-                    }
-                }
-            }
+            let names: Vec<&str> = peers.iter().map(|p| p.kind.name()).collect();
+            let cell_names: Vec<String> =
+                TcpLoad::ALL.iter().map(|l| l.name().to_string()).collect();
+            let rounds = Rounds {
+                layer: "tcp",
+                set,
+                runs: plan.runs,
+                peers: &names,
+                supported: &supported,
+                cells: &cell_names,
+            };
+            rounds.run(&mut progress, |p, c| {
+                let sample = peers[p]
+                    .run_once(TcpLoad::ALL[c], &plan.tcp, client_cpu)
+                    .map_err(tcp_err(&peers[p]))?;
+                results[p * TcpLoad::ALL.len() + c].samples.push(sample);
+                Ok(())
+            })?;
             for r in &mut results {
                 r.finish();
             }
             tcp_results.extend(results);
         }
         for peer in &mut peers {
-            peer.stop_server().map_err(|source| SuiteError::Tcp {
-                peer: peer.kind.name(),
-                source: Box::new(source),
-            })?;
+            peer.stop_server().map_err(tcp_err(peer))?;
         }
     }
 
