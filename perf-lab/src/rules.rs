@@ -371,6 +371,7 @@ mod tests {
                 .count(),
             60
         );
-        assert!(!ipt.contains("198.") && !ipt.contains("/32 "));
+        assert!(!ipt.contains("198."));
+        assert_eq!(ipt.matches("/32 ").count(), ipt.matches("! -s 2001:db8::/32 ").count());
     }
 }
