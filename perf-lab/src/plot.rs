@@ -36,6 +36,21 @@ const COLOURS: [RGBColor; 7] = [
     RGBColor(227, 119, 194),
 ];
 
+/// One series per key (named by `name`, points from `points`), the empty ones left out.
+fn series_of<K: Copy>(
+    keys: impl IntoIterator<Item = K>,
+    name: impl Fn(K) -> &'static str,
+    points: impl Fn(K) -> Vec<(f64, f64)>,
+) -> Vec<Series> {
+    keys.into_iter()
+        .map(|k| Series {
+            name: name(k).to_string(),
+            points: points(k),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
 /// The error maker for drawing into `path`.
 fn plot_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> PlotError + '_ {
     move |e| PlotError {
@@ -262,24 +277,19 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
         .collect();
     for family in families {
         for flows in FlowKind::ALL {
-            let series: Vec<Series> = PeerKind::ALL
-                .iter()
-                .map(|&peer| Series {
-                    name: peer.name().to_string(),
-                    points: results
-                        .rate
-                        .iter()
-                        .filter(|r| r.peer == peer && r.flows == flows && r.family == family)
-                        .filter_map(|r| {
-                            Some((
-                                f64::from(r.services),
-                                r.delivered_pps.as_ref()?.median / 1e6,
-                            ))
-                        })
-                        .collect(),
-                })
-                .filter(|s| !s.points.is_empty())
-                .collect();
+            let series = series_of(PeerKind::ALL, PeerKind::name, |peer| {
+                results
+                    .rate
+                    .iter()
+                    .filter(|r| r.peer == peer && r.flows == flows && r.family == family)
+                    .filter_map(|r| {
+                        Some((
+                            f64::from(r.services),
+                            r.delivered_pps.as_ref()?.median / 1e6,
+                        ))
+                    })
+                    .collect()
+            });
             let file = rate_plot_file(family, flows);
             draw(
                 &dir.join(&file),
@@ -291,21 +301,16 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
             written.push(file);
         }
     }
-    let series: Vec<Series> = PacketClass::ALL
-        .iter()
-        .map(|&class| Series {
-            name: class.name().to_string(),
-            points: results
-                .program_cost
-                .iter()
-                .filter_map(|c| {
-                    let x = c.classes.iter().find(|x| x.class == class)?;
-                    Some((f64::from(c.services), x.over_pass_ns.median.max(0.0)))
-                })
-                .collect(),
-        })
-        .filter(|s| !s.points.is_empty())
-        .collect();
+    let series = series_of(PacketClass::ALL, PacketClass::name, |class| {
+        results
+            .program_cost
+            .iter()
+            .filter_map(|c| {
+                let x = c.classes.iter().find(|x| x.class == class)?;
+                Some((f64::from(c.services), x.over_pass_ns.median.max(0.0)))
+            })
+            .collect()
+    });
     draw(
         &dir.join("program-cost.svg"),
         "ferrolb program cost over XDP_PASS",
@@ -314,19 +319,14 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
         false,
     )?;
     written.push("program-cost.svg".to_string());
-    let series: Vec<Series> = Tool::ALL
-        .iter()
-        .map(|&tool| Series {
-            name: tool.name().to_string(),
-            points: results
-                .control_plane
-                .iter()
-                .filter(|c| c.tool == tool)
-                .filter_map(|c| Some((f64::from(c.services), c.seconds.as_ref()?.median * 1e3)))
-                .collect(),
-        })
-        .filter(|s| !s.points.is_empty())
-        .collect();
+    let series = series_of(Tool::ALL, Tool::name, |tool| {
+        results
+            .control_plane
+            .iter()
+            .filter(|c| c.tool == tool)
+            .filter_map(|c| Some((f64::from(c.services), c.seconds.as_ref()?.median * 1e3)))
+            .collect()
+    });
     draw(
         &dir.join("control-plane.svg"),
         "Programming time from empty",

@@ -307,15 +307,19 @@ mod tests {
         ServiceSet { services, backends }
     }
 
+    /// The `KUBE-SERVICES` rules that dispatch to a service chain, in order.
+    fn dispatch(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("KUBE-SVC-"))
+            .collect()
+    }
+
     #[test]
     fn iptables_has_one_dispatch_rule_per_service_with_the_target_last() {
         let text = iptables(&set(50, 3), Family::Ipv4);
-        let dispatch: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("KUBE-SVC-"))
-            .collect();
-        assert_eq!(dispatch.len(), 50);
-        assert!(dispatch.last().unwrap().contains("-d 198.19.0.49/32"));
+        let rules = dispatch(&text);
+        assert_eq!(rules.len(), 50);
+        assert!(rules.last().unwrap().contains("-d 198.19.0.49/32"));
         assert_eq!(text.matches("-j DNAT").count(), 150);
         // Probability cascade 1/3, 1/2, then unconditional.
         assert_eq!(text.matches("--probability 0.3333333333").count(), 50);
@@ -360,18 +364,18 @@ mod tests {
             assert!(!name.contains(':'), "{name}");
         }
         let ipt = iptables(&s, Family::Ipv6);
-        let dispatch: Vec<&str> = ipt
-            .lines()
-            .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("KUBE-SVC-"))
-            .collect();
-        assert_eq!(dispatch.len(), 20);
-        assert!(dispatch.last().unwrap().contains("-d 2001:db8:19::13/128"));
+        let rules = dispatch(&ipt);
+        assert_eq!(rules.len(), 20);
+        assert!(rules.last().unwrap().contains("-d 2001:db8:19::13/128"));
         assert_eq!(
             ipt.matches("-j DNAT --to-destination [2001:db8:64::")
                 .count(),
             60
         );
         assert!(!ipt.contains("198."));
-        assert_eq!(ipt.matches("/32 ").count(), ipt.matches("! -s 2001:db8::/32 ").count());
+        assert_eq!(
+            ipt.matches("/32 ").count(),
+            ipt.matches("! -s 2001:db8::/32 ").count()
+        );
     }
 }

@@ -308,48 +308,146 @@ fn program_peer(
     }
 }
 
-/// The interleaved runs of one layer at one service set: `runs` rounds, each running every
-/// peer through every cell (a family × flow kind, a TCP load), the peer order rotated every
-/// round so no peer always runs right after the same one. Unsupported peers only count
-/// their steps.
-struct Rounds<'a> {
+/// What a layer run at one service set shares with every other: where progress and
+/// stopped loads are kept, and the run's shape.
+struct LayerRun<'a> {
+    progress: &'a mut Progress,
+    slow_loads: &'a mut HashMap<(PeerKind, u32), String>,
     layer: &'static str,
-    set: &'a ServiceSet,
     runs: usize,
-    peers: &'a [&'a str],
-    supported: &'a [bool],
-    cells: &'a [String],
 }
 
-impl Rounds<'_> {
-    /// Calls `run(peer, cell)` for every supported peer and cell of every round.
-    fn run(
-        &self,
-        progress: &mut Progress,
-        mut run: impl FnMut(usize, usize) -> Result<(), SuiteError>,
-    ) -> Result<(), SuiteError> {
-        let n = self.peers.len();
+impl<'a> LayerRun<'a> {
+    fn new(
+        progress: &'a mut Progress,
+        slow_loads: &'a mut HashMap<(PeerKind, u32), String>,
+        layer: &'static str,
+        runs: usize,
+    ) -> Self {
+        Self {
+            progress,
+            slow_loads,
+            layer,
+            runs,
+        }
+    }
+
+    /// At every set of `sets`: programs every peer (`program`; its reason, if it is not measured, goes into every
+    /// one of its results), makes one result per peer and cell (`new_result`, peer-major),
+    /// then runs `runs` rounds, each running every peer through every cell (a family ×
+    /// flow kind, a TCP load) with `run`, the peer order rotated every round so no peer
+    /// always runs right after the same one. Unsupported peers only count their steps.
+    fn measure<P, C: Copy, R>(
+        &mut self,
+        sets: &[ServiceSet],
+        peers: &mut [P],
+        cells: &[(C, String)],
+        mut program: impl FnMut(&mut P, &ServiceSet) -> Result<Programmed, SuiteError>,
+        new_result: impl Fn(&P, &ServiceSet, C, Option<String>) -> R,
+        mut run: impl FnMut(&P, C) -> Result<R::Sample, SuiteError>,
+    ) -> Result<Vec<R>, SuiteError>
+    where
+        P: LayerPeer,
+        R: Cell,
+    {
+        let mut all = Vec::new();
+        for set in sets {
+            all.extend(self.measure_set(set, peers, cells, &mut program, &new_result, &mut run)?);
+        }
+        Ok(all)
+    }
+
+    /// [`Self::measure`] at one service set.
+    fn measure_set<P, C: Copy, R>(
+        &mut self,
+        set: &ServiceSet,
+        peers: &mut [P],
+        cells: &[(C, String)],
+        program: &mut impl FnMut(&mut P, &ServiceSet) -> Result<Programmed, SuiteError>,
+        new_result: &impl Fn(&P, &ServiceSet, C, Option<String>) -> R,
+        run: &mut impl FnMut(&P, C) -> Result<R::Sample, SuiteError>,
+    ) -> Result<Vec<R>, SuiteError>
+    where
+        P: LayerPeer,
+        R: Cell,
+    {
+        let mut results = Vec::new();
+        let mut supported = Vec::new();
+        for peer in peers.iter_mut() {
+            let unsupported = program_peer(self.slow_loads, peer.kind(), set, self.layer, || {
+                program(peer, set)
+            })?;
+            supported.push(unsupported.is_none());
+            for (cell, _) in cells {
+                results.push(new_result(peer, set, *cell, unsupported.clone()));
+            }
+        }
+        let n = peers.len();
         for round in 0..self.runs {
             for i in 0..n {
                 let p = (i + round) % n;
-                for (c, cell) in self.cells.iter().enumerate() {
-                    if self.supported[p] {
-                        run(p, c)?;
+                for (c, (cell, cell_name)) in cells.iter().enumerate() {
+                    if supported[p] {
+                        let sample = run(&peers[p], *cell)?;
+                        results[p * cells.len() + c].push(sample);
                     }
-                    progress.step(&format!(
-                        "{}, {} services, {} {cell}, run {}/{}",
+                    self.progress.step(&format!(
+                        "{}, {} services, {} {cell_name}, run {}/{}",
                         self.layer,
-                        self.set.services,
-                        self.peers[p],
+                        set.services,
+                        peers[p].kind().name(),
                         round + 1,
                         self.runs
                     ));
                 }
             }
         }
-        Ok(())
+        for r in &mut results {
+            r.finish();
+        }
+        Ok(results)
     }
 }
+
+/// A peer of a layer, on its own topology.
+trait LayerPeer {
+    fn kind(&self) -> PeerKind;
+}
+
+impl LayerPeer for Peer {
+    fn kind(&self) -> PeerKind {
+        self.kind
+    }
+}
+
+impl LayerPeer for TcpPeer {
+    fn kind(&self) -> PeerKind {
+        self.kind
+    }
+}
+
+/// A layer's result for one peer and cell, filled run by run.
+trait Cell {
+    type Sample;
+    fn push(&mut self, sample: Self::Sample);
+    fn finish(&mut self);
+}
+
+/// Both layers' results keep their runs in `samples` and summarise them in `finish`.
+macro_rules! cell {
+    ($($result:ty => $sample:ty),*) => {$(
+        impl Cell for $result {
+            type Sample = $sample;
+            fn push(&mut self, sample: Self::Sample) {
+                self.samples.push(sample);
+            }
+            fn finish(&mut self) {
+                <$result>::finish(self);
+            }
+        }
+    )*};
+}
+cell!(RateResult => rate::RateSample, TcpResult => tcp::TcpSample);
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -471,57 +569,41 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
             })?);
         }
         // Every peer is measured in every family on the same topology and programming.
-        let cells: Vec<(Family, FlowKind)> = plan
+        let cells: Vec<((Family, FlowKind), String)> = plan
             .families
             .iter()
             .flat_map(|&family| FlowKind::ALL.map(|flows| (family, flows)))
+            .map(|(family, flows)| {
+                (
+                    (family, flows),
+                    format!("{} {}", family.name(), flows.name()),
+                )
+            })
             .collect();
-        for set in &sets {
-            let mut results: Vec<RateResult> = Vec::new();
-            let mut supported = Vec::new();
-            for peer in &mut peers {
-                let unsupported = program_peer(&mut slow_loads, peer.kind, set, "rate", || {
-                    peer.program(set, &plan.families, plan.load_timeout())
-                        .map_err(|source| SuiteError::Peer {
-                            peer: peer.kind.name(),
-                            source: Box::new(source),
-                        })
-                })?;
-                supported.push(unsupported.is_none());
-                for &(family, flows) in &cells {
-                    results.push(RateResult::new(
-                        peer.kind,
-                        family,
-                        set,
-                        flows,
-                        unsupported.clone(),
-                    ));
-                }
-            }
-            let names: Vec<&str> = peers.iter().map(|p| p.kind.name()).collect();
-            let cell_names: Vec<String> = cells
-                .iter()
-                .map(|(family, flows)| format!("{} {}", family.name(), flows.name()))
-                .collect();
-            let rounds = Rounds {
-                layer: "rate",
-                set,
-                runs: plan.runs,
-                peers: &names,
-                supported: &supported,
-                cells: &cell_names,
-            };
-            rounds.run(&mut progress, |p, c| {
-                let (family, flows) = cells[c];
-                let sample = rate::run_once(&mut generator, &peers[p], family, flows, &plan.rate)?;
-                results[p * cells.len() + c].samples.push(sample);
-                Ok(())
-            })?;
-            for r in &mut results {
-                r.finish();
-            }
-            rates.extend(results);
-        }
+        rates = LayerRun::new(&mut progress, &mut slow_loads, "rate", plan.runs).measure(
+            &sets,
+            &mut peers,
+            &cells,
+            |peer, set| {
+                peer.program(set, &plan.families, plan.load_timeout())
+                    .map_err(|source| SuiteError::Peer {
+                        peer: peer.kind.name(),
+                        source: Box::new(source),
+                    })
+            },
+            |peer, set, (family, flows), unsupported| {
+                RateResult::new(peer.kind, family, set, flows, unsupported)
+            },
+            |peer, (family, flows)| {
+                Ok(rate::run_once(
+                    &mut generator,
+                    peer,
+                    family,
+                    flows,
+                    &plan.rate,
+                )?)
+            },
+        )?;
     }
 
     let mut tcp_results = Vec::new();
@@ -546,45 +628,29 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
                 source: Box::new(source),
             }
         };
-        for set in &sets {
-            let mut results: Vec<TcpResult> = Vec::new();
-            let mut supported = Vec::new();
-            for peer in &mut peers {
-                let unsupported = program_peer(&mut slow_loads, peer.kind, set, "TCP", || {
-                    peer.program(set, plan.load_timeout())
-                        .map_err(tcp_err(peer))
-                })?;
-                if unsupported.is_none() {
+        let cells: Vec<(TcpLoad, String)> = TcpLoad::ALL
+            .iter()
+            .map(|&load| (load, load.name().to_string()))
+            .collect();
+        tcp_results = LayerRun::new(&mut progress, &mut slow_loads, "tcp", plan.runs).measure(
+            &sets,
+            &mut peers,
+            &cells,
+            |peer, set| {
+                let programmed = peer
+                    .program(set, plan.load_timeout())
+                    .map_err(tcp_err(peer))?;
+                if let Programmed::Done(_) = programmed {
                     peer.warm_up(&plan.tcp).map_err(tcp_err(peer))?;
                 }
-                supported.push(unsupported.is_none());
-                for load in TcpLoad::ALL {
-                    results.push(TcpResult::new(peer.kind, set, load, unsupported.clone()));
-                }
-            }
-            let names: Vec<&str> = peers.iter().map(|p| p.kind.name()).collect();
-            let cell_names: Vec<String> =
-                TcpLoad::ALL.iter().map(|l| l.name().to_string()).collect();
-            let rounds = Rounds {
-                layer: "tcp",
-                set,
-                runs: plan.runs,
-                peers: &names,
-                supported: &supported,
-                cells: &cell_names,
-            };
-            rounds.run(&mut progress, |p, c| {
-                let sample = peers[p]
-                    .run_once(TcpLoad::ALL[c], &plan.tcp, client_cpu)
-                    .map_err(tcp_err(&peers[p]))?;
-                results[p * TcpLoad::ALL.len() + c].samples.push(sample);
-                Ok(())
-            })?;
-            for r in &mut results {
-                r.finish();
-            }
-            tcp_results.extend(results);
-        }
+                Ok(programmed)
+            },
+            |peer, set, load, unsupported| TcpResult::new(peer.kind, set, load, unsupported),
+            |peer, load| {
+                peer.run_once(load, &plan.tcp, client_cpu)
+                    .map_err(tcp_err(peer))
+            },
+        )?;
         for peer in &mut peers {
             peer.stop_server().map_err(tcp_err(peer))?;
         }

@@ -153,20 +153,19 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
             .iter()
             .filter(|r| r.family == family)
             .collect();
-        assert!(
-            ratios
-                .iter()
-                .any(|r| r.what.contains("ferrolb / nftables") && r.value.is_some()),
-            "{} new-flow ratio against nftables computed",
-            family.name()
-        );
-        assert!(
-            ratios
-                .iter()
-                .any(|r| r.what.contains("cost") && r.value.is_some()),
-            "{} cost targets computed",
-            family.name()
-        );
+        for what in [
+            "ferrolb / nftables",
+            "ferrolb / bpf-redirect",
+            "program cost",
+        ] {
+            assert!(
+                ratios
+                    .iter()
+                    .any(|r| r.what.contains(what) && r.value.is_some()),
+                "{} ratio {what:?} computed",
+                family.name()
+            );
+        }
     }
 
     // Program cost: every class (IPv4 and IPv6), with both baselines.
