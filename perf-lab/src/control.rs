@@ -14,7 +14,7 @@ use crate::{
     netns::{Netns, NetnsError, PinDir},
     peers::{not_measured_slow_load, PeerError, PeerKind, RulesFile},
     rules,
-    services::ServiceSet,
+    services::{Family, ServiceSet},
     stats::Summary,
 };
 
@@ -176,8 +176,8 @@ pub fn measure(
     limits: Limits,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<ControlResult>, ControlError> {
-    let nft_text = rules::nftables(set, false);
-    let ipt_text = rules::iptables(set);
+    let nft_text = rules::nftables(set, Family::Ipv4, false);
+    let ipt_text = rules::iptables(set, Family::Ipv4);
     let ops_count = planner::plan(
         &lb_daemon::planner::KernelState::new(set.ferrolb_map_sizes().maglev_slots),
         &set.desired_state(),

@@ -14,22 +14,27 @@
 //! is measured it is filled to capacity with other flows, so every new flow pays for an
 //! eviction: the steady state of a busy LB, and the pessimistic one (an empty table is
 //! cheaper). Flow-table hits cycle through 10,000 established flows, not one hot entry.
+//!
+//! IPv6 (IP6IP6 encapsulation): the maps hold the same services in IPv6 too (dual stack,
+//! as the rate layer programs them), the new-flow and hit classes are measured the same
+//! way against the IPv6 target service, in the same flow table (full, so IPv6 inserts
+//! evict too) with 10,000 IPv6 established flows of their own.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
 use etherparse::PacketBuilder;
-use lb_common::{limits, program_names, LbConfig, NextHop, CONFIG_F_READY};
+use lb_common::{limits, program_names, LbConfig, NextHop, CONFIG_F_READY, CONFIG_F_V6_READY};
 use lb_daemon::{loader, maps::LbMaps, planner};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     netns::{Netns, NetnsError, PinDir},
     programs::{self, ProgramsError},
-    services::{ServiceSet, SERVICE_PORT, SOURCE_BASE, UNUSED_PORT},
+    services::{v6_plus, Family, ServiceSet, SERVICE_PORT, SOURCE_BASE, SOURCE_BASE6, UNUSED_PORT},
     stats::Summary,
 };
 
@@ -63,6 +68,8 @@ pub enum CostError {
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const LB_ADDR: [u8; 4] = [198, 18, 1, 2];
+/// The balancer's IP6IP6 source (2001:db8:1::2).
+const LB_ADDR6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const ESTABLISHED_FLOWS: u32 = 10_000;
@@ -74,15 +81,19 @@ pub enum PacketClass {
     FlowHit,
     NotAService,
     Icmp,
+    NewFlowV6,
+    FlowHitV6,
     Ipv6,
 }
 
 impl PacketClass {
-    pub const ALL: [PacketClass; 5] = [
+    pub const ALL: [PacketClass; 7] = [
         PacketClass::NewFlow,
         PacketClass::FlowHit,
         PacketClass::NotAService,
         PacketClass::Icmp,
+        PacketClass::NewFlowV6,
+        PacketClass::FlowHitV6,
         PacketClass::Ipv6,
     ];
 
@@ -92,12 +103,32 @@ impl PacketClass {
             Self::FlowHit => "flow-table hit",
             Self::NotAService => "not a service (TCP to VIP:8080)",
             Self::Icmp => "ICMP echo to VIP",
+            Self::NewFlowV6 => "IPv6 new flow (SYN, table full: evicts)",
+            Self::FlowHitV6 => "IPv6 flow-table hit",
             Self::Ipv6 => "IPv6 TCP to no service (passed)",
         }
     }
 
+    pub fn family(self) -> Family {
+        match self {
+            Self::NewFlowV6 | Self::FlowHitV6 | Self::Ipv6 => Family::Ipv6,
+            _ => Family::Ipv4,
+        }
+    }
+
+    /// The classes measured when `families` are.
+    pub fn of(families: &[Family]) -> Vec<PacketClass> {
+        Self::ALL
+            .into_iter()
+            .filter(|c| families.contains(&c.family()))
+            .collect()
+    }
+
     fn rewrites(self) -> bool {
-        matches!(self, Self::NewFlow | Self::FlowHit)
+        matches!(
+            self,
+            Self::NewFlow | Self::FlowHit | Self::NewFlowV6 | Self::FlowHitV6
+        )
     }
 
     fn verdict(self) -> u32 {
@@ -148,11 +179,18 @@ impl From<ProgramsError> for CostError {
     }
 }
 
-fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Result<Vec<u8>, CostError> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv4(src, dst, 64)
-        .tcp(sport, dport, 1, 64_240)
-        .syn();
+fn tcp_syn(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Result<Vec<u8>, CostError> {
+    let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
+    let ip = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
+        _ => {
+            return Err(CostError::Packet(format!(
+                "{src} and {dst} differ in family"
+            )))
+        }
+    };
+    let b = ip.tcp(sport, dport, 1, 64_240).syn();
     let mut v = Vec::with_capacity(b.size(0));
     b.write(&mut v, &[])
         .map_err(|e| CostError::Packet(e.to_string()))?;
@@ -169,29 +207,28 @@ fn icmp_echo(dst: [u8; 4]) -> Result<Vec<u8>, CostError> {
     Ok(v)
 }
 
+/// TCP to an IPv6 address no service has (2001:db8::100, outside the VIP prefix).
 fn ipv6_syn() -> Result<Vec<u8>, CostError> {
-    let src: [u8; 16] = "2001:db8::10"
-        .parse::<std::net::Ipv6Addr>()
-        .expect("literal")
-        .octets();
-    let dst: [u8; 16] = "2001:db8::100"
-        .parse::<std::net::Ipv6Addr>()
-        .expect("literal")
-        .octets();
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
-        .ipv6(src, dst, 64)
-        .tcp(40_000, SERVICE_PORT, 1, 64_240)
-        .syn();
-    let mut v = Vec::new();
-    b.write(&mut v, &[])
-        .map_err(|e| CostError::Packet(e.to_string()))?;
-    Ok(v)
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+    let dst = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    tcp_syn(src.into(), 40_000, dst.into(), SERVICE_PORT)
 }
 
-/// The i-th distinct client tuple: sources from 198.18.128.0/17, ports 1024..61024.
-fn client(i: u32) -> ([u8; 4], u16) {
-    let addr = Ipv4Addr::from(u32::from(SOURCE_BASE) + (i / 60_000) % (1 << 15));
-    (addr.octets(), 1024 + (i % 60_000) as u16)
+/// The i-th distinct client tuple of `family`: sources from 198.18.128.0/17 or
+/// 2001:db8:128::/64 (the same offset), ports 1024..61024.
+fn client(family: Family, i: u32) -> (IpAddr, u16) {
+    let offset = (i / 60_000) % (1 << 15);
+    let addr = match family {
+        Family::Ipv4 => Ipv4Addr::from(u32::from(SOURCE_BASE) + offset).into(),
+        Family::Ipv6 => v6_plus(SOURCE_BASE6, offset).into(),
+    };
+    (addr, 1024 + (i % 60_000) as u16)
+}
+
+/// The SYN of the i-th client tuple of `family` to `vip`'s service port.
+fn flow_syn(family: Family, i: u32, vip: IpAddr) -> Option<Vec<u8>> {
+    let (src, sport) = client(family, i);
+    tcp_syn(src, sport, vip, SERVICE_PORT).ok()
 }
 
 struct Programs {
@@ -278,16 +315,18 @@ impl Programs {
     }
 }
 
-/// Measures every class for one service set, `runs` interleaved rounds. `progress` is
-/// called once per round.
+/// Measures every class of `families` for one service set (the maps hold the set in each
+/// of them), `runs` interleaved rounds. `progress` is called once per round.
 pub fn measure(
     set: &ServiceSet,
+    families: &[Family],
     plan: &CostPlan,
     runs: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<CostResult, CostError> {
     let pin = PinDir::new("cost");
-    let balancer = loader::load_balancer_sized(&pin.path, &set.ferrolb_map_sizes())?;
+    let balancer =
+        loader::load_balancer_sized(&pin.path, &set.ferrolb_map_sizes_for(families.len()))?;
     let mut pass = EbpfLoader::new().load(lb_daemon::objects::XDP_PASS)?;
     {
         let xdp: &mut Xdp = pass
@@ -307,14 +346,14 @@ pub fn measure(
         })?;
     }
     let mut maps = LbMaps::open(&pin.path)?;
-    let desired = set.desired_state();
+    let desired = set.desired_state_for(families);
     maps.write_config(&LbConfig {
         encap_src_v4: LB_ADDR,
         flow_hash_seed: desired.settings.flow_hash_seed,
         nexthop_ttl_ns: 1_000_000_000,
-        flags: CONFIG_F_READY,
+        flags: CONFIG_F_READY | CONFIG_F_V6_READY,
         _pad: 0,
-        encap_src_v6: [0; 16],
+        encap_src_v6: LB_ADDR6,
     })?;
     let state = maps.read_state()?;
     let (ops, state) = match planner::plan(&state, &desired) {
@@ -365,48 +404,51 @@ pub fn measure(
         programs::PARK_IFS[1],
     )?;
     let programs = Programs { balancer, pass };
-    let vip = set.vip(set.target()).octets();
+    let classes = PacketClass::of(families);
+    let vip = |family| set.vip_in(family, set.target());
 
-    // Client tuples: [0, ESTABLISHED) established, then the fill, then fresh new flows.
-    let established = |i: u32| {
-        let (src, sport) = client(i % ESTABLISHED_FLOWS);
-        tcp_syn(src, sport, vip, SERVICE_PORT)
+    // Client tuples per family: [0, ESTABLISHED) established, then (IPv4) the fill, then
+    // fresh new flows.
+    let established = |family: Family, i: u32| flow_syn(family, i % ESTABLISHED_FLOWS, vip(family));
+    let warm = |what: &'static str, family: Family| {
+        programs.single_loop(
+            true,
+            what,
+            (0..ESTABLISHED_FLOWS).filter_map(|i| established(family, i)),
+            Some(XDP_TX),
+        )
     };
-    let syn = established(0)?;
-    programs.single_loop(
-        true,
-        "warm established",
-        (0..ESTABLISHED_FLOWS).filter_map(|i| established(i).ok()),
-        Some(XDP_TX),
-    )?;
-    let mut next_new = ESTABLISHED_FLOWS;
+    let first = families.first().copied().unwrap_or(Family::Ipv4);
+    let syn = established(first, 0).ok_or_else(|| CostError::Packet("template SYN".into()))?;
+    for &family in families {
+        warm("warm established", family)?;
+    }
+    // The next fresh tuple per family.
+    let mut next_new: std::collections::BTreeMap<Family, u32> =
+        families.iter().map(|&f| (f, ESTABLISHED_FLOWS)).collect();
     if plan.fill_flow_table {
+        // One table for both families, filled with the first family's flows: the other
+        // family's inserts evict too.
         let fill = limits::DEFAULT_FLOWS;
+        let start = ESTABLISHED_FLOWS;
         programs.single_loop(
             true,
             "fill flow table",
-            (next_new..next_new + fill).filter_map(|i| {
-                let (src, sport) = client(i);
-                tcp_syn(src, sport, vip, SERVICE_PORT).ok()
-            }),
+            (start..start + fill).filter_map(|i| flow_syn(first, i, vip(first))),
             Some(XDP_TX),
         )?;
-        next_new += fill;
-        // The fill evicted part of the established set: warm it again.
-        programs.single_loop(
-            true,
-            "rewarm established",
-            (0..ESTABLISHED_FLOWS).filter_map(|i| established(i).ok()),
-            Some(XDP_TX),
-        )?;
+        next_new.insert(first, start + fill);
+        // The fill evicted part of the established sets: warm them again.
+        for &family in families {
+            warm("rewarm established", family)?;
+        }
     }
 
-    let not_service = tcp_syn(SOURCE_BASE.octets(), 40_000, vip, UNUSED_PORT)?;
-    let icmp = icmp_echo(vip)?;
+    let not_service = tcp_syn(SOURCE_BASE.into(), 40_000, vip(Family::Ipv4), UNUSED_PORT)?;
+    let icmp = icmp_echo(set.vip(set.target()).octets())?;
     let ipv6 = ipv6_syn()?;
     let n = plan.single_runs;
-    let mut samples: Vec<(Vec<f64>, Vec<f64>)> =
-        vec![(Vec::new(), Vec::new()); PacketClass::ALL.len()];
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); classes.len()];
     let (mut pass_repeat, mut pass_single) = (Vec::new(), Vec::new());
     let mut hit_cursor = 0u32;
     for round in 0..runs {
@@ -415,31 +457,29 @@ pub fn measure(
         let base_repeat = programs.repeated(false, "pass", &syn, plan.repeat, XDP_PASS)?;
         pass_single.push(base_single);
         pass_repeat.push(base_repeat);
-        for (k, class) in PacketClass::ALL.iter().enumerate() {
+        // Both families' hit classes walk the same stretch of their established sets.
+        let hits = hit_cursor;
+        hit_cursor = hit_cursor.wrapping_add(n);
+        for (k, class) in classes.iter().enumerate() {
+            let family = class.family();
             let ns = match class {
-                PacketClass::NewFlow => {
-                    let start = next_new;
-                    next_new += n;
+                PacketClass::NewFlow | PacketClass::NewFlowV6 => {
+                    let next = next_new.entry(family).or_insert(ESTABLISHED_FLOWS);
+                    let start = *next;
+                    *next += n;
                     programs.single_loop(
                         true,
                         "new flow",
-                        (start..start + n).filter_map(|i| {
-                            let (src, sport) = client(i);
-                            tcp_syn(src, sport, vip, SERVICE_PORT).ok()
-                        }),
+                        (start..start + n).filter_map(|i| flow_syn(family, i, vip(family))),
                         Some(class.verdict()),
                     )?
                 }
-                PacketClass::FlowHit => {
-                    let start = hit_cursor;
-                    hit_cursor = hit_cursor.wrapping_add(n);
-                    programs.single_loop(
-                        true,
-                        "flow hit",
-                        (start..start + n).filter_map(|i| established(i).ok()),
-                        Some(class.verdict()),
-                    )?
-                }
+                PacketClass::FlowHit | PacketClass::FlowHitV6 => programs.single_loop(
+                    true,
+                    "flow hit",
+                    (hits..hits + n).filter_map(|i| established(family, i)),
+                    Some(class.verdict()),
+                )?,
                 PacketClass::NotAService => {
                     programs.repeated(true, "not a service", &not_service, plan.repeat, XDP_PASS)?
                 }
@@ -460,7 +500,7 @@ pub fn measure(
         }
         progress(round + 1);
     }
-    let classes = PacketClass::ALL
+    let classes = classes
         .iter()
         .zip(samples)
         .filter_map(|(class, (ns, over))| {

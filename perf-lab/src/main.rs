@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use perf_lab::{
     peers::PeerKind,
+    services::Family,
     suite::{self, Plan},
 };
 
@@ -35,6 +36,9 @@ struct Options {
     /// iptables-nft, ferrolb-dsr).
     #[arg(long, value_delimiter = ',')]
     peers: Option<Vec<String>>,
+    /// Address families of the rate and cost layers, comma separated (default 4,6).
+    #[arg(long, value_delimiter = ',')]
+    families: Option<Vec<u8>>,
     #[arg(long)]
     skip_cost: bool,
     #[arg(long)]
@@ -83,6 +87,19 @@ fn apply(mut plan: Plan, o: &Options) -> anyhow::Result<Plan> {
             .iter()
             .map(|p| peer_by_name(p))
             .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(families) = &o.families {
+        let mut chosen = Vec::new();
+        for &n in families {
+            let family =
+                Family::from_number(n).with_context(|| format!("unknown family {n} (4 or 6)"))?;
+            if !chosen.contains(&family) {
+                chosen.push(family);
+            }
+        }
+        anyhow::ensure!(!chosen.is_empty(), "--families needs 4, 6 or both");
+        chosen.sort();
+        plan.families = chosen;
     }
     plan.layers.cost &= !o.skip_cost;
     plan.layers.rate &= !o.skip_rate;

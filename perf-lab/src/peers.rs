@@ -2,12 +2,13 @@
 //! and programmed for a service set.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use aya::Ebpf;
-use lb_common::{program_names, LbConfig, CONFIG_F_READY};
+use lb_common::{program_names, LbConfig, CONFIG_F_READY, CONFIG_F_V6_READY};
 use lb_daemon::{
     loader,
     maps::LbMaps,
@@ -20,8 +21,8 @@ use crate::{
     objects::layout::RedirectConfig,
     programs::{self, ProgramsError, Sink},
     rules,
-    services::{ServiceSet, ENDPOINT_BASE, SERVICE_PORT},
-    topology::{Topology, DUT_IN, DUT_OUT_ADDR, SINK_IF},
+    services::{Family, ServiceSet, SERVICE_PORT},
+    topology::{Topology, DUT_IN, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +101,13 @@ impl PeerKind {
         )
     }
 
-    pub fn restore_command(self) -> Option<&'static str> {
-        match self {
-            Self::IptablesLegacy => Some("iptables-legacy-restore"),
-            Self::IptablesNft => Some("iptables-nft-restore"),
+    /// The restore tool for `family` (kube-proxy's IPv6 proxier uses ip6tables).
+    pub fn restore_command(self, family: Family) -> Option<&'static str> {
+        match (self, family) {
+            (Self::IptablesLegacy, Family::Ipv4) => Some("iptables-legacy-restore"),
+            (Self::IptablesLegacy, Family::Ipv6) => Some("ip6tables-legacy-restore"),
+            (Self::IptablesNft, Family::Ipv4) => Some("iptables-nft-restore"),
+            (Self::IptablesNft, Family::Ipv6) => Some("ip6tables-nft-restore"),
             _ => None,
         }
     }
@@ -130,19 +134,25 @@ struct Ferrolb {
 pub struct Datapath {
     pub kind: PeerKind,
     ferrolb: Option<Ferrolb>,
+    /// The families the last `program` wrote rules for.
+    families: Vec<Family>,
     _prog: Option<Ebpf>,
 }
 
 impl Datapath {
     /// Attaches the peer's XDP program to `ingress` in `dut`. `redirect` is where the
     /// bpf-redirect ceiling sends frames (it has no other meaning); `pin_role` names
-    /// ferrolb's pin directory so two topologies never share maps.
+    /// ferrolb's pin directory so two topologies never share maps; `encap_src_v6` is
+    /// ferrolb's IP6IP6 source (IPv6 services are forwarded only with it) and `families`
+    /// how many service sets at once its maps must hold.
     pub fn install(
         kind: PeerKind,
         dut: &Netns,
         ingress: &str,
         redirect: Option<RedirectConfig>,
         pin_role: &str,
+        encap_src_v6: Option<[u8; 16]>,
+        families: usize,
     ) -> Result<Self, PeerError> {
         let mut ferrolb = None;
         let prog = match kind {
@@ -157,17 +167,22 @@ impl Datapath {
                     services: 30_000,
                     backends: 3,
                 };
-                let mut ebpf =
-                    loader::load_balancer_sized(&pin.path, &largest.ferrolb_map_sizes())?;
+                let mut ebpf = loader::load_balancer_sized(
+                    &pin.path,
+                    &largest.ferrolb_map_sizes_for(families),
+                )?;
                 programs::attach_loaded(dut, &mut ebpf, program_names::XDP_BALANCER, ingress)?;
                 let mut maps = LbMaps::open(&pin.path)?;
                 maps.write_config(&LbConfig {
                     encap_src_v4: DUT_OUT_ADDR,
                     flow_hash_seed: lb_daemon::model::Settings::default().flow_hash_seed,
                     nexthop_ttl_ns: 1_000_000_000,
-                    flags: CONFIG_F_READY,
+                    flags: match encap_src_v6 {
+                        Some(_) => CONFIG_F_READY | CONFIG_F_V6_READY,
+                        None => CONFIG_F_READY,
+                    },
                     _pad: 0,
-                    encap_src_v6: [0; 16],
+                    encap_src_v6: encap_src_v6.unwrap_or([0; 16]),
                 })?;
                 let state = maps.read_state()?;
                 ferrolb = Some(Ferrolb {
@@ -191,33 +206,54 @@ impl Datapath {
         Ok(Self {
             kind,
             ferrolb,
+            families: Vec::new(),
             _prog: prog,
         })
     }
 
-    /// Programs `set` into the datapath. A netfilter load still running after
-    /// `load_timeout` is stopped and reported as not measured (`Programmed::Unsupported`).
+    /// Programs `set` in every family of `families` into the datapath (dual stack: the
+    /// netfilter peers load one rule set per family, each in its own load, as kube-proxy's
+    /// per-family proxiers do; ferrolb holds both families' services in its maps). A
+    /// netfilter load still running after `load_timeout` is stopped and reported as not
+    /// measured (`Programmed::Unsupported`).
     pub fn program(
         &mut self,
         dut: &Netns,
         set: &ServiceSet,
+        families: &[Family],
         load_timeout: Duration,
     ) -> Result<Programmed, PeerError> {
         let started = Instant::now();
+        self.families = families.to_vec();
         let loaded = match self.kind {
             PeerKind::BpfRedirect | PeerKind::Forward => Ok(String::new()),
-            PeerKind::Nftables => {
-                let file = RulesFile::write("nft", &rules::nftables(set, true))?;
-                dut.exec_timeout("nft", &["-f", &file.path.to_string_lossy()], load_timeout)
-            }
-            PeerKind::IptablesLegacy | PeerKind::IptablesNft => {
-                let file = RulesFile::write(self.kind.tag(), &rules::iptables(set))?;
-                let cmd = self.kind.restore_command().expect("iptables peer");
-                dut.exec_timeout(cmd, &[&file.path.to_string_lossy()], load_timeout)
+            PeerKind::Nftables | PeerKind::IptablesLegacy | PeerKind::IptablesNft => {
+                let mut loaded = Ok(String::new());
+                for &family in families {
+                    let (cmd, text) = match self.kind.restore_command(family) {
+                        Some(cmd) => (cmd, rules::iptables(set, family)),
+                        None => ("nft", rules::nftables(set, family, true)),
+                    };
+                    let file = RulesFile::write(
+                        &format!("{}{}", self.kind.tag(), family.number()),
+                        &text,
+                    )?;
+                    let path = file.path.to_string_lossy().into_owned();
+                    let args: &[&str] = if cmd == "nft" {
+                        &["-f", &path]
+                    } else {
+                        &[&path]
+                    };
+                    loaded = dut.exec_timeout(cmd, args, load_timeout);
+                    if loaded.is_err() {
+                        break;
+                    }
+                }
+                loaded
             }
             PeerKind::FerrolbDsr => {
                 let flb = self.ferrolb.as_mut().expect("ferrolb peer");
-                match planner::plan(&flb.state, &set.desired_state()) {
+                match planner::plan(&flb.state, &set.desired_state_for(families)) {
                     Ok((ops, next)) => {
                         flb.maps.apply(&ops)?;
                         flb.state = next;
@@ -249,7 +285,12 @@ impl Datapath {
     pub fn flush_state(&self, dut: &Netns) {
         if self.kind.uses_conntrack() {
             // conntrack exits 1 when there was nothing to flush; that is not an error.
-            let _ = dut.exec("conntrack", &["-F"]);
+            for family in &self.families {
+                let _ = match family {
+                    Family::Ipv4 => dut.exec("conntrack", &["-F"]),
+                    Family::Ipv6 => dut.exec("conntrack", &["-F", "-f", "ipv6"]),
+                };
+            }
         }
     }
 
@@ -293,8 +334,8 @@ pub struct Peer {
     pub kind: PeerKind,
     pub topo: Topology,
     pub sink: Sink,
-    /// The frame the generator sends for the current service set.
-    pub frame: Vec<u8>,
+    /// The frame the generator sends for the current service set, per family.
+    pub frames: BTreeMap<Family, Vec<u8>>,
     pub datapath: Datapath,
 }
 
@@ -325,7 +366,9 @@ impl Drop for RulesFile {
 }
 
 impl Peer {
-    pub fn create(kind: PeerKind) -> Result<Self, PeerError> {
+    /// Sets the peer up on its own topology (both families configured); its datapath will
+    /// hold `families` service sets at once.
+    pub fn create(kind: PeerKind, families: usize) -> Result<Self, PeerError> {
         let topo = Topology::create(kind.tag())?;
         let sink = Sink::attach(&topo.sink, SINK_IF)?;
         let redirect = RedirectConfig {
@@ -333,28 +376,43 @@ impl Peer {
             dst_mac: topo.sink_mac,
             src_mac: topo.out_mac,
         };
-        let datapath = Datapath::install(kind, &topo.dut, DUT_IN, Some(redirect), "flb")?;
+        let datapath = Datapath::install(
+            kind,
+            &topo.dut,
+            DUT_IN,
+            Some(redirect),
+            "flb",
+            Some(DUT_OUT_ADDR6),
+            families,
+        )?;
         Ok(Self {
             kind,
-            frame: Vec::new(),
+            frames: BTreeMap::new(),
             topo,
             sink,
             datapath,
         })
     }
 
-    /// Programs the peer for `set` and points the generator at the last service.
+    /// Programs the peer for `set` in `families` and points the generator at the last
+    /// service of each family.
     pub fn program(
         &mut self,
         set: &ServiceSet,
+        families: &[Family],
         load_timeout: Duration,
     ) -> Result<Programmed, PeerError> {
-        let dst = match self.kind {
-            PeerKind::Forward => ENDPOINT_BASE.octets(),
-            _ => set.vip(set.target()).octets(),
-        };
-        self.frame = programs::template(self.topo.gen_mac, self.topo.in_mac, dst, SERVICE_PORT)?;
-        self.datapath.program(&self.topo.dut, set, load_timeout)
+        self.frames.clear();
+        for &family in families {
+            let dst = match self.kind {
+                PeerKind::Forward => ServiceSet::first_endpoint(family),
+                _ => set.vip_in(family, set.target()),
+            };
+            let frame = programs::template(self.topo.gen_mac, self.topo.in_mac, dst, SERVICE_PORT)?;
+            self.frames.insert(family, frame);
+        }
+        self.datapath
+            .program(&self.topo.dut, set, families, load_timeout)
     }
 
     pub fn flush_state(&self) -> Result<(), PeerError> {

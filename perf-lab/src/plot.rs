@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
+use plotters::{coord::ranged1d::Ranged, prelude::*};
 
 use crate::{
     control::Tool,
@@ -10,6 +10,7 @@ use crate::{
     peers::PeerKind,
     rate::FlowKind,
     report::Results,
+    services::Family,
     tcp::{TcpLoad, PERCENTILES},
 };
 
@@ -25,14 +26,73 @@ struct Series {
     points: Vec<(f64, f64)>,
 }
 
-const COLOURS: [RGBColor; 6] = [
+const COLOURS: [RGBColor; 7] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
 ];
+
+/// One series per key (named by `name`, points from `points`), the empty ones left out.
+fn series_of<K: Copy>(
+    keys: impl IntoIterator<Item = K>,
+    name: impl Fn(K) -> &'static str,
+    points: impl Fn(K) -> Vec<(f64, f64)>,
+) -> Vec<Series> {
+    keys.into_iter()
+        .map(|k| Series {
+            name: name(k).to_string(),
+            points: points(k),
+        })
+        .filter(|s| !s.points.is_empty())
+        .collect()
+}
+
+/// The error maker for drawing into `path`.
+fn plot_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> PlotError + '_ {
+    move |e| PlotError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Draws every series as a line with dots, one colour each, and the legend at `legend`.
+fn lines_and_legend<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    series: &[Series],
+    legend: SeriesLabelPosition,
+    err: &dyn Fn(&dyn std::fmt::Display) -> PlotError,
+) -> Result<(), PlotError>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, s) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+            });
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(legend)
+        .draw()
+        .map_err(|e| err(&e))?;
+    Ok(())
+}
 
 fn draw(
     path: &Path,
@@ -41,10 +101,7 @@ fn draw(
     series: &[Series],
     log_y: bool,
 ) -> Result<(), PlotError> {
-    let err = |e: &dyn std::fmt::Display| PlotError {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
+    let err = plot_err(path);
     let points: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
@@ -80,26 +137,7 @@ fn draw(
                 .y_desc(y_label)
                 .draw()
                 .map_err(|e| err(&e))?;
-            for (i, s) in series.iter().enumerate() {
-                let colour = COLOURS[i % COLOURS.len()];
-                chart
-                    .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
-                    .map_err(|e| err(&e))?
-                    .label(s.name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                    .map_err(|e| err(&e))?;
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(|e| err(&e))?;
+            lines_and_legend(&mut chart, series, SeriesLabelPosition::UpperRight, &err)?;
         }};
     }
     let mut builder = ChartBuilder::on(&root);
@@ -133,10 +171,7 @@ fn draw(
 /// peer. The percentiles sit at equal steps (p50, p90, p99, p99.9: one more nine each), the
 /// latency axis is logarithmic because tails are orders of magnitude above medians.
 fn draw_percentiles(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
-    let err = |e: &dyn std::fmt::Display| PlotError {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
+    let err = plot_err(path);
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let y_max = ys.clone().fold(0.0, f64::max).max(1.0);
     let y_min = ys.filter(|y| *y > 0.0).fold(f64::INFINITY, f64::min);
@@ -174,26 +209,7 @@ fn draw_percentiles(path: &Path, title: &str, series: &[Series]) -> Result<(), P
         .y_desc("µs (log scale)")
         .draw()
         .map_err(|e| err(&e))?;
-    for (i, s) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        chart
-            .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-            });
-        chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-            .map_err(|e| err(&e))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| err(&e))?;
+    lines_and_legend(&mut chart, series, SeriesLabelPosition::UpperLeft, &err)?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
@@ -241,55 +257,60 @@ fn write_tcp(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
     Ok(written)
 }
 
+/// The rate plot of `family` and `flows`: `rate-new-ipv4.svg`, `rate-established-ipv6.svg`, ...
+pub fn rate_plot_file(family: Family, flows: FlowKind) -> String {
+    let flows = match flows {
+        FlowKind::New => "new",
+        FlowKind::Established => "established",
+    };
+    format!("rate-{flows}-ipv{}.svg", family.number())
+}
+
 /// Writes every plot into `dir`; returns the file names.
 pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
     let mut written = Vec::new();
-    for (flows, file) in [
-        (FlowKind::New, "rate-new.svg"),
-        (FlowKind::Established, "rate-established.svg"),
-    ] {
-        let series: Vec<Series> = PeerKind::ALL
-            .iter()
-            .map(|&peer| Series {
-                name: peer.name().to_string(),
-                points: results
+    // One plot per family and flow kind (a peer keeps its colour across them), so each
+    // stays at six lines.
+    let families: Vec<Family> = Family::ALL
+        .into_iter()
+        .filter(|&f| results.rate.iter().any(|r| r.family == f))
+        .collect();
+    for family in families {
+        for flows in FlowKind::ALL {
+            let series = series_of(PeerKind::ALL, PeerKind::name, |peer| {
+                results
                     .rate
                     .iter()
-                    .filter(|r| r.peer == peer && r.flows == flows)
+                    .filter(|r| r.peer == peer && r.flows == flows && r.family == family)
                     .filter_map(|r| {
                         Some((
                             f64::from(r.services),
                             r.delivered_pps.as_ref()?.median / 1e6,
                         ))
                     })
-                    .collect(),
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect();
-        draw(
-            &dir.join(file),
-            &format!("Delivered packet rate, {}", flows.name()),
-            "Mpps delivered",
-            &series,
-            false,
-        )?;
-        written.push(file.to_string());
+                    .collect()
+            });
+            let file = rate_plot_file(family, flows);
+            draw(
+                &dir.join(&file),
+                &format!("Delivered packet rate, {}, {}", family.name(), flows.name()),
+                "Mpps delivered",
+                &series,
+                false,
+            )?;
+            written.push(file);
+        }
     }
-    let series: Vec<Series> = PacketClass::ALL
-        .iter()
-        .map(|&class| Series {
-            name: class.name().to_string(),
-            points: results
-                .program_cost
-                .iter()
-                .filter_map(|c| {
-                    let x = c.classes.iter().find(|x| x.class == class)?;
-                    Some((f64::from(c.services), x.over_pass_ns.median.max(0.0)))
-                })
-                .collect(),
-        })
-        .filter(|s| !s.points.is_empty())
-        .collect();
+    let series = series_of(PacketClass::ALL, PacketClass::name, |class| {
+        results
+            .program_cost
+            .iter()
+            .filter_map(|c| {
+                let x = c.classes.iter().find(|x| x.class == class)?;
+                Some((f64::from(c.services), x.over_pass_ns.median.max(0.0)))
+            })
+            .collect()
+    });
     draw(
         &dir.join("program-cost.svg"),
         "ferrolb program cost over XDP_PASS",
@@ -298,19 +319,14 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
         false,
     )?;
     written.push("program-cost.svg".to_string());
-    let series: Vec<Series> = Tool::ALL
-        .iter()
-        .map(|&tool| Series {
-            name: tool.name().to_string(),
-            points: results
-                .control_plane
-                .iter()
-                .filter(|c| c.tool == tool)
-                .filter_map(|c| Some((f64::from(c.services), c.seconds.as_ref()?.median * 1e3)))
-                .collect(),
-        })
-        .filter(|s| !s.points.is_empty())
-        .collect();
+    let series = series_of(Tool::ALL, Tool::name, |tool| {
+        results
+            .control_plane
+            .iter()
+            .filter(|c| c.tool == tool)
+            .filter_map(|c| Some((f64::from(c.services), c.seconds.as_ref()?.median * 1e3)))
+            .collect()
+    });
     draw(
         &dir.join("control-plane.svg"),
         "Programming time from empty",

@@ -48,6 +48,8 @@ pub fn check(need_netfilter: bool, need_tcp: bool) -> Result<(), PreflightError>
             ("nft", &["--version"][..], "nftables"),
             ("iptables-legacy-restore", &["--version"][..], "iptables"),
             ("iptables-nft-restore", &["--version"][..], "iptables"),
+            ("ip6tables-legacy-restore", &["--version"][..], "iptables"),
+            ("ip6tables-nft-restore", &["--version"][..], "iptables"),
             ("conntrack", &["--version"][..], "conntrack"),
         ] {
             if !have(tool, args) {

@@ -1,7 +1,10 @@
 //! Loading and driving perf-lab's own programs: the live-frame generator, the redirect
 //! ceiling, the counting sink, and the XDP_PASS program veth needs on receiving sides.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use aya::{
     maps::{Array, MapData, PerCpuArray},
@@ -14,14 +17,15 @@ use crate::{
     netns::{Netns, NetnsError},
     objects::{
         layout::{
-            GenConfig, GenTemplate, RedirectConfig, GEN_FIXED, GEN_NEW_FLOWS, GEN_REPLAY,
-            MAP_COUNT, MAP_GEN_CONFIG, MAP_GEN_SEQ, MAP_GEN_TEMPLATE, MAP_REDIRECT_CONFIG,
-            OFF_IP_CSUM, OFF_IP_SADDR, OFF_TCP_CSUM, OFF_TCP_SPORT, PROG_COUNT, PROG_GEN,
-            PROG_REDIRECT, TEMPLATE_LEN,
+            GenConfig, GenTemplate, RedirectConfig, COUNT_FRAMES, COUNT_IGNORED, GEN_FAMILY_V4,
+            GEN_FAMILY_V6, GEN_FIXED, GEN_NEW_FLOWS, GEN_REPLAY, MAP_COUNT, MAP_GEN_CONFIG,
+            MAP_GEN_SEQ, MAP_GEN_TEMPLATE, MAP_REDIRECT_CONFIG, OFF_IP6_SADDR_LOW, OFF_IP_CSUM,
+            OFF_IP_SADDR, OFF_TCP6_CSUM, OFF_TCP6_SPORT, OFF_TCP_CSUM, OFF_TCP_SPORT, PROG_COUNT,
+            PROG_GEN, PROG_REDIRECT, TEMPLATE_LEN, TEMPLATE_LEN_V6, TEMPLATE_MAX,
         },
         PERF_PROGRAMS,
     },
-    services::{SOURCE_BASE, SOURCE_COUNT},
+    services::{SOURCE_BASE, SOURCE_BASE6, SOURCE_COUNT},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -159,10 +163,20 @@ impl Sink {
         })
     }
 
+    fn slot(&self, index: u32) -> Result<u64, ProgramsError> {
+        let values = self.counts.get(&index, 0).map_err(map_err(MAP_COUNT))?;
+        Ok(values.iter().sum())
+    }
+
     /// Frames delivered so far, all CPUs.
     pub fn frames(&self) -> Result<u64, ProgramsError> {
-        let values = self.counts.get(&0, 0).map_err(map_err(MAP_COUNT))?;
-        Ok(values.iter().sum())
+        self.slot(COUNT_FRAMES)
+    }
+
+    /// IPv6 control frames (neighbour discovery, MLD) the DUT's stack sent, not counted as
+    /// delivered.
+    pub fn ignored(&self) -> Result<u64, ProgramsError> {
+        self.slot(COUNT_IGNORED)
     }
 }
 
@@ -208,28 +222,83 @@ pub struct Generator {
     cpu: usize,
 }
 
-/// A SYN from the first generator source to `dst:dport`, with valid checksums, padded to
-/// the Ethernet minimum.
+/// A SYN from the first generator source of `dst`'s family to `dst:dport`, with valid
+/// checksums; an IPv4 frame is padded to the Ethernet minimum (60 bytes), an IPv6 one is
+/// 74 bytes of headers.
 pub fn template(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    dst: [u8; 4],
+    dst: IpAddr,
     dport: u16,
 ) -> Result<Vec<u8>, ProgramsError> {
-    let builder = PacketBuilder::ethernet2(src_mac, dst_mac)
-        .ipv4(SOURCE_BASE.octets(), dst, 64)
-        .tcp(PORT_BASE as u16, dport, 1, 64_240)
-        .syn();
+    let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
+    let (builder, len) = match dst {
+        IpAddr::V4(dst) => (
+            eth.ipv4(SOURCE_BASE.octets(), dst.octets(), 64),
+            TEMPLATE_LEN,
+        ),
+        IpAddr::V6(dst) => (
+            eth.ipv6(SOURCE_BASE6.octets(), dst.octets(), 64),
+            TEMPLATE_LEN_V6,
+        ),
+    };
+    let builder = builder.tcp(PORT_BASE as u16, dport, 1, 64_240).syn();
     let mut frame = Vec::with_capacity(builder.size(0));
     builder
         .write(&mut frame, &[])
         .map_err(|e| ProgramsError::Template(e.to_string()))?;
-    frame.resize(TEMPLATE_LEN, 0);
+    if frame.len() > len {
+        return Err(ProgramsError::Template(format!(
+            "{} bytes of headers, the generator takes {len}",
+            frame.len()
+        )));
+    }
+    frame.resize(len, 0);
     Ok(frame)
 }
 
 fn be16(frame: &[u8], off: usize) -> u32 {
     u32::from(u16::from_be_bytes([frame[off], frame[off + 1]]))
+}
+
+fn be32(frame: &[u8], off: usize) -> u32 {
+    u32::from_be_bytes([frame[off], frame[off + 1], frame[off + 2], frame[off + 3]])
+}
+
+/// The generator's view of a template: its family and what it patches, read from the
+/// frame (the family from its length, which `template` fixes per family).
+fn template_config(frame: &[u8]) -> Result<GenConfig, ProgramsError> {
+    let base = GenConfig {
+        src_count: SOURCE_COUNT,
+        port_base: PORT_BASE,
+        port_count: PORT_COUNT,
+        ..Default::default()
+    };
+    match frame.len() {
+        TEMPLATE_LEN => Ok(GenConfig {
+            family: GEN_FAMILY_V4,
+            src_base: u32::from(SOURCE_BASE),
+            tmpl_saddr: be32(frame, OFF_IP_SADDR),
+            tmpl_sport: be16(frame, OFF_TCP_SPORT),
+            tmpl_ip_csum: be16(frame, OFF_IP_CSUM),
+            tmpl_tcp_csum: be16(frame, OFF_TCP_CSUM),
+            ..base
+        }),
+        TEMPLATE_LEN_V6 => Ok(GenConfig {
+            family: GEN_FAMILY_V6,
+            // The low 32 bits of the source vary; the base's are those of SOURCE_BASE6.
+            src_base: u128::from(SOURCE_BASE6) as u32,
+            tmpl_saddr: be32(frame, OFF_IP6_SADDR_LOW),
+            tmpl_sport: be16(frame, OFF_TCP6_SPORT),
+            tmpl_ip_csum: 0,
+            tmpl_tcp_csum: be16(frame, OFF_TCP6_CSUM),
+            ..base
+        }),
+        n => Err(ProgramsError::Template(format!(
+            "frame is {n} bytes, the generator takes {TEMPLATE_LEN} (IPv4) or \
+             {TEMPLATE_LEN_V6} (IPv6)"
+        ))),
+    }
 }
 
 impl Generator {
@@ -257,32 +326,13 @@ impl Generator {
             Some(Flows::New) => (GEN_NEW_FLOWS, 0),
             Some(Flows::Established { flows }) => (GEN_REPLAY, flows),
         };
-        let saddr = u32::from_be_bytes([
-            frame[OFF_IP_SADDR],
-            frame[OFF_IP_SADDR + 1],
-            frame[OFF_IP_SADDR + 2],
-            frame[OFF_IP_SADDR + 3],
-        ]);
         let config = GenConfig {
             mode,
             flows: count,
-            src_base: u32::from(SOURCE_BASE),
-            src_count: SOURCE_COUNT,
-            port_base: PORT_BASE,
-            port_count: PORT_COUNT,
-            tmpl_saddr: saddr,
-            tmpl_sport: be16(frame, OFF_TCP_SPORT),
-            tmpl_ip_csum: be16(frame, OFF_IP_CSUM),
-            tmpl_tcp_csum: be16(frame, OFF_TCP_CSUM),
+            ..template_config(frame)?
         };
-        let mut bytes = [0u8; TEMPLATE_LEN];
-        if frame.len() != TEMPLATE_LEN {
-            return Err(ProgramsError::Template(format!(
-                "frame is {} bytes, the generator takes {TEMPLATE_LEN}",
-                frame.len()
-            )));
-        }
-        bytes.copy_from_slice(frame);
+        let mut bytes = [0u8; TEMPLATE_MAX];
+        bytes[..frame.len()].copy_from_slice(frame);
         let map = self
             .ebpf
             .map_mut(MAP_GEN_TEMPLATE)

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     peers::{Peer, PeerError, PeerKind},
     programs::{Flows, Generator, ProgramsError},
+    services::Family,
     stats::Summary,
 };
 
@@ -17,6 +18,11 @@ pub enum RateError {
     Peer(#[from] PeerError),
     #[error(transparent)]
     Programs(#[from] ProgramsError),
+    #[error("{peer} has no {family} frame: it was not programmed for {family}")]
+    NoFrame {
+        peer: &'static str,
+        family: &'static str,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -90,6 +96,7 @@ impl RateSample {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RateResult {
     pub peer: PeerKind,
+    pub family: Family,
     pub services: u32,
     pub backends: u32,
     pub flows: FlowKind,
@@ -102,6 +109,29 @@ pub struct RateResult {
 }
 
 impl RateResult {
+    /// A cell with no runs yet; `unsupported` says why it will get none.
+    pub fn new(
+        peer: PeerKind,
+        family: Family,
+        set: &crate::services::ServiceSet,
+        flows: FlowKind,
+        unsupported: Option<String>,
+    ) -> Self {
+        Self {
+            peer,
+            family,
+            services: set.services,
+            backends: set.backends,
+            flows,
+            unsupported,
+            delivered_pps: None,
+            delivered_per_cpu_second: None,
+            offered_pps: None,
+            delivered_fraction: None,
+            samples: Vec::new(),
+        }
+    }
+
     pub fn finish(&mut self) {
         let of = |f: fn(&RateSample) -> f64| {
             Summary::of(&self.samples.iter().map(f).collect::<Vec<_>>())
@@ -117,14 +147,19 @@ impl RateResult {
 /// this time; the rate uses the generator's time only.
 const DRAIN: Duration = Duration::from_millis(30);
 
-/// One run of one peer.
+/// One run of one peer in one family.
 pub fn run_once(
     generator: &mut Generator,
     peer: &Peer,
+    family: Family,
     flows: FlowKind,
     plan: &RatePlan,
 ) -> Result<RateSample, RateError> {
     let topo = &peer.topo;
+    let frame = peer.frames.get(&family).ok_or(RateError::NoFrame {
+        peer: peer.kind.name(),
+        family: family.name(),
+    })?;
     let budget = Duration::from_secs_f64(plan.seconds);
     peer.flush_state()?;
     let kind = match flows {
@@ -137,7 +172,7 @@ pub fn run_once(
             generator.burst(
                 &topo.src,
                 topo.gen_ifindex,
-                &peer.frame,
+                frame,
                 set,
                 budget,
                 u64::from(plan.established_flows) * 2,
@@ -151,7 +186,7 @@ pub fn run_once(
     let burst = generator.burst(
         &topo.src,
         topo.gen_ifindex,
-        &peer.frame,
+        frame,
         kind,
         budget,
         plan.max_frames,
@@ -164,7 +199,9 @@ pub fn run_once(
     };
     tracing::debug!(
         peer = peer.kind.name(),
+        family = family.name(),
         reasons = ?peer.datapath_reasons(),
+        ipv6_control_frames_at_sink = peer.sink.ignored().unwrap_or(0),
         "after run"
     );
     Ok(RateSample {

@@ -9,6 +9,7 @@ use crate::{
     cost::{CostPlan, CostResult, PacketClass},
     peers::PeerKind,
     rate::{FlowKind, RatePlan, RateResult},
+    services::Family,
     stats::Summary,
     tcp::{TcpLoad, TcpPlan, TcpResult, PERCENTILES},
 };
@@ -23,6 +24,8 @@ pub struct Meta {
     pub generator_cpu: usize,
     pub runs: usize,
     pub service_counts: Vec<u32>,
+    /// Families of the rate and cost layers.
+    pub families: Vec<Family>,
     pub backends_per_service: u32,
     pub rate_plan: RatePlan,
     pub cost_plan: CostPlan,
@@ -33,6 +36,8 @@ pub struct Meta {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub what: String,
+    /// The family the ratio's figures were measured in.
+    pub family: Family,
     pub services: u32,
     pub value: Option<f64>,
     pub target: String,
@@ -75,17 +80,28 @@ impl Metric {
     }
 }
 
+/// The rate result of one cell, if it was measured.
+fn rate_cell(
+    results: &Results,
+    peer: PeerKind,
+    family: Family,
+    services: u32,
+    flows: FlowKind,
+) -> Option<&RateResult> {
+    results.rate.iter().find(|r| {
+        r.peer == peer && r.family == family && r.services == services && r.flows == flows
+    })
+}
+
 fn median_rate(
     results: &Results,
     metric: Metric,
     peer: PeerKind,
+    family: Family,
     services: u32,
     flows: FlowKind,
 ) -> Option<f64> {
-    results
-        .rate
-        .iter()
-        .find(|r| r.peer == peer && r.services == services && r.flows == flows)
+    rate_cell(results, peer, family, services, flows)
         .and_then(|r| metric.of(r))
         .map(|s| s.median)
 }
@@ -101,25 +117,40 @@ fn class_cost(results: &Results, services: u32, class: PacketClass) -> Option<f6
         .map(|c| c.over_pass_ns.median)
 }
 
-/// The acceptance ratios, at each measured service count (issue #5 names 10k).
+/// The acceptance ratios, at each measured service count (issue #5 names 10k), per family.
 pub fn ratios(results: &Results) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for &family in &results.meta.families {
+        out.extend(family_ratios(results, family));
+    }
+    out
+}
+
+fn family_ratios(results: &Results, family: Family) -> Vec<Ratio> {
     let mut out = Vec::new();
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,
     };
+    let (hit, new_flow) = match family {
+        Family::Ipv4 => (PacketClass::FlowHit, PacketClass::NewFlow),
+        Family::Ipv6 => (PacketClass::FlowHitV6, PacketClass::NewFlowV6),
+    };
+    let fam = family.name();
     for &n in &results.meta.service_counts {
         for (metric, label) in [(Metric::Wall, "wall"), (Metric::PerCpuSecond, "per CPU-s")] {
-            let ours = median_rate(results, metric, PeerKind::FerrolbDsr, n, FlowKind::New);
+            let new_rate = |peer| median_rate(results, metric, peer, family, n, FlowKind::New);
+            let ours = new_rate(PeerKind::FerrolbDsr);
             for (peer, target) in [
                 (PeerKind::BpfRedirect, 0.8),
                 (PeerKind::Nftables, 5.0),
                 (PeerKind::IptablesLegacy, 50.0),
                 (PeerKind::IptablesNft, 50.0),
             ] {
-                let value = ratio(ours, median_rate(results, metric, peer, n, FlowKind::New));
+                let value = ratio(ours, new_rate(peer));
                 out.push(Ratio {
-                    what: format!("new-flow rate ({label}), ferrolb / {}", peer.name()),
+                    what: format!("{fam} new-flow rate ({label}), ferrolb / {}", peer.name()),
+                    family,
                     services: n,
                     value,
                     target: format!(">= {target}"),
@@ -127,10 +158,11 @@ pub fn ratios(results: &Results) -> Vec<Ratio> {
                 });
             }
         }
-        for (class, limit) in [(PacketClass::FlowHit, 150.0), (PacketClass::NewFlow, 250.0)] {
+        for (class, limit) in [(hit, 150.0), (new_flow, 250.0)] {
             let value = class_cost(results, n, class);
             out.push(Ratio {
                 what: format!("program cost over XDP_PASS, {} (ns)", class.name()),
+                family,
                 services: n,
                 value,
                 target: format!("<= {limit}"),
@@ -144,6 +176,7 @@ pub fn ratios(results: &Results) -> Vec<Ratio> {
             results,
             Metric::PerCpuSecond,
             PeerKind::FerrolbDsr,
+            family,
             n,
             FlowKind::New,
         )
@@ -155,8 +188,9 @@ pub fn ratios(results: &Results) -> Vec<Ratio> {
         let value = ratio(ours(last), ours(first));
         out.push(Ratio {
             what: format!(
-                "ferrolb new-flow rate (per CPU-s) at {last} / at {first} services (flatness)"
+                "ferrolb {fam} new-flow rate (per CPU-s) at {last} / at {first} services (flatness)"
             ),
+            family,
             services: last,
             value,
             target: "~1.0 (within run-to-run range)".to_string(),
@@ -202,48 +236,46 @@ fn short(reason: &str) -> String {
     format!("unsupported ({first})")
 }
 
-/// The rate table alone: rows peer × flows, columns service counts.
+/// The rate table alone: rows family × peer × flows, columns service counts.
 pub fn rate_table(results: &Results, metric: Metric) -> String {
     let counts = &results.meta.service_counts;
     let mut md = String::new();
-    write!(md, "| peer | flows |").unwrap();
+    write!(md, "| family | peer | flows |").unwrap();
     for n in counts {
         write!(md, " {n} svc: {} [range] (delivered) |", metric.label()).unwrap();
     }
     md.push('\n');
-    md.push_str("|---|---|");
+    md.push_str("|---|---|---|");
     for _ in counts {
         md.push_str("---|");
     }
     md.push('\n');
-    for peer in PeerKind::ALL {
-        for flows in FlowKind::ALL {
-            let mut row = format!("| {} | {} |", peer.name(), flows.name());
-            let mut any = false;
-            for &n in counts {
-                let cell = results
-                    .rate
-                    .iter()
-                    .find(|r| r.peer == peer && r.services == n && r.flows == flows);
-                match cell {
-                    Some(r) => {
-                        any = true;
-                        match (&r.unsupported, metric.of(r), &r.delivered_fraction) {
-                            (Some(reason), _, _) => write!(row, " {} |", short(reason)).unwrap(),
-                            (None, Some(rate), Some(frac)) => {
-                                write!(row, " {} ({:.0}%) |", mpps(rate), frac.median * 100.0)
-                                    .unwrap()
-                            }
-                            _ => row.push_str(" – |"),
+    let rows = Family::ALL.into_iter().flat_map(|family| {
+        PeerKind::ALL
+            .into_iter()
+            .flat_map(move |peer| FlowKind::ALL.map(|flows| (family, peer, flows)))
+    });
+    for (family, peer, flows) in rows {
+        let mut row = format!("| {} | {} | {} |", family.name(), peer.name(), flows.name());
+        let mut any = false;
+        for &n in counts {
+            match rate_cell(results, peer, family, n, flows) {
+                Some(r) => {
+                    any = true;
+                    match (&r.unsupported, metric.of(r), &r.delivered_fraction) {
+                        (Some(reason), _, _) => write!(row, " {} |", short(reason)).unwrap(),
+                        (None, Some(rate), Some(frac)) => {
+                            write!(row, " {} ({:.0}%) |", mpps(rate), frac.median * 100.0).unwrap()
                         }
+                        _ => row.push_str(" – |"),
                     }
-                    None => row.push_str(" – |"),
                 }
+                None => row.push_str(" – |"),
             }
-            if any {
-                md.push_str(&row);
-                md.push('\n');
-            }
+        }
+        if any {
+            md.push_str(&row);
+            md.push('\n');
         }
     }
     md
@@ -370,8 +402,18 @@ pub fn markdown(results: &Results) -> String {
         md,
         "Each run offers frames for {:.2} s (at most {} frames); the percentage is the \
          delivered fraction (delivered / offered). Established = a replayed set of {} flows \
-         the peer has already seen.\n",
-        m.rate_plan.seconds, m.rate_plan.max_frames, m.rate_plan.established_flows
+         the peer has already seen. Families: {}; every peer serves both families' \
+         services on the same topology (dual stack: ferrolb IP6IP6 with IPv6 backends, \
+         kube-proxy's `ip6 kube-proxy` table / ip6tables rules), IPv6 frames are 74 bytes \
+         (IPv4: 60).\n",
+        m.rate_plan.seconds,
+        m.rate_plan.max_frames,
+        m.rate_plan.established_flows,
+        m.families
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
     .unwrap();
     md.push_str(&rate_table(results, Metric::Wall));
@@ -393,7 +435,16 @@ pub fn markdown(results: &Results) -> String {
         md.push_str("---|");
     }
     md.push('\n');
-    for class in PacketClass::ALL {
+    let measured = |class: PacketClass| {
+        results
+            .program_cost
+            .iter()
+            .any(|c| c.classes.iter().any(|x| x.class == class))
+    };
+    for class in PacketClass::ALL
+        .into_iter()
+        .filter(|&c| measured(c) || results.program_cost.iter().all(|c| c.classes.is_empty()))
+    {
         let mut row = format!("| {} |", class.name());
         let mut method = String::new();
         for c in &results.program_cost {
@@ -489,11 +540,12 @@ pub fn markdown(results: &Results) -> String {
         md.push_str(&tcp_tables(results));
     }
 
-    md.push_str("\n## Targets (issue #5), as ratios in this run\n\n| what | services | value | target | met |\n|---|---|---|---|---|\n");
+    md.push_str("\n## Targets (issue #5), as ratios in this run\n\nEach ratio is of figures measured in one family (the IPv6 ones against the same peers' IPv6 rates and the IPv6 cost classes).\n\n| family | what | services | value | target | met |\n|---|---|---|---|---|---|\n");
     for r in &results.ratios {
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
+            r.family.name(),
             r.what,
             r.services,
             r.value.map_or("–".to_string(), |v| format!("{v:.2}")),
@@ -514,8 +566,9 @@ pub fn markdown(results: &Results) -> String {
         }
     }
     md.push_str(
-        "\n## Plots\n\n- `rate-new.svg`, `rate-established.svg`: delivered Mpps against the \
-         number of services (log scale), one line per peer.\n- `tcp-rr-latency-<N>svc.svg`, \
+        "\n## Plots\n\n- `rate-new-ipv4.svg`, `rate-established-ipv4.svg`, `rate-new-ipv6.svg`, \
+         `rate-established-ipv6.svg`: delivered Mpps against the number of services (log \
+         scale), one line per peer, one plot per family and flow kind.\n- `tcp-rr-latency-<N>svc.svg`, \
          `tcp-rr1-latency-<N>svc.svg`, `tcp-connect-latency-<N>svc.svg`: latency against \
          percentile (p50 … p99.9), one line per peer, per service count.\n- `program-cost.svg`: ns over \
          XDP_PASS per packet class against the number of services.\n- `control-plane.svg`: \

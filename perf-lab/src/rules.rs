@@ -12,10 +12,63 @@
 //! traffic); the marking rules are evaluated all the same. NodePort handling (a `fib`
 //! local-address check in nftables mode, `addrtype` in iptables mode) is left out: no
 //! service here has a node port.
+//!
+//! IPv6: kube-proxy runs one proxier per family, each with its own rules: in nftables mode
+//! the table `ip6 kube-proxy` (same chains, `ipv6_addr` maps, `ip6 daddr` matches), in
+//! iptables mode the same KUBE-* chains loaded with `ip6tables-restore` (/128 matches,
+//! `[addr]:port` DNAT targets). Each family is its own file and load, as kube-proxy syncs
+//! each family on its own.
 
-use std::fmt::Write;
+use std::{fmt::Write, net::IpAddr};
 
-use crate::services::{ServiceSet, CLUSTER_CIDR, SERVICE_PORT, VIP_NET};
+use crate::services::{
+    Family, ServiceSet, CLUSTER_CIDR, CLUSTER_CIDR6, SERVICE_PORT, VIP_NET, VIP_NET6,
+};
+
+/// How a family is spelled in the rule languages.
+struct Spelling {
+    /// nft table family and address match keyword (`ip` / `ip6`).
+    nft: &'static str,
+    nft_addr_type: &'static str,
+    host_prefix: u8,
+    cluster_cidr: &'static str,
+    vip_net: &'static str,
+}
+
+impl Spelling {
+    fn of(family: Family) -> Self {
+        match family {
+            Family::Ipv4 => Self {
+                nft: "ip",
+                nft_addr_type: "ipv4_addr",
+                host_prefix: 32,
+                cluster_cidr: CLUSTER_CIDR,
+                vip_net: VIP_NET,
+            },
+            Family::Ipv6 => Self {
+                nft: "ip6",
+                nft_addr_type: "ipv6_addr",
+                host_prefix: 128,
+                cluster_cidr: CLUSTER_CIDR6,
+                vip_net: VIP_NET6,
+            },
+        }
+    }
+}
+
+/// `addr:port` as a DNAT target (IPv6 in brackets).
+fn socket(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// An endpoint address as part of a chain name: nft names take no colons, so an IPv6
+/// address has them as dots.
+fn name_part(addr: IpAddr) -> String {
+    addr.to_string().replace(':', ".")
+}
 
 /// A stable, kube-proxy-like chain suffix (kube-proxy uses base32 of a SHA-256).
 fn chain_hash(parts: &[u32]) -> String {
@@ -29,53 +82,57 @@ fn chain_hash(parts: &[u32]) -> String {
     format!("{h:016X}")
 }
 
-/// iptables-restore input for `set` (filter and nat tables, as kube-proxy writes them).
-pub fn iptables(set: &ServiceSet) -> String {
+/// iptables-restore (IPv4) or ip6tables-restore (IPv6) input for `set` in `family`
+/// (filter and nat tables, as kube-proxy writes them).
+pub fn iptables(set: &ServiceSet, family: Family) -> String {
     let mut chains = String::new();
     let mut rules = String::new();
     let port = SERVICE_PORT;
+    let sp = Spelling::of(family);
+    let (host, cluster) = (sp.host_prefix, sp.cluster_cidr);
     for i in 0..set.services {
-        let vip = set.vip(i);
+        let vip = set.vip_in(family, i);
         let svc = format!("KUBE-SVC-{}", chain_hash(&[i]));
         let name = format!("ns/svc{i}:http");
         writeln!(chains, ":{svc} - [0:0]").unwrap();
         writeln!(
             rules,
-            "-A KUBE-SERVICES -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {vip}/32 --dport {port} -j {svc}"
+            "-A KUBE-SERVICES -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {vip}/{host} --dport {port} -j {svc}"
         )
         .unwrap();
         writeln!(
             rules,
-            "-A {svc} -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {vip}/32 --dport {port} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ"
+            "-A {svc} -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {vip}/{host} --dport {port} ! -s {cluster} -j KUBE-MARK-MASQ"
         )
         .unwrap();
-        let endpoints = set.endpoints(i);
+        let endpoints = set.endpoints_in(family, i);
         let n = endpoints.len();
         for (j, ep) in endpoints.iter().enumerate() {
+            let target = socket(*ep, port);
             let sep = format!("KUBE-SEP-{}", chain_hash(&[i, j as u32 + 1]));
             writeln!(chains, ":{sep} - [0:0]").unwrap();
             if j + 1 < n {
                 let p = 1.0 / (n - j) as f64;
                 writeln!(
                     rules,
-                    "-A {svc} -m comment --comment \"{name} -> {ep}:{port}\" -m statistic --mode random --probability {p:.10} -j {sep}"
+                    "-A {svc} -m comment --comment \"{name} -> {target}\" -m statistic --mode random --probability {p:.10} -j {sep}"
                 )
                 .unwrap();
             } else {
                 writeln!(
                     rules,
-                    "-A {svc} -m comment --comment \"{name} -> {ep}:{port}\" -j {sep}"
+                    "-A {svc} -m comment --comment \"{name} -> {target}\" -j {sep}"
                 )
                 .unwrap();
             }
             writeln!(
                 rules,
-                "-A {sep} -m comment --comment {name} -s {ep}/32 -j KUBE-MARK-MASQ"
+                "-A {sep} -m comment --comment {name} -s {ep}/{host} -j KUBE-MARK-MASQ"
             )
             .unwrap();
             writeln!(
                 rules,
-                "-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}:{port}"
+                "-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {target}"
             )
             .unwrap();
         }
@@ -120,7 +177,8 @@ pub fn iptables_empty() -> &'static str {
 
 pub const NFT_TABLE: &str = "kube-proxy";
 
-/// `nft -f` input for `set`: the whole table, replaced atomically (delete + add in one
+/// `nft -f` input for `set` in `family` (table `ip kube-proxy` or `ip6 kube-proxy`): the
+/// whole table, replaced atomically (delete + add in one
 /// transaction, as kube-proxy's full resync does).
 ///
 /// Load time and why it grows with the square of the services: every per-service chain
@@ -144,34 +202,46 @@ pub const NFT_TABLE: &str = "kube-proxy";
 ///
 /// Splitting the load into several transactions would avoid the square but is not what
 /// kube-proxy does (its full sync is atomic), so it is not done here.
-pub fn nftables(set: &ServiceSet, replace: bool) -> String {
+pub fn nftables(set: &ServiceSet, family: Family, replace: bool) -> String {
     let port = SERVICE_PORT;
+    let sp = Spelling::of(family);
+    let (nf, addr_type, cluster, vip_net) = (sp.nft, sp.nft_addr_type, sp.cluster_cidr, sp.vip_net);
     let mut out = String::new();
     if replace {
         // `add` first so the delete cannot fail on a fresh namespace.
-        writeln!(out, "add table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}").unwrap();
+        writeln!(
+            out,
+            "add table {nf} {NFT_TABLE}\ndelete table {nf} {NFT_TABLE}"
+        )
+        .unwrap();
     }
-    writeln!(out, "table ip {NFT_TABLE} {{").unwrap();
-    out.push_str(
+    writeln!(out, "table {nf} {NFT_TABLE} {{").unwrap();
+    writeln!(
+        out,
         "  comment \"rules for kube-proxy\"\n\
-         \x20 set cluster-ips { type ipv4_addr; comment \"Active ClusterIPs\"; }\n\
-         \x20 map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"; }\n\
-         \x20 map no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict; }\n\
-         \x20 map firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict; }\n\
-         \x20 chain filter-prerouting { type filter hook prerouting priority -110; ct state new jump firewall-check; }\n\
+         \x20 set cluster-ips {{ type {addr_type}; comment \"Active ClusterIPs\"; }}\n\
+         \x20 map service-ips {{ type {addr_type} . inet_proto . inet_service : verdict; comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"; }}\n\
+         \x20 map no-endpoint-services {{ type {addr_type} . inet_proto . inet_service : verdict; }}\n\
+         \x20 map firewall-ips {{ type {addr_type} . inet_proto . inet_service : verdict; }}"
+    )
+    .unwrap();
+    out.push_str(
+        "  chain filter-prerouting { type filter hook prerouting priority -110; ct state new jump firewall-check; }\n\
          \x20 chain filter-forward { type filter hook forward priority -110; ct state new jump service-endpoints-check; ct state new jump cluster-ips-check; }\n\
-         \x20 chain firewall-check { ip daddr . meta l4proto . th dport vmap @firewall-ips; }\n\
-         \x20 chain service-endpoints-check { ip daddr . meta l4proto . th dport vmap @no-endpoint-services; }\n\
+         \x20 chain firewall-check { NF daddr . meta l4proto . th dport vmap @firewall-ips; }\n\
+         \x20 chain service-endpoints-check { NF daddr . meta l4proto . th dport vmap @no-endpoint-services; }\n\
          \x20 chain nat-prerouting { type nat hook prerouting priority -100; jump services; }\n\
          \x20 chain nat-output { type nat hook output priority -100; jump services; }\n\
          \x20 chain nat-postrouting { type nat hook postrouting priority 100; jump masquerading; }\n\
          \x20 chain masquerading { meta mark & 0x4000 == 0 return; meta mark set meta mark ^ 0x4000; masquerade fully-random; }\n\
          \x20 chain mark-for-masquerade { meta mark set meta mark | 0x4000; }\n\
-         \x20 chain services { ip daddr . meta l4proto . th dport vmap @service-ips; }\n",
+         \x20 chain services { NF daddr . meta l4proto . th dport vmap @service-ips; }\n"
+            .replace("NF", nf)
+            .as_str(),
     );
     writeln!(
         out,
-        "  chain cluster-ips-check {{ ip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"; ip daddr {VIP_NET} drop comment \"Drop traffic to unallocated ClusterIPs\"; }}"
+        "  chain cluster-ips-check {{ {nf} daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"; {nf} daddr {vip_net} drop comment \"Drop traffic to unallocated ClusterIPs\"; }}"
     )
     .unwrap();
     let mut elements = Vec::with_capacity(set.services as usize);
@@ -179,25 +249,27 @@ pub fn nftables(set: &ServiceSet, replace: bool) -> String {
     // Written after the service chains (see the doc comment: binds first).
     let mut endpoint_chains = String::new();
     for i in 0..set.services {
-        let vip = set.vip(i);
+        let vip = set.vip_in(family, i);
         let svc = format!("service-{}-ns/svc{i}/tcp/http", &chain_hash(&[i])[..8]);
-        let endpoints = set.endpoints(i);
+        let endpoints = set.endpoints_in(family, i);
         let mut arms = Vec::with_capacity(endpoints.len());
         for (j, ep) in endpoints.iter().enumerate() {
             let chain = format!(
-                "endpoint-{}-ns/svc{i}/tcp/http__{ep}/{port}",
-                &chain_hash(&[i, j as u32 + 1])[..8]
+                "endpoint-{}-ns/svc{i}/tcp/http__{}/{port}",
+                &chain_hash(&[i, j as u32 + 1])[..8],
+                name_part(*ep)
             );
             writeln!(
                 endpoint_chains,
-                "  chain {chain} {{ ip saddr {ep} jump mark-for-masquerade; meta l4proto tcp dnat to {ep}:{port}; }}"
+                "  chain {chain} {{ {nf} saddr {ep} jump mark-for-masquerade; meta l4proto tcp dnat to {}; }}",
+                socket(*ep, port)
             )
             .unwrap();
             arms.push(format!("{j} : goto {chain}"));
         }
         writeln!(
             out,
-            "  chain {svc} {{ ip daddr {vip} tcp dport {port} ip saddr != {CLUSTER_CIDR} jump mark-for-masquerade; numgen random mod {} vmap {{ {} }}; }}",
+            "  chain {svc} {{ {nf} daddr {vip} tcp dport {port} {nf} saddr != {cluster} jump mark-for-masquerade; numgen random mod {} vmap {{ {} }}; }}",
             endpoints.len(),
             arms.join(", ")
         )
@@ -211,7 +283,7 @@ pub fn nftables(set: &ServiceSet, replace: bool) -> String {
     for chunk in elements.chunks(1000) {
         writeln!(
             out,
-            "add element ip {NFT_TABLE} service-ips {{ {} }}",
+            "add element {nf} {NFT_TABLE} service-ips {{ {} }}",
             chunk.join(", ")
         )
         .unwrap();
@@ -219,7 +291,7 @@ pub fn nftables(set: &ServiceSet, replace: bool) -> String {
     for chunk in vips.chunks(1000) {
         writeln!(
             out,
-            "add element ip {NFT_TABLE} cluster-ips {{ {} }}",
+            "add element {nf} {NFT_TABLE} cluster-ips {{ {} }}",
             chunk.join(", ")
         )
         .unwrap();
@@ -235,15 +307,19 @@ mod tests {
         ServiceSet { services, backends }
     }
 
+    /// The `KUBE-SERVICES` rules that dispatch to a service chain, in order.
+    fn dispatch(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("KUBE-SVC-"))
+            .collect()
+    }
+
     #[test]
     fn iptables_has_one_dispatch_rule_per_service_with_the_target_last() {
-        let text = iptables(&set(50, 3));
-        let dispatch: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("-A KUBE-SERVICES") && l.contains("KUBE-SVC-"))
-            .collect();
-        assert_eq!(dispatch.len(), 50);
-        assert!(dispatch.last().unwrap().contains("-d 198.19.0.49/32"));
+        let text = iptables(&set(50, 3), Family::Ipv4);
+        let rules = dispatch(&text);
+        assert_eq!(rules.len(), 50);
+        assert!(rules.last().unwrap().contains("-d 198.19.0.49/32"));
         assert_eq!(text.matches("-j DNAT").count(), 150);
         // Probability cascade 1/3, 1/2, then unconditional.
         assert_eq!(text.matches("--probability 0.3333333333").count(), 50);
@@ -257,7 +333,7 @@ mod tests {
 
     #[test]
     fn nftables_maps_every_service_and_picks_among_its_endpoints() {
-        let text = nftables(&set(1500, 2), true);
+        let text = nftables(&set(1500, 2), Family::Ipv4, true);
         assert!(text.starts_with("add table ip kube-proxy\ndelete table ip kube-proxy\n"));
         let elements = text
             .lines()
@@ -272,5 +348,34 @@ mod tests {
         let first_endpoint = text.find("  chain endpoint-").unwrap();
         let first_element = text.find("add element").unwrap();
         assert!(last_service < first_endpoint && first_endpoint < first_element);
+    }
+
+    #[test]
+    fn ipv6_rules_use_the_ipv6_table_and_addresses_only() {
+        let s = set(20, 3);
+        let nft = nftables(&s, Family::Ipv6, true);
+        assert!(nft.starts_with("add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n"));
+        assert!(nft.contains("table ip6 kube-proxy {"));
+        assert!(!nft.contains("ipv4_addr") && !nft.contains(" ip daddr") && !nft.contains("198."));
+        assert_eq!(nft.matches("dnat to [2001:db8:64::").count(), 60);
+        assert!(nft.contains("ip6 daddr 2001:db8:19::13 tcp dport 80"));
+        for line in nft.lines().filter(|l| l.trim_start().starts_with("chain ")) {
+            let name = line.split_whitespace().nth(1).unwrap();
+            assert!(!name.contains(':'), "{name}");
+        }
+        let ipt = iptables(&s, Family::Ipv6);
+        let rules = dispatch(&ipt);
+        assert_eq!(rules.len(), 20);
+        assert!(rules.last().unwrap().contains("-d 2001:db8:19::13/128"));
+        assert_eq!(
+            ipt.matches("-j DNAT --to-destination [2001:db8:64::")
+                .count(),
+            60
+        );
+        assert!(!ipt.contains("198."));
+        assert_eq!(
+            ipt.matches("/32 ").count(),
+            ipt.matches("! -s 2001:db8::/32 ").count()
+        );
     }
 }

@@ -19,7 +19,7 @@ use crate::{
     programs::{Generator, ProgramsError},
     rate::{self, FlowKind, RateError, RatePlan, RateResult},
     report::{self, Meta, Results},
-    services::ServiceSet,
+    services::{Family, ServiceSet},
     tcp::{self, TcpError, TcpLoad, TcpPeer, TcpPlan, TcpResult},
 };
 
@@ -81,6 +81,8 @@ pub struct Plan {
     pub backends: u32,
     pub runs: usize,
     pub peers: Vec<PeerKind>,
+    /// Address families of the rate and cost layers (the TCP layer is IPv4 only).
+    pub families: Vec<Family>,
     pub rate: RatePlan,
     pub cost: CostPlan,
     pub tcp: TcpPlan,
@@ -102,6 +104,7 @@ impl Plan {
             backends: 3,
             runs: 5,
             peers: PeerKind::ALL.to_vec(),
+            families: Family::ALL.to_vec(),
             rate: RatePlan {
                 seconds: 0.4,
                 max_frames: 4_000_000,
@@ -213,7 +216,11 @@ impl Plan {
     fn steps(&self) -> usize {
         let per_count = usize::from(self.layers.cost) * self.runs
             + usize::from(self.layers.control) * self.runs
-            + usize::from(self.layers.rate) * self.runs * self.peers.len() * FlowKind::ALL.len()
+            + usize::from(self.layers.rate)
+                * self.runs
+                * self.peers.len()
+                * self.families.len()
+                * FlowKind::ALL.len()
             + usize::from(self.layers.tcp)
                 * self.runs
                 * self.tcp_peers().len()
@@ -259,6 +266,188 @@ impl Progress {
         }
     }
 }
+
+/// Programs one peer for `set` (or takes the reason of a load already stopped at its
+/// deadline for this peer and size), logs the outcome and remembers a newly stopped load
+/// for the later layers. Returns why the peer is not measured, if it is not.
+fn program_peer(
+    slow_loads: &mut HashMap<(PeerKind, u32), String>,
+    kind: PeerKind,
+    set: &ServiceSet,
+    layer: &str,
+    program: impl FnOnce() -> Result<Programmed, SuiteError>,
+) -> Result<Option<String>, SuiteError> {
+    let programmed = match slow_loads.get(&(kind, set.services)) {
+        Some(reason) => Programmed::Unsupported(reason.clone()),
+        None => program()?,
+    };
+    match programmed {
+        Programmed::Done(took) => {
+            tracing::info!(
+                peer = kind.name(),
+                services = set.services,
+                layer,
+                ?took,
+                "programmed"
+            );
+            Ok(None)
+        }
+        Programmed::Unsupported(reason) => {
+            tracing::warn!(
+                peer = kind.name(),
+                services = set.services,
+                layer,
+                reason,
+                "not measured"
+            );
+            if reason.starts_with("not measured") {
+                slow_loads.insert((kind, set.services), reason.clone());
+            }
+            Ok(Some(reason))
+        }
+    }
+}
+
+/// What a layer run at one service set shares with every other: where progress and
+/// stopped loads are kept, and the run's shape.
+struct LayerRun<'a> {
+    progress: &'a mut Progress,
+    slow_loads: &'a mut HashMap<(PeerKind, u32), String>,
+    layer: &'static str,
+    runs: usize,
+}
+
+impl<'a> LayerRun<'a> {
+    fn new(
+        progress: &'a mut Progress,
+        slow_loads: &'a mut HashMap<(PeerKind, u32), String>,
+        layer: &'static str,
+        runs: usize,
+    ) -> Self {
+        Self {
+            progress,
+            slow_loads,
+            layer,
+            runs,
+        }
+    }
+
+    /// At every set of `sets`: programs every peer (`program`; its reason, if it is not measured, goes into every
+    /// one of its results), makes one result per peer and cell (`new_result`, peer-major),
+    /// then runs `runs` rounds, each running every peer through every cell (a family ×
+    /// flow kind, a TCP load) with `run`, the peer order rotated every round so no peer
+    /// always runs right after the same one. Unsupported peers only count their steps.
+    fn measure<P, C: Copy, R>(
+        &mut self,
+        sets: &[ServiceSet],
+        peers: &mut [P],
+        cells: &[(C, String)],
+        mut program: impl FnMut(&mut P, &ServiceSet) -> Result<Programmed, SuiteError>,
+        new_result: impl Fn(&P, &ServiceSet, C, Option<String>) -> R,
+        mut run: impl FnMut(&P, C) -> Result<R::Sample, SuiteError>,
+    ) -> Result<Vec<R>, SuiteError>
+    where
+        P: LayerPeer,
+        R: Cell,
+    {
+        let mut all = Vec::new();
+        for set in sets {
+            all.extend(self.measure_set(set, peers, cells, &mut program, &new_result, &mut run)?);
+        }
+        Ok(all)
+    }
+
+    /// [`Self::measure`] at one service set.
+    fn measure_set<P, C: Copy, R>(
+        &mut self,
+        set: &ServiceSet,
+        peers: &mut [P],
+        cells: &[(C, String)],
+        program: &mut impl FnMut(&mut P, &ServiceSet) -> Result<Programmed, SuiteError>,
+        new_result: &impl Fn(&P, &ServiceSet, C, Option<String>) -> R,
+        run: &mut impl FnMut(&P, C) -> Result<R::Sample, SuiteError>,
+    ) -> Result<Vec<R>, SuiteError>
+    where
+        P: LayerPeer,
+        R: Cell,
+    {
+        let mut results = Vec::new();
+        let mut supported = Vec::new();
+        for peer in peers.iter_mut() {
+            let unsupported = program_peer(self.slow_loads, peer.kind(), set, self.layer, || {
+                program(peer, set)
+            })?;
+            supported.push(unsupported.is_none());
+            for (cell, _) in cells {
+                results.push(new_result(peer, set, *cell, unsupported.clone()));
+            }
+        }
+        let n = peers.len();
+        for round in 0..self.runs {
+            for i in 0..n {
+                let p = (i + round) % n;
+                for (c, (cell, cell_name)) in cells.iter().enumerate() {
+                    if supported[p] {
+                        let sample = run(&peers[p], *cell)?;
+                        results[p * cells.len() + c].push(sample);
+                    }
+                    self.progress.step(&format!(
+                        "{}, {} services, {} {cell_name}, run {}/{}",
+                        self.layer,
+                        set.services,
+                        peers[p].kind().name(),
+                        round + 1,
+                        self.runs
+                    ));
+                }
+            }
+        }
+        for r in &mut results {
+            r.finish();
+        }
+        Ok(results)
+    }
+}
+
+/// A peer of a layer, on its own topology.
+trait LayerPeer {
+    fn kind(&self) -> PeerKind;
+}
+
+impl LayerPeer for Peer {
+    fn kind(&self) -> PeerKind {
+        self.kind
+    }
+}
+
+impl LayerPeer for TcpPeer {
+    fn kind(&self) -> PeerKind {
+        self.kind
+    }
+}
+
+/// A layer's result for one peer and cell, filled run by run.
+trait Cell {
+    type Sample;
+    fn push(&mut self, sample: Self::Sample);
+    fn finish(&mut self);
+}
+
+/// Both layers' results keep their runs in `samples` and summarise them in `finish`.
+macro_rules! cell {
+    ($($result:ty => $sample:ty),*) => {$(
+        impl Cell for $result {
+            type Sample = $sample;
+            fn push(&mut self, sample: Self::Sample) {
+                self.samples.push(sample);
+            }
+            fn finish(&mut self) {
+                <$result>::finish(self);
+            }
+        }
+    )*};
+}
+cell!(RateResult => rate::RateSample, TcpResult => tcp::TcpSample);
 
 fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -306,7 +495,7 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
     if plan.layers.cost {
         for set in &sets {
             tracing::info!(services = set.services, "program cost");
-            let result = cost::measure(set, &plan.cost, plan.runs, |round| {
+            let result = cost::measure(set, &plan.families, &plan.cost, plan.runs, |round| {
                 progress.step(&format!(
                     "program cost, {} services, round {round}/{}",
                     set.services, plan.runs
@@ -372,92 +561,49 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
         let mut generator = Generator::load(generator_cpu, &park)?;
         let mut peers = Vec::new();
         for &kind in &plan.peers {
-            peers.push(Peer::create(kind).map_err(|source| SuiteError::Peer {
-                peer: kind.name(),
-                source: Box::new(source),
+            peers.push(Peer::create(kind, plan.families.len()).map_err(|source| {
+                SuiteError::Peer {
+                    peer: kind.name(),
+                    source: Box::new(source),
+                }
             })?);
         }
-        for set in &sets {
-            let mut results: Vec<RateResult> = Vec::new();
-            let mut supported = Vec::new();
-            for peer in &mut peers {
-                let programmed = match slow_loads.get(&(peer.kind, set.services)) {
-                    Some(reason) => Programmed::Unsupported(reason.clone()),
-                    None => peer.program(set, plan.load_timeout()).map_err(|source| {
-                        SuiteError::Peer {
-                            peer: peer.kind.name(),
-                            source: Box::new(source),
-                        }
-                    })?,
-                };
-                if let Programmed::Unsupported(reason) = &programmed {
-                    if reason.starts_with("not measured") {
-                        slow_loads.insert((peer.kind, set.services), reason.clone());
-                    }
-                }
-                let unsupported = match programmed {
-                    Programmed::Done(took) => {
-                        tracing::info!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            ?took,
-                            "programmed"
-                        );
-                        None
-                    }
-                    Programmed::Unsupported(reason) => {
-                        tracing::warn!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            reason,
-                            "unsupported"
-                        );
-                        Some(reason)
-                    }
-                };
-                supported.push(unsupported.is_none());
-                for flows in FlowKind::ALL {
-                    results.push(RateResult {
-                        peer: peer.kind,
-                        services: set.services,
-                        backends: set.backends,
-                        flows,
-                        unsupported: unsupported.clone(),
-                        delivered_pps: None,
-                        delivered_per_cpu_second: None,
-                        offered_pps: None,
-                        delivered_fraction: None,
-                        samples: Vec::new(),
-                    });
-                }
-            }
-            for round in 0..plan.runs {
-                // Rotate the order so no peer always runs right after the same one.
-                for i in 0..peers.len() {
-                    let p = (i + round) % peers.len();
-                    for (f, flows) in FlowKind::ALL.iter().enumerate() {
-                        let label = format!(
-                            "rate, {} services, {} {}, run {}/{}",
-                            set.services,
-                            peers[p].kind.name(),
-                            flows.name(),
-                            round + 1,
-                            plan.runs
-                        );
-                        if supported[p] {
-                            let sample =
-                                rate::run_once(&mut generator, &peers[p], *flows, &plan.rate)?;
-                            results[p * FlowKind::ALL.len() + f].samples.push(sample);
-                        }
-                        progress.step(&label);
-                    }
-                }
-            }
-            for r in &mut results {
-                r.finish();
-            }
-            rates.extend(results);
-        }
+        // Every peer is measured in every family on the same topology and programming.
+        let cells: Vec<((Family, FlowKind), String)> = plan
+            .families
+            .iter()
+            .flat_map(|&family| FlowKind::ALL.map(|flows| (family, flows)))
+            .map(|(family, flows)| {
+                (
+                    (family, flows),
+                    format!("{} {}", family.name(), flows.name()),
+                )
+            })
+            .collect();
+        rates = LayerRun::new(&mut progress, &mut slow_loads, "rate", plan.runs).measure(
+            &sets,
+            &mut peers,
+            &cells,
+            |peer, set| {
+                peer.program(set, &plan.families, plan.load_timeout())
+                    .map_err(|source| SuiteError::Peer {
+                        peer: peer.kind.name(),
+                        source: Box::new(source),
+                    })
+            },
+            |peer, set, (family, flows), unsupported| {
+                RateResult::new(peer.kind, family, set, flows, unsupported)
+            },
+            |peer, (family, flows)| {
+                Ok(rate::run_once(
+                    &mut generator,
+                    peer,
+                    family,
+                    flows,
+                    &plan.rate,
+                )?)
+            },
+        )?;
     }
 
     let mut tcp_results = Vec::new();
@@ -475,95 +621,58 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
                 })?,
             );
         }
-        for set in &sets {
-            let mut results: Vec<TcpResult> = Vec::new();
-            let mut supported = Vec::new();
-            for peer in &mut peers {
-                let name = peer.kind.name();
-                let tcp_err = |source| SuiteError::Tcp {
-                    peer: name,
-                    source: Box::new(source),
-                };
-                let programmed = match slow_loads.get(&(peer.kind, set.services)) {
-                    Some(reason) => Programmed::Unsupported(reason.clone()),
-                    None => peer.program(set, plan.load_timeout()).map_err(tcp_err)?,
-                };
-                let unsupported = match programmed {
-                    Programmed::Done(took) => {
-                        tracing::info!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            ?took,
-                            "programmed for TCP"
-                        );
-                        peer.warm_up(&plan.tcp).map_err(tcp_err)?;
-                        None
-                    }
-                    Programmed::Unsupported(reason) => {
-                        tracing::warn!(
-                            peer = peer.kind.name(),
-                            services = set.services,
-                            reason,
-                            "TCP not measured"
-                        );
-                        if reason.starts_with("not measured") {
-                            slow_loads.insert((peer.kind, set.services), reason.clone());
-                        }
-                        Some(reason)
-                    }
-                };
-                supported.push(unsupported.is_none());
-                for load in TcpLoad::ALL {
-                    results.push(TcpResult::new(peer.kind, set, load, unsupported.clone()));
-                }
-            }
-            for round in 0..plan.runs {
-                for i in 0..peers.len() {
-                    let p = (i + round) % peers.len();
-                    for (l, load) in TcpLoad::ALL.iter().enumerate() {
-                        let label = format!(
-                            "tcp, {} services, {} {}, run {}/{}",
-                            set.services,
-                            peers[p].kind.name(),
-                            load.name(),
-                            round + 1,
-                            plan.runs
-                        );
-                        if supported[p] {
-                            let sample = peers[p].run_once(*load, &plan.tcp, client_cpu).map_err(
-                                |source| SuiteError::Tcp {
-                                    peer: peers[p].kind.name(),
-                                    source: Box::new(source),
-                                },
-                            )?;
-                            results[p * TcpLoad::ALL.len() + l].samples.push(sample);
-                        }
-                        progress.step(&label);
-                    }
-                }
-            }
-            for r in &mut results {
-                r.finish();
-            }
-            tcp_results.extend(results);
-        }
-        for peer in &mut peers {
-            peer.stop_server().map_err(|source| SuiteError::Tcp {
-                peer: peer.kind.name(),
+        let tcp_err = |peer: &TcpPeer| {
+            let name = peer.kind.name();
+            move |source| SuiteError::Tcp {
+                peer: name,
                 source: Box::new(source),
-            })?;
+            }
+        };
+        let cells: Vec<(TcpLoad, String)> = TcpLoad::ALL
+            .iter()
+            .map(|&load| (load, load.name().to_string()))
+            .collect();
+        tcp_results = LayerRun::new(&mut progress, &mut slow_loads, "tcp", plan.runs).measure(
+            &sets,
+            &mut peers,
+            &cells,
+            |peer, set| {
+                let programmed = peer
+                    .program(set, plan.load_timeout())
+                    .map_err(tcp_err(peer))?;
+                if let Programmed::Done(_) = programmed {
+                    peer.warm_up(&plan.tcp).map_err(tcp_err(peer))?;
+                }
+                Ok(programmed)
+            },
+            |peer, set, load, unsupported| TcpResult::new(peer.kind, set, load, unsupported),
+            |peer, load| {
+                peer.run_once(load, &plan.tcp, client_cpu)
+                    .map_err(tcp_err(peer))
+            },
+        )?;
+        for peer in &mut peers {
+            peer.stop_server().map_err(tcp_err(peer))?;
         }
     }
 
     let mut not_measured = vec![
         "TCP through bpf-redirect: the ceiling only rewrites MACs, it has no service to \
-         answer; TCP over IPv6"
+         answer"
             .to_string(),
-        "IPv6 packet rate and IPv6 forwarding cost: ferrolb forwards IPv6 (IP6IP6), but the \
-         generator, the IPv6 peers and the IPv6 cost classes are not written yet"
+        "TCP over IPv6 (the TCP layer runs IPv4 only); control-plane load times are of the \
+         IPv4 rule sets (the rate layer loads one set per family, as kube-proxy does)"
             .to_string(),
         "EndpointSlice-change-to-map-update latency (single-service updates)".to_string(),
     ];
+    for family in Family::ALL {
+        if !plan.families.contains(&family) {
+            not_measured.push(format!(
+                "{} packet rate and program cost (not in --families)",
+                family.name()
+            ));
+        }
+    }
     if !plan.layers.rate {
         not_measured.push("packet rate (layer disabled)".into());
     }
@@ -590,6 +699,7 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
             generator_cpu,
             runs: plan.runs,
             service_counts: plan.service_counts.clone(),
+            families: plan.families.clone(),
             backends_per_service: plan.backends,
             rate_plan: plan.rate,
             cost_plan: plan.cost,

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::{
     netns::{Netns, NetnsError},
     peers::{Datapath, PeerError, PeerKind, Programmed},
-    services::{ServiceSet, SERVICE_PORT},
+    services::{Family, ServiceSet, SERVICE_PORT},
     stats::Summary,
     tcp_topology::{TcpTopology, TcpTopologyError},
     topology::DUT_IN,
@@ -360,8 +360,15 @@ impl TcpPeer {
         plan: &TcpPlan,
     ) -> Result<Self, TcpError> {
         let topo = TcpTopology::create(kind)?;
-        let datapath =
-            Datapath::install(kind, &topo.dut, DUT_IN, None, &format!("t{}", kind.tag()))?;
+        let datapath = Datapath::install(
+            kind,
+            &topo.dut,
+            DUT_IN,
+            None,
+            &format!("t{}", kind.tag()),
+            None,
+            1,
+        )?;
         let server = Server::start(&topo.backend, server_cpu, plan)?;
         Ok(Self {
             kind,
@@ -378,7 +385,9 @@ impl TcpPeer {
         set: &ServiceSet,
         load_timeout: Duration,
     ) -> Result<Programmed, TcpError> {
-        let programmed = self.datapath.program(&self.topo.dut, set, load_timeout)?;
+        let programmed =
+            self.datapath
+                .program(&self.topo.dut, set, &[Family::Ipv4], load_timeout)?;
         self.topo.serve(set)?;
         self.dsts = match self.kind {
             PeerKind::Forward => set

@@ -1,6 +1,7 @@
 //! Runs the whole suite on a tiny configuration (one service, two runs, short bursts) and
 //! checks the outputs: files, structure, and delivered counts that are non-zero and
-//! consistent with what was offered and what the datapath says it forwarded; for the TCP
+//! consistent with what was offered and what the datapath says it forwarded, for IPv4 and
+//! IPv6 alike (every peer measured in both families, the IPv6 cost classes); for the TCP
 //! layer, completed requests and connections that are non-zero, within the run's bound
 //! and at most what was attempted, one latency sample per completion.
 
@@ -10,8 +11,10 @@ use perf_lab::{
     control::Tool,
     cost::PacketClass,
     peers::PeerKind,
+    plot::rate_plot_file,
     rate::FlowKind,
     report::Results,
+    services::Family,
     suite::{self, Plan},
     tcp::{TcpLoad, PERCENTILES},
 };
@@ -48,19 +51,27 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     }
     let out = OutDir(std::env::temp_dir().join(format!("perf-lab-test-{}", std::process::id())));
     let plan = Plan::tiny();
+    assert_eq!(
+        plan.families,
+        Family::ALL.to_vec(),
+        "tiny runs both families"
+    );
     let returned = suite::run(&plan, &out.0).expect("tiny run");
 
-    for file in [
+    let rate_plots: Vec<String> = Family::ALL
+        .iter()
+        .flat_map(|&family| FlowKind::ALL.map(|flows| rate_plot_file(family, flows)))
+        .collect();
+    assert!(rate_plots.contains(&"rate-new-ipv6.svg".to_string()));
+    for file in rate_plots.iter().map(String::as_str).chain([
         "results.json",
         "report.md",
-        "rate-new.svg",
-        "rate-established.svg",
         "program-cost.svg",
         "control-plane.svg",
         "tcp-rr-latency-1svc.svg",
         "tcp-rr1-latency-1svc.svg",
         "tcp-connect-latency-1svc.svg",
-    ] {
+    ]) {
         let len = std::fs::metadata(out.0.join(file))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -72,50 +83,92 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     assert_eq!(results.meta.runs, plan.runs);
     assert_eq!(results.meta.service_counts, plan.service_counts);
 
-    // Packet rate: every peer x flow kind once per service count, every run recorded.
-    for &services in &plan.service_counts {
-        for peer in PeerKind::ALL {
-            for flows in FlowKind::ALL {
-                let cell: Vec<_> = results
-                    .rate
-                    .iter()
-                    .filter(|r| r.peer == peer && r.flows == flows && r.services == services)
-                    .collect();
-                assert_eq!(cell.len(), 1, "{} {flows:?} {services}", peer.name());
-                let r = cell[0];
-                let name = format!("{} {} {services} svc", peer.name(), flows.name());
-                assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
-                assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
-                for s in &r.samples {
-                    assert!(s.offered > 0, "{name}: offered");
-                    assert!(s.delivered > 0, "{name}: nothing delivered");
-                    assert!(s.delivered <= s.offered, "{name}: delivered {s:?}");
-                    assert!(s.seconds > 0.0, "{name}: duration");
-                    if peer == PeerKind::FerrolbDsr {
-                        let forwarded = s.datapath_forwarded.expect("ferrolb counts");
-                        assert!(
-                            s.delivered <= forwarded && forwarded <= s.offered,
-                            "{name}: sink {} vs datapath {forwarded} vs offered {}",
-                            s.delivered,
-                            s.offered
-                        );
-                    } else {
-                        assert!(s.datapath_forwarded.is_none());
-                    }
-                }
-                let fraction = r.delivered_fraction.as_ref().expect("fraction");
+    // Packet rate: every peer x family x flow kind once per service count, every run
+    // recorded.
+    assert_eq!(
+        results.rate.len(),
+        plan.service_counts.len() * PeerKind::ALL.len() * Family::ALL.len() * FlowKind::ALL.len()
+    );
+    let cells = plan.service_counts.iter().flat_map(|&services| {
+        Family::ALL.into_iter().flat_map(move |family| {
+            PeerKind::ALL
+                .into_iter()
+                .flat_map(move |peer| FlowKind::ALL.map(|flows| (services, family, peer, flows)))
+        })
+    });
+    for (services, family, peer, flows) in cells {
+        let cell: Vec<_> = results
+            .rate
+            .iter()
+            .filter(|r| {
+                r.peer == peer && r.family == family && r.flows == flows && r.services == services
+            })
+            .collect();
+        let name = format!(
+            "{} {} {} {services} svc",
+            family.name(),
+            peer.name(),
+            flows.name()
+        );
+        assert_eq!(cell.len(), 1, "{name}");
+        let r = cell[0];
+        assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
+        assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
+        for s in &r.samples {
+            assert!(s.offered > 0, "{name}: offered");
+            assert!(s.delivered > 0, "{name}: nothing delivered");
+            assert!(s.delivered <= s.offered, "{name}: delivered {s:?}");
+            assert!(s.seconds > 0.0, "{name}: duration");
+            if peer == PeerKind::FerrolbDsr {
+                let forwarded = s.datapath_forwarded.expect("ferrolb counts");
                 assert!(
-                    fraction.min > 0.0 && fraction.max <= 1.0,
-                    "{name}: {fraction:?}"
+                    s.delivered <= forwarded && forwarded <= s.offered,
+                    "{name}: sink {} vs datapath {forwarded} vs offered {}",
+                    s.delivered,
+                    s.offered
                 );
-                let rate = r.delivered_pps.as_ref().expect("rate");
-                assert!(rate.min > 0.0 && rate.min <= rate.median && rate.median <= rate.max);
-                assert_eq!(rate.runs, plan.runs);
+            } else {
+                assert!(s.datapath_forwarded.is_none());
             }
+        }
+        let fraction = r.delivered_fraction.as_ref().expect("fraction");
+        assert!(
+            fraction.min > 0.0 && fraction.max <= 1.0,
+            "{name}: {fraction:?}"
+        );
+        let rate = r.delivered_pps.as_ref().expect("rate");
+        assert!(rate.min > 0.0 && rate.min <= rate.median && rate.median <= rate.max);
+        assert_eq!(rate.runs, plan.runs);
+    }
+
+    // The report has a row per family and peer, and the targets are computed per family.
+    let md_rates = std::fs::read_to_string(out.0.join("report.md")).unwrap();
+    for family in Family::ALL {
+        for peer in PeerKind::ALL {
+            let row = format!("| {} | {} | new flows |", family.name(), peer.name());
+            assert!(md_rates.contains(&row), "report row {row}");
+        }
+        let ratios: Vec<_> = results
+            .ratios
+            .iter()
+            .filter(|r| r.family == family)
+            .collect();
+        for what in [
+            "ferrolb / nftables",
+            "ferrolb / bpf-redirect",
+            "program cost",
+        ] {
+            assert!(
+                ratios
+                    .iter()
+                    .any(|r| r.what.contains(what) && r.value.is_some()),
+                "{} ratio {what:?} computed",
+                family.name()
+            );
         }
     }
 
-    // Program cost: every class, with both baselines.
+    // Program cost: every class (IPv4 and IPv6), with both baselines.
     assert_eq!(results.program_cost.len(), plan.service_counts.len());
     for c in &results.program_cost {
         assert!(c.unsupported.is_none());

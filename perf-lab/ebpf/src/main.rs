@@ -16,8 +16,9 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use layout::{
-    GenConfig, GenTemplate, RedirectConfig, GEN_NEW_FLOWS, GEN_REPLAY, OFF_IP_CSUM, OFF_IP_SADDR,
-    OFF_TCP_CSUM, OFF_TCP_SPORT, TEMPLATE_LEN,
+    GenConfig, GenTemplate, RedirectConfig, COUNT_BYTES, COUNT_FRAMES, COUNT_IGNORED,
+    GEN_FAMILY_V6, GEN_NEW_FLOWS, GEN_REPLAY, OFF_IP6_SADDR_LOW, OFF_IP_CSUM, OFF_IP_SADDR,
+    OFF_TCP6_CSUM, OFF_TCP6_SPORT, OFF_TCP_CSUM, OFF_TCP_SPORT, TEMPLATE_LEN, TEMPLATE_LEN_V6,
 };
 
 #[map(name = "PERF_GEN_CONFIG")]
@@ -35,9 +36,9 @@ static GEN_SEQ: Array<u64> = Array::with_max_entries(1, 0);
 #[map(name = "PERF_REDIRECT_CFG")]
 static REDIRECT_CONFIG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
 
-/// Index 0: frames, index 1: bytes.
+/// `COUNT_FRAMES`, `COUNT_BYTES`, `COUNT_IGNORED` (see layout.rs).
 #[map(name = "PERF_COUNT")]
-static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(3, 0);
 
 /// Ones' complement update of a checksum (RFC 1624, eqn. 3) when 16-bit words change.
 #[inline(always)]
@@ -58,28 +59,54 @@ fn split(addr: u32) -> (u16, u16) {
     ((addr >> 16) as u16, addr as u16)
 }
 
+/// Copies `WORDS` u64s and then `TAIL` (0, 2 or 4) bytes from `src` to `dst`: word-sized
+/// copies keep the verifier's view simple.
+///
+/// # Safety
+/// Both pointers must be valid for `WORDS * 8 + TAIL` bytes.
+#[inline(always)]
+unsafe fn copy_template<const WORDS: usize, const TAIL: usize>(dst: *mut u8, src: *const u8) {
+    let mut i = 0;
+    while i < WORDS {
+        let word = core::ptr::read_unaligned(src.add(i * 8) as *const u64);
+        core::ptr::write_unaligned(dst.add(i * 8) as *mut u64, word);
+        i += 1;
+    }
+    let at = WORDS * 8;
+    if TAIL == 4 {
+        let tail = core::ptr::read_unaligned(src.add(at) as *const u32);
+        core::ptr::write_unaligned(dst.add(at) as *mut u32, tail);
+    } else if TAIL == 2 {
+        let tail = core::ptr::read_unaligned(src.add(at) as *const u16);
+        core::ptr::write_unaligned(dst.add(at) as *mut u16, tail);
+    }
+}
+
+const _: () = assert!(7 * 8 + 4 == TEMPLATE_LEN && 9 * 8 + 2 == TEMPLATE_LEN_V6);
+
 #[xdp]
 pub fn perf_gen(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    if start + TEMPLATE_LEN > end {
-        return xdp_action::XDP_ABORTED;
-    }
     let (Some(cfg), Some(template)) = (GEN_CONFIG.get(0), GEN_TEMPLATE.get(0)) else {
         return xdp_action::XDP_ABORTED;
     };
-    // SAFETY: TEMPLATE_LEN bytes of packet were checked above; word-sized copies keep the
-    // verifier's view simple (7 x 8 + 4 = 60 bytes).
+    let v6 = cfg.family == GEN_FAMILY_V6;
+    // SAFETY: each branch checks the bytes of packet it copies (constant lengths, which
+    // the verifier follows); the template holds TEMPLATE_MAX bytes.
     unsafe {
         let dst = start as *mut u8;
         let src = template.bytes.as_ptr();
-        let mut i = 0;
-        while i < 7 {
-            let word = core::ptr::read_unaligned(src.add(i * 8) as *const u64);
-            core::ptr::write_unaligned(dst.add(i * 8) as *mut u64, word);
-            i += 1;
+        if v6 {
+            if start + TEMPLATE_LEN_V6 > end {
+                return xdp_action::XDP_ABORTED;
+            }
+            copy_template::<9, 2>(dst, src);
+        } else {
+            if start + TEMPLATE_LEN > end {
+                return xdp_action::XDP_ABORTED;
+            }
+            copy_template::<7, 4>(dst, src);
         }
-        let tail = core::ptr::read_unaligned(src.add(56) as *const u32);
-        core::ptr::write_unaligned(dst.add(56) as *mut u32, tail);
     }
     let Some(seq_slot) = GEN_SEQ.get_ptr_mut(0) else {
         return xdp_action::XDP_ABORTED;
@@ -99,29 +126,45 @@ pub fn perf_gen(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_ABORTED;
     }
     let port = (cfg.port_base + (tuple % u64::from(cfg.port_count)) as u32) as u16;
+    // IPv4: the whole address; IPv6: its low 32 bits.
     let saddr =
         cfg.src_base + ((tuple / u64::from(cfg.port_count)) % u64::from(cfg.src_count)) as u32;
 
     let (old_hi, old_lo) = split(cfg.tmpl_saddr);
     let (new_hi, new_lo) = split(saddr);
-    let ip_csum = csum_replace(
-        cfg.tmpl_ip_csum as u16,
-        [old_hi, old_lo, 0],
-        [new_hi, new_lo, 0],
-    );
     // The TCP checksum covers the pseudo header (source address) and the source port.
     let tcp_csum = csum_replace(
         cfg.tmpl_tcp_csum as u16,
         [old_hi, old_lo, cfg.tmpl_sport as u16],
         [new_hi, new_lo, port],
     );
-    // SAFETY: all offsets lie inside the TEMPLATE_LEN bytes checked above.
-    unsafe {
-        let p = start as *mut u8;
-        core::ptr::write_unaligned(p.add(OFF_IP_SADDR) as *mut u32, saddr.to_be());
-        core::ptr::write_unaligned(p.add(OFF_IP_CSUM) as *mut u16, ip_csum.to_be());
-        core::ptr::write_unaligned(p.add(OFF_TCP_SPORT) as *mut u16, port.to_be());
-        core::ptr::write_unaligned(p.add(OFF_TCP_CSUM) as *mut u16, tcp_csum.to_be());
+    let p = start as *mut u8;
+    if v6 {
+        if start + TEMPLATE_LEN_V6 > end {
+            return xdp_action::XDP_ABORTED;
+        }
+        // SAFETY: all offsets lie inside the TEMPLATE_LEN_V6 bytes checked above.
+        unsafe {
+            core::ptr::write_unaligned(p.add(OFF_IP6_SADDR_LOW) as *mut u32, saddr.to_be());
+            core::ptr::write_unaligned(p.add(OFF_TCP6_SPORT) as *mut u16, port.to_be());
+            core::ptr::write_unaligned(p.add(OFF_TCP6_CSUM) as *mut u16, tcp_csum.to_be());
+        }
+    } else {
+        if start + TEMPLATE_LEN > end {
+            return xdp_action::XDP_ABORTED;
+        }
+        let ip_csum = csum_replace(
+            cfg.tmpl_ip_csum as u16,
+            [old_hi, old_lo, 0],
+            [new_hi, new_lo, 0],
+        );
+        // SAFETY: all offsets lie inside the TEMPLATE_LEN bytes checked above.
+        unsafe {
+            core::ptr::write_unaligned(p.add(OFF_IP_SADDR) as *mut u32, saddr.to_be());
+            core::ptr::write_unaligned(p.add(OFF_IP_CSUM) as *mut u16, ip_csum.to_be());
+            core::ptr::write_unaligned(p.add(OFF_TCP_SPORT) as *mut u16, port.to_be());
+            core::ptr::write_unaligned(p.add(OFF_TCP_CSUM) as *mut u16, tcp_csum.to_be());
+        }
     }
     // In live-frame mode XDP_TX sends the frame out of the ctx's ingress interface.
     xdp_action::XDP_TX
@@ -150,16 +193,43 @@ pub fn perf_redirect(ctx: XdpContext) -> u32 {
 /// delivered frames and nothing above XDP spends CPU on them.
 #[xdp]
 pub fn perf_count(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    if let Some(frames) = COUNT.get_ptr_mut(0) {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    let len = (end - start) as u64;
+    if is_ipv6_control(start, end) {
+        if let Some(ignored) = COUNT.get_ptr_mut(COUNT_IGNORED) {
+            // SAFETY: per-CPU slot.
+            unsafe { *ignored += 1 };
+        }
+        return xdp_action::XDP_DROP;
+    }
+    if let Some(frames) = COUNT.get_ptr_mut(COUNT_FRAMES) {
         // SAFETY: per-CPU slot.
         unsafe { *frames += 1 };
     }
-    if let Some(bytes) = COUNT.get_ptr_mut(1) {
+    if let Some(bytes) = COUNT.get_ptr_mut(COUNT_BYTES) {
         // SAFETY: per-CPU slot.
         unsafe { *bytes += len };
     }
     xdp_action::XDP_DROP
+}
+
+/// An IPv6 frame whose first next header is ICMPv6 (58) or hop-by-hop options (0, as MLD
+/// reports carry): neighbour discovery and multicast listener chatter of the DUT's own
+/// IPv6 stack, never a generator frame (those are TCP, or IP6IP6 after ferrolb).
+#[inline(always)]
+fn is_ipv6_control(start: usize, end: usize) -> bool {
+    if start + 14 + 8 > end {
+        return false;
+    }
+    // SAFETY: 22 bytes checked above.
+    let (ether_type, next) = unsafe {
+        let p = start as *const u8;
+        (
+            u16::from_be(core::ptr::read_unaligned(p.add(12) as *const u16)),
+            *p.add(14 + 6),
+        )
+    };
+    ether_type == 0x86dd && (next == 58 || next == 0)
 }
 
 #[cfg(not(test))]
