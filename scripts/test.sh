@@ -14,7 +14,7 @@ echo "[test] clippy (userspace)"
 cargo clippy --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --all-targets --locked -- -D warnings
 
 echo "[test] clippy (eBPF crates, bpfel-unknown-none)"
-for crate in xdp tc; do
+for crate in xdp tc perf-lab/ebpf; do
     (cd "$crate" && cargo +nightly clippy --locked --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 done
 
