@@ -155,7 +155,8 @@ impl Fixture {
         out
     }
 
-    /// Sends a flow's first TCP packet to port 80 and returns the backend Maglev gave it.
+    /// Sends a flow's first packet that records it (an ACK with data: a SYN records
+    /// nothing) to port 80, checks the entry, and returns the backend Maglev gave it.
     fn establish(&mut self, sport: u16) -> IpAddr {
         let backend = self
             .explain(Protocol::Tcp, sport, 80)
@@ -163,9 +164,15 @@ impl Fixture {
             .expect("maglev pick");
         self.expect(
             "first packet",
-            &tcp_syn(sport, 80, b""),
+            &tcp_ack(sport, 80, b"hello"),
             XDP_TX,
             XdpReason::Forwarded,
+        );
+        let entry = self.explain(Protocol::Tcp, sport, 80).flow_entry;
+        assert_eq!(
+            entry.and_then(|e| e.backend),
+            Some(backend),
+            "the ACK recorded the flow"
         );
         backend
     }
@@ -190,6 +197,17 @@ fn tcp_syn(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
         .ipv4(CLIENT, VIP, 64)
         .tcp(sport, dport, 1000, 64240)
         .syn();
+    let mut out = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A TCP segment of an established connection: ACK set, SYN clear.
+fn tcp_ack(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC)
+        .ipv4(CLIENT, VIP, 64)
+        .tcp(sport, dport, 1001, 64240)
+        .ack(1);
     let mut out = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut out, payload).unwrap();
     out
@@ -283,15 +301,23 @@ fn forwards_new_flows_with_correct_ipip_and_counts_them() {
         return;
     }
     let mut f = Fixture::new("fwd", CONFIG);
-    for (name, proto, packet, dport) in [
-        ("tcp syn", Protocol::Tcp, tcp_syn(40_000, 80, b""), 80),
+    // Whether the packet records its flow: a SYN (without ACK) does not.
+    for (name, proto, packet, dport, records) in [
         (
-            "tcp with data",
+            "tcp syn",
             Protocol::Tcp,
-            tcp_syn(40_001, 80, &[0xab; 100]),
+            tcp_syn(40_000, 80, b""),
             80,
+            false,
         ),
-        ("udp", Protocol::Udp, udp(40_002, 53, b"query"), 53),
+        (
+            "tcp ack with data",
+            Protocol::Tcp,
+            tcp_ack(40_001, 80, &[0xab; 100]),
+            80,
+            true,
+        ),
+        ("udp", Protocol::Udp, udp(40_002, 53, b"query"), 53, true),
     ] {
         let sport = u16::from_be_bytes([packet[34], packet[35]]);
         let predicted = f.explain(proto, sport, dport);
@@ -321,10 +347,114 @@ fn forwards_new_flows_with_correct_ipip_and_counts_them() {
             "{name}: backend packets"
         );
         let after = f.explain(proto, sport, dport);
-        let entry = after.flow_entry.expect("flow recorded");
-        assert_eq!(entry.backend, Some(backend), "{name}: flow entry");
+        if records {
+            let entry = after.flow_entry.expect("flow recorded");
+            assert_eq!(entry.backend, Some(backend), "{name}: flow entry");
+        } else {
+            assert!(after.flow_entry.is_none(), "{name}: nothing recorded");
+        }
         assert_eq!(after.backend, Some(backend));
     }
+}
+
+#[test]
+fn a_syn_is_balanced_without_writing_the_flow_table_and_the_ack_records_it() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("synpath", CONFIG);
+    let sport = 45_000;
+    let fresh = f.explain(Protocol::Tcp, sport, 80);
+    assert!(fresh.flow_entry.is_none(), "fresh tuple");
+    let backend = fresh.maglev_backend.expect("maglev pick");
+
+    // A SYN to a new tuple, and its retransmission: forwarded to Maglev's pick, no entry.
+    let syn = tcp_syn(sport, 80, b"");
+    for name in ["syn to a new tuple", "retransmitted syn"] {
+        let out = f.expect(name, &syn, XDP_TX, XdpReason::Forwarded);
+        assert_ipip(name, &syn, &out, backend);
+        let e = f.explain(Protocol::Tcp, sport, 80);
+        assert!(
+            e.flow_entry.is_none(),
+            "{name}: nothing recorded: {}",
+            e.why
+        );
+    }
+
+    // The handshake's ACK takes the same backend and records it.
+    let ack = tcp_ack(sport, 80, b"");
+    let out = f.expect("handshake ack", &ack, XDP_TX, XdpReason::Forwarded);
+    assert_ipip("handshake ack", &ack, &out, backend);
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert!(
+        e.flow_entry
+            .is_some_and(|entry| entry.usable && entry.backend == Some(backend)),
+        "the ACK recorded the SYN's backend: {}",
+        e.why
+    );
+
+    // A SYN whose tuple has a live entry follows the entry, also where Maglev would now
+    // pick another backend (this one drained).
+    let drained = CONFIG.replacen(
+        &format!("{{address: {backend}}}"),
+        &format!("{{address: {backend}, weight: 0}}"),
+        1,
+    );
+    f.apply(&drained);
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert_ne!(
+        e.maglev_backend,
+        Some(backend),
+        "drained backend owns no slot"
+    );
+    let out = f.expect("syn with a live entry", &syn, XDP_TX, XdpReason::Forwarded);
+    assert_ipip("syn with a live entry", &syn, &out, backend);
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert_eq!(e.flow_entry.and_then(|entry| entry.backend), Some(backend));
+
+    // Only SYN-without-ACK skips the insert: a SYN-ACK, a RST and a UDP flow's first packet
+    // all record (each to a tuple of its own).
+    let mut syn_ack = tcp_syn(sport + 1, 80, b"");
+    syn_ack[14 + 20 + 13] |= 0x10;
+    let mut rst = tcp_ack(sport + 2, 80, b"");
+    rst[14 + 20 + 13] = 0x04;
+    for (name, proto, mut packet, sport, dport) in [
+        ("syn-ack", Protocol::Tcp, syn_ack, sport + 1, 80),
+        ("rst", Protocol::Tcp, rst, sport + 2, 80),
+        (
+            "udp first packet",
+            Protocol::Udp,
+            udp(sport + 3, 53, b"q"),
+            sport + 3,
+            53,
+        ),
+    ] {
+        if proto == Protocol::Tcp {
+            fix_tcp_checksum(&mut packet);
+        }
+        let picked = f.explain(proto, sport, dport).maglev_backend.unwrap();
+        let out = f.expect(name, &packet, XDP_TX, XdpReason::Forwarded);
+        assert_ipip(name, &packet, &out, picked);
+        let e = f.explain(proto, sport, dport);
+        assert_eq!(
+            e.flow_entry.and_then(|entry| entry.backend),
+            Some(picked),
+            "{name}: recorded"
+        );
+    }
+}
+
+/// Recomputes the TCP checksum of an IPv4 frame without IP options after its header was
+/// edited.
+fn fix_tcp_checksum(packet: &mut [u8]) {
+    let ip = Ipv4HeaderSlice::from_slice(&packet[14..])
+        .unwrap()
+        .to_header();
+    let (mut tcp, payload) = TcpHeader::from_slice(&packet[34..]).unwrap();
+    tcp.checksum = tcp.calc_checksum_ipv4(&ip, payload).unwrap();
+    let mut header = Vec::new();
+    tcp.write(&mut header).unwrap();
+    packet[34..34 + header.len()].copy_from_slice(&header);
 }
 
 #[test]
@@ -544,13 +674,13 @@ fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
     );
     let out = f.expect(
         "established on drained",
-        &tcp_syn(sport, 80, b""),
+        &tcp_ack(sport, 80, b"more"),
         XDP_TX,
         XdpReason::Forwarded,
     );
     assert_ipip(
         "established on drained",
-        &tcp_syn(sport, 80, b""),
+        &tcp_ack(sport, 80, b"more"),
         &out,
         first,
     );
@@ -574,11 +704,17 @@ fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
     assert_ne!(moved, first);
     let out = f.expect(
         "after removal",
-        &tcp_syn(sport, 80, b""),
+        &tcp_ack(sport, 80, b""),
         XDP_TX,
         XdpReason::Forwarded,
     );
-    assert_ipip("after removal", &tcp_syn(sport, 80, b""), &out, moved);
+    assert_ipip("after removal", &tcp_ack(sport, 80, b""), &out, moved);
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert!(
+        e.flow_entry
+            .is_some_and(|entry| entry.usable && entry.backend == Some(moved)),
+        "the re-selected flow is recorded again"
+    );
 }
 
 #[test]
@@ -595,13 +731,13 @@ fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
     assert_eq!(e.backend, Some(first), "{}", e.why);
     let out = f.expect(
         "established, all drained",
-        &tcp_syn(sport, 80, b"x"),
+        &tcp_ack(sport, 80, b"x"),
         XDP_TX,
         XdpReason::Forwarded,
     );
     assert_ipip(
         "established, all drained",
-        &tcp_syn(sport, 80, b"x"),
+        &tcp_ack(sport, 80, b"x"),
         &out,
         first,
     );
@@ -691,13 +827,13 @@ fn a_backend_leaving_one_service_loses_only_that_services_flows() {
     assert_ne!(web.backend, Some(target));
     let out = f.expect(
         "web flow after",
-        &tcp_syn(web_sport, 80, b""),
+        &tcp_ack(web_sport, 80, b""),
         XDP_TX,
         XdpReason::Forwarded,
     );
     assert_ipip(
         "web flow after",
-        &tcp_syn(web_sport, 80, b""),
+        &tcp_ack(web_sport, 80, b""),
         &out,
         web.backend.unwrap(),
     );
@@ -730,9 +866,16 @@ fn ipv6_frame(next: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let ip = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC).ipv6(CLIENT6, VIP6, 64);
     let mut out = Vec::new();
     match next {
+        // A SYN (connection opening).
         "tcp" => ip
             .tcp(sport, dport, 1000, 64240)
             .syn()
+            .write(&mut out, payload)
+            .unwrap(),
+        // A segment of an established connection.
+        "tcp-ack" => ip
+            .tcp(sport, dport, 1001, 64240)
+            .ack(1)
             .write(&mut out, payload)
             .unwrap(),
         _ => ip.udp(sport, dport).write(&mut out, payload).unwrap(),
@@ -745,6 +888,74 @@ fn ipv6_frame(next: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The output must be the input's IPv6 packet inside a correct outer IPv6 header to
+/// `backend`.
+fn assert_ip6ip6(name: &str, packet: &[u8], out: &[u8], backend: IpAddr) {
+    assert_eq!(out.len(), packet.len() + 40, "{name}: length");
+    assert_eq!(&out[0..6], &backend_mac(backend), "{name}: destination MAC");
+    assert_eq!(&out[6..12], &LB_MAC, "{name}: source MAC");
+    assert_eq!(&out[12..14], &[0x86, 0xdd], "{name}: ethertype");
+    assert_eq!(
+        &out[14..18],
+        &packet[14..18],
+        "{name}: version, class, flow label"
+    );
+    let inner_payload = u16::from_be_bytes([packet[18], packet[19]]);
+    assert_eq!(
+        u16::from_be_bytes([out[18], out[19]]),
+        inner_payload + 40,
+        "{name}: outer payload length"
+    );
+    assert_eq!(out[20], 41, "{name}: next header is IPv6");
+    assert_eq!(out[21], 64, "{name}: hop limit");
+    assert_eq!(&out[22..38], &LB6, "{name}: outer source");
+    assert_eq!(
+        IpAddr::from(<[u8; 16]>::try_from(&out[38..54]).unwrap()),
+        backend,
+        "{name}: outer destination"
+    );
+    assert_eq!(&out[54..], &packet[14..], "{name}: inner packet intact");
+}
+
+fn tuple6(protocol: Protocol, sport: u16, dport: u16) -> inspect::Tuple {
+    inspect::Tuple {
+        protocol,
+        src: IpAddr::from(CLIENT6),
+        sport,
+        dst: IpAddr::from(VIP6),
+        dport,
+    }
+}
+
+#[test]
+fn an_ipv6_syn_records_nothing_and_the_ack_that_follows_records_the_same_backend() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("ipv6-syn", CONFIG6);
+    let tuple = tuple6(Protocol::Tcp, 43_000, 80);
+    let backend = inspect::explain(&f.maps, tuple)
+        .unwrap()
+        .maglev_backend
+        .expect("maglev pick");
+    let syn = ipv6_frame("tcp", 43_000, 80, b"");
+    let out = f.expect("ipv6 syn", &syn, XDP_TX, XdpReason::Forwarded);
+    assert_ip6ip6("ipv6 syn", &syn, &out, backend);
+    let e = inspect::explain(&f.maps, tuple).unwrap();
+    assert!(e.flow_entry.is_none(), "a SYN records nothing: {}", e.why);
+
+    let ack = ipv6_frame("tcp-ack", 43_000, 80, b"");
+    let out = f.expect("ipv6 handshake ack", &ack, XDP_TX, XdpReason::Forwarded);
+    assert_ip6ip6("ipv6 handshake ack", &ack, &out, backend);
+    let e = inspect::explain(&f.maps, tuple).unwrap();
+    assert!(
+        e.flow_entry
+            .is_some_and(|entry| entry.usable && entry.backend == Some(backend)),
+        "the ACK recorded the SYN's backend: {}",
+        e.why
+    );
+}
+
 #[test]
 fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
     if !require_root("xdp fixture") {
@@ -753,9 +964,9 @@ fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
     let mut f = Fixture::new("ipv6", CONFIG6);
     for (name, proto, packet, sport, dport) in [
         (
-            "tcp syn",
+            "tcp ack",
             Protocol::Tcp,
-            ipv6_frame("tcp", 42_000, 80, b""),
+            ipv6_frame("tcp-ack", 42_000, 80, b"data"),
             42_000,
             80,
         ),
@@ -779,29 +990,7 @@ fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
             .maglev_backend
             .expect("maglev pick");
         let out = f.expect(name, &packet, XDP_TX, XdpReason::Forwarded);
-        assert_eq!(out.len(), packet.len() + 40, "{name}: length");
-        assert_eq!(&out[0..6], &backend_mac(backend), "{name}: destination MAC");
-        assert_eq!(&out[6..12], &LB_MAC, "{name}: source MAC");
-        assert_eq!(&out[12..14], &[0x86, 0xdd], "{name}: ethertype");
-        assert_eq!(
-            &out[14..18],
-            &packet[14..18],
-            "{name}: version, class, flow label"
-        );
-        let inner_payload = u16::from_be_bytes([packet[18], packet[19]]);
-        assert_eq!(
-            u16::from_be_bytes([out[18], out[19]]),
-            inner_payload + 40,
-            "{name}: outer payload length"
-        );
-        assert_eq!(out[20], 41, "{name}: next header is IPv6");
-        assert_eq!(out[21], 64, "{name}: hop limit");
-        assert_eq!(&out[22..38], &LB6, "{name}: outer source");
-        assert_eq!(
-            IpAddr::from(<[u8; 16]>::try_from(&out[38..54]).unwrap()),
-            backend
-        );
-        assert_eq!(&out[54..], &packet[14..], "{name}: inner packet intact");
+        assert_ip6ip6(name, &packet, &out, backend);
         let after = inspect::explain(&f.maps, tuple).unwrap();
         assert_eq!(after.flow_entry.and_then(|e| e.backend), Some(backend));
     }

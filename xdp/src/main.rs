@@ -82,7 +82,7 @@ fn try_balance_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let flow_key = flow::key(&pkt);
     let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let (backend_id, backend) = select(&flow_key, &service, || {
+    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, || {
         parse::flow_hash(&pkt, config.flow_hash_seed)
     })?;
     let hop = next_hop(ctx, backend_id, &backend, config)?;
@@ -102,7 +102,7 @@ fn try_balance_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     if config.flags & CONFIG_F_V6_READY == 0 {
         return Err(XdpReason::PassNotReady);
     }
-    let (backend_id, backend) = select(flow_key, &service, || {
+    let (backend_id, backend) = select(flow_key, &service, pkt.opening, || {
         parse::flow_hash_v6(&pkt, config.flow_hash_seed)
     })?;
     // The daemon never mixes families in a service; a slot that does is not followed.
@@ -119,11 +119,21 @@ fn try_balance_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
-/// remembered. `hash` runs only for flows the table does not know.
+/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash`
+/// runs only for flows the table does not know.
+///
+/// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
+/// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
+/// flows whose stickiness the table exists to keep. The connection's first non-SYN packet
+/// (the handshake's ACK) records it; Maglev gives that ACK the same backend unless the
+/// table changed within the round trip, the exposure Maglev alone has anyway. A SYN whose
+/// tuple has a live entry still follows it, so a reused tuple stays on its entry's
+/// backend.
 #[inline(always)]
 fn select(
     flow_key: &FlowKey,
     service: &ServiceValue,
+    opening: bool,
     hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     match flow::lookup(flow_key) {
@@ -132,7 +142,9 @@ fn select(
         // flow table above still carries established ones to drained backends.
         None => {
             let picked = lookup::maglev_backend(service, hash())?;
-            flow::record(flow_key, picked.0, &picked.1);
+            if !opening {
+                flow::record(flow_key, picked.0, &picked.1);
+            }
             Ok(picked)
         }
     }

@@ -10,6 +10,10 @@ use lb_common::{
 
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
+/// Offset of the flags byte (CWR ECE URG ACK PSH RST SYN FIN) in the TCP header.
+const TCP_FLAGS_OFF: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 /// More-fragments flag and fragment offset, in host order.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 pub const IP_DF: u16 = 0x4000;
@@ -66,6 +70,8 @@ pub struct Ipv4Packet {
     /// Inner IPv4 total length, host order.
     pub tot_len: u16,
     pub dont_fragment: bool,
+    /// See [`opens_connection`].
+    pub opening: bool,
 }
 
 /// A pointer to a `T` at `offset` bytes into the packet, if the packet is long enough.
@@ -87,6 +93,8 @@ pub struct Ipv6Packet {
     pub vtc_flow: [u16; 2],
     /// Host order.
     pub payload_len: u16,
+    /// See [`opens_connection`].
+    pub opening: bool,
 }
 
 /// The frame's ethertype, host order.
@@ -134,6 +142,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
     let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
     // SAFETY: ptr_at checked the bounds.
     let ports = unsafe { *ports };
+    let opening = opens_connection(ctx, proto, l4_off)?;
     Ok(Ipv4Packet {
         saddr: ip.saddr,
         daddr: ip.daddr,
@@ -144,6 +153,7 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         id_be: ip.id_be,
         tot_len,
         dont_fragment: frag_off & IP_DF != 0,
+        opening,
     })
 }
 
@@ -175,6 +185,7 @@ pub fn parse_ipv6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
     let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
     // SAFETY: ptr_at checked the bounds.
     let ports = unsafe { *ports };
+    let opening = opens_connection(ctx, proto, l4_off)?;
     Ok(Ipv6Packet {
         flow: FlowKey {
             src: ip.saddr,
@@ -187,7 +198,24 @@ pub fn parse_ipv6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
         },
         vtc_flow: ip.vtc_flow,
         payload_len,
+        opening,
     })
+}
+
+/// Whether the packet opens a TCP connection: SYN set, ACK clear (a client's SYN; a
+/// SYN-ACK or anything later in a connection has ACK set). Such a packet is balanced
+/// without writing the flow table (see `select` in main.rs). UDP never is. `l4_off` is
+/// where the TCP header starts; the caller checked that a whole fixed header is there,
+/// and the read is bounds-checked again here for the verifier.
+#[inline(always)]
+fn opens_connection(ctx: &XdpContext, proto: u8, l4_off: usize) -> Result<bool, XdpReason> {
+    if proto != PROTO_TCP {
+        return Ok(false);
+    }
+    let flags: *const u8 = ptr_at(ctx, l4_off + TCP_FLAGS_OFF).ok_or(XdpReason::DropMalformedL4)?;
+    // SAFETY: ptr_at checked the bounds.
+    let flags = unsafe { *flags };
+    Ok(flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
 }
 
 /// An IPv6 address as the flow hash takes it: four host-order words, most significant
