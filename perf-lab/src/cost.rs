@@ -10,15 +10,20 @@
 //!   packets, and the baseline is the pass program in the same loop (repeat 1 carries the
 //!   timer's own overhead, which the subtraction removes).
 //!
-//! The flow table is an LRU of `limits::DEFAULT_FLOWS` entries. Before the new-flow class
-//! is measured it is filled to capacity with other flows, so every new flow pays for an
-//! eviction: the steady state of a busy LB, and the pessimistic one (an empty table is
-//! cheaper). Flow-table hits cycle through 10,000 established flows, not one hot entry.
+//! The flow table is an LRU of `limits::DEFAULT_FLOWS` entries, written by a flow's first
+//! packet that is not a TCP SYN (a SYN is balanced without an insert). Before the new-flow
+//! classes are measured it is filled to capacity with other flows' ACKs, so a new flow's
+//! lookup misses in a full table and every first ACK pays for an eviction: the steady
+//! state of a busy LB, and the pessimistic one (an empty table is cheaper). "New flow" is
+//! a SYN to a never-seen tuple (lookup miss + Maglev, no insert); "first ACK" is the first
+//! ACK of a never-seen tuple (lookup miss + Maglev + insert, evicting), the packet that
+//! records a real connection. Flow-table hits are ACKs cycling through 10,000 established
+//! flows (recorded by ACKs), not one hot entry.
 //!
 //! IPv6 (IP6IP6 encapsulation): the maps hold the same services in IPv6 too (dual stack,
-//! as the rate layer programs them), the new-flow and hit classes are measured the same
-//! way against the IPv6 target service, in the same flow table (full, so IPv6 inserts
-//! evict too) with 10,000 IPv6 established flows of their own.
+//! as the rate layer programs them), the new-flow, first-ACK and hit classes are measured
+//! the same way against the IPv6 target service, in the same flow table (full, so IPv6
+//! inserts evict too) with 10,000 IPv6 established flows of their own.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -77,41 +82,50 @@ const ESTABLISHED_FLOWS: u32 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PacketClass {
+    /// A SYN to a never-seen tuple: lookup miss, Maglev, no insert.
     NewFlow,
+    /// The first ACK of a never-seen tuple: lookup miss, Maglev, insert (evicting).
+    FirstAck,
+    /// An ACK of an established flow.
     FlowHit,
     NotAService,
     Icmp,
     NewFlowV6,
+    FirstAckV6,
     FlowHitV6,
     Ipv6,
 }
 
 impl PacketClass {
-    pub const ALL: [PacketClass; 7] = [
+    pub const ALL: [PacketClass; 9] = [
         PacketClass::NewFlow,
+        PacketClass::FirstAck,
         PacketClass::FlowHit,
         PacketClass::NotAService,
         PacketClass::Icmp,
         PacketClass::NewFlowV6,
+        PacketClass::FirstAckV6,
         PacketClass::FlowHitV6,
         PacketClass::Ipv6,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            Self::NewFlow => "new flow (SYN, table full: evicts)",
-            Self::FlowHit => "flow-table hit",
+            Self::NewFlow => "new flow (SYN, table full: miss + Maglev, no insert)",
+            Self::FirstAck => "first ACK of a new flow (inserts; table full: evicts)",
+            Self::FlowHit => "flow-table hit (ACK)",
             Self::NotAService => "not a service (TCP to VIP:8080)",
             Self::Icmp => "ICMP echo to VIP",
-            Self::NewFlowV6 => "IPv6 new flow (SYN, table full: evicts)",
-            Self::FlowHitV6 => "IPv6 flow-table hit",
+            Self::NewFlowV6 => "IPv6 new flow (SYN, table full: miss + Maglev, no insert)",
+            Self::FirstAckV6 => "IPv6 first ACK of a new flow (inserts; table full: evicts)",
+            Self::FlowHitV6 => "IPv6 flow-table hit (ACK)",
             Self::Ipv6 => "IPv6 TCP to no service (passed)",
         }
     }
 
     pub fn family(self) -> Family {
         match self {
-            Self::NewFlowV6 | Self::FlowHitV6 | Self::Ipv6 => Family::Ipv6,
+            Self::NewFlowV6 | Self::FirstAckV6 | Self::FlowHitV6 | Self::Ipv6 => Family::Ipv6,
             _ => Family::Ipv4,
         }
     }
@@ -127,7 +141,12 @@ impl PacketClass {
     fn rewrites(self) -> bool {
         matches!(
             self,
-            Self::NewFlow | Self::FlowHit | Self::NewFlowV6 | Self::FlowHitV6
+            Self::NewFlow
+                | Self::FirstAck
+                | Self::FlowHit
+                | Self::NewFlowV6
+                | Self::FirstAckV6
+                | Self::FlowHitV6
         )
     }
 
@@ -179,7 +198,26 @@ impl From<ProgramsError> for CostError {
     }
 }
 
+/// Which TCP segment a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    /// SYN without ACK: opens a connection, balanced without a flow-table insert.
+    Syn,
+    /// ACK without SYN: a segment of a connection, which the flow table records.
+    Ack,
+}
+
 fn tcp_syn(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Result<Vec<u8>, CostError> {
+    tcp_segment(Segment::Syn, src, sport, dst, dport)
+}
+
+fn tcp_segment(
+    segment: Segment,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+) -> Result<Vec<u8>, CostError> {
     let eth = PacketBuilder::ethernet2(CLIENT_MAC, LB_MAC);
     let ip = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
@@ -190,7 +228,10 @@ fn tcp_syn(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Result<Vec<u8>, 
             )))
         }
     };
-    let b = ip.tcp(sport, dport, 1, 64_240).syn();
+    let b = match segment {
+        Segment::Syn => ip.tcp(sport, dport, 1, 64_240).syn(),
+        Segment::Ack => ip.tcp(sport, dport, 2, 64_240).ack(1),
+    };
     let mut v = Vec::with_capacity(b.size(0));
     b.write(&mut v, &[])
         .map_err(|e| CostError::Packet(e.to_string()))?;
@@ -225,10 +266,10 @@ fn client(family: Family, i: u32) -> (IpAddr, u16) {
     (addr, 1024 + (i % 60_000) as u16)
 }
 
-/// The SYN of the i-th client tuple of `family` to `vip`'s service port.
-fn flow_syn(family: Family, i: u32, vip: IpAddr) -> Option<Vec<u8>> {
+/// A `segment` of the i-th client tuple of `family` to `vip`'s service port.
+fn flow_packet(segment: Segment, family: Family, i: u32, vip: IpAddr) -> Option<Vec<u8>> {
     let (src, sport) = client(family, i);
-    tcp_syn(src, sport, vip, SERVICE_PORT).ok()
+    tcp_segment(segment, src, sport, vip, SERVICE_PORT).ok()
 }
 
 struct Programs {
@@ -408,8 +449,11 @@ pub fn measure(
     let vip = |family| set.vip_in(family, set.target());
 
     // Client tuples per family: [0, ESTABLISHED) established, then (IPv4) the fill, then
-    // fresh new flows.
-    let established = |family: Family, i: u32| flow_syn(family, i % ESTABLISHED_FLOWS, vip(family));
+    // fresh tuples for the new-flow and first-ACK classes. Established flows and the fill
+    // are sent as ACKs: a SYN records nothing.
+    let established = |family: Family, i: u32| {
+        flow_packet(Segment::Ack, family, i % ESTABLISHED_FLOWS, vip(family))
+    };
     let warm = |what: &'static str, family: Family| {
         programs.single_loop(
             true,
@@ -419,7 +463,8 @@ pub fn measure(
         )
     };
     let first = families.first().copied().unwrap_or(Family::Ipv4);
-    let syn = established(first, 0).ok_or_else(|| CostError::Packet("template SYN".into()))?;
+    let syn = flow_packet(Segment::Syn, first, 0, vip(first))
+        .ok_or_else(|| CostError::Packet("template SYN".into()))?;
     for &family in families {
         warm("warm established", family)?;
     }
@@ -434,7 +479,7 @@ pub fn measure(
         programs.single_loop(
             true,
             "fill flow table",
-            (start..start + fill).filter_map(|i| flow_syn(first, i, vip(first))),
+            (start..start + fill).filter_map(|i| flow_packet(Segment::Ack, first, i, vip(first))),
             Some(XDP_TX),
         )?;
         next_new.insert(first, start + fill);
@@ -463,14 +508,24 @@ pub fn measure(
         for (k, class) in classes.iter().enumerate() {
             let family = class.family();
             let ns = match class {
-                PacketClass::NewFlow | PacketClass::NewFlowV6 => {
+                PacketClass::NewFlow
+                | PacketClass::NewFlowV6
+                | PacketClass::FirstAck
+                | PacketClass::FirstAckV6 => {
+                    // Never-seen tuples either way: a SYN leaves no entry behind, but the
+                    // first-ACK class does not reuse the SYNs' tuples, so both miss alike.
+                    let (segment, what) = match class {
+                        PacketClass::NewFlow | PacketClass::NewFlowV6 => (Segment::Syn, "new flow"),
+                        _ => (Segment::Ack, "first ack"),
+                    };
                     let next = next_new.entry(family).or_insert(ESTABLISHED_FLOWS);
                     let start = *next;
                     *next += n;
                     programs.single_loop(
                         true,
-                        "new flow",
-                        (start..start + n).filter_map(|i| flow_syn(family, i, vip(family))),
+                        what,
+                        (start..start + n)
+                            .filter_map(|i| flow_packet(segment, family, i, vip(family))),
                         Some(class.verdict()),
                     )?
                 }

@@ -20,6 +20,7 @@ use crate::{
     netns::{Netns, NetnsError, PinDir},
     objects::layout::RedirectConfig,
     programs::{self, ProgramsError, Sink},
+    rate::FlowKind,
     rules,
     services::{Family, ServiceSet, SERVICE_PORT},
     topology::{Topology, DUT_IN, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
@@ -263,6 +264,14 @@ impl Datapath {
                 Ok(String::new())
             }
         };
+        if loaded.is_ok() && self.kind.uses_conntrack() {
+            // The established flows are replayed ACKs whose handshake the peer never saw:
+            // conntrack takes a mid-stream ACK as a connection (a NEW entry, DNATed by the
+            // service chains; replays then hit it) only with loose pickup on. 1 is the
+            // default, set per namespace here so the measurement does not depend on it.
+            // The rules just loaded made sure conntrack is there.
+            dut.sysctl("net.netfilter.nf_conntrack_tcp_loose=1")?;
+        }
         match loaded {
             Ok(_) => Ok(Programmed::Done(started.elapsed())),
             Err(NetnsError::Timeout {
@@ -334,8 +343,9 @@ pub struct Peer {
     pub kind: PeerKind,
     pub topo: Topology,
     pub sink: Sink,
-    /// The frame the generator sends for the current service set, per family.
-    pub frames: BTreeMap<Family, Vec<u8>>,
+    /// The frame the generator sends for the current service set, per family and flow
+    /// kind: a SYN for new flows, an ACK for established ones (see `programs::Segment`).
+    pub frames: BTreeMap<(Family, FlowKind), Vec<u8>>,
     pub datapath: Datapath,
 }
 
@@ -408,8 +418,20 @@ impl Peer {
                 PeerKind::Forward => ServiceSet::first_endpoint(family),
                 _ => set.vip_in(family, set.target()),
             };
-            let frame = programs::template(self.topo.gen_mac, self.topo.in_mac, dst, SERVICE_PORT)?;
-            self.frames.insert(family, frame);
+            for flows in FlowKind::ALL {
+                let segment = match flows {
+                    FlowKind::New => programs::Segment::Syn,
+                    FlowKind::Established => programs::Segment::Ack,
+                };
+                let frame = programs::template(
+                    self.topo.gen_mac,
+                    self.topo.in_mac,
+                    dst,
+                    SERVICE_PORT,
+                    segment,
+                )?;
+                self.frames.insert((family, flows), frame);
+            }
         }
         self.datapath
             .program(&self.topo.dut, set, families, load_timeout)

@@ -20,8 +20,9 @@ use crate::{
             GenConfig, GenTemplate, RedirectConfig, COUNT_FRAMES, COUNT_IGNORED, GEN_FAMILY_V4,
             GEN_FAMILY_V6, GEN_FIXED, GEN_NEW_FLOWS, GEN_REPLAY, MAP_COUNT, MAP_GEN_CONFIG,
             MAP_GEN_SEQ, MAP_GEN_TEMPLATE, MAP_REDIRECT_CONFIG, OFF_IP6_SADDR_LOW, OFF_IP_CSUM,
-            OFF_IP_SADDR, OFF_TCP6_CSUM, OFF_TCP6_SPORT, OFF_TCP_CSUM, OFF_TCP_SPORT, PROG_COUNT,
-            PROG_GEN, PROG_REDIRECT, TEMPLATE_LEN, TEMPLATE_LEN_V6, TEMPLATE_MAX,
+            OFF_IP_SADDR, OFF_TCP6_CSUM, OFF_TCP6_FLAGS, OFF_TCP6_SPORT, OFF_TCP_CSUM,
+            OFF_TCP_FLAGS, OFF_TCP_SPORT, PROG_COUNT, PROG_GEN, PROG_REDIRECT, TEMPLATE_LEN,
+            TEMPLATE_LEN_V6, TEMPLATE_MAX,
         },
         PERF_PROGRAMS,
     },
@@ -222,14 +223,37 @@ pub struct Generator {
     cpu: usize,
 }
 
-/// A SYN from the first generator source of `dst`'s family to `dst:dport`, with valid
-/// checksums; an IPv4 frame is padded to the Ethernet minimum (60 bytes), an IPv6 one is
-/// 74 bytes of headers.
+/// The TCP segment a template carries. The generator copies the template's flags into
+/// every frame as they are; only source address, port and checksums vary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Segment {
+    /// SYN without ACK, for new flows: a connection opening (ferrolb balances it without a
+    /// flow-table insert; conntrack creates an entry in SYN_SENT).
+    Syn,
+    /// ACK without SYN, for established flows: a segment of a running connection
+    /// (ferrolb records the flow on the first one and hits it on replays; conntrack picks
+    /// it up mid-stream with `nf_conntrack_tcp_loose` on).
+    Ack,
+}
+
+/// Byte offset of the TCP flags in a template of either family.
+pub fn tcp_flags_offset(frame_len: usize) -> usize {
+    if frame_len == TEMPLATE_LEN_V6 {
+        OFF_TCP6_FLAGS
+    } else {
+        OFF_TCP_FLAGS
+    }
+}
+
+/// A `segment` from the first generator source of `dst`'s family to `dst:dport`, with
+/// valid checksums; an IPv4 frame is padded to the Ethernet minimum (60 bytes), an IPv6
+/// one is 74 bytes of headers.
 pub fn template(
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
     dst: IpAddr,
     dport: u16,
+    segment: Segment,
 ) -> Result<Vec<u8>, ProgramsError> {
     let eth = PacketBuilder::ethernet2(src_mac, dst_mac);
     let (builder, len) = match dst {
@@ -242,7 +266,10 @@ pub fn template(
             TEMPLATE_LEN_V6,
         ),
     };
-    let builder = builder.tcp(PORT_BASE as u16, dport, 1, 64_240).syn();
+    let builder = match segment {
+        Segment::Syn => builder.tcp(PORT_BASE as u16, dport, 1, 64_240).syn(),
+        Segment::Ack => builder.tcp(PORT_BASE as u16, dport, 2, 64_240).ack(1),
+    };
     let mut frame = Vec::with_capacity(builder.size(0));
     builder
         .write(&mut frame, &[])
@@ -427,5 +454,54 @@ impl Generator {
             self.next_new_seq += result.sent;
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    use super::*;
+
+    /// Each template carries the flags of its segment and checksums that verify, in both
+    /// families (the generator patches them incrementally from these).
+    #[test]
+    fn templates_carry_their_flags_and_valid_checksums() {
+        let dsts: [IpAddr; 2] = [
+            Ipv4Addr::new(198, 18, 19, 1).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 0x19, 0, 0, 0, 0, 1).into(),
+        ];
+        for dst in dsts {
+            for segment in [Segment::Syn, Segment::Ack] {
+                let frame = template([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, 80, segment)
+                    .expect("template");
+                let flags = frame[tcp_flags_offset(frame.len())];
+                let want = match segment {
+                    Segment::Syn => 0x02,
+                    Segment::Ack => 0x10,
+                };
+                assert_eq!(flags, want, "{dst} {segment:?}: flags byte");
+                let sliced = SlicedPacket::from_ethernet(&frame).expect("parses");
+                let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+                    panic!("{dst} {segment:?}: not TCP");
+                };
+                assert_eq!(tcp.syn(), segment == Segment::Syn);
+                assert_eq!(tcp.ack(), segment == Segment::Ack);
+                let header = tcp.to_header();
+                let payload = tcp.payload();
+                let want = match sliced.net {
+                    Some(NetSlice::Ipv4(ip)) => header
+                        .calc_checksum_ipv4(&ip.header().to_header(), payload)
+                        .unwrap(),
+                    Some(NetSlice::Ipv6(ip)) => header
+                        .calc_checksum_ipv6(&ip.header().to_header(), payload)
+                        .unwrap(),
+                    _ => panic!("no IP header"),
+                };
+                assert_eq!(tcp.checksum(), want, "{dst} {segment:?}: TCP checksum");
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ pub enum RateError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowKind {
     New,
@@ -156,10 +156,15 @@ pub fn run_once(
     plan: &RatePlan,
 ) -> Result<RateSample, RateError> {
     let topo = &peer.topo;
-    let frame = peer.frames.get(&family).ok_or(RateError::NoFrame {
-        peer: peer.kind.name(),
-        family: family.name(),
-    })?;
+    // New flows: SYNs; established: ACKs (a SYN would not be recorded by ferrolb, so its
+    // replays would measure the SYN path, not flow-table hits).
+    let frame = peer
+        .frames
+        .get(&(family, flows))
+        .ok_or(RateError::NoFrame {
+            peer: peer.kind.name(),
+            family: family.name(),
+        })?;
     let budget = Duration::from_secs_f64(plan.seconds);
     peer.flush_state()?;
     let kind = match flows {
@@ -168,7 +173,8 @@ pub fn run_once(
             let set = Flows::Established {
                 flows: plan.established_flows,
             };
-            // Teach the peer the set first (conntrack entries, flow-table entries).
+            // Teach the peer the set first (conntrack entries, flow-table entries: the
+            // first ACK of each tuple creates them).
             generator.burst(
                 &topo.src,
                 topo.gen_ifindex,

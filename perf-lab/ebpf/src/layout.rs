@@ -18,6 +18,9 @@ pub const OFF_IP_CSUM: usize = 14 + 10;
 pub const OFF_IP_SADDR: usize = 14 + 12;
 pub const OFF_TCP_SPORT: usize = 14 + 20;
 pub const OFF_TCP_CSUM: usize = 14 + 20 + 16;
+/// The TCP flags byte (SYN for new flows, ACK for established), IPv4 and IPv6 templates.
+pub const OFF_TCP_FLAGS: usize = 14 + 20 + 13;
+pub const OFF_TCP6_FLAGS: usize = 14 + 40 + 13;
 /// IPv4 frames are the Ethernet minimum (60 bytes without FCS): headers plus 6 bytes of
 /// padding.
 pub const TEMPLATE_LEN: usize = 60;
@@ -34,7 +37,11 @@ pub const TEMPLATE_MAX: usize = 80;
 
 /// The frame the generator writes over every live frame before varying it: a page of the
 /// live-frame pool is recycled without being reset, so it holds whatever the DUT left in
-/// it (a decremented TTL, an outer header pushed in front, rewritten MACs).
+/// it (a decremented TTL, an outer header pushed in front, rewritten MACs). Its TCP flags
+/// are sent as they are: userspace builds a SYN template for new flows and an ACK
+/// template for established ones (ferrolb records a flow on its first ACK, never on a
+/// SYN), each with its checksum computed over those flags, so the incremental patches
+/// below stay right.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GenTemplate {
