@@ -411,8 +411,11 @@ pub fn markdown(results: &Results) -> String {
     writeln!(
         md,
         "Each run offers frames for {:.2} s (at most {} frames); the percentage is the \
-         delivered fraction (delivered / offered). Established = a replayed set of {} flows \
-         the peer has already seen. Families: {}; every peer serves both families' \
+         delivered fraction (delivered / offered). New flows = TCP SYNs, each from a tuple \
+         never sent before. Established = a replayed set of {} flows the peer has already \
+         seen, as TCP ACKs (ferrolb records a flow on its first ACK, never on a SYN, so the \
+         replays are flow-table hits; conntrack picks the first ACK up with \
+         nf_conntrack_tcp_loose=1). Families: {}; every peer serves both families' \
          services on the same topology (dual stack: ferrolb IP6IP6 with IPv6 backends, \
          kube-proxy's `ip6 kube-proxy` table / ip6tables rules), IPv6 frames are 74 bytes \
          (IPv4: 60).\n",
@@ -436,6 +439,11 @@ pub fn markdown(results: &Results) -> String {
     md.push_str(&rate_table(results, Metric::PerCpuSecond));
 
     md.push_str("\n## Program cost (ferrolb XDP, BPF_PROG_RUN, ns per packet over XDP_PASS)\n\n");
+    md.push_str(
+        "A SYN is balanced without a flow-table insert; a flow's first ACK inserts (the \
+         table is filled to capacity first, so every insert evicts); hits are ACKs of 10,000 \
+         established flows.\n\n",
+    );
     md.push_str("| class | method |");
     for c in &results.program_cost {
         write!(md, " {} svc |", c.services).unwrap();
