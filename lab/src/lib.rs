@@ -689,6 +689,31 @@ impl Lab {
         })
     }
 
+    /// `count` new flows of `protocol` ("tcp" or "udp", one source port each, from
+    /// `first_sport` up) from the client to `target`, each with the backend that answered.
+    pub fn flows(
+        &self,
+        bins: &Binaries,
+        protocol: &str,
+        target: &str,
+        first_sport: u16,
+        count: u16,
+    ) -> Result<Vec<traffic::FlowResult>, LabError> {
+        let command = format!("{protocol}-flows");
+        self.client(
+            bins,
+            &[
+                &command,
+                "--target",
+                target,
+                "--sport",
+                &first_sport.to_string(),
+                "--count",
+                &count.to_string(),
+            ],
+        )
+    }
+
     /// Same as `client`, in the background, with stdout to `output`.
     pub fn client_background(
         &mut self,

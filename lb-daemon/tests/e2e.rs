@@ -83,20 +83,9 @@ impl Setup {
         first_sport: u16,
         count: u16,
     ) -> (Vec<FlowResult>, BTreeMap<String, usize>) {
-        let flows: Vec<FlowResult> = self
+        let flows = self
             .lab
-            .client(
-                &self.bins,
-                &[
-                    "tcp-flows",
-                    "--target",
-                    target,
-                    "--sport",
-                    &first_sport.to_string(),
-                    "--count",
-                    &count.to_string(),
-                ],
-            )
+            .flows(&self.bins, "tcp", target, first_sport, count)
             .expect("tcp flows");
         let failed: Vec<&FlowResult> = flows.iter().filter(|f| f.backend.is_none()).collect();
         assert!(
@@ -244,20 +233,9 @@ fn flows_spread_evenly_replies_bypass_the_lb_and_explain_agrees() {
     );
 
     let udp_target = format!("{VIP}:{UDP_PORT}");
-    let udp: Vec<FlowResult> = s
+    let udp = s
         .lab
-        .client(
-            &s.bins,
-            &[
-                "udp-flows",
-                "--target",
-                &udp_target,
-                "--sport",
-                "30000",
-                "--count",
-                "300",
-            ],
-        )
+        .flows(&s.bins, "udp", &udp_target, 30000, 300)
         .expect("udp flows");
     assert!(
         udp.iter().all(|f| f.backend.is_some()),
@@ -437,23 +415,12 @@ fn next_hops_follow_a_backend_mac_change() {
     }
     let s = Setup::new("mac");
     let target = format!("{VIP}:{TCP_PORT}");
-    let run_flows = |sport: &str| -> Vec<FlowResult> {
+    let run_flows = |sport: u16| -> Vec<FlowResult> {
         s.lab
-            .client(
-                &s.bins,
-                &[
-                    "tcp-flows",
-                    "--target",
-                    &target,
-                    "--sport",
-                    sport,
-                    "--count",
-                    "150",
-                ],
-            )
+            .flows(&s.bins, "tcp", &target, sport, 150)
             .expect("tcp flows")
     };
-    let before = run_flows("21000");
+    let before = run_flows(21000);
     assert!(before.iter().all(|f| f.backend.is_some()));
 
     // b1 gets a new MAC and announces it (arp_notify), as a replaced NIC or VM would.
@@ -471,7 +438,7 @@ fn next_hops_follow_a_backend_mac_change() {
     // The kernel accepts the announcement after its 1 s lock time; the datapath's cached
     // next hop expires after the 1 s TTL.
     std::thread::sleep(Duration::from_millis(2500));
-    let after = run_flows("22000");
+    let after = run_flows(22000);
     let failed: Vec<&FlowResult> = after.iter().filter(|f| f.backend.is_none()).collect();
     assert!(
         failed.is_empty(),
@@ -523,20 +490,9 @@ fn ipv6_services_are_balanced_ip6ip6_and_answered_by_the_backends() {
     assert_eq!(per.len(), 3, "IPv6 connections per backend {per:?}");
 
     let udp_target = format!("[{VIP6}]:{UDP_PORT}");
-    let udp: Vec<FlowResult> = s
+    let udp = s
         .lab
-        .client(
-            &s.bins,
-            &[
-                "udp-flows",
-                "--target",
-                &udp_target,
-                "--sport",
-                "41000",
-                "--count",
-                "100",
-            ],
-        )
+        .flows(&s.bins, "udp", &udp_target, 41000, 100)
         .expect("udp flows");
     assert!(
         udp.iter().all(|f| f.backend.is_some()),

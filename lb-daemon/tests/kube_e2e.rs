@@ -343,18 +343,7 @@ impl Setup {
     /// `count` new TCP connections (one source port each) from the client to `target`.
     fn flows(&self, target: &str, first_sport: u16, count: u16) -> Vec<FlowResult> {
         self.lab
-            .client(
-                &self.bins,
-                &[
-                    "tcp-flows",
-                    "--target",
-                    target,
-                    "--sport",
-                    &first_sport.to_string(),
-                    "--count",
-                    &count.to_string(),
-                ],
-            )
+            .flows(&self.bins, "tcp", target, first_sport, count)
             .expect("tcp flows")
     }
 
