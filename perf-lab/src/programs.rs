@@ -20,9 +20,8 @@ use crate::{
             GenConfig, GenTemplate, RedirectConfig, COUNT_FRAMES, COUNT_IGNORED, GEN_FAMILY_V4,
             GEN_FAMILY_V6, GEN_FIXED, GEN_NEW_FLOWS, GEN_REPLAY, MAP_COUNT, MAP_GEN_CONFIG,
             MAP_GEN_SEQ, MAP_GEN_TEMPLATE, MAP_REDIRECT_CONFIG, OFF_IP6_SADDR_LOW, OFF_IP_CSUM,
-            OFF_IP_SADDR, OFF_TCP6_CSUM, OFF_TCP6_FLAGS, OFF_TCP6_SPORT, OFF_TCP_CSUM,
-            OFF_TCP_FLAGS, OFF_TCP_SPORT, PROG_COUNT, PROG_GEN, PROG_REDIRECT, TEMPLATE_LEN,
-            TEMPLATE_LEN_V6, TEMPLATE_MAX,
+            OFF_IP_SADDR, OFF_TCP6_CSUM, OFF_TCP6_SPORT, OFF_TCP_CSUM, OFF_TCP_SPORT, PROG_COUNT,
+            PROG_GEN, PROG_REDIRECT, TEMPLATE_LEN, TEMPLATE_LEN_V6, TEMPLATE_MAX,
         },
         PERF_PROGRAMS,
     },
@@ -234,15 +233,6 @@ pub enum Segment {
     /// (ferrolb records the flow on the first one and hits it on replays; conntrack picks
     /// it up mid-stream with `nf_conntrack_tcp_loose` on).
     Ack,
-}
-
-/// Byte offset of the TCP flags in a template of either family.
-pub fn tcp_flags_offset(frame_len: usize) -> usize {
-    if frame_len == TEMPLATE_LEN_V6 {
-        OFF_TCP6_FLAGS
-    } else {
-        OFF_TCP_FLAGS
-    }
 }
 
 /// A `segment` from the first generator source of `dst`'s family to `dst:dport`, with
@@ -477,16 +467,20 @@ mod tests {
             for segment in [Segment::Syn, Segment::Ack] {
                 let frame = template([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], dst, 80, segment)
                     .expect("template");
-                let flags = frame[tcp_flags_offset(frame.len())];
-                let want = match segment {
-                    Segment::Syn => 0x02,
-                    Segment::Ack => 0x10,
-                };
-                assert_eq!(flags, want, "{dst} {segment:?}: flags byte");
                 let sliced = SlicedPacket::from_ethernet(&frame).expect("parses");
                 let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
                     panic!("{dst} {segment:?}: not TCP");
                 };
+                // The whole flags byte: no other flag set beside the segment's own.
+                let want = match segment {
+                    Segment::Syn => 0x02,
+                    Segment::Ack => 0x10,
+                };
+                assert_eq!(
+                    tcp.header_slice()[13],
+                    want,
+                    "{dst} {segment:?}: flags byte"
+                );
                 assert_eq!(tcp.syn(), segment == Segment::Syn);
                 assert_eq!(tcp.ack(), segment == Segment::Ack);
                 let header = tcp.to_header();

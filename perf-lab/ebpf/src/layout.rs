@@ -18,9 +18,6 @@ pub const OFF_IP_CSUM: usize = 14 + 10;
 pub const OFF_IP_SADDR: usize = 14 + 12;
 pub const OFF_TCP_SPORT: usize = 14 + 20;
 pub const OFF_TCP_CSUM: usize = 14 + 20 + 16;
-/// The TCP flags byte (SYN for new flows, ACK for established), IPv4 and IPv6 templates.
-pub const OFF_TCP_FLAGS: usize = 14 + 20 + 13;
-pub const OFF_TCP6_FLAGS: usize = 14 + 40 + 13;
 /// IPv4 frames are the Ethernet minimum (60 bytes without FCS): headers plus 6 bytes of
 /// padding.
 pub const TEMPLATE_LEN: usize = 60;
