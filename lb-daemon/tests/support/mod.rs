@@ -14,15 +14,27 @@ pub fn bins() -> lb_lab::Binaries {
     let ferrolb = PathBuf::from(env!("CARGO_BIN_EXE_ferrolb"));
     let lab = ferrolb.with_file_name("ferrolb-lab");
     if !lab.exists() {
-        let profile_dir = ferrolb.parent().expect("the binary is in a profile directory");
-        let target_dir = profile_dir.parent().expect("profile directories are in the target dir");
+        let profile_dir = ferrolb
+            .parent()
+            .expect("the binary is in a profile directory");
+        let target_dir = profile_dir
+            .parent()
+            .expect("profile directories are in the target dir");
         let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("debug") => "dev",
             Some(other) => other,
             None => panic!("unexpected binary path {}", ferrolb.display()),
         };
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "lb-lab", "--bin", "ferrolb-lab", "--profile", profile])
+            .args([
+                "build",
+                "-p",
+                "lb-lab",
+                "--bin",
+                "ferrolb-lab",
+                "--profile",
+                profile,
+            ])
             .arg("--target-dir")
             .arg(target_dir)
             .status()
