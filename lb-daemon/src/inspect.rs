@@ -11,7 +11,7 @@ use lb_common::{Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE};
 use serde::Serialize;
 
 use crate::{
-    maps::{LbMaps, MapsError},
+    maps::{BalancerMaps, MapsError},
     model::{addr_bytes, addr_from_bytes, Frontend, Protocol},
 };
 
@@ -40,7 +40,9 @@ pub struct ServiceView {
     pub bytes: u64,
 }
 
-fn backend_addresses(maps: &LbMaps) -> Result<HashMap<u32, (Option<IpAddr>, bool)>, MapsError> {
+fn backend_addresses(
+    maps: &BalancerMaps,
+) -> Result<HashMap<u32, (Option<IpAddr>, bool)>, MapsError> {
     Ok(maps
         .backend_entries()?
         .into_iter()
@@ -56,7 +58,7 @@ fn backend_addresses(maps: &LbMaps) -> Result<HashMap<u32, (Option<IpAddr>, bool
         .collect())
 }
 
-pub fn list_services(maps: &LbMaps) -> Result<Vec<ServiceView>, MapsError> {
+pub fn list_services(maps: &BalancerMaps) -> Result<Vec<ServiceView>, MapsError> {
     let addresses = backend_addresses(maps)?;
     let mut out = Vec::new();
     for (key, value) in maps.service_entries()? {
@@ -106,7 +108,7 @@ pub struct ReasonCount {
     pub bytes: u64,
 }
 
-pub fn reason_counts(maps: &LbMaps) -> Result<Vec<ReasonCount>, MapsError> {
+pub fn reason_counts(maps: &BalancerMaps) -> Result<Vec<ReasonCount>, MapsError> {
     let counters = maps.reason_counters()?;
     Ok(XdpReason::ALL
         .iter()
@@ -195,13 +197,13 @@ pub struct Explanation {
 /// Follows the datapath's steps for tuples, reading the same maps it reads. The backend
 /// table and the configuration are read once per `Explainer`, so batches stay cheap.
 pub struct Explainer<'m> {
-    maps: &'m LbMaps,
+    maps: &'m BalancerMaps,
     addresses: HashMap<u32, (Option<IpAddr>, bool)>,
     config: lb_common::LbConfig,
 }
 
 impl<'m> Explainer<'m> {
-    pub fn new(maps: &'m LbMaps) -> Result<Self, MapsError> {
+    pub fn new(maps: &'m BalancerMaps) -> Result<Self, MapsError> {
         Ok(Self {
             maps,
             addresses: backend_addresses(maps)?,
@@ -215,12 +217,12 @@ impl<'m> Explainer<'m> {
 }
 
 /// Explains one tuple (see `Explainer` for many).
-pub fn explain(maps: &LbMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
+pub fn explain(maps: &BalancerMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
     Explainer::new(maps)?.explain(tuple)
 }
 
 fn explain_with(
-    maps: &LbMaps,
+    maps: &BalancerMaps,
     addresses: &HashMap<u32, (Option<IpAddr>, bool)>,
     config: &lb_common::LbConfig,
     tuple: Tuple,
@@ -242,20 +244,13 @@ fn explain_with(
         backend: None,
         why: format!("no service at {frontend}; the packet passes to the stack"),
     };
-    let service = match maps.services.get(&frontend.key(), 0) {
-        Ok(s) => s,
-        Err(aya::maps::MapError::KeyNotFound) => return Ok(out),
-        Err(source) => {
-            return Err(MapsError::Access {
-                map: lb_common::map_names::SERVICES,
-                source,
-            })
-        }
+    let Some(service) = maps.service(&frontend.key())? else {
+        return Ok(out);
     };
     out.service_id = Some(service.service_id);
     out.table_size = Some(service.table_size);
     let live = |id: u32, generation: Option<u32>| -> bool {
-        let Ok(b) = maps.backends.get(&id, 0) else {
+        let Ok(Some(b)) = maps.backend(id) else {
             return false;
         };
         b.flags & BACKEND_F_ACTIVE != 0 && generation.is_none_or(|g| g == b.generation)
