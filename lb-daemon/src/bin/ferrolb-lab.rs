@@ -160,6 +160,7 @@ fn tally(results: &[FlowResult]) -> (BTreeMap<String, usize>, usize) {
 }
 
 fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
+    // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo builds network namespaces and loads BPF programs: run it as root");
     }
