@@ -256,7 +256,18 @@ fn explain_with(
         b.flags & BACKEND_F_ACTIVE != 0 && generation.is_none_or(|g| g == b.generation)
     };
 
-    let hash = tuple_hash(&tuple, config.flow_hash_seed);
+    let (src, family) = addr_bytes(tuple.src);
+    let key = FlowKey {
+        src,
+        dst: addr_bytes(tuple.dst).0,
+        sport_be: tuple.sport.to_be(),
+        dport_be: tuple.dport.to_be(),
+        proto: tuple.protocol.number(),
+        family,
+        _pad: [0; 2],
+    };
+    // The datapath's own function: `explain` and the kernel cannot disagree on the slot.
+    let hash = key.flow_hash(config.flow_hash_seed);
     out.flow_hash = Some(hash);
     let maglev_id = if service.table_size > 0 {
         let slot = hash % service.table_size;
@@ -268,16 +279,6 @@ fn explain_with(
         None
     };
 
-    let (src, family) = addr_bytes(tuple.src);
-    let key = FlowKey {
-        src,
-        dst: addr_bytes(tuple.dst).0,
-        sport_be: tuple.sport.to_be(),
-        dport_be: tuple.dport.to_be(),
-        proto: tuple.protocol.number(),
-        family,
-        _pad: [0; 2],
-    };
     if let Some(entry) = maps.flow(&key)? {
         let usable = live(entry.backend_id, Some(entry.backend_generation));
         let backend = addresses.get(&entry.backend_id).and_then(|(a, _)| *a);
@@ -327,34 +328,6 @@ fn explain_with(
         fmt_addr(out.backend)
     );
     Ok(out)
-}
-
-/// The datapath's flow hash of `tuple` (the same `lb_hashing` functions it runs).
-fn tuple_hash(tuple: &Tuple, seed: u32) -> u32 {
-    let words = |a: std::net::Ipv6Addr| {
-        let o = a.octets();
-        [0, 4, 8, 12].map(|i| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]))
-    };
-    match (tuple.src, tuple.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => lb_hashing::flow::flow_hash_v4(
-            u32::from(src),
-            u32::from(dst),
-            tuple.sport,
-            tuple.dport,
-            tuple.protocol.number(),
-            seed,
-        ),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => lb_hashing::flow::flow_hash_v6(
-            &words(src),
-            &words(dst),
-            tuple.sport,
-            tuple.dport,
-            tuple.protocol.number(),
-            seed,
-        ),
-        // Refused when parsing; a mixed pair has no datapath hash.
-        _ => 0,
-    }
 }
 
 fn fmt_addr(addr: Option<IpAddr>) -> String {

@@ -16,8 +16,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 fn statfs_type(path: &Path) -> io::Result<i64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statfs writes into the zeroed struct we own.
+    // SAFETY: statfs is plain C data, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string; statfs writes into the struct we own.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
