@@ -11,7 +11,7 @@ use lb_hashing::maglev;
 use serde::Deserialize;
 
 use crate::model::{
-    BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, ServiceSpec, Settings,
+    BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, Scope, ServiceSpec, Settings,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +185,13 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
             vip: svc.vip,
             port: svc.port,
             protocol: svc.protocol,
+            scope: Scope::External,
         };
         let spec = ServiceSpec {
             name: svc.name,
             backends,
             table_size,
+            reject: false,
         };
         if let Some(other) = services.insert(frontend, Arc::new(spec)) {
             return Err(invalid(
@@ -243,6 +245,7 @@ pub fn parse_translation(text: &str) -> Result<LocalTranslation, ConfigError> {
             vip: frontend.ip(),
             port: frontend.port(),
             protocol,
+            scope: Scope::External,
         },
         endpoint: endpoint.ip(),
         target_port: endpoint.port(),

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     maps::{BalancerMaps, MapsError},
-    model::{addr_bytes, addr_from_bytes, Frontend, Protocol},
+    model::{addr_bytes, addr_from_bytes, Frontend, Protocol, Scope},
 };
 
 #[derive(Debug, Serialize)]
@@ -231,6 +231,7 @@ fn explain_with(
         vip: tuple.dst,
         port: tuple.dport,
         protocol: tuple.protocol,
+        scope: Scope::External,
     };
     let mut out = Explanation {
         tuple,
