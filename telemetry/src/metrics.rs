@@ -313,9 +313,13 @@ mod tests {
     #[test]
     fn help_and_type_lines_and_family_order() {
         let r = Registry::new();
-        r.gauge("lb_maps_occupancy_entries", "Entries per map.", &[("map", "b")])
-            .unwrap()
-            .set(2.0);
+        r.gauge(
+            "lb_maps_occupancy_entries",
+            "Entries per map.",
+            &[("map", "b")],
+        )
+        .unwrap()
+        .set(2.0);
         r.counter("lb_kube_updates_total", "Snapshots.", &[])
             .unwrap()
             .inc();
@@ -352,7 +356,8 @@ mod tests {
         let first = r.histogram(name, "Latency.", &[], &[0.5, 1.0]).unwrap();
         first.observe_duration(Duration::from_millis(700));
         assert_eq!(
-            r.histogram(name, "Latency.", &[], LATENCY_BUCKETS).unwrap_err(),
+            r.histogram(name, "Latency.", &[], LATENCY_BUCKETS)
+                .unwrap_err(),
             MetricsError::BucketClash(name.to_owned())
         );
         assert_eq!(

@@ -1,5 +1,5 @@
 //! Watch plumbing: kube-rs watchers for Services, EndpointSlices and this node's Node feed
-//! one loop that keeps the objects, recomputes (model and projection) only the Services an
+//! one loop that keeps the objects, recomputes (rules and projection) only the Services an
 //! event touched, and publishes whole-state snapshots ([`DesiredStateUpdate`]) on a
 //! `tokio::sync::watch` channel, each with the frontends the last snapshots changed so the
 //! consumer can plan only those.
@@ -24,7 +24,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     runtime::watcher::{self, watcher, Event},
-    Api, Client, Config, ResourceExt,
+    Api, Client, Config,
 };
 use lb_model::{DesiredState, Frontend, Settings};
 use tokio::{
@@ -33,15 +33,16 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
+mod cache;
+mod store;
+
 use crate::{
     lenient::Lenient,
     metrics::KubeMetrics,
-    model::{
-        self, labels_select, node_info, BuiltService, InvalidObject, KubeDesiredState, NodeConfig,
-        NodeInfo, ServiceName, Skipped, LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME,
-    },
     projection::{ProjectionReport, Projector},
+    rules::{KubeDesiredState, NodeConfig, LABEL_HEADLESS, LABEL_SERVICE_PROXY_NAME},
 };
+use cache::{Cache, Change};
 
 /// How many snapshots' change sets a snapshot carries: a consumer that fell further behind
 /// plans everything.
@@ -193,13 +194,6 @@ pub fn spawn(
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(run(client, options, tx, metrics));
     (rx, task)
-}
-
-/// Boxed events: the objects are large and of very different sizes.
-enum Change {
-    Service(Box<Event<Lenient<Service>>>),
-    Slice(Box<Event<Lenient<EndpointSlice>>>),
-    Node(Box<Event<Lenient<Node>>>),
 }
 
 type Stamped = (Instant, Change);
@@ -388,334 +382,4 @@ fn record(m: &KubeMetrics, kube: &KubeDesiredState, report: &ProjectionReport, l
     }
     m.set_skipped(&invalid, &report.skipped_by_reason());
     m.updates.inc();
-}
-
-type Key = (String, String);
-
-fn key_of<K: kube::Resource>(obj: &K) -> Option<Key> {
-    let name = obj.meta().name.clone().filter(|n| !n.is_empty())?;
-    Some((obj.namespace().unwrap_or_default(), name))
-}
-
-/// One resource's objects, with kube-rs' relist protocol: `Init` opens a buffer,
-/// `InitApply` fills it, `InitDone` swaps it in (dropping what was deleted meanwhile).
-struct Store<K> {
-    objects: BTreeMap<Key, Lenient<K>>,
-    relisting: Option<BTreeMap<Key, Lenient<K>>>,
-    synced: bool,
-}
-
-// Lives only between a store update and the dirty marking that reads it.
-#[allow(clippy::large_enum_variant)]
-enum Touched<K> {
-    One {
-        before: Option<Lenient<K>>,
-        after: Option<Lenient<K>>,
-    },
-    Relisted {
-        before: BTreeMap<Key, Lenient<K>>,
-    },
-    Nothing,
-}
-
-impl<K> Store<K>
-where
-    K: Clone,
-    Lenient<K>: kube::Resource,
-{
-    fn new() -> Self {
-        Self {
-            objects: BTreeMap::new(),
-            relisting: None,
-            synced: false,
-        }
-    }
-
-    fn apply(&mut self, event: Event<Lenient<K>>) -> Touched<K> {
-        match event {
-            Event::Apply(obj) => match key_of(&obj) {
-                Some(key) => Touched::One {
-                    before: self.objects.insert(key, obj.clone()),
-                    after: Some(obj),
-                },
-                None => Touched::Nothing,
-            },
-            Event::Delete(obj) => match key_of(&obj) {
-                Some(key) => Touched::One {
-                    before: self.objects.remove(&key),
-                    after: None,
-                },
-                None => Touched::Nothing,
-            },
-            Event::Init => {
-                self.relisting = Some(BTreeMap::new());
-                Touched::Nothing
-            }
-            Event::InitApply(obj) => {
-                if let (Some(buffer), Some(key)) = (self.relisting.as_mut(), key_of(&obj)) {
-                    buffer.insert(key, obj);
-                }
-                Touched::Nothing
-            }
-            Event::InitDone => {
-                let fresh = self.relisting.take().unwrap_or_default();
-                self.synced = true;
-                Touched::Relisted {
-                    before: std::mem::replace(&mut self.objects, fresh),
-                }
-            }
-        }
-    }
-}
-
-/// The objects and the per-Service results derived from them.
-struct Cache {
-    cfg: NodeConfig,
-    service_objects: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Store<Node>,
-    /// Slices by the Service they name (rule 3).
-    slices_of: BTreeMap<ServiceName, BTreeSet<Key>>,
-    node: NodeInfo,
-    node_skipped: Vec<Skipped>,
-    /// Per-Service results, kept between snapshots so a snapshot recomputes only the
-    /// dirty Services: the programmable ones, and the problems of those with any.
-    services: BTreeMap<Arc<ServiceName>, Arc<model::KubeService>>,
-    problems: BTreeMap<ServiceName, Vec<Skipped>>,
-    /// Slices that do not parse, with the problem they are reported as.
-    invalid_slices: BTreeMap<Key, Skipped>,
-    dirty: BTreeSet<ServiceName>,
-    all_dirty: bool,
-}
-
-fn lenient_service_name(obj: &Lenient<Service>) -> Option<ServiceName> {
-    key_of(obj).map(|(ns, name)| ServiceName::new(ns, name))
-}
-
-fn lenient_slice_service(obj: &Lenient<EndpointSlice>) -> Option<ServiceName> {
-    match obj {
-        Lenient::Valid(slice) => model::slice_service(slice),
-        Lenient::Invalid { metadata, .. } => {
-            let name = metadata.labels.as_ref()?.get(model::LABEL_SERVICE_NAME)?;
-            Some(ServiceName::new(
-                metadata.namespace.clone().unwrap_or_default(),
-                name.clone(),
-            ))
-        }
-    }
-}
-
-impl Cache {
-    fn new(cfg: NodeConfig) -> Self {
-        let mut node_skipped = Vec::new();
-        let node = node_info(None, &cfg, &mut node_skipped);
-        Self {
-            cfg,
-            service_objects: Store::new(),
-            slices: Store::new(),
-            nodes: Store::new(),
-            slices_of: BTreeMap::new(),
-            node,
-            node_skipped,
-            services: BTreeMap::new(),
-            problems: BTreeMap::new(),
-            invalid_slices: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-            all_dirty: false,
-        }
-    }
-
-    fn synced(&self) -> bool {
-        self.service_objects.synced && self.slices.synced && self.nodes.synced
-    }
-
-    fn apply(&mut self, change: Change) {
-        match change {
-            Change::Service(event) => match self.service_objects.apply(*event) {
-                Touched::One { before, after } => {
-                    self.dirty.extend(
-                        before
-                            .iter()
-                            .chain(after.iter())
-                            .filter_map(lenient_service_name),
-                    );
-                }
-                Touched::Relisted { before } => {
-                    self.dirty.extend(
-                        before
-                            .values()
-                            .chain(self.service_objects.objects.values())
-                            .filter_map(lenient_service_name),
-                    );
-                }
-                Touched::Nothing => {}
-            },
-            Change::Slice(event) => match self.slices.apply(*event) {
-                Touched::One { before, after } => {
-                    let key = before.as_ref().or(after.as_ref()).and_then(key_of);
-                    if let Some(key) = key {
-                        match after.as_ref().and_then(|s| self.invalid_slice(s)) {
-                            Some(problem) => self.invalid_slices.insert(key.clone(), problem),
-                            None => self.invalid_slices.remove(&key),
-                        };
-                        if let Some(svc) = before.as_ref().and_then(lenient_slice_service) {
-                            if let Some(keys) = self.slices_of.get_mut(&svc) {
-                                keys.remove(&key);
-                                if keys.is_empty() {
-                                    self.slices_of.remove(&svc);
-                                }
-                            }
-                            self.dirty.insert(svc);
-                        }
-                        if let Some(svc) = after.as_ref().and_then(lenient_slice_service) {
-                            self.slices_of.entry(svc.clone()).or_default().insert(key);
-                            self.dirty.insert(svc);
-                        }
-                    }
-                }
-                Touched::Relisted { before } => {
-                    self.dirty
-                        .extend(before.values().filter_map(lenient_slice_service));
-                    self.slices_of.clear();
-                    self.invalid_slices = self
-                        .slices
-                        .objects
-                        .iter()
-                        .filter_map(|(key, slice)| Some((key.clone(), self.invalid_slice(slice)?)))
-                        .collect();
-                    for (key, slice) in &self.slices.objects {
-                        if let Some(svc) = lenient_slice_service(slice) {
-                            self.dirty.insert(svc.clone());
-                            self.slices_of.entry(svc).or_default().insert(key.clone());
-                        }
-                    }
-                }
-                Touched::Nothing => {}
-            },
-            Change::Node(event) => {
-                if let Touched::Nothing = self.nodes.apply(*event) {
-                    return;
-                }
-                // Node status changes often; only a change in what the model uses
-                // (addresses, zone, eligibility) recomputes every Service.
-                let mut skipped = Vec::new();
-                let ours = self
-                    .nodes
-                    .objects
-                    .iter()
-                    .find(|((_, name), _)| *name == self.cfg.node_name)
-                    .map(|(_, n)| n);
-                let node = match ours {
-                    Some(Lenient::Valid(node)) => Some(node),
-                    Some(Lenient::Invalid { error, .. }) => {
-                        skipped.push(Skipped {
-                            object: format!("Node /{}", self.cfg.node_name),
-                            problem: InvalidObject::Malformed {
-                                error: error.clone(),
-                            },
-                        });
-                        None
-                    }
-                    None => None,
-                };
-                let info = node_info(node, &self.cfg, &mut skipped);
-                self.node_skipped = skipped;
-                if info != self.node {
-                    self.node = info;
-                    self.all_dirty = true;
-                }
-            }
-        }
-    }
-
-    /// How a slice that does not parse is reported; `None` for a valid slice or a broken
-    /// one of Services not ours (not our business either).
-    fn invalid_slice(&self, slice: &Lenient<EndpointSlice>) -> Option<Skipped> {
-        let Lenient::Invalid { metadata, error } = slice else {
-            return None;
-        };
-        labels_select(
-            metadata.labels.as_ref(),
-            self.cfg.service_proxy_name.as_deref(),
-        )
-        .then(|| Skipped {
-            object: format!(
-                "EndpointSlice {}/{}",
-                metadata.namespace.as_deref().unwrap_or(""),
-                metadata.name.as_deref().unwrap_or("")
-            ),
-            problem: InvalidObject::Malformed {
-                error: error.clone(),
-            },
-        })
-    }
-
-    fn rebuild(&mut self, name: &ServiceName) {
-        let key = (name.namespace.clone(), name.name.clone());
-        let (service, problems) = match self.service_objects.objects.get(&key) {
-            None => (None, Vec::new()),
-            Some(Lenient::Invalid { error, .. }) => (
-                None,
-                vec![Skipped {
-                    object: format!("Service {name}"),
-                    problem: InvalidObject::Malformed {
-                        error: error.clone(),
-                    },
-                }],
-            ),
-            Some(Lenient::Valid(svc)) => {
-                let slices: Vec<&EndpointSlice> = self
-                    .slices_of
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|k| self.slices.objects.get(k).and_then(Lenient::valid))
-                    .collect();
-                let BuiltService { service, skipped } =
-                    model::build_service(svc, &slices, &self.node, &self.cfg);
-                (service.map(Arc::new), skipped)
-            }
-        };
-        match service {
-            Some(service) => self.services.insert(Arc::new(name.clone()), service),
-            None => self.services.remove(name),
-        };
-        if problems.is_empty() {
-            self.problems.remove(name);
-        } else {
-            self.problems.insert(name.clone(), problems);
-        }
-    }
-
-    /// The state of every object, and the Services recomputed for it (whose results may
-    /// differ from the previous snapshot's).
-    fn snapshot(&mut self) -> (KubeDesiredState, Vec<ServiceName>) {
-        let rebuilt: Vec<ServiceName> = if std::mem::take(&mut self.all_dirty) {
-            self.dirty.clear();
-            let names: BTreeSet<ServiceName> = self
-                .service_objects
-                .objects
-                .values()
-                .filter_map(lenient_service_name)
-                .chain(self.services.keys().map(|name| (**name).clone()))
-                .chain(self.problems.keys().cloned())
-                .collect();
-            names.into_iter().collect()
-        } else {
-            std::mem::take(&mut self.dirty).into_iter().collect()
-        };
-        for name in &rebuilt {
-            self.rebuild(name);
-        }
-        let mut skipped = self.node_skipped.clone();
-        skipped.extend(self.problems.values().flatten().cloned());
-        skipped.extend(self.invalid_slices.values().cloned());
-        model::sort_skipped(&mut skipped);
-        let state = KubeDesiredState {
-            node: self.node.clone(),
-            services: self.services.clone(),
-            skipped,
-        };
-        (state, rebuilt)
-    }
 }
