@@ -44,9 +44,9 @@ pub enum DaemonError {
     #[error("kubernetes: {0}")]
     Kube(lb_kube::watch::SourceError),
     #[error("metrics: {0}")]
-    Metrics(lb_kube::metrics::MetricsError),
+    Metrics(lb_telemetry::metrics::MetricsError),
     #[error("http server: {0}")]
-    Http(lb_kube::http::HttpError),
+    Http(lb_telemetry::http::HttpError),
 }
 
 /// How often every backend's next hop is asked to be revalidated.

@@ -17,7 +17,7 @@ use lb_daemon::{
     kube_mode, loader,
     maps::{DecapMaps, LbMaps},
 };
-use lb_kube::model::NodeConfig;
+use lb_kube::rules::NodeConfig;
 
 #[derive(Parser)]
 #[command(

@@ -10,6 +10,7 @@ use super::FakeApi;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl FakeApi {
+    /// Serves on 127.0.0.1 inside the network namespace at `netns` (such as
     /// `/run/netns/NAME`), from a thread of its own that entered it, so a process in that
     /// namespace reaches the server on its loopback. Stops when the handle is dropped.
     pub fn serve_in_netns(&self, netns: &Path) -> io::Result<NetnsServer> {

@@ -51,8 +51,6 @@ impl FakeApi {
         Ok(port)
     }
 
-    /// Serves on 127.0.0.1 inside the network namespace at `netns` (such as
-
     async fn handle(self, mut stream: TcpStream) {
         let Ok(Some(head)) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await
         else {

@@ -257,24 +257,23 @@ where
     })
 }
 
-/// Runs the source until every receiver of `updates` is gone.
-pub async fn run(
+/// The three watches, each feeding `tx`; they stop when the returned guard is dropped.
+fn spawn_watchers(
     client: Client,
-    options: SourceOptions,
-    updates: watch::Sender<Option<Arc<DesiredStateUpdate>>>,
-    metrics: Option<KubeMetrics>,
-) {
+    options: &SourceOptions,
+    tx: mpsc::UnboundedSender<Stamped>,
+    metrics: Option<&KubeMetrics>,
+) -> AbortOnDrop {
     let selector = label_selector(options.node.service_proxy_name.as_deref());
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _watchers = AbortOnDrop(vec![
+    AbortOnDrop(vec![
         spawn_watcher(
             Api::<Lenient<Service>>::all(client.clone()),
             watcher::Config::default().labels(&selector),
             "services",
             Change::Service,
             tx.clone(),
-            &options,
-            metrics.clone(),
+            options,
+            metrics.cloned(),
         ),
         spawn_watcher(
             Api::<Lenient<EndpointSlice>>::all(client.clone()),
@@ -282,8 +281,8 @@ pub async fn run(
             "endpointslices",
             Change::Slice,
             tx.clone(),
-            &options,
-            metrics.clone(),
+            options,
+            metrics.cloned(),
         ),
         spawn_watcher(
             Api::<Lenient<Node>>::all(client),
@@ -291,14 +290,23 @@ pub async fn run(
             "nodes",
             Change::Node,
             tx,
-            &options,
-            metrics.clone(),
+            options,
+            metrics.cloned(),
         ),
-    ]);
+    ])
+}
+
+/// Runs the source until every receiver of `updates` is gone.
+pub async fn run(
+    client: Client,
+    options: SourceOptions,
+    updates: watch::Sender<Option<Arc<DesiredStateUpdate>>>,
+    metrics: Option<KubeMetrics>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _watchers = spawn_watchers(client, &options, tx, metrics.as_ref());
     let mut cache = Cache::new(options.node.clone());
-    let mut projector = Projector::new(options.settings);
-    let mut recent: VecDeque<(u64, Arc<BTreeSet<Frontend>>)> = VecDeque::new();
-    let mut generation = 0u64;
+    let mut snapshots = Snapshots::new(options.settings);
     let mut first_event_at: Option<Instant> = None;
     loop {
         let received = tokio::select! {
@@ -323,23 +331,54 @@ pub async fn run(
         if !cache.synced() {
             continue;
         }
+        let first = first_event_at.take().unwrap_or_else(Instant::now);
+        let update = snapshots.next(&mut cache, first, metrics.as_ref());
+        if updates.send(Some(Arc::new(update))).is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns the cache's states into numbered snapshots with their datapath projection and
+/// the change sets of the recent ones.
+struct Snapshots {
+    projector: Projector,
+    recent: VecDeque<(u64, Arc<BTreeSet<Frontend>>)>,
+    generation: u64,
+}
+
+impl Snapshots {
+    fn new(settings: Settings) -> Self {
+        Self {
+            projector: Projector::new(settings),
+            recent: VecDeque::new(),
+            generation: 0,
+        }
+    }
+
+    fn next(
+        &mut self,
+        cache: &mut Cache,
+        first_event_at: Instant,
+        metrics: Option<&KubeMetrics>,
+    ) -> DesiredStateUpdate {
         let (kube, rebuilt) = cache.snapshot();
         let kube = Arc::new(kube);
-        let changed = projector.update(
+        let changed = self.projector.update(
             rebuilt
                 .iter()
                 .map(|name| (name, kube.services.get(name).map(|s| &**s))),
         );
-        let report = Arc::clone(projector.report());
-        generation += 1;
-        recent.push_back((generation, Arc::new(changed)));
-        if recent.len() > RECENT_CHANGES {
-            recent.pop_front();
+        let report = Arc::clone(self.projector.report());
+        self.generation += 1;
+        let generation = self.generation;
+        self.recent.push_back((generation, Arc::new(changed)));
+        if self.recent.len() > RECENT_CHANGES {
+            self.recent.pop_front();
         }
         let published_at = Instant::now();
-        let first = first_event_at.take().unwrap_or(published_at);
-        if let Some(m) = &metrics {
-            record(m, &kube, &report, published_at - first);
+        if let Some(m) = metrics {
+            record(m, &kube, &report, published_at - first_event_at);
         }
         if generation == 1 {
             info!(
@@ -356,17 +395,14 @@ pub async fn run(
                 "desired state updated"
             );
         }
-        let update = DesiredStateUpdate {
+        DesiredStateUpdate {
             generation,
             kube,
-            datapath: Arc::clone(projector.desired()),
+            datapath: Arc::clone(self.projector.desired()),
             report,
-            first_event_at: first,
+            first_event_at,
             published_at,
-            recent_changes: recent.iter().cloned().collect(),
-        };
-        if updates.send(Some(Arc::new(update))).is_err() {
-            return;
+            recent_changes: self.recent.iter().cloned().collect(),
         }
     }
 }
