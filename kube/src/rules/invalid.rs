@@ -69,7 +69,7 @@ pub struct Skipped {
     pub problem: InvalidObject,
 }
 
-/// The canonical order of [`KubeDesiredState::skipped`], so states built in different
+/// The canonical order of [`super::KubeDesiredState::skipped`], so states built in different
 /// orders compare equal.
 pub fn sort_skipped(skipped: &mut [Skipped]) {
     skipped.sort_by_cached_key(|s| (s.object.clone(), s.problem.to_string()));

@@ -154,7 +154,7 @@ pub struct DesiredStateUpdate {
     pub first_event_at: Instant,
     pub published_at: Instant,
     /// (generation, frontends whose datapath spec that snapshot changed) for this snapshot
-    /// and the ones before it, oldest first, at most [`RECENT_CHANGES`].
+    /// and the ones before it, oldest first, at most `RECENT_CHANGES` (64).
     pub recent_changes: Vec<(u64, Arc<BTreeSet<Frontend>>)>,
 }
 

@@ -1,12 +1,12 @@
 //! Node-local HTTP endpoints, as pieces the daemon mounts:
 //! - the proxy health server (`/healthz`, `/livez`; rule 21 of
-//!   `docs/kube-proxy-semantics.md`), default `0.0.0.0:10256`: [`health`];
+//!   `docs/kube-proxy-semantics.md`), default `0.0.0.0:10256`: [`serve_proxy_health`];
 //! - one healthCheckNodePort server per eTP=Local LoadBalancer Service (rule 15):
-//!   [`service_health`];
+//!   [`ServiceHealthServers`];
 //! - the Prometheus metrics server, default `127.0.0.1:10249`: [`serve_metrics`].
 //!
-//! Each server is a small hyper HTTP/1 loop ([`serve`]) around a handler that sees only the
-//! method and the path.
+//! Each server is a small hyper HTTP/1 loop around a handler that sees only the method and
+//! the path.
 
 mod health;
 mod service_health;
