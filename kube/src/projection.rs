@@ -30,7 +30,7 @@ use lb_model::{
 };
 use serde::Serialize;
 
-use crate::model::{
+use crate::rules::{
     EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, KubeService, Protocol, ServiceName,
     Verdict,
 };

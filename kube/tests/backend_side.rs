@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use lb_kube::{backend_side::local_translations, model::NodeConfig};
+use lb_kube::{backend_side::local_translations, rules::NodeConfig};
 use lb_model::{Frontend, LocalTranslation, Protocol};
 use serde_json::json;
 

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use common::*;
 use lb_kube::{
-    model::{EndpointSetKind, IpFamily, KubeDesiredState},
     projection::{to_datapath, Unsupported},
+    rules::{EndpointSetKind, IpFamily, KubeDesiredState},
 };
 use lb_model::{Frontend, Protocol as DpProtocol, Settings};
 use serde_json::json;
