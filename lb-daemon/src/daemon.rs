@@ -15,10 +15,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::{self, ConfigError},
+    host::{self, ForwardingError, HostError},
     loader::{self, Attachment, LoaderError},
     maps::{LbMaps, MapsError},
     model::{DesiredState, Frontend, Settings},
-    neigh::{self, NeighError},
     planner::{self, KernelState, PlanError},
 };
 
@@ -33,12 +33,9 @@ pub enum DaemonError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
-    Neigh(#[from] NeighError),
-    #[error("{path}: {source}")]
-    Sysctl {
-        path: String,
-        source: std::io::Error,
-    },
+    Neigh(#[from] HostError),
+    #[error(transparent)]
+    Forwarding(#[from] ForwardingError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
     #[error("kubernetes: {0}")]
@@ -71,24 +68,6 @@ pub struct RunOptions {
     pub poll_interval: Duration,
 }
 
-/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress device forwards the
-/// family (`ipv4` or `ipv6`).
-fn ensure_forwarding(iface: &str, family: &str) -> Result<(), DaemonError> {
-    let path = format!("/proc/sys/net/{family}/conf/{iface}/forwarding");
-    let current = std::fs::read_to_string(&path).map_err(|source| DaemonError::Sysctl {
-        path: path.clone(),
-        source,
-    })?;
-    if current.trim() != "1" {
-        std::fs::write(&path, "1").map_err(|source| DaemonError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        info!(%iface, family, "enabled forwarding: the datapath's route lookups need it");
-    }
-    Ok(())
-}
-
 /// The installed datapath and the daemon's view of its maps.
 pub(crate) struct Syncer {
     pub(crate) maps: LbMaps,
@@ -104,9 +83,9 @@ impl Syncer {
     pub(crate) fn start(opts: &DatapathOptions, settings: &Settings) -> Result<Self, DaemonError> {
         let encap_source = match opts.encap_source {
             Some(addr) => addr,
-            None => neigh::interface_ipv4(&opts.iface)?,
+            None => host::interface_ipv4(&opts.iface)?,
         };
-        ensure_forwarding(&opts.iface, "ipv4")?;
+        host::ensure_forwarding(&opts.iface, "ipv4")?;
         match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode, &opts.map_sizes)?
         {
             Attachment::New => {
@@ -127,10 +106,10 @@ impl Syncer {
         }
         let encap_source6 = match opts.encap_source6 {
             Some(addr) => Some(addr),
-            None => neigh::interface_ipv6(&opts.iface)?,
+            None => host::interface_ipv6(&opts.iface)?,
         };
         if encap_source6.is_some() {
-            ensure_forwarding(&opts.iface, "ipv6")?;
+            host::ensure_forwarding(&opts.iface, "ipv6")?;
         }
         let lb_config = LbConfig {
             encap_src_v4: encap_source.octets(),
@@ -237,7 +216,7 @@ impl Syncer {
                         );
                         continue;
                     };
-                    if let Err(e) = neigh::request_resolution(hop, miss.ifindex) {
+                    if let Err(e) = host::request_resolution(hop, miss.ifindex) {
                         warn!(backend_id, nexthop = %hop, error = %e, "neighbour resolution request failed");
                     }
                 }
@@ -281,7 +260,7 @@ pub(crate) fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
 }
 
 pub(crate) fn warm_neighbours(desired: &DesiredState) {
-    for (addr, e) in neigh::warm(&backend_addresses(desired)) {
+    for (addr, e) in host::warm(&backend_addresses(desired)) {
         warn!(backend = %addr, error = %e, "cannot request neighbour resolution");
     }
 }

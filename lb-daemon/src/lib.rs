@@ -4,12 +4,12 @@
 pub mod batch;
 pub mod config;
 pub mod daemon;
+pub mod host;
 pub mod inspect;
 pub mod kube_mode;
 pub mod loader;
 pub mod maps;
 pub use lb_model as model;
-pub mod neigh;
 pub mod objects;
 pub mod planner;
 pub mod slots;
