@@ -8,8 +8,9 @@
 //!   `bpf_fib_lookup`, which only reports a neighbour the kernel already knows, so the
 //!   daemon asks the kernel to resolve one without sending any packet of its own.
 //!
-//! Addresses, routes and neighbours speak rtnetlink through [`netlink`], one synchronous
-//! socket per call: every request here is a single round trip from the sync loop.
+//! Addresses, routes and neighbours speak rtnetlink through [`netlink`] on a synchronous
+//! socket opened for each call: the callers are the daemon's sync loop and start-up, and
+//! every call is a few round trips to the kernel.
 
 mod addresses;
 mod forwarding;

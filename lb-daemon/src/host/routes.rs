@@ -65,24 +65,20 @@ fn route_from(message: &RouteMessage) -> Option<Route> {
     if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
+    // A default route carries no destination attribute.
     let mut destination = Ipv4Addr::UNSPECIFIED;
-    let mut route = Route {
-        ifindex: None,
-        destination: Ipv4Network::new(destination, 0).ok()?,
-        gateway: None,
-        metric: 0,
-    };
+    let (mut ifindex, mut gateway, mut metric) = (None, None, 0);
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Destination(RouteAddress::Inet(addr)) => destination = *addr,
-            RouteAttribute::Oif(index) => route.ifindex = Some(*index),
-            RouteAttribute::Gateway(RouteAddress::Inet(gateway)) => route.gateway = Some(*gateway),
-            RouteAttribute::Priority(metric) => route.metric = *metric,
+            RouteAttribute::Oif(index) => ifindex = Some(*index),
+            RouteAttribute::Gateway(RouteAddress::Inet(addr)) => gateway = Some(*addr),
+            RouteAttribute::Priority(priority) => metric = *priority,
             RouteAttribute::MultiPath(hops) => {
                 if let Some(first) = hops.first() {
-                    route.ifindex = Some(first.interface_index);
-                    route.gateway = first.attributes.iter().find_map(|a| match a {
-                        RouteAttribute::Gateway(RouteAddress::Inet(gateway)) => Some(*gateway),
+                    ifindex = Some(first.interface_index);
+                    gateway = first.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(addr)) => Some(*addr),
                         _ => None,
                     });
                 }
@@ -90,8 +86,12 @@ fn route_from(message: &RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
-    route.destination = Ipv4Network::new(destination, header.destination_prefix_length).ok()?;
-    Some(route)
+    Some(Route {
+        ifindex,
+        destination: Ipv4Network::new(destination, header.destination_prefix_length).ok()?,
+        gateway,
+        metric,
+    })
 }
 
 /// Longest-prefix match, lowest metric among equals.
