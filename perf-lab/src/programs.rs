@@ -201,8 +201,9 @@ pub struct Burst {
 }
 
 fn thread_cpu_time() -> Duration {
-    // SAFETY: clock_gettime writes into the timespec we own.
+    // SAFETY: timespec is plain C data, for which all zeroes is a valid value.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
