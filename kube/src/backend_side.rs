@@ -14,7 +14,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use lb_model::{Frontend, LocalTranslation, Protocol as DpProtocol};
+use lb_model::{Frontend, LocalTranslation, Protocol as DpProtocol, Scope};
 
 use crate::rules::{FrontendKind, IpFamily, KubeDesiredState, Protocol};
 
@@ -43,6 +43,7 @@ pub fn local_translations(state: &KubeDesiredState) -> Vec<LocalTranslation> {
                     vip,
                     port: fe.port,
                     protocol,
+                    scope: Scope::External,
                 };
                 let endpoints = sets
                     .cluster

@@ -19,6 +19,7 @@ fn tcp(addr: &str, port: u16) -> Frontend {
         vip: ip(addr),
         port,
         protocol: Protocol::Tcp,
+        scope: lb_model::Scope::External,
     }
 }
 

@@ -21,9 +21,9 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    /// serde_yaml's message already carries the field path, line and column.
+    /// yaml_serde's message already carries the field path, line and column.
     #[error("invalid YAML: {0}")]
-    Syntax(#[from] serde_yaml::Error),
+    Syntax(#[from] yaml_serde::Error),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -89,7 +89,7 @@ pub fn load(path: &std::path::Path) -> Result<DesiredState, ConfigError> {
 }
 
 pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
-    let file: ConfigFile = serde_yaml::from_str(text)?;
+    let file: ConfigFile = yaml_serde::from_str(text)?;
     let mut settings = Settings::default();
     if let Some(s) = file.settings {
         if let Some(seed) = s.flow_hash_seed {
