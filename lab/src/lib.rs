@@ -2,13 +2,19 @@
 //! addresses from 198.18.0.0/15. Everything it creates carries its prefix and is removed on
 //! drop, also when a test panics; leftovers of a crashed run are removed at the next start.
 
+pub mod cgroup;
+pub mod cluster;
+pub mod probe;
+mod process;
 pub mod traffic;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+use process::Processes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -68,14 +74,14 @@ pub struct Lab {
     pub backends: Vec<Backend>,
     pub lb_pin_dir: PathBuf,
     pass_pin_dir: PathBuf,
-    children: Vec<Child>,
+    children: Processes,
 }
 
 fn netns_path(netns: &str) -> String {
     format!("--net=/run/netns/{netns}")
 }
 
-fn netns_list() -> Vec<String> {
+pub fn netns_list() -> Vec<String> {
     run("ip", &["netns", "list"])
         .unwrap_or_default()
         .lines()
@@ -130,7 +136,7 @@ impl Lab {
             lb_pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-lb")),
             pass_pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-sw")),
             prefix,
-            children: Vec::new(),
+            children: Processes::default(),
         };
         lab.build()?;
         Ok(lab)
@@ -286,14 +292,9 @@ impl Lab {
         )
     }
 
-    /// Runs `program args` inside `netns` and waits for it. Only the network namespace is
-    /// entered (nsenter), not a new mount namespace as `ip netns exec` makes: pins under
-    /// /sys/fs/bpf must be the host's, visible to the CLI and removable by the lab.
+    /// Runs `program args` inside `netns` and waits for it (see [`nsexec`]).
     pub fn exec(&self, netns: &str, program: &str, args: &[&str]) -> Result<String, LabError> {
-        let net = netns_path(netns);
-        let mut full = vec![net.as_str(), program];
-        full.extend_from_slice(args);
-        run("nsenter", &full)
+        nsexec(netns, program, args)
     }
 
     fn exec_ok(&mut self, netns: &str, program: &str, args: &[&str]) -> Result<(), LabError> {
@@ -311,33 +312,13 @@ impl Lab {
     ) -> Result<u32, LabError> {
         let mut cmd = Command::new("nsenter");
         cmd.arg(netns_path(netns)).arg(program).args(args);
-        cmd.stdin(Stdio::null());
-        match log.map(std::fs::File::create) {
-            Some(Ok(file)) => {
-                let err = file.try_clone().map_err(|source| LabError::Spawn {
-                    command: format!("{}", program.display()),
-                    source,
-                })?;
-                cmd.stdout(file).stderr(err);
-            }
-            _ => {
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
-        let child = cmd.spawn().map_err(|source| LabError::Spawn {
-            command: format!("{} {}", program.display(), args.join(" ")),
-            source,
-        })?;
-        let pid = child.id();
-        self.children.push(child);
-        Ok(pid)
+        let child = process::spawn_logged(cmd, log)?;
+        Ok(self.children.push(child))
     }
 
     /// Sends SIGTERM to a background process and waits for it (SIGKILL after 5 s).
     pub fn stop(&mut self, pid: u32) -> Option<std::process::ExitStatus> {
-        let index = self.children.iter().position(|c| c.id() == pid)?;
-        let mut child = self.children.remove(index);
-        terminate(&mut child)
+        self.children.stop(pid)
     }
 
     pub fn pass_pin(&self) -> PathBuf {
@@ -410,42 +391,36 @@ impl Lab {
     }
 
     pub fn mac_of(&self, netns: &str) -> Result<String, LabError> {
-        // `ip -br link`: "eth0@if12  UP  02:..:..  <...>"
-        let text = self.exec(netns, "ip", &["-br", "link", "show", "dev", "eth0"])?;
-        text.split_whitespace()
-            .nth(2)
-            .map(str::to_string)
-            .ok_or_else(|| LabError::Command {
-                command: "ip -br link show dev eth0".into(),
-                stderr: format!("unexpected output {text:?}"),
-            })
+        eth0_mac(netns)
     }
 }
 
-fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc_kill(child.id() as i32, 15) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait().ok()
+/// Runs `program args` inside `netns` and waits for it. Only the network namespace is
+/// entered (nsenter), not a new mount namespace as `ip netns exec` makes: pins under
+/// /sys/fs/bpf must be the host's, visible to the CLI and removable by the lab.
+pub fn nsexec(netns: &str, program: &str, args: &[&str]) -> Result<String, LabError> {
+    let net = netns_path(netns);
+    let mut full = vec![net.as_str(), program];
+    full.extend_from_slice(args);
+    run("nsenter", &full)
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
+/// The MAC address of `eth0` in `netns`.
+pub fn eth0_mac(netns: &str) -> Result<String, LabError> {
+    // `ip -br link`: "eth0@if12  UP  02:..:..  <...>"
+    let text = nsexec(netns, "ip", &["-br", "link", "show", "dev", "eth0"])?;
+    text.split_whitespace()
+        .nth(2)
+        .map(str::to_string)
+        .ok_or_else(|| LabError::Command {
+            command: "ip -br link show dev eth0".into(),
+            stderr: format!("unexpected output {text:?}"),
+        })
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for mut child in std::mem::take(&mut self.children) {
-            terminate(&mut child);
-        }
+        drop(std::mem::take(&mut self.children));
         for ns in netns_list() {
             if ns.starts_with(&self.prefix) {
                 let _ = run("ip", &["netns", "del", &ns]);
@@ -745,22 +720,6 @@ impl Lab {
 
     /// Waits for a background process to finish by itself (no signal).
     pub fn wait(&mut self, pid: u32, timeout: Duration) -> Result<(), LabError> {
-        let index = self
-            .children
-            .iter()
-            .position(|c| c.id() == pid)
-            .ok_or_else(|| LabError::Timeout(timeout, format!("unknown pid {pid}")))?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(_)) = self.children[index].try_wait() {
-                // Already exited; wait() only collects the status.
-                let _ = self.children.remove(index).wait();
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(LabError::Timeout(timeout, format!("process {pid}")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.children.wait(pid, timeout).map(drop)
     }
 }

@@ -16,37 +16,40 @@ use socket2::{Domain, Protocol, Socket, Type};
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until killed: every line received on a TCP connection, and every UDP datagram,
-/// is answered with `name`.
-pub fn serve(name: &str, tcp: Option<SocketAddr>, udp: Option<SocketAddr>) -> std::io::Result<()> {
+/// on any of the addresses given, is answered with `name` and, with `report_peer`, the
+/// client's address as the server sees it (`NAME PEER`).
+pub fn serve(
+    name: &str,
+    tcp: &[SocketAddr],
+    udp: &[SocketAddr],
+    report_peer: bool,
+) -> std::io::Result<()> {
+    let name = name.to_owned();
+    let reply = move |peer: SocketAddr| match report_peer {
+        true => format!("{name} {}", crate::probe::peer_ip(peer)),
+        false => name.clone(),
+    };
     let mut threads = Vec::new();
-    if let Some(addr) = udp {
-        let socket = UdpSocket::bind(addr)?;
-        let reply = name.as_bytes().to_vec();
+    for addr in udp {
+        let socket: UdpSocket = listening(*addr, Type::DGRAM)?.into();
+        let reply = reply.clone();
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(&reply, peer);
+                let _ = socket.send_to(reply(peer).as_bytes(), peer);
             }
         }));
     }
-    if let Some(addr) = tcp {
-        let listener = TcpListener::bind(addr)?;
-        let reply = format!("{name}\n");
+    for addr in tcp {
+        let listener: TcpListener = listening(*addr, Type::STREAM)?.into();
+        let reply = reply.clone();
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let reply = reply.clone();
-                std::thread::spawn(move || {
-                    let mut writer = match stream.try_clone() {
-                        Ok(w) => w,
-                        Err(_) => return,
-                    };
-                    let reader = BufReader::new(stream);
-                    for line in reader.lines() {
-                        if line.is_err() || writer.write_all(reply.as_bytes()).is_err() {
-                            break;
-                        }
-                    }
-                });
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let line = format!("{}\n", reply(peer));
+                std::thread::spawn(move || answer_lines(stream, line.as_bytes()));
             }
         }));
     }
@@ -54,6 +57,36 @@ pub fn serve(name: &str, tcp: Option<SocketAddr>, udp: Option<SocketAddr>) -> st
         let _ = t.join();
     }
     Ok(())
+}
+
+/// A socket bound to `addr` (and listening, for TCP). An IPv6 wildcard takes IPv6 only, so
+/// a server can listen on 0.0.0.0 and [::] at once.
+fn listening(addr: SocketAddr, kind: Type) -> std::io::Result<Socket> {
+    let domain = Domain::for_address(addr);
+    let socket = Socket::new(domain, kind, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    if kind == Type::STREAM {
+        socket.listen(1024)?;
+    }
+    Ok(socket)
+}
+
+/// Answers every line on `stream` with `reply` until the client closes.
+fn answer_lines(stream: TcpStream, reply: &[u8]) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let reader = BufReader::new(stream);
+    for line in reader.lines() {
+        if line.is_err() || writer.write_all(reply).is_err() {
+            break;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use lb_lab::{
+    probe,
     traffic::{self, FlowResult},
     Binaries, Lab, CLIENT_ADDR, CLIENT_ADDR6, VIP,
 };
@@ -40,10 +41,38 @@ enum Command {
     Serve {
         #[arg(long)]
         name: String,
+        /// TCP addresses to listen on (repeat).
         #[arg(long)]
-        tcp: Option<SocketAddr>,
+        tcp: Vec<SocketAddr>,
+        /// UDP addresses to listen on (repeat).
         #[arg(long)]
-        udp: Option<SocketAddr>,
+        udp: Vec<SocketAddr>,
+        /// Answer "NAME PEER", PEER being the client's address as this server sees it.
+        #[arg(long)]
+        report_peer: bool,
+    },
+    /// COUNT TCP connections from ephemeral ports: endpoints, getpeername, connect
+    /// latency, errors; prints a JSON report.
+    Connects {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// COUNT DNS-style UDP queries (unconnected socket, sendto/recvfrom): endpoints and
+    /// the replies' sources; prints a JSON report.
+    UdpQueries {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        count: u32,
+        /// Queries sent from each new socket.
+        #[arg(long, default_value_t = 1)]
+        per_socket: u32,
+        #[arg(long, default_value_t = 500)]
+        timeout_ms: u64,
     },
     /// One TCP connection per source port; prints JSON results.
     TcpFlows(#[command(flatten)] FlowArgs),
@@ -107,7 +136,30 @@ impl FlowArgs {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { name, tcp, udp } => traffic::serve(&name, tcp, udp)?,
+        Command::Serve {
+            name,
+            tcp,
+            udp,
+            report_peer,
+        } => traffic::serve(&name, &tcp, &udp, report_peer)?,
+        Command::Connects {
+            target,
+            count,
+            timeout_ms,
+        } => {
+            let report = probe::connects(target, count, Duration::from_millis(timeout_ms));
+            println!("{}", serde_json::to_string(&report)?)
+        }
+        Command::UdpQueries {
+            target,
+            count,
+            per_socket,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let report = probe::udp_queries(target, count, per_socket, timeout);
+            println!("{}", serde_json::to_string(&report)?)
+        }
         Command::TcpFlows(f) => {
             let results = traffic::tcp_flows(f.src()?, f.target, f.sports()?);
             println!("{}", serde_json::to_string(&results)?)

@@ -1,0 +1,116 @@
+//! Servers in the cluster lab's pods and the probes clients run, through `ferrolb-lab`.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use serde::de::DeserializeOwned;
+
+use super::{Cluster, Place};
+use crate::{
+    probe::{ConnectReport, UdpReport},
+    wait_for, LabError,
+};
+
+impl Cluster {
+    /// Starts a `--report-peer` server in pod `pod` answering with the pod's name on TCP
+    /// `tcp_port` and UDP `udp_port`, on every address of both families, and waits until
+    /// it listens. Returns its PID.
+    pub fn start_server(
+        &mut self,
+        lab_tools: &Path,
+        pod: &str,
+        tcp_port: u16,
+        udp_port: u16,
+    ) -> Result<u32, LabError> {
+        let place = self.pod(pod).place.clone();
+        let (tcp4, tcp6) = (format!("0.0.0.0:{tcp_port}"), format!("[::]:{tcp_port}"));
+        let (udp4, udp6) = (format!("0.0.0.0:{udp_port}"), format!("[::]:{udp_port}"));
+        let args = [
+            "serve",
+            "--name",
+            pod,
+            "--report-peer",
+            "--tcp",
+            &tcp4,
+            "--tcp",
+            &tcp6,
+            "--udp",
+            &udp4,
+            "--udp",
+            &udp6,
+        ];
+        let pid = self.spawn(&place, lab_tools, &args, None)?;
+        let filter = format!("sport = :{tcp_port}");
+        wait_for(Duration::from_secs(5), &format!("server in {pod}"), || {
+            let out = self.exec(&place, "ss", &["-Hltn", &filter]).ok()?;
+            (out.lines().count() >= 2).then_some(())
+        })?;
+        Ok(pid)
+    }
+
+    fn probe<T: DeserializeOwned>(
+        &self,
+        place: &Place,
+        lab_tools: &Path,
+        args: &[&str],
+    ) -> Result<T, LabError> {
+        let out = self.exec(place, &lab_tools.display().to_string(), args)?;
+        serde_json::from_str(&out).map_err(|e| LabError::Command {
+            command: format!("ferrolb-lab {}", args.join(" ")),
+            stderr: format!("bad JSON ({e}): {out}"),
+        })
+    }
+
+    /// `count` TCP connections from `place` to `target` (each given `timeout` to connect
+    /// and to answer).
+    pub fn connects(
+        &self,
+        place: &Place,
+        lab_tools: &Path,
+        target: SocketAddr,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<ConnectReport, LabError> {
+        let (target, count) = (target.to_string(), count.to_string());
+        let timeout = timeout.as_millis().to_string();
+        self.probe(
+            place,
+            lab_tools,
+            &[
+                "connects",
+                "--target",
+                &target,
+                "--count",
+                &count,
+                "--timeout-ms",
+                &timeout,
+            ],
+        )
+    }
+
+    /// `count` DNS-style UDP queries from `place` to `target`, `per_socket` on each
+    /// new unconnected socket.
+    pub fn udp_queries(
+        &self,
+        place: &Place,
+        lab_tools: &Path,
+        target: SocketAddr,
+        count: u32,
+        per_socket: u32,
+    ) -> Result<UdpReport, LabError> {
+        let (target, count) = (target.to_string(), count.to_string());
+        let per_socket = per_socket.to_string();
+        self.probe(
+            place,
+            lab_tools,
+            &[
+                "udp-queries",
+                "--target",
+                &target,
+                "--count",
+                &count,
+                "--per-socket",
+                &per_socket,
+            ],
+        )
+    }
+}
