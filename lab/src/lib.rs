@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod cluster;
+pub mod nft;
 pub mod probe;
 mod process;
 pub mod traffic;
@@ -339,55 +340,19 @@ impl Lab {
         netns: &str,
         via_mac: Option<&str>,
     ) -> Result<(), LabError> {
-        let netns = netns.to_string();
-        self.exec_ok(&netns, "nft", &["add", "table", "netdev", "lab"])?;
-        self.exec_ok(
-            &netns,
-            "nft",
-            &["add chain netdev lab in { type filter hook ingress device eth0 priority 0 ; }"],
-        )?;
         if let Some(mac) = via_mac {
-            self.exec_ok(
-                &netns,
-                "nft",
-                &[
-                    "add", "rule", "netdev", "lab", "in", "ip", "saddr", VIP, "ether", "saddr",
-                    mac, "counter", "comment", "\"via\"",
-                ],
-            )?;
+            let matches = format!("ip saddr {VIP} ether saddr {mac}");
+            nft::count_packets(netns, nft::Hook::Ingress, "via", &matches)?;
         }
-        self.exec_ok(
-            &netns,
-            "nft",
-            &[
-                "add", "rule", "netdev", "lab", "in", "ip", "saddr", VIP, "counter", "comment",
-                "\"all\"",
-            ],
-        )?;
-        Ok(())
+        let matches = format!("ip saddr {VIP}");
+        nft::count_packets(netns, nft::Hook::Ingress, "all", &matches)
     }
 
     /// Reads counters set up by `count_vip_replies`: (via MAC, all).
     pub fn vip_reply_counts(&self, netns: &str) -> Result<(u64, u64), LabError> {
-        let text = self.exec(netns, "nft", &["list", "table", "netdev", "lab"])?;
-        let mut via = 0;
-        let mut all = 0;
-        for line in text.lines() {
-            let Some(pos) = line.find("counter packets ") else {
-                continue;
-            };
-            let n: u64 = line[pos + 16..]
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            if line.contains("\"via\"") {
-                via = n;
-            } else if line.contains("\"all\"") {
-                all = n;
-            }
-        }
-        Ok((via, all))
+        let counts = nft::packet_counts(netns)?;
+        let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+        Ok((count("via"), count("all")))
     }
 
     pub fn mac_of(&self, netns: &str) -> Result<String, LabError> {

@@ -11,7 +11,9 @@ use std::{
 use lb_lab::{
     cgroup::cgroup_of,
     cluster::{Cluster, Place},
-    netns_list, require_root, wait_for,
+    netns_list,
+    nft::{count_packets, packet_counts, Hook},
+    require_root, wait_for,
 };
 
 const LAB_TOOLS: &str = env!("CARGO_BIN_EXE_ferrolb-lab");
@@ -58,10 +60,19 @@ fn cluster_lab_routes_pods_across_nodes_and_places_processes_in_node_cgroups() {
     let a1 = cluster.pod("a1").clone();
     let b2 = cluster.pod("b2").clone();
     let b3 = cluster.pod("b3").clone();
+    // What node-b's uplink carries from a1 to b2: the counters labs use for evidence.
+    let node_b_ns = cluster.node("node-b").netns.clone();
+    let from_a1 = format!("ip saddr {} tcp dport {TCP_PORT}", a1.addr);
+    count_packets(&node_b_ns, Hook::Ingress, "from_a1", &from_a1).expect("nft counter");
+    let to_a1 = format!("ip daddr {} tcp sport {TCP_PORT}", a1.addr);
+    count_packets(&node_b_ns, Hook::Egress, "to_a1", &to_a1).expect("nft counter");
     // Across the nodes, and within node-b.
     assert_reaches(&cluster, &a1.place, b2.addr.into(), a1.addr.into());
     assert_reaches(&cluster, &a1.place, b2.addr6.into(), a1.addr6.into());
     assert_reaches(&cluster, &b3.place, b2.addr.into(), b3.addr.into());
+    let counts = packet_counts(&node_b_ns).expect("nft counters");
+    // Two connections: SYN, ACK, data, FIN, ACK at least, each way.
+    assert!(counts["from_a1"] >= 8 && counts["to_a1"] >= 8, "{counts:?}");
     // Host processes of both nodes.
     let node_a = cluster.node("node-a");
     let (host_a, node_a_addr6) = (node_a.host.clone(), node_a.addr6);
