@@ -38,6 +38,9 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections a wait opens per try.
 const PROBE_BATCH: u32 = 40;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// For connections expected to fail, or tries that may: a working path answers in
+/// microseconds.
+pub const QUICK_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// An endpoint's state in its slice.
 #[derive(Clone, Copy, Debug)]
@@ -276,11 +279,17 @@ impl Setup {
     }
 
     /// Waits until a batch of connections from `from` to `target` is answered in full by
-    /// exactly the pods named.
+    /// exactly the pods named. Each try starts with a few connections given little time,
+    /// so a path that does not work yet costs little.
     pub fn wait_reaches(&self, from: &Place, target: SocketAddr, pods: &[&str]) {
         let wanted: BTreeSet<&str> = pods.iter().copied().collect();
         let mut last = None;
         let done = wait_for(SYNC_TIMEOUT, "connections to reach the endpoints", || {
+            let quick = self.connects_within(from, target, 3, QUICK_TIMEOUT);
+            if quick.answered < 3 {
+                last = Some(quick);
+                return None;
+            }
             let report = self.connects(from, target, PROBE_BATCH);
             let reached: BTreeSet<&str> = report.backends.keys().map(String::as_str).collect();
             let ok = report.answered == PROBE_BATCH && reached == wanted;
