@@ -43,6 +43,9 @@ fn only(key: impl ToString, n: u32) -> BTreeMap<String, u32> {
     BTreeMap::from([(key.to_string(), n)])
 }
 
+/// Long enough for 5 pings on every held connection (one each 100 ms).
+const HELD_PINGS: Duration = Duration::from_millis(500);
+
 const READY4: [(&str, Cond); 4] = [("a1", Ready), ("a2", Ready), ("b1", Ready), ("b2", Ready)];
 
 #[test]
@@ -293,13 +296,18 @@ fn new_connections_follow_endpoint_changes_while_established_ones_live_on() {
     })
     .expect("connections held");
 
+    // Each change is followed by pings on every held connection.
+    let settle = || std::thread::sleep(HELD_PINGS);
     s.set_endpoints("life", &[("a1", Ready), ("b1", Ready)]);
     s.wait_reaches(&a3, life, &["a1", "b1"]);
+    settle();
     // Terminating with another ready: the ready one only; all terminating: them.
     s.set_endpoints("life", &[("a1", Ready), ("b1", Terminating)]);
     s.wait_reaches(&a3, life, &["a1"]);
+    settle();
     s.set_endpoints("life", &[("a1", Terminating), ("b1", Terminating)]);
     s.wait_reaches(&a3, life, &["a1", "b1"]);
+    settle();
 
     std::fs::write(&stop, b"stop").unwrap();
     s.cluster
@@ -323,7 +331,7 @@ fn new_connections_follow_endpoint_changes_while_established_ones_live_on() {
     );
     for h in &survivors {
         assert!(
-            h.failed == 0 && !h.moved && h.answered > 20,
+            h.failed == 0 && !h.moved && h.answered >= 15,
             "held connection to a surviving endpoint broke: {h:?}"
         );
     }
