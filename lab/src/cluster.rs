@@ -112,6 +112,10 @@ pub struct ClusterNode {
     pub pin_dir: PathBuf,
     /// The host's processes: the node namespace, the node's cgroup.
     pub host: Place,
+    /// The node's system processes (its ferrolb): the node namespace, outside the node's
+    /// cgroup (in the lab's system cgroup, so a crashed run's daemons are found and
+    /// killed at the next start).
+    pub system: Place,
     cgroup: LabCgroup,
 }
 
@@ -137,6 +141,7 @@ pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
     pass_pin_dir: PathBuf,
     children: Processes,
+    system: LabCgroup,
 }
 
 impl Cluster {
@@ -146,9 +151,10 @@ impl Cluster {
         cgroup::remove_stale(&format!("flb{tag}"));
         remove_stale(tag);
         let prefix = format!("flb{tag}{}", std::process::id());
+        let system = LabCgroup::create(&format!("{prefix}-sys"))?;
         let mut nodes = Vec::new();
         for (index, letter) in ['a', 'b'].into_iter().enumerate() {
-            nodes.push(node_plan(&prefix, index as u8, letter, pods)?);
+            nodes.push(node_plan(&prefix, index as u8, letter, pods, &system.path)?);
         }
         let cluster = Self {
             switch: format!("{prefix}-sw"),
@@ -160,9 +166,15 @@ impl Cluster {
             pass_pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-sw")),
             prefix,
             children: Processes::default(),
+            system,
         };
         topology::build(&cluster)?;
         Ok(cluster)
+    }
+
+    /// The lab's system cgroup (the daemons'), where no program is attached.
+    pub fn system_cgroup(&self) -> &Path {
+        &self.system.path
     }
 
     pub fn node(&self, name: &str) -> &ClusterNode {
@@ -266,7 +278,13 @@ impl Cluster {
 }
 
 /// One node's names and addresses (nothing is made yet). Node `index` 0 is `a`.
-fn node_plan(prefix: &str, index: u8, letter: char, pods: u8) -> Result<ClusterNode, LabError> {
+fn node_plan(
+    prefix: &str,
+    index: u8,
+    letter: char,
+    pods: u8,
+    system: &Path,
+) -> Result<ClusterNode, LabError> {
     let netns = format!("{prefix}-n{letter}");
     let cgroup = LabCgroup::create(&format!("{prefix}-n{letter}"))?;
     let subnet = 10 + index;
@@ -293,6 +311,10 @@ fn node_plan(prefix: &str, index: u8, letter: char, pods: u8) -> Result<ClusterN
         host: Place {
             netns: netns.clone(),
             cgroup: Some(cgroup.path.clone()),
+        },
+        system: Place {
+            netns: netns.clone(),
+            cgroup: Some(system.to_owned()),
         },
         netns,
         addr: Ipv4Addr::new(198, 18, 1, 1 + index),

@@ -46,11 +46,12 @@ fn cluster_lab_routes_pods_across_nodes_and_places_processes_in_node_cgroups() {
     }
     let mut cluster = Cluster::create("clulb", 3).expect("cluster lab");
     let prefix = cluster.prefix.clone();
-    let cgroups: Vec<_> = cluster
+    let mut cgroups: Vec<_> = cluster
         .nodes
         .iter()
         .map(|n| n.cgroup().to_owned())
         .collect();
+    cgroups.push(cluster.system_cgroup().to_owned());
     assert!(cgroups.iter().all(|c| c.is_dir()), "{cgroups:?}");
     let server = cluster
         .start_server(Path::new(LAB_TOOLS), "b2", TCP_PORT, UDP_PORT)
@@ -108,8 +109,17 @@ fn cluster_lab_routes_pods_across_nodes_and_places_processes_in_node_cgroups() {
     })
     .expect("cgroup of the host process");
 
+    let system = cluster.node("node-b").system.clone();
+    let daemon = cluster
+        .spawn(&system, Path::new("/bin/sleep"), &["30"], None)
+        .expect("sleep as node-b's system process");
+    wait_for(Duration::from_secs(5), "sleep in the system cgroup", || {
+        (cgroup_of(daemon) == Some(format!("/{prefix}-sys"))).then_some(())
+    })
+    .expect("cgroup of the system process");
+
     drop(cluster);
-    for pid in [server, sleeper] {
+    for pid in [server, sleeper, daemon] {
         assert!(cgroup_of(pid).is_none(), "process {pid} outlived the lab");
     }
     assert!(

@@ -162,10 +162,7 @@ impl Setup {
             self._api_servers.push(server);
             // The daemon runs in the node's namespace but outside its lab cgroup, as a
             // DaemonSet pod outside the workloads' cgroups.
-            let place = Place {
-                netns,
-                cgroup: None,
-            };
+            let place = self.cluster.node(&node).system.clone();
             let args = [
                 "--pin-dir",
                 &pin_dir.display().to_string(),
