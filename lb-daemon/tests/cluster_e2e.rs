@@ -102,7 +102,8 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
     let tcp6 = s.connects(&a3, web6, 100);
     assert_eq!(tcp6.peer_names, only(web6, 100), "getpeername (IPv6)");
     for dns in [at(v4(10), DNS), at(v6(10), DNS)] {
-        for per_socket in [1, 50] {
+        // Endpoints are picked per socket: 20 sockets or more reach both nodes.
+        for per_socket in [1, 10] {
             let udp = s.udp(&a3, dns, 200, per_socket);
             assert_eq!(udp.answered, 200, "{dns}, {per_socket} per socket: {udp:?}");
             assert_eq!(udp.reply_sources, only(dns, 200), "{dns} reply sources");
