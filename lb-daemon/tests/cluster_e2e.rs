@@ -92,8 +92,8 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
     assert_eq!(spread.peer_names, only(web, n), "getpeername");
     assert_eq!(spread.seen_as, only(a3_addr, n), "endpoints saw");
     eprintln!(
-        "pod → ClusterIP connect(): p50 {} µs, max {} µs",
-        spread.connect_us_p50, spread.connect_us_max
+        "pod → ClusterIP: {:?} of {n}; connect() p50 {} µs, max {} µs",
+        spread.backends, spread.connect_us_p50, spread.connect_us_max
     );
 
     // IPv6, and DNS-style UDP in both families: replies come from the ClusterIP.
@@ -139,6 +139,10 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
         "refusing took {} µs",
         refused.failed_connect_us_max
     );
+    eprintln!(
+        "no endpoints: refused in {} µs at most",
+        refused.failed_connect_us_max
+    );
 
     // internalTrafficPolicy=Local: this node's endpoints only; none here, nothing.
     let local = at(v4(13), HTTP);
@@ -151,6 +155,7 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
         dropped.answered, 0,
         "iTP=Local, no local endpoint: {dropped:?}"
     );
+    eprintln!("iTP=Local, no local endpoint: {:?}", dropped.errors);
 }
 
 #[test]
