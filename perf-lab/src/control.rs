@@ -11,8 +11,9 @@ use lb_daemon::{loader, maps::LbMaps, planner};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    measured::NotMeasured,
     netns::{Netns, NetnsError, PinDir},
-    peers::{not_measured_slow_load, PeerError, PeerKind, RulesFile},
+    peers::{PeerError, PeerKind, RulesFile},
     rules,
     services::{Family, ServiceSet},
     stats::Summary,
@@ -80,7 +81,7 @@ pub struct ControlResult {
     pub tool: Tool,
     pub services: u32,
     pub backends: u32,
-    pub unsupported: Option<String>,
+    pub unsupported: Option<NotMeasured>,
     pub seconds: Option<Summary>,
     /// Size of the input the tool was given (rules text; map operations for ferrolb).
     pub input_size: u64,
@@ -108,21 +109,22 @@ impl Scratch {
 }
 
 /// One timed programming from empty. `Err` is a failure of the harness; a tool that
-/// cannot hold the set returns `Ok(Err(reason))`.
+/// cannot hold the set, or whose load was stopped, returns `Ok(Err(why))`.
 fn once(
     scratch: &Scratch,
     tool: Tool,
     set: &ServiceSet,
     files: &Files,
     timeout: Duration,
-) -> Result<Result<f64, String>, ControlError> {
+) -> Result<Result<f64, NotMeasured>, ControlError> {
     let timed = |ns: &Netns, cmd: &str, args: &[&str]| {
         let start = Instant::now();
         match ns.exec_timeout(cmd, args, timeout) {
             Ok(_) => Ok(Ok(start.elapsed().as_secs_f64())),
-            Err(NetnsError::Timeout { seconds, .. }) => {
-                Ok(Err(not_measured_slow_load(cmd, seconds)))
-            }
+            Err(NetnsError::Timeout { seconds, .. }) => Ok(Err(NotMeasured::LoadStopped {
+                tool: cmd.to_string(),
+                seconds,
+            })),
             Err(e) => Err(ControlError::from(e)),
         }
     };
@@ -136,7 +138,7 @@ fn once(
             let start = Instant::now();
             let (ops, _next) = match planner::plan(&empty, &desired) {
                 Ok(p) => p,
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(e) => return Ok(Err(NotMeasured::cannot_hold(e))),
             };
             maps.apply(&ops)?;
             Ok(Ok(start.elapsed().as_secs_f64()))
@@ -190,7 +192,7 @@ pub fn measure(
         empty: RulesFile::write("cp-empty", rules::iptables_empty())?,
     };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); Tool::ALL.len()];
-    let mut unsupported: Vec<Option<String>> = vec![None; Tool::ALL.len()];
+    let mut unsupported: Vec<Option<NotMeasured>> = vec![None; Tool::ALL.len()];
     let mut notes: Vec<Option<String>> = vec![None; Tool::ALL.len()];
     for round in 0..runs {
         for (k, tool) in Tool::ALL.iter().enumerate() {

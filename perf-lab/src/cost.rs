@@ -37,6 +37,7 @@ use lb_daemon::{loader, maps::LbMaps, planner};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    measured::NotMeasured,
     netns::{Netns, NetnsError, PinDir},
     programs::{self, ProgramsError},
     services::{v6_plus, Family, ServiceSet, SERVICE_PORT, SOURCE_BASE, SOURCE_BASE6, UNUSED_PORT},
@@ -186,7 +187,7 @@ pub struct CostResult {
     pub services: u32,
     pub backends: u32,
     /// Set when ferrolb cannot hold this service set; then `classes` is empty.
-    pub unsupported: Option<String>,
+    pub unsupported: Option<NotMeasured>,
     pub pass_repeat_ns: Option<Summary>,
     pub pass_single_ns: Option<Summary>,
     pub classes: Vec<ClassCost>,
@@ -403,7 +404,7 @@ pub fn measure(
             return Ok(CostResult {
                 services: set.services,
                 backends: set.backends,
-                unsupported: Some(e.to_string()),
+                unsupported: Some(NotMeasured::cannot_hold(e)),
                 pass_repeat_ns: None,
                 pass_single_ns: None,
                 classes: Vec::new(),

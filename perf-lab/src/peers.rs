@@ -17,6 +17,8 @@ use lb_daemon::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    generator,
+    measured::NotMeasured,
     netns::{Netns, NetnsError, PinDir},
     objects::layout::RedirectConfig,
     programs::{self, ProgramsError, Sink},
@@ -94,12 +96,17 @@ impl PeerKind {
         }
     }
 
-    /// Whether the peer keeps conntrack state that must be flushed between runs.
-    pub fn uses_conntrack(self) -> bool {
+    /// kube-proxy's rule sets, loaded by nft or iptables-restore.
+    pub fn is_netfilter(self) -> bool {
         matches!(
             self,
             Self::Nftables | Self::IptablesLegacy | Self::IptablesNft
         )
+    }
+
+    /// Whether the peer keeps conntrack state that must be flushed between runs.
+    pub fn uses_conntrack(self) -> bool {
+        self.is_netfilter()
     }
 
     /// The restore tool for `family` (kube-proxy's IPv6 proxier uses ip6tables).
@@ -118,8 +125,8 @@ impl PeerKind {
 #[derive(Debug, Clone)]
 pub enum Programmed {
     Done(Duration),
-    /// The peer cannot hold this service set; the reason is reported, not hidden.
-    Unsupported(String),
+    /// The peer holds no rules for this service set; the reason is reported, not hidden.
+    NotMeasured(NotMeasured),
 }
 
 struct Ferrolb {
@@ -216,7 +223,7 @@ impl Datapath {
     /// netfilter peers load one rule set per family, each in its own load, as kube-proxy's
     /// per-family proxiers do; ferrolb holds both families' services in its maps). A
     /// netfilter load still running after `load_timeout` is stopped and reported as not
-    /// measured (`Programmed::Unsupported`).
+    /// measured (`NotMeasured::LoadStopped`).
     pub fn program(
         &mut self,
         dut: &Netns,
@@ -259,7 +266,7 @@ impl Datapath {
                         flb.maps.apply(&ops)?;
                         flb.state = next;
                     }
-                    Err(e) => return Ok(Programmed::Unsupported(e.to_string())),
+                    Err(e) => return Ok(Programmed::NotMeasured(NotMeasured::cannot_hold(e))),
                 }
                 Ok(String::new())
             }
@@ -282,9 +289,10 @@ impl Datapath {
                     .next()
                     .unwrap_or("load")
                     .to_string();
-                Ok(Programmed::Unsupported(not_measured_slow_load(
-                    &tool, seconds,
-                )))
+                Ok(Programmed::NotMeasured(NotMeasured::LoadStopped {
+                    tool,
+                    seconds,
+                }))
             }
             Err(e) => Err(e.into()),
         }
@@ -334,17 +342,12 @@ impl Datapath {
     }
 }
 
-/// The reason text for a load stopped at its deadline; `report` shows it as is.
-pub fn not_measured_slow_load(tool: &str, seconds: f64) -> String {
-    format!("not measured: {tool} load took > {seconds:.0} s (stopped)")
-}
-
 pub struct Peer {
     pub kind: PeerKind,
     pub topo: Topology,
     pub sink: Sink,
     /// The frame the generator sends for the current service set, per family and flow
-    /// kind: a SYN for new flows, an ACK for established ones (see `programs::Segment`).
+    /// kind: a SYN for new flows, an ACK for established ones (see `generator::Segment`).
     pub frames: BTreeMap<(Family, FlowKind), Vec<u8>>,
     pub datapath: Datapath,
 }
@@ -420,10 +423,10 @@ impl Peer {
             };
             for flows in FlowKind::ALL {
                 let segment = match flows {
-                    FlowKind::New => programs::Segment::Syn,
-                    FlowKind::Established => programs::Segment::Ack,
+                    FlowKind::New => generator::Segment::Syn,
+                    FlowKind::Established => generator::Segment::Ack,
                 };
-                let frame = programs::template(
+                let frame = generator::template(
                     self.topo.gen_mac,
                     self.topo.in_mac,
                     dst,
