@@ -171,14 +171,15 @@ where
 }
 
 /// A plot against the number of services (log scale), the y axis linear from 0 or
-/// logarithmic.
+/// logarithmic, written to `file` in `dir`; returns the file name.
 fn draw(
-    path: &Path,
+    dir: &Path,
+    file: String,
     title: &str,
     y_label: &str,
     series: &[Series],
     log_y: bool,
-) -> Result<(), PlotError> {
+) -> Result<String, PlotError> {
     let points: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
@@ -201,8 +202,9 @@ fn draw(
         .map(|p| p.1)
         .filter(|y| *y > 0.0)
         .fold(f64::INFINITY, f64::min);
+    let path = dir.join(&file);
     let frame = Frame {
-        path,
+        path: &path,
         title,
         series,
         legend: SeriesLabelPosition::UpperRight,
@@ -212,10 +214,11 @@ fn draw(
     };
     let x = ((x_min / 2.0)..(x_max * 2.0)).log_scale();
     if log_y && y_min_pos.is_finite() {
-        render(frame, x, ((y_min_pos / 2.0)..(y_max * 2.0)).log_scale())
+        render(frame, x, ((y_min_pos / 2.0)..(y_max * 2.0)).log_scale())?;
     } else {
-        render(frame, x, 0.0..(y_max * 1.15))
+        render(frame, x, 0.0..(y_max * 1.15))?;
     }
+    Ok(file)
 }
 
 /// Latency against percentile for one configuration (load × service count), one line per
@@ -319,15 +322,14 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
                     })
                     .collect()
             });
-            let file = rate_plot_file(family, flows);
-            draw(
-                &dir.join(&file),
+            written.push(draw(
+                dir,
+                rate_plot_file(family, flows),
                 &format!("Delivered packet rate, {}, {}", family.name(), flows.name()),
                 "Mpps delivered",
                 &series,
                 false,
-            )?;
-            written.push(file);
+            )?);
         }
     }
     let series = series_of(PacketClass::ALL, PacketClass::name, |class| {
@@ -341,14 +343,14 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
             })
             .collect()
     });
-    draw(
-        &dir.join("program-cost.svg"),
+    written.push(draw(
+        dir,
+        "program-cost.svg".to_string(),
         "ferrolb program cost over XDP_PASS",
         "ns per packet",
         &series,
         false,
-    )?;
-    written.push("program-cost.svg".to_string());
+    )?);
     let series = series_of(Tool::ALL, Tool::name, |tool| {
         results
             .control_plane
@@ -360,14 +362,14 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
             })
             .collect()
     });
-    draw(
-        &dir.join("control-plane.svg"),
+    written.push(draw(
+        dir,
+        "control-plane.svg".to_string(),
         "Programming time from empty",
         "ms (log scale)",
         &series,
         true,
-    )?;
-    written.push("control-plane.svg".to_string());
+    )?);
     written.extend(write_tcp(results, dir)?);
     Ok(written)
 }

@@ -160,16 +160,17 @@ impl Programs {
         packets: impl Iterator<Item = Vec<u8>>,
         want: u32,
     ) -> Result<f64, CostError> {
-        let xdp = self.xdp(program)?;
         let (mut total, mut n) = (0.0, 0u32);
         for packet in packets {
-            total += run(xdp, program, class, &packet, 1, want)?;
+            total += self.repeated(program, class, &packet, 1, want)?;
             n += 1;
         }
         Ok(total / f64::from(n.max(1)))
     }
 
-    /// ns per packet of one call repeating `packet` `repeat` times.
+    /// One BPF_PROG_RUN call of `program` repeating `packet` `repeat` times: ns per
+    /// repetition, the verdict checked against `want` (`class` names the measurement in
+    /// the error).
     pub(super) fn repeated(
         &self,
         program: Program,
@@ -178,33 +179,21 @@ impl Programs {
         repeat: u32,
         want: u32,
     ) -> Result<f64, CostError> {
-        run(self.xdp(program)?, program, class, packet, repeat, want)
+        let out = self
+            .xdp(program)?
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(program_err(program.name()))?;
+        if out.return_value != want {
+            return Err(CostError::Verdict {
+                class,
+                got: out.return_value,
+                want,
+            });
+        }
+        Ok(out.duration.as_nanos() as f64)
     }
-}
-
-/// One BPF_PROG_RUN call of `program`: ns per repetition, the verdict checked against
-/// `want` (`class` names the measurement in the error).
-fn run(
-    xdp: &Xdp,
-    program: Program,
-    class: &'static str,
-    packet: &[u8],
-    repeat: u32,
-    want: u32,
-) -> Result<f64, CostError> {
-    let out = xdp
-        .test_run(TestRunOptions {
-            data_in: Some(packet),
-            repeat,
-            ..Default::default()
-        })
-        .map_err(program_err(program.name()))?;
-    if out.return_value != want {
-        return Err(CostError::Verdict {
-            class,
-            got: out.return_value,
-            want,
-        });
-    }
-    Ok(out.duration.as_nanos() as f64)
 }
