@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
-cargo build --locked --release -p lb-daemon
+cargo build --locked --release -p lb-daemon -p lb-lab
 exec ./target/release/ferrolb-lab demo "$@"

@@ -5,6 +5,7 @@
 //! layout change is a build failure rather than a silent misread of pinned maps.
 #![no_std]
 
+mod flow_hash;
 pub mod reason;
 
 pub use reason::{TcReason, XdpReason};
@@ -287,20 +288,29 @@ const _: () = assert!(core::mem::size_of::<RevNatValue>() == 20);
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
-    // SAFETY: all of these are repr(C) plain data with explicit padding fields, so every
-    // byte pattern is a valid value and there are no implicit padding bytes.
-    unsafe impl aya::Pod for ServiceKey {}
-    unsafe impl aya::Pod for ServiceValue {}
-    unsafe impl aya::Pod for BackendValue {}
-    unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for FlowValue {}
-    unsafe impl aya::Pod for NextHop {}
-    unsafe impl aya::Pod for NeighMiss {}
-    unsafe impl aya::Pod for LbConfig {}
-    unsafe impl aya::Pod for Counter {}
-    unsafe impl aya::Pod for VipKey {}
-    unsafe impl aya::Pod for BackendNatKey {}
-    unsafe impl aya::Pod for BackendNatValue {}
-    unsafe impl aya::Pod for RevNatKey {}
-    unsafe impl aya::Pod for RevNatValue {}
+
+    macro_rules! pod {
+        ($($ty:ty),* $(,)?) => {$(
+            // SAFETY: repr(C) plain data with explicit padding fields (sizes asserted
+            // above), so every byte pattern is a valid value and no byte is implicit padding.
+            unsafe impl aya::Pod for $ty {}
+        )*};
+    }
+
+    pod!(
+        ServiceKey,
+        ServiceValue,
+        BackendValue,
+        FlowKey,
+        FlowValue,
+        NextHop,
+        NeighMiss,
+        LbConfig,
+        Counter,
+        VipKey,
+        BackendNatKey,
+        BackendNatValue,
+        RevNatKey,
+        RevNatValue,
+    );
 }

@@ -169,44 +169,75 @@ impl Lab {
         self.exec_ok(&sw, "ip", &["link", "add", "br0", "type", "bridge"])?;
         self.exec_ok(&sw, "ip", &["link", "set", "br0", "up"])?;
         for (netns, port, addr, addr6) in self.nodes() {
-            run("ip", &["netns", "add", &netns])?;
-            self.exec_ok(
-                &sw,
-                "ip",
-                &[
-                    "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-                ],
-            )?;
-            self.exec_ok(&sw, "ip", &["link", "set", &port, "master", "br0", "up"])?;
-            self.exec_ok(
-                &netns,
-                "ip",
-                &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-            )?;
-            // nodad: usable at once, no duplicate-address detection to wait for.
-            self.exec_ok(
-                &netns,
-                "ip",
-                &[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{addr6}/64"),
-                    "dev",
-                    "eth0",
-                    "nodad",
-                ],
-            )?;
-            self.exec_ok(&netns, "ip", &["link", "set", "eth0", "up"])?;
-            self.exec_ok(&netns, "ip", &["link", "set", "lo", "up"])?;
-            for key in [
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.eth0.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-            ] {
-                self.exec_ok(&netns, "sysctl", &["-qw", key])?;
-            }
+            self.add_node(&sw, &netns, &port, &addr, &addr6)?;
         }
+        self.route_client_and_lb()?;
+        for b in &self.backends {
+            self.exec(
+                &b.netns,
+                "ip",
+                &["addr", "add", &format!("{VIP}/32"), "dev", "lo"],
+            )?;
+            self.exec(
+                &b.netns,
+                "ip",
+                &["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// One node's namespace, its veth on the bridge, its addresses.
+    fn add_node(
+        &mut self,
+        sw: &str,
+        netns: &str,
+        port: &str,
+        addr: &str,
+        addr6: &str,
+    ) -> Result<(), LabError> {
+        run("ip", &["netns", "add", netns])?;
+        self.exec_ok(
+            sw,
+            "ip",
+            &[
+                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
+            ],
+        )?;
+        self.exec_ok(sw, "ip", &["link", "set", port, "master", "br0", "up"])?;
+        self.exec_ok(
+            netns,
+            "ip",
+            &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+        )?;
+        // nodad: usable at once, no duplicate-address detection to wait for.
+        self.exec_ok(
+            netns,
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{addr6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )?;
+        self.exec_ok(netns, "ip", &["link", "set", "eth0", "up"])?;
+        self.exec_ok(netns, "ip", &["link", "set", "lo", "up"])?;
+        for key in [
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.eth0.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            self.exec_ok(netns, "sysctl", &["-qw", key])?;
+        }
+        Ok(())
+    }
+
+    /// The client's routes to the VIPs through the LB, and forwarding on the LB.
+    fn route_client_and_lb(&mut self) -> Result<(), LabError> {
         // Locally generated frames carry partial checksums on veth; once XDP forwards them
         // the backend would drop them (DESIGN.md §4). A real wire delivers full checksums.
         self.exec_ok(
@@ -252,20 +283,7 @@ impl Lab {
             &self.lb.clone(),
             "sysctl",
             &["-qw", "net.ipv6.conf.all.forwarding=1"],
-        )?;
-        for b in &self.backends {
-            self.exec(
-                &b.netns,
-                "ip",
-                &["addr", "add", &format!("{VIP}/32"), "dev", "lo"],
-            )?;
-            self.exec(
-                &b.netns,
-                "ip",
-                &["-6", "addr", "add", &format!("{VIP6}/128"), "dev", "lo"],
-            )?;
-        }
-        Ok(())
+        )
     }
 
     /// Runs `program args` inside `netns` and waits for it. Only the network namespace is

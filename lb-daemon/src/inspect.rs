@@ -11,7 +11,7 @@ use lb_common::{Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE};
 use serde::Serialize;
 
 use crate::{
-    maps::{LbMaps, MapsError},
+    maps::{BalancerMaps, MapsError},
     model::{addr_bytes, addr_from_bytes, Frontend, Protocol},
 };
 
@@ -40,7 +40,9 @@ pub struct ServiceView {
     pub bytes: u64,
 }
 
-fn backend_addresses(maps: &LbMaps) -> Result<HashMap<u32, (Option<IpAddr>, bool)>, MapsError> {
+fn backend_addresses(
+    maps: &BalancerMaps,
+) -> Result<HashMap<u32, (Option<IpAddr>, bool)>, MapsError> {
     Ok(maps
         .backend_entries()?
         .into_iter()
@@ -56,7 +58,7 @@ fn backend_addresses(maps: &LbMaps) -> Result<HashMap<u32, (Option<IpAddr>, bool
         .collect())
 }
 
-pub fn list_services(maps: &LbMaps) -> Result<Vec<ServiceView>, MapsError> {
+pub fn list_services(maps: &BalancerMaps) -> Result<Vec<ServiceView>, MapsError> {
     let addresses = backend_addresses(maps)?;
     let mut out = Vec::new();
     for (key, value) in maps.service_entries()? {
@@ -106,7 +108,7 @@ pub struct ReasonCount {
     pub bytes: u64,
 }
 
-pub fn reason_counts(maps: &LbMaps) -> Result<Vec<ReasonCount>, MapsError> {
+pub fn reason_counts(maps: &BalancerMaps) -> Result<Vec<ReasonCount>, MapsError> {
     let counters = maps.reason_counters()?;
     Ok(XdpReason::ALL
         .iter()
@@ -195,13 +197,13 @@ pub struct Explanation {
 /// Follows the datapath's steps for tuples, reading the same maps it reads. The backend
 /// table and the configuration are read once per `Explainer`, so batches stay cheap.
 pub struct Explainer<'m> {
-    maps: &'m LbMaps,
+    maps: &'m BalancerMaps,
     addresses: HashMap<u32, (Option<IpAddr>, bool)>,
     config: lb_common::LbConfig,
 }
 
 impl<'m> Explainer<'m> {
-    pub fn new(maps: &'m LbMaps) -> Result<Self, MapsError> {
+    pub fn new(maps: &'m BalancerMaps) -> Result<Self, MapsError> {
         Ok(Self {
             maps,
             addresses: backend_addresses(maps)?,
@@ -215,12 +217,12 @@ impl<'m> Explainer<'m> {
 }
 
 /// Explains one tuple (see `Explainer` for many).
-pub fn explain(maps: &LbMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
+pub fn explain(maps: &BalancerMaps, tuple: Tuple) -> Result<Explanation, MapsError> {
     Explainer::new(maps)?.explain(tuple)
 }
 
 fn explain_with(
-    maps: &LbMaps,
+    maps: &BalancerMaps,
     addresses: &HashMap<u32, (Option<IpAddr>, bool)>,
     config: &lb_common::LbConfig,
     tuple: Tuple,
@@ -242,35 +244,16 @@ fn explain_with(
         backend: None,
         why: format!("no service at {frontend}; the packet passes to the stack"),
     };
-    let service = match maps.services.get(&frontend.key(), 0) {
-        Ok(s) => s,
-        Err(aya::maps::MapError::KeyNotFound) => return Ok(out),
-        Err(source) => {
-            return Err(MapsError::Access {
-                map: lb_common::map_names::SERVICES,
-                source,
-            })
-        }
+    let Some(service) = maps.service(&frontend.key())? else {
+        return Ok(out);
     };
     out.service_id = Some(service.service_id);
     out.table_size = Some(service.table_size);
     let live = |id: u32, generation: Option<u32>| -> bool {
-        let Ok(b) = maps.backends.get(&id, 0) else {
+        let Ok(Some(b)) = maps.backend(id) else {
             return false;
         };
         b.flags & BACKEND_F_ACTIVE != 0 && generation.is_none_or(|g| g == b.generation)
-    };
-
-    let hash = tuple_hash(&tuple, config.flow_hash_seed);
-    out.flow_hash = Some(hash);
-    let maglev_id = if service.table_size > 0 {
-        let slot = hash % service.table_size;
-        let id = maps.read_slots(service.table_base + slot, 1)?[0];
-        out.slot = Some(slot);
-        out.maglev_backend = addresses.get(&id).and_then(|(a, _)| *a);
-        Some(id)
-    } else {
-        None
     };
 
     let (src, family) = addr_bytes(tuple.src);
@@ -283,6 +266,19 @@ fn explain_with(
         family,
         _pad: [0; 2],
     };
+    // The datapath's own function: `explain` and the kernel cannot disagree on the slot.
+    let hash = key.flow_hash(config.flow_hash_seed);
+    out.flow_hash = Some(hash);
+    let maglev_id = if service.table_size > 0 {
+        let slot = hash % service.table_size;
+        let id = maps.read_slots(service.table_base + slot, 1)?[0];
+        out.slot = Some(slot);
+        out.maglev_backend = addresses.get(&id).and_then(|(a, _)| *a);
+        Some(id)
+    } else {
+        None
+    };
+
     if let Some(entry) = maps.flow(&key)? {
         let usable = live(entry.backend_id, Some(entry.backend_generation));
         let backend = addresses.get(&entry.backend_id).and_then(|(a, _)| *a);
@@ -332,34 +328,6 @@ fn explain_with(
         fmt_addr(out.backend)
     );
     Ok(out)
-}
-
-/// The datapath's flow hash of `tuple` (the same `lb_hashing` functions it runs).
-fn tuple_hash(tuple: &Tuple, seed: u32) -> u32 {
-    let words = |a: std::net::Ipv6Addr| {
-        let o = a.octets();
-        [0, 4, 8, 12].map(|i| u32::from_be_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]))
-    };
-    match (tuple.src, tuple.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => lb_hashing::flow::flow_hash_v4(
-            u32::from(src),
-            u32::from(dst),
-            tuple.sport,
-            tuple.dport,
-            tuple.protocol.number(),
-            seed,
-        ),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => lb_hashing::flow::flow_hash_v6(
-            &words(src),
-            &words(dst),
-            tuple.sport,
-            tuple.dport,
-            tuple.protocol.number(),
-            seed,
-        ),
-        // Refused when parsing; a mixed pair has no datapath hash.
-        _ => 0,
-    }
 }
 
 fn fmt_addr(addr: Option<IpAddr>) -> String {

@@ -19,10 +19,29 @@ use lb_kube::{
 use tracing::{error, info, warn};
 
 use crate::{
-    daemon::{warm_neighbours, DaemonError, DatapathOptions, Syncer, Ticks},
-    loader::{self, Attachment},
-    maps::DecapMaps,
+    datapath::{self, warm_neighbours, DatapathOptions, StartError, Ticks},
+    loader::{self, Attachment, LoaderError},
+    maps::{BackendSideMaps, MapsError},
+    sync::{SyncEngine, SyncError},
 };
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeModeError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("kubernetes: {0}")]
+    Kube(lb_kube::watch::SourceError),
+    #[error("metrics: {0}")]
+    Metrics(lb_kube::metrics::MetricsError),
+    #[error("http server: {0}")]
+    Http(lb_kube::http::HttpError),
+}
 
 pub struct KubeOptions {
     pub datapath: DatapathOptions,
@@ -90,8 +109,8 @@ impl DaemonMetrics {
         })
     }
 
-    fn record_state(&self, syncer: &Syncer) {
-        let state = &syncer.state;
+    fn record_state(&self, engine: &SyncEngine) {
+        let state = engine.state();
         self.services.set(state.services.len() as f64);
         self.backends.set(state.backends.len() as f64);
         self.tables.set(state.tables.len() as f64);
@@ -123,31 +142,30 @@ fn log_skipped(skipped: &[lb_kube::projection::SkippedFrontend]) {
     }
 }
 
-pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
+pub async fn run(opts: KubeOptions) -> Result<(), KubeModeError> {
     let registry = Registry::new();
-    let kube_metrics = KubeMetrics::new(&registry).map_err(DaemonError::Metrics)?;
-    let metrics = DaemonMetrics::new(&registry).map_err(DaemonError::Metrics)?;
+    let kube_metrics = KubeMetrics::new(&registry).map_err(KubeModeError::Metrics)?;
+    let metrics = DaemonMetrics::new(&registry).map_err(KubeModeError::Metrics)?;
     let health = ProxyHealth::new(http::DEFAULT_HEALTH_TIMEOUT);
     let _health_server = http::serve_proxy_health(opts.health_addr, health.clone())
         .await
-        .map_err(DaemonError::Http)?;
+        .map_err(KubeModeError::Http)?;
     let _metrics_server = http::serve_metrics(opts.metrics_addr, registry.clone())
         .await
-        .map_err(DaemonError::Http)?;
+        .map_err(KubeModeError::Http)?;
     let mut service_health = ServiceHealthServers::new(opts.health_check_ip, health.clone());
     info!(health = %opts.health_addr, metrics = %opts.metrics_addr, "serving health and metrics");
 
     let client = watch::client(opts.kubeconfig.as_deref())
         .await
-        .map_err(DaemonError::Kube)?;
+        .map_err(KubeModeError::Kube)?;
     let source = SourceOptions::new(opts.node.clone());
-    let settings = source.settings;
-    let mut syncer = Syncer::start(&opts.datapath, &settings)?;
+    let mut engine = datapath::start(&opts.datapath)?;
     // Every node is also the home of endpoints: it decapsulates what balancers (its own
     // included) send to its endpoints and translates it to their address and port.
     let attachment = loader::install_decap(&opts.datapath.iface, &opts.datapath.pin_dir)?;
     info!(iface = %opts.datapath.iface, new = attachment == Attachment::New, "backend side attached (tc ingress + egress)");
-    let mut decap = DecapMaps::open(&opts.datapath.pin_dir)?;
+    let mut decap = BackendSideMaps::open(&opts.datapath.pin_dir)?;
     let (mut updates, _source_task) = watch::spawn(client, source, Some(kube_metrics));
 
     let mut ticks = Ticks::new()?;
@@ -159,7 +177,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
         tokio::select! {
             _ = ticks.terminate.recv() => break,
             _ = ticks.interrupt.recv() => break,
-            _ = ticks.neigh.tick() => syncer.resolve_neighbour_misses(),
+            _ = ticks.neigh.tick() => engine.resolve_neighbour_misses(),
             _ = ticks.refresh.tick() => {
                 if let Some(update) = &latest {
                     warm_neighbours(&update.datapath);
@@ -190,10 +208,13 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
         let changed = update.changed_since(applied_generation);
         let applied = decap
             .set_translations(&translations)
-            .map_err(DaemonError::from)
+            .map_err(KubeModeError::from)
             .and_then(|writes| {
                 metrics.translations.set(translations.len() as f64);
-                Ok(writes + syncer.apply_changes(&update.datapath, changed.as_ref())?)
+                Ok(writes
+                    + engine
+                        .apply_changes(&update.datapath, changed.as_ref())?
+                        .ops)
             });
         match applied {
             Ok(ops) => {
@@ -201,7 +222,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), DaemonError> {
                 metrics
                     .sync_latency
                     .observe_duration(update.first_event_at.elapsed());
-                metrics.record_state(&syncer);
+                metrics.record_state(&engine);
                 metrics
                     .skipped_frontends
                     .set(update.report.skipped.len() as f64);

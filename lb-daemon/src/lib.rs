@@ -1,9 +1,10 @@
-//! ferrolb's userspace: configuration, the pure model and planner, the map writer, the
-//! loader and the inspection views. The binary (`main.rs`) is a thin CLI over this.
+//! ferrolb's userspace: configuration, the pure planner, the sync engine and map writer,
+//! the loader, host set-up, both daemon modes and the inspection views. The binary
+//! (`main.rs`) parses arguments and dispatches to its commands.
 
-pub mod batch;
 pub mod config;
-pub mod daemon;
+pub mod datapath;
+pub mod file_mode;
 pub mod inspect;
 pub mod kube_mode;
 pub mod loader;
@@ -13,3 +14,4 @@ pub mod neigh;
 pub mod objects;
 pub mod planner;
 pub mod slots;
+pub mod sync;

@@ -1,22 +1,19 @@
 //! The `ferrolb` command: daemon, backend setup, inspection and clean-up.
 
+mod cli;
+
 use std::{
-    io::{BufRead, Write},
     net::{IpAddr, Ipv4Addr},
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_common::{TcReason, DEFAULT_PIN_DIR};
-use lb_daemon::{
-    config, daemon,
-    inspect::{self, Tuple},
-    kube_mode, loader,
-    maps::{DecapMaps, LbMaps},
-};
+use cli::Output;
+use lb_common::DEFAULT_PIN_DIR;
+use lb_daemon::{datapath::DatapathOptions, file_mode, kube_mode, loader};
 use lb_kube::model::NodeConfig;
 
 #[derive(Parser)]
@@ -41,12 +38,6 @@ enum Mode {
     Driver,
     /// Generic XDP in the stack, for NICs without native support.
     Skb,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Output {
-    Table,
-    Json,
 }
 
 /// Where the balancer attaches and how it forwards.
@@ -77,8 +68,8 @@ struct DatapathArgs {
 }
 
 impl DatapathArgs {
-    fn options(self, pin_dir: PathBuf) -> daemon::DatapathOptions {
-        daemon::DatapathOptions {
+    fn options(self, pin_dir: PathBuf) -> DatapathOptions {
+        DatapathOptions {
             iface: self.iface,
             pin_dir,
             xdp_mode: match self.xdp_mode {
@@ -93,6 +84,58 @@ impl DatapathArgs {
                 maglev_slots: self.maglev_slots,
                 flows: self.flow_entries,
             },
+        }
+    }
+}
+
+/// This node and its kube-proxy-compatible settings.
+#[derive(clap::Args)]
+struct KubeArgs {
+    /// This node's name (set from the downward API in the DaemonSet).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then in-cluster config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Serve only Services labelled service.kubernetes.io/service-proxy-name=NAME.
+    #[arg(long)]
+    service_proxy_name: Option<String>,
+    /// Addresses NodePorts answer on (repeat); default: the Node's addresses.
+    #[arg(long = "nodeport-address")]
+    nodeport_addresses: Vec<IpAddr>,
+    /// Also answer NodePorts on 127.0.0.1.
+    #[arg(long)]
+    nodeport_on_loopback: bool,
+    /// Overrides the Node's topology.kubernetes.io/zone label.
+    #[arg(long)]
+    zone: Option<String>,
+    /// /healthz and /livez, kube-proxy's port.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    health_bind_address: std::net::SocketAddr,
+    /// Prometheus metrics (localhost by default).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    metrics_bind_address: std::net::SocketAddr,
+    /// Address the healthCheckNodePort servers listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    health_check_address: IpAddr,
+}
+
+impl KubeArgs {
+    fn options(self, datapath: DatapathOptions) -> kube_mode::KubeOptions {
+        kube_mode::KubeOptions {
+            datapath,
+            kubeconfig: self.kubeconfig,
+            node: NodeConfig {
+                node_name: self.node_name,
+                node_port_addresses: (!self.nodeport_addresses.is_empty())
+                    .then_some(self.nodeport_addresses),
+                node_port_on_loopback: self.nodeport_on_loopback,
+                zone: self.zone,
+                service_proxy_name: self.service_proxy_name,
+            },
+            health_addr: self.health_bind_address,
+            metrics_addr: self.metrics_bind_address,
+            health_check_ip: self.health_check_address,
         }
     }
 }
@@ -119,33 +162,8 @@ enum Command {
     Kube {
         #[command(flatten)]
         datapath: DatapathArgs,
-        /// This node's name (set from the downward API in the DaemonSet).
-        #[arg(long, env = "NODE_NAME")]
-        node_name: String,
-        /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, then in-cluster config.
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-        /// Serve only Services labelled service.kubernetes.io/service-proxy-name=NAME.
-        #[arg(long)]
-        service_proxy_name: Option<String>,
-        /// Addresses NodePorts answer on (repeat); default: the Node's addresses.
-        #[arg(long = "nodeport-address")]
-        nodeport_addresses: Vec<IpAddr>,
-        /// Also answer NodePorts on 127.0.0.1.
-        #[arg(long)]
-        nodeport_on_loopback: bool,
-        /// Overrides the Node's topology.kubernetes.io/zone label.
-        #[arg(long)]
-        zone: Option<String>,
-        /// /healthz and /livez, kube-proxy's port.
-        #[arg(long, default_value = "0.0.0.0:10256")]
-        health_bind_address: std::net::SocketAddr,
-        /// Prometheus metrics (localhost by default).
-        #[arg(long, default_value = "127.0.0.1:10249")]
-        metrics_bind_address: std::net::SocketAddr,
-        /// Address the healthCheckNodePort servers listen on.
-        #[arg(long, default_value = "0.0.0.0")]
-        health_check_address: IpAddr,
+        #[command(flatten)]
+        node: KubeArgs,
     },
     /// Backend side: decapsulate IPIP on an interface for these VIPs (assigned to lo), and
     /// translate frontends to local endpoints (pinned; no daemon).
@@ -209,247 +227,32 @@ fn main() -> Result<()> {
             config,
             poll_ms,
         } => {
-            let opts = daemon::RunOptions {
+            let opts = file_mode::RunOptions {
                 datapath: datapath.options(pin_dir),
                 config,
                 poll_interval: Duration::from_millis(poll_ms.max(10)),
             };
-            runtime()?.block_on(daemon::run(opts))?;
+            runtime()?.block_on(file_mode::run(opts))?;
         }
-        Command::Kube {
-            datapath,
-            node_name,
-            kubeconfig,
-            service_proxy_name,
-            nodeport_addresses,
-            nodeport_on_loopback,
-            zone,
-            health_bind_address,
-            metrics_bind_address,
-            health_check_address,
-        } => {
-            let opts = kube_mode::KubeOptions {
-                datapath: datapath.options(pin_dir),
-                kubeconfig,
-                node: NodeConfig {
-                    node_name,
-                    node_port_addresses: (!nodeport_addresses.is_empty())
-                        .then_some(nodeport_addresses),
-                    node_port_on_loopback: nodeport_on_loopback,
-                    zone,
-                    service_proxy_name,
-                },
-                health_addr: health_bind_address,
-                metrics_addr: metrics_bind_address,
-                health_check_ip: health_check_address,
-            };
+        Command::Kube { datapath, node } => {
+            let opts = node.options(datapath.options(pin_dir));
             runtime()?.block_on(kube_mode::run(opts))?;
         }
         Command::Backend {
             iface,
             vips,
             translations,
-        } => {
-            let translations = translations
-                .iter()
-                .map(|t| config::parse_translation(t).with_context(|| format!("--translate {t}")))
-                .collect::<Result<Vec<_>>>()?;
-            let attachment = loader::install_decap(&iface, &pin_dir)?;
-            let mut maps = DecapMaps::open(&pin_dir)?;
-            maps.set_vips(&vips)?;
-            maps.set_translations(&translations)?;
-            eprintln!(
-                "decapsulating IPIP for {} on {iface} ({:?}); assign the VIPs to lo so the stack accepts them",
-                vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                attachment
-            );
-        }
-        Command::CheckConfig { config: path } => {
-            let state = config::load(&path).with_context(|| format!("{}", path.display()))?;
-            println!(
-                "{}: {} services, valid",
-                path.display(),
-                state.services.len()
-            );
-        }
-        Command::List { output } => {
-            let maps = LbMaps::open(&pin_dir)?;
-            let services = inspect::list_services(&maps)?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&services)?);
-            } else {
-                print_services(&services);
-            }
-        }
-        Command::Stats { output } => stats(&pin_dir, output)?,
+        } => cli::setup::backend(&pin_dir, &iface, &vips, &translations)?,
+        Command::CheckConfig { config } => cli::setup::check_config(&config)?,
+        Command::List { output } => cli::inspect::list(&pin_dir, output)?,
+        Command::Stats { output } => cli::inspect::stats(&pin_dir, output)?,
         Command::Explain {
             tuple,
             batch,
             output,
-        } => {
-            let maps = LbMaps::open(&pin_dir)?;
-            let tuples: Vec<Tuple> = match (tuple, batch) {
-                (Some(t), None) => vec![t.parse().map_err(anyhow::Error::msg)?],
-                (None, Some(path)) => read_tuples(&path)?,
-                _ => bail!("give either one tuple or --batch FILE"),
-            };
-            let explainer = inspect::Explainer::new(&maps)?;
-            let mut explanations = Vec::with_capacity(tuples.len());
-            for t in tuples {
-                explanations.push(explainer.explain(t)?);
-            }
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&explanations)?);
-            } else {
-                for e in &explanations {
-                    let t = e.tuple;
-                    println!(
-                        "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
-                        t.protocol,
-                        t.src,
-                        t.sport,
-                        t.dst,
-                        t.dport,
-                        e.verdict,
-                        e.backend.map_or("-".into(), |b| b.to_string()),
-                        e.why
-                    );
-                }
-            }
-        }
-        Command::Nat { output } => {
-            let translations = DecapMaps::open(&pin_dir)?.translations()?;
-            if output == Output::Json {
-                let rows: Vec<serde_json::Value> = translations
-                    .iter()
-                    .map(|t| {
-                        serde_json::json!({
-                            "frontend": t.frontend.to_string(),
-                            "endpoint": t.endpoint.to_string(),
-                            "target_port": t.target_port,
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
-            } else if translations.is_empty() {
-                println!("no translations");
-            } else {
-                for t in &translations {
-                    println!("{:<28} -> {}:{}", t.frontend, t.endpoint, t.target_port);
-                }
-            }
-        }
-        Command::Cleanup => {
-            let removed = loader::uninstall(&pin_dir)?;
-            println!(
-                "removed links [{}] and maps [{}] from {}",
-                removed.links.join(", "),
-                removed.maps.join(", "),
-                pin_dir.display()
-            );
-            if !removed.left.is_empty() {
-                bail!(
-                    "{} still holds files this build does not know: {}",
-                    pin_dir.display(),
-                    removed.left.join(", ")
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-fn read_tuples(path: &Path) -> Result<Vec<Tuple>> {
-    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::io::BufReader::new(
-            std::fs::File::open(path).with_context(|| path.display().to_string())?,
-        ))
-    };
-    let mut out = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() || line.trim_start().starts_with('#') {
-            continue;
-        }
-        out.push(
-            line.parse()
-                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?,
-        );
-    }
-    Ok(out)
-}
-
-fn print_services(services: &[inspect::ServiceView]) {
-    let mut out = std::io::stdout().lock();
-    if services.is_empty() {
-        let _ = writeln!(out, "no services");
-    }
-    for s in services {
-        let _ = writeln!(
-            out,
-            "{:<28} id={:<5} table={:<6} packets={:<10} bytes={}",
-            s.frontend, s.service_id, s.table_size, s.packets, s.bytes
-        );
-        for b in &s.backends {
-            let _ = writeln!(
-                out,
-                "    backend {:<18} id={:<5} slots={:<6} ({:5.1}%) {:<8} packets={:<10} bytes={}",
-                b.address.map_or("?".into(), |a| a.to_string()),
-                b.id,
-                b.slots,
-                100.0 * f64::from(b.slots) / f64::from(s.table_size.max(1)),
-                if b.active { "active" } else { "retired" },
-                b.packets,
-                b.bytes
-            );
-        }
-    }
-}
-
-fn stats(pin_dir: &Path, output: Output) -> Result<()> {
-    let balancer = LbMaps::open(pin_dir)
-        .ok()
-        .map(|maps| inspect::reason_counts(&maps))
-        .transpose()?;
-    let decap = DecapMaps::open(pin_dir)
-        .ok()
-        .map(|maps| maps.counters())
-        .transpose()?
-        .map(|counters| {
-            TcReason::ALL
-                .iter()
-                .zip(counters)
-                .map(|(r, c)| inspect::ReasonCount {
-                    reason: r.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                })
-                .collect::<Vec<_>>()
-        });
-    if balancer.is_none() && decap.is_none() {
-        bail!("nothing installed under {}", pin_dir.display());
-    }
-    if output == Output::Json {
-        println!("{}", serde_json::json!({ "xdp": balancer, "tc": decap }));
-        return Ok(());
-    }
-    // Prometheus text style, named lb_<subsystem>_<name>_total.
-    for (subsystem, rows) in [("xdp", balancer), ("tc", decap)] {
-        let Some(rows) = rows else { continue };
-        for r in &rows {
-            println!(
-                "lb_{subsystem}_packets_total{{reason=\"{}\"}} {}",
-                r.reason, r.packets
-            );
-        }
-        for r in &rows {
-            println!(
-                "lb_{subsystem}_bytes_total{{reason=\"{}\"}} {}",
-                r.reason, r.bytes
-            );
-        }
+        } => cli::inspect::explain(&pin_dir, tuple, batch.as_deref(), output)?,
+        Command::Nat { output } => cli::inspect::nat(&pin_dir, output)?,
+        Command::Cleanup => cli::setup::cleanup(&pin_dir)?,
     }
     Ok(())
 }

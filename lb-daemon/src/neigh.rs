@@ -46,6 +46,7 @@ fn interface_addrs(iface: &str) -> Result<Vec<IpAddr>, NeighError> {
         if name.to_bytes() != iface.as_bytes() {
             continue;
         }
+        // SAFETY: ifa_addr is non-null (checked above) and points at a sockaddr.
         match unsafe { (*entry.ifa_addr).sa_family } as i32 {
             libc::AF_INET => {
                 // SAFETY: AF_INET entries carry a sockaddr_in.
@@ -213,6 +214,7 @@ fn send_request(fd: i32, addr: IpAddr, ifindex: u32) -> Result<(), NeighError> {
     // SAFETY: the kernel address is zeroed (pid 0 = kernel); req is a plain repr(C) buffer.
     let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     kernel.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: req and kernel are live buffers of the lengths passed with them.
     let sent = unsafe {
         libc::sendto(
             fd,

@@ -2,14 +2,14 @@
 //! encapsulated packet for a translated frontend comes out decapsulated and addressed to
 //! the local endpoint's address and target port with valid checksums, and the endpoint's
 //! reply comes out with the frontend restored as its source. Maps are written by the
-//! daemon's own `DecapMaps`; each case moves exactly one counter.
+//! daemon's own `BackendSideMaps`; each case moves exactly one counter.
 
 mod support;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use lb_common::{program_names, TcReason};
-use lb_daemon::{config::parse_translation, loader, maps::DecapMaps};
+use lb_daemon::{config::parse_translation, loader, maps::BackendSideMaps};
 use support::{encapsulate, require_root, PinDir};
 
 const TC_ACT_OK: u32 = 0;
@@ -88,7 +88,7 @@ fn assert_checksums(name: &str, frame: &[u8]) {
 
 struct Tc {
     ebpf: aya::Ebpf,
-    maps: DecapMaps,
+    maps: BackendSideMaps,
     // Dropped last: removes the pins.
     _pin: PinDir,
 }
@@ -97,7 +97,7 @@ impl Tc {
     fn new(tag: &str) -> Self {
         let pin = PinDir::new(tag);
         let ebpf = loader::load_decap(&pin.path).expect("load the backend side");
-        let maps = DecapMaps::open(&pin.path).expect("open maps");
+        let maps = BackendSideMaps::open(&pin.path).expect("open maps");
         Self {
             ebpf,
             maps,

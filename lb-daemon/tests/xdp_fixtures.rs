@@ -8,12 +8,13 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};
-use lb_common::{program_names, LbConfig, NextHop, XdpReason, CONFIG_F_READY, CONFIG_F_V6_READY};
+use lb_common::{program_names, NextHop, XdpReason};
 use lb_daemon::{
     config, inspect, loader,
-    maps::LbMaps,
+    maps::BalancerMaps,
     model::Protocol,
-    planner::{self, KernelState},
+    planner::KernelState,
+    sync::{DatapathParams, SyncEngine},
 };
 use support::{require_root, PinDir};
 
@@ -27,6 +28,12 @@ const LB: [u8; 4] = [198, 18, 0, 2];
 const LB6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// How the fixtures' datapath forwards: both families ready.
+const PARAMS: DatapathParams = DatapathParams {
+    encap_source: std::net::Ipv4Addr::new(LB[0], LB[1], LB[2], LB[3]),
+    encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
+    nexthop_ttl: std::time::Duration::from_secs(1),
+};
 
 const CONFIG: &str = "
 services:
@@ -57,8 +64,7 @@ fn backend_mac(addr: IpAddr) -> [u8; 6] {
 
 struct Fixture {
     ebpf: aya::Ebpf,
-    maps: LbMaps,
-    state: KernelState,
+    engine: SyncEngine,
     // Dropped last: removes the pins.
     _pin: PinDir,
 }
@@ -67,36 +73,40 @@ impl Fixture {
     fn new(tag: &str, yaml: &str) -> Self {
         let pin = PinDir::new(tag);
         let ebpf = loader::load_balancer(&pin.path).expect("load balancer");
-        let mut maps = LbMaps::open(&pin.path).expect("open maps");
-        let desired = config::parse(yaml).expect("config");
-        maps.write_config(&LbConfig {
-            encap_src_v4: LB,
-            flow_hash_seed: desired.settings.flow_hash_seed,
-            nexthop_ttl_ns: 1_000_000_000,
-            flags: CONFIG_F_READY | CONFIG_F_V6_READY,
-            _pad: 0,
-            encap_src_v6: LB6,
-        })
-        .unwrap();
+        let maps = BalancerMaps::open(&pin.path).expect("open maps");
+        let engine = SyncEngine::adopt(maps, &PARAMS).unwrap();
         let mut fixture = Self {
             ebpf,
-            state: maps.read_state().unwrap(),
-            maps,
+            engine,
             _pin: pin,
         };
         fixture.apply(yaml);
         fixture
     }
 
-    /// Plans and writes a config with the daemon's code, then pins every backend's next hop
-    /// (test_run has no route to 198.18.0.0/15 in the host namespace).
+    /// The maps, as the kernel holds them.
+    fn maps(&self) -> &BalancerMaps {
+        self.engine.maps()
+    }
+
+    /// What the planner believes the kernel holds.
+    fn state(&self) -> &KernelState {
+        self.engine.state()
+    }
+
+    /// Plans and writes a config with the daemon's sync engine, then pins every backend's
+    /// next hop (test_run has no route to 198.18.0.0/15 in the host namespace).
     fn apply(&mut self, yaml: &str) {
         let desired = config::parse(yaml).unwrap();
-        let (ops, next) = planner::plan(&self.state, &desired).unwrap();
-        self.maps.apply(&ops).unwrap();
-        self.state = next;
-        for (addr, backend) in &self.state.backends {
-            self.maps
+        self.engine.apply(&desired).unwrap();
+        let backends: Vec<_> = self
+            .state()
+            .backends
+            .iter()
+            .map(|(a, b)| (*a, *b))
+            .collect();
+        for (addr, backend) in &backends {
+            self.engine
                 .set_static_nexthop(
                     backend.id,
                     NextHop {
@@ -133,7 +143,7 @@ impl Fixture {
     }
 
     fn counters(&self) -> Vec<u64> {
-        self.maps
+        self.maps()
             .reason_counters()
             .unwrap()
             .iter()
@@ -179,7 +189,7 @@ impl Fixture {
 
     fn explain(&self, proto: Protocol, sport: u16, dport: u16) -> inspect::Explanation {
         inspect::explain(
-            &self.maps,
+            self.maps(),
             inspect::Tuple {
                 protocol: proto,
                 src: IpAddr::from(CLIENT),
@@ -324,13 +334,13 @@ fn forwards_new_flows_with_correct_ipip_and_counts_them() {
         assert!(predicted.flow_entry.is_none(), "{name}: fresh flow");
         let backend = predicted.maglev_backend.expect("maglev pick");
         let service_id = predicted.service_id.unwrap();
-        let backend_id = f.state.backends[&backend].id;
-        let svc_before = f.maps.service_counter(service_id).unwrap();
-        let be_before = f.maps.backend_counter(backend_id).unwrap();
+        let backend_id = f.state().backends[&backend].id;
+        let svc_before = f.maps().service_counter(service_id).unwrap();
+        let be_before = f.maps().backend_counter(backend_id).unwrap();
         let out = f.expect(name, &packet, XDP_TX, XdpReason::Forwarded);
         assert_ipip(name, &packet, &out, backend);
-        let svc_after = f.maps.service_counter(service_id).unwrap();
-        let be_after = f.maps.backend_counter(backend_id).unwrap();
+        let svc_after = f.maps().service_counter(service_id).unwrap();
+        let be_after = f.maps().backend_counter(backend_id).unwrap();
         assert_eq!(
             svc_after.packets - svc_before.packets,
             1,
@@ -464,8 +474,8 @@ fn a_backend_on_this_host_gets_the_packet_encapsulated_up_its_stack() {
     }
     let mut f = Fixture::new("local", CONFIG);
     // What the route lookup caches for a backend address of this host.
-    for backend in f.state.backends.values() {
-        f.maps
+    for backend in f.state().backends.values().copied().collect::<Vec<_>>() {
+        f.engine
             .set_static_nexthop(
                 backend.id,
                 NextHop {
@@ -638,7 +648,7 @@ fn unconfigured_datapath_passes_everything() {
         return;
     }
     let mut f = Fixture::new("ready", CONFIG);
-    f.maps.write_config(&LbConfig::default()).unwrap();
+    f.engine.set_params(None).unwrap();
     let packet = tcp_syn(43_000, 80, b"");
     let out = f.expect("not ready", &packet, XDP_PASS, XdpReason::PassNotReady);
     assert_eq!(out, packet);
@@ -762,9 +772,9 @@ fn maglev_slots_are_written_in_batches() {
     let map = aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::MAGLEV)).unwrap();
     let keys: Vec<u32> = (100_000..100_000 + 5_000).collect();
     let values: Vec<u32> = keys.iter().map(|k| k * 3).collect();
-    lb_daemon::batch::update_u32(std::os::fd::AsFd::as_fd(map.fd()), &keys, &values)
+    lb_daemon::maps::batch::update(std::os::fd::AsFd::as_fd(map.fd()), &keys, &values, 1)
         .expect("this kernel supports batch updates of arrays");
-    let read = f.maps.read_slots(100_000, 5_000).unwrap();
+    let read = f.maps().read_slots(100_000, 5_000).unwrap();
     assert_eq!(read, values);
 }
 
@@ -778,9 +788,13 @@ fn maglev_slots_written_from_several_threads_all_land() {
     // Enough entries for one part per core (64k entries each at least).
     let keys: Vec<u32> = (200_000..200_000 + 300_000).collect();
     let values: Vec<u32> = keys.iter().map(|k| k ^ 0x5a5a).collect();
-    lb_daemon::batch::update_array_parallel(std::os::fd::AsFd::as_fd(map.fd()), &keys, &values)
-        .expect("this kernel supports batch updates of arrays");
-    let read = f.maps.read_slots(200_000, 300_000).unwrap();
+    lb_daemon::maps::batch::update_array_parallel(
+        std::os::fd::AsFd::as_fd(map.fd()),
+        &keys,
+        &values,
+    )
+    .expect("this kernel supports batch updates of arrays");
+    let read = f.maps().read_slots(200_000, 300_000).unwrap();
     assert_eq!(read, values);
 }
 
@@ -934,20 +948,20 @@ fn an_ipv6_syn_records_nothing_and_the_ack_that_follows_records_the_same_backend
     }
     let mut f = Fixture::new("ipv6-syn", CONFIG6);
     let tuple = tuple6(Protocol::Tcp, 43_000, 80);
-    let backend = inspect::explain(&f.maps, tuple)
+    let backend = inspect::explain(f.maps(), tuple)
         .unwrap()
         .maglev_backend
         .expect("maglev pick");
     let syn = ipv6_frame("tcp", 43_000, 80, b"");
     let out = f.expect("ipv6 syn", &syn, XDP_TX, XdpReason::Forwarded);
     assert_ip6ip6("ipv6 syn", &syn, &out, backend);
-    let e = inspect::explain(&f.maps, tuple).unwrap();
+    let e = inspect::explain(f.maps(), tuple).unwrap();
     assert!(e.flow_entry.is_none(), "a SYN records nothing: {}", e.why);
 
     let ack = ipv6_frame("tcp-ack", 43_000, 80, b"");
     let out = f.expect("ipv6 handshake ack", &ack, XDP_TX, XdpReason::Forwarded);
     assert_ip6ip6("ipv6 handshake ack", &ack, &out, backend);
-    let e = inspect::explain(&f.maps, tuple).unwrap();
+    let e = inspect::explain(f.maps(), tuple).unwrap();
     assert!(
         e.flow_entry
             .is_some_and(|entry| entry.usable && entry.backend == Some(backend)),
@@ -985,13 +999,13 @@ fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
             dst: IpAddr::from(VIP6),
             dport,
         };
-        let backend = inspect::explain(&f.maps, tuple)
+        let backend = inspect::explain(f.maps(), tuple)
             .unwrap()
             .maglev_backend
             .expect("maglev pick");
         let out = f.expect(name, &packet, XDP_TX, XdpReason::Forwarded);
         assert_ip6ip6(name, &packet, &out, backend);
-        let after = inspect::explain(&f.maps, tuple).unwrap();
+        let after = inspect::explain(f.maps(), tuple).unwrap();
         assert_eq!(after.flow_entry.and_then(|e| e.backend), Some(backend));
     }
 
@@ -1066,9 +1080,12 @@ fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
 
     // Without an IPv6 source the datapath passes IPv6 services rather than send them from
     // an unspecified address.
-    let mut config = f.maps.read_config().unwrap();
-    config.flags &= !CONFIG_F_V6_READY;
-    f.maps.write_config(&config).unwrap();
+    f.engine
+        .set_params(Some(&DatapathParams {
+            encap_source6: None,
+            ..PARAMS
+        }))
+        .unwrap();
     f.expect(
         "no ipv6 source",
         &ipv6_frame("tcp", 42_020, 80, b""),

@@ -48,7 +48,7 @@ pub struct Burst {
 }
 
 fn thread_cpu_time() -> Duration {
-    // SAFETY: timespec is two integers; all zeroes is a valid value.
+    // SAFETY: timespec is plain C data, for which all zeroes is a valid value.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };

@@ -19,6 +19,7 @@ use crate::{
     },
     maps::LOCAL_VIPS,
     nat,
+    types::Translation,
 };
 
 #[inline(always)]
@@ -136,7 +137,7 @@ fn try_decapsulate_v4(ctx: &mut TcContext) -> Result<TcReason, TcReason> {
 #[inline(always)]
 fn finish(
     ctx: &mut TcContext,
-    translation: Option<&mut nat::Translation>,
+    translation: Option<&mut Translation>,
 ) -> Result<TcReason, TcReason> {
     match translation {
         Some(t) => match nat::apply(ctx, t) {

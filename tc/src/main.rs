@@ -9,6 +9,7 @@ mod decap;
 mod l4;
 mod maps;
 mod nat;
+mod types;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},

@@ -8,6 +8,8 @@ use lb_common::{
     limits, BackendNatKey, BackendNatValue, Counter, RevNatKey, RevNatValue, TcReason, VipKey,
 };
 
+use crate::types::Translation;
+
 #[map(name = "LB_LOCAL_VIPS")]
 pub static LOCAL_VIPS: HashMap<VipKey, u32> = HashMap::pinned(limits::LOCAL_VIPS, 0);
 
@@ -21,7 +23,7 @@ pub static REV_NAT: LruHashMap<RevNatKey, RevNatValue> = LruHashMap::pinned(limi
 /// Per-CPU room for a translation between lookup and rewrite (not pinned: nothing outside
 /// one program run reads it).
 #[map]
-pub static SCRATCH: PerCpuArray<crate::nat::Translation> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Translation> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "LB_TC_STATS")]
 pub static TC_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(TcReason::COUNT, 0);

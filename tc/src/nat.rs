@@ -12,8 +12,9 @@ use lb_common::{
 };
 
 use crate::{
-    l4::{self, End, Ports},
+    l4::{self, End},
     maps::{BACKEND_NAT, REV_NAT, SCRATCH},
+    types::Translation,
 };
 
 /// This CPU's scratch translation; a program run owns it from start to end.
@@ -22,15 +23,6 @@ pub fn scratch() -> Option<&'static mut Translation> {
     // SAFETY: per-CPU and programs do not nest on one CPU for tc, so nothing else uses
     // the slot while this run holds it.
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
-}
-
-/// A decapsulated packet's translation, found before the outer header is removed. It
-/// lives in a per-CPU scratch slot ([`scratch`]): the IPv6 path's stack frames have no
-/// room for it.
-pub struct Translation {
-    pub inner: Ports,
-    pub endpoint: Addr,
-    pub target_port_be: u16,
 }
 
 /// The translation for the inner packet at `inner_ip`, sent to the endpoint whose address
@@ -78,13 +70,14 @@ fn try_find(ctx: &TcContext, inner_ip: usize, endpoint: &Addr, family: u8) -> Op
         proto: inner.proto,
         family: inner.family,
     };
-    // SAFETY (both lookups): copied out at once.
+    // SAFETY: copied out at once, so no reference outlives the lookup.
     let value = match unsafe { BACKEND_NAT.get(key).copied() } {
         Some(value) => value,
         None => {
             // A NodePort: addressed to whichever node balanced it, programmed once with
             // the unspecified address.
             key.frontend = [0; 16];
+            // SAFETY: as above, copied out at once.
             unsafe { BACKEND_NAT.get(key).copied() }?
         }
     };

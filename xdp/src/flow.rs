@@ -1,6 +1,6 @@
 //! The LRU flow table: an established flow stays on its backend when the backend set or the
 //! Maglev table changes, as long as that backend is still live. Entries are written by a
-//! flow's first packet that is not a TCP SYN without ACK (see `select` in main.rs).
+//! flow's first packet that is not a TCP SYN without ACK (see `select` in balance.rs).
 
 use lb_common::{v4_addr, BackendValue, FlowKey, FlowValue, FAMILY_V4};
 

@@ -1,9 +1,9 @@
-//! The XDP balancer entry point. It stays thin: `balance` does the work and returns either
-//! a forwarding verdict or the reason the packet was passed or dropped, and that reason is
-//! also the index of the counter it bumps.
+//! The XDP balancer entry point. It stays thin: the family's path in [`balance`] does the
+//! work, and [`verdict`] turns its outcome into the action and the counter it bumps.
 #![no_std]
 #![no_main]
 
+mod balance;
 mod encap;
 mod flow;
 mod lookup;
@@ -11,177 +11,23 @@ mod maps;
 mod nexthop;
 mod parse;
 mod stats;
+mod verdict;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
     wire::{ETH_P_IP, ETH_P_IPV6},
-    BackendValue, FlowKey, LbConfig, NextHop, ServiceValue, XdpReason, CONFIG_F_V6_READY,
-    FAMILY_V6, NEXTHOP_F_LOCAL,
+    XdpReason,
 };
 
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match parse::ether_type(&ctx) {
-        Ok(ETH_P_IP) => balance_v4(&ctx, len),
-        Ok(ETH_P_IPV6) => balance_v6(&ctx, len),
-        Ok(_) => verdict(Err(XdpReason::PassNotIp), len),
-        Err(reason) => verdict(Err(reason), len),
+        Ok(ETH_P_IP) => balance::v4(&ctx, len),
+        Ok(ETH_P_IPV6) => balance::v6(&ctx, len),
+        Ok(_) => verdict::finish(Err(XdpReason::PassNotIp), len),
+        Err(reason) => verdict::finish(Err(reason), len),
     }
-}
-
-/// Counts the outcome and returns the XDP action.
-#[inline(always)]
-fn verdict(outcome: Result<Forward, XdpReason>, len: u64) -> u32 {
-    match outcome {
-        Ok(forward) => {
-            stats::count_reason(forward.reason, len);
-            forward.action
-        }
-        Err(reason) => {
-            stats::count_reason(reason, len);
-            action_for(reason)
-        }
-    }
-}
-
-/// Where a forwarded packet goes, and under which counter.
-pub struct Forward {
-    pub action: u32,
-    pub reason: XdpReason,
-}
-
-#[inline(always)]
-fn action_for(reason: XdpReason) -> u32 {
-    match reason {
-        XdpReason::PassNotIp
-        | XdpReason::PassNotService
-        | XdpReason::PassFragment
-        | XdpReason::PassOtherProtocol
-        | XdpReason::PassNotReady => xdp_action::XDP_PASS,
-        _ => xdp_action::XDP_DROP,
-    }
-}
-
-// Each family's path is a BPF subprogram of its own: inlined together their stack frames
-// add up past the 512-byte limit. `len` is the frame's length as received, the figure
-// every counter records.
-#[inline(never)]
-fn balance_v4(ctx: &XdpContext, len: u64) -> u32 {
-    verdict(try_balance_v4(ctx, len), len)
-}
-
-#[inline(never)]
-fn balance_v6(ctx: &XdpContext, len: u64) -> u32 {
-    verdict(try_balance_v6(ctx, len), len)
-}
-
-#[inline(always)]
-fn try_balance_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
-    let pkt = parse::parse_ipv4(ctx)?;
-    let flow_key = flow::key(&pkt);
-    let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, || {
-        parse::flow_hash(&pkt, config.flow_hash_seed)
-    })?;
-    let hop = next_hop(ctx, backend_id, &backend, config)?;
-    if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
-    }
-    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
-    Ok(sent(ctx, &service, backend_id, &hop, len))
-}
-
-#[inline(always)]
-fn try_balance_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
-    let pkt = parse::parse_ipv6(ctx)?;
-    let flow_key = &pkt.flow;
-    let service = lookup::service(flow_key).ok_or(XdpReason::PassNotService)?;
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    if config.flags & CONFIG_F_V6_READY == 0 {
-        return Err(XdpReason::PassNotReady);
-    }
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, || {
-        parse::flow_hash_v6(&pkt, config.flow_hash_seed)
-    })?;
-    // The daemon never mixes families in a service; a slot that does is not followed.
-    if backend.family != FAMILY_V6 {
-        return Err(XdpReason::DropBackendMissing);
-    }
-    let hop = next_hop(ctx, backend_id, &backend, config)?;
-    let outer = u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD;
-    if outer > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
-    }
-    encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &backend)?;
-    Ok(sent(ctx, &service, backend_id, &hop, len))
-}
-
-/// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
-/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash`
-/// runs only for flows the table does not know.
-///
-/// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
-/// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
-/// flows whose stickiness the table exists to keep. The connection's first non-SYN packet
-/// (the handshake's ACK) records it; Maglev gives that ACK the same backend unless the
-/// table changed within the round trip, the exposure Maglev alone has anyway. A SYN whose
-/// tuple has a live entry still follows it, so a reused tuple stays on its entry's
-/// backend.
-#[inline(always)]
-fn select(
-    flow_key: &FlowKey,
-    service: &ServiceValue,
-    opening: bool,
-    hash: impl FnOnce() -> u32,
-) -> Result<(u32, BackendValue), XdpReason> {
-    match flow::lookup(flow_key) {
-        Some(hit) => Ok(hit),
-        // An empty table (every backend drained or gone) refuses new flows only; the
-        // flow table above still carries established ones to drained backends.
-        None => {
-            let picked = lookup::maglev_backend(service, hash())?;
-            if !opening {
-                flow::record(flow_key, picked.0, &picked.1);
-            }
-            Ok(picked)
-        }
-    }
-}
-
-/// The cached next hop; for a backend on this host, the frame keeps its own MACs so this
-/// host's stack accepts it.
-#[inline(always)]
-fn next_hop(
-    ctx: &XdpContext,
-    backend_id: u32,
-    backend: &BackendValue,
-    config: &LbConfig,
-) -> Result<NextHop, XdpReason> {
-    let mut hop = nexthop::resolve(ctx, backend_id, backend, config)?;
-    if hop.flags & NEXTHOP_F_LOCAL != 0 {
-        let eth = parse::ptr_at::<parse::EthHdr>(ctx, 0).ok_or(XdpReason::DropMalformedIp)?;
-        // SAFETY: bounds checked by ptr_at.
-        unsafe {
-            hop.dst_mac = (*eth).dst;
-            hop.src_mac = (*eth).src;
-        }
-    }
-    Ok(hop)
-}
-
-#[inline(always)]
-fn sent(
-    ctx: &XdpContext,
-    service: &ServiceValue,
-    backend_id: u32,
-    hop: &NextHop,
-    len: u64,
-) -> Forward {
-    stats::count_service(service.service_id, len);
-    stats::count_backend(backend_id, len);
-    nexthop::transmit(ctx, hop)
 }
 
 #[cfg(not(test))]

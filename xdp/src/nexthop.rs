@@ -3,8 +3,8 @@
 //! `nexthop_ttl_ns` (and whenever the backend id changes hands), not per packet.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, xdp_action},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    bindings::bpf_fib_lookup as FibParams,
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns},
     programs::XdpContext,
 };
 use lb_common::{
@@ -13,10 +13,7 @@ use lb_common::{
     BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4, FAMILY_V6, NEXTHOP_F_LOCAL,
 };
 
-use crate::{
-    maps::{NEIGH_MISSES, NEXTHOPS},
-    Forward,
-};
+use crate::maps::{NEIGH_MISSES, NEXTHOPS};
 
 const AF_INET: u8 = FAMILY_V4;
 const AF_INET6: u8 = FAMILY_V6;
@@ -42,6 +39,7 @@ pub fn resolve(
 ) -> Result<NextHop, XdpReason> {
     // The coarse clock (one tick, a few ms, of resolution) is plenty for a TTL of about a
     // second and costs no clock-source read, which the precise one pays on every packet.
+    // SAFETY: a helper without arguments, callable from any program.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let slot = NEXTHOPS
         .get_ptr_mut(backend_id)
@@ -57,6 +55,7 @@ pub fn resolve(
 
     // SAFETY: an all-zero bpf_fib_lookup is a valid input.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
+    // SAFETY: `ctx.ctx` is the kernel's xdp_md for this run, valid while the program runs.
     params.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
     let v6 = backend.family == FAMILY_V6;
     if v6 {
@@ -103,12 +102,14 @@ pub fn resolve(
         FIB_RET_NO_NEIGH => {
             // The kernel resolves neighbours only when asked; leave a note for the daemon,
             // which asks it (RTM_NEWNEIGH with NTF_USE) and removes the note.
-            // SAFETY: the kernel left the next hop's address in the destination field.
             let nexthop = if v6 {
+                // SAFETY: the kernel left the next hop's address in the destination field
+                // (IPv6 view of the union), and any 16 bytes are a valid [u8; 16].
                 unsafe {
                     core::mem::transmute::<[u32; 4], [u8; 16]>(params.__bindgen_anon_4.ipv6_dst)
                 }
             } else {
+                // SAFETY: as above, the IPv4 view of the same field.
                 v4_addr(unsafe { params.__bindgen_anon_4.ipv4_dst }.to_ne_bytes())
             };
             let miss = NeighMiss {
@@ -136,29 +137,4 @@ pub fn resolve(
     // SAFETY: same per-CPU slot as above.
     unsafe { *slot = hop };
     Ok(hop)
-}
-
-/// Sends the encapsulated frame: back out of the receiving interface when the route says so
-/// (the common one-armed LB), else redirected to the route's interface.
-#[inline(always)]
-pub fn transmit(ctx: &XdpContext, hop: &NextHop) -> Forward {
-    if hop.flags & NEXTHOP_F_LOCAL != 0 {
-        return Forward {
-            action: xdp_action::XDP_PASS,
-            reason: XdpReason::ForwardedLocal,
-        };
-    }
-    let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
-    if hop.ifindex == ingress {
-        return Forward {
-            action: xdp_action::XDP_TX,
-            reason: XdpReason::Forwarded,
-        };
-    }
-    // SAFETY: plain helper call; an invalid ifindex makes the redirect fail at xmit time.
-    let action = unsafe { bpf_redirect(hop.ifindex, 0) } as u32;
-    Forward {
-        action,
-        reason: XdpReason::ForwardedRedirect,
-    }
 }

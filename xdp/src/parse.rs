@@ -204,7 +204,7 @@ pub fn parse_ipv6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
 
 /// Whether the packet opens a TCP connection: SYN set, ACK clear (a client's SYN; a
 /// SYN-ACK or anything later in a connection has ACK set). Such a packet is balanced
-/// without writing the flow table (see `select` in main.rs). UDP never is. `l4_off` is
+/// without writing the flow table (see `select` in balance.rs). UDP never is. `l4_off` is
 /// where the TCP header starts; the caller checked that a whole fixed header is there,
 /// and the read is bounds-checked again here for the verifier.
 #[inline(always)]
@@ -216,44 +216,4 @@ fn opens_connection(ctx: &XdpContext, proto: u8, l4_off: usize) -> Result<bool, 
     // SAFETY: ptr_at checked the bounds.
     let flags = unsafe { *flags };
     Ok(flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
-}
-
-/// An IPv6 address as the flow hash takes it: four host-order words, most significant
-/// first.
-#[inline(always)]
-fn hash_words(addr: &Addr) -> [u32; 4] {
-    let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15] = *addr;
-    [
-        u32::from_be_bytes([a0, a1, a2, a3]),
-        u32::from_be_bytes([a4, a5, a6, a7]),
-        u32::from_be_bytes([a8, a9, a10, a11]),
-        u32::from_be_bytes([a12, a13, a14, a15]),
-    ]
-}
-
-/// The IPv6 flow hash, as `explain` computes it too.
-#[inline(always)]
-pub fn flow_hash_v6(pkt: &Ipv6Packet, seed: u32) -> u32 {
-    let flow = &pkt.flow;
-    lb_hashing::flow::flow_hash_v6(
-        &hash_words(&flow.src),
-        &hash_words(&flow.dst),
-        u16::from_be(flow.sport_be),
-        u16::from_be(flow.dport_be),
-        flow.proto,
-        seed,
-    )
-}
-
-/// The flow hash the daemon's `explain` computes too: same function, same byte order.
-#[inline(always)]
-pub fn flow_hash(pkt: &Ipv4Packet, seed: u32) -> u32 {
-    lb_hashing::flow::flow_hash_v4(
-        u32::from_be_bytes(pkt.saddr),
-        u32::from_be_bytes(pkt.daddr),
-        u16::from_be(pkt.sport_be),
-        u16::from_be(pkt.dport_be),
-        pkt.proto,
-        seed,
-    )
 }

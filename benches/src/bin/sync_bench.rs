@@ -265,6 +265,7 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: geteuid has no failure mode.
     if unsafe { libc_geteuid() } != 0 {
         return Err("sync_bench loads BPF maps: run it as root".into());
     }

@@ -7,12 +7,41 @@ use std::path::{Path, PathBuf};
 #[allow(unused_imports)] // each test binary uses its own subset
 pub use lb_lab::{require_root, ScratchDir};
 
-/// The two binaries cargo built for this package's tests.
+/// The daemon cargo built for this package's tests, and the lab tools (`ferrolb-lab`, of
+/// the `lb-lab` package) beside it: a workspace test run builds both; a run of this package
+/// alone builds the lab tools here, with the same cargo, profile and target directory.
 pub fn bins() -> lb_lab::Binaries {
-    lb_lab::Binaries {
-        ferrolb: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb")),
-        lab: PathBuf::from(env!("CARGO_BIN_EXE_ferrolb-lab")),
+    let ferrolb = PathBuf::from(env!("CARGO_BIN_EXE_ferrolb"));
+    let lab = ferrolb.with_file_name("ferrolb-lab");
+    if !lab.exists() {
+        let profile_dir = ferrolb
+            .parent()
+            .expect("the binary is in a profile directory");
+        let target_dir = profile_dir
+            .parent()
+            .expect("profile directories are in the target dir");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => panic!("unexpected binary path {}", ferrolb.display()),
+        };
+        let status = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "-p",
+                "lb-lab",
+                "--bin",
+                "ferrolb-lab",
+                "--profile",
+                profile,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("run cargo to build the lab tools");
+        assert!(status.success(), "cargo build -p lb-lab failed");
     }
+    lb_lab::Binaries { ferrolb, lab }
 }
 
 /// A pin directory under bpffs, removed with everything in it on drop.

@@ -23,17 +23,11 @@ struct BatchAttr {
     flags: u64,
 }
 
-/// Writes `values[i]` at index `keys[i]` of a `u32` array map, in as few syscalls as the
-/// kernel allows. `Err` with `Unsupported` means the kernel has no batch updates for the
-/// map; the caller falls back to single updates.
-pub fn update_u32(map: BorrowedFd<'_>, keys: &[u32], values: &[u32]) -> io::Result<()> {
-    update(map, keys, values, 1)
-}
-
 /// Writes `values[i * per_key .. (i + 1) * per_key]` for `keys[i]`, in order. `K` and `V`
 /// must be the map's exact key and value layouts (`#[repr(C)]`, no implicit padding);
 /// `per_key` is 1, or the possible CPUs for a per-CPU map whose value is 8-byte sized.
-/// `Unsupported` as in [`update_u32`].
+/// `Err` with `Unsupported` means the kernel has no batch updates for the map; the caller
+/// falls back to single updates.
 pub fn update<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
     keys: &[K],

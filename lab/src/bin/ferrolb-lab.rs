@@ -160,6 +160,7 @@ fn tally(results: &[FlowResult]) -> (BTreeMap<String, usize>, usize) {
 }
 
 fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo builds network namespaces and loads BPF programs: run it as root");
     }
@@ -231,10 +232,32 @@ fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
     )?;
 
     println!("[5/5] report\n");
+    let mut ok = report_spread(&lab, &tcp_target, &tcp, &udp_target, &udp);
+    ok &= report_dsr(&mut lab, &client, &lb, &lb_mac)?;
+    report_views(&lab, &bins)?;
+
+    println!("\nremoving the lab (namespaces, links, pins)...");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+    if !ok {
+        bail!("the demo saw failures (see above)");
+    }
+    println!("done.");
+    Ok(())
+}
+
+/// Flows per backend for each protocol; true when every flow was answered.
+fn report_spread(
+    lab: &Lab,
+    tcp_target: &str,
+    tcp: &[FlowResult],
+    udp_target: &str,
+    udp: &[FlowResult],
+) -> bool {
     let mut ok = true;
     for (title, results) in [
-        (format!("TCP {tcp_target}"), &tcp),
-        (format!("UDP {udp_target}"), &udp),
+        (format!("TCP {tcp_target}"), tcp),
+        (format!("UDP {udp_target}"), udp),
     ] {
         let (per, failed) = tally(results);
         let answered = results.len() - failed;
@@ -256,8 +279,13 @@ fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
         }
         ok &= failed == 0;
     }
-    let (via_lb, direct) = lab.vip_reply_counts(&client)?;
-    let (_, at_lb) = lab.vip_reply_counts(&lb)?;
+    ok
+}
+
+/// The nftables evidence that replies bypassed the LB; true when they all did.
+fn report_dsr(lab: &mut Lab, client: &str, lb: &str, lb_mac: &str) -> Result<bool> {
+    let (via_lb, direct) = lab.vip_reply_counts(client)?;
+    let (_, at_lb) = lab.vip_reply_counts(lb)?;
     println!("\nDirect server return (nftables counters on ingress, after XDP):");
     println!("  packets from the VIP received by the client:        {direct}");
     println!("  ... of them sent by the LB's MAC ({lb_mac}): {via_lb}");
@@ -271,8 +299,11 @@ fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
             "replies did NOT bypass the LB"
         }
     );
-    ok &= dsr;
+    Ok(dsr)
+}
 
+/// What the CLI shows of the datapath: counters, the kernel's services, one `explain`.
+fn report_views(lab: &Lab, bins: &Binaries) -> Result<()> {
     let pin = lab.lb_pin_dir.display().to_string();
     let ferrolb = bins.ferrolb.display().to_string();
     println!("\nDatapath counters (`ferrolb stats`), packets by reason, zeros left out:");
@@ -290,13 +321,5 @@ fn demo(flows: u16, log: Option<PathBuf>) -> Result<()> {
         "{}",
         lb_lab::run(&ferrolb, &["--pin-dir", &pin, "explain", &explain_tuple])?
     );
-
-    println!("\nremoving the lab (namespaces, links, pins)...");
-    drop(lab);
-    let _ = std::fs::remove_dir_all(&work);
-    if !ok {
-        bail!("the demo saw failures (see above)");
-    }
-    println!("done.");
     Ok(())
 }

@@ -1,0 +1,188 @@
+//! The inspection commands: the kernel's view of services (`list`), counters (`stats`),
+//! `explain` and the backend side's translations (`nat`), as tables or JSON.
+
+use std::{
+    io::{BufRead, Write},
+    path::Path,
+};
+
+use anyhow::{bail, Context, Result};
+use lb_common::TcReason;
+use lb_daemon::{
+    inspect::{self, Tuple},
+    maps::{BackendSideMaps, BalancerMaps},
+};
+
+use super::Output;
+
+/// `ferrolb list`.
+pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
+    let maps = BalancerMaps::open(pin_dir)?;
+    let services = inspect::list_services(&maps)?;
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&services)?);
+    } else {
+        print_services(&services);
+    }
+    Ok(())
+}
+
+/// `ferrolb explain`: one tuple, or one per line of `batch`.
+pub fn explain(
+    pin_dir: &Path,
+    tuple: Option<String>,
+    batch: Option<&Path>,
+    output: Output,
+) -> Result<()> {
+    let maps = BalancerMaps::open(pin_dir)?;
+    let tuples: Vec<Tuple> = match (tuple, batch) {
+        (Some(t), None) => vec![t.parse().map_err(anyhow::Error::msg)?],
+        (None, Some(path)) => read_tuples(path)?,
+        _ => bail!("give either one tuple or --batch FILE"),
+    };
+    let explainer = inspect::Explainer::new(&maps)?;
+    let mut explanations = Vec::with_capacity(tuples.len());
+    for t in tuples {
+        explanations.push(explainer.explain(t)?);
+    }
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&explanations)?);
+        return Ok(());
+    }
+    for e in &explanations {
+        let t = e.tuple;
+        println!(
+            "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
+            t.protocol,
+            t.src,
+            t.sport,
+            t.dst,
+            t.dport,
+            e.verdict,
+            e.backend.map_or("-".into(), |b| b.to_string()),
+            e.why
+        );
+    }
+    Ok(())
+}
+
+/// `ferrolb nat`: the backend side's translations as the kernel holds them.
+pub fn nat(pin_dir: &Path, output: Output) -> Result<()> {
+    let translations = BackendSideMaps::open(pin_dir)?.translations()?;
+    if output == Output::Json {
+        let rows: Vec<serde_json::Value> = translations
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "frontend": t.frontend.to_string(),
+                    "endpoint": t.endpoint.to_string(),
+                    "target_port": t.target_port,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else if translations.is_empty() {
+        println!("no translations");
+    } else {
+        for t in &translations {
+            println!("{:<28} -> {}:{}", t.frontend, t.endpoint, t.target_port);
+        }
+    }
+    Ok(())
+}
+
+fn read_tuples(path: &Path) -> Result<Vec<Tuple>> {
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| path.display().to_string())?,
+        ))
+    };
+    let mut out = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        out.push(
+            line.parse()
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?,
+        );
+    }
+    Ok(out)
+}
+
+fn print_services(services: &[inspect::ServiceView]) {
+    let mut out = std::io::stdout().lock();
+    if services.is_empty() {
+        let _ = writeln!(out, "no services");
+    }
+    for s in services {
+        let _ = writeln!(
+            out,
+            "{:<28} id={:<5} table={:<6} packets={:<10} bytes={}",
+            s.frontend, s.service_id, s.table_size, s.packets, s.bytes
+        );
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "    backend {:<18} id={:<5} slots={:<6} ({:5.1}%) {:<8} packets={:<10} bytes={}",
+                b.address.map_or("?".into(), |a| a.to_string()),
+                b.id,
+                b.slots,
+                100.0 * f64::from(b.slots) / f64::from(s.table_size.max(1)),
+                if b.active { "active" } else { "retired" },
+                b.packets,
+                b.bytes
+            );
+        }
+    }
+}
+
+/// `ferrolb stats`: counters by reason, Prometheus text style or JSON.
+pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
+    let balancer = BalancerMaps::open(pin_dir)
+        .ok()
+        .map(|maps| inspect::reason_counts(&maps))
+        .transpose()?;
+    let decap = BackendSideMaps::open(pin_dir)
+        .ok()
+        .map(|maps| maps.counters())
+        .transpose()?
+        .map(|counters| {
+            TcReason::ALL
+                .iter()
+                .zip(counters)
+                .map(|(r, c)| inspect::ReasonCount {
+                    reason: r.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+                .collect::<Vec<_>>()
+        });
+    if balancer.is_none() && decap.is_none() {
+        bail!("nothing installed under {}", pin_dir.display());
+    }
+    if output == Output::Json {
+        println!("{}", serde_json::json!({ "xdp": balancer, "tc": decap }));
+        return Ok(());
+    }
+    // Prometheus text style, named lb_<subsystem>_<name>_total.
+    for (subsystem, rows) in [("xdp", balancer), ("tc", decap)] {
+        let Some(rows) = rows else { continue };
+        for r in &rows {
+            println!(
+                "lb_{subsystem}_packets_total{{reason=\"{}\"}} {}",
+                r.reason, r.packets
+            );
+        }
+        for r in &rows {
+            println!(
+                "lb_{subsystem}_bytes_total{{reason=\"{}\"}} {}",
+                r.reason, r.bytes
+            );
+        }
+    }
+    Ok(())
+}

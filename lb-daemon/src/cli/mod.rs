@@ -1,0 +1,12 @@
+//! The `ferrolb` commands other than the daemon modes: each parses nothing (clap did),
+//! does its job and renders its own output.
+
+pub mod inspect;
+pub mod setup;
+
+/// How a view is printed.
+#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}

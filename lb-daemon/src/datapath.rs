@@ -1,0 +1,159 @@
+//! Starting the balancer on an interface, shared by both daemon modes: host set-up
+//! (forwarding, encapsulation sources), installing or adopting the programs and maps, and
+//! handing them to the sync engine; plus the timers and signals both modes' loops share.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use aya::programs::XdpMode;
+use lb_model::DesiredState;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::{
+    loader::{self, Attachment, LoaderError},
+    maps::{BalancerMaps, MapsError},
+    neigh::{self, NeighError},
+    sync::{DatapathParams, SyncEngine, SyncError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error(transparent)]
+    Host(#[from] NeighError),
+    #[error("{path}: {source}")]
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// How often every backend's next hop is asked to be revalidated.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(10);
+
+/// Where the balancer runs and how it forwards; shared by every source.
+pub struct DatapathOptions {
+    pub iface: String,
+    pub pin_dir: PathBuf,
+    pub xdp_mode: XdpMode,
+    pub encap_source: Option<Ipv4Addr>,
+    /// IP6IP6 source; `None` takes the interface's first global IPv6 address, and without
+    /// one IPv6 services are passed (`pass_not_ready`).
+    pub encap_source6: Option<Ipv6Addr>,
+    pub nexthop_ttl: Duration,
+    pub map_sizes: loader::MapSizes,
+}
+
+/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress device forwards the
+/// family (`ipv4` or `ipv6`).
+fn ensure_forwarding(iface: &str, family: &str) -> Result<(), StartError> {
+    let path = format!("/proc/sys/net/{family}/conf/{iface}/forwarding");
+    let current = std::fs::read_to_string(&path).map_err(|source| StartError::Sysctl {
+        path: path.clone(),
+        source,
+    })?;
+    if current.trim() != "1" {
+        std::fs::write(&path, "1").map_err(|source| StartError::Sysctl {
+            path: path.clone(),
+            source,
+        })?;
+        info!(%iface, family, "enabled forwarding: the datapath's route lookups need it");
+    }
+    Ok(())
+}
+
+/// Installs (or adopts) the balancer on the interface and hands its maps to a sync engine
+/// that knows what they hold, so the first plan only writes differences.
+pub fn start(opts: &DatapathOptions) -> Result<SyncEngine, StartError> {
+    let encap_source = match opts.encap_source {
+        Some(addr) => addr,
+        None => neigh::interface_ipv4(&opts.iface)?,
+    };
+    ensure_forwarding(&opts.iface, "ipv4")?;
+    let pin_dir = opts.pin_dir.display();
+    match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode, &opts.map_sizes)? {
+        Attachment::New => info!(iface = %opts.iface, %pin_dir, "attached XDP balancer"),
+        Attachment::Replaced => {
+            info!(iface = %opts.iface, %pin_dir, "adopted pinned datapath; program replaced in place")
+        }
+    }
+    let encap_source6 = match opts.encap_source6 {
+        Some(addr) => Some(addr),
+        None => neigh::interface_ipv6(&opts.iface)?,
+    };
+    if encap_source6.is_some() {
+        ensure_forwarding(&opts.iface, "ipv6")?;
+    }
+    let params = DatapathParams {
+        encap_source,
+        encap_source6,
+        nexthop_ttl: opts.nexthop_ttl,
+    };
+    let engine = SyncEngine::adopt(BalancerMaps::open(&opts.pin_dir)?, &params)?;
+    let state = engine.state();
+    if !state.services.is_empty() {
+        info!(
+            services = state.services.len(),
+            backends = state.backends.len(),
+            "adopted pinned state"
+        );
+    }
+    match encap_source6 {
+        Some(v6) => info!(%encap_source, encap_source6 = %v6, "datapath ready"),
+        None => {
+            info!(%encap_source, "datapath ready; no IPv6 source address, IPv6 services are passed")
+        }
+    }
+    Ok(engine)
+}
+
+/// The timers and signals every source's loop shares.
+pub(crate) struct Ticks {
+    pub(crate) terminate: tokio::signal::unix::Signal,
+    pub(crate) interrupt: tokio::signal::unix::Signal,
+    /// The datapath's neighbour requests are served within this period.
+    pub(crate) neigh: tokio::time::Interval,
+    /// XDP-forwarded packets never confirm a neighbour entry, so the kernel would let it go
+    /// stale and keep a changed MAC unnoticed. Asking again (NTF_USE) makes it re-probe.
+    pub(crate) refresh: tokio::time::Interval,
+}
+
+impl Ticks {
+    pub(crate) fn new() -> Result<Self, StartError> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).map_err(StartError::Signal)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(StartError::Signal)?,
+            neigh: tokio::time::interval(Duration::from_millis(50)),
+            refresh: tokio::time::interval(NEIGHBOUR_REFRESH),
+        })
+    }
+}
+
+fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = desired
+        .services
+        .values()
+        .flat_map(|s| s.backends.iter().map(|b| b.address))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+/// Asks the kernel to resolve (or re-probe) every backend's next hop.
+pub(crate) fn warm_neighbours(desired: &DesiredState) {
+    for (addr, e) in neigh::warm(&backend_addresses(desired)) {
+        warn!(backend = %addr, error = %e, "cannot request neighbour resolution");
+    }
+}

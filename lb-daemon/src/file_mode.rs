@@ -1,0 +1,90 @@
+//! `ferrolb run`: the bare-metal mode. Services come from a YAML file, watched for changes;
+//! a rejected file leaves the running state untouched.
+
+use std::{path::PathBuf, time::Duration};
+
+use tracing::{error, info};
+
+use crate::{
+    config::{self, ConfigError},
+    datapath::{self, DatapathOptions, StartError, Ticks},
+    sync::SyncError,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileModeError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+pub struct RunOptions {
+    pub datapath: DatapathOptions,
+    pub config: PathBuf,
+    pub poll_interval: Duration,
+}
+
+/// Watches the config file and applies every accepted change; exits on SIGTERM/SIGINT
+/// leaving the datapath forwarding.
+pub async fn run(opts: RunOptions) -> Result<(), FileModeError> {
+    let mut desired = config::load(&opts.config)?;
+    let mut engine = datapath::start(&opts.datapath)?;
+    datapath::warm_neighbours(&desired);
+    let applied = engine.apply(&desired)?;
+    info!(
+        services = desired.services.len(),
+        ops = applied.ops,
+        "synced"
+    );
+
+    let mut last_text = std::fs::read_to_string(&opts.config).ok();
+    let mut dirty = false;
+    let mut ticks = Ticks::new()?;
+    let mut config_tick = tokio::time::interval(opts.poll_interval);
+    loop {
+        tokio::select! {
+            _ = ticks.terminate.recv() => break,
+            _ = ticks.interrupt.recv() => break,
+            _ = ticks.refresh.tick() => datapath::warm_neighbours(&desired),
+            _ = ticks.neigh.tick() => engine.resolve_neighbour_misses(),
+            _ = config_tick.tick() => {
+                let text = std::fs::read_to_string(&opts.config).ok();
+                if text == last_text && !dirty {
+                    continue;
+                }
+                last_text = text.clone();
+                let Some(text) = text else {
+                    error!(config = %opts.config.display(), "config file unreadable; keeping the running state");
+                    continue;
+                };
+                match config::parse(&text) {
+                    Ok(next) => {
+                        if next != desired {
+                            datapath::warm_neighbours(&next);
+                        }
+                        match engine.apply(&next) {
+                            Ok(applied) => {
+                                info!(services = next.services.len(), ops = applied.ops, "config change applied");
+                                desired = next;
+                                dirty = false;
+                            }
+                            Err(e) => {
+                                error!(error = %e, "config change not applied; will retry");
+                                dirty = true;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        error!(config = %opts.config.display(), error = %e, "config rejected; keeping the running state");
+                        dirty = false;
+                    }
+                }
+            }
+        }
+    }
+    info!("exiting; the datapath stays attached and keeps forwarding (ferrolb cleanup removes it)");
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The pin directory: on bpffs, and holding maps whose layouts this build can use.
+
+use std::{ffi::CString, io, path::Path};
+
+use aya::maps::MapData;
+use lb_common::{
+    limits, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue,
+    LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, TcReason,
+    VipKey, XdpReason,
+};
+
+use super::{io_err, LoaderError};
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn statfs_type(path: &Path) -> io::Result<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statfs is plain C data, for which all zeroes is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string; statfs writes into the struct we own.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64)
+}
+
+/// Makes sure `pin_dir` exists on bpffs, mounting /sys/fs/bpf if the system has not.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), LoaderError> {
+    let root = Path::new("/sys/fs/bpf");
+    if pin_dir.starts_with(root) && statfs_type(root).map_err(io_err(root))? != BPF_FS_MAGIC {
+        let src = CString::new("bpf").expect("no NUL");
+        let target = CString::new("/sys/fs/bpf").expect("no NUL");
+        // SAFETY: plain mount(2) call with valid C strings.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(io_err(root)(io::Error::last_os_error()));
+        }
+    }
+    std::fs::create_dir_all(pin_dir).map_err(io_err(pin_dir))?;
+    if statfs_type(pin_dir).map_err(io_err(pin_dir))? != BPF_FS_MAGIC {
+        return Err(LoaderError::NotBpfFs(pin_dir.to_path_buf()));
+    }
+    Ok(())
+}
+
+fn sizes<K, V>(entries: u32) -> (u32, u32, u32) {
+    (
+        std::mem::size_of::<K>() as u32,
+        std::mem::size_of::<V>() as u32,
+        entries,
+    )
+}
+
+/// Capacities chosen at load time (the object's defaults otherwise). Arrays are
+/// preallocated, so these are what the maps cost in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Maglev slots across all tables (one region per distinct table, one more for each
+    /// table being replaced).
+    pub maglev_slots: u32,
+    /// Flow-table entries (LRU).
+    pub flows: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            maglev_slots: limits::MAGLEV_SLOTS,
+            flows: limits::DEFAULT_FLOWS,
+        }
+    }
+}
+
+/// Key size, value size and entries of every map this build pins.
+pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32, u32, u32))> {
+    vec![
+        (
+            map_names::SERVICES,
+            sizes::<ServiceKey, ServiceValue>(limits::MAX_SERVICES),
+        ),
+        (
+            map_names::BACKENDS,
+            sizes::<u32, BackendValue>(limits::MAX_BACKENDS),
+        ),
+        (map_names::MAGLEV, sizes::<u32, u32>(map_sizes.maglev_slots)),
+        (
+            map_names::FLOWS,
+            sizes::<FlowKey, FlowValue>(map_sizes.flows),
+        ),
+        (
+            map_names::NEXTHOPS,
+            sizes::<u32, NextHop>(limits::MAX_BACKENDS),
+        ),
+        (
+            map_names::NEIGH_MISSES,
+            sizes::<u32, NeighMiss>(limits::NEIGH_MISSES),
+        ),
+        (map_names::CONFIG, sizes::<u32, LbConfig>(1)),
+        (
+            map_names::XDP_STATS,
+            sizes::<u32, Counter>(XdpReason::COUNT),
+        ),
+        (
+            map_names::SERVICE_STATS,
+            sizes::<u32, Counter>(limits::MAX_SERVICES),
+        ),
+        (
+            map_names::BACKEND_STATS,
+            sizes::<u32, Counter>(limits::MAX_BACKENDS),
+        ),
+        (
+            map_names::LOCAL_VIPS,
+            sizes::<VipKey, u32>(limits::LOCAL_VIPS),
+        ),
+        (map_names::TC_STATS, sizes::<u32, Counter>(TcReason::COUNT)),
+        (
+            map_names::BACKEND_NAT,
+            sizes::<BackendNatKey, BackendNatValue>(limits::BACKEND_NATS),
+        ),
+        (
+            map_names::REV_NAT,
+            sizes::<RevNatKey, RevNatValue>(limits::REV_NATS),
+        ),
+    ]
+}
+
+/// The maps each object pins (one pin directory may hold both sides).
+pub(super) const BALANCER_MAPS: &[&str] = &[
+    map_names::SERVICES,
+    map_names::BACKENDS,
+    map_names::MAGLEV,
+    map_names::FLOWS,
+    map_names::NEXTHOPS,
+    map_names::NEIGH_MISSES,
+    map_names::CONFIG,
+    map_names::XDP_STATS,
+    map_names::SERVICE_STATS,
+    map_names::BACKEND_STATS,
+];
+pub(super) const DECAP_MAPS: &[&str] = &[
+    map_names::LOCAL_VIPS,
+    map_names::TC_STATS,
+    map_names::BACKEND_NAT,
+    map_names::REV_NAT,
+];
+
+/// Refuses to reuse pinned maps whose layout differs from this build's: the new programs
+/// would misread them.
+pub(super) fn check_pinned_layouts(
+    pin_dir: &Path,
+    sizes: &MapSizes,
+    names: &[&str],
+) -> Result<(), LoaderError> {
+    for (name, expected) in expected_layouts(sizes) {
+        if !names.contains(&name) {
+            continue;
+        }
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let Ok(info) = MapData::from_pin(&path).and_then(|m| m.info()) else {
+            continue;
+        };
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        if found != expected {
+            return Err(LoaderError::IncompatibleMap {
+                name,
+                found,
+                expected,
+                dir: pin_dir.display().to_string(),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! The balancer's maps, opened from their pins, and what can be read from them: the
+//! CLI's views, `explain`, and the state a restarted daemon adopts. Writing is the
+//! [`super::MapWriter`]'s alone.
+
+use std::{collections::HashMap as StdHashMap, path::Path};
+
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use lb_common::{
+    map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue, BACKEND_F_ACTIVE,
+};
+use lb_model::{addr_from_bytes, Frontend};
+
+use super::{access, nr_cpus, open_raw, open_typed, sum_counters, MapsError};
+use crate::planner::{InstalledBackend, KernelState};
+
+/// The balancer's maps, opened from their pins.
+pub struct BalancerMaps {
+    pub(super) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub(super) backends: Array<MapData, BackendValue>,
+    pub(super) maglev: Array<MapData, u32>,
+    pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(super) nexthops: PerCpuArray<MapData, NextHop>,
+    pub(super) neigh_misses: HashMap<MapData, u32, NeighMiss>,
+    pub(super) config: Array<MapData, LbConfig>,
+    pub(super) xdp_stats: PerCpuArray<MapData, Counter>,
+    pub(super) service_stats: PerCpuArray<MapData, Counter>,
+    pub(super) backend_stats: PerCpuArray<MapData, Counter>,
+    /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
+    /// their fds).
+    pub(super) raw: RawMaps,
+    pub(super) cpus: usize,
+}
+
+pub(super) struct RawMaps {
+    pub(super) maglev: MapData,
+    pub(super) backends: MapData,
+    pub(super) backend_stats: MapData,
+    pub(super) service_stats: MapData,
+    pub(super) services: MapData,
+}
+
+impl BalancerMaps {
+    pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            services: open_typed!(pin_dir, map_names::SERVICES),
+            backends: open_typed!(pin_dir, map_names::BACKENDS),
+            maglev: open_typed!(pin_dir, map_names::MAGLEV),
+            flows: open_typed!(pin_dir, map_names::FLOWS),
+            nexthops: open_typed!(pin_dir, map_names::NEXTHOPS),
+            neigh_misses: open_typed!(pin_dir, map_names::NEIGH_MISSES),
+            config: open_typed!(pin_dir, map_names::CONFIG),
+            xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
+            service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
+            backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            raw: RawMaps {
+                maglev: open_raw(pin_dir, map_names::MAGLEV)?,
+                backends: open_raw(pin_dir, map_names::BACKENDS)?,
+                backend_stats: open_raw(pin_dir, map_names::BACKEND_STATS)?,
+                service_stats: open_raw(pin_dir, map_names::SERVICE_STATS)?,
+                services: open_raw(pin_dir, map_names::SERVICES)?,
+            },
+            cpus: nr_cpus()?,
+        })
+    }
+
+    pub fn read_config(&self) -> Result<LbConfig, MapsError> {
+        self.config.get(&0, 0).map_err(access(map_names::CONFIG))
+    }
+
+    pub fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
+        self.services
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(access(map_names::SERVICES))
+    }
+
+    /// Every backend entry ever written (active or retired), by id.
+    pub fn backend_entries(&self) -> Result<Vec<(u32, BackendValue)>, MapsError> {
+        let mut out = Vec::new();
+        for (id, value) in self.backends.iter().enumerate() {
+            let value = value.map_err(access(map_names::BACKENDS))?;
+            if value.generation != 0 {
+                out.push((id as u32, value));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn read_slots(&self, base: u32, len: u32) -> Result<Vec<u32>, MapsError> {
+        let end = base.checked_add(len).ok_or_else(|| {
+            MapsError::Inconsistent(format!("table region {base}+{len} overflows"))
+        })?;
+        (base..end)
+            .map(|i| self.maglev.get(&i, 0).map_err(access(map_names::MAGLEV)))
+            .collect()
+    }
+
+    pub fn reason_counters(&self) -> Result<Vec<Counter>, MapsError> {
+        self.xdp_stats
+            .iter()
+            .map(|v| v.map(|v| sum_counters(&v)))
+            .collect::<Result<_, _>>()
+            .map_err(access(map_names::XDP_STATS))
+    }
+
+    pub fn service_counter(&self, service_id: u32) -> Result<Counter, MapsError> {
+        self.service_stats
+            .get(&service_id, 0)
+            .map(|v| sum_counters(&v))
+            .map_err(access(map_names::SERVICE_STATS))
+    }
+
+    pub fn backend_counter(&self, backend_id: u32) -> Result<Counter, MapsError> {
+        self.backend_stats
+            .get(&backend_id, 0)
+            .map(|v| sum_counters(&v))
+            .map_err(access(map_names::BACKEND_STATS))
+    }
+
+    /// The service record at `key`, if any.
+    pub fn service(&self, key: &ServiceKey) -> Result<Option<ServiceValue>, MapsError> {
+        match self.services.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(access(map_names::SERVICES)(e)),
+        }
+    }
+
+    /// The backend entry with `id`, if it is inside the map.
+    pub fn backend(&self, id: u32) -> Result<Option<BackendValue>, MapsError> {
+        match self.backends.get(&id, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::OutOfBounds { .. }) => Ok(None),
+            Err(e) => Err(access(map_names::BACKENDS)(e)),
+        }
+    }
+
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
+        match self.flows.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(access(map_names::FLOWS)(e)),
+        }
+    }
+
+    /// Rebuilds the daemon's bookkeeping from the pinned maps, so a restarted daemon goes on
+    /// from exactly what the datapath is using.
+    pub fn read_state(&self) -> Result<KernelState, MapsError> {
+        let mut backends = Vec::new();
+        let mut generations = StdHashMap::new();
+        for (id, value) in self.backend_entries()? {
+            generations.insert(id, value.generation);
+            if value.flags & BACKEND_F_ACTIVE != 0 {
+                let addr = addr_from_bytes(&value.addr, value.family).ok_or_else(|| {
+                    MapsError::Inconsistent(format!(
+                        "backend {id} has address family {}",
+                        value.family
+                    ))
+                })?;
+                backends.push((
+                    addr,
+                    InstalledBackend {
+                        id,
+                        generation: value.generation,
+                    },
+                ));
+            }
+        }
+        let mut services = Vec::new();
+        let mut regions = StdHashMap::new();
+        for (key, value) in self.service_entries()? {
+            let frontend = Frontend::from_key(&key).ok_or_else(|| {
+                MapsError::Inconsistent(format!("service key {key:?} is not a valid frontend"))
+            })?;
+            if value.table_size > 0 && value.table_size <= self.maglev.len() {
+                for base in [value.table_base, value.spare_base] {
+                    if let std::collections::hash_map::Entry::Vacant(e) = regions.entry(base) {
+                        e.insert(self.read_slots(base, value.table_size)?);
+                    }
+                }
+            }
+            services.push((frontend, value));
+        }
+        KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
+            .map_err(MapsError::Inconsistent)
+    }
+}

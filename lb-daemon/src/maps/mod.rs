@@ -1,0 +1,131 @@
+//! The BPF maps, as the daemon sees them. [`BalancerMaps`] opens the balancer's pins and
+//! reads them (the CLI, `explain`, adoption after a restart); [`MapWriter`] is the only code
+//! that mutates them, and only the sync engine (`crate::sync`) holds one.
+//! [`BackendSideMaps`] are the backend side's (the TC programs') maps.
+
+mod backend_side;
+mod balancer;
+pub mod batch;
+mod writer;
+
+use std::{
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{Map, MapData, MapError, PerCpuValues};
+use lb_common::Counter;
+
+pub use backend_side::BackendSideMaps;
+pub use balancer::BalancerMaps;
+pub use writer::MapWriter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(
+        "cannot open pinned map {path}: {source} (is the datapath installed? see `ferrolb run`)"
+    )]
+    Open { path: PathBuf, source: MapError },
+    #[error("map {map}: {source}")]
+    Access { map: &'static str, source: MapError },
+    #[error("map {map}: batch update: {source}")]
+    Batch {
+        map: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot count CPUs: {0}")]
+    Cpus(String),
+    #[error("{map}: {wanted} entries do not fit its {capacity}")]
+    DoesNotFit {
+        map: &'static str,
+        wanted: usize,
+        capacity: u32,
+    },
+    #[error("pinned state is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn access(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Access { map, source }
+}
+
+pub(crate) fn open_map(pin_dir: &Path, name: &str) -> Result<Map, MapsError> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| MapsError::Open { path, source })
+}
+
+macro_rules! open_typed_impl {
+    ($dir:expr, $name:expr) => {
+        $crate::maps::open_map($dir, $name)?
+            .try_into()
+            .map_err(|source| $crate::maps::MapsError::Open {
+                path: $dir.join($name),
+                source,
+            })?
+    };
+}
+
+pub fn nr_cpus() -> Result<usize, MapsError> {
+    aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))
+}
+
+pub(crate) fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
+    values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    })
+}
+
+pub(crate) use open_typed_impl as open_typed;
+
+pub(crate) fn open_raw(pin_dir: &Path, name: &str) -> Result<MapData, MapsError> {
+    MapData::from_pin(pin_dir.join(name)).map_err(|source| MapsError::Open {
+        path: pin_dir.join(name),
+        source,
+    })
+}
+
+/// The kernel memory (`memlock` in the map's fdinfo: what the kernel charges for it,
+/// preallocated elements and per-CPU copies included) of every map pinned in `pin_dir`,
+/// by pin name. Pins that are not maps (links) are left out.
+pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<(String, u64)>, MapsError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MapsError::Io { path, source }
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(pin_dir).map_err(io(pin_dir))? {
+        let path = entry.map_err(io(pin_dir))?.path();
+        let Ok(map) = MapData::from_pin(&path) else {
+            continue;
+        };
+        let fdinfo = PathBuf::from(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd())
+        ));
+        let text = std::fs::read_to_string(&fdinfo).map_err(io(&fdinfo))?;
+        let memlock = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| {
+                MapsError::Inconsistent(format!("{}: no memlock line", fdinfo.display()))
+            })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((name, memlock));
+    }
+    out.sort();
+    Ok(out)
+}

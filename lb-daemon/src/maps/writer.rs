@@ -1,0 +1,301 @@
+//! The map writer: the only code that mutates the balancer's maps. It executes planner
+//! operations in order, batching long runs, and only the sync engine holds one.
+
+use std::os::fd::AsFd;
+
+use aya::maps::{MapData, MapError, PerCpuValues};
+use lb_common::{
+    map_names, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue,
+};
+
+use super::{access, batch, BalancerMaps, MapsError};
+use crate::planner::MapOp;
+
+/// Operations a plan issues in long runs (a first sync: tens of thousands), which are
+/// written a map at a time with batch updates.
+fn batchable(op: &MapOp) -> bool {
+    matches!(
+        op,
+        MapOp::ResetBackendStats { .. }
+            | MapOp::PutBackend { .. }
+            | MapOp::ResetServiceStats { .. }
+            | MapOp::WriteSlots { .. }
+            | MapOp::PutService { .. }
+    )
+}
+
+/// The one place a batched write falls back: where the kernel cannot batch this map
+/// (`Unsupported`), `each` writes the same entries one syscall at a time.
+fn batch_or_each(
+    map: &'static str,
+    batched: std::io::Result<()>,
+    each: impl FnOnce() -> Result<(), MapsError>,
+) -> Result<(), MapsError> {
+    match batched {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => each(),
+        Err(source) => Err(MapsError::Batch { map, source }),
+    }
+}
+
+/// One batch update of `keys`/`values` into `map`; nothing to do for no keys.
+fn batch_update<K: Copy, V: Copy>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+    per_key: usize,
+) -> std::io::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    batch::update(map.fd().as_fd(), keys, values, per_key)
+}
+
+/// The operations of `run` that `keep` selects, in order.
+fn run_of(run: &[MapOp], keep: impl Fn(&MapOp) -> bool) -> Vec<MapOp> {
+    run.iter().filter(|op| keep(op)).cloned().collect()
+}
+
+/// A run of batchable operations, grouped by the map they write.
+#[derive(Default)]
+struct Run {
+    backend_stats: Vec<u32>,
+    backends: (Vec<u32>, Vec<BackendValue>),
+    service_stats: Vec<u32>,
+    slots: (Vec<u32>, Vec<u32>),
+    services: (Vec<ServiceKey>, Vec<ServiceValue>),
+}
+
+impl Run {
+    fn of(ops: &[MapOp]) -> Self {
+        let mut run = Self::default();
+        for op in ops {
+            match op {
+                MapOp::ResetBackendStats { backend_id } => run.backend_stats.push(*backend_id),
+                MapOp::PutBackend { id, value } => {
+                    run.backends.0.push(*id);
+                    run.backends.1.push(*value);
+                }
+                MapOp::ResetServiceStats { service_id } => run.service_stats.push(*service_id),
+                MapOp::WriteSlots { base, slots } => {
+                    for &(offset, backend) in slots {
+                        run.slots.0.push(base + offset);
+                        run.slots.1.push(backend);
+                    }
+                }
+                MapOp::PutService { key, value } => {
+                    run.services.0.push(*key);
+                    run.services.1.push(*value);
+                }
+                other => unreachable!("not batchable: {other:?}"),
+            }
+        }
+        run
+    }
+}
+
+/// Writes the balancer's maps. Owns them: nothing else can write while it exists.
+pub struct MapWriter {
+    maps: BalancerMaps,
+}
+
+impl MapWriter {
+    pub(crate) fn new(maps: BalancerMaps) -> Self {
+        Self { maps }
+    }
+
+    /// The maps, for reading.
+    pub fn maps(&self) -> &BalancerMaps {
+        &self.maps
+    }
+
+    fn zero_counters(&self) -> PerCpuValues<Counter> {
+        PerCpuValues::try_from(vec![Counter::default(); self.maps.cpus])
+            .expect("one value per possible CPU")
+    }
+
+    /// Executes a plan in order. Stops at the first failure; the caller then re-reads the
+    /// maps (`read_state`) rather than trusting its bookkeeping.
+    ///
+    /// A run of batchable operations is written map by map in the order backend counters,
+    /// backends, service counters, slots, service records: the order a plan issues them in
+    /// per service, so every backend is live before a table names it and every table is
+    /// whole before a record points at it.
+    pub(crate) fn apply(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
+        let mut rest = ops;
+        while let Some(first) = rest.first() {
+            let run = rest.iter().take_while(|op| batchable(op)).count();
+            if run > 0 {
+                self.apply_run(&rest[..run])?;
+                rest = &rest[run..];
+            } else {
+                self.apply_each(std::slice::from_ref(first))?;
+                rest = &rest[1..];
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_run(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
+        let run = Run::of(ops);
+        self.reset_counters(map_names::BACKEND_STATS, &run.backend_stats)?;
+        let batched = batch_update(&self.maps.raw.backends, &run.backends.0, &run.backends.1, 1);
+        batch_or_each(map_names::BACKENDS, batched, || {
+            self.apply_each(&run_of(ops, |op| matches!(op, MapOp::PutBackend { .. })))
+        })?;
+        self.reset_counters(map_names::SERVICE_STATS, &run.service_stats)?;
+        // Every slot is written (all parts joined) before any service record below.
+        let batched = if run.slots.0.is_empty() {
+            Ok(())
+        } else {
+            batch::update_array_parallel(
+                self.maps.raw.maglev.fd().as_fd(),
+                &run.slots.0,
+                &run.slots.1,
+            )
+        };
+        batch_or_each(map_names::MAGLEV, batched, || {
+            self.apply_each(&run_of(ops, |op| matches!(op, MapOp::WriteSlots { .. })))
+        })?;
+        let batched = batch_update(&self.maps.raw.services, &run.services.0, &run.services.1, 1);
+        batch_or_each(map_names::SERVICES, batched, || {
+            self.apply_each(&run_of(ops, |op| matches!(op, MapOp::PutService { .. })))
+        })
+    }
+
+    /// Zeroes the per-CPU counters of `ids` in `map` (backend or service counters).
+    fn reset_counters(&mut self, map: &'static str, ids: &[u32]) -> Result<(), MapsError> {
+        let backend = map == map_names::BACKEND_STATS;
+        let zero = vec![Counter::default(); self.maps.cpus];
+        let values: Vec<Counter> = ids.iter().flat_map(|_| zero.iter().copied()).collect();
+        let raw = if backend {
+            &self.maps.raw.backend_stats
+        } else {
+            &self.maps.raw.service_stats
+        };
+        let batched = batch_update(raw, ids, &values, zero.len());
+        batch_or_each(map, batched, || {
+            let ops: Vec<MapOp> = ids
+                .iter()
+                .map(|&id| {
+                    if backend {
+                        MapOp::ResetBackendStats { backend_id: id }
+                    } else {
+                        MapOp::ResetServiceStats { service_id: id }
+                    }
+                })
+                .collect();
+            self.apply_each(&ops)
+        })
+    }
+
+    /// One syscall per operation.
+    fn apply_each(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
+        for op in ops {
+            match op {
+                MapOp::PutBackend { id, value } | MapOp::RetireBackend { id, value } => self
+                    .maps
+                    .backends
+                    .set(*id, value, 0)
+                    .map_err(access(map_names::BACKENDS))?,
+                MapOp::WriteSlots { base, slots } => {
+                    for &(offset, backend) in slots {
+                        self.maps
+                            .maglev
+                            .set(base + offset, backend, 0)
+                            .map_err(access(map_names::MAGLEV))?;
+                    }
+                }
+                MapOp::ResetServiceStats { service_id } => {
+                    let zero = self.zero_counters();
+                    self.maps
+                        .service_stats
+                        .set(*service_id, zero, 0)
+                        .map_err(access(map_names::SERVICE_STATS))?
+                }
+                MapOp::ResetBackendStats { backend_id } => {
+                    let zero = self.zero_counters();
+                    self.maps
+                        .backend_stats
+                        .set(*backend_id, zero, 0)
+                        .map_err(access(map_names::BACKEND_STATS))?
+                }
+                MapOp::PutService { key, value } => self
+                    .maps
+                    .services
+                    .insert(key, value, 0)
+                    .map_err(access(map_names::SERVICES))?,
+                MapOp::PurgeFlows { key, backend_ids } => self.purge_flows(key, backend_ids)?,
+                MapOp::DeleteService { key } => match self.maps.services.remove(key) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(e) => return Err(access(map_names::SERVICES)(e)),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Fixes the next hop of one backend on every CPU until `expires_ns` (on the clock the
+    /// datapath reads, CLOCK_MONOTONIC_COARSE), bypassing the kernel's route lookup: for
+    /// fixtures and for next hops managed outside the kernel's tables.
+    pub(crate) fn set_static_nexthop(
+        &mut self,
+        backend_id: u32,
+        hop: NextHop,
+    ) -> Result<(), MapsError> {
+        let values = PerCpuValues::try_from(vec![hop; self.maps.cpus]).expect("one value per CPU");
+        self.maps
+            .nexthops
+            .set(backend_id, values, 0)
+            .map_err(access(map_names::NEXTHOPS))
+    }
+
+    /// Deletes the flow entries to `key`'s frontend that name one of `backend_ids`. Walks
+    /// the whole flow table: only backend moves between services need it.
+    fn purge_flows(&mut self, key: &ServiceKey, backend_ids: &[u32]) -> Result<(), MapsError> {
+        let doomed: Vec<FlowKey> = self
+            .maps
+            .flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(flow, value)| {
+                flow.dst == key.addr
+                    && flow.dport_be == key.port_be
+                    && flow.proto == key.proto
+                    && flow.family == key.family
+                    && backend_ids.contains(&value.backend_id)
+            })
+            .map(|(flow, _)| flow)
+            .collect();
+        for flow in doomed {
+            match self.maps.flows.remove(&flow) {
+                // Evicted meanwhile by the LRU: nothing to do.
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(access(map_names::FLOWS)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
+        self.maps
+            .config
+            .set(0, config, 0)
+            .map_err(access(map_names::CONFIG))
+    }
+
+    /// Takes the backends whose next hop the datapath found unresolved.
+    pub(crate) fn drain_neigh_misses(&mut self) -> Result<Vec<(u32, NeighMiss)>, MapsError> {
+        let misses: Vec<(u32, NeighMiss)> = self
+            .maps
+            .neigh_misses
+            .iter()
+            .filter_map(Result::ok)
+            .collect();
+        for (id, _) in &misses {
+            let _ = self.maps.neigh_misses.remove(id);
+        }
+        Ok(misses)
+    }
+}

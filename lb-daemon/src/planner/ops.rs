@@ -1,0 +1,75 @@
+//! What a plan produces: map writes in the order they must run, or why there is no plan.
+
+use lb_common::{BackendValue, ServiceKey, ServiceValue};
+use lb_hashing::maglev;
+
+use crate::model::Frontend;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("{wanted} services exceed the service map's {max} entries")]
+    TooManyServices { wanted: usize, max: u32 },
+    #[error("{wanted} distinct backends exceed the backend map's {max} entries")]
+    TooManyBackends { wanted: usize, max: u32 },
+    #[error(
+        "service {frontend}: no room for a {size}-slot table ({free} of {capacity} slots free)"
+    )]
+    NoTableRoom {
+        frontend: Frontend,
+        size: u32,
+        free: u64,
+        capacity: u32,
+    },
+    #[error(
+        "no free backend id below {max}: this change adds backends before it retires others; \
+         apply it in two steps"
+    )]
+    BackendIdsExhausted { max: u32 },
+    #[error("service {frontend}: {source}")]
+    Maglev {
+        frontend: Frontend,
+        source: maglev::MaglevError,
+    },
+    #[error(
+        "the state was adopted from pinned maps without the specs it came from: plan it whole first"
+    )]
+    SpecsUnknown,
+}
+
+/// One write to one map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOp {
+    PutBackend {
+        id: u32,
+        value: BackendValue,
+    },
+    /// Writes `LB_MAGLEV[base + offset] = backend_id` for each pair.
+    WriteSlots {
+        base: u32,
+        slots: Vec<(u32, u32)>,
+    },
+    ResetServiceStats {
+        service_id: u32,
+    },
+    ResetBackendStats {
+        backend_id: u32,
+    },
+    PutService {
+        key: ServiceKey,
+        value: ServiceValue,
+    },
+    DeleteService {
+        key: ServiceKey,
+    },
+    /// Clears the active flag (keeping the generation), so flow entries re-select.
+    RetireBackend {
+        id: u32,
+        value: BackendValue,
+    },
+    /// Deletes the flow entries of one service that name these backends: they left the
+    /// service but still serve others, so the generation check would keep them alive.
+    PurgeFlows {
+        key: ServiceKey,
+        backend_ids: Vec<u32>,
+    },
+}
