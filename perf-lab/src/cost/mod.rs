@@ -1,6 +1,6 @@
 //! Program cost: ns per packet of ferrolb's XDP program in BPF_PROG_RUN, minus an XDP_PASS
 //! program measured the same way in the same process, per packet class, with the maps
-//! filled by the daemon's own planner and writer.
+//! filled by the daemon's own sync engine.
 //!
 //! Two methods, each with its own baseline:
 //! - classes that leave the packet untouched (not a service, ICMP, IPv6) run with a large
@@ -49,6 +49,8 @@ pub enum CostError {
     Loader(#[from] loader::LoaderError),
     #[error("ferrolb maps: {0}")]
     Maps(#[from] lb_daemon::maps::MapsError),
+    #[error("ferrolb sync: {0}")]
+    Sync(#[from] lb_daemon::sync::SyncError),
     #[error("loading the pass program: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]

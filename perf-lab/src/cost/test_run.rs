@@ -2,14 +2,23 @@
 //! balancer's maps holding the service set, both parked; one call per packet or one call
 //! repeating a packet, every verdict checked.
 
-use std::{path::Path, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
 
 use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
-use lb_common::{program_names, LbConfig, NextHop, CONFIG_F_READY, CONFIG_F_V6_READY};
-use lb_daemon::{loader, maps::LbMaps, model::DesiredState, planner};
+use lb_common::{program_names, NextHop};
+use lb_daemon::{
+    loader,
+    maps::BalancerMaps,
+    model::DesiredState,
+    sync::{DatapathParams, SyncEngine, SyncError},
+};
 
 use crate::{
     measured::NotMeasured,
@@ -22,9 +31,9 @@ use super::{packets::LB_MAC, CostError};
 
 pub(super) const XDP_PASS: u32 = 2;
 pub(super) const XDP_TX: u32 = 3;
-const LB_ADDR: [u8; 4] = [198, 18, 1, 2];
-/// The balancer's IP6IP6 source (2001:db8:1::2).
-const LB_ADDR6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The balancer's IP6IP6 source.
+const LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 
 /// Which of the two programs a run times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,36 +87,38 @@ fn load_pass() -> Result<Ebpf, CostError> {
     Ok(pass)
 }
 
-/// Writes `desired` into the balancer's maps pinned at `pin`, with a cached next hop per
-/// backend. `Ok(Err(why))`: ferrolb cannot hold it.
+/// Writes `desired` into the balancer's maps pinned at `pin` through the daemon's sync
+/// engine, with a cached next hop per backend. `Ok(Err(why))`: ferrolb cannot hold it.
 fn program_maps(pin: &Path, desired: &DesiredState) -> Result<Result<(), NotMeasured>, CostError> {
-    let mut maps = LbMaps::open(pin)?;
-    maps.write_config(&LbConfig {
-        encap_src_v4: LB_ADDR,
-        flow_hash_seed: desired.settings.flow_hash_seed,
-        nexthop_ttl_ns: Duration::from_secs(1).as_nanos() as u64,
-        flags: CONFIG_F_READY | CONFIG_F_V6_READY,
-        _pad: 0,
-        encap_src_v6: LB_ADDR6,
-    })?;
-    let state = maps.read_state()?;
-    let (ops, state) = match planner::plan(&state, desired) {
-        Ok(planned) => planned,
-        Err(e) => return Ok(Err(NotMeasured::cannot_hold(e))),
+    let params = DatapathParams {
+        encap_source: LB_ADDR,
+        encap_source6: Some(LB_ADDR6),
+        nexthop_ttl: Duration::from_secs(1),
     };
-    maps.apply(&ops)?;
+    let mut engine = SyncEngine::adopt(BalancerMaps::open(pin)?, &params)?;
+    match engine.apply(desired) {
+        Ok(_) => {}
+        Err(SyncError::Plan(e)) => return Ok(Err(NotMeasured::cannot_hold(e))),
+        Err(e) => return Err(e.into()),
+    }
     // A cached next hop, as the datapath holds it between refreshes; test_run delivers on
     // the loopback (ifindex 1), so XDP_TX is the verdict.
-    for backend in state.backends.values() {
-        maps.set_static_nexthop(
-            backend.id,
+    let backends: Vec<_> = engine
+        .state()
+        .backends
+        .values()
+        .map(|b| (b.id, b.generation))
+        .collect();
+    for (id, generation) in backends {
+        engine.set_static_nexthop(
+            id,
             NextHop {
                 dst_mac: [0x02, 0xbe, 0, 0, 0, 1],
                 src_mac: LB_MAC,
                 ifindex: 1,
                 mtu: 1500,
                 flags: 0,
-                backend_generation: backend.generation,
+                backend_generation: generation,
                 expires_ns: u64::MAX,
             },
         )?;

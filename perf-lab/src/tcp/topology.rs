@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 
 use aya::Ebpf;
 use lb_common::program_names;
-use lb_daemon::{loader, maps::DecapMaps};
+use lb_daemon::{loader, maps::BackendSideMaps};
 
 use crate::{
     netns::{Netns, NetnsError, PinDir},
@@ -138,7 +138,7 @@ impl TcpTopology {
         self.local = wanted;
         if let Some(pin) = &self.decap {
             let vip = set.vip(set.target());
-            let mut maps = DecapMaps::open(&pin.path)?;
+            let mut maps = BackendSideMaps::open(&pin.path)?;
             maps.set_vips(&[vip.into()])?;
         }
         Ok(())
