@@ -8,7 +8,7 @@
 mod flow_hash;
 pub mod reason;
 
-pub use reason::{TcReason, XdpReason};
+pub use reason::{SockReason, TcReason, XdpReason};
 
 /// Default directory under bpffs where maps and links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ferrolb";
@@ -29,6 +29,15 @@ pub mod map_names {
     pub const TC_STATS: &str = "LB_TC_STATS";
     pub const BACKEND_NAT: &str = "LB_BACKEND_NAT";
     pub const REV_NAT: &str = "LB_REV_NAT";
+    /// Frontends balanced at the socket (east-west): same key and value as `SERVICES`,
+    /// tables in the same slot array.
+    pub const SOCK_SERVICES: &str = "LB_SOCK_SVCS";
+    /// (frontend, endpoint) → the endpoint's target port, for every endpoint of a
+    /// socket-balanced frontend (same layout as `BACKEND_NAT`).
+    pub const SOCK_TARGETS: &str = "LB_SOCK_TGTS";
+    /// (socket cookie, endpoint address and port) → the frontend the socket addressed.
+    pub const SOCK_REVNAT: &str = "LB_SOCK_REV";
+    pub const SOCK_STATS: &str = "LB_SOCK_STATS";
 }
 
 /// Program names as they appear in the object files.
@@ -37,6 +46,14 @@ pub mod program_names {
     pub const XDP_PASS: &str = "xdp_pass";
     pub const TC_DECAP: &str = "tc_decap";
     pub const TC_REVNAT: &str = "tc_revnat";
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    pub const SOCK_CONNECT6: &str = "sock_connect6";
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    pub const SOCK_SENDMSG6: &str = "sock_sendmsg6";
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+    pub const SOCK_RECVMSG6: &str = "sock_recvmsg6";
+    pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+    pub const SOCK_GETPEERNAME6: &str = "sock_getpeername6";
 }
 
 /// Map capacities. The daemon refuses configurations that would exceed them.
@@ -54,6 +71,10 @@ pub mod limits {
     pub const BACKEND_NATS: u32 = 65_536;
     /// Translated flows a backend node remembers for their replies (LRU).
     pub const REV_NATS: u32 = 131_072;
+    /// Socket-level target ports: every endpoint of every socket-balanced frontend.
+    pub const SOCK_TARGETS: u32 = 262_144;
+    /// Sockets whose peer the socket programs rewrote (LRU).
+    pub const SOCK_REVNATS: u32 = 131_072;
 }
 
 /// Address family tags stored in keys (values match AF_INET / AF_INET6).
@@ -104,6 +125,9 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 
 /// Service flag: the service has at least one backend with weight > 0.
 pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
+/// Service flag: without backends the frontend is refused (ICMP unreachable on the wire,
+/// ECONNREFUSED at the socket) rather than dropped.
+pub const SERVICE_F_REJECT: u32 = 2;
 
 /// Value of the service map. The datapath indexes `LB_MAGLEV[table_base + hash % table_size]`.
 /// Replacing a table writes the new one whole into a fresh region no packet reads, then a
@@ -285,6 +309,29 @@ pub struct RevNatValue {
 }
 const _: () = assert!(core::mem::size_of::<RevNatValue>() == 20);
 
+/// Key of the socket reverse map: a socket (its cookie) and the endpoint its peer address
+/// was rewritten to, as `recvmsg`/`getpeername` report it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    pub endpoint: Addr,
+    pub port_be: u16,
+    pub family: u8,
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(core::mem::size_of::<SockRevKey>() == 32);
+
+/// The frontend the socket addressed, reported back instead of the endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRevValue {
+    pub frontend: Addr,
+    pub port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockRevValue>() == 20);
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -312,5 +359,7 @@ mod pod {
         BackendNatValue,
         RevNatKey,
         RevNatValue,
+        SockRevKey,
+        SockRevValue,
     );
 }

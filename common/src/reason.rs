@@ -100,3 +100,23 @@ reasons! {
         DropRewriteFailed = 8 => "drop_rewrite_failed",
     }
 }
+
+reasons! {
+    /// Outcomes of the socket (cgroup sock_addr) programs.
+    pub enum SockReason {
+        /// connect/sendmsg to a frontend: the peer became the chosen endpoint.
+        Selected = 0 => "selected",
+        /// recvmsg/getpeername: the endpoint's address was reported as the frontend.
+        Restored = 1 => "restored",
+        /// The address is no socket-balanced frontend; left alone.
+        PassNotService = 2 => "pass_not_service",
+        /// The frontend has no endpoint and refuses (ECONNREFUSED).
+        RejectNoBackend = 3 => "reject_no_backend",
+        /// The frontend has no endpoint usable from here and drops (the call fails).
+        DropNoBackend = 4 => "drop_no_backend",
+        /// A table slot names a backend id with no live entry.
+        DropBackendMissing = 5 => "drop_backend_missing",
+        /// recvmsg/getpeername from an address no rewrite produced; left alone.
+        PassNotRewritten = 6 => "pass_not_rewritten",
+    }
+}
