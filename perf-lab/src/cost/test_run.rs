@@ -16,9 +16,9 @@ use lb_common::{program_names, NextHop};
 use lb_daemon::{
     loader,
     maps::BalancerMaps,
-    model::DesiredState,
     sync::{DatapathParams, SyncEngine, SyncError},
 };
+use lb_model::DesiredState;
 
 use crate::{
     measured::NotMeasured,
