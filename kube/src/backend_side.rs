@@ -3,7 +3,7 @@
 //!
 //! Every frontend kind is translated (ClusterIP, NodePort, ExternalIP, LoadBalancer): pods
 //! do not carry service addresses on their loopback. A NodePort arrives addressed to
-//! whichever node balanced it, an address this node's model does not know, so its
+//! whichever node balanced it, an address this node's rules do not know, so its
 //! translation has the unspecified address as frontend (node ports are unique per
 //! protocol in a cluster); the datapath tries it when the exact frontend is unknown.
 //! Endpoints outside the balanced sets (terminating, kept for established flows,
@@ -14,9 +14,9 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use lb_model::{Frontend, LocalTranslation, Protocol as DpProtocol};
+use lb_model::{Frontend, LocalTranslation, Protocol as DpProtocol, Scope};
 
-use crate::model::{FrontendKind, IpFamily, KubeDesiredState, Protocol};
+use crate::rules::{FrontendKind, IpFamily, KubeDesiredState, Protocol};
 
 /// The translations for this node's endpoints, sorted. When two Services claim the same
 /// frontend, the first in name order keeps it, as in the balancer's projection.
@@ -43,6 +43,7 @@ pub fn local_translations(state: &KubeDesiredState) -> Vec<LocalTranslation> {
                     vip,
                     port: fe.port,
                     protocol,
+                    scope: Scope::External,
                 };
                 let endpoints = sets
                     .cluster

@@ -26,11 +26,11 @@ use std::{
 
 use lb_hashing::maglev;
 use lb_model::{
-    BackendSpec, DesiredState, Frontend, Protocol as DpProtocol, ServiceSpec, Settings,
+    BackendSpec, DesiredState, Frontend, Protocol as DpProtocol, Scope, ServiceSpec, Settings,
 };
 use serde::Serialize;
 
-use crate::model::{
+use crate::rules::{
     EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, KubeService, Protocol, ServiceName,
     Verdict,
 };
@@ -247,11 +247,14 @@ fn claims_of(svc: &KubeService, settings: &Settings) -> ServiceClaims {
                     vip: fe.address,
                     port: fe.port,
                     protocol,
+                    scope: Scope::External,
                 },
                 spec: Arc::new(ServiceSpec {
                     name: datapath_name(&svc.name, &port.name),
                     backends,
                     table_size,
+                    // The XDP balancer cannot answer a reject yet: served as a drop.
+                    reject: false,
                 }),
                 port_name: port.name.clone(),
                 protocol: fe.protocol,

@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use lb_kube::{backend_side::local_translations, model::NodeConfig};
+use lb_kube::{backend_side::local_translations, rules::NodeConfig};
 use lb_model::{Frontend, LocalTranslation, Protocol};
 use serde_json::json;
 
@@ -19,6 +19,7 @@ fn tcp(addr: &str, port: u16) -> Frontend {
         vip: ip(addr),
         port,
         protocol: Protocol::Tcp,
+        scope: lb_model::Scope::External,
     }
 }
 

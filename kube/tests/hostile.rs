@@ -7,8 +7,8 @@ use std::net::IpAddr;
 
 use common::*;
 use lb_kube::{
-    model::{EndpointSetKind, IpFamily, KubeDesiredState},
     projection::{to_datapath, Unsupported},
+    rules::{EndpointSetKind, IpFamily, KubeDesiredState},
 };
 use lb_model::{Frontend, Protocol as DpProtocol, Settings};
 use serde_json::json;
@@ -317,6 +317,7 @@ fn projection_programs_same_port_ipv4_frontends_with_weight_one() {
         vip: ip("198.18.100.1"),
         port: 8080,
         protocol: DpProtocol::Tcp,
+        scope: lb_model::Scope::External,
     };
     let spec = &desired.services[&fe];
     assert_eq!(spec.name, "default/web:http");
@@ -379,12 +380,14 @@ fn projection_skips_sctp_and_source_ranges_and_programs_translated_and_ipv6_port
         vip: ip("2001:db8:100::1"),
         port: 80,
         protocol: DpProtocol::Tcp,
+        scope: lb_model::Scope::External,
     };
     assert!(desired.services[&v6_frontend].backends.is_empty());
     let translated = Frontend {
         vip: ip("198.18.100.1"),
         port: 80,
         protocol: DpProtocol::Tcp,
+        scope: lb_model::Scope::External,
     };
     let backends: Vec<IpAddr> = desired.services[&translated]
         .backends
@@ -398,6 +401,7 @@ fn projection_skips_sctp_and_source_ranges_and_programs_translated_and_ipv6_port
         vip: ip("198.18.100.3"),
         port: 80,
         protocol: DpProtocol::Tcp,
+        scope: lb_model::Scope::External,
     };
     assert!(desired.services[&cip].backends.is_empty());
     assert!(report

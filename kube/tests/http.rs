@@ -7,9 +7,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::*;
 use lb_kube::{
+    metrics::KubeMetrics,
+    rules::{HealthCheckSpec, ServiceName},
+};
+use lb_telemetry::{
     http::{serve_metrics, serve_proxy_health, ProxyHealth, ServiceHealthServers},
-    metrics::{KubeMetrics, Registry},
-    model::{HealthCheckSpec, ServiceName},
+    metrics::Registry,
 };
 use serde_json::{json, Value};
 use tokio::{
@@ -92,7 +95,7 @@ async fn rule_15_health_check_node_port_server_200_then_503() {
     proxy.synced();
     let mut servers = ServiceHealthServers::new("127.0.0.1".parse().unwrap(), proxy.clone());
     let port = free_port().await;
-    // The spec comes from the model of a real eTP=Local LoadBalancer Service.
+    // The spec comes from the rules' state of a real eTP=Local LoadBalancer Service.
     let svc = patch(
         service_json("lb", "198.18.100.30"),
         json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": port,
@@ -209,11 +212,11 @@ async fn metrics_endpoint_serves_the_registry() {
 #[test]
 fn default_bind_addresses_are_kube_proxys() {
     assert_eq!(
-        lb_kube::http::DEFAULT_HEALTH_ADDR.to_string(),
+        lb_telemetry::http::DEFAULT_HEALTH_ADDR.to_string(),
         "0.0.0.0:10256"
     );
     assert_eq!(
-        lb_kube::http::DEFAULT_METRICS_ADDR.to_string(),
+        lb_telemetry::http::DEFAULT_METRICS_ADDR.to_string(),
         "127.0.0.1:10249"
     );
 }

@@ -27,8 +27,8 @@ fn documents() -> Vec<(String, Value)> {
     files.sort();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(doc).expect("valid YAML");
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let value = yaml_serde::Value::deserialize(doc).expect("valid YAML");
             if value.is_null() {
                 continue;
             }

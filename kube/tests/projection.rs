@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::{build, endpoint, patch, service_json, slice_json};
 use lb_kube::{
-    model::ServiceName,
     projection::{to_datapath, Projector},
+    rules::ServiceName,
 };
 use lb_model::{Frontend, Settings};
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! One or more tests per numbered rule of `shared/kube-proxy-semantics.md`, fed real
+//! One or more tests per numbered rule of `docs/kube-proxy-semantics.md`, fed real
 //! Kubernetes JSON through k8s-openapi's types.
 
 mod common;
@@ -6,7 +6,7 @@ mod common;
 use std::net::IpAddr;
 
 use common::*;
-use lb_kube::model::{
+use lb_kube::rules::{
     stale_udp_endpoints, EndpointSetKind, FrontendKind, IpFamily, KubeFrontend, KubeService,
     NodeConfig, Protocol, TopologyMode, Verdict,
 };
@@ -785,8 +785,8 @@ fn rule_19_flows_keep_serving_endpoints_and_stale_udp_is_reported() {
 
 #[test]
 fn rule_20_hairpin_local_endpoint_stays_in_both_sets() {
-    // A pod on this node calling its own Service must be able to land on itself: the model
-    // never excludes the caller (the datapath handles the hairpin return path).
+    // A pod on this node calling its own Service must be able to land on itself: the rules
+    // never exclude the caller (the datapath handles the hairpin return path).
     let state = build(
         vec![service_json("web", "198.18.100.1")],
         vec![web_slice(vec![ready("198.19.0.1", NODE)])],

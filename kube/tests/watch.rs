@@ -1,7 +1,7 @@
 //! The watch plumbing against a local HTTP server that speaks the API's list and watch
 //! protocol (resourceVersions, label and field selectors, bookmarks, 410 Gone, event
 //! replay after a reconnect) with real Kubernetes JSON. After each scenario the published
-//! state must equal the pure model of the server's final objects.
+//! state must equal what the pure rules make of the server's final objects.
 
 mod common;
 
@@ -10,12 +10,13 @@ use std::{sync::Arc, time::Duration};
 use common::*;
 use lb_kube::{
     fake_api::{FakeApi, Resource},
-    metrics::{KubeMetrics, Registry},
-    model::{self, NodeConfig, ServiceName},
+    metrics::KubeMetrics,
     projection::to_datapath,
+    rules::{self, NodeConfig, ServiceName},
     watch::{spawn, DesiredStateUpdate, SourceOptions, Updates},
 };
 use lb_model::Settings;
+use lb_telemetry::metrics::Registry;
 use serde_json::json;
 
 const SERVICES: Resource = Resource::Services;
@@ -50,11 +51,12 @@ impl Harness {
         }
     }
 
-    /// Waits (bounded) until the published state equals the model of the server's objects.
+    /// Waits (bounded) until the published state equals the rules' state of the server's
+    /// objects.
     async fn converged(&mut self, what: &str) -> Arc<DesiredStateUpdate> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let expected = self.api.model(&self.cfg);
+            let expected = self.api.expected_state(&self.cfg);
             if let Some(update) = self.updates.borrow_and_update().clone() {
                 if *update.kube == expected {
                     let (datapath, report) = to_datapath(&expected, Settings::default());
@@ -83,7 +85,7 @@ impl Harness {
 
 fn endpoints_of(update: &DesiredStateUpdate, name: &str) -> usize {
     update.kube.services[&ServiceName::new("default", name)].ports[0].endpoints
-        [&model::IpFamily::V4]
+        [&rules::IpFamily::V4]
         .cluster
         .len()
 }
@@ -214,7 +216,7 @@ async fn watch_events_add_modify_and_delete() {
             .kube
             .services
             .contains_key(&ServiceName::new("default", "db")));
-        // A node change that the model uses (a new address) recomputes NodePorts.
+        // A node change that the rules use (a new address) recomputes NodePorts.
         h.api.apply(
             NODES,
             node_json(

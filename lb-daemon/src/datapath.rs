@@ -14,9 +14,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::{
+    host::{self, ForwardingError, HostError},
     loader::{self, Attachment, LoaderError},
     maps::{BalancerMaps, MapsError},
-    neigh::{self, NeighError},
     sync::{DatapathParams, SyncEngine, SyncError},
 };
 
@@ -29,12 +29,9 @@ pub enum StartError {
     #[error(transparent)]
     Sync(#[from] SyncError),
     #[error(transparent)]
-    Host(#[from] NeighError),
-    #[error("{path}: {source}")]
-    Sysctl {
-        path: String,
-        source: std::io::Error,
-    },
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Forwarding(#[from] ForwardingError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -55,32 +52,14 @@ pub struct DatapathOptions {
     pub map_sizes: loader::MapSizes,
 }
 
-/// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress device forwards the
-/// family (`ipv4` or `ipv6`).
-fn ensure_forwarding(iface: &str, family: &str) -> Result<(), StartError> {
-    let path = format!("/proc/sys/net/{family}/conf/{iface}/forwarding");
-    let current = std::fs::read_to_string(&path).map_err(|source| StartError::Sysctl {
-        path: path.clone(),
-        source,
-    })?;
-    if current.trim() != "1" {
-        std::fs::write(&path, "1").map_err(|source| StartError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        info!(%iface, family, "enabled forwarding: the datapath's route lookups need it");
-    }
-    Ok(())
-}
-
 /// Installs (or adopts) the balancer on the interface and hands its maps to a sync engine
 /// that knows what they hold, so the first plan only writes differences.
 pub fn start(opts: &DatapathOptions) -> Result<SyncEngine, StartError> {
     let encap_source = match opts.encap_source {
         Some(addr) => addr,
-        None => neigh::interface_ipv4(&opts.iface)?,
+        None => host::interface_ipv4(&opts.iface)?,
     };
-    ensure_forwarding(&opts.iface, "ipv4")?;
+    host::ensure_forwarding(&opts.iface, "ipv4")?;
     let pin_dir = opts.pin_dir.display();
     match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode, &opts.map_sizes)? {
         Attachment::New => info!(iface = %opts.iface, %pin_dir, "attached XDP balancer"),
@@ -90,10 +69,10 @@ pub fn start(opts: &DatapathOptions) -> Result<SyncEngine, StartError> {
     }
     let encap_source6 = match opts.encap_source6 {
         Some(addr) => Some(addr),
-        None => neigh::interface_ipv6(&opts.iface)?,
+        None => host::interface_ipv6(&opts.iface)?,
     };
     if encap_source6.is_some() {
-        ensure_forwarding(&opts.iface, "ipv6")?;
+        host::ensure_forwarding(&opts.iface, "ipv6")?;
     }
     let params = DatapathParams {
         encap_source,
@@ -153,7 +132,7 @@ fn backend_addresses(desired: &DesiredState) -> Vec<IpAddr> {
 
 /// Asks the kernel to resolve (or re-probe) every backend's next hop.
 pub(crate) fn warm_neighbours(desired: &DesiredState) {
-    for (addr, e) in neigh::warm(&backend_addresses(desired)) {
+    for (addr, e) in host::warm(&backend_addresses(desired)) {
         warn!(backend = %addr, error = %e, "cannot request neighbour resolution");
     }
 }

@@ -11,10 +11,13 @@ use std::{
 
 use lb_kube::{
     backend_side::local_translations,
-    http::{self, ProxyHealth, ServiceHealthServers},
-    metrics::{Gauge, Histogram, KubeMetrics, Registry},
-    model::NodeConfig,
+    metrics::KubeMetrics,
+    rules::NodeConfig,
     watch::{self, DesiredStateUpdate, SourceOptions},
+};
+use lb_telemetry::{
+    http::{self, ProxyHealth, ServiceHealthServers},
+    metrics::{Counter, Gauge, Histogram, MetricsError, Registry},
 };
 use tracing::{error, info, warn};
 
@@ -38,9 +41,9 @@ pub enum KubeModeError {
     #[error("kubernetes: {0}")]
     Kube(lb_kube::watch::SourceError),
     #[error("metrics: {0}")]
-    Metrics(lb_kube::metrics::MetricsError),
+    Metrics(MetricsError),
     #[error("http server: {0}")]
-    Http(lb_kube::http::HttpError),
+    Http(http::HttpError),
 }
 
 pub struct KubeOptions {
@@ -62,7 +65,7 @@ const RETRY: Duration = Duration::from_secs(2);
 
 struct DaemonMetrics {
     sync_latency: Histogram,
-    sync_errors: lb_kube::metrics::Counter,
+    sync_errors: Counter,
     services: Gauge,
     backends: Gauge,
     tables: Gauge,
@@ -72,7 +75,7 @@ struct DaemonMetrics {
 }
 
 impl DaemonMetrics {
-    fn new(registry: &Registry) -> Result<Self, lb_kube::metrics::MetricsError> {
+    fn new(registry: &Registry) -> Result<Self, MetricsError> {
         let occupancy = |map: &str| {
             registry.gauge(
                 "lb_maps_occupancy_entries",

@@ -5,12 +5,12 @@
 pub mod config;
 pub mod datapath;
 pub mod file_mode;
+pub mod host;
 pub mod inspect;
 pub mod kube_mode;
 pub mod loader;
 pub mod maps;
 pub use lb_model as model;
-pub mod neigh;
 pub mod objects;
 pub mod planner;
 pub mod slots;

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cli::Output;
 use lb_common::DEFAULT_PIN_DIR;
 use lb_daemon::{datapath::DatapathOptions, file_mode, kube_mode, loader};
-use lb_kube::model::NodeConfig;
+use lb_kube::rules::NodeConfig;
 
 #[derive(Parser)]
 #[command(

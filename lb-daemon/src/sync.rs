@@ -15,8 +15,8 @@ use lb_model::{addr_from_bytes, DesiredState, Frontend, Settings};
 use tracing::warn;
 
 use crate::{
+    host,
     maps::{BalancerMaps, MapWriter, MapsError},
-    neigh,
     planner::{self, KernelState, MapOp, PlanError},
 };
 
@@ -229,7 +229,7 @@ impl SyncEngine {
                 );
                 continue;
             };
-            if let Err(e) = neigh::request_resolution(hop, miss.ifindex) {
+            if let Err(e) = host::request_resolution(hop, miss.ifindex) {
                 warn!(backend_id, nexthop = %hop, error = %e, "neighbour resolution request failed");
             }
         }

@@ -40,11 +40,34 @@ impl fmt::Display for Protocol {
 }
 
 /// A service address as clients see it.
+/// Where a frontend is balanced: which packets or calls meet it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Packets arriving from the network, balanced by the XDP program (`LB_SERVICES`).
+    #[default]
+    External,
+    /// Pods and host processes of this node, balanced at `connect()`/`sendmsg()` by the
+    /// socket programs (`LB_SOCK_SVCS`). kube-proxy gives such traffic its own endpoint
+    /// set (the internal traffic policy for ClusterIPs, the Cluster set otherwise).
+    Internal,
+}
+
+impl Scope {
+    fn is_external(&self) -> bool {
+        *self == Self::External
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Frontend {
     pub vip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "Scope::is_external")]
+    pub scope: Scope,
 }
 
 impl Frontend {
@@ -58,20 +81,35 @@ impl Frontend {
         }
     }
 
+    /// The external frontend a service map key names.
     pub fn from_key(key: &ServiceKey) -> Option<Self> {
+        Self::from_scoped_key(key, Scope::External)
+    }
+
+    pub fn from_scoped_key(key: &ServiceKey, scope: Scope) -> Option<Self> {
         Some(Self {
             vip: addr_from_bytes(&key.addr, key.family)?,
             port: u16::from_be(key.port_be),
             protocol: Protocol::from_number(key.proto)?,
+            scope,
         })
+    }
+
+    /// The same address, port and protocol, balanced in `scope`.
+    pub fn in_scope(self, scope: Scope) -> Self {
+        Self { scope, ..self }
     }
 }
 
 impl fmt::Display for Frontend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.vip {
-            IpAddr::V4(v4) => write!(f, "{v4}:{}/{}", self.port, self.protocol),
-            IpAddr::V6(v6) => write!(f, "[{v6}]:{}/{}", self.port, self.protocol),
+            IpAddr::V4(v4) => write!(f, "{v4}:{}/{}", self.port, self.protocol)?,
+            IpAddr::V6(v6) => write!(f, "[{v6}]:{}/{}", self.port, self.protocol)?,
+        }
+        match self.scope {
+            Scope::External => Ok(()),
+            Scope::Internal => f.write_str(" (socket)"),
         }
     }
 }
@@ -90,6 +128,10 @@ pub struct ServiceSpec {
     pub backends: Vec<BackendSpec>,
     /// Maglev table size (a listed prime).
     pub table_size: u32,
+    /// Without active backends the frontend refuses (kube-proxy's reject) instead of
+    /// dropping.
+    #[serde(default)]
+    pub reject: bool,
 }
 
 impl ServiceSpec {

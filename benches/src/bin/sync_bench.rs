@@ -23,7 +23,7 @@ use lb_kube::{
         objects::{endpoint, node_json, service_json, slice_json},
         FakeApi, Resource,
     },
-    model::NodeConfig,
+    rules::NodeConfig,
     watch::{self, SourceOptions},
 };
 use serde_json::Value;

@@ -1,5 +1,5 @@
-//! Fixtures for the tests: this node's configuration and Node, typed decoding and model
-//! building. The real-shaped JSON builders live in `lb_kube::fake_api::objects`.
+//! Fixtures for the tests: this node's configuration and Node, typed decoding and building
+//! the rules' state. The real-shaped JSON builders live in `lb_kube::fake_api::objects`.
 #![allow(dead_code)]
 
 use k8s_openapi::api::{
@@ -9,7 +9,7 @@ use k8s_openapi::api::{
 // Each test binary uses a different subset, as with the functions below.
 #[allow(unused_imports)]
 pub use lb_kube::fake_api::objects::{endpoint, node_json, patch, ready, service_json, slice_json};
-use lb_kube::model::{self, KubeDesiredState, KubeService, NodeConfig, ServiceName};
+use lb_kube::rules::{self, KubeDesiredState, KubeService, NodeConfig, ServiceName};
 use serde_json::Value;
 
 pub const NODE: &str = "node-a";
@@ -49,7 +49,7 @@ pub fn build_with(
     let services: Vec<Service> = services.into_iter().map(svc).collect();
     let slices: Vec<EndpointSlice> = slices.into_iter().map(slice).collect();
     let node_obj = node_obj.map(node);
-    model::build(&services, &slices, node_obj.as_ref(), cfg)
+    rules::build(&services, &slices, node_obj.as_ref(), cfg)
 }
 
 pub fn get<'a>(state: &'a KubeDesiredState, name: &str) -> &'a KubeService {

@@ -9,14 +9,17 @@ use lb_common::{
     map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
     ServiceValue, BACKEND_F_ACTIVE,
 };
-use lb_model::{addr_from_bytes, Frontend};
+use lb_model::{addr_from_bytes, Frontend, Scope};
 
 use super::{access, nr_cpus, open_raw, open_typed, sum_counters, MapsError};
 use crate::planner::{InstalledBackend, KernelState};
 
 /// The balancer's maps, opened from their pins.
 pub struct BalancerMaps {
+    /// External frontends (the XDP balancer's).
     pub(super) services: HashMap<MapData, ServiceKey, ServiceValue>,
+    /// Internal frontends (the socket programs'), when they are installed.
+    pub(super) sock_services: Option<HashMap<MapData, ServiceKey, ServiceValue>>,
     pub(super) backends: Array<MapData, BackendValue>,
     pub(super) maglev: Array<MapData, u32>,
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
@@ -38,12 +41,26 @@ pub(super) struct RawMaps {
     pub(super) backend_stats: MapData,
     pub(super) service_stats: MapData,
     pub(super) services: MapData,
+    pub(super) sock_services: Option<MapData>,
+}
+
+/// The service map of a scope: its pin name.
+pub(super) fn service_map_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::External => map_names::SERVICES,
+        Scope::Internal => map_names::SOCK_SERVICES,
+    }
 }
 
 impl BalancerMaps {
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
             services: open_typed!(pin_dir, map_names::SERVICES),
+            sock_services: if pin_dir.join(map_names::SOCK_SERVICES).exists() {
+                Some(open_typed!(pin_dir, map_names::SOCK_SERVICES))
+            } else {
+                None
+            },
             backends: open_typed!(pin_dir, map_names::BACKENDS),
             maglev: open_typed!(pin_dir, map_names::MAGLEV),
             flows: open_typed!(pin_dir, map_names::FLOWS),
@@ -59,6 +76,11 @@ impl BalancerMaps {
                 backend_stats: open_raw(pin_dir, map_names::BACKEND_STATS)?,
                 service_stats: open_raw(pin_dir, map_names::SERVICE_STATS)?,
                 services: open_raw(pin_dir, map_names::SERVICES)?,
+                sock_services: if pin_dir.join(map_names::SOCK_SERVICES).exists() {
+                    Some(open_raw(pin_dir, map_names::SOCK_SERVICES)?)
+                } else {
+                    None
+                },
             },
             cpus: nr_cpus()?,
         })
@@ -68,11 +90,35 @@ impl BalancerMaps {
         self.config.get(&0, 0).map_err(access(map_names::CONFIG))
     }
 
+    /// The service map of `scope`; internal frontends need the socket programs' map.
+    pub(super) fn service_map(
+        &self,
+        scope: Scope,
+    ) -> Result<&HashMap<MapData, ServiceKey, ServiceValue>, MapsError> {
+        match scope {
+            Scope::External => Ok(&self.services),
+            Scope::Internal => self.sock_services.as_ref().ok_or(MapsError::NotInstalled {
+                map: map_names::SOCK_SERVICES,
+            }),
+        }
+    }
+
+    /// The external service records (the XDP balancer's).
     pub fn service_entries(&self) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
-        self.services
-            .iter()
+        self.scoped_service_entries(Scope::External)
+    }
+
+    /// The service records of `scope`; none for internal frontends without socket programs.
+    pub fn scoped_service_entries(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(ServiceKey, ServiceValue)>, MapsError> {
+        let Ok(map) = self.service_map(scope) else {
+            return Ok(Vec::new());
+        };
+        map.iter()
             .collect::<Result<Vec<_>, _>>()
-            .map_err(access(map_names::SERVICES))
+            .map_err(access(service_map_name(scope)))
     }
 
     /// Every backend entry ever written (active or retired), by id.
@@ -169,8 +215,15 @@ impl BalancerMaps {
         }
         let mut services = Vec::new();
         let mut regions = StdHashMap::new();
-        for (key, value) in self.service_entries()? {
-            let frontend = Frontend::from_key(&key).ok_or_else(|| {
+        let scoped = [Scope::External, Scope::Internal]
+            .into_iter()
+            .map(|scope| Ok((scope, self.scoped_service_entries(scope)?)))
+            .collect::<Result<Vec<_>, MapsError>>()?;
+        for (key, value, scope) in scoped
+            .into_iter()
+            .flat_map(|(scope, entries)| entries.into_iter().map(move |(k, v)| (k, v, scope)))
+        {
+            let frontend = Frontend::from_scoped_key(&key, scope).ok_or_else(|| {
                 MapsError::Inconsistent(format!("service key {key:?} is not a valid frontend"))
             })?;
             if value.table_size > 0 && value.table_size <= self.maglev.len() {

@@ -35,6 +35,8 @@ pub enum MapsError {
     },
     #[error("cannot count CPUs: {0}")]
     Cpus(String),
+    #[error("map {map} is not installed (the socket programs load it: `ferrolb kube`)")]
+    NotInstalled { map: &'static str },
     #[error("{map}: {wanted} entries do not fit its {capacity}")]
     DoesNotFit {
         map: &'static str,

@@ -9,7 +9,9 @@ use lb_common::{
     ServiceValue,
 };
 
-use super::{access, batch, BalancerMaps, MapsError};
+use lb_model::Scope;
+
+use super::{access, balancer::service_map_name, batch, BalancerMaps, MapsError};
 use crate::planner::MapOp;
 
 /// Operations a plan issues in long runs (a first sync: tens of thousands), which are
@@ -64,7 +66,15 @@ struct Run {
     backends: (Vec<u32>, Vec<BackendValue>),
     service_stats: Vec<u32>,
     slots: (Vec<u32>, Vec<u32>),
-    services: (Vec<ServiceKey>, Vec<ServiceValue>),
+    /// Per scope: external, internal.
+    services: [(Vec<ServiceKey>, Vec<ServiceValue>); 2],
+}
+
+fn scope_index(scope: Scope) -> usize {
+    match scope {
+        Scope::External => 0,
+        Scope::Internal => 1,
+    }
 }
 
 impl Run {
@@ -84,9 +94,10 @@ impl Run {
                         run.slots.1.push(backend);
                     }
                 }
-                MapOp::PutService { key, value } => {
-                    run.services.0.push(*key);
-                    run.services.1.push(*value);
+                MapOp::PutService { scope, key, value } => {
+                    let services = &mut run.services[scope_index(*scope)];
+                    services.0.push(*key);
+                    services.1.push(*value);
                 }
                 other => unreachable!("not batchable: {other:?}"),
             }
@@ -103,6 +114,22 @@ pub struct MapWriter {
 impl MapWriter {
     pub(crate) fn new(maps: BalancerMaps) -> Self {
         Self { maps }
+    }
+
+    fn service_map_mut(
+        &mut self,
+        scope: Scope,
+    ) -> Result<&mut aya::maps::HashMap<MapData, ServiceKey, ServiceValue>, MapsError> {
+        match scope {
+            Scope::External => Ok(&mut self.maps.services),
+            Scope::Internal => self
+                .maps
+                .sock_services
+                .as_mut()
+                .ok_or(MapsError::NotInstalled {
+                    map: map_names::SOCK_SERVICES,
+                }),
+        }
     }
 
     /// The maps, for reading.
@@ -158,10 +185,32 @@ impl MapWriter {
         batch_or_each(map_names::MAGLEV, batched, || {
             self.apply_each(&run_of(ops, |op| matches!(op, MapOp::WriteSlots { .. })))
         })?;
-        let batched = batch_update(&self.maps.raw.services, &run.services.0, &run.services.1, 1);
-        batch_or_each(map_names::SERVICES, batched, || {
-            self.apply_each(&run_of(ops, |op| matches!(op, MapOp::PutService { .. })))
-        })
+        for scope in [Scope::External, Scope::Internal] {
+            let (keys, values) = &run.services[scope_index(scope)];
+            if keys.is_empty() {
+                continue;
+            }
+            let raw = match scope {
+                Scope::External => &self.maps.raw.services,
+                Scope::Internal => {
+                    self.maps
+                        .raw
+                        .sock_services
+                        .as_ref()
+                        .ok_or(MapsError::NotInstalled {
+                            map: map_names::SOCK_SERVICES,
+                        })?
+                }
+            };
+            let batched = batch_update(raw, keys, values, 1);
+            batch_or_each(service_map_name(scope), batched, || {
+                self.apply_each(&run_of(
+                    ops,
+                    |op| matches!(op, MapOp::PutService { scope: s, .. } if *s == scope),
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// Zeroes the per-CPU counters of `ids` in `map` (backend or service counters).
@@ -221,16 +270,17 @@ impl MapWriter {
                         .set(*backend_id, zero, 0)
                         .map_err(access(map_names::BACKEND_STATS))?
                 }
-                MapOp::PutService { key, value } => self
-                    .maps
-                    .services
+                MapOp::PutService { scope, key, value } => self
+                    .service_map_mut(*scope)?
                     .insert(key, value, 0)
-                    .map_err(access(map_names::SERVICES))?,
+                    .map_err(access(service_map_name(*scope)))?,
                 MapOp::PurgeFlows { key, backend_ids } => self.purge_flows(key, backend_ids)?,
-                MapOp::DeleteService { key } => match self.maps.services.remove(key) {
-                    Ok(()) | Err(MapError::KeyNotFound) => {}
-                    Err(e) => return Err(access(map_names::SERVICES)(e)),
-                },
+                MapOp::DeleteService { scope, key } => {
+                    match self.service_map_mut(*scope)?.remove(key) {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => return Err(access(service_map_name(*scope))(e)),
+                    }
+                }
             }
         }
         Ok(())

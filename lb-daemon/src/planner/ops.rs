@@ -3,7 +3,7 @@
 use lb_common::{BackendValue, ServiceKey, ServiceValue};
 use lb_hashing::maglev;
 
-use crate::model::Frontend;
+use crate::model::{Frontend, Scope};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -54,11 +54,14 @@ pub enum MapOp {
     ResetBackendStats {
         backend_id: u32,
     },
+    /// Writes a service record into the map of its scope.
     PutService {
+        scope: Scope,
         key: ServiceKey,
         value: ServiceValue,
     },
     DeleteService {
+        scope: Scope,
         key: ServiceKey,
     },
     /// Clears the active flag (keeping the generation), so flow entries re-select.

@@ -17,7 +17,7 @@ use super::{
     table::{detach, place_table, service_value, Prebuilt},
     undo::Undo,
 };
-use crate::model::{addr_bytes, Frontend, ServiceSpec};
+use crate::model::{addr_bytes, Frontend, Scope, ServiceSpec};
 
 pub(super) fn remove_service(
     next: &mut KernelState,
@@ -30,6 +30,7 @@ pub(super) fn remove_service(
         return;
     };
     ops.push(MapOp::DeleteService {
+        scope: frontend.scope,
         key: frontend.key(),
     });
     detach(next, undo, frontend, svc.table);
@@ -113,7 +114,11 @@ pub(super) fn purge_flows(
     left_service: Vec<(Frontend, IpAddr)>,
 ) {
     let mut purges: BTreeMap<Frontend, Vec<u32>> = BTreeMap::new();
+    // Only the XDP balancer keeps flows; a socket-level choice lives in the socket.
     for (frontend, addr) in left_service {
+        if frontend.scope != Scope::External {
+            continue;
+        }
         if let Some(backend) = next.backends.get(&addr) {
             purges.entry(frontend).or_default().push(backend.id);
         }
@@ -189,6 +194,7 @@ pub(super) fn plan_service(
     let value = service_value(next, &installed);
     if old_value != Some(value) {
         ops.push(MapOp::PutService {
+            scope: frontend.scope,
             key: frontend.key(),
             value,
         });

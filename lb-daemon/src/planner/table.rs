@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use lb_common::{ServiceValue, SERVICE_F_HAS_BACKENDS};
+use lb_common::{ServiceValue, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
 use lb_hashing::maglev;
 
 use super::{
@@ -72,6 +72,10 @@ pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValu
         spare_base: table.map_or(0, |t| t.base),
         flags: if table.is_some() {
             SERVICE_F_HAS_BACKENDS
+        } else {
+            0
+        } | if svc.spec.as_ref().is_some_and(|spec| spec.reject) {
+            SERVICE_F_REJECT
         } else {
             0
         },

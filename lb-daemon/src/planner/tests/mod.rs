@@ -10,7 +10,7 @@ use std::{
 use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
 
 use super::{InstalledBackend, KernelState, MapOp};
-use crate::model::{BackendSpec, DesiredState, Frontend, Protocol, ServiceSpec, Settings};
+use crate::model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
 
 mod plans;
 mod properties;
@@ -18,7 +18,7 @@ mod properties;
 /// The maps as a plain in-memory model, checked after every single operation.
 #[derive(Default)]
 struct FakeKernel {
-    services: HashMap<ServiceKey, ServiceValue>,
+    services: HashMap<(Scope, ServiceKey), ServiceValue>,
     backends: HashMap<u32, BackendValue>,
     slots: HashMap<u32, u32>,
 }
@@ -35,11 +35,11 @@ impl FakeKernel {
                         self.slots.insert(base + offset, *id);
                     }
                 }
-                MapOp::PutService { key, value } => {
-                    self.services.insert(*key, *value);
+                MapOp::PutService { scope, key, value } => {
+                    self.services.insert((*scope, *key), *value);
                 }
-                MapOp::DeleteService { key } => {
-                    self.services.remove(key);
+                MapOp::DeleteService { scope, key } => {
+                    self.services.remove(&(*scope, *key));
                 }
                 MapOp::ResetServiceStats { .. }
                 | MapOp::ResetBackendStats { .. }
@@ -73,7 +73,7 @@ impl FakeKernel {
         let services: Vec<(Frontend, ServiceValue)> = self
             .services
             .iter()
-            .map(|(k, v)| (Frontend::from_key(k).unwrap(), *v))
+            .map(|((scope, k), v)| (Frontend::from_scoped_key(k, *scope).unwrap(), *v))
             .collect();
         let mut regions = HashMap::new();
         for (_, v) in &services {
@@ -104,8 +104,12 @@ impl FakeKernel {
         KernelState::adopt(capacity, services, &regions, backends, generations).unwrap()
     }
 
+    fn service(&self, frontend: &Frontend) -> ServiceValue {
+        self.services[&(frontend.scope, frontend.key())]
+    }
+
     fn table(&self, frontend: &Frontend) -> Vec<IpAddr> {
-        let svc = self.services[&frontend.key()];
+        let svc = self.service(frontend);
         (svc.table_base..svc.table_base + svc.table_size)
             .map(|slot| {
                 let b = self.backends[&self.slots.get(&slot).copied().unwrap_or(0)];
@@ -120,6 +124,7 @@ fn frontend(port: u16) -> Frontend {
         vip: "198.18.100.1".parse().unwrap(),
         port,
         protocol: Protocol::Tcp,
+        scope: Scope::External,
     }
 }
 
@@ -136,6 +141,7 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
         name: name.into(),
         backends,
         table_size,
+        reject: false,
     }
 }
 
