@@ -213,11 +213,16 @@ where
         return Ok(Attachment::Replaced);
     }
     let fd_link = attach(prog)?;
-    fd_link.pin(&link_path).map_err(|source| LoaderError::Pin {
-        path: link_path,
-        source,
-    })?;
+    pin_link(fd_link, &link_path)?;
     Ok(Attachment::New)
+}
+
+/// Pins a new link at `path`: from then on it outlives the daemon.
+fn pin_link(link: FdLink, path: &Path) -> Result<(), LoaderError> {
+    link.pin(path).map(drop).map_err(|source| LoaderError::Pin {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn into_fd_link<L>(link: L, name: &'static str) -> Result<FdLink, LoaderError>
@@ -301,11 +306,7 @@ pub fn install_pass(iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
         .attach(iface, XdpMode::Driver)
         .map_err(program_err(name))?;
     let fd_link = into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)?;
-    fd_link.pin(link_pin).map_err(|source| LoaderError::Pin {
-        path: link_pin.to_path_buf(),
-        source,
-    })?;
-    Ok(())
+    pin_link(fd_link, link_pin)
 }
 
 /// What `uninstall` removed.
