@@ -19,9 +19,9 @@ use lb_common::{map_names, BackendNatKey, BackendNatValue, Counter, SockReason};
 use lb_daemon::{
     config, loader,
     maps::BalancerMaps,
-    model::{addr_bytes, DesiredState, Frontend, Protocol, Scope},
     sync::{DatapathParams, SyncEngine},
 };
+use lb_model::{addr_bytes, DesiredState, Frontend, Protocol, Scope};
 use lb_lab::{cgroup::LabCgroup, probe::Probe, wait_for};
 use support::{require_root, PinDir};
 
