@@ -21,8 +21,8 @@ use lb_daemon::{
     maps::BalancerMaps,
     sync::{DatapathParams, SyncEngine},
 };
-use lb_model::{addr_bytes, DesiredState, Frontend, Protocol, Scope};
 use lb_lab::{cgroup::LabCgroup, probe::Probe, wait_for};
+use lb_model::{addr_bytes, DesiredState, Frontend, Protocol, Scope};
 use support::{require_root, PinDir};
 
 const FRONTEND: &str = "198.18.200.1";

@@ -27,7 +27,7 @@ use crate::objects;
 mod cgroup_link;
 mod pins;
 mod socket;
-use pins::{check_pinned_layouts, expected_layouts, BALANCER_MAPS, DECAP_MAPS};
+use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
 
@@ -154,12 +154,12 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, Loa
 
 /// Loads the backend-side programs (ingress decapsulation and translation, egress reply
 /// restoration) against their pinned maps, unattached.
-pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+pub fn load_backend_side(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_object(
         pin_dir,
         &MapSizes::default(),
-        DECAP_MAPS,
-        objects::TC_DECAP,
+        BACKEND_SIDE_MAPS,
+        objects::BACKEND_SIDE,
         program_names::TC_DECAP,
         |ebpf, name| {
             program::<SchedClassifier>(ebpf, name)?
@@ -261,9 +261,9 @@ pub fn install_balancer(
 
 /// Loads the backend-side programs and attaches them to `iface` (tcx): decapsulation and
 /// translation on ingress, reply restoration on egress, each through its pinned link.
-pub fn install_decap(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
+pub fn install_backend_side(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
     ifindex(iface)?;
-    let mut ebpf = load_decap(pin_dir)?;
+    let mut ebpf = load_backend_side(pin_dir)?;
     let mut attachment = Attachment::Replaced;
     for (name, direction, link) in [
         (program_names::TC_DECAP, TcAttachType::Ingress, TC_LINK_PIN),

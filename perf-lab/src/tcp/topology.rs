@@ -99,7 +99,7 @@ impl TcpTopology {
         )?;
         let decap = if dsr {
             let pin = PinDir::new(&format!("{tag}-decap"));
-            backend.run_inside(None, || loader::install_decap(BACKEND_IF, &pin.path))??;
+            backend.run_inside(None, || loader::install_backend_side(BACKEND_IF, &pin.path))??;
             Some(pin)
         } else {
             None
