@@ -1,60 +1,70 @@
-//! Lab cgroups: directories of the machine's cgroup v2 hierarchy that a lab's processes
-//! run in, so socket programs attached to one act on that lab node's processes only (never
-//! on the machine's root cgroup). Removal kills what still runs inside first.
+//! A lab's own cgroup v2 directories under the machine's cgroup2 mount. Socket programs
+//! attach to them, so they see the lab's processes only and never the machine's root
+//! cgroup. Removed on drop, also when a test panics, after killing what still runs in
+//! them; leftovers of a crashed run (and their processes) are removed at the next start.
 
 use std::{
     path::{Path, PathBuf},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use crate::LabError;
+use crate::{netns_path, LabError};
 
-/// Where the machine mounts cgroup v2, from /proc/mounts: `/sys/fs/cgroup` on a unified
-/// host, `/sys/fs/cgroup/unified` on a hybrid one (v1 controllers beside it).
-pub fn cgroup2_root() -> Result<PathBuf, LabError> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|source| LabError::Spawn {
-        command: "read /proc/mounts".into(),
-        source,
-    })?;
-    mounts
-        .lines()
-        .find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (_, target, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-            // Mount points with spaces are written escaped; a lab machine has none.
-            (fstype == "cgroup2").then(|| PathBuf::from(target))
-        })
-        .ok_or_else(|| LabError::Command {
-            command: "find the cgroup2 mount".into(),
-            stderr: "no cgroup2 file system in /proc/mounts".into(),
-        })
-}
-
-fn io_error(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> LabError {
-    let command = format!("{what} {}", path.display());
-    move |source| LabError::Spawn { command, source }
-}
-
-/// A cgroup the lab made; killed and removed on drop.
 #[derive(Debug)]
 pub struct LabCgroup {
     pub path: PathBuf,
 }
 
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the machine mounts cgroup v2 (found as the daemon finds it, in /proc/mounts).
+pub fn cgroup_root() -> Result<PathBuf, LabError> {
+    lb_daemon::loader::default_cgroup_root().map_err(|e| LabError::Command {
+        command: "find the cgroup2 mount".into(),
+        stderr: e.to_string(),
+    })
+}
+
 impl LabCgroup {
-    /// Makes `name` directly under the cgroup2 mount (an earlier one of that name is
-    /// removed first).
-    pub fn create(name: &str) -> Result<Self, LabError> {
-        let path = cgroup2_root()?.join(name);
-        remove(&path);
-        std::fs::create_dir(&path).map_err(io_error("mkdir", &path))?;
+    /// Creates `<cgroup2 mount>/flb<tag><pid>-<role>`, after removing leftovers of earlier
+    /// runs with this tag whose process is gone.
+    pub fn create(tag: &str, role: &str) -> Result<Self, LabError> {
+        let root = cgroup_root()?;
+        remove_stale(tag);
+        let path = root.join(format!("flb{tag}{}-{role}", std::process::id()));
+        if path.exists() {
+            remove(&path);
+        }
+        std::fs::create_dir(&path).map_err(io_error(&path))?;
         Ok(Self { path })
     }
 
-    /// The PIDs in the cgroup itself (children of it are not made by the lab).
-    pub fn pids(&self) -> Vec<u32> {
-        pids(&self.path)
+    /// `program args…` run inside this cgroup and the network namespace `netns`.
+    pub fn command(&self, netns: &str, program: &Path, args: &[&str]) -> Command {
+        command_in(&self.path, netns, &program.display().to_string(), args)
     }
+}
+
+/// `program args…` run inside `cgroup` and the network namespace `netns`: the shell moves
+/// itself into the cgroup, then becomes the program (nsenter enters the network namespace
+/// only, as the labs do everywhere).
+pub fn command_in(cgroup: &Path, netns: &str, program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter "$@""#)
+        .arg("sh")
+        .arg(cgroup)
+        .arg(netns_path(netns))
+        .arg(program)
+        .args(args);
+    command
 }
 
 impl Drop for LabCgroup {
@@ -75,32 +85,30 @@ fn pids(path: &Path) -> Vec<u32> {
 /// empty (at most 5 s) and removes the directory. Best effort: a cgroup that will not go
 /// is left for the next run's stale removal.
 fn remove(path: &Path) {
-    if !path.exists() {
-        return;
-    }
     let _ = std::fs::write(path.join("cgroup.kill"), "1");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !pids(path).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    // The kernel frees a dying cgroup's last task asynchronously: rmdir can say EBUSY for
-    // a moment after cgroup.procs reads empty.
-    while std::fs::remove_dir(path).is_err() && Instant::now() < deadline {
+    // The kernel frees a killed cgroup's last task asynchronously: rmdir can say EBUSY
+    // for a moment after cgroup.procs reads empty.
+    while std::fs::remove_dir(path).is_err() && path.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-/// Removes cgroups of earlier labs named `lead` + a PID whose process is gone.
-pub fn remove_stale(lead: &str) {
-    let Ok(root) = cgroup2_root() else {
+/// Removes `flb<tag><pid>-…` cgroups whose process is gone.
+pub fn remove_stale(tag: &str) {
+    let lead = format!("flb{tag}");
+    let Ok(root) = cgroup_root() else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir(&root) else {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(lead) else {
+        let Some(rest) = name.strip_prefix(&lead) else {
             continue;
         };
         let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -110,8 +118,8 @@ pub fn remove_stale(lead: &str) {
     }
 }
 
-/// The cgroup v2 path of process `pid`, relative to the cgroup2 mount (`/flb...-na`),
-/// from /proc/PID/cgroup.
+/// The cgroup v2 path of process `pid` relative to the cgroup2 mount (`/flb…-na`), from
+/// /proc/PID/cgroup.
 pub fn cgroup_of(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .ok()?

@@ -54,22 +54,14 @@ pub struct Place {
 
 impl Place {
     fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut cmd = match &self.cgroup {
-            // The shell joins the cgroup first, so the program and all it starts run in it.
-            Some(cgroup) => {
-                let mut cmd = Command::new("sh");
-                cmd.args([
-                    "-c",
-                    r#"echo $$ > "$1/cgroup.procs" && shift && exec nsenter "$@""#,
-                    "sh",
-                ])
-                .arg(cgroup);
+        match &self.cgroup {
+            Some(cgroup) => cgroup::command_in(cgroup, &self.netns, program, args),
+            None => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(netns_path(&self.netns)).arg(program).args(args);
                 cmd
             }
-            None => Command::new("nsenter"),
-        };
-        cmd.arg(netns_path(&self.netns)).arg(program).args(args);
-        cmd
+        }
     }
 }
 
@@ -148,13 +140,22 @@ impl Cluster {
     /// Builds two nodes with `pods` pods each. `tag` keeps concurrent labs apart (the
     /// process id is added); no tag may be a prefix of another's.
     pub fn create(tag: &str, pods: u8) -> Result<Self, LabError> {
-        cgroup::remove_stale(&format!("flb{tag}"));
+        // Cgroups first: killing a crashed run's processes lets its namespaces go.
+        cgroup::remove_stale(tag);
         remove_stale(tag);
         let prefix = format!("flb{tag}{}", std::process::id());
-        let system = LabCgroup::create(&format!("{prefix}-sys"))?;
+        let system = LabCgroup::create(tag, "sys")?;
         let mut nodes = Vec::new();
         for (index, letter) in ['a', 'b'].into_iter().enumerate() {
-            nodes.push(node_plan(&prefix, index as u8, letter, pods, &system.path)?);
+            let cgroup = LabCgroup::create(tag, &format!("n{letter}"))?;
+            nodes.push(node_plan(
+                &prefix,
+                index as u8,
+                letter,
+                pods,
+                cgroup,
+                &system.path,
+            ));
         }
         let cluster = Self {
             switch: format!("{prefix}-sw"),
@@ -283,10 +284,10 @@ fn node_plan(
     index: u8,
     letter: char,
     pods: u8,
+    cgroup: LabCgroup,
     system: &Path,
-) -> Result<ClusterNode, LabError> {
+) -> ClusterNode {
     let netns = format!("{prefix}-n{letter}");
-    let cgroup = LabCgroup::create(&format!("{prefix}-n{letter}"))?;
     let subnet = 10 + index;
     let subnet6 = 0xa + u16::from(index);
     let pods = (1..=pods)
@@ -306,7 +307,7 @@ fn node_plan(
             }
         })
         .collect();
-    Ok(ClusterNode {
+    ClusterNode {
         name: format!("node-{letter}"),
         host: Place {
             netns: netns.clone(),
@@ -325,7 +326,7 @@ fn node_plan(
         pods,
         pin_dir: PathBuf::from(format!("/sys/fs/bpf/{prefix}-n{letter}")),
         cgroup,
-    })
+    }
 }
 
 impl Drop for Cluster {

@@ -26,6 +26,11 @@ pub enum LabError {
         command: String,
         source: std::io::Error,
     },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),
 }

@@ -1,9 +1,9 @@
-//! Clients as a pod or a host process runs them: TCP connections from ephemeral ports, as
-//! any application makes them, and DNS-style UDP queries (an unconnected socket,
-//! `sendto`/`recvfrom`), each reporting what the socket API showed: the endpoint that
-//! answered, `getpeername()`, the reply's source, how long `connect()` took and how it
-//! failed. Servers started with `serve --report-peer` answer "NAME PEER", PEER being the
-//! client address they saw.
+//! Socket probes for balancing at the socket (east-west): each probe is a fresh socket
+//! that addresses a frontend and reports which endpoint answered, what the socket itself
+//! says its peer is (`getpeername` for TCP, the replies' source for UDP) and how the call
+//! that reached the socket programs ended. Every loop is bounded in count and time.
+//! [`Summary`] counts many probes' outcomes; servers started with `serve --report-peer`
+//! answer "NAME PEER", so it also counts the client addresses the endpoints saw.
 
 use std::{
     collections::BTreeMap,
@@ -13,13 +13,117 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use socket2::{Domain, Protocol, Socket, Type};
 
-/// A server's answer: its name and, from `--report-peer` servers, the client it saw.
-fn parse_reply(line: &str) -> (String, Option<String>) {
-    let mut words = line.split_whitespace();
-    let name = words.next().unwrap_or_default().to_string();
-    (name, words.next().map(str::to_string))
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Probe {
+    /// The name the endpoint answered with (its first answer).
+    pub backend: Option<String>,
+    /// TCP: `getpeername` after connecting; UDP: the source of the first reply.
+    pub peer: Option<SocketAddr>,
+    /// UDP: a later reply of the same socket came from another endpoint or source.
+    pub moved: bool,
+    /// The error of the call that failed, as errno and text.
+    pub errno: Option<i32>,
+    pub error: Option<String>,
+    /// How long `connect` (TCP) or the first `sendto` (UDP) took, in microseconds.
+    pub call_micros: u64,
+}
+
+impl Probe {
+    fn failed(mut self, error: &std::io::Error) -> Self {
+        self.errno = error.raw_os_error();
+        self.error = Some(error.to_string());
+        self
+    }
+}
+
+/// `count` TCP connections to `target`, one socket each: connect, `getpeername`, one
+/// ping, the endpoint's name, close; `timeout` for the connect and for the answer.
+pub fn tcp(target: SocketAddr, count: u32, timeout: Duration) -> Vec<Probe> {
+    (0..count).map(|_| tcp_one(target, timeout)).collect()
+}
+
+fn tcp_one(target: SocketAddr, timeout: Duration) -> Probe {
+    let started = Instant::now();
+    let connected = TcpStream::connect_timeout(&target, timeout);
+    let mut probe = Probe {
+        call_micros: started.elapsed().as_micros() as u64,
+        ..Probe::default()
+    };
+    let answered = connected.and_then(|mut stream| {
+        probe.peer = Some(stream.peer_addr()?);
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"ping\n")?;
+        let mut line = String::new();
+        if BufReader::new(stream).read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim().to_string())
+    });
+    match answered {
+        Ok(name) => Probe {
+            backend: Some(name),
+            ..probe
+        },
+        Err(e) => probe.failed(&e),
+    }
+}
+
+/// `count` unconnected UDP sockets, each sending `datagrams` datagrams to `target` with
+/// `sendto` and reading each answer with `recvfrom` (waiting `timeout` for each).
+pub fn udp(target: SocketAddr, count: u32, datagrams: u32, timeout: Duration) -> Vec<Probe> {
+    (0..count)
+        .map(|_| udp_one(target, datagrams, timeout))
+        .collect()
+}
+
+fn udp_one(target: SocketAddr, datagrams: u32, timeout: Duration) -> Probe {
+    let mut probe = Probe::default();
+    let any = if target.is_ipv4() {
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let outcome = (|| -> std::io::Result<()> {
+        let socket = UdpSocket::bind(any)?;
+        socket.set_read_timeout(Some(timeout))?;
+        for n in 0..datagrams {
+            let started = Instant::now();
+            let sent = socket.send_to(b"ping", target);
+            if n == 0 {
+                probe.call_micros = started.elapsed().as_micros() as u64;
+            }
+            sent?;
+            let (name, source) = answer(&socket, target)?;
+            match (&probe.backend, probe.peer) {
+                (Some(first), Some(peer)) => probe.moved |= *first != name || peer != source,
+                _ => (probe.backend, probe.peer) = (Some(name), Some(source)),
+            }
+        }
+        Ok(())
+    })();
+    match outcome {
+        Ok(()) => probe,
+        Err(e) => probe.failed(&e),
+    }
+}
+
+/// The next answer on `socket`, sending the ping again after a lost datagram (3 tries).
+fn answer(socket: &UdpSocket, target: SocketAddr) -> std::io::Result<(String, SocketAddr)> {
+    let mut buf = [0u8; 256];
+    let mut last = None;
+    for attempt in 0..3 {
+        if attempt > 0 {
+            socket.send_to(b"ping", target)?;
+        }
+        match socket.recv_from(&mut buf) {
+            Ok((n, source)) => {
+                return Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), source))
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no reply")))
 }
 
 /// The client address a server reports: IPv4-mapped addresses as plain IPv4.
@@ -27,171 +131,77 @@ pub fn peer_ip(peer: SocketAddr) -> IpAddr {
     peer.ip().to_canonical()
 }
 
+/// Many probes' outcomes, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub probes: u32,
+    pub answered: u32,
+    /// Answers per endpoint (the first word of the answer).
+    pub backends: BTreeMap<String, u32>,
+    /// The client address the endpoints saw (the answer's second word, if any).
+    pub seen_as: BTreeMap<String, u32>,
+    /// What the sockets reported as their peer (`getpeername`, or the UDP replies'
+    /// source), as `addr:port`.
+    pub peers: BTreeMap<String, u32>,
+    /// UDP sockets whose later replies came from another endpoint or source.
+    pub moved: u32,
+    /// Failures: `connect: KIND` for a TCP connect or the UDP call that failed, `answer:
+    /// KIND` after a TCP connection was set up.
+    pub errors: BTreeMap<String, u32>,
+    /// The calls of probes that answered, in microseconds (median and slowest).
+    pub call_micros_p50: u64,
+    pub call_micros_max: u64,
+    /// The slowest call of a probe that failed, in microseconds.
+    pub failed_call_micros_max: u64,
+}
+
 fn count(map: &mut BTreeMap<String, u32>, key: impl Into<String>) {
     *map.entry(key.into()).or_default() += 1;
 }
 
-/// What `count` TCP connections saw.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ConnectReport {
-    pub attempts: u32,
-    pub answered: u32,
-    /// Answers per endpoint (server name).
-    pub backends: BTreeMap<String, u32>,
-    /// `getpeername()` after connect, as `addr:port`.
-    pub peer_names: BTreeMap<String, u32>,
-    /// The client address the endpoints saw.
-    pub seen_as: BTreeMap<String, u32>,
-    /// Failures by stage and kind (`connect: ConnectionRefused`).
-    pub errors: BTreeMap<String, u32>,
-    /// `connect()` durations of the connections that were set up, in microseconds.
-    pub connect_us_p50: u64,
-    pub connect_us_max: u64,
-    /// The longest `connect()` that failed, in microseconds.
-    pub failed_connect_us_max: u64,
-}
-
-fn error_key(stage: &str, e: &std::io::Error) -> String {
-    format!("{stage}: {:?}", e.kind())
-}
-
-/// One connection: connect (timed), getpeername, one line each way, close.
-fn one_connection(
-    target: SocketAddr,
-    timeout: Duration,
-    report: &mut ConnectReport,
-) -> Option<u64> {
-    let domain = if target.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = match Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) {
-        Ok(s) => s,
-        Err(e) => {
-            count(&mut report.errors, error_key("socket", &e));
-            return None;
-        }
-    };
-    let start = Instant::now();
-    let connected = socket.connect_timeout(&target.into(), timeout);
-    let micros = start.elapsed().as_micros() as u64;
-    if let Err(e) = connected {
-        count(&mut report.errors, error_key("connect", &e));
-        report.failed_connect_us_max = report.failed_connect_us_max.max(micros);
-        return None;
-    }
-    let stream: TcpStream = socket.into();
-    let exchange = (|| -> std::io::Result<String> {
-        let peer = stream.peer_addr()?;
-        count(&mut report.peer_names, peer.to_string());
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        (&stream).write_all(b"ping\n")?;
-        let mut line = String::new();
-        if BufReader::new(&stream).read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(line)
-    })();
-    match exchange {
-        Ok(line) => {
-            let (name, seen) = parse_reply(&line);
-            report.answered += 1;
-            count(&mut report.backends, name);
-            if let Some(seen) = seen {
-                count(&mut report.seen_as, seen);
+impl Summary {
+    pub fn of(probes: &[Probe]) -> Self {
+        let mut s = Self {
+            probes: probes.len() as u32,
+            ..Self::default()
+        };
+        let mut calls = Vec::new();
+        for p in probes {
+            if let Some(peer) = p.peer {
+                count(&mut s.peers, peer.to_string());
             }
-        }
-        Err(e) => count(&mut report.errors, error_key("exchange", &e)),
-    }
-    Some(micros)
-}
-
-/// `count` TCP connections to `target`, one after another, from ephemeral ports.
-pub fn connects(target: SocketAddr, count: u32, timeout: Duration) -> ConnectReport {
-    let mut report = ConnectReport {
-        attempts: count,
-        ..ConnectReport::default()
-    };
-    let mut durations: Vec<u64> = (0..count)
-        .filter_map(|_| one_connection(target, timeout, &mut report))
-        .collect();
-    durations.sort_unstable();
-    report.connect_us_p50 = durations.get(durations.len() / 2).copied().unwrap_or(0);
-    report.connect_us_max = durations.last().copied().unwrap_or(0);
-    report
-}
-
-/// What `count` UDP queries saw.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct UdpReport {
-    pub attempts: u32,
-    pub answered: u32,
-    pub backends: BTreeMap<String, u32>,
-    /// The source `recvfrom()` gave each reply, as `addr:port`.
-    pub reply_sources: BTreeMap<String, u32>,
-    pub seen_as: BTreeMap<String, u32>,
-    pub errors: BTreeMap<String, u32>,
-}
-
-fn unspecified(target: SocketAddr) -> SocketAddr {
-    let ip: IpAddr = if target.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
-    };
-    SocketAddr::new(ip, 0)
-}
-
-/// One query on an unconnected socket: `sendto(target)`, `recvfrom()` (3 tries).
-fn query(socket: &UdpSocket, target: SocketAddr, report: &mut UdpReport) {
-    let mut buf = [0u8; 512];
-    let mut last = None;
-    for _ in 0..3 {
-        if let Err(e) = socket.send_to(b"ping", target) {
-            last = Some(error_key("sendto", &e));
-            continue;
-        }
-        match socket.recv_from(&mut buf) {
-            Ok((n, source)) => {
-                let (name, seen) = parse_reply(&String::from_utf8_lossy(&buf[..n]));
-                report.answered += 1;
-                count(&mut report.backends, name);
-                count(&mut report.reply_sources, source.to_string());
-                if let Some(seen) = seen {
-                    count(&mut report.seen_as, seen);
+            s.moved += u32::from(p.moved);
+            match (&p.backend, &p.error) {
+                (Some(answer), None) => {
+                    let mut words = answer.split_whitespace();
+                    count(&mut s.backends, words.next().unwrap_or_default());
+                    if let Some(seen) = words.next() {
+                        count(&mut s.seen_as, seen);
+                    }
+                    s.answered += 1;
+                    calls.push(p.call_micros);
                 }
-                return;
+                _ => {
+                    // A TCP probe with a peer was connected: it failed afterwards.
+                    let stage = if p.peer.is_some() {
+                        "answer"
+                    } else {
+                        "connect"
+                    };
+                    let kind = match p.errno {
+                        Some(errno) => {
+                            format!("{:?}", std::io::Error::from_raw_os_error(errno).kind())
+                        }
+                        None => p.error.clone().unwrap_or_default(),
+                    };
+                    count(&mut s.errors, format!("{stage}: {kind}"));
+                    s.failed_call_micros_max = s.failed_call_micros_max.max(p.call_micros);
+                }
             }
-            Err(e) => last = Some(error_key("recvfrom", &e)),
         }
+        calls.sort_unstable();
+        s.call_micros_p50 = calls.get(calls.len() / 2).copied().unwrap_or(0);
+        s.call_micros_max = calls.last().copied().unwrap_or(0);
+        s
     }
-    count(&mut report.errors, last.unwrap_or_default());
-}
-
-/// `count` DNS-style queries to `target`, `per_socket` on each new unconnected socket.
-pub fn udp_queries(
-    target: SocketAddr,
-    count: u32,
-    per_socket: u32,
-    timeout: Duration,
-) -> UdpReport {
-    let mut report = UdpReport {
-        attempts: count,
-        ..UdpReport::default()
-    };
-    let per_socket = per_socket.max(1);
-    let mut left = count;
-    while left > 0 {
-        let socket = UdpSocket::bind(unspecified(target))
-            .and_then(|s| s.set_read_timeout(Some(timeout)).map(|()| s));
-        let batch = left.min(per_socket);
-        left -= batch;
-        match socket {
-            Ok(socket) => (0..batch).for_each(|_| query(&socket, target, &mut report)),
-            Err(e) => *report.errors.entry(error_key("socket", &e)).or_default() += batch,
-        }
-    }
-    report
 }

@@ -36,7 +36,7 @@ fn assert_reaches(cluster: &Cluster, from: &Place, to: IpAddr, seen_as: IpAddr) 
         .expect("udp queries");
     assert_eq!(udp.answered, 2, "{} → {to} (UDP): {udp:?}", from.netns);
     let source = SocketAddr::new(to, UDP_PORT).to_string();
-    assert_eq!(udp.reply_sources.get(&source), Some(&2), "{udp:?}");
+    assert_eq!(udp.peers.get(&source), Some(&2), "{udp:?}");
 }
 
 #[test]

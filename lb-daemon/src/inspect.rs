@@ -10,10 +10,8 @@ use std::{
 use lb_common::{Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE};
 use serde::Serialize;
 
-use crate::{
-    maps::{BalancerMaps, MapsError},
-    model::{addr_bytes, addr_from_bytes, Frontend, Protocol, Scope},
-};
+use crate::maps::{BalancerMaps, MapsError};
+use lb_model::{addr_bytes, addr_from_bytes, Frontend, Protocol, Scope};
 
 #[derive(Debug, Serialize)]
 pub struct BackendView {

@@ -166,7 +166,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), KubeModeError> {
     let mut engine = datapath::start(&opts.datapath)?;
     // Every node is also the home of endpoints: it decapsulates what balancers (its own
     // included) send to its endpoints and translates it to their address and port.
-    let attachment = loader::install_decap(&opts.datapath.iface, &opts.datapath.pin_dir)?;
+    let attachment = loader::install_backend_side(&opts.datapath.iface, &opts.datapath.pin_dir)?;
     info!(iface = %opts.datapath.iface, new = attachment == Attachment::New, "backend side attached (tc ingress + egress)");
     let mut decap = BackendSideMaps::open(&opts.datapath.pin_dir)?;
     let (mut updates, _source_task) = watch::spawn(client, source, Some(kube_metrics));

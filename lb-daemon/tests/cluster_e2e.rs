@@ -89,30 +89,34 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
             spread.backends
         );
     }
-    assert_eq!(spread.peer_names, only(web, n), "getpeername");
+    assert_eq!(spread.peers, only(web, n), "getpeername");
     assert_eq!(spread.seen_as, only(a3_addr, n), "endpoints saw");
     eprintln!(
         "pod → ClusterIP: {:?} of {n}; connect() p50 {} µs, max {} µs",
-        spread.backends, spread.connect_us_p50, spread.connect_us_max
+        spread.backends, spread.call_micros_p50, spread.call_micros_max
     );
 
     // IPv6, and DNS-style UDP in both families: replies come from the ClusterIP.
     let web6 = at(v6(10), HTTP);
     s.wait_reaches(&a3, web6, &["a1", "a2", "b1", "b2"]);
     let tcp6 = s.connects(&a3, web6, 100);
-    assert_eq!(tcp6.peer_names, only(web6, 100), "getpeername (IPv6)");
+    assert_eq!(tcp6.peers, only(web6, 100), "getpeername (IPv6)");
     for dns in [at(v4(10), DNS), at(v6(10), DNS)] {
-        // Endpoints are picked per socket: 20 sockets or more reach both nodes.
-        for per_socket in [1, 10] {
-            let udp = s.udp(&a3, dns, 200, per_socket);
-            assert_eq!(udp.answered, 200, "{dns}, {per_socket} per socket: {udp:?}");
-            assert_eq!(udp.reply_sources, only(dns, 200), "{dns} reply sources");
+        // Endpoints are picked per socket: 20 sockets or more reach both nodes; every
+        // datagram of a socket goes to its endpoint and every reply comes from the
+        // ClusterIP.
+        for (sockets, per_socket) in [(200, 1), (20, 10)] {
+            let udp = s.udp(&a3, dns, sockets, per_socket);
+            let what = format!("{dns}, {sockets} sockets × {per_socket}");
+            assert_eq!(udp.answered, sockets, "{what}: {udp:?}");
+            assert_eq!(udp.peers, only(dns, sockets), "{what}: reply sources");
+            assert_eq!(udp.moved, 0, "{what}: {udp:?}");
             let nodes: std::collections::BTreeSet<char> = udp
                 .backends
                 .keys()
                 .filter_map(|b| b.chars().next())
                 .collect();
-            assert_eq!(nodes.len(), 2, "{dns}: endpoints on both nodes {udp:?}");
+            assert_eq!(nodes.len(), 2, "{what}: endpoints on both nodes {udp:?}");
         }
     }
 
@@ -121,7 +125,7 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
         let host = s.cluster.node(node).host.clone();
         let r = s.connects(&host, target, 100);
         assert_eq!(r.answered, 100, "{node} host → {target}: {r:?}");
-        assert_eq!(r.peer_names, only(target, 100), "{node} host getpeername");
+        assert_eq!(r.peers, only(target, 100), "{node} host getpeername");
     }
 
     // A pod reaching its own Service lands on itself.
@@ -135,13 +139,13 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
     let refused = s.connects(&a3, empty, 20);
     assert_eq!(refused.errors, only("connect: ConnectionRefused", 20));
     assert!(
-        refused.failed_connect_us_max < 10_000,
+        refused.failed_call_micros_max < 10_000,
         "refusing took {} µs",
-        refused.failed_connect_us_max
+        refused.failed_call_micros_max
     );
     eprintln!(
         "no endpoints: refused in {} µs at most",
-        refused.failed_connect_us_max
+        refused.failed_call_micros_max
     );
 
     // internalTrafficPolicy=Local: this node's endpoints only; none here, nothing.

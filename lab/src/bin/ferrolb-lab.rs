@@ -51,29 +51,6 @@ enum Command {
         #[arg(long)]
         report_peer: bool,
     },
-    /// COUNT TCP connections from ephemeral ports: endpoints, getpeername, connect
-    /// latency, errors; prints a JSON report.
-    Connects {
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 2000)]
-        timeout_ms: u64,
-    },
-    /// COUNT DNS-style UDP queries (unconnected socket, sendto/recvfrom): endpoints and
-    /// the replies' sources; prints a JSON report.
-    UdpQueries {
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long)]
-        count: u32,
-        /// Queries sent from each new socket.
-        #[arg(long, default_value_t = 1)]
-        per_socket: u32,
-        #[arg(long, default_value_t = 500)]
-        timeout_ms: u64,
-    },
     /// One TCP connection per source port; prints JSON results.
     TcpFlows(#[command(flatten)] FlowArgs),
     /// One UDP flow per source port; prints JSON results.
@@ -91,6 +68,24 @@ enum Command {
         #[arg(long)]
         stop_file: Option<PathBuf>,
     },
+    /// Fresh sockets to a frontend (balanced at the socket): which endpoint answered and
+    /// the peer the socket reports, or the error; prints JSON results.
+    SockProbe {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, value_enum)]
+        proto: ProbeProto,
+        /// Sockets to open, one after the other.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// UDP: datagrams each socket sends (unconnected, `sendto`/`recvfrom`).
+        #[arg(long, default_value_t = 1)]
+        datagrams: u32,
+        /// How long a connect, or an answer, may take (default: 5 s for TCP, 500 ms for
+        /// each UDP datagram, which is sent up to three times).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
     /// Attach a pass-everything XDP program to IFACE and pin its link at PIN.
     AttachPass {
         #[arg(long)]
@@ -98,6 +93,12 @@ enum Command {
         #[arg(long)]
         pin: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProbeProto {
+    Tcp,
+    Udp,
 }
 
 /// Where flows go and which source ports they use (one flow per port).
@@ -142,24 +143,6 @@ fn main() -> Result<()> {
             udp,
             report_peer,
         } => traffic::serve(&name, &tcp, &udp, report_peer)?,
-        Command::Connects {
-            target,
-            count,
-            timeout_ms,
-        } => {
-            let report = probe::connects(target, count, Duration::from_millis(timeout_ms));
-            println!("{}", serde_json::to_string(&report)?)
-        }
-        Command::UdpQueries {
-            target,
-            count,
-            per_socket,
-            timeout_ms,
-        } => {
-            let timeout = Duration::from_millis(timeout_ms);
-            let report = probe::udp_queries(target, count, per_socket, timeout);
-            println!("{}", serde_json::to_string(&report)?)
-        }
         Command::TcpFlows(f) => {
             let results = traffic::tcp_flows(f.src()?, f.target, f.sports()?);
             println!("{}", serde_json::to_string(&results)?)
@@ -185,6 +168,23 @@ fn main() -> Result<()> {
                 stop_file.as_deref(),
             );
             println!("{}", serde_json::to_string(&held)?);
+        }
+        Command::SockProbe {
+            target,
+            proto,
+            count,
+            datagrams,
+            timeout_ms,
+        } => {
+            let timeout = |default| timeout_ms.map_or(default, Duration::from_millis);
+            let probes = match proto {
+                ProbeProto::Tcp => probe::tcp(target, count, timeout(traffic::IO_TIMEOUT)),
+                ProbeProto::Udp => {
+                    let timeout = timeout(Duration::from_millis(500));
+                    probe::udp(target, count, datagrams, timeout)
+                }
+            };
+            println!("{}", serde_json::to_string(&probes)?);
         }
         Command::AttachPass { iface, pin } => lb_daemon::loader::install_pass(&iface, &pin)?,
         Command::Demo { flows, log } => demo(flows, log)?,

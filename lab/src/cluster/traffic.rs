@@ -2,11 +2,9 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use serde::de::DeserializeOwned;
-
 use super::{Cluster, Place};
 use crate::{
-    probe::{ConnectReport, UdpReport},
+    probe::{Probe, Summary},
     wait_for, LabError,
 };
 
@@ -47,21 +45,20 @@ impl Cluster {
         Ok(pid)
     }
 
-    fn probe<T: DeserializeOwned>(
-        &self,
-        place: &Place,
-        lab_tools: &Path,
-        args: &[&str],
-    ) -> Result<T, LabError> {
-        let out = self.exec(place, &lab_tools.display().to_string(), args)?;
-        serde_json::from_str(&out).map_err(|e| LabError::Command {
-            command: format!("ferrolb-lab {}", args.join(" ")),
+    /// `ferrolb-lab sock-probe ARGS` at `place`, its probes counted.
+    fn probe(&self, place: &Place, lab_tools: &Path, args: &[&str]) -> Result<Summary, LabError> {
+        let mut full = vec!["sock-probe"];
+        full.extend_from_slice(args);
+        let out = self.exec(place, &lab_tools.display().to_string(), &full)?;
+        let probes: Vec<Probe> = serde_json::from_str(&out).map_err(|e| LabError::Command {
+            command: format!("ferrolb-lab {}", full.join(" ")),
             stderr: format!("bad JSON ({e}): {out}"),
-        })
+        })?;
+        Ok(Summary::of(&probes))
     }
 
-    /// `count` TCP connections from `place` to `target` (each given `timeout` to connect
-    /// and to answer).
+    /// `count` TCP connections from `place` to `target`, each given `timeout` to connect
+    /// and to answer.
     pub fn connects(
         &self,
         place: &Place,
@@ -69,14 +66,15 @@ impl Cluster {
         target: SocketAddr,
         count: u32,
         timeout: Duration,
-    ) -> Result<ConnectReport, LabError> {
+    ) -> Result<Summary, LabError> {
         let (target, count) = (target.to_string(), count.to_string());
         let timeout = timeout.as_millis().to_string();
         self.probe(
             place,
             lab_tools,
             &[
-                "connects",
+                "--proto",
+                "tcp",
                 "--target",
                 &target,
                 "--count",
@@ -87,28 +85,29 @@ impl Cluster {
         )
     }
 
-    /// `count` DNS-style UDP queries from `place` to `target`, `per_socket` on each
-    /// new unconnected socket.
+    /// DNS-style UDP queries from `place` to `target`: `sockets` new unconnected sockets
+    /// sending `per_socket` datagrams each.
     pub fn udp_queries(
         &self,
         place: &Place,
         lab_tools: &Path,
         target: SocketAddr,
-        count: u32,
+        sockets: u32,
         per_socket: u32,
-    ) -> Result<UdpReport, LabError> {
-        let (target, count) = (target.to_string(), count.to_string());
+    ) -> Result<Summary, LabError> {
+        let (target, sockets) = (target.to_string(), sockets.to_string());
         let per_socket = per_socket.to_string();
         self.probe(
             place,
             lab_tools,
             &[
-                "udp-queries",
+                "--proto",
+                "udp",
                 "--target",
                 &target,
                 "--count",
-                &count,
-                "--per-socket",
+                &sockets,
+                "--datagrams",
                 &per_socket,
             ],
         )

@@ -15,7 +15,7 @@ use lb_kube::fake_api::{
 };
 use lb_lab::{
     cluster::{Cluster, Place},
-    probe::{ConnectReport, UdpReport},
+    probe::Summary,
     wait_for, Binaries,
 };
 use serde_json::{json, Value};
@@ -253,7 +253,7 @@ impl Setup {
         self.cluster.pod(name).place.clone()
     }
 
-    pub fn connects(&self, from: &Place, target: SocketAddr, count: u32) -> ConnectReport {
+    pub fn connects(&self, from: &Place, target: SocketAddr, count: u32) -> Summary {
         self.connects_within(from, target, count, CONNECT_TIMEOUT)
     }
 
@@ -263,15 +263,16 @@ impl Setup {
         target: SocketAddr,
         count: u32,
         timeout: Duration,
-    ) -> ConnectReport {
+    ) -> Summary {
         self.cluster
             .connects(from, &self.bins.lab, target, count, timeout)
             .unwrap_or_else(|e| panic!("connects to {target}: {e}"))
     }
 
-    pub fn udp(&self, from: &Place, target: SocketAddr, count: u32, per_socket: u32) -> UdpReport {
+    /// DNS-style queries: `sockets` unconnected sockets, `per_socket` datagrams each.
+    pub fn udp(&self, from: &Place, target: SocketAddr, sockets: u32, per_socket: u32) -> Summary {
         self.cluster
-            .udp_queries(from, &self.bins.lab, target, count, per_socket)
+            .udp_queries(from, &self.bins.lab, target, sockets, per_socket)
             .unwrap_or_else(|e| panic!("UDP queries to {target}: {e}"))
     }
 
