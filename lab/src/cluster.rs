@@ -31,7 +31,7 @@ use std::{
 
 use crate::{
     cgroup::{self, LabCgroup},
-    netns_list, netns_path, nsexec,
+    netns_list, netns_path, nsexec, output_of,
     process::{self, Processes},
     remove_stale, run, LabError,
 };
@@ -202,21 +202,7 @@ impl Cluster {
     /// Runs `program args` at `place` and waits for it; its stdout.
     pub fn exec(&self, place: &Place, program: &str, args: &[&str]) -> Result<String, LabError> {
         let command = format!("{program} {}", args.join(" "));
-        let out = place
-            .command(program, args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|source| LabError::Spawn {
-                command: command.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(LabError::Command {
-                command,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        output_of(place.command(program, args), command)
     }
 
     /// Starts `program args` at `place` in the background, output to `log`; stopped on

@@ -46,9 +46,15 @@ pub const LB_ADDR6: &str = "2001:db8::2";
 
 /// Runs a command to completion; its failure is an error carrying stderr.
 pub fn run(program: &str, args: &[&str]) -> Result<String, LabError> {
-    let command = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    output_of(cmd, format!("{program} {}", args.join(" ")))
+}
+
+/// Runs `cmd` (described as `command` in errors) to completion: its stdout, or an error
+/// carrying stderr.
+fn output_of(mut cmd: Command, command: String) -> Result<String, LabError> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .map_err(|source| LabError::Spawn {
@@ -209,35 +215,7 @@ impl Lab {
         addr6: &str,
     ) -> Result<(), LabError> {
         run("ip", &["netns", "add", netns])?;
-        self.exec_ok(
-            sw,
-            "ip",
-            &[
-                "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
-            ],
-        )?;
-        self.exec_ok(sw, "ip", &["link", "set", port, "master", "br0", "up"])?;
-        self.exec_ok(
-            netns,
-            "ip",
-            &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-        )?;
-        // nodad: usable at once, no duplicate-address detection to wait for.
-        self.exec_ok(
-            netns,
-            "ip",
-            &[
-                "-6",
-                "addr",
-                "add",
-                &format!("{addr6}/64"),
-                "dev",
-                "eth0",
-                "nodad",
-            ],
-        )?;
-        self.exec_ok(netns, "ip", &["link", "set", "eth0", "up"])?;
-        self.exec_ok(netns, "ip", &["link", "set", "lo", "up"])?;
+        bridge_port(sw, netns, port, addr, addr6)?;
         for key in [
             "net.ipv4.conf.all.rp_filter=0",
             "net.ipv4.conf.eth0.rp_filter=0",
@@ -373,6 +351,27 @@ pub fn nsexec(netns: &str, program: &str, args: &[&str]) -> Result<String, LabEr
     let mut full = vec![net.as_str(), program];
     full.extend_from_slice(args);
     run("nsenter", &full)
+}
+
+/// `netns`'s `eth0` on the bridge `br0` of the switch namespace `sw` (through switch port
+/// `port`), at `addr`/24 and `addr6`/64, up, with its loopback.
+fn bridge_port(sw: &str, netns: &str, port: &str, addr: &str, addr6: &str) -> Result<(), LabError> {
+    let veth = [
+        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
+    ];
+    nsexec(sw, "ip", &veth)?;
+    nsexec(sw, "ip", &["link", "set", port, "master", "br0", "up"])?;
+    let addr = format!("{addr}/24");
+    nsexec(netns, "ip", &["addr", "add", &addr, "dev", "eth0"])?;
+    // nodad: usable at once, no duplicate-address detection to wait for.
+    let addr6 = format!("{addr6}/64");
+    nsexec(
+        netns,
+        "ip",
+        &["-6", "addr", "add", &addr6, "dev", "eth0", "nodad"],
+    )?;
+    nsexec(netns, "ip", &["link", "set", "eth0", "up"])?;
+    nsexec(netns, "ip", &["link", "set", "lo", "up"]).map(drop)
 }
 
 /// The MAC address of `eth0` in `netns`.

@@ -3,7 +3,7 @@
 use super::{
     Cluster, ClusterNode, Pod, CLIENT_ADDR, CLIENT_ADDR6, CLIENT_MTU, CLIENT_MTU6, POD_GATEWAY6,
 };
-use crate::{nsexec, run, LabError};
+use crate::{bridge_port, nsexec, run, LabError};
 
 /// Runs `ip ARGS` (or any tool) inside `netns`, discarding its output.
 fn sh(netns: &str, program: &str, args: &[&str]) -> Result<(), LabError> {
@@ -66,34 +66,7 @@ pub(super) fn build(cluster: &Cluster) -> Result<(), LabError> {
 fn fabric_port(sw: &str, netns: &str, port: &str, addr: &str, addr6: &str) -> Result<(), LabError> {
     run("ip", &["netns", "add", netns])?;
     sysctls(netns, &QUIET)?;
-    sh(
-        sw,
-        "ip",
-        &[
-            "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
-        ],
-    )?;
-    sh(sw, "ip", &["link", "set", port, "master", "br0", "up"])?;
-    sh(
-        netns,
-        "ip",
-        &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-    )?;
-    sh(
-        netns,
-        "ip",
-        &[
-            "-6",
-            "addr",
-            "add",
-            &format!("{addr6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    )?;
-    sh(netns, "ip", &["link", "set", "eth0", "up"])?;
-    sh(netns, "ip", &["link", "set", "lo", "up"])?;
+    bridge_port(sw, netns, port, addr, addr6)?;
     sysctls(netns, &["net.ipv4.conf.eth0.rp_filter=0"])
 }
 
