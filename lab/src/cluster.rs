@@ -1,6 +1,7 @@
 //! A two-node cluster lab: node namespaces on a fabric bridge (in a switch namespace), each
 //! with pod namespaces behind routed veths, an external client on the fabric, and a lab
-//! cgroup per node in which that node's pod and host processes run.
+//! cgroup per node in which that node's pod and host processes run (the socket programs
+//! of that node attach there); the nodes' daemons run in the lab's system cgroup.
 //!
 //! ```text
 //!                    switch namespace: br0 (198.18.1.0/24, 2001:db8:1::/64)
@@ -23,7 +24,7 @@ mod topology;
 mod traffic;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -75,16 +76,6 @@ pub struct Pod {
     /// The pod's veth on the node side.
     pub host_veth: String,
     pub place: Place,
-}
-
-impl Pod {
-    /// The pod's address of `addr`'s family.
-    pub fn addr_like(&self, addr: IpAddr) -> IpAddr {
-        match addr {
-            IpAddr::V4(_) => self.addr.into(),
-            IpAddr::V6(_) => self.addr6.into(),
-        }
-    }
 }
 
 #[derive(Debug)]
