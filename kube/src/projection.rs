@@ -1,22 +1,27 @@
 //! The projection of the rich Kubernetes state onto what today's datapath can program:
-//! (VIP, port, protocol) → weighted backends, IPv4, IPIP DSR from the wire.
+//! (VIP, port, protocol, scope) → weighted backends.
 //!
 //! What it cannot express is never approximated silently: a frontend it cannot serve
 //! correctly is left out and listed in [`ProjectionReport::skipped`]; behaviour it serves
 //! only partly is listed in [`ProjectionReport::unsupported`].
 //!
+//! - Every frontend is programmed in two scopes (`lb_model::Scope`): the external one, for
+//!   packets arriving from the network (the XDP balancer), with the `external` verdict;
+//!   and the internal one, for this node's pods and processes (the socket programs, at
+//!   `connect()`/`sendmsg()`), with the `internal` verdict: the internal policy's set for
+//!   ClusterIPs, the Cluster set for every other kind (rules 13, 14).
 //! - The balancer sends the packet unchanged (IPIP DSR); the endpoint's node translates the
-//!   destination to the endpoint's address and target port ([`crate::backend_side`]), so
-//!   NodePorts and `targetPort` ≠ `port` are served like any other frontend.
+//!   destination to the endpoint's address and target port ([`crate::backend_side`]); the
+//!   socket programs connect straight to the endpoint's target port
+//!   ([`crate::socket_side`]). So NodePorts and `targetPort` ≠ `port` are served like any
+//!   other frontend.
 //! - IPv4 and IPv6 frontends, each balanced over the endpoints of its own family (rule 22);
 //!   TCP and UDP only.
-//! - The XDP program sees traffic arriving from the network, so the `external` verdict is
-//!   the one programmed; the `internal` one (pods on this node) needs the east-west path.
-//! - No reject: a frontend whose verdict is Reject or Drop is programmed with no backends,
-//!   which drops; Reject is reported as served as a drop.
+//! - Reject: the socket programs refuse a rejecting frontend (ECONNREFUSED); the XDP
+//!   balancer cannot answer yet, so there Reject is programmed as a drop and reported.
 //! - No per-client affinity (flows stick per 5-tuple through the flow table).
-//! - No source filtering: an LB frontend with `loadBalancerSourceRanges` is skipped rather
-//!   than opened to everybody.
+//! - No source filtering: an LB frontend with `loadBalancerSourceRanges` is skipped (in
+//!   both scopes) rather than opened to everybody.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -31,8 +36,8 @@ use lb_model::{
 use serde::Serialize;
 
 use crate::rules::{
-    EndpointSetKind, FrontendKind, IpFamily, KubeDesiredState, KubeService, Protocol, ServiceName,
-    Verdict,
+    FrontendKind, IpFamily, KubeDesiredState, KubeFrontend, KubeService, KubeServicePort,
+    Protocol, ServiceName, Verdict,
 };
 
 /// Why a frontend was left out of the datapath.
@@ -65,14 +70,13 @@ impl SkipFrontend {
 /// A behaviour kube-proxy has that the programmed frontend lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Unsupported {
-    /// Rule 9: served as a drop instead of ICMP unreachable / TCP RST.
+    /// Rule 9: served as a drop instead of ICMP unreachable by the XDP balancer (the
+    /// socket programs do refuse).
     RejectAsDrop,
     /// Rule 9: other ports of the ClusterIP are not rejected.
     RejectUnknownPorts,
     /// Rule 17.
     SessionAffinity,
-    /// Rules 13/14: pod-originated traffic (the `internal` verdict) is not intercepted.
-    InternalTraffic,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -88,6 +92,8 @@ pub struct SkippedFrontend {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProjectionReport {
+    /// Frontends (address, port, protocol) programmed, each counted once whatever the
+    /// scopes it is programmed in.
     pub programmed: usize,
     pub skipped: Vec<SkippedFrontend>,
     /// Services whose programmed frontends lack a behaviour, once per (service, what).
@@ -105,7 +111,7 @@ impl ProjectionReport {
     }
 }
 
-/// The datapath state for `state`, and what could not be programmed.
+/// The datapath state for `state` in both scopes, and what could not be programmed.
 pub fn to_datapath(
     state: &KubeDesiredState,
     settings: Settings,
@@ -115,11 +121,10 @@ pub fn to_datapath(
         settings,
     };
     let mut report = ProjectionReport::default();
-    // The first claim of a frontend (in service name order) holds it.
+    // The first claim of a frontend (in service name order) holds it, in both scopes.
     let mut owners: BTreeMap<Frontend, ServiceName> = BTreeMap::new();
     for svc in state.services.values() {
-        let claims = claims_of(svc, &settings);
-        let mut lacks = claims.lacks.clone();
+        let claims = claims_of(svc, &settings, true);
         for claim in &claims.claims {
             match claim {
                 Claim::Skipped(s) => report.skipped.push(s.clone()),
@@ -128,24 +133,34 @@ pub fn to_datapath(
                         report.skipped.push(serve.conflict(&svc.name, other));
                         continue;
                     }
-                    if serve.lacks_internal {
-                        lacks.push(Unsupported::InternalTraffic);
-                    }
                     owners.insert(serve.frontend, svc.name.clone());
-                    desired
-                        .services
-                        .insert(serve.frontend, Arc::clone(&serve.spec));
+                    for (frontend, spec) in serve.programs() {
+                        desired.services.insert(frontend, Arc::clone(spec));
+                    }
                     report.programmed += 1;
                 }
             }
         }
-        lacks.sort();
-        lacks.dedup();
         report
             .unsupported
-            .extend(lacks.into_iter().map(|what| (svc.name.clone(), what)));
+            .extend(claims.lacks.iter().map(|what| (svc.name.clone(), *what)));
     }
     (desired, report)
+}
+
+/// The datapath protocol of a frontend the projection programs, or why it leaves the
+/// frontend out (of both scopes). [`crate::socket_side`] asks too, so both agree on who
+/// holds a frontend.
+pub(crate) fn servable(fe: &KubeFrontend) -> Result<DpProtocol, SkipFrontend> {
+    let protocol = match fe.protocol {
+        Protocol::Tcp => DpProtocol::Tcp,
+        Protocol::Udp => DpProtocol::Udp,
+        Protocol::Sctp => return Err(SkipFrontend::Protocol(Protocol::Sctp)),
+    };
+    if !fe.source_ranges.is_empty() {
+        return Err(SkipFrontend::SourceRanges);
+    }
+    Ok(protocol)
 }
 
 /// One frontend of one Service, before frontends claimed twice are resolved.
@@ -159,16 +174,35 @@ enum Claim {
 
 #[derive(Clone, Debug, PartialEq)]
 struct Serve {
+    /// The frontend's address, port and protocol, in the external scope; claims are
+    /// resolved on it, so one Service holds a frontend in both scopes.
     frontend: Frontend,
-    spec: Arc<ServiceSpec>,
+    /// For packets from the network (the XDP balancer): the `external` verdict.
+    external: Arc<ServiceSpec>,
+    /// For this node's pods and processes (the socket programs): the `internal` verdict;
+    /// `None` when the projection leaves the internal scope out.
+    internal: Option<Arc<ServiceSpec>>,
     port_name: String,
     protocol: Protocol,
     kind: FrontendKind,
-    /// Programmed, it lacks the `internal` verdict (rules 13/14).
-    lacks_internal: bool,
 }
 
 impl Serve {
+    /// The spec this claim programs in `scope`.
+    fn spec(&self, scope: Scope) -> Option<&Arc<ServiceSpec>> {
+        match scope {
+            Scope::External => Some(&self.external),
+            Scope::Internal => self.internal.as_ref(),
+        }
+    }
+
+    /// Each scoped frontend this claim programs, with its spec.
+    fn programs(&self) -> impl Iterator<Item = (Frontend, &Arc<ServiceSpec>)> + '_ {
+        [Scope::External, Scope::Internal]
+            .into_iter()
+            .filter_map(|scope| Some((self.frontend.in_scope(scope), self.spec(scope)?)))
+    }
+
     fn conflict(&self, service: &ServiceName, other: &ServiceName) -> SkippedFrontend {
         SkippedFrontend {
             service: service.clone(),
@@ -187,61 +221,46 @@ impl Serve {
     }
 }
 
-/// One Service's frontends, and what it lacks whatever the conflicts.
+/// One Service's frontends, and what it lacks whatever the conflicts (sorted, once each).
 #[derive(Clone, Debug, PartialEq)]
 struct ServiceClaims {
     claims: Vec<Claim>,
     lacks: Vec<Unsupported>,
 }
 
-/// Everything about one Service's projection that depends on that Service alone.
-fn claims_of(svc: &KubeService, settings: &Settings) -> ServiceClaims {
+/// Everything about one Service's projection that depends on that Service alone; the
+/// internal scope only when `internal_scope`.
+fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> ServiceClaims {
     let mut claims = Vec::new();
     let mut lacks = Vec::new();
     for port in &svc.ports {
         for fe in &port.frontends {
-            let mut skip = |reason| {
-                claims.push(Claim::Skipped(SkippedFrontend {
-                    service: svc.name.clone(),
-                    port_name: port.name.clone(),
-                    address: fe.address,
-                    port: fe.port,
-                    protocol: fe.protocol,
-                    kind: fe.kind,
-                    reason,
-                }))
-            };
-            let protocol = match fe.protocol {
-                Protocol::Tcp => DpProtocol::Tcp,
-                Protocol::Udp => DpProtocol::Udp,
-                Protocol::Sctp => {
-                    skip(SkipFrontend::Protocol(Protocol::Sctp));
+            let protocol = match servable(fe) {
+                Ok(protocol) => protocol,
+                Err(reason) => {
+                    claims.push(Claim::Skipped(SkippedFrontend {
+                        service: svc.name.clone(),
+                        port_name: port.name.clone(),
+                        address: fe.address,
+                        port: fe.port,
+                        protocol: fe.protocol,
+                        kind: fe.kind,
+                        reason,
+                    }));
                     continue;
                 }
             };
-            if !fe.source_ranges.is_empty() {
-                skip(SkipFrontend::SourceRanges);
-                continue;
+            if fe.external == Verdict::Reject {
+                lacks.push(Unsupported::RejectAsDrop);
             }
-            let endpoints = match fe.external {
-                Verdict::Forward(set) => port.endpoints_for(IpFamily::of(fe.address), set),
-                Verdict::Drop => &[],
-                Verdict::Reject => {
-                    lacks.push(Unsupported::RejectAsDrop);
-                    &[]
-                }
-            };
-            let mut backends: Vec<BackendSpec> = endpoints
-                .iter()
-                .map(|e| BackendSpec {
-                    address: e.address,
-                    weight: 1,
-                })
-                .collect();
-            backends.sort_by_key(|b| b.address);
-            backends.dedup_by_key(|b| b.address);
-            let table_size =
-                maglev::choose_table_size(backends.len().max(1), settings.max_table_size);
+            let name = datapath_name(&svc.name, &port.name);
+            let family = IpFamily::of(fe.address);
+            // The XDP balancer cannot answer a reject yet: served as a drop.
+            let external = spec(&name, port, family, fe.external, settings, false);
+            let internal = internal_scope.then(|| {
+                let reject = fe.internal == Verdict::Reject;
+                spec(&name, port, family, fe.internal, settings, reject)
+            });
             claims.push(Claim::Serve(Serve {
                 frontend: Frontend {
                     vip: fe.address,
@@ -249,18 +268,11 @@ fn claims_of(svc: &KubeService, settings: &Settings) -> ServiceClaims {
                     protocol,
                     scope: Scope::External,
                 },
-                spec: Arc::new(ServiceSpec {
-                    name: datapath_name(&svc.name, &port.name),
-                    backends,
-                    table_size,
-                    // The XDP balancer cannot answer a reject yet: served as a drop.
-                    reject: false,
-                }),
+                external,
+                internal,
                 port_name: port.name.clone(),
                 protocol: fe.protocol,
                 kind: fe.kind,
-                lacks_internal: fe.internal != fe.external
-                    || matches!(fe.internal, Verdict::Forward(EndpointSetKind::Local)),
             }));
         }
     }
@@ -270,7 +282,41 @@ fn claims_of(svc: &KubeService, settings: &Settings) -> ServiceClaims {
     if !svc.cluster_ips.is_empty() {
         lacks.push(Unsupported::RejectUnknownPorts);
     }
+    lacks.sort();
+    lacks.dedup();
     ServiceClaims { claims, lacks }
+}
+
+/// The spec of one frontend in one scope: the verdict's set of the frontend's family, one
+/// backend per address, a table of the size policy's choice.
+fn spec(
+    name: &str,
+    port: &KubeServicePort,
+    family: IpFamily,
+    verdict: Verdict,
+    settings: &Settings,
+    reject: bool,
+) -> Arc<ServiceSpec> {
+    let endpoints = match verdict {
+        Verdict::Forward(set) => port.endpoints_for(family, set),
+        Verdict::Drop | Verdict::Reject => &[],
+    };
+    let mut backends: Vec<BackendSpec> = endpoints
+        .iter()
+        .map(|e| BackendSpec {
+            address: e.address,
+            weight: 1,
+        })
+        .collect();
+    backends.sort_by_key(|b| b.address);
+    backends.dedup_by_key(|b| b.address);
+    let table_size = maglev::choose_table_size(backends.len().max(1), settings.max_table_size);
+    Arc::new(ServiceSpec {
+        name: name.to_owned(),
+        backends,
+        table_size,
+        reject,
+    })
 }
 
 /// What one Service contributes to the report, given who holds its frontends.
@@ -288,6 +334,8 @@ struct ServiceReport {
 #[derive(Debug)]
 pub struct Projector {
     settings: Settings,
+    /// Whether frontends are programmed in the internal scope too.
+    internal_scope: bool,
     claims: BTreeMap<ServiceName, ServiceClaims>,
     /// Claims of each servable frontend as (service, index of the claim); the first holds
     /// the frontend, as in `to_datapath`'s order.
@@ -298,9 +346,20 @@ pub struct Projector {
 }
 
 impl Projector {
+    /// Both scopes, as [`to_datapath`].
     pub fn new(settings: Settings) -> Self {
+        Self::with_scopes(settings, true)
+    }
+
+    /// The external scope only: for a datapath without the socket programs.
+    pub fn external_only(settings: Settings) -> Self {
+        Self::with_scopes(settings, false)
+    }
+
+    fn with_scopes(settings: Settings, internal_scope: bool) -> Self {
         Self {
             settings,
+            internal_scope,
             claims: BTreeMap::new(),
             claimants: HashMap::new(),
             reports: BTreeMap::new(),
@@ -312,7 +371,8 @@ impl Projector {
         }
     }
 
-    /// The projection of everything seen so far, as `to_datapath` gives it.
+    /// The projection of everything seen so far, as `to_datapath` gives it (without the
+    /// internal scope when built `external_only`).
     pub fn desired(&self) -> &Arc<DesiredState> {
         &self.desired
     }
@@ -322,7 +382,7 @@ impl Projector {
     }
 
     /// Takes in the new version of each listed Service (`None`: gone or not servable) and
-    /// returns the frontends whose datapath spec changed.
+    /// returns the (scoped) frontends whose datapath spec changed.
     pub fn update<'a>(
         &mut self,
         services: impl IntoIterator<Item = (&'a ServiceName, Option<&'a KubeService>)>,
@@ -330,7 +390,7 @@ impl Projector {
         let mut touched: BTreeSet<Frontend> = BTreeSet::new();
         let mut rereport: BTreeSet<ServiceName> = BTreeSet::new();
         for (name, svc) in services {
-            let new = svc.map(|svc| claims_of(svc, &self.settings));
+            let new = svc.map(|svc| claims_of(svc, &self.settings, self.internal_scope));
             let old = match &new {
                 Some(claims) => self.claims.insert(name.clone(), claims.clone()),
                 None => self.claims.remove(name),
@@ -378,37 +438,48 @@ impl Projector {
             };
             report_changed |= old.is_none();
         }
+        let changed = self.take_holders(touched);
+        if report_changed {
+            self.report = Arc::new(self.whole_report());
+        }
+        changed
+    }
+
+    /// Makes the desired state follow the holders of the `touched` frontends (keyed in
+    /// the external scope), in every scope; returns the scoped frontends that changed.
+    fn take_holders(&mut self, touched: BTreeSet<Frontend>) -> BTreeSet<Frontend> {
         let mut changed = BTreeSet::new();
         let mut services = None;
         for frontend in touched {
             let holder = self.claimants.get(&frontend).and_then(|set| {
                 let (name, index) = set.first()?;
                 match &self.claims[name].claims[*index] {
-                    Claim::Serve(serve) => Some(&serve.spec),
+                    Claim::Serve(serve) => Some(serve),
                     Claim::Skipped(_) => None,
                 }
             });
-            let current = self.desired.services.get(&frontend);
-            if holder.map(|s| &**s) == current.map(|s| &**s) {
-                continue;
+            for scope in [Scope::External, Scope::Internal] {
+                let scoped = frontend.in_scope(scope);
+                let wanted = holder.and_then(|serve| serve.spec(scope));
+                let current = self.desired.services.get(&scoped);
+                if wanted.map(|s| &**s) == current.map(|s| &**s) {
+                    continue;
+                }
+                // Copies the map (not the specs) once per update: the previous snapshot is
+                // still in the consumer's hands.
+                let map = services.get_or_insert_with(|| self.desired.services.clone());
+                match wanted {
+                    Some(spec) => map.insert(scoped, Arc::clone(spec)),
+                    None => map.remove(&scoped),
+                };
+                changed.insert(scoped);
             }
-            // Copies the map (not the specs) once per update: the previous snapshot is
-            // still in the consumer's hands.
-            let map = services.get_or_insert_with(|| self.desired.services.clone());
-            match holder {
-                Some(spec) => map.insert(frontend, Arc::clone(spec)),
-                None => map.remove(&frontend),
-            };
-            changed.insert(frontend);
         }
         if let Some(services) = services {
             self.desired = Arc::new(DesiredState {
                 services,
                 settings: self.settings,
             });
-        }
-        if report_changed {
-            self.report = Arc::new(self.whole_report());
         }
         changed
     }
@@ -429,17 +500,12 @@ impl Projector {
                         .expect("a servable claim is listed");
                     if holder.0 == *name && holder.1 == index {
                         report.programmed += 1;
-                        if serve.lacks_internal {
-                            report.unsupported.push(Unsupported::InternalTraffic);
-                        }
                     } else {
                         report.skipped.push(serve.conflict(name, &holder.0));
                     }
                 }
             }
         }
-        report.unsupported.sort();
-        report.unsupported.dedup();
         report
     }
 

@@ -197,20 +197,96 @@ pub struct LocalTranslation {
 
 impl LocalTranslation {
     pub fn key(&self) -> lb_common::BackendNatKey {
-        let frontend = self.frontend.key();
-        lb_common::BackendNatKey {
-            frontend: frontend.addr,
-            endpoint: addr_bytes(self.endpoint).0,
-            port_be: frontend.port_be,
-            proto: frontend.proto,
-            family: frontend.family,
-        }
+        nat_key(&self.frontend, self.endpoint)
     }
 
     pub fn value(&self) -> lb_common::BackendNatValue {
-        lb_common::BackendNatValue {
-            target_port_be: self.target_port.to_be(),
-            _pad: 0,
-        }
+        nat_value(self.target_port)
     }
+
+    /// The translation a backend-side map entry holds; `None` when the key names no
+    /// frontend or endpoint.
+    pub fn from_entry(
+        key: &lb_common::BackendNatKey,
+        value: &lb_common::BackendNatValue,
+    ) -> Option<Self> {
+        let (frontend, endpoint, target_port) = nat_entry(key, value, Scope::External)?;
+        Some(Self {
+            frontend,
+            endpoint,
+            target_port,
+        })
+    }
+}
+
+/// Socket side: an endpoint of an internal-scope frontend and the port it listens on for
+/// that frontend. A `connect()` to the frontend that the socket programs balance to this
+/// endpoint goes to `endpoint:target_port` (`LB_SOCK_TGTS`, laid out as the backend side's
+/// translations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SocketTarget {
+    pub frontend: Frontend,
+    pub endpoint: IpAddr,
+    pub target_port: u16,
+}
+
+impl SocketTarget {
+    pub fn key(&self) -> lb_common::BackendNatKey {
+        nat_key(&self.frontend, self.endpoint)
+    }
+
+    pub fn value(&self) -> lb_common::BackendNatValue {
+        nat_value(self.target_port)
+    }
+
+    /// The target a socket-side map entry holds; `None` when the key names no frontend or
+    /// endpoint.
+    pub fn from_entry(
+        key: &lb_common::BackendNatKey,
+        value: &lb_common::BackendNatValue,
+    ) -> Option<Self> {
+        let (frontend, endpoint, target_port) = nat_entry(key, value, Scope::Internal)?;
+        Some(Self {
+            frontend,
+            endpoint,
+            target_port,
+        })
+    }
+}
+
+fn nat_key(frontend: &Frontend, endpoint: IpAddr) -> lb_common::BackendNatKey {
+    let frontend = frontend.key();
+    lb_common::BackendNatKey {
+        frontend: frontend.addr,
+        endpoint: addr_bytes(endpoint).0,
+        port_be: frontend.port_be,
+        proto: frontend.proto,
+        family: frontend.family,
+    }
+}
+
+fn nat_value(target_port: u16) -> lb_common::BackendNatValue {
+    lb_common::BackendNatValue {
+        target_port_be: target_port.to_be(),
+        _pad: 0,
+    }
+}
+
+/// (frontend in `scope`, endpoint, target port) of an entry keyed like `LB_BACKEND_NAT`.
+fn nat_entry(
+    key: &lb_common::BackendNatKey,
+    value: &lb_common::BackendNatValue,
+    scope: Scope,
+) -> Option<(Frontend, IpAddr, u16)> {
+    let service = ServiceKey {
+        addr: key.frontend,
+        port_be: key.port_be,
+        proto: key.proto,
+        family: key.family,
+    };
+    Some((
+        Frontend::from_scoped_key(&service, scope)?,
+        addr_from_bytes(&key.endpoint, key.family)?,
+        u16::from_be(value.target_port_be),
+    ))
 }
