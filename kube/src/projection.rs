@@ -36,8 +36,8 @@ use lb_model::{
 use serde::Serialize;
 
 use crate::rules::{
-    FrontendKind, IpFamily, KubeDesiredState, KubeFrontend, KubeService, KubeServicePort,
-    Protocol, ServiceName, Verdict,
+    FrontendKind, IpFamily, KubeDesiredState, KubeFrontend, KubeService, KubeServicePort, Protocol,
+    ServiceName, Verdict,
 };
 
 /// Why a frontend was left out of the datapath.

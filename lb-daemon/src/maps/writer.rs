@@ -192,17 +192,22 @@ impl MapWriter {
             }
             let raw = match scope {
                 Scope::External => &self.maps.raw.services,
-                Scope::Internal => self.maps.raw.sock_services.as_ref().ok_or(
-                    MapsError::NotInstalled {
-                        map: map_names::SOCK_SERVICES,
-                    },
-                )?,
+                Scope::Internal => {
+                    self.maps
+                        .raw
+                        .sock_services
+                        .as_ref()
+                        .ok_or(MapsError::NotInstalled {
+                            map: map_names::SOCK_SERVICES,
+                        })?
+                }
             };
             let batched = batch_update(raw, keys, values, 1);
             batch_or_each(service_map_name(scope), batched, || {
-                self.apply_each(&run_of(ops, |op| {
-                    matches!(op, MapOp::PutService { scope: s, .. } if *s == scope)
-                }))
+                self.apply_each(&run_of(
+                    ops,
+                    |op| matches!(op, MapOp::PutService { scope: s, .. } if *s == scope),
+                ))
             })?;
         }
         Ok(())
