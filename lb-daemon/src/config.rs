@@ -90,109 +90,18 @@ pub fn load(path: &std::path::Path) -> Result<DesiredState, ConfigError> {
 
 pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
     let file: ConfigFile = yaml_serde::from_str(text)?;
-    let mut settings = Settings::default();
-    if let Some(s) = file.settings {
-        if let Some(seed) = s.flow_hash_seed {
-            settings.flow_hash_seed = seed;
-        }
-        if let Some(seed) = s.maglev_seed {
-            settings.maglev_seed = seed;
-        }
-        if let Some(size) = s.max_table_size {
-            maglev::validate_table_size(size)
-                .map_err(|e| invalid("settings.max_table_size", e.to_string()))?;
-            settings.max_table_size = size;
-        }
-    }
-
+    let settings = settings(file.settings)?;
     let mut services = BTreeMap::new();
     let mut names = BTreeSet::new();
     for (i, svc) in file.services.into_iter().enumerate() {
         let field = format!("services[{i}]");
-        if svc.name.is_empty() {
-            return Err(invalid(format!("{field}.name"), "must not be empty"));
-        }
         if !names.insert(svc.name.clone()) {
             return Err(invalid(
                 format!("{field}.name"),
                 format!("service name {:?} is used twice", svc.name),
             ));
         }
-        if svc.port == 0 {
-            return Err(invalid(format!("{field}.port"), "must be 1-65535"));
-        }
-        if svc.vip.is_unspecified() || svc.vip.is_multicast() || is_broadcast(svc.vip) {
-            return Err(invalid(
-                format!("{field}.vip"),
-                format!("{} cannot be a service address", svc.vip),
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        let mut backends = Vec::with_capacity(svc.backends.len());
-        for (j, be) in svc.backends.iter().enumerate() {
-            let bfield = format!("{field}.backends[{j}]");
-            if be.address.is_ipv4() != svc.vip.is_ipv4() {
-                return Err(invalid(
-                    format!("{bfield}.address"),
-                    format!(
-                        "{} is of another address family than the VIP {}: IPIP carries IPv4 \
-                         to IPv4 backends and IP6IP6 IPv6 to IPv6 backends",
-                        be.address, svc.vip
-                    ),
-                ));
-            }
-            if be.address.is_unspecified() || be.address.is_multicast() || is_broadcast(be.address)
-            {
-                return Err(invalid(
-                    format!("{bfield}.address"),
-                    format!("{} cannot be a backend address", be.address),
-                ));
-            }
-            if !seen.insert(be.address) {
-                return Err(invalid(
-                    format!("{bfield}.address"),
-                    format!("backend {} is listed twice", be.address),
-                ));
-            }
-            if be.weight > MAX_WEIGHT {
-                return Err(invalid(
-                    format!("{bfield}.weight"),
-                    format!("must be at most {MAX_WEIGHT}"),
-                ));
-            }
-            backends.push(BackendSpec {
-                address: be.address,
-                weight: be.weight,
-            });
-        }
-        backends.sort_by_key(|b| b.address);
-        let active = backends.iter().filter(|b| b.weight > 0).count();
-        let table_size = match svc.table_size {
-            Some(size) => {
-                maglev::validate_table_size(size)
-                    .map_err(|e| invalid(format!("{field}.table_size"), e.to_string()))?;
-                if (size as usize) < active {
-                    return Err(invalid(
-                        format!("{field}.table_size"),
-                        format!("{size} slots cannot hold {active} backends"),
-                    ));
-                }
-                size
-            }
-            None => maglev::choose_table_size(active.max(1), settings.max_table_size),
-        };
-        let frontend = Frontend {
-            vip: svc.vip,
-            port: svc.port,
-            protocol: svc.protocol,
-            scope: Scope::External,
-        };
-        let spec = ServiceSpec {
-            name: svc.name,
-            backends,
-            table_size,
-            reject: false,
-        };
+        let (frontend, spec) = service(&field, svc, &settings)?;
         if let Some(other) = services.insert(frontend, Arc::new(spec)) {
             return Err(invalid(
                 field.clone(),
@@ -201,6 +110,118 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
         }
     }
     Ok(DesiredState { services, settings })
+}
+
+/// The settings every LB node must agree on, defaults where the file says nothing.
+fn settings(file: Option<SettingsFile>) -> Result<Settings, ConfigError> {
+    let mut settings = Settings::default();
+    let Some(s) = file else {
+        return Ok(settings);
+    };
+    if let Some(seed) = s.flow_hash_seed {
+        settings.flow_hash_seed = seed;
+    }
+    if let Some(seed) = s.maglev_seed {
+        settings.maglev_seed = seed;
+    }
+    if let Some(size) = s.max_table_size {
+        maglev::validate_table_size(size)
+            .map_err(|e| invalid("settings.max_table_size", e.to_string()))?;
+        settings.max_table_size = size;
+    }
+    Ok(settings)
+}
+
+/// One service entry (at `field`), validated.
+fn service(
+    field: &str,
+    svc: ServiceFile,
+    settings: &Settings,
+) -> Result<(Frontend, ServiceSpec), ConfigError> {
+    if svc.name.is_empty() {
+        return Err(invalid(format!("{field}.name"), "must not be empty"));
+    }
+    if svc.port == 0 {
+        return Err(invalid(format!("{field}.port"), "must be 1-65535"));
+    }
+    if svc.vip.is_unspecified() || svc.vip.is_multicast() || is_broadcast(svc.vip) {
+        return Err(invalid(
+            format!("{field}.vip"),
+            format!("{} cannot be a service address", svc.vip),
+        ));
+    }
+    let backends = backends(field, &svc)?;
+    let active = backends.iter().filter(|b| b.weight > 0).count();
+    let table_size = match svc.table_size {
+        Some(size) => {
+            maglev::validate_table_size(size)
+                .map_err(|e| invalid(format!("{field}.table_size"), e.to_string()))?;
+            if (size as usize) < active {
+                return Err(invalid(
+                    format!("{field}.table_size"),
+                    format!("{size} slots cannot hold {active} backends"),
+                ));
+            }
+            size
+        }
+        None => maglev::choose_table_size(active.max(1), settings.max_table_size),
+    };
+    let frontend = Frontend {
+        vip: svc.vip,
+        port: svc.port,
+        protocol: svc.protocol,
+        scope: Scope::External,
+    };
+    let spec = ServiceSpec {
+        name: svc.name,
+        backends,
+        table_size,
+        reject: false,
+    };
+    Ok((frontend, spec))
+}
+
+/// A service entry's backends, validated and sorted by address.
+fn backends(field: &str, svc: &ServiceFile) -> Result<Vec<BackendSpec>, ConfigError> {
+    let mut seen = BTreeSet::new();
+    let mut backends = Vec::with_capacity(svc.backends.len());
+    for (j, be) in svc.backends.iter().enumerate() {
+        let bfield = format!("{field}.backends[{j}]");
+        if be.address.is_ipv4() != svc.vip.is_ipv4() {
+            return Err(invalid(
+                format!("{bfield}.address"),
+                format!(
+                    "{} is of another address family than the VIP {}: IPIP carries IPv4 \
+                     to IPv4 backends and IP6IP6 IPv6 to IPv6 backends",
+                    be.address, svc.vip
+                ),
+            ));
+        }
+        if be.address.is_unspecified() || be.address.is_multicast() || is_broadcast(be.address) {
+            return Err(invalid(
+                format!("{bfield}.address"),
+                format!("{} cannot be a backend address", be.address),
+            ));
+        }
+        if !seen.insert(be.address) {
+            return Err(invalid(
+                format!("{bfield}.address"),
+                format!("backend {} is listed twice", be.address),
+            ));
+        }
+        if be.weight > MAX_WEIGHT {
+            return Err(invalid(
+                format!("{bfield}.weight"),
+                format!("must be at most {MAX_WEIGHT}"),
+            ));
+        }
+        backends.push(BackendSpec {
+            address: be.address,
+            weight: be.weight,
+        });
+    }
+    backends.sort_by_key(|b| b.address);
+    Ok(backends)
 }
 
 fn is_broadcast(addr: IpAddr) -> bool {

@@ -300,20 +300,34 @@ fn explain_with(
             return Ok(out);
         }
     }
+    Ok(by_maglev(out, &frontend, &service, maglev_id, hash, |id| {
+        live(id, None)
+    }))
+}
+
+/// The verdict of a packet the flow table does not pin: Maglev's slot decides.
+fn by_maglev(
+    mut out: Explanation,
+    frontend: &Frontend,
+    service: &lb_common::ServiceValue,
+    maglev_id: Option<u32>,
+    hash: u32,
+    live: impl Fn(u32) -> bool,
+) -> Explanation {
     let Some(maglev_id) = maglev_id else {
         out.verdict = XdpReason::DropNoBackend.name();
         out.why = format!(
             "service {frontend} has no backend with weight above zero: new flows are dropped"
         );
-        return Ok(out);
+        return out;
     };
-    if !live(maglev_id, None) {
+    if !live(maglev_id) {
         out.verdict = XdpReason::DropBackendMissing.name();
         out.why = format!(
             "slot {} names backend id {maglev_id}, which is not live",
             out.slot.unwrap_or_default()
         );
-        return Ok(out);
+        return out;
     }
     out.verdict = XdpReason::Forwarded.name();
     out.backend = out.maglev_backend;
@@ -328,7 +342,7 @@ fn explain_with(
         out.slot.unwrap_or_default(),
         fmt_addr(out.backend)
     );
-    Ok(out)
+    out
 }
 
 fn fmt_addr(addr: Option<IpAddr>) -> String {

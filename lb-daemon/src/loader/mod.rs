@@ -342,7 +342,3 @@ pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
     }
     Ok(removed)
 }
-
-pub fn interface_index(iface: &str) -> Result<u32, LoaderError> {
-    ifindex(iface)
-}

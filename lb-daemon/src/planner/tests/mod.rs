@@ -104,8 +104,12 @@ impl FakeKernel {
         KernelState::adopt(capacity, services, &regions, backends, generations).unwrap()
     }
 
+    fn service(&self, frontend: &Frontend) -> ServiceValue {
+        self.services[&(frontend.scope, frontend.key())]
+    }
+
     fn table(&self, frontend: &Frontend) -> Vec<IpAddr> {
-        let svc = self.services[&(frontend.scope, frontend.key())];
+        let svc = self.service(frontend);
         (svc.table_base..svc.table_base + svc.table_size)
             .map(|slot| {
                 let b = self.backends[&self.slots.get(&slot).copied().unwrap_or(0)];

@@ -92,12 +92,12 @@ fn a_changed_table_is_written_whole_elsewhere_and_its_region_freed_a_sync_later(
     // Room for two tables: the live one and the one replacing it.
     let (ops, state) = plan(&KernelState::new(2 * 1021), &one).unwrap();
     kernel.apply(&ops);
-    let first = kernel.services[&frontend(80).key()].table_base;
+    let first = kernel.service(&frontend(80)).table_base;
     let two = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 1021))]);
     let (ops, state) = plan(&state, &two).unwrap();
     kernel.apply(&ops);
     assert!(matches!(ops.last(), Some(MapOp::RetireBackend { .. })));
-    let second = kernel.services[&frontend(80).key()].table_base;
+    let second = kernel.service(&frontend(80)).table_base;
     assert_ne!(second, first, "written where no packet reads");
     let written: Vec<(u32, usize)> = ops
         .iter()
@@ -110,7 +110,7 @@ fn a_changed_table_is_written_whole_elsewhere_and_its_region_freed_a_sync_later(
     // The first region left quarantine when this plan began: the table goes back there.
     let (ops, _) = plan(&state, &one).unwrap();
     kernel.apply(&ops);
-    assert_eq!(kernel.services[&frontend(80).key()].table_base, first);
+    assert_eq!(kernel.service(&frontend(80)).table_base, first);
     let owners: std::collections::BTreeSet<IpAddr> =
         kernel.table(&frontend(80)).into_iter().collect();
     assert_eq!(owners.len(), 3);
