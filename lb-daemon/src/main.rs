@@ -186,7 +186,8 @@ enum Command {
     },
     /// Validate a config file without touching the kernel.
     CheckConfig { config: PathBuf },
-    /// Services and backends as the kernel maps hold them.
+    /// Services of both scopes (the XDP balancer's, and the socket programs' marked
+    /// "(socket)") and their backends, as the kernel maps hold them.
     List {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -203,6 +204,12 @@ enum Command {
         /// Read one tuple per line from this file (`-` for stdin) instead.
         #[arg(long)]
         batch: Option<PathBuf>,
+        /// As a connect() or datagram of this node's pods and processes meets it (the
+        /// socket programs): the verdict, and the endpoints a socket may get with their
+        /// shares and target ports. Which one a given socket gets depends on its cookie,
+        /// which only the kernel knows.
+        #[arg(long)]
+        internal: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -249,8 +256,9 @@ fn main() -> Result<()> {
         Command::Explain {
             tuple,
             batch,
+            internal,
             output,
-        } => cli::inspect::explain(&pin_dir, tuple, batch.as_deref(), output)?,
+        } => cli::inspect::explain(&pin_dir, tuple, batch.as_deref(), internal, output)?,
         Command::Nat { output } => cli::inspect::nat(&pin_dir, output)?,
         Command::Cleanup => cli::setup::cleanup(&pin_dir)?,
     }

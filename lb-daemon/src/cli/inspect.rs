@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use lb_common::TcReason;
 use lb_daemon::{
     inspect::{self, Tuple},
-    maps::{BackendSideMaps, BalancerMaps},
+    maps::{BackendSideMaps, BalancerMaps, MapsError, SocketMaps},
 };
 
 use super::Output;
@@ -27,11 +27,13 @@ pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
     Ok(())
 }
 
-/// `ferrolb explain`: one tuple, or one per line of `batch`.
+/// `ferrolb explain`: one tuple, or one per line of `batch`, as the XDP balancer meets
+/// it, or with `internal` as a socket of this node's pods and processes does.
 pub fn explain(
     pin_dir: &Path,
     tuple: Option<String>,
     batch: Option<&Path>,
+    internal: bool,
     output: Output,
 ) -> Result<()> {
     let maps = BalancerMaps::open(pin_dir)?;
@@ -40,6 +42,9 @@ pub fn explain(
         (None, Some(path)) => read_tuples(path)?,
         _ => bail!("give either one tuple or --batch FILE"),
     };
+    if internal {
+        return explain_sockets(pin_dir, &maps, &tuples, output);
+    }
     let explainer = inspect::Explainer::new(&maps)?;
     let mut explanations = Vec::with_capacity(tuples.len());
     for t in tuples {
@@ -62,6 +67,48 @@ pub fn explain(
             e.backend.map_or("-".into(), |b| b.to_string()),
             e.why
         );
+    }
+    Ok(())
+}
+
+/// `ferrolb explain --internal`: the socket programs' verdict and the endpoints a socket
+/// may get.
+fn explain_sockets(
+    pin_dir: &Path,
+    maps: &BalancerMaps,
+    tuples: &[Tuple],
+    output: Output,
+) -> Result<()> {
+    let targets = match SocketMaps::open(pin_dir) {
+        Ok(socket) => socket.targets()?,
+        Err(MapsError::NotInstalled { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut explanations = Vec::with_capacity(tuples.len());
+    for t in tuples {
+        explanations.push(inspect::socket::explain(maps, &targets, *t)?);
+    }
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&explanations)?);
+        return Ok(());
+    }
+    for e in &explanations {
+        let t = e.tuple;
+        println!(
+            "{} {}:{} -> {}  verdict={}\n  {}",
+            t.protocol, t.src, t.sport, e.frontend, e.verdict, e.why
+        );
+        let size = f64::from(e.table_size.unwrap_or(0).max(1));
+        for p in &e.endpoints {
+            println!(
+                "    endpoint {:<18} port={:<5} slots={:<6} ({:5.1}%) {}",
+                p.address.map_or("?".into(), |a| a.to_string()),
+                p.target_port,
+                p.slots,
+                100.0 * f64::from(p.slots) / size,
+                if p.active { "active" } else { "retired" },
+            );
+        }
     }
     Ok(())
 }
@@ -121,8 +168,13 @@ fn print_services(services: &[inspect::ServiceView]) {
     for s in services {
         let _ = writeln!(
             out,
-            "{:<28} id={:<5} table={:<6} packets={:<10} bytes={}",
-            s.frontend, s.service_id, s.table_size, s.packets, s.bytes
+            "{:<37} id={:<5} table={:<6} packets={:<10} bytes={}{}",
+            s.frontend,
+            s.service_id,
+            s.table_size,
+            s.packets,
+            s.bytes,
+            if s.reject { " reject" } else { "" }
         );
         for b in &s.backends {
             let _ = writeln!(

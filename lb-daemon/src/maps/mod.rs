@@ -1,11 +1,14 @@
 //! The BPF maps, as the daemon sees them. [`BalancerMaps`] opens the balancer's pins and
 //! reads them (the CLI, `explain`, adoption after a restart); [`MapWriter`] is the only code
 //! that mutates them, and only the sync engine (`crate::sync`) holds one.
-//! [`BackendSideMaps`] are the backend side's (the TC programs') maps.
+//! [`BackendSideMaps`] are the backend side's (the TC programs') maps, [`SocketMaps`] the
+//! socket programs' target ports.
 
 mod backend_side;
 mod balancer;
 pub mod batch;
+mod hash_sync;
+mod socket;
 mod writer;
 
 use std::{
@@ -18,6 +21,7 @@ use lb_common::Counter;
 
 pub use backend_side::BackendSideMaps;
 pub use balancer::BalancerMaps;
+pub use socket::SocketMaps;
 pub use writer::MapWriter;
 
 #[derive(Debug, thiserror::Error)]
