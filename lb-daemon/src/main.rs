@@ -118,6 +118,19 @@ struct KubeArgs {
     /// Address the healthCheckNodePort servers listen on.
     #[arg(long, default_value = "0.0.0.0")]
     health_check_address: IpAddr,
+    /// cgroup v2 directory the socket programs attach to: connect() and datagrams to
+    /// Services from every process in it or below are balanced at the socket (east-west).
+    /// Default: the machine's cgroup2 mount (from /proc/mounts), which holds every pod and
+    /// host process.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_socket_lb")]
+    cgroup: Option<PathBuf>,
+    /// Leave this node's pods' and processes' traffic to Services alone: no socket
+    /// programs and no internal-scope frontends (traffic from the network is balanced
+    /// either way). For when something else serves in-cluster Service traffic (kube-proxy
+    /// or a CNI's service handling kept beside ferrolb), when cgroup v2 is not available,
+    /// and in labs that must not attach programs to the machine's root cgroup.
+    #[arg(long)]
+    no_socket_lb: bool,
 }
 
 impl KubeArgs {
@@ -136,6 +149,13 @@ impl KubeArgs {
             health_addr: self.health_bind_address,
             metrics_addr: self.metrics_bind_address,
             health_check_ip: self.health_check_address,
+            socket_lb: if self.no_socket_lb {
+                kube_mode::SocketLb::Off
+            } else {
+                kube_mode::SocketLb::On {
+                    cgroup: self.cgroup,
+                }
+            },
         }
     }
 }
