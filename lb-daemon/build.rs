@@ -17,6 +17,11 @@ fn main() -> anyhow::Result<()> {
                 root_dir: "../tc",
                 ..Default::default()
             },
+            Package {
+                name: "lb-sock",
+                root_dir: "../sock",
+                ..Default::default()
+            },
         ],
         Toolchain::default(),
     )

@@ -15,6 +15,9 @@
 //!
 //! * IPv4: 4 words, 16 bytes: `saddr, daddr, (sport << 16) | dport, proto`.
 //! * IPv6: 10 words, 40 bytes: `saddr[0..4], daddr[0..4], (sport << 16) | dport, proto`.
+//! * Socket cookie (the socket programs' key at `connect()` time, see
+//!   [`socket_hash`]): 2 words, 8 bytes: `cookie & 0xffff_ffff, cookie >> 32`, that is
+//!   the cookie's own little-endian bytes.
 //!
 //! Addresses are the host-order numeric value of the address words
 //! (`u32::from_be_bytes` of the wire bytes; for IPv6 word 0 is the most
@@ -99,4 +102,16 @@ pub const fn flow_hash_v6(
     h = mix(h, ports_word(sport, dport));
     h = mix(h, proto as u32);
     finish(h, 40)
+}
+
+/// Hash of a socket cookie (`bpf_get_socket_cookie`), the key the socket programs pick a
+/// Maglev slot with when `connect()` or `sendmsg()` names a frontend: the source port is
+/// not chosen yet at that point, and the cookie keeps every datagram of an unconnected
+/// UDP socket on one endpoint. See the module docs for the exact spec.
+#[inline(always)]
+pub const fn socket_hash(cookie: u64, seed: u32) -> u32 {
+    let mut h = seed;
+    h = mix(h, cookie as u32);
+    h = mix(h, (cookie >> 32) as u32);
+    finish(h, 8)
 }

@@ -1,6 +1,6 @@
 //! Flow hash: reference cross-check, determinism, distribution, avalanche.
 
-use lb_hashing::flow::{flow_hash_v4, flow_hash_v6};
+use lb_hashing::flow::{flow_hash_v4, flow_hash_v6, socket_hash};
 use proptest::prelude::*;
 
 /// MurmurHash3_x86_32 of the spec's little-endian word serialisation,
@@ -48,6 +48,13 @@ proptest! {
     }
 
     #[test]
+    fn socket_hash_is_murmur3_of_the_cookie_bytes(cookie: u64, seed: u32) {
+        let bytes = cookie.to_le_bytes();
+        let reference = murmur3::murmur3_32(&mut std::io::Cursor::new(bytes), seed).unwrap();
+        prop_assert_eq!(socket_hash(cookie, seed), reference);
+    }
+
+    #[test]
     fn deterministic(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, seed: u32) {
         prop_assert_eq!(
             flow_hash_v4(saddr, daddr, sport, dport, proto, seed),
@@ -83,6 +90,19 @@ fn golden_values() {
 
 const GOLDEN_V4: [u32; 3] = [0x8baa_4e51, 0x272d_a30c, 0x8134_cdf8];
 const GOLDEN_V6: [u32; 3] = [0x601f_e2cb, 0x3302_43f2, 0xc206_7ae9];
+
+/// Socket cookies are handed out by a counter, so consecutive ones must spread as well as
+/// random tuples do.
+#[test]
+fn spreads_30000_consecutive_cookies_evenly_over_3_buckets() {
+    let mut buckets = [0u32; 3];
+    for cookie in 4096..4096 + 30_000u64 {
+        buckets[(socket_hash(cookie, 0x1234_5678) % 3) as usize] += 1;
+    }
+    for count in buckets {
+        assert!((9_500..=10_500).contains(&count), "{buckets:?}");
+    }
+}
 
 #[test]
 fn spreads_30000_tuples_evenly_over_3_buckets() {

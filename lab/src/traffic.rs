@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 
 // Generous: a shared 2-core machine under a parallel build can stall a process for seconds.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until killed: every line received on a TCP connection, and every UDP datagram,
 /// is answered with `name`.

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, XdpReason,
+    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -45,3 +45,15 @@ pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX
 
 #[map(name = "LB_BE_STATS")]
 pub static BACKEND_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX_BACKENDS, 0);
+
+// The socket programs' frontends and target ports. The balancer never reads them, but the
+// sync engine writes them beside `LB_SERVICES` (their tables share `LB_MAGLEV`), so they
+// are created and pinned with the balancer's maps: the engine finds them whether or not the
+// socket programs are installed. Flags and sizes as the socket object declares them.
+#[map(name = "LB_SOCK_SVCS")]
+pub static SOCK_SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(limits::MAX_SERVICES, BPF_F_NO_PREALLOC);
+
+#[map(name = "LB_SOCK_TGTS")]
+pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
+    HashMap::pinned(limits::SOCK_TARGETS, BPF_F_NO_PREALLOC);

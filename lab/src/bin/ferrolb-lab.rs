@@ -11,6 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use lb_lab::{
+    probe,
     traffic::{self, FlowResult},
     Binaries, Lab, CLIENT_ADDR, CLIENT_ADDR6, VIP,
 };
@@ -62,6 +63,20 @@ enum Command {
         #[arg(long)]
         stop_file: Option<PathBuf>,
     },
+    /// Fresh sockets to a frontend (balanced at the socket): which endpoint answered and
+    /// the peer the socket reports, or the error; prints JSON results.
+    SockProbe {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, value_enum)]
+        proto: ProbeProto,
+        /// Sockets to open, one after the other.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// UDP: datagrams each socket sends (unconnected, `sendto`/`recvfrom`).
+        #[arg(long, default_value_t = 1)]
+        datagrams: u32,
+    },
     /// Attach a pass-everything XDP program to IFACE and pin its link at PIN.
     AttachPass {
         #[arg(long)]
@@ -69,6 +84,12 @@ enum Command {
         #[arg(long)]
         pin: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProbeProto {
+    Tcp,
+    Udp,
 }
 
 /// Where flows go and which source ports they use (one flow per port).
@@ -133,6 +154,18 @@ fn main() -> Result<()> {
                 stop_file.as_deref(),
             );
             println!("{}", serde_json::to_string(&held)?);
+        }
+        Command::SockProbe {
+            target,
+            proto,
+            count,
+            datagrams,
+        } => {
+            let probes = match proto {
+                ProbeProto::Tcp => probe::tcp(target, count),
+                ProbeProto::Udp => probe::udp(target, count, datagrams),
+            };
+            println!("{}", serde_json::to_string(&probes)?);
         }
         Command::AttachPass { iface, pin } => lb_daemon::loader::install_pass(&iface, &pin)?,
         Command::Demo { flows, log } => demo(flows, log)?,

@@ -24,9 +24,12 @@ use lb_common::{map_names, program_names};
 
 use crate::objects;
 
+mod cgroup_link;
 mod pins;
+mod socket;
 use pins::{check_pinned_layouts, expected_layouts, BALANCER_MAPS, DECAP_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
+pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
 
 pub const XDP_LINK_PIN: &str = "link_xdp";
 pub const TC_LINK_PIN: &str = "link_tc_ingress";
@@ -50,6 +53,10 @@ pub enum LoaderError {
         expected: (u32, u32, u32),
         dir: String,
     },
+    #[error("{0} is not a cgroup v2 directory (the socket programs attach only to cgroup v2; see `grep cgroup2 /proc/mounts`)")]
+    NotCgroup2(PathBuf),
+    #[error("no cgroup v2 filesystem is mounted (/proc/mounts lists no cgroup2; mount -t cgroup2 none /sys/fs/cgroup/unified)")]
+    NoCgroup2,
     #[error("loading eBPF object: {0}")]
     Ebpf(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
@@ -317,7 +324,11 @@ pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
     if !pin_dir.exists() {
         return Ok(removed);
     }
-    for link in [XDP_LINK_PIN, TC_LINK_PIN, TC_EGRESS_LINK_PIN] {
+    let sock_links = SOCK_LINKS.iter().map(|(_, link)| *link);
+    for link in [XDP_LINK_PIN, TC_LINK_PIN, TC_EGRESS_LINK_PIN]
+        .into_iter()
+        .chain(sock_links)
+    {
         let path = pin_dir.join(link);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io_err(&path))?;

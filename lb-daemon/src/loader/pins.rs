@@ -5,15 +5,15 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue,
-    LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, TcReason,
-    VipKey, XdpReason,
+    LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason,
+    SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-fn statfs_type(path: &Path) -> io::Result<i64> {
+pub(super) fn statfs_type(path: &Path) -> io::Result<i64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: statfs is plain C data, for which all zeroes is a valid value.
@@ -130,6 +130,22 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             map_names::REV_NAT,
             sizes::<RevNatKey, RevNatValue>(limits::REV_NATS),
         ),
+        (
+            map_names::SOCK_SERVICES,
+            sizes::<ServiceKey, ServiceValue>(limits::MAX_SERVICES),
+        ),
+        (
+            map_names::SOCK_TARGETS,
+            sizes::<BackendNatKey, BackendNatValue>(limits::SOCK_TARGETS),
+        ),
+        (
+            map_names::SOCK_REVNAT,
+            sizes::<SockRevKey, SockRevValue>(limits::SOCK_REVNATS),
+        ),
+        (
+            map_names::SOCK_STATS,
+            sizes::<u32, Counter>(SockReason::COUNT),
+        ),
     ]
 }
 
@@ -145,6 +161,9 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::XDP_STATS,
     map_names::SERVICE_STATS,
     map_names::BACKEND_STATS,
+    // Written by the sync engine beside the services; read only by the socket programs.
+    map_names::SOCK_SERVICES,
+    map_names::SOCK_TARGETS,
 ];
 pub(super) const DECAP_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,
@@ -152,6 +171,34 @@ pub(super) const DECAP_MAPS: &[&str] = &[
     map_names::BACKEND_NAT,
     map_names::REV_NAT,
 ];
+
+/// The socket programs share the balancer's tables, config and service counters.
+pub(super) const SOCKET_MAPS: &[&str] = &[
+    map_names::SOCK_SERVICES,
+    map_names::SOCK_TARGETS,
+    map_names::SOCK_REVNAT,
+    map_names::SOCK_STATS,
+    map_names::BACKENDS,
+    map_names::MAGLEV,
+    map_names::CONFIG,
+    map_names::SERVICE_STATS,
+];
+
+/// The capacities of the maps already pinned in `pin_dir` (defaults for those that are
+/// not), so an object loaded beside an installed balancer expects what it finds.
+pub(super) fn pinned_sizes(pin_dir: &Path) -> MapSizes {
+    let entries = |name: &str| {
+        MapData::from_pin(pin_dir.join(name))
+            .and_then(|m| m.info())
+            .ok()
+            .map(|info| info.max_entries())
+    };
+    let default = MapSizes::default();
+    MapSizes {
+        maglev_slots: entries(map_names::MAGLEV).unwrap_or(default.maglev_slots),
+        flows: entries(map_names::FLOWS).unwrap_or(default.flows),
+    }
+}
 
 /// Refuses to reuse pinned maps whose layout differs from this build's: the new programs
 /// would misread them.
