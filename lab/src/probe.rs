@@ -112,7 +112,9 @@ fn answer(socket: &UdpSocket, target: SocketAddr) -> std::io::Result<(String, So
             socket.send_to(b"ping", target)?;
         }
         match socket.recv_from(&mut buf) {
-            Ok((n, source)) => return Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), source)),
+            Ok((n, source)) => {
+                return Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), source))
+            }
             Err(e) => last = Some(e),
         }
     }

@@ -17,7 +17,7 @@ use lb_kube::{
     backend_side::local_translations,
     metrics::KubeMetrics,
     projection::SkippedFrontend,
-    rules::NodeConfig,
+    rules::{HealthCheckSpec, NodeConfig},
     socket_side::socket_targets,
     watch::{self, DesiredStateUpdate, SourceOptions},
 };
@@ -266,7 +266,7 @@ struct Daemon {
     node: NodeDatapath,
     metrics: DaemonMetrics,
     health: ProxyHealth,
-    service_health: ServiceHealthServers,
+    service_health: ServiceHealthServers<HealthCheckSpec>,
     applied_generation: u64,
     reported_skips: Vec<SkippedFrontend>,
 }

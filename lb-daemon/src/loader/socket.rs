@@ -172,7 +172,10 @@ cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
 
     #[test]
     fn finds_none_without_cgroup2_and_unescapes_paths() {
-        assert_eq!(cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"), None);
+        assert_eq!(
+            cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
+            None
+        );
         let mounts = "none /mnt/my\\040cgroups cgroup2 rw 0 0\n";
         assert_eq!(
             cgroup2_mount(mounts),
