@@ -11,10 +11,10 @@ echo "[test] rustfmt"
 cargo fmt --all -- --check
 
 echo "[test] clippy (userspace)"
-cargo clippy --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --all-targets --locked -- -D warnings
+cargo clippy --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-sock --exclude lb-perf-ebpf --all-targets --locked -- -D warnings
 
 echo "[test] clippy (eBPF crates, bpfel-unknown-none)"
-for crate in xdp tc perf-lab/ebpf; do
+for crate in xdp tc sock perf-lab/ebpf; do
     (cd "$crate" && cargo +nightly clippy --locked --target bpfel-unknown-none -Z build-std=core -- -D warnings)
 done
 
@@ -22,7 +22,7 @@ echo "[test] cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-perf-ebpf --locked 2>&1 | tee "$log"
+cargo test --workspace --exclude lb-xdp --exclude lb-tc --exclude lb-sock --exclude lb-perf-ebpf --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # cargo's last result line is a doc-test binary's; print the whole run's totals last.

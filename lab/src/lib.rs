@@ -2,6 +2,7 @@
 //! addresses from 198.18.0.0/15. Everything it creates carries its prefix and is removed on
 //! drop, also when a test panics; leftovers of a crashed run are removed at the next start.
 
+pub mod cgroup;
 pub mod probe;
 pub mod traffic;
 
@@ -18,6 +19,11 @@ pub enum LabError {
     #[error("cannot run `{command}`: {source}")]
     Spawn {
         command: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
         source: std::io::Error,
     },
     #[error("timed out after {0:?} waiting for {1}")]

@@ -10,7 +10,7 @@ use std::{
 use lb_hashing::maglev;
 use serde::Deserialize;
 
-use crate::model::{
+use lb_model::{
     BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, Scope, ServiceSpec, Settings,
 };
 

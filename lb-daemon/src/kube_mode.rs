@@ -187,7 +187,7 @@ impl NodeDatapath {
         let params = datapath::install(&opts.datapath)?;
         // Every node is also the home of endpoints: it decapsulates what balancers (its own
         // included) send to its endpoints and translates it to their address and port.
-        let attachment = loader::install_decap(&opts.datapath.iface, pin_dir)?;
+        let attachment = loader::install_backend_side(&opts.datapath.iface, pin_dir)?;
         info!(iface = %opts.datapath.iface, new = attachment == Attachment::New, "backend side attached (tc ingress + egress)");
         let socket = match &opts.socket_lb {
             SocketLb::On { cgroup } => Some(install_socket(cgroup.as_deref(), pin_dir)?),

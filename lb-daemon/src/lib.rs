@@ -10,7 +10,6 @@ pub mod inspect;
 pub mod kube_mode;
 pub mod loader;
 pub mod maps;
-pub use lb_model as model;
 pub mod objects;
 pub mod planner;
 pub mod slots;

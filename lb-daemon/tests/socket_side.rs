@@ -11,9 +11,9 @@ use lb_daemon::{
     inspect::{self, Tuple},
     loader,
     maps::{BalancerMaps, SocketMaps},
-    model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, SocketTarget},
     sync::{DatapathParams, SyncEngine},
 };
+use lb_model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, SocketTarget};
 use support::{require_root, PinDir};
 
 const PARAMS: DatapathParams = DatapathParams {

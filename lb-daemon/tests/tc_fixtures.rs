@@ -96,7 +96,7 @@ struct Tc {
 impl Tc {
     fn new(tag: &str) -> Self {
         let pin = PinDir::new(tag);
-        let ebpf = loader::load_decap(&pin.path).expect("load the backend side");
+        let ebpf = loader::load_backend_side(&pin.path).expect("load the backend side");
         let maps = BackendSideMaps::open(&pin.path).expect("open maps");
         Self {
             ebpf,

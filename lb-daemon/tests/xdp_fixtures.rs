@@ -12,10 +12,10 @@ use lb_common::{program_names, NextHop, XdpReason};
 use lb_daemon::{
     config, inspect, loader,
     maps::BalancerMaps,
-    model::Protocol,
     planner::KernelState,
     sync::{DatapathParams, SyncEngine},
 };
+use lb_model::Protocol;
 use support::{require_root, PinDir};
 
 const XDP_DROP: u32 = 1;

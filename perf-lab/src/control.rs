@@ -1,18 +1,26 @@
-//! Control-plane programming time: the same services written by ferrolb's planner and map
-//! writer, by `nft -f` (kube-proxy nftables layout) and by `iptables-restore` (iptables
+//! Control-plane programming time: the same services written by ferrolb's sync engine
+//! (planner and map writer, as the daemon runs them), by `nft -f` (kube-proxy nftables layout) and by `iptables-restore` (iptables
 //! layout, both back ends), each from empty, in scratch namespaces and pin directories.
 //!
 //! The netfilter times include starting the tool (nsenter + nft / iptables-restore), as
 //! kube-proxy pays it too; ferrolb's is in-process, as the daemon runs it.
 
-use std::time::{Duration, Instant};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
-use lb_daemon::{loader, maps::LbMaps, planner};
+use lb_daemon::{
+    loader,
+    maps::BalancerMaps,
+    sync::{DatapathParams, SyncEngine, SyncError},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    measured::NotMeasured,
     netns::{Netns, NetnsError, PinDir},
-    peers::{not_measured_slow_load, PeerError, PeerKind, RulesFile},
+    peers::{PeerError, PeerKind, RulesFile},
     rules,
     services::{Family, ServiceSet},
     stats::Summary,
@@ -28,6 +36,8 @@ pub enum ControlError {
     Loader(#[from] loader::LoaderError),
     #[error("ferrolb maps: {0}")]
     Maps(#[from] lb_daemon::maps::MapsError),
+    #[error("ferrolb sync: {0}")]
+    Sync(#[from] SyncError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -80,7 +90,7 @@ pub struct ControlResult {
     pub tool: Tool,
     pub services: u32,
     pub backends: u32,
-    pub unsupported: Option<String>,
+    pub unsupported: Option<NotMeasured>,
     pub seconds: Option<Summary>,
     /// Size of the input the tool was given (rules text; map operations for ferrolb).
     pub input_size: u64,
@@ -107,40 +117,37 @@ impl Scratch {
     }
 }
 
+/// One timed load: its time, and for ferrolb the map operations it wrote.
+struct Load {
+    seconds: f64,
+    ops: Option<usize>,
+}
+
 /// One timed programming from empty. `Err` is a failure of the harness; a tool that
-/// cannot hold the set returns `Ok(Err(reason))`.
+/// cannot hold the set, or whose load was stopped, returns `Ok(Err(why))`.
 fn once(
     scratch: &Scratch,
     tool: Tool,
     set: &ServiceSet,
     files: &Files,
     timeout: Duration,
-) -> Result<Result<f64, String>, ControlError> {
+) -> Result<Result<Load, NotMeasured>, ControlError> {
     let timed = |ns: &Netns, cmd: &str, args: &[&str]| {
         let start = Instant::now();
         match ns.exec_timeout(cmd, args, timeout) {
-            Ok(_) => Ok(Ok(start.elapsed().as_secs_f64())),
-            Err(NetnsError::Timeout { seconds, .. }) => {
-                Ok(Err(not_measured_slow_load(cmd, seconds)))
-            }
+            Ok(_) => Ok(Ok(Load {
+                seconds: start.elapsed().as_secs_f64(),
+                ops: None,
+            })),
+            Err(NetnsError::Timeout { seconds, .. }) => Ok(Err(NotMeasured::LoadStopped {
+                tool: cmd.to_string(),
+                seconds,
+            })),
             Err(e) => Err(ControlError::from(e)),
         }
     };
     match tool {
-        Tool::FerrolbPlanApply => {
-            let pin = PinDir::new("cp");
-            let _ebpf = loader::load_balancer_sized(&pin.path, &set.ferrolb_map_sizes())?;
-            let mut maps = LbMaps::open(&pin.path)?;
-            let empty = maps.read_state()?;
-            let desired = set.desired_state();
-            let start = Instant::now();
-            let (ops, _next) = match planner::plan(&empty, &desired) {
-                Ok(p) => p,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
-            maps.apply(&ops)?;
-            Ok(Ok(start.elapsed().as_secs_f64()))
-        }
+        Tool::FerrolbPlanApply => ferrolb_once(set),
         Tool::NftFile => {
             scratch.nft.exec("nft", &["flush", "ruleset"])?;
             let path = files.nft.path.to_string_lossy();
@@ -162,6 +169,29 @@ fn once(
     }
 }
 
+/// ferrolb from an empty pin directory: the daemon's sync engine plans the set and writes
+/// the plan. The figure is the engine's own planning and writing time; the datapath
+/// config it writes first is not part of it (as the netfilter figures contain no
+/// table set-up either).
+fn ferrolb_once(set: &ServiceSet) -> Result<Result<Load, NotMeasured>, ControlError> {
+    let pin = PinDir::new("cp");
+    let _ebpf = loader::load_balancer_sized(&pin.path, &set.ferrolb_map_sizes())?;
+    let params = DatapathParams {
+        encap_source: Ipv4Addr::new(198, 18, 1, 2),
+        encap_source6: None,
+        nexthop_ttl: Duration::from_secs(1),
+    };
+    let mut engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &params)?;
+    match engine.apply(&set.desired_state()) {
+        Ok(applied) => Ok(Ok(Load {
+            seconds: (applied.plan + applied.write).as_secs_f64(),
+            ops: Some(applied.ops),
+        })),
+        Err(SyncError::Plan(e)) => Ok(Err(NotMeasured::cannot_hold(e))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 struct Files {
     nft: RulesFile,
     ipt: RulesFile,
@@ -178,19 +208,15 @@ pub fn measure(
 ) -> Result<Vec<ControlResult>, ControlError> {
     let nft_text = rules::nftables(set, Family::Ipv4, false);
     let ipt_text = rules::iptables(set, Family::Ipv4);
-    let ops_count = planner::plan(
-        &lb_daemon::planner::KernelState::new(set.ferrolb_map_sizes().maglev_slots),
-        &set.desired_state(),
-    )
-    .map(|(ops, _)| ops.len() as u64)
-    .unwrap_or(0);
     let files = Files {
         nft: RulesFile::write("cp-nft", &nft_text)?,
         ipt: RulesFile::write("cp-ipt", &ipt_text)?,
         empty: RulesFile::write("cp-empty", rules::iptables_empty())?,
     };
+    // Map operations ferrolb wrote; 0 if it could not hold the set.
+    let mut ops_count = 0;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); Tool::ALL.len()];
-    let mut unsupported: Vec<Option<String>> = vec![None; Tool::ALL.len()];
+    let mut unsupported: Vec<Option<NotMeasured>> = vec![None; Tool::ALL.len()];
     let mut notes: Vec<Option<String>> = vec![None; Tool::ALL.len()];
     for round in 0..runs {
         for (k, tool) in Tool::ALL.iter().enumerate() {
@@ -198,7 +224,10 @@ pub fn measure(
                 continue;
             }
             match once(scratch, *tool, set, &files, limits.timeout)? {
-                Ok(t) => {
+                Ok(Load { seconds: t, ops }) => {
+                    if let Some(ops) = ops {
+                        ops_count = ops as u64;
+                    }
                     times[k].push(t);
                     if t > limits.slow.as_secs_f64() && round + 1 < runs {
                         notes[k] = Some(format!(
@@ -208,7 +237,7 @@ pub fn measure(
                         ));
                     }
                 }
-                Err(reason) => unsupported[k] = Some(reason),
+                Err(why) => unsupported[k] = Some(why),
             }
         }
         progress(round + 1);

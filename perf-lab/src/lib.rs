@@ -3,6 +3,8 @@
 
 pub mod control;
 pub mod cost;
+pub mod generator;
+pub mod measured;
 pub mod netns;
 pub mod objects;
 pub mod peers;
@@ -16,5 +18,4 @@ pub mod services;
 pub mod stats;
 pub mod suite;
 pub mod tcp;
-pub mod tcp_topology;
 pub mod topology;

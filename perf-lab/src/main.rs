@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use perf_lab::{
+use lb_perf_lab::{
     peers::PeerKind,
     services::Family,
     suite::{self, Plan},
@@ -119,7 +119,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (plan, options) = match &cli.command {
         Command::Check => {
-            perf_lab::preflight::check(true, true)?;
+            lb_perf_lab::preflight::check(true, true)?;
             println!("ok: root, tools, namespaces and XDP live frames are available");
             return Ok(());
         }
@@ -136,14 +136,14 @@ fn main() -> anyhow::Result<()> {
     let results = suite::run(&plan, &out)?;
     println!(
         "{}",
-        perf_lab::report::rate_table(&results, perf_lab::report::Metric::Wall)
+        lb_perf_lab::report::rate_table(&results, lb_perf_lab::report::Metric::Wall)
     );
     println!(
         "{}",
-        perf_lab::report::rate_table(&results, perf_lab::report::Metric::PerCpuSecond)
+        lb_perf_lab::report::rate_table(&results, lb_perf_lab::report::Metric::PerCpuSecond)
     );
     if !results.tcp.is_empty() {
-        println!("{}", perf_lab::report::tcp_tables(&results));
+        println!("{}", lb_perf_lab::report::tcp_tables(&results));
     }
     println!(
         "wrote {0}/results.json, {0}/report.md and SVG plots",

@@ -3,20 +3,23 @@
 
 use std::{
     collections::BTreeMap,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use aya::Ebpf;
-use lb_common::{program_names, LbConfig, CONFIG_F_READY, CONFIG_F_V6_READY};
+use lb_common::program_names;
 use lb_daemon::{
     loader,
-    maps::LbMaps,
-    planner::{self, KernelState},
+    maps::BalancerMaps,
+    sync::{DatapathParams, SyncEngine, SyncError},
 };
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    generator,
+    measured::NotMeasured,
     netns::{Netns, NetnsError, PinDir},
     objects::layout::RedirectConfig,
     programs::{self, ProgramsError, Sink},
@@ -36,6 +39,8 @@ pub enum PeerError {
     Loader(#[from] loader::LoaderError),
     #[error("ferrolb maps: {0}")]
     Maps(#[from] lb_daemon::maps::MapsError),
+    #[error("ferrolb sync: {0}")]
+    Sync(#[from] SyncError),
     #[error("writing {path}: {source}")]
     Write {
         path: PathBuf,
@@ -94,12 +99,17 @@ impl PeerKind {
         }
     }
 
-    /// Whether the peer keeps conntrack state that must be flushed between runs.
-    pub fn uses_conntrack(self) -> bool {
+    /// kube-proxy's rule sets, loaded by nft or iptables-restore.
+    pub fn is_netfilter(self) -> bool {
         matches!(
             self,
             Self::Nftables | Self::IptablesLegacy | Self::IptablesNft
         )
+    }
+
+    /// Whether the peer keeps conntrack state that must be flushed between runs.
+    pub fn uses_conntrack(self) -> bool {
+        self.is_netfilter()
     }
 
     /// The restore tool for `family` (kube-proxy's IPv6 proxier uses ip6tables).
@@ -118,15 +128,66 @@ impl PeerKind {
 #[derive(Debug, Clone)]
 pub enum Programmed {
     Done(Duration),
-    /// The peer cannot hold this service set; the reason is reported, not hidden.
-    Unsupported(String),
+    /// The peer holds no rules for this service set; the reason is reported, not hidden.
+    NotMeasured(NotMeasured),
 }
 
+/// ferrolb's balancer on the DUT, driven through the daemon's sync engine.
 struct Ferrolb {
-    maps: LbMaps,
-    state: KernelState,
+    engine: SyncEngine,
     _ebpf: Ebpf,
     _pin: PinDir,
+}
+
+impl Ferrolb {
+    /// Loads the balancer with its maps in a pin directory of its own (`pin_role`),
+    /// attaches it to `ingress` in `dut` and marks the datapath ready (IPv6 services only
+    /// with `encap_source6`).
+    fn install(
+        dut: &Netns,
+        ingress: &str,
+        pin_role: &str,
+        encap_source6: Option<Ipv6Addr>,
+        families: usize,
+    ) -> Result<Self, PeerError> {
+        let pin = PinDir::new(pin_role);
+        // One peer serves every service set of the run: size for the largest.
+        let largest = ServiceSet {
+            services: 30_000,
+            backends: 3,
+        };
+        let sizes = largest.ferrolb_map_sizes_for(families);
+        let mut ebpf = loader::load_balancer_sized(&pin.path, &sizes)?;
+        programs::attach_loaded(dut, &mut ebpf, program_names::XDP_BALANCER, ingress)?;
+        let params = DatapathParams {
+            encap_source: Ipv4Addr::from(DUT_OUT_ADDR),
+            encap_source6,
+            nexthop_ttl: Duration::from_secs(1),
+        };
+        let engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &params)?;
+        Ok(Self {
+            engine,
+            _ebpf: ebpf,
+            _pin: pin,
+        })
+    }
+
+    /// Applies `set` in `families`; `Ok(Some(why))` when ferrolb cannot hold it.
+    fn program(
+        &mut self,
+        set: &ServiceSet,
+        families: &[Family],
+    ) -> Result<Option<NotMeasured>, PeerError> {
+        match self.engine.apply(&set.desired_state_for(families)) {
+            Ok(_) => Ok(None),
+            Err(SyncError::Plan(e)) => Ok(Some(NotMeasured::cannot_hold(e))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn reason_counters(&self) -> Option<Vec<lb_common::Counter>> {
+        self.engine.maps().reason_counters().ok()
+    }
 }
 
 /// What a peer runs on the DUT namespace, and how it is programmed: the same for the rate
@@ -162,36 +223,14 @@ impl Datapath {
                 Some(programs::attach_redirect(dut, ingress, config)?)
             }
             PeerKind::FerrolbDsr => {
-                let pin = PinDir::new(pin_role);
-                // One peer serves every service set of the run: size for the largest.
-                let largest = crate::services::ServiceSet {
-                    services: 30_000,
-                    backends: 3,
-                };
-                let mut ebpf = loader::load_balancer_sized(
-                    &pin.path,
-                    &largest.ferrolb_map_sizes_for(families),
-                )?;
-                programs::attach_loaded(dut, &mut ebpf, program_names::XDP_BALANCER, ingress)?;
-                let mut maps = LbMaps::open(&pin.path)?;
-                maps.write_config(&LbConfig {
-                    encap_src_v4: DUT_OUT_ADDR,
-                    flow_hash_seed: lb_daemon::model::Settings::default().flow_hash_seed,
-                    nexthop_ttl_ns: 1_000_000_000,
-                    flags: match encap_src_v6 {
-                        Some(_) => CONFIG_F_READY | CONFIG_F_V6_READY,
-                        None => CONFIG_F_READY,
-                    },
-                    _pad: 0,
-                    encap_src_v6: encap_src_v6.unwrap_or([0; 16]),
-                })?;
-                let state = maps.read_state()?;
-                ferrolb = Some(Ferrolb {
-                    maps,
-                    state,
-                    _ebpf: ebpf,
-                    _pin: pin,
-                });
+                let encap_source6 = encap_src_v6.map(Ipv6Addr::from);
+                ferrolb = Some(Ferrolb::install(
+                    dut,
+                    ingress,
+                    pin_role,
+                    encap_source6,
+                    families,
+                )?);
                 None
             }
             // Netfilter and forwarding run above XDP; veth still needs an XDP program on
@@ -216,7 +255,7 @@ impl Datapath {
     /// netfilter peers load one rule set per family, each in its own load, as kube-proxy's
     /// per-family proxiers do; ferrolb holds both families' services in its maps). A
     /// netfilter load still running after `load_timeout` is stopped and reported as not
-    /// measured (`Programmed::Unsupported`).
+    /// measured (`NotMeasured::LoadStopped`).
     pub fn program(
         &mut self,
         dut: &Netns,
@@ -254,12 +293,8 @@ impl Datapath {
             }
             PeerKind::FerrolbDsr => {
                 let flb = self.ferrolb.as_mut().expect("ferrolb peer");
-                match planner::plan(&flb.state, &set.desired_state_for(families)) {
-                    Ok((ops, next)) => {
-                        flb.maps.apply(&ops)?;
-                        flb.state = next;
-                    }
-                    Err(e) => return Ok(Programmed::Unsupported(e.to_string())),
+                if let Some(why) = flb.program(set, families)? {
+                    return Ok(Programmed::NotMeasured(why));
                 }
                 Ok(String::new())
             }
@@ -282,9 +317,10 @@ impl Datapath {
                     .next()
                     .unwrap_or("load")
                     .to_string();
-                Ok(Programmed::Unsupported(not_measured_slow_load(
-                    &tool, seconds,
-                )))
+                Ok(Programmed::NotMeasured(NotMeasured::LoadStopped {
+                    tool,
+                    seconds,
+                }))
             }
             Err(e) => Err(e.into()),
         }
@@ -305,10 +341,7 @@ impl Datapath {
 
     /// ferrolb's per-reason counters (non-zero only), for the log.
     pub fn reasons(&self) -> Vec<(&'static str, u64)> {
-        let Some(flb) = self.ferrolb.as_ref() else {
-            return Vec::new();
-        };
-        let Ok(counters) = flb.maps.reason_counters() else {
+        let Some(counters) = self.ferrolb.as_ref().and_then(Ferrolb::reason_counters) else {
             return Vec::new();
         };
         lb_common::XdpReason::ALL
@@ -320,8 +353,7 @@ impl Datapath {
 
     /// ferrolb's own count of frames it forwarded, to cross-check the sink.
     pub fn forwarded(&self) -> Option<u64> {
-        let flb = self.ferrolb.as_ref()?;
-        let counters = flb.maps.reason_counters().ok()?;
+        let counters = self.ferrolb.as_ref()?.reason_counters()?;
         Some(
             [
                 lb_common::XdpReason::Forwarded,
@@ -334,17 +366,12 @@ impl Datapath {
     }
 }
 
-/// The reason text for a load stopped at its deadline; `report` shows it as is.
-pub fn not_measured_slow_load(tool: &str, seconds: f64) -> String {
-    format!("not measured: {tool} load took > {seconds:.0} s (stopped)")
-}
-
 pub struct Peer {
     pub kind: PeerKind,
     pub topo: Topology,
     pub sink: Sink,
     /// The frame the generator sends for the current service set, per family and flow
-    /// kind: a SYN for new flows, an ACK for established ones (see `programs::Segment`).
+    /// kind: a SYN for new flows, an ACK for established ones (see `generator::Segment`).
     pub frames: BTreeMap<(Family, FlowKind), Vec<u8>>,
     pub datapath: Datapath,
 }
@@ -420,10 +447,10 @@ impl Peer {
             };
             for flows in FlowKind::ALL {
                 let segment = match flows {
-                    FlowKind::New => programs::Segment::Syn,
-                    FlowKind::Established => programs::Segment::Ack,
+                    FlowKind::New => generator::Segment::Syn,
+                    FlowKind::Established => generator::Segment::Ack,
                 };
-                let frame = programs::template(
+                let frame = generator::template(
                     self.topo.gen_mac,
                     self.topo.in_mac,
                     dst,

@@ -2,11 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::{coord::ranged1d::Ranged, prelude::*};
+use plotters::{
+    coord::ranged1d::{AsRangedCoord, ValueFormatter},
+    prelude::*,
+};
 
 use crate::{
     control::Tool,
     cost::PacketClass,
+    measured::NotMeasured,
     peers::PeerKind,
     rate::FlowKind,
     report::Results,
@@ -36,16 +40,44 @@ const COLOURS: [RGBColor; 7] = [
     RGBColor(227, 119, 194),
 ];
 
-/// One series per key (named by `name`, points from `points`), the empty ones left out.
-fn series_of<K: Copy>(
+/// A point against the number of services: the figure, or why a cell has none.
+type Cell<'a> = (u32, Result<f64, &'a NotMeasured>);
+
+/// The cell of a result at `services`: its figure, else why it has none; `None` when it
+/// has neither.
+fn cell(services: u32, why: Option<&NotMeasured>, figure: Option<f64>) -> Option<Cell<'_>> {
+    match (why, figure) {
+        (Some(why), _) => Some((services, Err(why))),
+        (None, Some(figure)) => Some((services, Ok(figure))),
+        (None, None) => None,
+    }
+}
+
+/// One line per key against the number of services (named by `name`, its cells from
+/// `cells`); the service counts where it was not measured are named in its legend entry.
+/// Keys without a single point are left out.
+fn series_of<'a, K: Copy>(
     keys: impl IntoIterator<Item = K>,
     name: impl Fn(K) -> &'static str,
-    points: impl Fn(K) -> Vec<(f64, f64)>,
+    cells: impl Fn(K) -> Vec<Cell<'a>>,
 ) -> Vec<Series> {
     keys.into_iter()
-        .map(|k| Series {
-            name: name(k).to_string(),
-            points: points(k),
+        .map(|k| {
+            let cells = cells(k);
+            let not_measured: Vec<String> = cells
+                .iter()
+                .filter(|(_, value)| value.is_err())
+                .map(|(services, _)| services.to_string())
+                .collect();
+            let mut name = name(k).to_string();
+            if !not_measured.is_empty() {
+                name = format!("{name} (not measured: {} svc)", not_measured.join(", "));
+            }
+            let points = cells
+                .into_iter()
+                .filter_map(|(services, value)| Some((f64::from(services), value.ok()?)))
+                .collect();
+            Series { name, points }
         })
         .filter(|s| !s.points.is_empty())
         .collect()
@@ -59,19 +91,62 @@ fn plot_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> PlotError + '_ {
     }
 }
 
-/// Draws every series as a line with dots, one colour each, and the legend at `legend`.
-fn lines_and_legend<'a, DB, X, Y>(
-    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
-    series: &[Series],
+/// What a plot shows besides its axes' ranges.
+struct Frame<'a> {
+    path: &'a Path,
+    title: &'a str,
+    series: &'a [Series],
     legend: SeriesLabelPosition,
-    err: &dyn Fn(&dyn std::fmt::Display) -> PlotError,
-) -> Result<(), PlotError>
+    x_desc: &'a str,
+    y_desc: &'a str,
+    /// The names of the x positions 0, 1, ... (the percentile plots); plain numbers if
+    /// none.
+    x_names: Option<&'a [&'a str]>,
+}
+
+/// Draws `frame` over the axes `x` and `y`: every series as a line with dots, one colour
+/// each, and the legend.
+fn render<X, Y>(frame: Frame, x: X, y: Y) -> Result<(), PlotError>
 where
-    DB: DrawingBackend + 'a,
-    X: Ranged<ValueType = f64>,
-    Y: Ranged<ValueType = f64>,
+    X: AsRangedCoord<Value = f64>,
+    Y: AsRangedCoord<Value = f64>,
+    X::CoordDescType: ValueFormatter<f64>,
+    Y::CoordDescType: ValueFormatter<f64>,
 {
-    for (i, s) in series.iter().enumerate() {
+    let err = plot_err(frame.path);
+    let root = SVGBackend::new(frame.path, (900, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    // An empty plot still gets its axes (a layer may have been skipped), and says why.
+    let title = if frame.series.is_empty() {
+        format!("{} (no data in this run)", frame.title)
+    } else {
+        frame.title.to_string()
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .caption(title, ("sans-serif", 20))
+        .build_cartesian_2d(x, y)
+        .map_err(|e| err(&e))?;
+    let names = frame.x_names.unwrap_or_default();
+    let name_at = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 0.01 && i >= 0.0 && (i as usize) < names.len() {
+            names[i as usize].to_string()
+        } else {
+            String::new()
+        }
+    };
+    let mut mesh = chart.configure_mesh();
+    if frame.x_names.is_some() {
+        mesh.x_labels(names.len()).x_label_formatter(&name_at);
+    }
+    mesh.x_desc(frame.x_desc)
+        .y_desc(frame.y_desc)
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in frame.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         chart
             .draw_series(LineSeries::new(s.points.clone(), colour.stroke_width(2)))
@@ -88,26 +163,28 @@ where
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(legend)
+        .position(frame.legend)
         .draw()
         .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
+/// A plot against the number of services (log scale), the y axis linear from 0 or
+/// logarithmic, written to `file` in `dir`; returns the file name.
 fn draw(
-    path: &Path,
+    dir: &Path,
+    file: String,
     title: &str,
     y_label: &str,
     series: &[Series],
     log_y: bool,
-) -> Result<(), PlotError> {
-    let err = plot_err(path);
+) -> Result<String, PlotError> {
     let points: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.points.iter().copied())
         .collect();
-    // An empty plot still gets sane axes (a layer may have been skipped); a log axis over
-    // an infinite or empty range would never finish drawing its mesh.
+    // A log axis over an infinite or empty range would never finish drawing its mesh.
     let (x_min, x_max) = if points.is_empty() {
         (1.0, 10.0)
     } else {
@@ -125,93 +202,48 @@ fn draw(
         .map(|p| p.1)
         .filter(|y| *y > 0.0)
         .fold(f64::INFINITY, f64::min);
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let x_range = (x_min / 2.0)..(x_max * 2.0);
-    macro_rules! finish {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_desc("services (log scale)")
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| err(&e))?;
-            lines_and_legend(&mut chart, series, SeriesLabelPosition::UpperRight, &err)?;
-        }};
-    }
-    let mut builder = ChartBuilder::on(&root);
-    builder
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70);
-    let title = if points.is_empty() {
-        format!("{title} (no data in this run)")
-    } else {
-        title.to_string()
+    let path = dir.join(&file);
+    let frame = Frame {
+        path: &path,
+        title,
+        series,
+        legend: SeriesLabelPosition::UpperRight,
+        x_desc: "services (log scale)",
+        y_desc: y_label,
+        x_names: None,
     };
-    builder.caption(title, ("sans-serif", 20));
+    let x = ((x_min / 2.0)..(x_max * 2.0)).log_scale();
     if log_y && y_min_pos.is_finite() {
-        finish!(builder
-            .build_cartesian_2d(
-                x_range.log_scale(),
-                ((y_min_pos / 2.0)..(y_max * 2.0)).log_scale()
-            )
-            .map_err(|e| err(&e))?);
+        render(frame, x, ((y_min_pos / 2.0)..(y_max * 2.0)).log_scale())?;
     } else {
-        finish!(builder
-            .build_cartesian_2d(x_range.log_scale(), 0.0..(y_max * 1.15))
-            .map_err(|e| err(&e))?);
+        render(frame, x, 0.0..(y_max * 1.15))?;
     }
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    Ok(file)
 }
 
 /// Latency against percentile for one configuration (load × service count), one line per
 /// peer. The percentiles sit at equal steps (p50, p90, p99, p99.9: one more nine each), the
 /// latency axis is logarithmic because tails are orders of magnitude above medians.
 fn draw_percentiles(path: &Path, title: &str, series: &[Series]) -> Result<(), PlotError> {
-    let err = plot_err(path);
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let y_max = ys.clone().fold(0.0, f64::max).max(1.0);
     let y_min = ys.filter(|y| *y > 0.0).fold(f64::INFINITY, f64::min);
     let y_min = if y_min.is_finite() { y_min } else { 1.0 };
-    let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let title = if series.is_empty() {
-        format!("{title} (no data in this run)")
-    } else {
-        title.to_string()
+    let names = PERCENTILES.map(|(_, name)| name);
+    let frame = Frame {
+        path,
+        title,
+        series,
+        legend: SeriesLabelPosition::UpperLeft,
+        x_desc: "percentile",
+        y_desc: "µs (log scale)",
+        x_names: Some(&names),
     };
-    let mut chart = ChartBuilder::on(&root)
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .caption(title, ("sans-serif", 20))
-        .build_cartesian_2d(
-            -0.25f64..(PERCENTILES.len() as f64 - 0.75),
-            ((y_min / 2.0)..(y_max * 2.0)).log_scale(),
-        )
-        .map_err(|e| err(&e))?;
-    let name_at = |x: &f64| {
-        let i = x.round();
-        if (x - i).abs() < 0.01 && i >= 0.0 && (i as usize) < PERCENTILES.len() {
-            PERCENTILES[i as usize].1.to_string()
-        } else {
-            String::new()
-        }
-    };
-    chart
-        .configure_mesh()
-        .x_labels(PERCENTILES.len())
-        .x_label_formatter(&name_at)
-        .x_desc("percentile")
-        .y_desc("µs (log scale)")
-        .draw()
-        .map_err(|e| err(&e))?;
-    lines_and_legend(&mut chart, series, SeriesLabelPosition::UpperLeft, &err)?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    render(
+        frame,
+        -0.25f64..(PERCENTILES.len() as f64 - 0.75),
+        ((y_min / 2.0)..(y_max * 2.0)).log_scale(),
+    )
 }
 
 /// The TCP latency plots, one per load and service count.
@@ -222,14 +254,16 @@ fn write_tcp(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
     counts.dedup();
     for load in TcpLoad::ALL {
         for &n in &counts {
+            let cell = |peer| {
+                results
+                    .tcp
+                    .iter()
+                    .find(|r| r.peer == peer && r.services == n && r.load == load)
+            };
             let series: Vec<Series> = PeerKind::ALL
                 .iter()
                 .filter_map(|&peer| {
-                    let r = results
-                        .tcp
-                        .iter()
-                        .find(|r| r.peer == peer && r.services == n && r.load == load)?;
-                    let points: Vec<(f64, f64)> = r
+                    let points: Vec<(f64, f64)> = cell(peer)?
                         .latency_us
                         .iter()
                         .enumerate()
@@ -283,22 +317,19 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
                     .iter()
                     .filter(|r| r.peer == peer && r.flows == flows && r.family == family)
                     .filter_map(|r| {
-                        Some((
-                            f64::from(r.services),
-                            r.delivered_pps.as_ref()?.median / 1e6,
-                        ))
+                        let mpps = r.delivered_pps.as_ref().map(|s| s.median / 1e6);
+                        cell(r.services, r.unsupported.as_ref(), mpps)
                     })
                     .collect()
             });
-            let file = rate_plot_file(family, flows);
-            draw(
-                &dir.join(&file),
+            written.push(draw(
+                dir,
+                rate_plot_file(family, flows),
                 &format!("Delivered packet rate, {}, {}", family.name(), flows.name()),
                 "Mpps delivered",
                 &series,
                 false,
-            )?;
-            written.push(file);
+            )?);
         }
     }
     let series = series_of(PacketClass::ALL, PacketClass::name, |class| {
@@ -306,35 +337,39 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
             .program_cost
             .iter()
             .filter_map(|c| {
-                let x = c.classes.iter().find(|x| x.class == class)?;
-                Some((f64::from(c.services), x.over_pass_ns.median.max(0.0)))
+                let x = c.classes.iter().find(|x| x.class == class);
+                let ns = x.map(|x| x.over_pass_ns.median.max(0.0));
+                cell(c.services, c.unsupported.as_ref(), ns)
             })
             .collect()
     });
-    draw(
-        &dir.join("program-cost.svg"),
+    written.push(draw(
+        dir,
+        "program-cost.svg".to_string(),
         "ferrolb program cost over XDP_PASS",
         "ns per packet",
         &series,
         false,
-    )?;
-    written.push("program-cost.svg".to_string());
+    )?);
     let series = series_of(Tool::ALL, Tool::name, |tool| {
         results
             .control_plane
             .iter()
             .filter(|c| c.tool == tool)
-            .filter_map(|c| Some((f64::from(c.services), c.seconds.as_ref()?.median * 1e3)))
+            .filter_map(|c| {
+                let ms = c.seconds.as_ref().map(|s| s.median * 1e3);
+                cell(c.services, c.unsupported.as_ref(), ms)
+            })
             .collect()
     });
-    draw(
-        &dir.join("control-plane.svg"),
+    written.push(draw(
+        dir,
+        "control-plane.svg".to_string(),
         "Programming time from empty",
         "ms (log scale)",
         &series,
         true,
-    )?;
-    written.push("control-plane.svg".to_string());
+    )?);
     written.extend(write_tcp(results, dir)?);
     Ok(written)
 }

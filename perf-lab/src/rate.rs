@@ -6,8 +6,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    generator::{Flows, Generator},
+    measured::NotMeasured,
     peers::{Peer, PeerError, PeerKind},
-    programs::{Flows, Generator, ProgramsError},
+    programs::ProgramsError,
     services::Family,
     stats::Summary,
 };
@@ -100,7 +102,7 @@ pub struct RateResult {
     pub services: u32,
     pub backends: u32,
     pub flows: FlowKind,
-    pub unsupported: Option<String>,
+    pub unsupported: Option<NotMeasured>,
     pub delivered_pps: Option<Summary>,
     pub delivered_per_cpu_second: Option<Summary>,
     pub offered_pps: Option<Summary>,
@@ -115,7 +117,7 @@ impl RateResult {
         family: Family,
         set: &crate::services::ServiceSet,
         flows: FlowKind,
-        unsupported: Option<String>,
+        unsupported: Option<NotMeasured>,
     ) -> Self {
         Self {
             peer,

@@ -15,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use lb_daemon::model::{BackendSpec, DesiredState, Frontend, Protocol, ServiceSpec, Settings};
+use lb_model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
 
 pub const SERVICE_PORT: u16 = 80;
 /// A port no service uses, for the not-a-service class.
@@ -171,11 +171,14 @@ impl ServiceSet {
                     vip: self.vip_in(family, i),
                     port: SERVICE_PORT,
                     protocol: Protocol::Tcp,
+                    // Packets from the network, balanced by the XDP program.
+                    scope: Scope::External,
                 },
                 Arc::new(ServiceSpec {
                     name: format!("svc{i}{suffix}"),
                     backends,
                     table_size: MAGLEV_TABLE,
+                    reject: false,
                 }),
             );
         }

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use perf_lab::{
+use lb_perf_lab::{
     control::Tool,
     cost::PacketClass,
     peers::PeerKind,
@@ -36,7 +36,7 @@ fn our_namespaces() -> Vec<String> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    let prefix = format!("{}{}-", perf_lab::netns::PREFIX, std::process::id());
+    let prefix = format!("{}{}-", lb_perf_lab::netns::PREFIX, std::process::id());
     listed
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -292,7 +292,7 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
                 .filter(|n| {
                     n.starts_with(&format!(
                         "{}{}-",
-                        perf_lab::netns::PREFIX,
+                        lb_perf_lab::netns::PREFIX,
                         std::process::id()
                     ))
                 })

@@ -1,12 +1,13 @@
 //! Control-plane benchmark: how long the daemon's path from the Kubernetes API to the BPF
 //! maps takes. A fake API server on loopback serves N Services with E endpoints each; the
-//! real watch source (kube-rs), model, projection, planner and map writer program real
-//! pinned maps. Reports the initial sync, the latency from one EndpointSlice change to the
+//! real watch source (kube-rs), model and projection feed the daemon's sync engine
+//! (planner and map writer), which programs real pinned maps. Reports the initial sync, the latency from one EndpointSlice change to the
 //! maps holding it (p50/p99 over many changes), and map memory. Needs root (BPF maps).
 //!
 //! `cargo run --release -p lb-benches --bin sync_bench -- [SERVICES...]` (default 1000 10000)
 
 use std::{
+    error::Error,
     net::Ipv4Addr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -14,8 +15,8 @@ use std::{
 
 use lb_daemon::{
     loader::{self, MapSizes},
-    maps::{self, LbMaps},
-    planner,
+    maps::{self, BalancerMaps},
+    sync::{DatapathParams, SyncEngine},
 };
 use lb_kube::{
     fake_api::{
@@ -33,6 +34,7 @@ const CHANGES: usize = 300;
 /// Distinct pod addresses; below the backend map's 65,536 entries.
 const POD_POOL: u32 = 60_000;
 const NODE: &str = "node-a";
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 1);
 /// Maglev slots beyond one table per Service: a replaced table's new region is allocated
 /// before its old one is freed (one sync later).
 const REPLACEMENT_ROOM: u32 = 1 << 16;
@@ -89,26 +91,6 @@ async fn next_update(
     }
 }
 
-/// Plans `update` after snapshot `applied`, as the daemon does: only the changed frontends
-/// when the snapshot can tell them, else everything.
-fn plan_update(
-    state: &mut planner::KernelState,
-    update: &watch::DesiredStateUpdate,
-    applied: u64,
-) -> Result<Vec<planner::MapOp>, planner::PlanError> {
-    match update.changed_since(applied) {
-        Some(changed) if state.can_plan_changes() => {
-            let (ops, _undo) = planner::plan_changes(state, &update.datapath, &changed)?;
-            Ok(ops)
-        }
-        _ => {
-            let (ops, next) = planner::plan(state, &update.datapath)?;
-            *state = next;
-            Ok(ops)
-        }
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -141,11 +123,9 @@ impl Drop for Pins {
     }
 }
 
-async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
-    let pins = Pins(PathBuf::from(format!(
-        "/sys/fs/bpf/ferrolb-syncbench-{}-{services}",
-        std::process::id()
-    )));
+/// The balancer's maps sized for `services`, pinned at `pins`, driven by the daemon's sync
+/// engine. The second value keeps the loaded programs and maps alive.
+fn open_engine(pins: &Pins, services: usize) -> Result<(SyncEngine, impl Sized), Box<dyn Error>> {
     let _ = loader::uninstall(&pins.0);
     // One region of the policy's table size per distinct backend set (Services beyond
     // POD_POOL / ENDPOINTS repeat earlier sets and share their tables), plus room for the
@@ -156,14 +136,23 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         maglev_slots: distinct_sets * table + REPLACEMENT_ROOM,
         flows: 1024,
     };
-    let _ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
-    let mut maps = LbMaps::open(&pins.0)?;
-    let mut state = maps.read_state()?;
+    let ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
+    let params = DatapathParams {
+        encap_source: NODE_IP,
+        encap_source6: None,
+        nexthop_ttl: Duration::from_secs(1),
+    };
+    let engine = SyncEngine::adopt(BalancerMaps::open(&pins.0)?, &params)?;
+    Ok((engine, ebpf))
+}
 
+/// A fake API server holding the node and `services` Services with their slices, and the
+/// watch source reading it (its task runs until the runtime ends).
+async fn start_source(services: usize) -> Result<(FakeApi, watch::Updates), Box<dyn Error>> {
     let api = FakeApi::new();
     api.apply(
         Resource::Nodes,
-        node_json(NODE, &[("InternalIP", "198.18.255.1")], "zone-a"),
+        node_json(NODE, &[("InternalIP", &NODE_IP.to_string())], "zone-a"),
     );
     for i in 0..services {
         api.apply(Resource::Services, service(i));
@@ -174,8 +163,6 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
     std::fs::write(&config, kubeconfig(&format!("http://127.0.0.1:{port}")))?;
     let client = watch::client(Some(&config)).await?;
     let _ = std::fs::remove_file(&config);
-
-    let started = Instant::now();
     let node = NodeConfig {
         node_name: NODE.into(),
         node_port_addresses: None,
@@ -183,29 +170,32 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
         zone: None,
         service_proxy_name: None,
     };
-    let (mut updates, _task) = watch::spawn(client, SourceOptions::new(node), None);
-    let first = loop {
-        updates.changed().await?;
-        if let Some(update) = updates.borrow_and_update().clone() {
-            break update;
-        }
-    };
-    let list_to_snapshot = started.elapsed();
-    let t = Instant::now();
-    // What the daemon does: the first snapshot is planned whole, later ones only for the
-    // frontends they changed.
-    let (ops, next) = planner::plan(&state, &first.datapath)?;
-    let plan = t.elapsed();
-    let t = Instant::now();
-    maps.apply(&ops)?;
-    let apply = t.elapsed();
-    state = next;
-    assert_eq!(state.services.len(), services, "every Service programmed");
-    let mut generation = first.generation;
+    let (updates, _task) = watch::spawn(client, SourceOptions::new(node), None);
+    Ok((api, updates))
+}
 
-    let mut latencies = Vec::with_capacity(CHANGES);
-    let (mut source_time, mut plan_time, mut apply_time) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+/// Where the time of the single-endpoint changes went.
+#[derive(Default)]
+struct Changes {
+    /// Slice written to the API server → maps written, one per change.
+    latencies: Vec<Duration>,
+    /// Summed over the changes: API server → snapshot, planning, map writes.
+    source: Duration,
+    plan: Duration,
+    apply: Duration,
+}
+
+/// `CHANGES` single-endpoint changes, each applied as the daemon applies a snapshot: only
+/// the frontends it changed when the engine can, else everything. `generation` is the
+/// snapshot applied last.
+async fn run_changes(
+    api: &FakeApi,
+    updates: &mut watch::Updates,
+    engine: &mut SyncEngine,
+    services: usize,
+    mut generation: u64,
+) -> Result<Changes, Box<dyn Error>> {
+    let mut changes = Changes::default();
     for k in 0..CHANGES {
         let i = (k * 7919) % services;
         let changed_at = Instant::now();
@@ -213,45 +203,70 @@ async fn run(services: usize) -> Result<Row, Box<dyn std::error::Error>> {
             Resource::EndpointSlices,
             slice(i, (k % 2 == 0).then_some(k % ENDPOINTS)),
         );
-        let update = next_update(&mut updates, generation).await?;
+        let update = next_update(updates, generation).await?;
         let snapshot_at = Instant::now();
-        let ops = plan_update(&mut state, &update, generation)?;
+        let applied =
+            engine.apply_changes(&update.datapath, update.changed_since(generation).as_ref())?;
         generation = update.generation;
-        let planned_at = Instant::now();
-        maps.apply(&ops)?;
-        let done = Instant::now();
-        latencies.push(done - changed_at);
-        source_time += snapshot_at - changed_at;
-        plan_time += planned_at - snapshot_at;
-        apply_time += done - planned_at;
+        changes.latencies.push(changed_at.elapsed());
+        changes.source += snapshot_at - changed_at;
+        changes.plan += applied.plan;
+        changes.apply += applied.write;
         // Put the slice back so the next change of this Service is a real change too.
         if k % 2 == 0 {
             api.apply(Resource::EndpointSlices, slice(i, None));
-            let update = next_update(&mut updates, generation).await?;
-            let ops = plan_update(&mut state, &update, generation)?;
+            let update = next_update(updates, generation).await?;
+            engine.apply_changes(&update.datapath, update.changed_since(generation).as_ref())?;
             generation = update.generation;
-            maps.apply(&ops)?;
         }
     }
-    latencies.sort();
+    changes.latencies.sort();
+    Ok(changes)
+}
+
+async fn run(services: usize) -> Result<Row, Box<dyn Error>> {
+    let pins = Pins(PathBuf::from(format!(
+        "/sys/fs/bpf/ferrolb-syncbench-{}-{services}",
+        std::process::id()
+    )));
+    let (mut engine, _ebpf) = open_engine(&pins, services)?;
+    let (api, mut updates) = start_source(services).await?;
+
+    let started = Instant::now();
+    let first = loop {
+        updates.changed().await?;
+        if let Some(update) = updates.borrow_and_update().clone() {
+            break update;
+        }
+    };
+    let list_to_snapshot = started.elapsed();
+    // What the daemon does: the first snapshot is planned whole, later ones only for the
+    // frontends they changed.
+    let initial = engine.apply(&first.datapath)?;
+    assert_eq!(
+        engine.state().services.len(),
+        services,
+        "every Service programmed"
+    );
+    let changes = run_changes(&api, &mut updates, &mut engine, services, first.generation).await?;
     let per = |d: Duration| d / CHANGES as u32;
-    let (source_mean, plan_mean, apply_mean) = (per(source_time), per(plan_time), per(apply_time));
-    let map_memory = maps::pinned_map_memory(&pins.0)?;
+    let latencies = &changes.latencies;
+    let state = engine.state();
     Ok(Row {
         services,
         list_to_snapshot,
-        plan,
-        apply,
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
+        plan: initial.plan,
+        apply: initial.write,
+        p50: percentile(latencies, 0.5),
+        p99: percentile(latencies, 0.99),
         max: *latencies.last().expect("changes ran"),
-        source_mean,
-        plan_mean,
-        apply_mean,
+        source_mean: per(changes.source),
+        plan_mean: per(changes.plan),
+        apply_mean: per(changes.apply),
         tables: state.tables.len(),
         slots_used: u64::from(state.slots.capacity()) - state.slots.free_slots(),
         backends: state.backends.len(),
-        map_memory,
+        map_memory: maps::pinned_map_memory(&pins.0)?,
     })
 }
 

@@ -17,7 +17,7 @@ pub fn backend(
         .iter()
         .map(|t| config::parse_translation(t).with_context(|| format!("--translate {t}")))
         .collect::<Result<Vec<_>>>()?;
-    let attachment = loader::install_decap(iface, pin_dir)?;
+    let attachment = loader::install_backend_side(iface, pin_dir)?;
     let mut maps = BackendSideMaps::open(pin_dir)?;
     maps.set_vips(vips)?;
     maps.set_translations(&translations)?;

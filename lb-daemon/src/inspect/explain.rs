@@ -6,11 +6,10 @@ use std::net::IpAddr;
 use lb_common::{FlowKey, XdpReason, BACKEND_F_ACTIVE};
 use serde::Serialize;
 
+use lb_model::{addr_bytes, Frontend, Scope};
+
 use super::{backend_addresses, BackendAddresses, Tuple};
-use crate::{
-    maps::{BalancerMaps, MapsError},
-    model::{addr_bytes, Frontend, Scope},
-};
+use crate::maps::{BalancerMaps, MapsError};
 
 #[derive(Debug, Serialize)]
 pub struct FlowEntryView {

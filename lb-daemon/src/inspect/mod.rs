@@ -15,10 +15,9 @@ use std::{
 use lb_common::{Counter, ServiceValue, XdpReason, BACKEND_F_ACTIVE, SERVICE_F_REJECT};
 use serde::Serialize;
 
-use crate::{
-    maps::{BalancerMaps, MapsError},
-    model::{addr_from_bytes, Frontend, Protocol, Scope},
-};
+use lb_model::{addr_from_bytes, Frontend, Protocol, Scope};
+
+use crate::maps::{BalancerMaps, MapsError};
 
 pub use explain::{explain, Explainer, Explanation, FlowEntryView};
 

@@ -7,14 +7,11 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use lb_common::{SockReason, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
-use lb_model::SocketTarget;
+use lb_model::{Frontend, Scope, SocketTarget};
 use serde::Serialize;
 
 use super::{backend_addresses, table_shares, Tuple};
-use crate::{
-    maps::{BalancerMaps, MapsError},
-    model::{Frontend, Scope},
-};
+use crate::maps::{BalancerMaps, MapsError};
 
 #[derive(Debug, Serialize)]
 pub struct SocketEndpointView {

@@ -27,7 +27,7 @@ use crate::objects;
 mod cgroup_link;
 mod pins;
 mod socket;
-use pins::{check_pinned_layouts, expected_layouts, BALANCER_MAPS, DECAP_MAPS};
+use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
 
@@ -154,12 +154,12 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, Loa
 
 /// Loads the backend-side programs (ingress decapsulation and translation, egress reply
 /// restoration) against their pinned maps, unattached.
-pub fn load_decap(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
+pub fn load_backend_side(pin_dir: &Path) -> Result<Ebpf, LoaderError> {
     load_object(
         pin_dir,
         &MapSizes::default(),
-        DECAP_MAPS,
-        objects::TC_DECAP,
+        BACKEND_SIDE_MAPS,
+        objects::BACKEND_SIDE,
         program_names::TC_DECAP,
         |ebpf, name| {
             program::<SchedClassifier>(ebpf, name)?
@@ -213,11 +213,16 @@ where
         return Ok(Attachment::Replaced);
     }
     let fd_link = attach(prog)?;
-    fd_link.pin(&link_path).map_err(|source| LoaderError::Pin {
-        path: link_path,
-        source,
-    })?;
+    pin_link(fd_link, &link_path)?;
     Ok(Attachment::New)
+}
+
+/// Pins a new link at `path`: from then on it outlives the daemon.
+fn pin_link(link: FdLink, path: &Path) -> Result<(), LoaderError> {
+    link.pin(path).map(drop).map_err(|source| LoaderError::Pin {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn into_fd_link<L>(link: L, name: &'static str) -> Result<FdLink, LoaderError>
@@ -256,9 +261,9 @@ pub fn install_balancer(
 
 /// Loads the backend-side programs and attaches them to `iface` (tcx): decapsulation and
 /// translation on ingress, reply restoration on egress, each through its pinned link.
-pub fn install_decap(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
+pub fn install_backend_side(iface: &str, pin_dir: &Path) -> Result<Attachment, LoaderError> {
     ifindex(iface)?;
-    let mut ebpf = load_decap(pin_dir)?;
+    let mut ebpf = load_backend_side(pin_dir)?;
     let mut attachment = Attachment::Replaced;
     for (name, direction, link) in [
         (program_names::TC_DECAP, TcAttachType::Ingress, TC_LINK_PIN),
@@ -301,11 +306,7 @@ pub fn install_pass(iface: &str, link_pin: &Path) -> Result<(), LoaderError> {
         .attach(iface, XdpMode::Driver)
         .map_err(program_err(name))?;
     let fd_link = into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)?;
-    fd_link.pin(link_pin).map_err(|source| LoaderError::Pin {
-        path: link_pin.to_path_buf(),
-        source,
-    })?;
-    Ok(())
+    pin_link(fd_link, link_pin)
 }
 
 /// What `uninstall` removed.

@@ -165,7 +165,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::SOCK_SERVICES,
     map_names::SOCK_TARGETS,
 ];
-pub(super) const DECAP_MAPS: &[&str] = &[
+pub(super) const BACKEND_SIDE_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,
     map_names::TC_STATS,
     map_names::BACKEND_NAT,

@@ -16,7 +16,7 @@ use aya::{
 use lb_common::program_names;
 
 use super::{
-    cgroup_link, into_fd_link, io_err, load_object,
+    cgroup_link, into_fd_link, io_err, load_object, pin_link,
     pins::{pinned_sizes, statfs_type, SOCKET_MAPS},
     program, program_err, Attachment, LoaderError,
 };
@@ -146,10 +146,7 @@ fn attach(
         .attach(cgroup.as_fd(), CgroupAttachMode::Single)
         .map_err(program_err(name))?;
     let fd_link = into_fd_link(prog.take_link(id).map_err(program_err(name))?, name)?;
-    fd_link.pin(link_path).map_err(|source| LoaderError::Pin {
-        path: link_path.to_path_buf(),
-        source,
-    })?;
+    pin_link(fd_link, link_path)?;
     Ok(Attachment::New)
 }
 

@@ -17,7 +17,7 @@ use super::{
     state::{distinct_backends, KernelState},
     undo::Undo,
 };
-use crate::model::{DesiredState, Frontend};
+use lb_model::{DesiredState, Frontend};
 
 /// Plans the frontends in `changed` (frontends whose spec may differ between what `state`
 /// was planned from and `desired`; listing unchanged ones too is harmless) and moves

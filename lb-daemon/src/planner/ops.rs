@@ -3,7 +3,7 @@
 use lb_common::{BackendValue, ServiceKey, ServiceValue};
 use lb_hashing::maglev;
 
-use crate::model::{Frontend, Scope};
+use lb_model::{Frontend, Scope};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {

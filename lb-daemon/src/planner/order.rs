@@ -13,7 +13,7 @@ use super::{
     table::prebuild_tables,
     undo::Undo,
 };
-use crate::model::{DesiredState, Frontend, ServiceSpec};
+use lb_model::{DesiredState, Frontend, ServiceSpec};
 
 /// What one plan changes, as the whole or the incremental plan found it.
 pub(super) struct Change<'a, S> {

@@ -10,10 +10,8 @@ use std::{
 use lb_common::{limits, ServiceValue};
 
 use super::ops::MapOp;
-use crate::{
-    model::{Frontend, ServiceSpec},
-    slots::SlotAllocator,
-};
+use crate::slots::SlotAllocator;
+use lb_model::{Frontend, ServiceSpec};
 
 /// What a Maglev table is built from. Equal keys mean equal tables, so services with the
 /// same weighted backends (several ports of one Service, several Services selecting the

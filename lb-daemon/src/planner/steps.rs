@@ -17,7 +17,7 @@ use super::{
     table::{detach, place_table, service_value, Prebuilt},
     undo::Undo,
 };
-use crate::model::{addr_bytes, Frontend, Scope, ServiceSpec};
+use lb_model::{addr_bytes, Frontend, Scope, ServiceSpec};
 
 pub(super) fn remove_service(
     next: &mut KernelState,

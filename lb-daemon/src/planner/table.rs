@@ -17,7 +17,7 @@ use super::{
     state::{InstalledBackend, InstalledService, InstalledTable, KernelState, TableKey},
     undo::Undo,
 };
-use crate::model::{Frontend, ServiceSpec};
+use lb_model::{Frontend, ServiceSpec};
 
 /// The Maglev table of one service, as backend ids.
 pub fn build_table(

@@ -9,7 +9,9 @@ use std::{
 };
 
 use super::state::{InstalledBackend, InstalledService, InstalledTable, KernelState, TableKey};
-use crate::{model::Frontend, slots::SlotAllocator};
+use lb_model::Frontend;
+
+use crate::slots::SlotAllocator;
 
 /// The entries and counters a plan overwrote, oldest first per map.
 #[derive(Debug, Default)]

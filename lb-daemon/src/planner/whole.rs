@@ -13,7 +13,7 @@ use super::{
     state::{distinct_backends, KernelState},
     undo::Undo,
 };
-use crate::model::DesiredState;
+use lb_model::DesiredState;
 
 /// Computes the plan and the state the kernel will be in once it has run. On error nothing
 /// is planned and `current` is untouched.

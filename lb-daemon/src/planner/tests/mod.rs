@@ -10,7 +10,7 @@ use std::{
 use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
 
 use super::{InstalledBackend, KernelState, MapOp};
-use crate::model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
+use lb_model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
 
 mod plans;
 mod properties;

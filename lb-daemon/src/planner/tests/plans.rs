@@ -8,12 +8,10 @@ use std::{
 use lb_common::SERVICE_F_HAS_BACKENDS;
 
 use super::{desired, frontend, spec, FakeKernel};
-use crate::{
-    model::{Frontend, ServiceSpec},
-    planner::{
-        build_table, plan, plan_changes, table::PARALLEL_TABLES, KernelState, MapOp, PlanError,
-    },
+use crate::planner::{
+    build_table, plan, plan_changes, table::PARALLEL_TABLES, KernelState, MapOp, PlanError,
 };
+use lb_model::{Frontend, ServiceSpec};
 
 #[test]
 fn first_plan_writes_backends_then_tables_then_services() {

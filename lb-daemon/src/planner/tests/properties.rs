@@ -6,10 +6,8 @@ use std::{collections::BTreeSet, net::IpAddr};
 use proptest::prelude::*;
 
 use super::{configuration, frontend, summary, FakeKernel};
-use crate::{
-    model::{DesiredState, Frontend},
-    planner::{plan, plan_changes, KernelState},
-};
+use crate::planner::{plan, plan_changes, KernelState};
+use lb_model::{DesiredState, Frontend};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]

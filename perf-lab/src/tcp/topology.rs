@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 
 use aya::Ebpf;
 use lb_common::program_names;
-use lb_daemon::{loader, maps::DecapMaps};
+use lb_daemon::{loader, maps::BackendSideMaps};
 
 use crate::{
     netns::{Netns, NetnsError, PinDir},
@@ -69,96 +69,10 @@ impl TcpTopology {
         let client = Netns::create(&format!("{tag}-cli"))?;
         let dut = Netns::create(&format!("{tag}-dut"))?;
         let backend = Netns::create(&format!("{tag}-be"))?;
-        client.exec(
-            "ip",
-            &[
-                "link", "add", CLIENT_IF, "type", "veth", "peer", "name", DUT_IN, "netns",
-                &dut.name,
-            ],
-        )?;
-        dut.exec(
-            "ip",
-            &[
-                "link",
-                "add",
-                DUT_OUT,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                BACKEND_IF,
-                "netns",
-                &backend.name,
-            ],
-        )?;
-        let mut links = vec![
-            (&client, CLIENT_IF, "198.18.1.1/24"),
-            (&dut, DUT_IN, "198.18.1.2/24"),
-            (&dut, DUT_OUT, "198.18.2.1/24"),
-            (&backend, BACKEND_IF, "198.18.2.2/24"),
-        ];
         let dsr = kind == PeerKind::FerrolbDsr;
-        if dsr {
-            client.exec(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    RETURN_CLIENT_IF,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    RETURN_BACKEND_IF,
-                    "netns",
-                    &backend.name,
-                ],
-            )?;
-            links.push((&client, RETURN_CLIENT_IF, "198.18.3.1/24"));
-            links.push((&backend, RETURN_BACKEND_IF, "198.18.3.2/24"));
-        }
-        for (ns, iface, addr) in links {
-            ns.exec("ip", &["addr", "add", addr, "dev", iface])?;
-            ns.exec("ip", &["link", "set", iface, "up"])?;
-        }
-        // Locally generated segments carry a partial checksum on veth; once XDP redirects
-        // them nobody completes it and the backend drops them (TcpInCsumErrors, DESIGN.md
-        // §4). Off for every peer, so all of them pay the same software checksum.
-        client.exec("ethtool", &["-K", CLIENT_IF, "tx", "off"])?;
-        // Room for the IPIP header on the way to the backend, for every peer alike.
-        for net in [VIP_NET, ENDPOINT_NET] {
-            client.exec(
-                "ip",
-                &["route", "add", net, "via", "198.18.1.2", "mtu", "1480"],
-            )?;
-        }
-        // The client closes first and holds TIME_WAIT; reuse and a wide port range keep
-        // thousands of connect/close cycles per run from running out of ports.
-        client.sysctl("net.ipv4.tcp_tw_reuse=1")?;
-        client.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
-        dut.sysctl("net.ipv4.ip_forward=1")?;
-        for iface in [DUT_IN, DUT_OUT] {
-            dut.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter=0"))?;
-        }
-        // ferrolb resolves the next hop with bpf_fib_lookup and needs a neighbour entry
-        // (the daemon would resolve it; here it is fixed). The other peers use the stack's
-        // ARP, which would find the same MAC.
-        let backend_mac = backend.mac(BACKEND_IF)?;
-        dut.exec(
-            "ip",
-            &[
-                "neigh",
-                "replace",
-                BACKEND_ADDR,
-                "lladdr",
-                &crate::netns::format_mac(&backend_mac),
-                "dev",
-                DUT_OUT,
-                "nud",
-                "permanent",
-            ],
-        )?;
-        dut.exec("ip", &["route", "add", ENDPOINT_NET, "via", BACKEND_ADDR])?;
+        wire(&client, &dut, &backend, dsr)?;
+        set_up_client(&client)?;
+        set_up_dut(&dut, &backend)?;
         if dsr {
             backend.exec(
                 "ip",
@@ -185,7 +99,7 @@ impl TcpTopology {
         )?;
         let decap = if dsr {
             let pin = PinDir::new(&format!("{tag}-decap"));
-            backend.run_inside(None, || loader::install_decap(BACKEND_IF, &pin.path))??;
+            backend.run_inside(None, || loader::install_backend_side(BACKEND_IF, &pin.path))??;
             Some(pin)
         } else {
             None
@@ -224,9 +138,98 @@ impl TcpTopology {
         self.local = wanted;
         if let Some(pin) = &self.decap {
             let vip = set.vip(set.target());
-            let mut maps = DecapMaps::open(&pin.path)?;
+            let mut maps = BackendSideMaps::open(&pin.path)?;
             maps.set_vips(&[vip.into()])?;
         }
         Ok(())
     }
+}
+
+/// A veth pair from `ns` to `peer_ns`: `name` in `ns`, `peer` in `peer_ns`.
+fn veth(ns: &Netns, name: &str, peer: &str, peer_ns: &Netns) -> Result<(), NetnsError> {
+    ns.exec(
+        "ip",
+        &[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            &peer_ns.name,
+        ],
+    )?;
+    Ok(())
+}
+
+/// The links of the drawing in the module comment, addressed and up (the return link
+/// only for DSR).
+fn wire(client: &Netns, dut: &Netns, backend: &Netns, dsr: bool) -> Result<(), NetnsError> {
+    veth(client, CLIENT_IF, DUT_IN, dut)?;
+    veth(dut, DUT_OUT, BACKEND_IF, backend)?;
+    let mut links = vec![
+        (client, CLIENT_IF, "198.18.1.1/24"),
+        (dut, DUT_IN, "198.18.1.2/24"),
+        (dut, DUT_OUT, "198.18.2.1/24"),
+        (backend, BACKEND_IF, "198.18.2.2/24"),
+    ];
+    if dsr {
+        veth(client, RETURN_CLIENT_IF, RETURN_BACKEND_IF, backend)?;
+        links.push((client, RETURN_CLIENT_IF, "198.18.3.1/24"));
+        links.push((backend, RETURN_BACKEND_IF, "198.18.3.2/24"));
+    }
+    for (ns, iface, addr) in links {
+        ns.exec("ip", &["addr", "add", addr, "dev", iface])?;
+        ns.exec("ip", &["link", "set", iface, "up"])?;
+    }
+    Ok(())
+}
+
+fn set_up_client(client: &Netns) -> Result<(), NetnsError> {
+    // Locally generated segments carry a partial checksum on veth; once XDP redirects
+    // them nobody completes it and the backend drops them (TcpInCsumErrors, DESIGN.md
+    // §4). Off for every peer, so all of them pay the same software checksum.
+    client.exec("ethtool", &["-K", CLIENT_IF, "tx", "off"])?;
+    // Room for the IPIP header on the way to the backend, for every peer alike.
+    for net in [VIP_NET, ENDPOINT_NET] {
+        client.exec(
+            "ip",
+            &["route", "add", net, "via", "198.18.1.2", "mtu", "1480"],
+        )?;
+    }
+    // The client closes first and holds TIME_WAIT; reuse and a wide port range keep
+    // thousands of connect/close cycles per run from running out of ports.
+    client.sysctl("net.ipv4.tcp_tw_reuse=1")?;
+    client.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
+    Ok(())
+}
+
+fn set_up_dut(dut: &Netns, backend: &Netns) -> Result<(), NetnsError> {
+    dut.sysctl("net.ipv4.ip_forward=1")?;
+    for iface in [DUT_IN, DUT_OUT] {
+        dut.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter=0"))?;
+    }
+    // ferrolb resolves the next hop with bpf_fib_lookup and needs a neighbour entry
+    // (the daemon would resolve it; here it is fixed). The other peers use the stack's
+    // ARP, which would find the same MAC.
+    let backend_mac = backend.mac(BACKEND_IF)?;
+    dut.exec(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            BACKEND_ADDR,
+            "lladdr",
+            &crate::netns::format_mac(&backend_mac),
+            "dev",
+            DUT_OUT,
+            "nud",
+            "permanent",
+        ],
+    )?;
+    dut.exec("ip", &["route", "add", ENDPOINT_NET, "via", BACKEND_ADDR])?;
+    Ok(())
 }

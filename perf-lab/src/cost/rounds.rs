@@ -1,0 +1,233 @@
+//! The measurement at one service set: the flow table prepared, then rounds that run
+//! both baselines and every class.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use lb_common::limits;
+
+use crate::{
+    services::{Family, ServiceSet, SOURCE_BASE, UNUSED_PORT},
+    stats::Summary,
+};
+
+use super::{
+    packets::{flow_packet, icmp_echo, ipv6_syn, tcp_syn, Segment},
+    test_run::{Program, Programs, XDP_PASS, XDP_TX},
+    ClassCost, CostError, CostPlan, CostResult, PacketClass,
+};
+
+const ESTABLISHED_FLOWS: u32 = 10_000;
+
+pub(super) struct Rounds<'a> {
+    programs: &'a Programs,
+    set: &'a ServiceSet,
+    plan: &'a CostPlan,
+    classes: Vec<PacketClass>,
+    /// The SYN both baselines run.
+    syn: Vec<u8>,
+    not_service: Vec<u8>,
+    icmp: Vec<u8>,
+    ipv6: Vec<u8>,
+    /// The next never-seen client tuple per family.
+    next_new: BTreeMap<Family, u32>,
+    /// Where the hit classes are in the established sets (both families walk the same
+    /// stretch of theirs).
+    hit_cursor: u32,
+    /// Per class, one per round: ns per packet, and ns over its baseline.
+    samples: Vec<(Vec<f64>, Vec<f64>)>,
+    pass_repeat: Vec<f64>,
+    pass_single: Vec<f64>,
+}
+
+impl<'a> Rounds<'a> {
+    /// Client tuples per family: [0, ESTABLISHED) established, then (first family) the
+    /// fill, then fresh tuples for the new-flow and first-ACK classes. Established flows
+    /// and the fill are sent as ACKs: a SYN records nothing.
+    pub(super) fn prepare(
+        programs: &'a Programs,
+        set: &'a ServiceSet,
+        families: &[Family],
+        plan: &'a CostPlan,
+    ) -> Result<Self, CostError> {
+        let vip = |family| set.vip_in(family, set.target());
+        let first = families.first().copied().unwrap_or(Family::Ipv4);
+        let classes = PacketClass::of(families);
+        let mut rounds = Self {
+            programs,
+            set,
+            plan,
+            syn: flow_packet(Segment::Syn, first, 0, vip(first))
+                .ok_or_else(|| CostError::Packet("template SYN".into()))?,
+            not_service: tcp_syn(SOURCE_BASE.into(), 40_000, vip(Family::Ipv4), UNUSED_PORT)?,
+            icmp: icmp_echo(set.vip(set.target()).octets())?,
+            ipv6: ipv6_syn()?,
+            next_new: families.iter().map(|&f| (f, ESTABLISHED_FLOWS)).collect(),
+            hit_cursor: 0,
+            samples: vec![(Vec::new(), Vec::new()); classes.len()],
+            classes,
+            pass_repeat: Vec::new(),
+            pass_single: Vec::new(),
+        };
+        for &family in families {
+            rounds.warm("warm established", family)?;
+        }
+        if plan.fill_flow_table {
+            rounds.fill(first)?;
+            // The fill evicted part of the established sets: warm them again.
+            for &family in families {
+                rounds.warm("rewarm established", family)?;
+            }
+        }
+        Ok(rounds)
+    }
+
+    fn vip(&self, family: Family) -> IpAddr {
+        self.set.vip_in(family, self.set.target())
+    }
+
+    /// An ACK of the i-th established flow of `family` (cycling through the set).
+    fn established(&self, family: Family, i: u32) -> Option<Vec<u8>> {
+        flow_packet(
+            Segment::Ack,
+            family,
+            i % ESTABLISHED_FLOWS,
+            self.vip(family),
+        )
+    }
+
+    fn warm(&self, what: &'static str, family: Family) -> Result<f64, CostError> {
+        self.programs.single_loop(
+            Program::Balancer,
+            what,
+            (0..ESTABLISHED_FLOWS).filter_map(|i| self.established(family, i)),
+            XDP_TX,
+        )
+    }
+
+    /// Fills the flow table to capacity with `family`'s flows. One table serves both
+    /// families, so the other family's inserts evict too.
+    fn fill(&mut self, family: Family) -> Result<(), CostError> {
+        let fill = limits::DEFAULT_FLOWS;
+        let start = ESTABLISHED_FLOWS;
+        let vip = self.vip(family);
+        self.programs.single_loop(
+            Program::Balancer,
+            "fill flow table",
+            (start..start + fill).filter_map(|i| flow_packet(Segment::Ack, family, i, vip)),
+            XDP_TX,
+        )?;
+        self.next_new.insert(family, start + fill);
+        Ok(())
+    }
+
+    /// Both baselines, then every class once.
+    pub(super) fn run(&mut self) -> Result<(), CostError> {
+        let n = self.plan.single_runs;
+        let syn = &self.syn;
+        let base_single = self.programs.single_loop(
+            Program::Pass,
+            "pass",
+            (0..n).map(|_| syn.clone()),
+            XDP_PASS,
+        )?;
+        let base_repeat =
+            self.programs
+                .repeated(Program::Pass, "pass", syn, self.plan.repeat, XDP_PASS)?;
+        self.pass_single.push(base_single);
+        self.pass_repeat.push(base_repeat);
+        let hits = self.hit_cursor;
+        self.hit_cursor = self.hit_cursor.wrapping_add(n);
+        for k in 0..self.classes.len() {
+            let class = self.classes[k];
+            let ns = self.class_ns(class, hits)?;
+            let base = if class.rewrites() {
+                base_single
+            } else {
+                base_repeat
+            };
+            self.samples[k].0.push(ns);
+            self.samples[k].1.push(ns - base);
+        }
+        Ok(())
+    }
+
+    /// ns per packet of `class`; the hit classes start at established flow `hits`.
+    fn class_ns(&mut self, class: PacketClass, hits: u32) -> Result<f64, CostError> {
+        let (n, repeat) = (self.plan.single_runs, self.plan.repeat);
+        let family = class.family();
+        let balancer = Program::Balancer;
+        let ns = match class {
+            PacketClass::NewFlow
+            | PacketClass::NewFlowV6
+            | PacketClass::FirstAck
+            | PacketClass::FirstAckV6 => {
+                // Never-seen tuples either way: a SYN leaves no entry behind, but the
+                // first-ACK class does not reuse the SYNs' tuples, so both miss alike.
+                let (segment, what) = match class {
+                    PacketClass::NewFlow | PacketClass::NewFlowV6 => (Segment::Syn, "new flow"),
+                    _ => (Segment::Ack, "first ack"),
+                };
+                let next = self.next_new.entry(family).or_insert(ESTABLISHED_FLOWS);
+                let start = *next;
+                *next += n;
+                let vip = self.vip(family);
+                self.programs.single_loop(
+                    balancer,
+                    what,
+                    (start..start + n).filter_map(|i| flow_packet(segment, family, i, vip)),
+                    class.verdict(),
+                )?
+            }
+            PacketClass::FlowHit | PacketClass::FlowHitV6 => self.programs.single_loop(
+                balancer,
+                "flow hit",
+                (hits..hits + n).filter_map(|i| self.established(family, i)),
+                class.verdict(),
+            )?,
+            PacketClass::NotAService => {
+                let packet = &self.not_service;
+                self.programs
+                    .repeated(balancer, "not a service", packet, repeat, XDP_PASS)?
+            }
+            PacketClass::Icmp => self
+                .programs
+                .repeated(balancer, "icmp", &self.icmp, repeat, XDP_PASS)?,
+            PacketClass::Ipv6 => self
+                .programs
+                .repeated(balancer, "ipv6", &self.ipv6, repeat, XDP_PASS)?,
+        };
+        Ok(ns)
+    }
+
+    /// Every class's summary over the rounds, with the baselines.
+    pub(super) fn result(self) -> CostResult {
+        let n = self.plan.single_runs;
+        let repeat = self.plan.repeat;
+        let classes = self
+            .classes
+            .iter()
+            .zip(self.samples)
+            .filter_map(|(class, (ns, over))| {
+                Some(ClassCost {
+                    class: *class,
+                    description: class.name().to_string(),
+                    method: if class.rewrites() {
+                        format!("repeat 1 x {n} distinct packets")
+                    } else {
+                        format!("repeat {repeat}")
+                    },
+                    ns_per_packet: Summary::of(&ns)?,
+                    over_pass_ns: Summary::of(&over)?,
+                })
+            })
+            .collect();
+        CostResult {
+            services: self.set.services,
+            backends: self.set.backends,
+            unsupported: None,
+            pass_repeat_ns: Summary::of(&self.pass_repeat),
+            pass_single_ns: Summary::of(&self.pass_single),
+            classes,
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The balancer and the XDP_PASS baseline as BPF_PROG_RUN runs them: loaded, the
+//! balancer's maps holding the service set, both parked; one call per packet or one call
+//! repeating a packet, every verdict checked.
+
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
+
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf, EbpfLoader,
+};
+use lb_common::{program_names, NextHop};
+use lb_daemon::{
+    loader,
+    maps::BalancerMaps,
+    sync::{DatapathParams, SyncEngine, SyncError},
+};
+use lb_model::DesiredState;
+
+use crate::{
+    measured::NotMeasured,
+    netns::{Netns, PinDir},
+    programs::{self, PARK_IFS},
+    services::{Family, ServiceSet},
+};
+
+use super::{packets::LB_MAC, CostError};
+
+pub(super) const XDP_PASS: u32 = 2;
+pub(super) const XDP_TX: u32 = 3;
+const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+/// The balancer's IP6IP6 source.
+const LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+
+/// Which of the two programs a run times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Program {
+    Balancer,
+    Pass,
+}
+
+impl Program {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Balancer => program_names::XDP_BALANCER,
+            Self::Pass => program_names::XDP_PASS,
+        }
+    }
+}
+
+pub(super) struct Programs {
+    balancer: Ebpf,
+    pass: Ebpf,
+    /// Holds the parked attachments; dropped after the programs.
+    _park: Netns,
+}
+
+fn program_err(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> CostError {
+    move |source| CostError::Program { name, source }
+}
+
+fn xdp<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp, CostError> {
+    ebpf.program(name)
+        .ok_or(CostError::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_err(name))
+}
+
+fn load_pass() -> Result<Ebpf, CostError> {
+    let name = program_names::XDP_PASS;
+    let mut pass = EbpfLoader::new().load(lb_daemon::objects::XDP_PASS)?;
+    let xdp: &mut Xdp = pass
+        .program_mut(name)
+        .ok_or(CostError::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_err(name))?;
+    xdp.load().map_err(program_err(name))?;
+    Ok(pass)
+}
+
+/// Writes `desired` into the balancer's maps pinned at `pin` through the daemon's sync
+/// engine, with a cached next hop per backend. `Ok(Err(why))`: ferrolb cannot hold it.
+fn program_maps(pin: &Path, desired: &DesiredState) -> Result<Result<(), NotMeasured>, CostError> {
+    let params = DatapathParams {
+        encap_source: LB_ADDR,
+        encap_source6: Some(LB_ADDR6),
+        nexthop_ttl: Duration::from_secs(1),
+    };
+    let mut engine = SyncEngine::adopt(BalancerMaps::open(pin)?, &params)?;
+    match engine.apply(desired) {
+        Ok(_) => {}
+        Err(SyncError::Plan(e)) => return Ok(Err(NotMeasured::cannot_hold(e))),
+        Err(e) => return Err(e.into()),
+    }
+    // A cached next hop, as the datapath holds it between refreshes; test_run delivers on
+    // the loopback (ifindex 1), so XDP_TX is the verdict.
+    let backends: Vec<_> = engine
+        .state()
+        .backends
+        .values()
+        .map(|b| (b.id, b.generation))
+        .collect();
+    for (id, generation) in backends {
+        engine.set_static_nexthop(
+            id,
+            NextHop {
+                dst_mac: [0x02, 0xbe, 0, 0, 0, 1],
+                src_mac: LB_MAC,
+                ifindex: 1,
+                mtu: 1500,
+                flags: 0,
+                backend_generation: generation,
+                expires_ns: u64::MAX,
+            },
+        )?;
+    }
+    Ok(Ok(()))
+}
+
+impl Programs {
+    /// Loads the balancer (its maps pinned in `pin`, sized for `set` in `families`) and the
+    /// pass program, writes the set in every family into the balancer's maps, and parks
+    /// both. `Ok(Err(why))`: ferrolb cannot hold the set.
+    pub(super) fn load(
+        pin: &PinDir,
+        set: &ServiceSet,
+        families: &[Family],
+    ) -> Result<Result<Self, NotMeasured>, CostError> {
+        let sizes = set.ferrolb_map_sizes_for(families.len());
+        let mut balancer = loader::load_balancer_sized(&pin.path, &sizes)?;
+        let mut pass = load_pass()?;
+        if let Err(why) = program_maps(&pin.path, &set.desired_state_for(families))? {
+            return Ok(Err(why));
+        }
+        // Parked attachments keep BPF_PROG_RUN from changing the XDP dispatcher on every
+        // call (see programs::create_parking); they do not change the measured time.
+        let park = Netns::create("cost-park")?;
+        programs::create_parking(&park)?;
+        let balancer_name = Program::Balancer.name();
+        programs::attach_loaded(&park, &mut balancer, balancer_name, PARK_IFS[0])?;
+        programs::attach_loaded(&park, &mut pass, Program::Pass.name(), PARK_IFS[1])?;
+        Ok(Ok(Self {
+            balancer,
+            pass,
+            _park: park,
+        }))
+    }
+
+    fn xdp(&self, program: Program) -> Result<&Xdp, CostError> {
+        let ebpf = match program {
+            Program::Balancer => &self.balancer,
+            Program::Pass => &self.pass,
+        };
+        xdp(ebpf, program.name())
+    }
+
+    /// Mean ns per packet over `packets`, repeat 1 each, checking every verdict.
+    pub(super) fn single_loop(
+        &self,
+        program: Program,
+        class: &'static str,
+        packets: impl Iterator<Item = Vec<u8>>,
+        want: u32,
+    ) -> Result<f64, CostError> {
+        let (mut total, mut n) = (0.0, 0u32);
+        for packet in packets {
+            total += self.repeated(program, class, &packet, 1, want)?;
+            n += 1;
+        }
+        Ok(total / f64::from(n.max(1)))
+    }
+
+    /// One BPF_PROG_RUN call of `program` repeating `packet` `repeat` times: ns per
+    /// repetition, the verdict checked against `want` (`class` names the measurement in
+    /// the error).
+    pub(super) fn repeated(
+        &self,
+        program: Program,
+        class: &'static str,
+        packet: &[u8],
+        repeat: u32,
+        want: u32,
+    ) -> Result<f64, CostError> {
+        let out = self
+            .xdp(program)?
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(program_err(program.name()))?;
+        if out.return_value != want {
+            return Err(CostError::Verdict {
+                class,
+                got: out.return_value,
+                want,
+            });
+        }
+        Ok(out.duration.as_nanos() as f64)
+    }
+}

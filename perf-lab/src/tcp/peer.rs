@@ -1,0 +1,136 @@
+//! A peer's datapath on its own TCP topology, with the server behind it and the client
+//! loads run through it.
+
+use std::{net::SocketAddrV4, time::Duration};
+
+use crate::{
+    peers::{Datapath, PeerKind, Programmed},
+    services::{Family, ServiceSet, SERVICE_PORT},
+    topology::DUT_IN,
+};
+
+use super::{
+    client::{connect_close, request_response},
+    io,
+    server::Server,
+    topology::TcpTopology,
+    TcpError, TcpLoad, TcpPlan, TcpSample,
+};
+
+/// One peer on its own TCP topology. Fields drop in order: server, datapath, namespaces.
+pub struct TcpPeer {
+    pub kind: PeerKind,
+    server: Server,
+    pub datapath: Datapath,
+    pub topo: TcpTopology,
+    /// Where the client connects: the target VIP, or its endpoints for plain forwarding.
+    dsts: Vec<SocketAddrV4>,
+}
+
+impl TcpPeer {
+    pub fn create(
+        kind: PeerKind,
+        server_cpu: Option<usize>,
+        plan: &TcpPlan,
+    ) -> Result<Self, TcpError> {
+        let topo = TcpTopology::create(kind)?;
+        let datapath = Datapath::install(
+            kind,
+            &topo.dut,
+            DUT_IN,
+            None,
+            &format!("t{}", kind.tag()),
+            None,
+            1,
+        )?;
+        let server = Server::start(&topo.backend, server_cpu, plan)?;
+        Ok(Self {
+            kind,
+            server,
+            datapath,
+            topo,
+            dsts: Vec::new(),
+        })
+    }
+
+    /// Programs the peer for `set` and makes the backend answer for its target service.
+    pub fn program(
+        &mut self,
+        set: &ServiceSet,
+        load_timeout: Duration,
+    ) -> Result<Programmed, TcpError> {
+        let programmed =
+            self.datapath
+                .program(&self.topo.dut, set, &[Family::Ipv4], load_timeout)?;
+        self.topo.serve(set)?;
+        self.dsts = match self.kind {
+            PeerKind::Forward => set
+                .endpoints(set.target())
+                .into_iter()
+                .map(|a| SocketAddrV4::new(a, SERVICE_PORT))
+                .collect(),
+            _ => vec![SocketAddrV4::new(set.vip(set.target()), SERVICE_PORT)],
+        };
+        Ok(programmed)
+    }
+
+    /// One run of `load`, from a thread in the client namespace pinned to `cpu`.
+    pub fn run_once(
+        &self,
+        load: TcpLoad,
+        plan: &TcpPlan,
+        cpu: Option<usize>,
+    ) -> Result<TcpSample, TcpError> {
+        self.datapath.flush_state(&self.topo.dut);
+        let dsts = self.dsts.clone();
+        let plan = *plan;
+        let sample = self.topo.client.run_inside(cpu, move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io("client runtime"))?;
+            Ok::<_, TcpError>(runtime.block_on(async move {
+                match load {
+                    TcpLoad::RequestResponse => {
+                        request_response(&dsts, &plan, plan.connections).await
+                    }
+                    TcpLoad::RequestResponseSingle => request_response(&dsts, &plan, 1).await,
+                    TcpLoad::ConnectClose => connect_close(&dsts, &plan).await,
+                }
+            }))
+        })??;
+        tracing::debug!(
+            peer = self.kind.name(),
+            load = load.name(),
+            ?sample,
+            reasons = ?self.datapath.reasons(),
+            "after TCP run"
+        );
+        Ok(sample)
+    }
+
+    /// A few requests before measuring: resolves neighbours and proves the path works
+    /// (a broken path is logged here and then shows as failures in every run).
+    pub fn warm_up(&self, plan: &TcpPlan) -> Result<(), TcpError> {
+        let small = TcpPlan {
+            connections: 2,
+            requests: 20,
+            seconds: plan.seconds.min(1.0),
+            ..*plan
+        };
+        let sample = self.run_once(TcpLoad::RequestResponse, &small, None)?;
+        if sample.completed == 0 {
+            tracing::warn!(
+                peer = self.kind.name(),
+                ?sample,
+                reasons = ?self.datapath.reasons(),
+                "no TCP request got through in the warm-up"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn stop_server(&mut self) -> Result<(), TcpError> {
+        self.server.stop()
+    }
+}
