@@ -121,7 +121,8 @@ struct KubeArgs {
     /// cgroup v2 directory the socket programs attach to: connect() and datagrams to
     /// Services from every process in it or below are balanced at the socket (east-west).
     /// Default: the machine's cgroup2 mount (from /proc/mounts), which holds every pod and
-    /// host process.
+    /// host process. In a container, mount the host's and give it here: the container's
+    /// own /sys/fs/cgroup is its private cgroup namespace.
     #[arg(long, value_name = "PATH", conflicts_with = "no_socket_lb")]
     cgroup: Option<PathBuf>,
     /// Leave this node's pods' and processes' traffic to Services alone: no socket
