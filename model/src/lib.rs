@@ -184,109 +184,64 @@ pub fn addr_from_bytes(addr: &[u8; 16], family: u8) -> Option<IpAddr> {
     }
 }
 
-/// Backend side: a frontend whose packets, arriving encapsulated for a local endpoint, are
-/// delivered to that endpoint's address and `target_port` (replies get the frontend back as
-/// their source). The daemon on the endpoint's node programs these, so the balancer needs
-/// no per-endpoint port and the endpoint no frontend address on its loopback.
+/// An endpoint of a frontend and the port it listens on for that frontend, laid out in the
+/// maps as `LB_BACKEND_NAT` entries. The frontend's scope says whose it is:
+///
+/// - external ([`LocalTranslation`]): the backend side. Packets of the frontend arriving
+///   encapsulated for this local endpoint are delivered to its address and `target_port`
+///   (replies get the frontend back as their source). The daemon on the endpoint's node
+///   programs these, so the balancer needs no per-endpoint port and the endpoint no
+///   frontend address on its loopback.
+/// - internal ([`SocketTarget`]): the socket programs. A `connect()` to the frontend they
+///   balance to this endpoint goes to `endpoint:target_port` (`LB_SOCK_TGTS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LocalTranslation {
+pub struct EndpointPort {
     pub frontend: Frontend,
     pub endpoint: IpAddr,
     pub target_port: u16,
 }
 
-impl LocalTranslation {
+/// The backend side's translation to a local endpoint (an external-scope frontend).
+pub type LocalTranslation = EndpointPort;
+/// The socket programs' target port of an endpoint (an internal-scope frontend).
+pub type SocketTarget = EndpointPort;
+
+impl EndpointPort {
     pub fn key(&self) -> lb_common::BackendNatKey {
-        nat_key(&self.frontend, self.endpoint)
+        let frontend = self.frontend.key();
+        lb_common::BackendNatKey {
+            frontend: frontend.addr,
+            endpoint: addr_bytes(self.endpoint).0,
+            port_be: frontend.port_be,
+            proto: frontend.proto,
+            family: frontend.family,
+        }
     }
 
     pub fn value(&self) -> lb_common::BackendNatValue {
-        nat_value(self.target_port)
+        lb_common::BackendNatValue {
+            target_port_be: self.target_port.to_be(),
+            _pad: 0,
+        }
     }
 
-    /// The translation a backend-side map entry holds; `None` when the key names no
-    /// frontend or endpoint.
+    /// The entry a map of `scope`'s frontends holds; `None` when the key names no frontend
+    /// or endpoint.
     pub fn from_entry(
         key: &lb_common::BackendNatKey,
         value: &lb_common::BackendNatValue,
+        scope: Scope,
     ) -> Option<Self> {
-        let (frontend, endpoint, target_port) = nat_entry(key, value, Scope::External)?;
+        let service = ServiceKey {
+            addr: key.frontend,
+            port_be: key.port_be,
+            proto: key.proto,
+            family: key.family,
+        };
         Some(Self {
-            frontend,
-            endpoint,
-            target_port,
+            frontend: Frontend::from_scoped_key(&service, scope)?,
+            endpoint: addr_from_bytes(&key.endpoint, key.family)?,
+            target_port: u16::from_be(value.target_port_be),
         })
     }
-}
-
-/// Socket side: an endpoint of an internal-scope frontend and the port it listens on for
-/// that frontend. A `connect()` to the frontend that the socket programs balance to this
-/// endpoint goes to `endpoint:target_port` (`LB_SOCK_TGTS`, laid out as the backend side's
-/// translations).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SocketTarget {
-    pub frontend: Frontend,
-    pub endpoint: IpAddr,
-    pub target_port: u16,
-}
-
-impl SocketTarget {
-    pub fn key(&self) -> lb_common::BackendNatKey {
-        nat_key(&self.frontend, self.endpoint)
-    }
-
-    pub fn value(&self) -> lb_common::BackendNatValue {
-        nat_value(self.target_port)
-    }
-
-    /// The target a socket-side map entry holds; `None` when the key names no frontend or
-    /// endpoint.
-    pub fn from_entry(
-        key: &lb_common::BackendNatKey,
-        value: &lb_common::BackendNatValue,
-    ) -> Option<Self> {
-        let (frontend, endpoint, target_port) = nat_entry(key, value, Scope::Internal)?;
-        Some(Self {
-            frontend,
-            endpoint,
-            target_port,
-        })
-    }
-}
-
-fn nat_key(frontend: &Frontend, endpoint: IpAddr) -> lb_common::BackendNatKey {
-    let frontend = frontend.key();
-    lb_common::BackendNatKey {
-        frontend: frontend.addr,
-        endpoint: addr_bytes(endpoint).0,
-        port_be: frontend.port_be,
-        proto: frontend.proto,
-        family: frontend.family,
-    }
-}
-
-fn nat_value(target_port: u16) -> lb_common::BackendNatValue {
-    lb_common::BackendNatValue {
-        target_port_be: target_port.to_be(),
-        _pad: 0,
-    }
-}
-
-/// (frontend in `scope`, endpoint, target port) of an entry keyed like `LB_BACKEND_NAT`.
-fn nat_entry(
-    key: &lb_common::BackendNatKey,
-    value: &lb_common::BackendNatValue,
-    scope: Scope,
-) -> Option<(Frontend, IpAddr, u16)> {
-    let service = ServiceKey {
-        addr: key.frontend,
-        port_be: key.port_be,
-        proto: key.proto,
-        family: key.family,
-    };
-    Some((
-        Frontend::from_scoped_key(&service, scope)?,
-        addr_from_bytes(&key.endpoint, key.family)?,
-        u16::from_be(value.target_port_be),
-    ))
 }

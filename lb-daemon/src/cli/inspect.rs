@@ -43,74 +43,70 @@ pub fn explain(
         _ => bail!("give either one tuple or --batch FILE"),
     };
     if internal {
-        return explain_sockets(pin_dir, &maps, &tuples, output);
+        let targets = match SocketMaps::open(pin_dir) {
+            Ok(socket) => socket.targets()?,
+            Err(MapsError::NotInstalled { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let explain = |t| inspect::socket::explain(&maps, &targets, t);
+        return explain_each(&tuples, output, explain, print_socket_explanation);
     }
     let explainer = inspect::Explainer::new(&maps)?;
-    let mut explanations = Vec::with_capacity(tuples.len());
-    for t in tuples {
-        explanations.push(explainer.explain(t)?);
-    }
+    explain_each(&tuples, output, |t| explainer.explain(t), print_explanation)
+}
+
+/// Explains every tuple, then prints the answers as JSON or each through `print`.
+fn explain_each<E: serde::Serialize>(
+    tuples: &[Tuple],
+    output: Output,
+    explain: impl Fn(Tuple) -> Result<E, MapsError>,
+    print: impl Fn(&E),
+) -> Result<()> {
+    let explanations = tuples
+        .iter()
+        .map(|t| explain(*t))
+        .collect::<Result<Vec<E>, MapsError>>()?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&explanations)?);
-        return Ok(());
-    }
-    for e in &explanations {
-        let t = e.tuple;
-        println!(
-            "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
-            t.protocol,
-            t.src,
-            t.sport,
-            t.dst,
-            t.dport,
-            e.verdict,
-            e.backend.map_or("-".into(), |b| b.to_string()),
-            e.why
-        );
+    } else {
+        explanations.iter().for_each(print);
     }
     Ok(())
 }
 
-/// `ferrolb explain --internal`: the socket programs' verdict and the endpoints a socket
-/// may get.
-fn explain_sockets(
-    pin_dir: &Path,
-    maps: &BalancerMaps,
-    tuples: &[Tuple],
-    output: Output,
-) -> Result<()> {
-    let targets = match SocketMaps::open(pin_dir) {
-        Ok(socket) => socket.targets()?,
-        Err(MapsError::NotInstalled { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    let mut explanations = Vec::with_capacity(tuples.len());
-    for t in tuples {
-        explanations.push(inspect::socket::explain(maps, &targets, *t)?);
-    }
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&explanations)?);
-        return Ok(());
-    }
-    for e in &explanations {
-        let t = e.tuple;
+fn print_explanation(e: &inspect::Explanation) {
+    let t = e.tuple;
+    println!(
+        "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
+        t.protocol,
+        t.src,
+        t.sport,
+        t.dst,
+        t.dport,
+        e.verdict,
+        e.backend.map_or("-".into(), |b| b.to_string()),
+        e.why
+    );
+}
+
+/// The socket programs' verdict and the endpoints a socket may get.
+fn print_socket_explanation(e: &inspect::socket::SocketExplanation) {
+    let t = e.tuple;
+    println!(
+        "{} {}:{} -> {}  verdict={}\n  {}",
+        t.protocol, t.src, t.sport, e.frontend, e.verdict, e.why
+    );
+    let size = f64::from(e.table_size.unwrap_or(0).max(1));
+    for p in &e.endpoints {
         println!(
-            "{} {}:{} -> {}  verdict={}\n  {}",
-            t.protocol, t.src, t.sport, e.frontend, e.verdict, e.why
+            "    endpoint {:<18} port={:<5} slots={:<6} ({:5.1}%) {}",
+            p.address.map_or("?".into(), |a| a.to_string()),
+            p.target_port,
+            p.slots,
+            100.0 * f64::from(p.slots) / size,
+            if p.active { "active" } else { "retired" },
         );
-        let size = f64::from(e.table_size.unwrap_or(0).max(1));
-        for p in &e.endpoints {
-            println!(
-                "    endpoint {:<18} port={:<5} slots={:<6} ({:5.1}%) {}",
-                p.address.map_or("?".into(), |a| a.to_string()),
-                p.target_port,
-                p.slots,
-                100.0 * f64::from(p.slots) / size,
-                if p.active { "active" } else { "retired" },
-            );
-        }
     }
-    Ok(())
 }
 
 /// `ferrolb nat`: the backend side's translations as the kernel holds them.

@@ -68,12 +68,7 @@ fn explain_with(
     config: &lb_common::LbConfig,
     tuple: Tuple,
 ) -> Result<Explanation, MapsError> {
-    let frontend = Frontend {
-        vip: tuple.dst,
-        port: tuple.dport,
-        protocol: tuple.protocol,
-        scope: Scope::External,
-    };
+    let frontend = tuple.frontend(Scope::External);
     let mut out = Explanation {
         tuple,
         service_id: None,

@@ -170,6 +170,18 @@ pub struct Tuple {
     pub dport: u16,
 }
 
+impl Tuple {
+    /// The frontend the tuple's destination names in `scope`.
+    pub fn frontend(&self, scope: Scope) -> Frontend {
+        Frontend {
+            vip: self.dst,
+            port: self.dport,
+            protocol: self.protocol,
+            scope,
+        }
+    }
+}
+
 impl std::str::FromStr for Tuple {
     type Err = String;
 

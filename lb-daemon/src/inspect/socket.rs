@@ -7,7 +7,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use lb_common::{SockReason, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
-use lb_model::{Frontend, Scope, SocketTarget};
+use lb_model::{Scope, SocketTarget};
 use serde::Serialize;
 
 use super::{backend_addresses, table_shares, Tuple};
@@ -45,12 +45,7 @@ pub fn explain(
     targets: &[SocketTarget],
     tuple: Tuple,
 ) -> Result<SocketExplanation, MapsError> {
-    let frontend = Frontend {
-        vip: tuple.dst,
-        port: tuple.dport,
-        protocol: tuple.protocol,
-        scope: Scope::Internal,
-    };
+    let frontend = tuple.frontend(Scope::Internal);
     let mut out = SocketExplanation {
         tuple,
         frontend: frontend.to_string(),

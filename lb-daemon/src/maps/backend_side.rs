@@ -5,7 +5,7 @@ use std::{collections::HashMap as StdHashMap, net::IpAddr, path::Path};
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use lb_common::{limits, map_names, BackendNatKey, BackendNatValue, Counter, VipKey};
-use lb_model::{addr_bytes, LocalTranslation};
+use lb_model::{addr_bytes, LocalTranslation, Scope};
 
 use super::{access, hash_sync, open_typed, sum_counters, MapsError};
 
@@ -75,17 +75,7 @@ impl BackendSideMaps {
 
     /// The translation table as the kernel holds it, sorted.
     pub fn translations(&self) -> Result<Vec<LocalTranslation>, MapsError> {
-        let mut out = Vec::new();
-        for entry in self.backend_nat.iter() {
-            let (key, value) = entry.map_err(access(map_names::BACKEND_NAT))?;
-            out.push(LocalTranslation::from_entry(&key, &value).ok_or_else(|| {
-                MapsError::Inconsistent(format!(
-                    "translation key {key:?} names no frontend and endpoint"
-                ))
-            })?);
-        }
-        out.sort();
-        Ok(out)
+        hash_sync::read_endpoint_ports(&self.backend_nat, map_names::BACKEND_NAT, Scope::External)
     }
 
     pub fn counters(&self) -> Result<Vec<Counter>, MapsError> {

@@ -1,10 +1,13 @@
 //! Keeping a BPF hash map equal to a wanted set of entries with few syscalls: a writer
 //! remembers what it wrote, writes only differences, and removes stale keys after (or, for
-//! make-before-break, separately from) writing the new ones.
+//! make-before-break, separately from) writing the new ones. Also reading back the maps
+//! laid out as `LB_BACKEND_NAT` (the backend side's translations, the socket targets).
 
 use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{HashMap, MapData, MapError};
+use lb_common::{BackendNatKey, BackendNatValue};
+use lb_model::{EndpointPort, Scope};
 
 use super::{access, MapsError};
 
@@ -88,4 +91,26 @@ where
     let writes = upsert(map, name, wanted, current)?;
     let stale = current.keys().filter(|k| !wanted.contains_key(k));
     Ok(writes + remove(map, name, stale)?)
+}
+
+/// The entries of a map laid out as `LB_BACKEND_NAT`, whose frontends are of `scope`,
+/// sorted.
+pub(super) fn read_endpoint_ports(
+    map: &HashMap<MapData, BackendNatKey, BackendNatValue>,
+    name: &'static str,
+    scope: Scope,
+) -> Result<Vec<EndpointPort>, MapsError> {
+    let mut out = Vec::new();
+    for entry in map.iter() {
+        let (key, value) = entry.map_err(access(name))?;
+        out.push(
+            EndpointPort::from_entry(&key, &value, scope).ok_or_else(|| {
+                MapsError::Inconsistent(format!(
+                    "{name}: key {key:?} names no frontend and endpoint"
+                ))
+            })?,
+        );
+    }
+    out.sort();
+    Ok(out)
 }

@@ -10,9 +10,9 @@ use std::{
 
 use aya::maps::{HashMap, MapData};
 use lb_common::{limits, map_names, BackendNatKey, BackendNatValue};
-use lb_model::SocketTarget;
+use lb_model::{Scope, SocketTarget};
 
-use super::{access, hash_sync, open_typed, MapsError};
+use super::{hash_sync, open_typed, MapsError};
 
 type Targets = StdHashMap<BackendNatKey, BackendNatValue>;
 
@@ -108,16 +108,6 @@ impl SocketMaps {
 
     /// The targets as the kernel holds them, sorted.
     pub fn targets(&self) -> Result<Vec<SocketTarget>, MapsError> {
-        let mut out = Vec::new();
-        for entry in self.targets.iter() {
-            let (key, value) = entry.map_err(access(map_names::SOCK_TARGETS))?;
-            out.push(SocketTarget::from_entry(&key, &value).ok_or_else(|| {
-                MapsError::Inconsistent(format!(
-                    "socket target key {key:?} names no frontend and endpoint"
-                ))
-            })?);
-        }
-        out.sort();
-        Ok(out)
+        hash_sync::read_endpoint_ports(&self.targets, map_names::SOCK_TARGETS, Scope::Internal)
     }
 }
