@@ -50,6 +50,8 @@ pub enum KubeModeError {
     Metrics(MetricsError),
     #[error("http server: {0}")]
     Http(http::HttpError),
+    #[error("socket programs: {0} (--no-socket-lb runs without them)")]
+    Socket(LoaderError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -236,9 +238,9 @@ impl NodeDatapath {
 fn install_socket(cgroup: Option<&Path>, pin_dir: &Path) -> Result<SocketMaps, KubeModeError> {
     let cgroup = match cgroup {
         Some(dir) => dir.to_path_buf(),
-        None => loader::default_cgroup_root()?,
+        None => loader::default_cgroup_root().map_err(KubeModeError::Socket)?,
     };
-    let attachment = loader::install_socket(&cgroup, pin_dir)?;
+    let attachment = loader::install_socket(&cgroup, pin_dir).map_err(KubeModeError::Socket)?;
     info!(cgroup = %cgroup.display(), new = attachment == Attachment::New, "socket programs attached (east-west balancing at connect)");
     Ok(SocketMaps::open(pin_dir)?)
 }
