@@ -248,15 +248,8 @@ fn install_socket(cgroup: Option<&Path>, pin_dir: &Path) -> Result<SocketMaps, K
 /// Socket programs a previous run left attached would go on serving the internal frontends
 /// the maps still hold until the first sync removes them: their pinned links go at once.
 fn detach_socket(pin_dir: &Path) -> Result<(), KubeModeError> {
-    for (_, link) in loader::SOCK_LINKS {
-        let path = pin_dir.join(link);
-        if path.exists() {
-            std::fs::remove_file(&path).map_err(|source| KubeModeError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            info!(link = %path.display(), "socket program detached");
-        }
+    for link in loader::uninstall_socket(pin_dir)? {
+        info!(link, "socket program detached");
     }
     info!("east-west balancing off: connections of this node's pods and processes to Services are left to the network");
     Ok(())

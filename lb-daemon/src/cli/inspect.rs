@@ -7,10 +7,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lb_common::TcReason;
+use lb_common::{map_names, SockReason, TcReason};
 use lb_daemon::{
     inspect::{self, Tuple},
-    maps::{BackendSideMaps, BalancerMaps, MapsError, SocketMaps},
+    maps::{self, BackendSideMaps, BalancerMaps, MapsError, SocketMaps},
 };
 
 use super::Output;
@@ -198,26 +198,21 @@ pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
         .ok()
         .map(|maps| maps.counters())
         .transpose()?
-        .map(|counters| {
-            TcReason::ALL
-                .iter()
-                .zip(counters)
-                .map(|(r, c)| inspect::ReasonCount {
-                    reason: r.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                })
-                .collect::<Vec<_>>()
-        });
-    if balancer.is_none() && decap.is_none() {
+        .map(|counters| inspect::named_counts(TcReason::ALL.iter().map(|r| r.name()), &counters));
+    let sock = maps::pinned_reason_counters(pin_dir, map_names::SOCK_STATS)?
+        .map(|counters| inspect::named_counts(SockReason::ALL.iter().map(|r| r.name()), &counters));
+    if balancer.is_none() && decap.is_none() && sock.is_none() {
         bail!("nothing installed under {}", pin_dir.display());
     }
     if output == Output::Json {
-        println!("{}", serde_json::json!({ "xdp": balancer, "tc": decap }));
+        println!(
+            "{}",
+            serde_json::json!({ "xdp": balancer, "tc": decap, "sock": sock })
+        );
         return Ok(());
     }
     // Prometheus text style, named lb_<subsystem>_<name>_total.
-    for (subsystem, rows) in [("xdp", balancer), ("tc", decap)] {
+    for (subsystem, rows) in [("xdp", balancer), ("tc", decap), ("sock", sock)] {
         let Some(rows) = rows else { continue };
         for r in &rows {
             println!(

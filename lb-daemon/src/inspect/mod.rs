@@ -144,20 +144,30 @@ pub struct ReasonCount {
 }
 
 pub fn reason_counts(maps: &BalancerMaps) -> Result<Vec<ReasonCount>, MapsError> {
-    let counters = maps.reason_counters()?;
-    Ok(XdpReason::ALL
-        .iter()
+    Ok(named_counts(
+        XdpReason::ALL.iter().map(|r| r.name()),
+        &maps.reason_counters()?,
+    ))
+}
+
+/// Counters by reason label; a reason the map has no counter for (an older datapath)
+/// reads zero.
+pub fn named_counts<'a>(
+    names: impl Iterator<Item = &'static str> + 'a,
+    counters: &[Counter],
+) -> Vec<ReasonCount> {
+    names
         .zip(
             counters
                 .iter()
                 .chain(std::iter::repeat(&Counter::default())),
         )
         .map(|(reason, c)| ReasonCount {
-            reason: reason.name(),
+            reason,
             packets: c.packets,
             bytes: c.bytes,
         })
-        .collect())
+        .collect()
 }
 
 /// A client's flow as `explain` takes it.

@@ -84,6 +84,24 @@ pub fn nr_cpus() -> Result<usize, MapsError> {
     aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))
 }
 
+/// The per-CPU reason counters pinned as `map` (summed over CPUs), or `None` when the
+/// programs that own them are not installed.
+pub fn pinned_reason_counters(
+    pin_dir: &Path,
+    map: &'static str,
+) -> Result<Option<Vec<Counter>>, MapsError> {
+    if !pin_dir.join(map).exists() {
+        return Ok(None);
+    }
+    let counters: aya::maps::PerCpuArray<MapData, Counter> = open_typed!(pin_dir, map);
+    counters
+        .iter()
+        .map(|v| v.map(|v| sum_counters(&v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(access(map))
+}
+
 pub(crate) fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
     values.iter().fold(Counter::default(), |acc, c| Counter {
         packets: acc.packets + c.packets,
