@@ -7,6 +7,8 @@
 //!   [`lb_model::DesiredState`], and a report of what it cannot.
 //! - [`backend_side`]: pure; the translations this node applies to encapsulated packets
 //!   for its own endpoints (destination address and target port), and their replies.
+//! - [`socket_side`]: pure; the target port of every endpoint of every internal-scope
+//!   frontend, for the socket programs.
 //! - [`watch`]: kube-rs watchers feeding whole-state snapshots to the daemon.
 //! - [`metrics`]: the source's metrics, in an [`lb_telemetry::metrics::Registry`].
 //! - `fake_api` (feature `fake-api`): a stand-in API server and real-shaped objects for
@@ -22,6 +24,7 @@ pub mod lenient;
 pub mod metrics;
 pub mod projection;
 pub mod rules;
+pub mod socket_side;
 pub mod watch;
 
 pub use projection::{to_datapath, ProjectionReport};

@@ -155,3 +155,29 @@ fn daemonset_runs_as_the_bound_service_account_without_privileged() {
     let mount = container.volume_mounts.as_ref().unwrap();
     assert!(mount.iter().any(|m| m.mount_path == "/sys/fs/bpf"));
 }
+
+#[test]
+fn daemonset_attaches_the_socket_programs_to_the_hosts_cgroup_root() {
+    let ds: DaemonSet = one("DaemonSet");
+    let pod = ds.spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    let args = container.args.as_deref().unwrap_or_default();
+    let cgroup = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--cgroup="))
+        .expect("--cgroup: the container's own /sys/fs/cgroup is its private namespace");
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == cgroup)
+        .expect("the --cgroup directory is a volume mount");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.host_path.as_ref())
+        .expect("a hostPath volume");
+    assert_eq!(volume.path, "/sys/fs/cgroup");
+}

@@ -530,9 +530,15 @@ fn rule_14_internal_traffic_policy_local() {
         vec![web_slice(vec![ready("198.19.0.2", "node-b")])],
     );
     let fe = &get(&state, "web").ports[0].frontends[0];
-    // A Service with only remote endpoints and iTP Local uses no Cluster set at all, so
-    // kube-proxy treats it as having no endpoints on this node: reject.
-    assert_eq!(fe.internal, Verdict::Reject);
+    // The Service has a usable endpoint, just none on this node: kube-proxy drops (its
+    // "has no local endpoints" rule); reject is only for no usable endpoint anywhere.
+    assert_eq!(fe.internal, Verdict::Drop);
+    assert_eq!(fe.external, Verdict::Drop);
+    let state = build(vec![svc.clone()], vec![web_slice(vec![])]);
+    assert_eq!(
+        get(&state, "web").ports[0].frontends[0].internal,
+        Verdict::Reject
+    );
     let state = build(
         vec![svc],
         vec![web_slice(vec![
@@ -570,6 +576,40 @@ fn rule_14_internal_traffic_policy_local() {
         frontend(np, FrontendKind::NodePort, "198.18.0.10").external,
         Verdict::Forward(EndpointSetKind::Cluster)
     );
+}
+
+#[test]
+fn rule_14_internal_policy_never_applies_to_external_frontends() {
+    // Both policies Local, endpoints only on another node: from outside, the node port and
+    // the LB IP drop (rule 13); from this node's pods, the ClusterIP drops (rule 14) while
+    // the node port and the LB IP take the short cut to the Cluster set.
+    let svc = patch(
+        lb_service("lb", "Local"),
+        json!({"spec": {"internalTrafficPolicy": "Local"}}),
+    );
+    let s = slice_json(
+        "lb-a",
+        "lb",
+        "IPv4",
+        8080,
+        vec![ready("198.19.0.2", "node-b")],
+    );
+    let state = build(vec![svc], vec![s]);
+    let lb = get(&state, "lb");
+    let cip = frontend(lb, FrontendKind::ClusterIp, "198.18.100.30");
+    assert_eq!((cip.external, cip.internal), (Verdict::Drop, Verdict::Drop));
+    for (kind, address) in [
+        (FrontendKind::NodePort, "198.18.0.10"),
+        (FrontendKind::LoadBalancer, "198.18.70.1"),
+    ] {
+        let fe = frontend(lb, kind, address);
+        assert_eq!(fe.external, Verdict::Drop, "{kind:?} from outside");
+        assert_eq!(
+            fe.internal,
+            Verdict::Forward(EndpointSetKind::Cluster),
+            "{kind:?} from inside"
+        );
+    }
 }
 
 #[test]

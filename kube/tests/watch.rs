@@ -37,6 +37,8 @@ impl Harness {
         let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
         let mut options = SourceOptions::new(cfg.clone());
+        // As `ferrolb kube` runs it: both scopes, as `to_datapath` projects them.
+        options.internal_scope = true;
         options.min_backoff = Duration::from_millis(10);
         options.max_backoff = Duration::from_millis(100);
         let registry = Registry::new();

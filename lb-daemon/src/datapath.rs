@@ -55,6 +55,14 @@ pub struct DatapathOptions {
 /// Installs (or adopts) the balancer on the interface and hands its maps to a sync engine
 /// that knows what they hold, so the first plan only writes differences.
 pub fn start(opts: &DatapathOptions) -> Result<SyncEngine, StartError> {
+    let params = install(opts)?;
+    adopt(opts, &params)
+}
+
+/// Host set-up and the balancer's programs and maps, installed or adopted; returns how
+/// the datapath forwards. Programs that share the balancer's maps (the socket programs)
+/// load after this, before [`adopt`].
+pub fn install(opts: &DatapathOptions) -> Result<DatapathParams, StartError> {
     let encap_source = match opts.encap_source {
         Some(addr) => addr,
         None => host::interface_ipv4(&opts.iface)?,
@@ -74,12 +82,17 @@ pub fn start(opts: &DatapathOptions) -> Result<SyncEngine, StartError> {
     if encap_source6.is_some() {
         host::ensure_forwarding(&opts.iface, "ipv6")?;
     }
-    let params = DatapathParams {
+    Ok(DatapathParams {
         encap_source,
         encap_source6,
         nexthop_ttl: opts.nexthop_ttl,
-    };
-    let engine = SyncEngine::adopt(BalancerMaps::open(&opts.pin_dir)?, &params)?;
+    })
+}
+
+/// Opens the pinned maps (the socket programs' service map too, when installed) and hands
+/// them to a sync engine that has read what they hold.
+pub fn adopt(opts: &DatapathOptions, params: &DatapathParams) -> Result<SyncEngine, StartError> {
+    let engine = SyncEngine::adopt(BalancerMaps::open(&opts.pin_dir)?, params)?;
     let state = engine.state();
     if !state.services.is_empty() {
         info!(
@@ -88,7 +101,8 @@ pub fn start(opts: &DatapathOptions) -> Result<SyncEngine, StartError> {
             "adopted pinned state"
         );
     }
-    match encap_source6 {
+    let encap_source = params.encap_source;
+    match params.encap_source6 {
         Some(v6) => info!(%encap_source, encap_source6 = %v6, "datapath ready"),
         None => {
             info!(%encap_source, "datapath ready; no IPv6 source address, IPv6 services are passed")

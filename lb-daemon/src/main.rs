@@ -118,6 +118,20 @@ struct KubeArgs {
     /// Address the healthCheckNodePort servers listen on.
     #[arg(long, default_value = "0.0.0.0")]
     health_check_address: IpAddr,
+    /// cgroup v2 directory the socket programs attach to: connect() and datagrams to
+    /// Services from every process in it or below are balanced at the socket (east-west).
+    /// Default: the machine's cgroup2 mount (from /proc/mounts), which holds every pod and
+    /// host process. In a container, mount the host's and give it here: the container's
+    /// own /sys/fs/cgroup is its private cgroup namespace.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_socket_lb")]
+    cgroup: Option<PathBuf>,
+    /// Leave this node's pods' and processes' traffic to Services alone: no socket
+    /// programs and no internal-scope frontends (traffic from the network is balanced
+    /// either way). For when something else serves in-cluster Service traffic (kube-proxy
+    /// or a CNI's service handling kept beside ferrolb), when cgroup v2 is not available,
+    /// and in labs that must not attach programs to the machine's root cgroup.
+    #[arg(long)]
+    no_socket_lb: bool,
 }
 
 impl KubeArgs {
@@ -136,6 +150,13 @@ impl KubeArgs {
             health_addr: self.health_bind_address,
             metrics_addr: self.metrics_bind_address,
             health_check_ip: self.health_check_address,
+            socket_lb: if self.no_socket_lb {
+                kube_mode::SocketLb::Off
+            } else {
+                kube_mode::SocketLb::On {
+                    cgroup: self.cgroup,
+                }
+            },
         }
     }
 }
@@ -186,7 +207,8 @@ enum Command {
     },
     /// Validate a config file without touching the kernel.
     CheckConfig { config: PathBuf },
-    /// Services and backends as the kernel maps hold them.
+    /// Services of both scopes (the XDP balancer's, and the socket programs' marked
+    /// "(socket)") and their backends, as the kernel maps hold them.
     List {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -203,6 +225,12 @@ enum Command {
         /// Read one tuple per line from this file (`-` for stdin) instead.
         #[arg(long)]
         batch: Option<PathBuf>,
+        /// As a connect() or datagram of this node's pods and processes meets it (the
+        /// socket programs): the verdict, and the endpoints a socket may get with their
+        /// shares and target ports. Which one a given socket gets depends on its cookie,
+        /// which only the kernel knows.
+        #[arg(long)]
+        internal: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -249,8 +277,9 @@ fn main() -> Result<()> {
         Command::Explain {
             tuple,
             batch,
+            internal,
             output,
-        } => cli::inspect::explain(&pin_dir, tuple, batch.as_deref(), output)?,
+        } => cli::inspect::explain(&pin_dir, tuple, batch.as_deref(), internal, output)?,
         Command::Nat { output } => cli::inspect::nat(&pin_dir, output)?,
         Command::Cleanup => cli::setup::cleanup(&pin_dir)?,
     }

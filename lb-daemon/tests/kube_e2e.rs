@@ -178,6 +178,9 @@ impl Setup {
                     HEALTH_ADDR,
                     "--metrics-bind-address",
                     METRICS_ADDR,
+                    // The lab has no cgroup of its own: the socket programs must not
+                    // attach to the machine's root cgroup.
+                    "--no-socket-lb",
                 ],
                 Some(&log),
             )

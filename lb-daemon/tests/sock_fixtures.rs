@@ -14,15 +14,15 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
-use lb_common::{map_names, BackendNatKey, BackendNatValue, Counter, SockReason};
+use aya::maps::{Map, MapData, PerCpuArray};
+use lb_common::{map_names, Counter, SockReason};
 use lb_daemon::{
     config, loader,
-    maps::BalancerMaps,
+    maps::{BalancerMaps, SocketMaps},
     sync::{DatapathParams, SyncEngine},
 };
 use lb_lab::{cgroup::LabCgroup, probe::Probe, wait_for};
-use lb_model::{addr_bytes, DesiredState, Frontend, Protocol, Scope};
+use lb_model::{DesiredState, Frontend, Protocol, Scope, SocketTarget};
 use support::{require_root, PinDir};
 
 const FRONTEND: &str = "198.18.200.1";
@@ -237,25 +237,26 @@ impl Fixture {
 
 /// The target port of `translated`: its endpoints listen on `TCP_PORT`.
 // TODO(lead): write these through the engine's socket-target writer once it is on main.
+/// Every endpoint listens on `TCP_PORT` for the frontend's `TRANSLATED_PORT`: written by
+/// the daemon's socket-map writer, as `ferrolb kube` writes them.
 fn write_target_ports(pin_dir: &std::path::Path) {
-    let path = pin_dir.join(map_names::SOCK_TARGETS);
-    let map = Map::from_map_data(MapData::from_pin(path).unwrap()).unwrap();
-    let mut targets: BpfHashMap<MapData, BackendNatKey, BackendNatValue> = map.try_into().unwrap();
-    let (frontend, family) = addr_bytes(FRONTEND.parse().unwrap());
-    for endpoint in ENDPOINTS {
-        let key = BackendNatKey {
+    let frontend = Frontend {
+        vip: FRONTEND.parse().unwrap(),
+        port: TRANSLATED_PORT,
+        protocol: Protocol::Tcp,
+        scope: Scope::Internal,
+    };
+    let targets: Vec<SocketTarget> = ENDPOINTS
+        .iter()
+        .map(|endpoint| SocketTarget {
             frontend,
-            endpoint: addr_bytes(endpoint.parse().unwrap()).0,
-            port_be: TRANSLATED_PORT.to_be(),
-            proto: Protocol::Tcp.number(),
-            family,
-        };
-        let value = BackendNatValue {
-            target_port_be: TCP_PORT.to_be(),
-            _pad: 0,
-        };
-        targets.insert(key, value, 0).unwrap();
-    }
+            endpoint: endpoint.parse().unwrap(),
+            target_port: TCP_PORT,
+        })
+        .collect();
+    let mut maps = SocketMaps::open(pin_dir).unwrap();
+    maps.set_targets(&targets).unwrap();
+    maps.prune_targets().unwrap();
 }
 
 fn start_servers(lab: &std::path::Path, netns: &str) -> Servers {

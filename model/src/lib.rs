@@ -184,18 +184,29 @@ pub fn addr_from_bytes(addr: &[u8; 16], family: u8) -> Option<IpAddr> {
     }
 }
 
-/// Backend side: a frontend whose packets, arriving encapsulated for a local endpoint, are
-/// delivered to that endpoint's address and `target_port` (replies get the frontend back as
-/// their source). The daemon on the endpoint's node programs these, so the balancer needs
-/// no per-endpoint port and the endpoint no frontend address on its loopback.
+/// An endpoint of a frontend and the port it listens on for that frontend, laid out in the
+/// maps as `LB_BACKEND_NAT` entries. The frontend's scope says whose it is:
+///
+/// - external ([`LocalTranslation`]): the backend side. Packets of the frontend arriving
+///   encapsulated for this local endpoint are delivered to its address and `target_port`
+///   (replies get the frontend back as their source). The daemon on the endpoint's node
+///   programs these, so the balancer needs no per-endpoint port and the endpoint no
+///   frontend address on its loopback.
+/// - internal ([`SocketTarget`]): the socket programs. A `connect()` to the frontend they
+///   balance to this endpoint goes to `endpoint:target_port` (`LB_SOCK_TGTS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LocalTranslation {
+pub struct EndpointPort {
     pub frontend: Frontend,
     pub endpoint: IpAddr,
     pub target_port: u16,
 }
 
-impl LocalTranslation {
+/// The backend side's translation to a local endpoint (an external-scope frontend).
+pub type LocalTranslation = EndpointPort;
+/// The socket programs' target port of an endpoint (an internal-scope frontend).
+pub type SocketTarget = EndpointPort;
+
+impl EndpointPort {
     pub fn key(&self) -> lb_common::BackendNatKey {
         let frontend = self.frontend.key();
         lb_common::BackendNatKey {
@@ -212,5 +223,25 @@ impl LocalTranslation {
             target_port_be: self.target_port.to_be(),
             _pad: 0,
         }
+    }
+
+    /// The entry a map of `scope`'s frontends holds; `None` when the key names no frontend
+    /// or endpoint.
+    pub fn from_entry(
+        key: &lb_common::BackendNatKey,
+        value: &lb_common::BackendNatValue,
+        scope: Scope,
+    ) -> Option<Self> {
+        let service = ServiceKey {
+            addr: key.frontend,
+            port_be: key.port_be,
+            proto: key.proto,
+            family: key.family,
+        };
+        Some(Self {
+            frontend: Frontend::from_scoped_key(&service, scope)?,
+            endpoint: addr_from_bytes(&key.endpoint, key.family)?,
+            target_port: u16::from_be(value.target_port_be),
+        })
     }
 }

@@ -171,9 +171,8 @@ fn parse_cidr(text: &str) -> Option<IpNetwork> {
 /// Who may reach the Service from where, and which set serves them (rules 13, 14).
 pub(crate) struct TrafficPolicy {
     pub(crate) load_balancer: bool,
-    /// A NodePort, LoadBalancer or external IP makes it reachable from outside.
-    pub(crate) externally_accessible: bool,
-    /// `externalTrafficPolicy: Local` (only meaningful when externally accessible).
+    /// `externalTrafficPolicy: Local` on a Service reachable from outside (a NodePort,
+    /// LoadBalancer or external IP); always false for others, where the field is ignored.
     pub(crate) external_local: bool,
     /// `internalTrafficPolicy: Local`.
     pub(crate) internal_local: bool,
@@ -187,7 +186,6 @@ impl TrafficPolicy {
             || spec.external_ips.as_ref().is_some_and(|e| !e.is_empty());
         Self {
             load_balancer,
-            externally_accessible,
             external_local: externally_accessible
                 && spec.external_traffic_policy.as_deref() == Some("Local"),
             internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
@@ -210,15 +208,16 @@ impl TrafficPolicy {
         Self::set(self.external_local)
     }
 
-    /// Rule 9 vs rules 13/14: kube-proxy rejects when no set the Service uses has an
-    /// endpoint, and drops when only the policy's (Local) set is empty.
-    fn verdict(&self, port: &KubeServicePort, family: IpFamily, set: EndpointSetKind) -> Verdict {
+    /// Rule 9 vs rules 13/14: a frontend forwards over `set` when it has endpoints; when
+    /// only that set is empty (a `Local` policy, endpoints on other nodes) it drops; it
+    /// rejects only when the Service has no usable endpoint anywhere, which is exactly when
+    /// the Cluster set is empty (rule 11: ready endpoints, else serving terminating ones;
+    /// topology hints never empty it).
+    fn verdict(port: &KubeServicePort, family: IpFamily, set: EndpointSetKind) -> Verdict {
         let has = |s| !port.endpoints_for(family, s).is_empty();
-        let any_used =
-            has(self.internal_set()) || (self.externally_accessible && has(self.external_set()));
         if has(set) {
             Verdict::Forward(set)
-        } else if any_used {
+        } else if has(EndpointSetKind::Cluster) {
             Verdict::Drop
         } else {
             Verdict::Reject
@@ -236,12 +235,16 @@ pub(crate) fn frontends_for(
 ) -> Vec<KubeFrontend> {
     let frontend = |address: IpAddr, number: u16, kind: FrontendKind| {
         let family = IpFamily::of(address);
-        let internal = policy.verdict(port, family, policy.internal_set());
-        let (external, preserve_source) = if kind == FrontendKind::ClusterIp {
-            (internal, false)
+        // ClusterIP traffic follows the internal policy wherever it comes from (rule 14);
+        // traffic from this node's pods and processes to an external frontend takes
+        // kube-proxy's short cut to the Cluster set, whatever the policies (rule 13).
+        let (internal, external, preserve_source) = if kind == FrontendKind::ClusterIp {
+            let verdict = TrafficPolicy::verdict(port, family, policy.internal_set());
+            (verdict, verdict, false)
         } else {
             (
-                policy.verdict(port, family, policy.external_set()),
+                TrafficPolicy::verdict(port, family, EndpointSetKind::Cluster),
+                TrafficPolicy::verdict(port, family, policy.external_set()),
                 policy.external_local,
             )
         };

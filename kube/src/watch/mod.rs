@@ -124,6 +124,9 @@ pub struct SourceOptions {
     pub node: NodeConfig,
     /// Passed through to the datapath projection.
     pub settings: Settings,
+    /// Project frontends in the internal scope too (the socket programs'): only for a
+    /// datapath that has them installed. Off by default.
+    pub internal_scope: bool,
     /// First retry delay after a list/watch error; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
@@ -134,6 +137,7 @@ impl SourceOptions {
         Self {
             node,
             settings: Settings::default(),
+            internal_scope: false,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
         }
@@ -306,7 +310,7 @@ pub async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let _watchers = spawn_watchers(client, &options, tx, metrics.as_ref());
     let mut cache = Cache::new(options.node.clone());
-    let mut snapshots = Snapshots::new(options.settings);
+    let mut snapshots = Snapshots::new(options.settings, options.internal_scope);
     let mut first_event_at: Option<Instant> = None;
     loop {
         let received = tokio::select! {
@@ -348,9 +352,14 @@ struct Snapshots {
 }
 
 impl Snapshots {
-    fn new(settings: Settings) -> Self {
+    fn new(settings: Settings, internal_scope: bool) -> Self {
+        let projector = if internal_scope {
+            Projector::new(settings)
+        } else {
+            Projector::external_only(settings)
+        };
         Self {
-            projector: Projector::new(settings),
+            projector,
             recent: VecDeque::new(),
             generation: 0,
         }

@@ -7,10 +7,10 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lb_common::TcReason;
+use lb_common::{map_names, SockReason, TcReason};
 use lb_daemon::{
     inspect::{self, Tuple},
-    maps::{BackendSideMaps, BalancerMaps},
+    maps::{self, BackendSideMaps, BalancerMaps, MapsError, SocketMaps},
 };
 
 use super::Output;
@@ -27,11 +27,13 @@ pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
     Ok(())
 }
 
-/// `ferrolb explain`: one tuple, or one per line of `batch`.
+/// `ferrolb explain`: one tuple, or one per line of `batch`, as the XDP balancer meets
+/// it, or with `internal` as a socket of this node's pods and processes does.
 pub fn explain(
     pin_dir: &Path,
     tuple: Option<String>,
     batch: Option<&Path>,
+    internal: bool,
     output: Output,
 ) -> Result<()> {
     let maps = BalancerMaps::open(pin_dir)?;
@@ -40,30 +42,71 @@ pub fn explain(
         (None, Some(path)) => read_tuples(path)?,
         _ => bail!("give either one tuple or --batch FILE"),
     };
-    let explainer = inspect::Explainer::new(&maps)?;
-    let mut explanations = Vec::with_capacity(tuples.len());
-    for t in tuples {
-        explanations.push(explainer.explain(t)?);
+    if internal {
+        let targets = match SocketMaps::open(pin_dir) {
+            Ok(socket) => socket.targets()?,
+            Err(MapsError::NotInstalled { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let explain = |t| inspect::socket::explain(&maps, &targets, t);
+        return explain_each(&tuples, output, explain, print_socket_explanation);
     }
+    let explainer = inspect::Explainer::new(&maps)?;
+    explain_each(&tuples, output, |t| explainer.explain(t), print_explanation)
+}
+
+/// Explains every tuple, then prints the answers as JSON or each through `print`.
+fn explain_each<E: serde::Serialize>(
+    tuples: &[Tuple],
+    output: Output,
+    explain: impl Fn(Tuple) -> Result<E, MapsError>,
+    print: impl Fn(&E),
+) -> Result<()> {
+    let explanations = tuples
+        .iter()
+        .map(|t| explain(*t))
+        .collect::<Result<Vec<E>, MapsError>>()?;
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&explanations)?);
-        return Ok(());
-    }
-    for e in &explanations {
-        let t = e.tuple;
-        println!(
-            "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
-            t.protocol,
-            t.src,
-            t.sport,
-            t.dst,
-            t.dport,
-            e.verdict,
-            e.backend.map_or("-".into(), |b| b.to_string()),
-            e.why
-        );
+    } else {
+        explanations.iter().for_each(print);
     }
     Ok(())
+}
+
+fn print_explanation(e: &inspect::Explanation) {
+    let t = e.tuple;
+    println!(
+        "{} {}:{} -> {}:{}  verdict={} backend={}\n  {}",
+        t.protocol,
+        t.src,
+        t.sport,
+        t.dst,
+        t.dport,
+        e.verdict,
+        e.backend.map_or("-".into(), |b| b.to_string()),
+        e.why
+    );
+}
+
+/// The socket programs' verdict and the endpoints a socket may get.
+fn print_socket_explanation(e: &inspect::socket::SocketExplanation) {
+    let t = e.tuple;
+    println!(
+        "{} {}:{} -> {}  verdict={}\n  {}",
+        t.protocol, t.src, t.sport, e.frontend, e.verdict, e.why
+    );
+    let size = f64::from(e.table_size.unwrap_or(0).max(1));
+    for p in &e.endpoints {
+        println!(
+            "    endpoint {:<18} port={:<5} slots={:<6} ({:5.1}%) {}",
+            p.address.map_or("?".into(), |a| a.to_string()),
+            p.target_port,
+            p.slots,
+            100.0 * f64::from(p.slots) / size,
+            if p.active { "active" } else { "retired" },
+        );
+    }
 }
 
 /// `ferrolb nat`: the backend side's translations as the kernel holds them.
@@ -121,8 +164,13 @@ fn print_services(services: &[inspect::ServiceView]) {
     for s in services {
         let _ = writeln!(
             out,
-            "{:<28} id={:<5} table={:<6} packets={:<10} bytes={}",
-            s.frontend, s.service_id, s.table_size, s.packets, s.bytes
+            "{:<37} id={:<5} table={:<6} packets={:<10} bytes={}{}",
+            s.frontend,
+            s.service_id,
+            s.table_size,
+            s.packets,
+            s.bytes,
+            if s.reject { " reject" } else { "" }
         );
         for b in &s.backends {
             let _ = writeln!(
@@ -150,26 +198,21 @@ pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
         .ok()
         .map(|maps| maps.counters())
         .transpose()?
-        .map(|counters| {
-            TcReason::ALL
-                .iter()
-                .zip(counters)
-                .map(|(r, c)| inspect::ReasonCount {
-                    reason: r.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                })
-                .collect::<Vec<_>>()
-        });
-    if balancer.is_none() && decap.is_none() {
+        .map(|counters| inspect::named_counts(TcReason::ALL.iter().map(|r| r.name()), &counters));
+    let sock = maps::pinned_reason_counters(pin_dir, map_names::SOCK_STATS)?
+        .map(|counters| inspect::named_counts(SockReason::ALL.iter().map(|r| r.name()), &counters));
+    if balancer.is_none() && decap.is_none() && sock.is_none() {
         bail!("nothing installed under {}", pin_dir.display());
     }
     if output == Output::Json {
-        println!("{}", serde_json::json!({ "xdp": balancer, "tc": decap }));
+        println!(
+            "{}",
+            serde_json::json!({ "xdp": balancer, "tc": decap, "sock": sock })
+        );
         return Ok(());
     }
     // Prometheus text style, named lb_<subsystem>_<name>_total.
-    for (subsystem, rows) in [("xdp", balancer), ("tc", decap)] {
+    for (subsystem, rows) in [("xdp", balancer), ("tc", decap), ("sock", sock)] {
         let Some(rows) = rows else { continue };
         for r in &rows {
             println!(

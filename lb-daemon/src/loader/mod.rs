@@ -320,16 +320,29 @@ pub struct Removed {
 /// Detaches everything installed under `pin_dir` and removes the pins and the directory.
 /// Links go first (unpinning the last reference detaches the program), then maps. Files it
 /// does not know are left alone and reported.
+/// Detaches the socket programs (removes their pinned links); returns the links removed.
+pub fn uninstall_socket(pin_dir: &Path) -> Result<Vec<&'static str>, LoaderError> {
+    let mut removed = Vec::new();
+    for (_, link) in SOCK_LINKS {
+        let path = pin_dir.join(link);
+        if path.exists() {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.push(link);
+        }
+    }
+    Ok(removed)
+}
+
 pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
     let mut removed = Removed::default();
     if !pin_dir.exists() {
         return Ok(removed);
     }
-    let sock_links = SOCK_LINKS.iter().map(|(_, link)| *link);
-    for link in [XDP_LINK_PIN, TC_LINK_PIN, TC_EGRESS_LINK_PIN]
+    removed.links = uninstall_socket(pin_dir)?
         .into_iter()
-        .chain(sock_links)
-    {
+        .map(str::to_string)
+        .collect();
+    for link in [XDP_LINK_PIN, TC_LINK_PIN, TC_EGRESS_LINK_PIN] {
         let path = pin_dir.join(link);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io_err(&path))?;

@@ -3,11 +3,11 @@
 
 use std::{collections::HashMap as StdHashMap, net::IpAddr, path::Path};
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
-use lb_common::{limits, map_names, BackendNatKey, BackendNatValue, Counter, ServiceKey, VipKey};
-use lb_model::{addr_bytes, addr_from_bytes, Frontend, LocalTranslation};
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use lb_common::{limits, map_names, BackendNatKey, BackendNatValue, Counter, VipKey};
+use lb_model::{addr_bytes, LocalTranslation, Scope};
 
-use super::{access, open_typed, sum_counters, MapsError};
+use super::{access, hash_sync, open_typed, sum_counters, MapsError};
 
 /// The backend side's maps.
 pub struct BackendSideMaps {
@@ -17,45 +17,6 @@ pub struct BackendSideMaps {
     /// The translation table as last written, so a sync costs syscalls only for what
     /// changed; `None` until read from the kernel (and again after a failed write).
     written_nat: Option<StdHashMap<BackendNatKey, BackendNatValue>>,
-}
-
-/// Makes a hash map hold exactly `wanted`: missing or different entries are written first,
-/// then stale ones removed, so an entry that stays is never absent. Returns the writes.
-fn sync_hash<K, V>(
-    map: &mut HashMap<MapData, K, V>,
-    name: &'static str,
-    wanted: &StdHashMap<K, V>,
-    known: Option<&StdHashMap<K, V>>,
-) -> Result<usize, MapsError>
-where
-    K: aya::Pod + Eq + std::hash::Hash,
-    V: aya::Pod + PartialEq,
-{
-    let read;
-    let current = match known {
-        Some(known) => known,
-        None => {
-            read = map
-                .iter()
-                .collect::<Result<StdHashMap<K, V>, _>>()
-                .map_err(access(name))?;
-            &read
-        }
-    };
-    let mut writes = 0;
-    for (key, value) in wanted {
-        if current.get(key) != Some(value) {
-            map.insert(key, value, 0).map_err(access(name))?;
-            writes += 1;
-        }
-    }
-    for key in current.keys().filter(|k| !wanted.contains_key(k)) {
-        match map.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => writes += 1,
-            Err(source) => return Err(MapsError::Access { map: name, source }),
-        }
-    }
-    Ok(writes)
 }
 
 impl BackendSideMaps {
@@ -82,7 +43,7 @@ impl BackendSideMaps {
                 (key, 1)
             })
             .collect();
-        sync_hash(&mut self.local_vips, map_names::LOCAL_VIPS, &wanted, None).map(drop)
+        hash_sync::sync(&mut self.local_vips, map_names::LOCAL_VIPS, &wanted, None).map(drop)
     }
 
     /// Makes the translation table equal to `translations`; returns the map writes made.
@@ -102,7 +63,7 @@ impl BackendSideMaps {
             });
         }
         let known = self.written_nat.take();
-        let writes = sync_hash(
+        let writes = hash_sync::sync(
             &mut self.backend_nat,
             map_names::BACKEND_NAT,
             &wanted,
@@ -114,29 +75,7 @@ impl BackendSideMaps {
 
     /// The translation table as the kernel holds it, sorted.
     pub fn translations(&self) -> Result<Vec<LocalTranslation>, MapsError> {
-        let mut out = Vec::new();
-        for entry in self.backend_nat.iter() {
-            let (key, value) = entry.map_err(access(map_names::BACKEND_NAT))?;
-            let service = ServiceKey {
-                addr: key.frontend,
-                port_be: key.port_be,
-                proto: key.proto,
-                family: key.family,
-            };
-            let frontend = Frontend::from_key(&service).ok_or_else(|| {
-                MapsError::Inconsistent(format!("translation key {key:?} is not a frontend"))
-            })?;
-            let endpoint = addr_from_bytes(&key.endpoint, key.family).ok_or_else(|| {
-                MapsError::Inconsistent(format!("translation key {key:?} has a bad endpoint"))
-            })?;
-            out.push(LocalTranslation {
-                frontend,
-                endpoint,
-                target_port: u16::from_be(value.target_port_be),
-            });
-        }
-        out.sort();
-        Ok(out)
+        hash_sync::read_endpoint_ports(&self.backend_nat, map_names::BACKEND_NAT, Scope::External)
     }
 
     pub fn counters(&self) -> Result<Vec<Counter>, MapsError> {

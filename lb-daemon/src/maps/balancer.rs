@@ -164,12 +164,25 @@ impl BalancerMaps {
             .map_err(access(map_names::BACKEND_STATS))
     }
 
-    /// The service record at `key`, if any.
+    /// The external service record at `key`, if any.
     pub fn service(&self, key: &ServiceKey) -> Result<Option<ServiceValue>, MapsError> {
-        match self.services.get(key, 0) {
+        self.scoped_service(Scope::External, key)
+    }
+
+    /// The service record of `scope` at `key`, if any; none for the internal scope without
+    /// socket programs.
+    pub fn scoped_service(
+        &self,
+        scope: Scope,
+        key: &ServiceKey,
+    ) -> Result<Option<ServiceValue>, MapsError> {
+        let Ok(map) = self.service_map(scope) else {
+            return Ok(None);
+        };
+        match map.get(key, 0) {
             Ok(v) => Ok(Some(v)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(access(map_names::SERVICES)(e)),
+            Err(e) => Err(access(service_map_name(scope))(e)),
         }
     }
 

@@ -1,11 +1,14 @@
 //! The BPF maps, as the daemon sees them. [`BalancerMaps`] opens the balancer's pins and
 //! reads them (the CLI, `explain`, adoption after a restart); [`MapWriter`] is the only code
 //! that mutates them, and only the sync engine (`crate::sync`) holds one.
-//! [`BackendSideMaps`] are the backend side's (the TC programs') maps.
+//! [`BackendSideMaps`] are the backend side's (the TC programs') maps, [`SocketMaps`] the
+//! socket programs' target ports.
 
 mod backend_side;
 mod balancer;
 pub mod batch;
+mod hash_sync;
+mod socket;
 mod writer;
 
 use std::{
@@ -18,6 +21,7 @@ use lb_common::Counter;
 
 pub use backend_side::BackendSideMaps;
 pub use balancer::BalancerMaps;
+pub use socket::SocketMaps;
 pub use writer::MapWriter;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,24 @@ macro_rules! open_typed_impl {
 
 pub fn nr_cpus() -> Result<usize, MapsError> {
     aya::util::nr_cpus().map_err(|(what, e)| MapsError::Cpus(format!("{what}: {e}")))
+}
+
+/// The per-CPU reason counters pinned as `map` (summed over CPUs), or `None` when the
+/// programs that own them are not installed.
+pub fn pinned_reason_counters(
+    pin_dir: &Path,
+    map: &'static str,
+) -> Result<Option<Vec<Counter>>, MapsError> {
+    if !pin_dir.join(map).exists() {
+        return Ok(None);
+    }
+    let counters: aya::maps::PerCpuArray<MapData, Counter> = open_typed!(pin_dir, map);
+    counters
+        .iter()
+        .map(|v| v.map(|v| sum_counters(&v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(access(map))
 }
 
 pub(crate) fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 pub use lb_lab::{require_root, ScratchDir};
 
 /// The daemon cargo built for this package's tests, and the lab tools (`ferrolb-lab`, of
-/// the `lb-lab` package) beside it: a workspace test run builds both; a run of this package
-/// alone builds the lab tools here, with the same cargo, profile and target directory.
+/// the `lb-lab` package) beside it. Cargo builds another package's binary only in a
+/// workspace run, so the lab tools are (re)built here, with the same cargo, profile and
+/// target directory: a no-op when they are current, and never a stale binary.
 pub fn bins() -> lb_lab::Binaries {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let ferrolb = PathBuf::from(env!("CARGO_BIN_EXE_ferrolb"));
     let lab = ferrolb.with_file_name("ferrolb-lab");
-    if !lab.exists() {
+    BUILT.call_once(|| {
         let profile_dir = ferrolb
             .parent()
             .expect("the binary is in a profile directory");
@@ -26,21 +28,14 @@ pub fn bins() -> lb_lab::Binaries {
             None => panic!("unexpected binary path {}", ferrolb.display()),
         };
         let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "lb-lab",
-                "--bin",
-                "ferrolb-lab",
-                "--profile",
-                profile,
-            ])
+            .args(["build", "--quiet", "-p", "lb-lab", "--bin", "ferrolb-lab"])
+            .args(["--profile", profile])
             .arg("--target-dir")
             .arg(target_dir)
             .status()
             .expect("run cargo to build the lab tools");
         assert!(status.success(), "cargo build -p lb-lab failed");
-    }
+    });
     lb_lab::Binaries { ferrolb, lab }
 }
 

@@ -1,172 +1,15 @@
-//! Read-only views of what the kernel holds: services with their backends and table shares,
-//! counters, and `explain` for one 5-tuple. They read the pinned maps, never the daemon's
-//! memory, so they show what packets actually meet.
+//! `explain` for the XDP balancer: which service, flow entry, Maglev slot and backend a
+//! packet of a 5-tuple meets, following the datapath's steps over the maps it reads.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::net::IpAddr;
 
-use lb_common::{Counter, FlowKey, XdpReason, BACKEND_F_ACTIVE};
+use lb_common::{FlowKey, XdpReason, BACKEND_F_ACTIVE};
 use serde::Serialize;
 
+use lb_model::{addr_bytes, Frontend, Scope};
+
+use super::{backend_addresses, BackendAddresses, Tuple};
 use crate::maps::{BalancerMaps, MapsError};
-use lb_model::{addr_bytes, addr_from_bytes, Frontend, Protocol, Scope};
-
-#[derive(Debug, Serialize)]
-pub struct BackendView {
-    pub id: u32,
-    pub address: Option<IpAddr>,
-    pub active: bool,
-    /// Slots of this service's Maglev table the backend owns.
-    pub slots: u32,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ServiceView {
-    pub frontend: String,
-    pub vip: IpAddr,
-    pub port: u16,
-    pub protocol: Protocol,
-    pub service_id: u32,
-    pub table_size: u32,
-    pub table_base: u32,
-    pub backends: Vec<BackendView>,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-fn backend_addresses(
-    maps: &BalancerMaps,
-) -> Result<HashMap<u32, (Option<IpAddr>, bool)>, MapsError> {
-    Ok(maps
-        .backend_entries()?
-        .into_iter()
-        .map(|(id, b)| {
-            (
-                id,
-                (
-                    addr_from_bytes(&b.addr, b.family),
-                    b.flags & BACKEND_F_ACTIVE != 0,
-                ),
-            )
-        })
-        .collect())
-}
-
-pub fn list_services(maps: &BalancerMaps) -> Result<Vec<ServiceView>, MapsError> {
-    let addresses = backend_addresses(maps)?;
-    let mut out = Vec::new();
-    for (key, value) in maps.service_entries()? {
-        let Some(frontend) = Frontend::from_key(&key) else {
-            continue;
-        };
-        let table = maps.read_slots(value.table_base, value.table_size)?;
-        let mut owned: BTreeMap<u32, u32> = BTreeMap::new();
-        for id in table {
-            *owned.entry(id).or_default() += 1;
-        }
-        let mut backends = Vec::new();
-        for (id, slots) in owned {
-            let (address, active) = addresses.get(&id).copied().unwrap_or((None, false));
-            let counter = maps.backend_counter(id)?;
-            backends.push(BackendView {
-                id,
-                address,
-                active,
-                slots,
-                packets: counter.packets,
-                bytes: counter.bytes,
-            });
-        }
-        let counter = maps.service_counter(value.service_id)?;
-        out.push(ServiceView {
-            frontend: frontend.to_string(),
-            vip: frontend.vip,
-            port: frontend.port,
-            protocol: frontend.protocol,
-            service_id: value.service_id,
-            table_size: value.table_size,
-            table_base: value.table_base,
-            backends,
-            packets: counter.packets,
-            bytes: counter.bytes,
-        });
-    }
-    out.sort_by_key(|s| (s.vip, s.port, s.protocol));
-    Ok(out)
-}
-
-#[derive(Debug, Serialize)]
-pub struct ReasonCount {
-    pub reason: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-pub fn reason_counts(maps: &BalancerMaps) -> Result<Vec<ReasonCount>, MapsError> {
-    let counters = maps.reason_counters()?;
-    Ok(XdpReason::ALL
-        .iter()
-        .zip(
-            counters
-                .iter()
-                .chain(std::iter::repeat(&Counter::default())),
-        )
-        .map(|(reason, c)| ReasonCount {
-            reason: reason.name(),
-            packets: c.packets,
-            bytes: c.bytes,
-        })
-        .collect())
-}
-
-/// A client's flow as `explain` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Tuple {
-    pub protocol: Protocol,
-    pub src: IpAddr,
-    pub sport: u16,
-    pub dst: IpAddr,
-    pub dport: u16,
-}
-
-impl std::str::FromStr for Tuple {
-    type Err = String;
-
-    /// `tcp 198.18.0.10:40000 198.18.100.1:80` or `tcp [2001:db8::10]:40000 [2001:db8::1]:80`
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split_whitespace().collect();
-        let [proto, src, dst] = parts.as_slice() else {
-            return Err(format!("expected `PROTO SRC:PORT DST:PORT`, got {s:?}"));
-        };
-        let protocol = match *proto {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => return Err(format!("unknown protocol {other:?} (tcp or udp)")),
-        };
-        let parse = |what: &str| -> Result<(IpAddr, u16), String> {
-            let sock: std::net::SocketAddr = what.parse().map_err(|e| format!("{what:?}: {e}"))?;
-            Ok((sock.ip(), sock.port()))
-        };
-        let (src, sport) = parse(src)?;
-        let (dst, dport) = parse(dst)?;
-        if src.is_ipv4() != dst.is_ipv4() {
-            return Err(format!(
-                "{s:?}: source and destination of different families"
-            ));
-        }
-        Ok(Self {
-            protocol,
-            src,
-            sport,
-            dst,
-            dport,
-        })
-    }
-}
 
 #[derive(Debug, Serialize)]
 pub struct FlowEntryView {
@@ -196,7 +39,7 @@ pub struct Explanation {
 /// table and the configuration are read once per `Explainer`, so batches stay cheap.
 pub struct Explainer<'m> {
     maps: &'m BalancerMaps,
-    addresses: HashMap<u32, (Option<IpAddr>, bool)>,
+    addresses: BackendAddresses,
     config: lb_common::LbConfig,
 }
 
@@ -221,16 +64,11 @@ pub fn explain(maps: &BalancerMaps, tuple: Tuple) -> Result<Explanation, MapsErr
 
 fn explain_with(
     maps: &BalancerMaps,
-    addresses: &HashMap<u32, (Option<IpAddr>, bool)>,
+    addresses: &BackendAddresses,
     config: &lb_common::LbConfig,
     tuple: Tuple,
 ) -> Result<Explanation, MapsError> {
-    let frontend = Frontend {
-        vip: tuple.dst,
-        port: tuple.dport,
-        protocol: tuple.protocol,
-        scope: Scope::External,
-    };
+    let frontend = tuple.frontend(Scope::External);
     let mut out = Explanation {
         tuple,
         service_id: None,
