@@ -38,6 +38,10 @@ pub mod map_names {
     /// (socket cookie, endpoint address and port) → the frontend the socket addressed.
     pub const SOCK_REVNAT: &str = "LB_SOCK_REV";
     pub const SOCK_STATS: &str = "LB_SOCK_STATS";
+    /// Endpoints that sit behind this node (its pods): the balancer hands their packets,
+    /// still encapsulated, to this node's own stack, whose backend side decapsulates,
+    /// translates and routes them to the pod, instead of sending them to the pod's veth.
+    pub const LOCAL_ENDPOINTS: &str = "LB_LOCAL_EPS";
 }
 
 /// Program names as they appear in the object files.
@@ -75,6 +79,7 @@ pub mod limits {
     pub const SOCK_TARGETS: u32 = 262_144;
     /// Sockets whose peer the socket programs rewrote (LRU).
     pub const SOCK_REVNATS: u32 = 131_072;
+    pub const LOCAL_ENDPOINTS: u32 = 65_536;
 }
 
 /// Address family tags stored in keys (values match AF_INET / AF_INET6).

@@ -217,6 +217,7 @@ impl NodeDatapath {
     ) -> Result<usize, KubeModeError> {
         let translations = local_translations(&update.kube);
         let mut writes = self.backend_side.set_translations(&translations)?;
+        writes += self.backend_side.set_local_endpoints(&translations)?;
         metrics.translations.set(translations.len() as f64);
         if let Some(socket) = &mut self.socket {
             let targets = socket_targets(&update.kube);

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, XdpReason,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -57,3 +57,9 @@ pub static SOCK_SERVICES: HashMap<ServiceKey, ServiceValue> =
 #[map(name = "LB_SOCK_TGTS")]
 pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
     HashMap::pinned(limits::SOCK_TARGETS, BPF_F_NO_PREALLOC);
+
+/// This node's endpoints (written by the daemon in cluster mode from the backend side's
+/// translations); read only when a next hop is resolved, not per packet.
+#[map(name = "LB_LOCAL_EPS")]
+pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
+    HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);

@@ -10,10 +10,11 @@ use aya_ebpf::{
 use lb_common::{
     v4_addr,
     wire::{IPPROTO_IPIP, IPPROTO_IPV6},
-    BackendValue, LbConfig, NeighMiss, NextHop, XdpReason, FAMILY_V4, FAMILY_V6, NEXTHOP_F_LOCAL,
+    BackendValue, LbConfig, NeighMiss, NextHop, VipKey, XdpReason, FAMILY_V4, FAMILY_V6,
+    NEXTHOP_F_LOCAL,
 };
 
-use crate::maps::{NEIGH_MISSES, NEXTHOPS};
+use crate::maps::{LOCAL_ENDPOINTS, NEIGH_MISSES, NEXTHOPS};
 
 const AF_INET: u8 = FAMILY_V4;
 const AF_INET6: u8 = FAMILY_V6;
@@ -53,6 +54,22 @@ pub fn resolve(
         return Ok(cached);
     }
 
+    let local_key = VipKey {
+        addr: backend.addr,
+        family: backend.family,
+        _pad: [0; 3],
+    };
+    // SAFETY: only presence matters; the value is not read.
+    if unsafe { LOCAL_ENDPOINTS.get(local_key) }.is_some() {
+        // A pod of this node: the route would name its veth, and the pod cannot
+        // decapsulate. This node's backend side (tc ingress here) does, then the stack
+        // routes the translated packet to the pod.
+        let hop = local_hop(ctx, backend, config, now);
+        // SAFETY: same per-CPU slot as above.
+        unsafe { *slot = hop };
+        return Ok(hop);
+    }
+
     // SAFETY: an all-zero bpf_fib_lookup is a valid input.
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     // SAFETY: `ctx.ctx` is the kernel's xdp_md for this run, valid while the program runs.
@@ -86,15 +103,7 @@ pub fn resolve(
     match rc {
         FIB_RET_SUCCESS => {}
         FIB_RET_NOT_FWDED => {
-            let hop = NextHop {
-                dst_mac: [0; 6],
-                src_mac: [0; 6],
-                ifindex: params.ifindex,
-                mtu: u16::MAX,
-                flags: NEXTHOP_F_LOCAL,
-                backend_generation: backend.generation,
-                expires_ns: now.wrapping_add(config.nexthop_ttl_ns),
-            };
+            let hop = local_hop(ctx, backend, config, now);
             // SAFETY: same per-CPU slot as above.
             unsafe { *slot = hop };
             return Ok(hop);
@@ -137,4 +146,20 @@ pub fn resolve(
     // SAFETY: same per-CPU slot as above.
     unsafe { *slot = hop };
     Ok(hop)
+}
+
+/// The next hop of a backend on this host: up its own stack through the receiving
+/// interface.
+#[inline(always)]
+fn local_hop(ctx: &XdpContext, backend: &BackendValue, config: &LbConfig, now: u64) -> NextHop {
+    NextHop {
+        dst_mac: [0; 6],
+        src_mac: [0; 6],
+        // SAFETY: `ctx.ctx` is the kernel's xdp_md for this run, valid while the program runs.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        mtu: u16::MAX,
+        flags: NEXTHOP_F_LOCAL,
+        backend_generation: backend.generation,
+        expires_ns: now.wrapping_add(config.nexthop_ttl_ns),
+    }
 }

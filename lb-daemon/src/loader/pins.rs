@@ -139,6 +139,10 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             sizes::<BackendNatKey, BackendNatValue>(limits::SOCK_TARGETS),
         ),
         (
+            map_names::LOCAL_ENDPOINTS,
+            sizes::<VipKey, u32>(limits::LOCAL_ENDPOINTS),
+        ),
+        (
             map_names::SOCK_REVNAT,
             sizes::<SockRevKey, SockRevValue>(limits::SOCK_REVNATS),
         ),
@@ -164,6 +168,8 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     // Written by the sync engine beside the services; read only by the socket programs.
     map_names::SOCK_SERVICES,
     map_names::SOCK_TARGETS,
+    // Written from the backend side's translations; read by the balancer's next-hop step.
+    map_names::LOCAL_ENDPOINTS,
 ];
 pub(super) const BACKEND_SIDE_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,
