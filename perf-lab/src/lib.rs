@@ -5,6 +5,7 @@ pub mod control;
 pub mod cost;
 pub mod generator;
 pub mod measured;
+pub mod netfilter;
 pub mod netns;
 pub mod objects;
 pub mod peers;

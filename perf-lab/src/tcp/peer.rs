@@ -4,6 +4,7 @@
 use std::{net::SocketAddrV4, time::Duration};
 
 use crate::{
+    netns::Netns,
     peers::{Datapath, PeerKind, Programmed},
     services::{Family, ServiceSet, SERVICE_PORT},
     topology::DUT_IN,
@@ -82,23 +83,7 @@ impl TcpPeer {
         cpu: Option<usize>,
     ) -> Result<TcpSample, TcpError> {
         self.datapath.flush_state(&self.topo.dut);
-        let dsts = self.dsts.clone();
-        let plan = *plan;
-        let sample = self.topo.client.run_inside(cpu, move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(io("client runtime"))?;
-            Ok::<_, TcpError>(runtime.block_on(async move {
-                match load {
-                    TcpLoad::RequestResponse => {
-                        request_response(&dsts, &plan, plan.connections).await
-                    }
-                    TcpLoad::RequestResponseSingle => request_response(&dsts, &plan, 1).await,
-                    TcpLoad::ConnectClose => connect_close(&dsts, &plan).await,
-                }
-            }))
-        })??;
+        let sample = run_client(&self.topo.client, &self.dsts, load, plan, cpu)?;
         tracing::debug!(
             peer = self.kind.name(),
             load = load.name(),
@@ -112,13 +97,7 @@ impl TcpPeer {
     /// A few requests before measuring: resolves neighbours and proves the path works
     /// (a broken path is logged here and then shows as failures in every run).
     pub fn warm_up(&self, plan: &TcpPlan) -> Result<(), TcpError> {
-        let small = TcpPlan {
-            connections: 2,
-            requests: 20,
-            seconds: plan.seconds.min(1.0),
-            ..*plan
-        };
-        let sample = self.run_once(TcpLoad::RequestResponse, &small, None)?;
+        let sample = self.run_once(TcpLoad::RequestResponse, &warm_up_plan(plan), None)?;
         if sample.completed == 0 {
             tracing::warn!(
                 peer = self.kind.name(),
@@ -132,5 +111,42 @@ impl TcpPeer {
 
     pub fn stop_server(&mut self) -> Result<(), TcpError> {
         self.server.stop()
+    }
+}
+
+/// One run of `load` against `dsts` (round-robin), from a thread that has entered
+/// `client` and is pinned to `cpu`, on one tokio event loop: the client of every peer
+/// of the TCP and east-west layers.
+pub(crate) fn run_client(
+    client: &Netns,
+    dsts: &[SocketAddrV4],
+    load: TcpLoad,
+    plan: &TcpPlan,
+    cpu: Option<usize>,
+) -> Result<TcpSample, TcpError> {
+    let dsts = dsts.to_vec();
+    let plan = *plan;
+    client.run_inside(cpu, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("client runtime"))?;
+        Ok::<_, TcpError>(runtime.block_on(async move {
+            match load {
+                TcpLoad::RequestResponse => request_response(&dsts, &plan, plan.connections).await,
+                TcpLoad::RequestResponseSingle => request_response(&dsts, &plan, 1).await,
+                TcpLoad::ConnectClose => connect_close(&dsts, &plan).await,
+            }
+        }))
+    })?
+}
+
+/// The warm-up before a peer's first measured run: a few requests on two connections.
+pub(crate) fn warm_up_plan(plan: &TcpPlan) -> TcpPlan {
+    TcpPlan {
+        connections: 2,
+        requests: 20,
+        seconds: plan.seconds.min(1.0),
+        ..*plan
     }
 }
