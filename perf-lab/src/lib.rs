@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod cost;
+pub mod eastwest;
 pub mod generator;
 pub mod measured;
 pub mod netfilter;

@@ -110,7 +110,7 @@ pub(super) fn tcp(results: &Results, md: &mut String) {
 
 /// The issue's targets as ratios of this run.
 pub(super) fn targets(results: &Results, md: &mut String) {
-    md.push_str("\n## Targets (issue #5), as ratios in this run\n\nEach ratio is of figures measured in one family (the IPv6 ones against the same peers' IPv6 rates and the IPv6 cost classes).\n\n| family | what | services | value | target | met |\n|---|---|---|---|---|---|\n");
+    md.push_str("\n## Targets (issues #5 and #11), as ratios in this run\n\nEach ratio is of figures measured in one family (the IPv6 ones against the same peers' IPv6 rates and the IPv6 cost classes; the east-west ones are IPv4).\n\n| family | what | services | value | target | met |\n|---|---|---|---|---|---|\n");
     for r in &results.ratios {
         writeln!(
             md,

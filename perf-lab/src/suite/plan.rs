@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cost::CostPlan,
+    eastwest::EwPeerKind,
     peers::PeerKind,
     rate::{FlowKind, RatePlan},
     services::{Family, ServiceSet},
@@ -17,6 +18,8 @@ pub struct Layers {
     pub rate: bool,
     pub control: bool,
     pub tcp: bool,
+    /// Pod → ClusterIP over real sockets (`eastwest`).
+    pub east_west: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +78,7 @@ impl Plan {
                 rate: true,
                 control: true,
                 tcp: true,
+                east_west: true,
             },
             load_timeout_s: 120.0,
             slow_load_s: 30.0,
@@ -154,9 +158,10 @@ impl Plan {
             .collect()
     }
 
-    /// Whether a netfilter tool runs: in the control layer, or as a peer.
+    /// Whether a netfilter tool runs: in the control layer, or as a peer (the east-west
+    /// layer always has its netfilter peers).
     pub(super) fn needs_netfilter(&self) -> bool {
-        self.layers.control || self.peers.iter().any(|p| p.is_netfilter())
+        self.layers.control || self.layers.east_west || self.peers.iter().any(|p| p.is_netfilter())
     }
 
     pub(super) fn service_sets(&self) -> Vec<ServiceSet> {
@@ -184,6 +189,10 @@ impl Plan {
             + usize::from(self.layers.tcp)
                 * self.runs
                 * self.tcp_peers().len()
+                * TcpLoad::ALL.len()
+            + usize::from(self.layers.east_west)
+                * self.runs
+                * EwPeerKind::ALL.len()
                 * TcpLoad::ALL.len();
         per_count * self.service_counts.len()
     }

@@ -1,0 +1,217 @@
+//! The east-west section: pod → ClusterIP through each peer, one table per figure with
+//! its ratios to `direct` and to `iptables-nft`, and issue #11's targets as ratios.
+
+use std::fmt::Write;
+
+use crate::{
+    eastwest::{EwPeerKind, EwResult},
+    services::Family,
+    stats::Summary,
+    tcp::{TcpLoad, PERCENTILES},
+};
+
+use super::{
+    format,
+    ratios::ratio,
+    tables::{header, push_cell},
+    Ratio, Results,
+};
+
+/// Which summary of a result a table shows.
+#[derive(Debug, Clone, Copy)]
+enum Stat {
+    Rate,
+    /// An index into `tcp::PERCENTILES`.
+    Latency(usize),
+}
+
+const P50: Stat = Stat::Latency(0);
+const P99: Stat = Stat::Latency(2);
+
+/// The figures, one table each: what issue #11 asks for (connect/close rate, request
+/// latency p50/p99) and what explains them.
+const FIGURES: [(TcpLoad, Stat); 8] = [
+    (TcpLoad::ConnectClose, Stat::Rate),
+    (TcpLoad::ConnectClose, P50),
+    (TcpLoad::ConnectClose, P99),
+    (TcpLoad::RequestResponseSingle, P50),
+    (TcpLoad::RequestResponseSingle, P99),
+    (TcpLoad::RequestResponse, Stat::Rate),
+    (TcpLoad::RequestResponse, P50),
+    (TcpLoad::RequestResponse, P99),
+];
+
+/// The peers every figure is divided by.
+const BASES: [EwPeerKind; 2] = [EwPeerKind::Direct, EwPeerKind::IptablesNft];
+
+impl Stat {
+    fn of(self, r: &EwResult) -> Option<&Summary> {
+        match self {
+            Self::Rate => r.rate.as_ref(),
+            Self::Latency(i) => r.latency_us.get(i)?.as_ref(),
+        }
+    }
+
+    fn title(self, load: TcpLoad) -> String {
+        match self {
+            Self::Rate => format!("{}: {}", load.name(), load.rate_unit()),
+            Self::Latency(i) => format!(
+                "{}: {} {}, µs",
+                load.name(),
+                load.latency_name(),
+                PERCENTILES[i].1
+            ),
+        }
+    }
+
+    fn format(self, s: &Summary) -> String {
+        match self {
+            Self::Rate => format::per_second(s),
+            Self::Latency(_) => format::micros(s),
+        }
+    }
+}
+
+fn median(results: &Results, peer: EwPeerKind, n: u32, load: TcpLoad, stat: Stat) -> Option<f64> {
+    let r = results.east_west_cell(peer, n, load)?;
+    Some(stat.of(r)?.median)
+}
+
+/// One figure: rows peer, for each service count the median [range] and its ratios to
+/// the bases' medians.
+fn figure_table(results: &Results, load: TcpLoad, stat: Stat, md: &mut String) {
+    let counts = &results.meta.service_counts;
+    writeln!(md, "**{}** (median of runs [min–max])\n", stat.title(load)).unwrap();
+    header(
+        md,
+        &["peer"],
+        counts.iter().flat_map(|n| {
+            [format!("{n} svc")]
+                .into_iter()
+                .chain(BASES.map(|b| format!("÷ {}", b.name())))
+        }),
+    );
+    for peer in EwPeerKind::ALL {
+        let mut row = format!("| {} |", peer.name());
+        for &n in counts {
+            let r = results.east_west_cell(peer, n, load);
+            let why = r.and_then(|r| r.unsupported.as_ref());
+            push_cell(
+                &mut row,
+                why,
+                r.and_then(|r| Some(stat.format(stat.of(r)?))),
+            );
+            for base in BASES {
+                let value = ratio(
+                    median(results, peer, n, load, stat),
+                    median(results, base, n, load, stat),
+                );
+                let figure = value.map(|v| format!("{v:.2}×"));
+                push_cell(&mut row, None, figure);
+            }
+        }
+        md.push_str(&row);
+        md.push('\n');
+    }
+    md.push('\n');
+}
+
+/// Completed / attempted over all runs, per peer and load: failures are visible here.
+fn completion_table(results: &Results, md: &mut String) {
+    let counts = &results.meta.service_counts;
+    md.push_str("**completed / attempted** (all runs)\n\n");
+    header(
+        md,
+        &["peer", "load"],
+        counts.iter().map(|n| format!("{n} svc")),
+    );
+    for peer in EwPeerKind::ALL {
+        for load in TcpLoad::ALL {
+            let mut row = format!("| {} | {} |", peer.name(), load.name());
+            for &n in counts {
+                let r = results.east_west_cell(peer, n, load);
+                let figure = r.filter(|r| !r.samples.is_empty()).map(|r| {
+                    let done: u64 = r.samples.iter().map(|s| s.completed).sum();
+                    let tried: u64 = r.samples.iter().map(|s| s.attempted).sum();
+                    format!("{done} / {tried}")
+                });
+                push_cell(&mut row, r.and_then(|r| r.unsupported.as_ref()), figure);
+            }
+            md.push_str(&row);
+            md.push('\n');
+        }
+    }
+}
+
+/// Every east-west table.
+pub fn east_west_tables(results: &Results) -> String {
+    let mut md = String::new();
+    for (load, stat) in FIGURES {
+        figure_table(results, load, stat, &mut md);
+    }
+    completion_table(results, &mut md);
+    md
+}
+
+/// The section, when the layer ran.
+pub(super) fn section(results: &Results, md: &mut String) {
+    if results.east_west.is_empty() {
+        return;
+    }
+    md.push_str("\n## East-west: pod → ClusterIP\n\n");
+    md.push_str(
+        "A client in a pod's namespace connects to the target ClusterIP (the last service \
+         in rule order); the endpoints listen in another pod's namespace behind the node's \
+         namespace, which only routes. ferrolb-socket: ferrolb's socket programs on a \
+         cgroup the client runs in pick the endpoint at connect() (Maglev over the sync \
+         engine's internal frontends), then every packet goes pod to pod untouched. direct: \
+         the client connects to the endpoints themselves (no service). nftables / \
+         iptables-nft: kube-proxy's rules in the client's namespace, DNAT on the nat output \
+         hook as for a node's own processes, conntrack on every packet. Loads, bounds and \
+         timeouts as in the TCP section. Ratios are of medians; a peer faster than direct \
+         shows a rate ratio above 1 only within noise.\n\n",
+    );
+    md.push_str(&east_west_tables(results));
+}
+
+/// Issue #11's targets at `n` services: connect/close rate within 5 % of direct and at
+/// least 1.3× iptables-nft (named at 10k, computed at every count), request latency
+/// equal to direct within noise (the ranges of the runs overlap).
+pub(super) fn ratios(results: &Results, n: u32) -> Vec<Ratio> {
+    let socket = EwPeerKind::FerrolbSocket;
+    let cc = TcpLoad::ConnectClose;
+    let rate = |peer| median(results, peer, n, cc, Stat::Rate);
+    let mut out = Vec::new();
+    for (base, limit) in [(EwPeerKind::Direct, 0.95), (EwPeerKind::IptablesNft, 1.3)] {
+        let value = ratio(rate(socket), rate(base));
+        out.push(Ratio {
+            what: format!(
+                "east-west connect/close rate, {} / {}",
+                socket.name(),
+                base.name()
+            ),
+            family: Family::Ipv4,
+            services: n,
+            value,
+            target: format!(">= {limit}"),
+            met: value.map(|v| v >= limit),
+        });
+    }
+    for load in [TcpLoad::RequestResponseSingle, TcpLoad::RequestResponse] {
+        let summary = |peer| P99.of(results.east_west_cell(peer, n, load)?);
+        let (ours, direct) = (summary(socket), summary(EwPeerKind::Direct));
+        let overlap = match (ours, direct) {
+            (Some(a), Some(b)) => Some(a.min <= b.max && b.min <= a.max),
+            _ => None,
+        };
+        out.push(Ratio {
+            what: format!("east-west {} p99, {} / direct", load.name(), socket.name()),
+            family: Family::Ipv4,
+            services: n,
+            value: ratio(ours.map(|s| s.median), direct.map(|s| s.median)),
+            target: "~1.0 (ranges of the runs overlap)".to_string(),
+            met: overlap,
+        });
+    }
+    out
+}
