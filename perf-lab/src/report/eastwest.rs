@@ -215,3 +215,121 @@ pub(super) fn ratios(results: &Results, n: u32) -> Vec<Ratio> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        services::ServiceSet,
+        suite::Plan,
+        tcp::{Percentiles, TcpSample},
+    };
+
+    /// A result whose two runs complete `rate` and `rate * 1.02` per second with p99 at
+    /// `p99` and `p99 * 1.1` µs.
+    fn cell(peer: EwPeerKind, services: u32, load: TcpLoad, rate: f64, p99: f64) -> EwResult {
+        let set = ServiceSet {
+            services,
+            backends: 3,
+        };
+        let mut r = EwResult::new(peer, &set, load, None);
+        for k in [1.0, 1.02] {
+            let latency = p99 / k;
+            r.samples.push(TcpSample {
+                attempted: (rate * k) as u64,
+                completed: (rate * k) as u64,
+                failed: 0,
+                connect_failed: 0,
+                seconds: 1.0,
+                latency_us: Some(Percentiles {
+                    p50: latency / 2.0,
+                    p90: latency,
+                    p99: latency,
+                    p999: latency,
+                    samples: (rate * k) as usize,
+                }),
+                transaction_us: None,
+            });
+        }
+        r.finish();
+        r
+    }
+
+    fn results(east_west: Vec<EwResult>) -> Results {
+        let plan = Plan::quick();
+        Results {
+            meta: super::super::Meta {
+                profile: plan.profile.clone(),
+                started_unix: 0,
+                seconds_total: 0.0,
+                kernel: "test".into(),
+                cpus: 2,
+                generator_cpu: 1,
+                runs: 2,
+                service_counts: vec![1_000],
+                families: vec![Family::Ipv4],
+                backends_per_service: 3,
+                rate_plan: plan.rate,
+                cost_plan: plan.cost,
+                tcp_plan: plan.tcp,
+            },
+            program_cost: Vec::new(),
+            rate: Vec::new(),
+            control_plane: Vec::new(),
+            tcp: Vec::new(),
+            east_west,
+            ratios: Vec::new(),
+            not_measured: Vec::new(),
+        }
+    }
+
+    fn all_cells(figures: [(EwPeerKind, f64, f64); 4]) -> Vec<EwResult> {
+        figures
+            .into_iter()
+            .flat_map(|(peer, rate, p99)| {
+                TcpLoad::ALL.map(|load| cell(peer, 1_000, load, rate, p99))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tables_divide_every_figure_by_direct_and_iptables_nft() {
+        let r = results(all_cells([
+            (EwPeerKind::FerrolbSocket, 9_800.0, 100.0),
+            (EwPeerKind::Direct, 10_000.0, 100.0),
+            (EwPeerKind::Nftables, 8_000.0, 130.0),
+            (EwPeerKind::IptablesNft, 5_000.0, 150.0),
+        ]));
+        let md = east_west_tables(&r);
+        assert_eq!(md.matches("**").count() / 2, FIGURES.len() + 1);
+        assert!(md.contains("| peer | 1000 svc | ÷ direct | ÷ iptables-nft |"));
+        // Medians of two runs: 9,898 and 10,100 per second, ratios of medians.
+        let rate_row = md
+            .lines()
+            .find(|l| l.starts_with("| ferrolb-socket |"))
+            .unwrap();
+        assert!(rate_row.contains("| 0.98× | 1.96× |"), "{rate_row}");
+        assert!(md.contains("| direct | request/response | 20200 / 20200 |"));
+    }
+
+    #[test]
+    fn targets_judge_the_rate_by_ratio_and_p99_by_overlapping_ranges() {
+        let mut r = results(all_cells([
+            (EwPeerKind::FerrolbSocket, 9_000.0, 100.0),
+            (EwPeerKind::Direct, 10_000.0, 101.0),
+            (EwPeerKind::Nftables, 8_000.0, 130.0),
+            (EwPeerKind::IptablesNft, 6_000.0, 200.0),
+        ]));
+        let ratios = ratios(&r, 1_000);
+        assert_eq!(ratios.len(), 4);
+        let met: Vec<_> = ratios.iter().map(|x| x.met).collect();
+        // 0.90 of direct (missed), 1.5 of iptables-nft (met), p99 ranges overlap.
+        assert_eq!(met, [Some(false), Some(true), Some(true), Some(true)]);
+        assert!((ratios[0].value.unwrap() - 0.9).abs() < 1e-9);
+        r.east_west
+            .retain(|x| x.peer != EwPeerKind::Direct || x.load == TcpLoad::ConnectClose);
+        let ratios = super::ratios(&r, 1_000);
+        assert_eq!(ratios[2].met, None, "no direct p99, no verdict");
+        assert!(ratios[2].value.is_none());
+    }
+}
