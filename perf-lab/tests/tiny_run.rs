@@ -19,7 +19,7 @@ use lb_perf_lab::{
     report::Results,
     services::Family,
     suite::{self, Plan},
-    tcp::{TcpLoad, TcpResult, PERCENTILES},
+    tcp::{TcpLoad, TcpPlan, TcpResult, PERCENTILES},
 };
 
 use lb_lab::require_root;
@@ -221,7 +221,7 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         for peer in plan.tcp_peers() {
             for load in TcpLoad::ALL {
                 let name = format!("tcp {} {} {services} svc", peer.name(), load.name());
-                check_tcp_cell(&plan, &name, &results.tcp, peer, services, load);
+                check_tcp_cell(&plan, &plan.tcp, &name, &results.tcp, peer, services, load);
             }
         }
     }
@@ -241,7 +241,8 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         for peer in EwPeerKind::ALL {
             for load in TcpLoad::ALL {
                 let name = format!("east-west {} {} {services} svc", peer.name(), load.name());
-                check_tcp_cell(&plan, &name, &results.east_west, peer, services, load);
+                let ew = &results.east_west;
+                check_tcp_cell(&plan, &plan.east_west, &name, ew, peer, services, load);
             }
         }
         for what in ["ferrolb-socket / direct", "ferrolb-socket / iptables-nft"] {
@@ -303,11 +304,12 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     );
 }
 
-/// One TCP-style cell (`peer`, `services`, `load`) of `results`: there once, measured in
-/// every run, counts non-zero and consistent, one latency sample per completion,
-/// percentiles ordered.
+/// One TCP-style cell (`peer`, `services`, `load`) of `results`, run with `loads`: there
+/// once, measured in every run, counts non-zero and consistent, one latency sample per
+/// completion, percentiles ordered.
 fn check_tcp_cell<P: PartialEq + Copy>(
     plan: &Plan,
+    loads: &TcpPlan,
     name: &str,
     results: &[TcpResult<P>],
     peer: P,
@@ -323,8 +325,8 @@ fn check_tcp_cell<P: PartialEq + Copy>(
     assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
     assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
     let bound = match load {
-        TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => plan.tcp.requests,
-        TcpLoad::ConnectClose => plan.tcp.connects,
+        TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => loads.requests,
+        TcpLoad::ConnectClose => loads.connects,
     };
     for s in &r.samples {
         assert!(s.completed > 0, "{name}: nothing completed {s:?}");

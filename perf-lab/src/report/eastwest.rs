@@ -167,10 +167,28 @@ pub(super) fn section(results: &Results, md: &mut String) {
          engine's internal frontends), then every packet goes pod to pod untouched. direct: \
          the client connects to the endpoints themselves (no service). nftables / \
          iptables-nft: kube-proxy's rules in the client's namespace, DNAT on the nat output \
-         hook as for a node's own processes, conntrack on every packet. Loads, bounds and \
-         timeouts as in the TCP section. Ratios are of medians; a peer faster than direct \
-         shows a rate ratio above 1 only within noise.\n\n",
+         hook as for a node's own processes, conntrack on every packet. Ratios are of \
+         medians; a peer faster than direct shows a rate ratio above 1 only within \
+         noise.\n\n",
     );
+    let t = &results.meta.east_west_plan;
+    writeln!(
+        md,
+        "Request/response: {} persistent connections (and 1), {} B request, {} B response, \
+         closed loop, at most {} requests or {:.1} s per run. Connect/close: {} concurrent \
+         loops of connect, one request, close, at most {} connections or {:.1} s per run; \
+         its percentiles are of the connect. Every operation times out after {} ms.\n",
+        t.connections,
+        t.request_bytes,
+        t.response_bytes,
+        t.requests,
+        t.seconds,
+        t.concurrency,
+        t.connects,
+        t.seconds,
+        t.op_timeout_ms
+    )
+    .unwrap();
     md.push_str(&east_west_tables(results));
 }
 
@@ -272,6 +290,7 @@ mod tests {
                 rate_plan: plan.rate,
                 cost_plan: plan.cost,
                 tcp_plan: plan.tcp,
+                east_west_plan: plan.east_west,
             },
             program_cost: Vec::new(),
             rate: Vec::new(),

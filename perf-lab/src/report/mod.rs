@@ -38,6 +38,8 @@ pub struct Meta {
     pub rate_plan: RatePlan,
     pub cost_plan: CostPlan,
     pub tcp_plan: TcpPlan,
+    /// The east-west layer's loads.
+    pub east_west_plan: TcpPlan,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -161,6 +161,7 @@ impl<'a> Suite<'a> {
             rate_plan: plan.rate,
             cost_plan: plan.cost,
             tcp_plan: plan.tcp,
+            east_west_plan: plan.east_west,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct Plan {
     pub rate: RatePlan,
     pub cost: CostPlan,
     pub tcp: TcpPlan,
+    /// The east-west layer's loads: the TCP layer's, with bounds high enough that every
+    /// run lasts its time bound (connects pod to pod are several times faster than
+    /// through the TCP layer's DUT, and a run of a tenth of a second is mostly noise).
+    pub east_west: TcpPlan,
     pub layers: Layers,
     /// A netfilter load still running after this long is stopped and reported as not
     /// measured (kube-proxy's nftables layout loads in time quadratic in the services,
@@ -68,6 +72,16 @@ impl Plan {
                 requests: 20_000,
                 concurrency: 16,
                 connects: 2_000,
+                seconds: 1.0,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
+            east_west: TcpPlan {
+                connections: 64,
+                requests: 200_000,
+                concurrency: 16,
+                connects: 30_000,
                 seconds: 1.0,
                 request_bytes: 64,
                 response_bytes: 256,
@@ -113,11 +127,33 @@ impl Plan {
                 response_bytes: 256,
                 op_timeout_ms: 3_000,
             },
+            east_west: TcpPlan {
+                connections: 64,
+                requests: 600_000,
+                concurrency: 32,
+                connects: 90_000,
+                seconds: 3.0,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
             load_timeout_s: 300.0,
             slow_load_s: 60.0,
             ..Self::quick()
         }
     }
+
+    /// The tiny profile's socket loads (TCP and east-west alike).
+    const TINY_TCP: TcpPlan = TcpPlan {
+        connections: 8,
+        requests: 2_000,
+        concurrency: 4,
+        connects: 200,
+        seconds: 0.5,
+        request_bytes: 64,
+        response_bytes: 256,
+        op_timeout_ms: 3_000,
+    };
 
     /// Seconds, for the end-to-end test: one service, two runs, short bursts.
     pub fn tiny() -> Self {
@@ -136,16 +172,8 @@ impl Plan {
                 single_runs: 500,
                 fill_flow_table: false,
             },
-            tcp: TcpPlan {
-                connections: 8,
-                requests: 2_000,
-                concurrency: 4,
-                connects: 200,
-                seconds: 0.5,
-                request_bytes: 64,
-                response_bytes: 256,
-                op_timeout_ms: 3_000,
-            },
+            tcp: Self::TINY_TCP,
+            east_west: Self::TINY_TCP,
             ..Self::quick()
         }
     }

@@ -95,7 +95,7 @@ impl Suite<'_> {
             .into_iter()
             .map(|kind| TcpPeer::create(kind, server_cpu, &plan.tcp).map_err(tcp_err(kind)))
             .collect::<Result<Vec<_>, _>>()?;
-        self.socket_layer("tcp", peers)
+        self.socket_layer("tcp", peers, &plan.tcp)
     }
 
     /// The same loads from a pod to a ClusterIP: ferrolb's socket programs, the endpoint
@@ -113,9 +113,11 @@ impl Suite<'_> {
         };
         let peers = EwPeerKind::ALL
             .into_iter()
-            .map(|kind| EwPeer::create(kind, server_cpu, &plan.tcp, &largest).map_err(ew_err(kind)))
+            .map(|kind| {
+                EwPeer::create(kind, server_cpu, &plan.east_west, &largest).map_err(ew_err(kind))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        self.socket_layer("east-west", peers)
+        self.socket_layer("east-west", peers, &plan.east_west)
     }
 
     /// Client and server on different CPUs where there are two: the server on CPU 0, the
@@ -124,12 +126,13 @@ impl Suite<'_> {
         (self.cpus > 1).then_some(0)
     }
 
-    /// Every load through every peer at every service set, in interleaved rounds; each
-    /// peer warmed up once it is programmed; the servers stopped at the end.
+    /// Every load of `loads` through every peer at every service set, in interleaved
+    /// rounds; each peer warmed up once it is programmed; the servers stopped at the end.
     fn socket_layer<P: SocketPeer>(
         &mut self,
         layer: &'static str,
         mut peers: Vec<P>,
+        loads: &TcpPlan,
     ) -> Result<Vec<TcpResult<P::Kind>>, SuiteError> {
         let plan = self.plan;
         let client_cpu = Some(self.generator_cpu);
@@ -143,12 +146,12 @@ impl Suite<'_> {
             |peer, set| {
                 let programmed = peer.program(set, plan.load_timeout())?;
                 if let Programmed::Done(_) = programmed {
-                    peer.warm_up(set, &plan.tcp)?;
+                    peer.warm_up(set, loads)?;
                 }
                 Ok(programmed)
             },
             |peer, set, load, why| TcpResult::new(peer.kind(), set, load, why),
-            |peer, load| peer.run_once(load, &plan.tcp, client_cpu),
+            |peer, load| peer.run_once(load, loads, client_cpu),
         )?;
         for peer in &mut peers {
             peer.stop_server()?;
