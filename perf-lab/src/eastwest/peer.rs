@@ -5,8 +5,11 @@ use std::{net::SocketAddrV4, time::Duration, time::Instant};
 use crate::{
     netfilter,
     peers::Programmed,
-    services::{Family, ServiceSet, SERVICE_PORT},
-    tcp::{run_client, topology::TcpTopology, warm_up_plan, Server, TcpLoad, TcpPlan, TcpSample},
+    services::{Family, ServiceSet},
+    tcp::{
+        destinations, run_client, topology::TcpTopology, warm_up, Server, TcpLoad, TcpPlan,
+        TcpSample,
+    },
 };
 
 use super::{socket::SocketBalancer, EwError, EwPeerKind};
@@ -20,6 +23,8 @@ pub struct EwPeer {
     topo: TcpTopology,
     /// Where the client connects: the target ClusterIP, or its endpoints for `direct`.
     dsts: Vec<SocketAddrV4>,
+    /// The service set last programmed.
+    set: Option<ServiceSet>,
 }
 
 impl EwPeer {
@@ -43,6 +48,7 @@ impl EwPeer {
             socket,
             topo,
             dsts: Vec::new(),
+            set: None,
         })
     }
 
@@ -65,15 +71,8 @@ impl EwPeer {
             (None, None) => Programmed::Done(started.elapsed()),
         };
         self.topo.serve(set)?;
-        let target = set.target();
-        self.dsts = match self.kind {
-            EwPeerKind::Direct => set
-                .endpoints(target)
-                .into_iter()
-                .map(|a| SocketAddrV4::new(a, SERVICE_PORT))
-                .collect(),
-            _ => vec![SocketAddrV4::new(set.vip(target), SERVICE_PORT)],
-        };
+        self.dsts = destinations(set, self.kind == EwPeerKind::Direct);
+        self.set = Some(*set);
         Ok(programmed)
     }
 
@@ -105,22 +104,19 @@ impl EwPeer {
         Ok(sample)
     }
 
-    /// A few requests before measuring (see `tcp::TcpPeer::warm_up`); for ferrolb-socket
-    /// the log says how many connects its programs balanced so far.
-    pub fn warm_up(&self, set: &ServiceSet, plan: &TcpPlan) -> Result<(), EwError> {
-        let sample = self.run_once(TcpLoad::RequestResponse, &warm_up_plan(plan), None)?;
-        let selections = self.socket.as_ref().and_then(|s| s.selections(set));
-        if sample.completed == 0 {
-            tracing::warn!(
-                peer = self.kind.name(),
-                ?sample,
-                ?selections,
-                "no east-west request got through in the warm-up"
-            );
-        } else {
-            tracing::debug!(peer = self.kind.name(), ?selections, "east-west warm-up");
-        }
-        Ok(())
+    /// A few requests before measuring (`tcp::warm_up`); for ferrolb-socket the warning
+    /// says how many connects its programs balanced to the target service.
+    pub fn warm_up(&self, plan: &TcpPlan) -> Result<(), EwError> {
+        warm_up(
+            self.kind.name(),
+            plan,
+            |small| self.run_once(TcpLoad::RequestResponse, small, None),
+            || {
+                let socket = self.socket.as_ref().zip(self.set.as_ref());
+                let selections = socket.and_then(|(socket, set)| socket.selections(set));
+                format!("socket selections {selections:?}")
+            },
+        )
     }
 
     pub fn stop_server(&mut self) -> Result<(), EwError> {

@@ -13,6 +13,7 @@ use crate::{
 use super::{
     format,
     ratios::ratio,
+    sections,
     tables::{header, push_cell},
     Ratio, Results,
 };
@@ -171,24 +172,8 @@ pub(super) fn section(results: &Results, md: &mut String) {
          medians; a peer faster than direct shows a rate ratio above 1 only within \
          noise.\n\n",
     );
-    let t = &results.meta.east_west_plan;
-    writeln!(
-        md,
-        "Request/response: {} persistent connections (and 1), {} B request, {} B response, \
-         closed loop, at most {} requests or {:.1} s per run. Connect/close: {} concurrent \
-         loops of connect, one request, close, at most {} connections or {:.1} s per run; \
-         its percentiles are of the connect. Every operation times out after {} ms.\n",
-        t.connections,
-        t.request_bytes,
-        t.response_bytes,
-        t.requests,
-        t.seconds,
-        t.concurrency,
-        t.connects,
-        t.seconds,
-        t.op_timeout_ms
-    )
-    .unwrap();
+    md.push_str(&sections::loads(&results.meta.east_west_plan));
+    md.push_str("\n\n");
     md.push_str(&east_west_tables(results));
 }
 

@@ -24,7 +24,7 @@ pub(super) trait SocketPeer: LayerPeer {
         load_timeout: Duration,
     ) -> Result<Programmed, SuiteError>;
     /// A few requests before the measured runs.
-    fn warm_up(&self, set: &ServiceSet, plan: &TcpPlan) -> Result<(), SuiteError>;
+    fn warm_up(&self, plan: &TcpPlan) -> Result<(), SuiteError>;
     fn run_once(
         &self,
         load: TcpLoad,
@@ -34,53 +34,39 @@ pub(super) trait SocketPeer: LayerPeer {
     fn stop_server(&mut self) -> Result<(), SuiteError>;
 }
 
-impl SocketPeer for TcpPeer {
-    type Kind = PeerKind;
-    fn kind(&self) -> PeerKind {
-        self.kind
-    }
-    fn program(&mut self, set: &ServiceSet, timeout: Duration) -> Result<Programmed, SuiteError> {
-        TcpPeer::program(self, set, timeout).map_err(tcp_err(self.kind))
-    }
-    fn warm_up(&self, _: &ServiceSet, plan: &TcpPlan) -> Result<(), SuiteError> {
-        TcpPeer::warm_up(self, plan).map_err(tcp_err(self.kind))
-    }
-    fn run_once(
-        &self,
-        load: TcpLoad,
-        plan: &TcpPlan,
-        cpu: Option<usize>,
-    ) -> Result<TcpSample, SuiteError> {
-        TcpPeer::run_once(self, load, plan, cpu).map_err(tcp_err(self.kind))
-    }
-    fn stop_server(&mut self) -> Result<(), SuiteError> {
-        TcpPeer::stop_server(self).map_err(tcp_err(self.kind))
-    }
+/// Each peer type's own methods, their errors named by the peer.
+macro_rules! socket_peer {
+    ($($peer:ty => $kind:ty, $err:ident);*) => {$(
+        impl SocketPeer for $peer {
+            type Kind = $kind;
+            fn kind(&self) -> $kind {
+                self.kind
+            }
+            fn program(
+                &mut self,
+                set: &ServiceSet,
+                timeout: Duration,
+            ) -> Result<Programmed, SuiteError> {
+                <$peer>::program(self, set, timeout).map_err($err(self.kind))
+            }
+            fn warm_up(&self, plan: &TcpPlan) -> Result<(), SuiteError> {
+                <$peer>::warm_up(self, plan).map_err($err(self.kind))
+            }
+            fn run_once(
+                &self,
+                load: TcpLoad,
+                plan: &TcpPlan,
+                cpu: Option<usize>,
+            ) -> Result<TcpSample, SuiteError> {
+                <$peer>::run_once(self, load, plan, cpu).map_err($err(self.kind))
+            }
+            fn stop_server(&mut self) -> Result<(), SuiteError> {
+                <$peer>::stop_server(self).map_err($err(self.kind))
+            }
+        }
+    )*};
 }
-
-impl SocketPeer for EwPeer {
-    type Kind = EwPeerKind;
-    fn kind(&self) -> EwPeerKind {
-        self.kind
-    }
-    fn program(&mut self, set: &ServiceSet, timeout: Duration) -> Result<Programmed, SuiteError> {
-        EwPeer::program(self, set, timeout).map_err(ew_err(self.kind))
-    }
-    fn warm_up(&self, set: &ServiceSet, plan: &TcpPlan) -> Result<(), SuiteError> {
-        EwPeer::warm_up(self, set, plan).map_err(ew_err(self.kind))
-    }
-    fn run_once(
-        &self,
-        load: TcpLoad,
-        plan: &TcpPlan,
-        cpu: Option<usize>,
-    ) -> Result<TcpSample, SuiteError> {
-        EwPeer::run_once(self, load, plan, cpu).map_err(ew_err(self.kind))
-    }
-    fn stop_server(&mut self) -> Result<(), SuiteError> {
-        EwPeer::stop_server(self).map_err(ew_err(self.kind))
-    }
-}
+socket_peer!(TcpPeer => PeerKind, tcp_err; EwPeer => EwPeerKind, ew_err);
 
 impl Suite<'_> {
     /// Request/response latency and connection rate through every datapath peer.
@@ -146,7 +132,7 @@ impl Suite<'_> {
             |peer, set| {
                 let programmed = peer.program(set, plan.load_timeout())?;
                 if let Programmed::Done(_) = programmed {
-                    peer.warm_up(set, loads)?;
+                    peer.warm_up(loads)?;
                 }
                 Ok(programmed)
             },

@@ -24,7 +24,7 @@ use crate::{
 };
 
 pub use peer::TcpPeer;
-pub(crate) use peer::{run_client, warm_up_plan};
+pub(crate) use peer::{destinations, run_client, warm_up};
 pub(crate) use server::Server;
 
 use topology::TcpTopologyError;

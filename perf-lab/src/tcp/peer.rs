@@ -64,14 +64,7 @@ impl TcpPeer {
             self.datapath
                 .program(&self.topo.dut, set, &[Family::Ipv4], load_timeout)?;
         self.topo.serve(set)?;
-        self.dsts = match self.kind {
-            PeerKind::Forward => set
-                .endpoints(set.target())
-                .into_iter()
-                .map(|a| SocketAddrV4::new(a, SERVICE_PORT))
-                .collect(),
-            _ => vec![SocketAddrV4::new(set.vip(set.target()), SERVICE_PORT)],
-        };
+        self.dsts = destinations(set, self.kind == PeerKind::Forward);
         Ok(programmed)
     }
 
@@ -94,19 +87,15 @@ impl TcpPeer {
         Ok(sample)
     }
 
-    /// A few requests before measuring: resolves neighbours and proves the path works
-    /// (a broken path is logged here and then shows as failures in every run).
+    /// A few requests before measuring ([`warm_up`]), ferrolb's reason counters in the
+    /// warning if none got through.
     pub fn warm_up(&self, plan: &TcpPlan) -> Result<(), TcpError> {
-        let sample = self.run_once(TcpLoad::RequestResponse, &warm_up_plan(plan), None)?;
-        if sample.completed == 0 {
-            tracing::warn!(
-                peer = self.kind.name(),
-                ?sample,
-                reasons = ?self.datapath.reasons(),
-                "no TCP request got through in the warm-up"
-            );
-        }
-        Ok(())
+        warm_up(
+            self.kind.name(),
+            plan,
+            |small| self.run_once(TcpLoad::RequestResponse, small, None),
+            || format!("reasons {:?}", self.datapath.reasons()),
+        )
     }
 
     pub fn stop_server(&mut self) -> Result<(), TcpError> {
@@ -141,12 +130,43 @@ pub(crate) fn run_client(
     })?
 }
 
-/// The warm-up before a peer's first measured run: a few requests on two connections.
-pub(crate) fn warm_up_plan(plan: &TcpPlan) -> TcpPlan {
-    TcpPlan {
+/// Where the client connects for `set`: the target service's VIP, or with
+/// `to_endpoints` its endpoints themselves (round-robin).
+pub(crate) fn destinations(set: &ServiceSet, to_endpoints: bool) -> Vec<SocketAddrV4> {
+    let target = set.target();
+    if to_endpoints {
+        set.endpoints(target)
+            .into_iter()
+            .map(|a| SocketAddrV4::new(a, SERVICE_PORT))
+            .collect()
+    } else {
+        vec![SocketAddrV4::new(set.vip(target), SERVICE_PORT)]
+    }
+}
+
+/// The warm-up before a peer's first measured run: a few requests on two connections
+/// (`run` with a small copy of `plan`). It resolves neighbours and proves the path works;
+/// a broken path is logged here, with `detail`, and then shows as failures in every run.
+pub(crate) fn warm_up<E>(
+    peer: &str,
+    plan: &TcpPlan,
+    run: impl FnOnce(&TcpPlan) -> Result<TcpSample, E>,
+    detail: impl FnOnce() -> String,
+) -> Result<(), E> {
+    let small = TcpPlan {
         connections: 2,
         requests: 20,
         seconds: plan.seconds.min(1.0),
         ..*plan
+    };
+    let sample = run(&small)?;
+    if sample.completed == 0 {
+        tracing::warn!(
+            peer,
+            ?sample,
+            detail = detail(),
+            "no TCP request got through in the warm-up"
+        );
     }
+    Ok(())
 }
