@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     measured::NotMeasured,
+    netfilter::RulesFile,
     netns::{Netns, NetnsError, PinDir},
-    peers::{PeerError, PeerKind, RulesFile},
+    peers::{PeerError, PeerKind},
     rules,
     services::{Family, ServiceSet},
     stats::Summary,

@@ -3,8 +3,10 @@
 
 pub mod control;
 pub mod cost;
+pub mod eastwest;
 pub mod generator;
 pub mod measured;
+pub mod netfilter;
 pub mod netns;
 pub mod objects;
 pub mod peers;

@@ -48,6 +48,9 @@ struct Options {
     /// Skip the TCP latency / connection-rate layer.
     #[arg(long)]
     skip_tcp: bool,
+    /// Skip the east-west layer (pod → ClusterIP: socket programs, direct, kube-proxy DNAT).
+    #[arg(long)]
+    skip_east_west: bool,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +108,7 @@ fn apply(mut plan: Plan, o: &Options) -> anyhow::Result<Plan> {
     plan.layers.rate &= !o.skip_rate;
     plan.layers.control &= !o.skip_control;
     plan.layers.tcp &= !o.skip_tcp;
+    plan.layers.east_west &= !o.skip_east_west;
     Ok(plan)
 }
 
@@ -119,7 +123,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (plan, options) = match &cli.command {
         Command::Check => {
-            lb_perf_lab::preflight::check(true, true)?;
+            lb_perf_lab::preflight::check(lb_perf_lab::preflight::Needs::ALL)?;
             println!("ok: root, tools, namespaces and XDP live frames are available");
             return Ok(());
         }
@@ -144,6 +148,9 @@ fn main() -> anyhow::Result<()> {
     );
     if !results.tcp.is_empty() {
         println!("{}", lb_perf_lab::report::tcp_tables(&results));
+    }
+    if !results.east_west.is_empty() {
+        println!("{}", lb_perf_lab::report::east_west_tables(&results));
     }
     println!(
         "wrote {0}/results.json, {0}/report.md and SVG plots",

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::{
     generator,
     measured::NotMeasured,
+    netfilter,
     netns::{Netns, NetnsError, PinDir},
     objects::layout::RedirectConfig,
     programs::{self, ProgramsError, Sink},
     rate::FlowKind,
-    rules,
     services::{Family, ServiceSet, SERVICE_PORT},
     topology::{Topology, DUT_IN, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
 };
@@ -265,77 +265,25 @@ impl Datapath {
     ) -> Result<Programmed, PeerError> {
         let started = Instant::now();
         self.families = families.to_vec();
-        let loaded = match self.kind {
-            PeerKind::BpfRedirect | PeerKind::Forward => Ok(String::new()),
+        match self.kind {
+            PeerKind::BpfRedirect | PeerKind::Forward => Ok(Programmed::Done(started.elapsed())),
             PeerKind::Nftables | PeerKind::IptablesLegacy | PeerKind::IptablesNft => {
-                let mut loaded = Ok(String::new());
-                for &family in families {
-                    let (cmd, text) = match self.kind.restore_command(family) {
-                        Some(cmd) => (cmd, rules::iptables(set, family)),
-                        None => ("nft", rules::nftables(set, family, true)),
-                    };
-                    let file = RulesFile::write(
-                        &format!("{}{}", self.kind.tag(), family.number()),
-                        &text,
-                    )?;
-                    let path = file.path.to_string_lossy().into_owned();
-                    let args: &[&str] = if cmd == "nft" {
-                        &["-f", &path]
-                    } else {
-                        &[&path]
-                    };
-                    loaded = dut.exec_timeout(cmd, args, load_timeout);
-                    if loaded.is_err() {
-                        break;
-                    }
-                }
-                loaded
+                netfilter::load(self.kind, dut, set, families, load_timeout)
             }
             PeerKind::FerrolbDsr => {
                 let flb = self.ferrolb.as_mut().expect("ferrolb peer");
-                if let Some(why) = flb.program(set, families)? {
-                    return Ok(Programmed::NotMeasured(why));
-                }
-                Ok(String::new())
+                Ok(match flb.program(set, families)? {
+                    Some(why) => Programmed::NotMeasured(why),
+                    None => Programmed::Done(started.elapsed()),
+                })
             }
-        };
-        if loaded.is_ok() && self.kind.uses_conntrack() {
-            // The established flows are replayed ACKs whose handshake the peer never saw:
-            // conntrack takes a mid-stream ACK as a connection (a NEW entry, DNATed by the
-            // service chains; replays then hit it) only with loose pickup on. 1 is the
-            // default, set per namespace here so the measurement does not depend on it.
-            // The rules just loaded made sure conntrack is there.
-            dut.sysctl("net.netfilter.nf_conntrack_tcp_loose=1")?;
-        }
-        match loaded {
-            Ok(_) => Ok(Programmed::Done(started.elapsed())),
-            Err(NetnsError::Timeout {
-                command, seconds, ..
-            }) => {
-                let tool = command
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("load")
-                    .to_string();
-                Ok(Programmed::NotMeasured(NotMeasured::LoadStopped {
-                    tool,
-                    seconds,
-                }))
-            }
-            Err(e) => Err(e.into()),
         }
     }
 
     /// Forgets connection state between runs so "new flows" are new to the peer too.
     pub fn flush_state(&self, dut: &Netns) {
         if self.kind.uses_conntrack() {
-            // conntrack exits 1 when there was nothing to flush; that is not an error.
-            for family in &self.families {
-                let _ = match family {
-                    Family::Ipv4 => dut.exec("conntrack", &["-F"]),
-                    Family::Ipv6 => dut.exec("conntrack", &["-F", "-f", "ipv6"]),
-                };
-            }
+            netfilter::flush_conntrack(dut, &self.families);
         }
     }
 
@@ -374,32 +322,6 @@ pub struct Peer {
     /// kind: a SYN for new flows, an ACK for established ones (see `generator::Segment`).
     pub frames: BTreeMap<(Family, FlowKind), Vec<u8>>,
     pub datapath: Datapath,
-}
-
-/// Writes `text` to a file named for this process and `what`, removed on drop.
-pub struct RulesFile {
-    pub path: PathBuf,
-}
-
-impl RulesFile {
-    pub fn write(what: &str, text: &str) -> Result<Self, PeerError> {
-        let path = std::env::temp_dir().join(format!(
-            "{}{}-{what}.rules",
-            crate::netns::PREFIX,
-            std::process::id()
-        ));
-        std::fs::write(&path, text).map_err(|source| PeerError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for RulesFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 impl Peer {

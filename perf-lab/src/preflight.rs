@@ -25,9 +25,27 @@ fn have(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Checks privileges, tools and kernel features. `need_netfilter` is false when only
-/// BPF-based peers run; `need_tcp` adds what the TCP layer's topology uses.
-pub fn check(need_netfilter: bool, need_tcp: bool) -> Result<(), PreflightError> {
+/// What a run needs beyond root, namespaces and live frames.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// nft, the iptables restore tools and conntrack: false when only BPF-based peers run.
+    pub netfilter: bool,
+    /// What the TCP topology uses (TCP and east-west layers).
+    pub tcp: bool,
+    /// A cgroup v2 mount for the socket programs (east-west layer).
+    pub cgroup2: bool,
+}
+
+impl Needs {
+    pub const ALL: Needs = Needs {
+        netfilter: true,
+        tcp: true,
+        cgroup2: true,
+    };
+}
+
+/// Checks privileges, tools and kernel features for what `needs` names.
+pub fn check(needs: Needs) -> Result<(), PreflightError> {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no failure mode.
     if unsafe { libc::geteuid() } != 0 {
@@ -43,7 +61,7 @@ pub fn check(need_netfilter: bool, need_tcp: bool) -> Result<(), PreflightError>
             missing.push(format!("`{tool}` (package {package})"));
         }
     }
-    if need_netfilter {
+    if needs.netfilter {
         for (tool, args, package) in [
             ("nft", &["--version"][..], "nftables"),
             ("iptables-legacy-restore", &["--version"][..], "iptables"),
@@ -57,8 +75,15 @@ pub fn check(need_netfilter: bool, need_tcp: bool) -> Result<(), PreflightError>
             }
         }
     }
-    if need_tcp && !have("ethtool", &["--version"]) {
+    if needs.tcp && !have("ethtool", &["--version"]) {
         missing.push("`ethtool` (package ethtool; turns off tx checksum offload)".to_string());
+    }
+    if needs.cgroup2 {
+        if let Err(e) = lb_daemon::loader::default_cgroup_root() {
+            missing.push(format!(
+                "a cgroup v2 mount (ferrolb's socket programs): {e}"
+            ));
+        }
     }
     if !have("ip", &["netns", "list"]) {
         missing.push("network namespaces (ip netns)".to_string());

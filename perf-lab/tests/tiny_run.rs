@@ -4,20 +4,22 @@
 //! IPv6 alike (every peer measured in both families, the IPv6 cost classes), established
 //! flows (replayed ACKs) delivered by every peer (at least 90 %); for the TCP layer,
 //! completed requests and connections that are non-zero, within the run's bound and at
-//! most what was attempted, one latency sample per completion.
+//! most what was attempted, one latency sample per completion; the same for every
+//! east-west (pod → ClusterIP) peer, whose cgroup is removed with everything else.
 
 use std::path::PathBuf;
 
 use lb_perf_lab::{
     control::Tool,
     cost::PacketClass,
+    eastwest::EwPeerKind,
     peers::PeerKind,
     plot::rate_plot_file,
     rate::FlowKind,
     report::Results,
     services::Family,
     suite::{self, Plan},
-    tcp::{TcpLoad, PERCENTILES},
+    tcp::{TcpLoad, TcpPlan, TcpResult, PERCENTILES},
 };
 
 use lb_lab::require_root;
@@ -57,6 +59,7 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         Family::ALL.to_vec(),
         "tiny runs both families"
     );
+    let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let returned = suite::run(&plan, &out.0).expect("tiny run");
 
     let rate_plots: Vec<String> = Family::ALL
@@ -218,54 +221,38 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         for peer in plan.tcp_peers() {
             for load in TcpLoad::ALL {
                 let name = format!("tcp {} {} {services} svc", peer.name(), load.name());
-                let cell: Vec<_> = results
-                    .tcp
-                    .iter()
-                    .filter(|r| r.peer == peer && r.load == load && r.services == services)
-                    .collect();
-                assert_eq!(cell.len(), 1, "{name}");
-                let r = cell[0];
-                assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
-                assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
-                let bound = match load {
-                    TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => plan.tcp.requests,
-                    TcpLoad::ConnectClose => plan.tcp.connects,
-                };
-                for s in &r.samples {
-                    assert!(s.completed > 0, "{name}: nothing completed {s:?}");
-                    assert!(s.completed <= s.attempted, "{name}: {s:?}");
-                    assert_eq!(s.completed + s.failed, s.attempted, "{name}: {s:?}");
-                    assert!(s.attempted <= bound, "{name}: over the bound {s:?}");
-                    if load == TcpLoad::ConnectClose {
-                        assert!(s.connect_failed <= s.failed, "{name}: {s:?}");
-                    }
-                    assert!(s.seconds > 0.0, "{name}: duration");
-                    let p = s.latency_us.expect("latency percentiles");
-                    assert_eq!(p.samples as u64, s.completed, "{name}: one latency each");
-                    assert!(
-                        0.0 < p.p50 && p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999,
-                        "{name}: {p:?}"
-                    );
-                    match load {
-                        TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => {
-                            assert!(s.transaction_us.is_none())
-                        }
-                        TcpLoad::ConnectClose => {
-                            let t = s.transaction_us.expect("transaction percentiles");
-                            // A transaction contains its connect.
-                            assert!(t.p50 >= p.p50 && t.samples == p.samples, "{name}");
-                        }
-                    }
-                }
-                let rate = r.rate.as_ref().expect("rate");
-                assert!(rate.min > 0.0 && rate.min <= rate.median && rate.median <= rate.max);
-                assert_eq!(rate.runs, plan.runs);
-                assert_eq!(r.latency_us.len(), PERCENTILES.len());
-                assert!(r
-                    .latency_us
-                    .iter()
-                    .all(|l| l.as_ref().is_some_and(|l| l.runs == plan.runs)));
+                check_tcp_cell(&plan, &plan.tcp, &name, &results.tcp, peer, services, load);
             }
+        }
+    }
+
+    // East-west (pod → ClusterIP): every peer x load the same way; the socket peer's
+    // completions also prove its programs rewrote the connects (the ClusterIP is routed
+    // nowhere beyond the client's namespace).
+    assert!(
+        plan.layers.east_west,
+        "the tiny plan runs the east-west layer"
+    );
+    assert_eq!(
+        results.east_west.len(),
+        plan.service_counts.len() * EwPeerKind::ALL.len() * TcpLoad::ALL.len()
+    );
+    for &services in &plan.service_counts {
+        for peer in EwPeerKind::ALL {
+            for load in TcpLoad::ALL {
+                let name = format!("east-west {} {} {services} svc", peer.name(), load.name());
+                let ew = &results.east_west;
+                check_tcp_cell(&plan, &plan.east_west, &name, ew, peer, services, load);
+            }
+        }
+        for what in ["ferrolb-socket / direct", "ferrolb-socket / iptables-nft"] {
+            assert!(
+                results.ratios.iter().any(|r| r.services == services
+                    && r.what.contains("east-west")
+                    && r.what.contains(what)
+                    && r.value.is_some()),
+                "east-west ratio {what:?} computed at {services} services"
+            );
         }
     }
 
@@ -275,6 +262,7 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
         "## Program cost",
         "## Control-plane programming time",
         "## TCP: request/response latency and connection rate",
+        "## East-west: pod → ClusterIP",
         "## Targets",
     ] {
         assert!(md.contains(heading), "report has {heading}");
@@ -282,22 +270,96 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     for peer in PeerKind::ALL {
         assert!(md.contains(peer.name()), "report names {}", peer.name());
     }
+    for peer in EwPeerKind::ALL {
+        let row = format!("| {} |", peer.name());
+        assert!(md.contains(&row), "report has an east-west row {row}");
+    }
     assert!(!results.ratios.is_empty());
 
     assert_eq!(our_namespaces(), Vec::<String>::new(), "namespaces removed");
+    let prefix = format!("{}{}-", lb_perf_lab::netns::PREFIX, std::process::id());
     let pins: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| {
-                    n.starts_with(&format!(
-                        "{}{}-",
-                        lb_perf_lab::netns::PREFIX,
-                        std::process::id()
-                    ))
-                })
+                .filter(|n| n.starts_with(&prefix))
                 .collect()
         })
         .unwrap_or_default();
     assert!(pins.is_empty(), "pins removed: {pins:?}");
+
+    // The socket peer's cgroup is gone and this process is back where it was.
+    let root = lb_daemon::loader::default_cgroup_root().unwrap();
+    let cgroups: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(cgroups.is_empty(), "cgroups removed: {cgroups:?}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/self/cgroup").unwrap(),
+        own_cgroup,
+        "back in its own cgroup"
+    );
+}
+
+/// One TCP-style cell (`peer`, `services`, `load`) of `results`, run with `loads`: there
+/// once, measured in every run, counts non-zero and consistent, one latency sample per
+/// completion, percentiles ordered.
+fn check_tcp_cell<P: PartialEq + Copy>(
+    plan: &Plan,
+    loads: &TcpPlan,
+    name: &str,
+    results: &[TcpResult<P>],
+    peer: P,
+    services: u32,
+    load: TcpLoad,
+) {
+    let cell: Vec<_> = results
+        .iter()
+        .filter(|r| r.peer == peer && r.load == load && r.services == services)
+        .collect();
+    assert_eq!(cell.len(), 1, "{name}");
+    let r = cell[0];
+    assert!(r.unsupported.is_none(), "{name}: {:?}", r.unsupported);
+    assert_eq!(r.samples.len(), plan.runs, "{name}: runs");
+    let bound = match load {
+        TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => loads.requests,
+        TcpLoad::ConnectClose => loads.connects,
+    };
+    for s in &r.samples {
+        assert!(s.completed > 0, "{name}: nothing completed {s:?}");
+        assert!(s.completed <= s.attempted, "{name}: {s:?}");
+        assert_eq!(s.completed + s.failed, s.attempted, "{name}: {s:?}");
+        assert!(s.attempted <= bound, "{name}: over the bound {s:?}");
+        if load == TcpLoad::ConnectClose {
+            assert!(s.connect_failed <= s.failed, "{name}: {s:?}");
+        }
+        assert!(s.seconds > 0.0, "{name}: duration");
+        let p = s.latency_us.expect("latency percentiles");
+        assert_eq!(p.samples as u64, s.completed, "{name}: one latency each");
+        assert!(
+            0.0 < p.p50 && p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999,
+            "{name}: {p:?}"
+        );
+        match load {
+            TcpLoad::RequestResponse | TcpLoad::RequestResponseSingle => {
+                assert!(s.transaction_us.is_none())
+            }
+            TcpLoad::ConnectClose => {
+                let t = s.transaction_us.expect("transaction percentiles");
+                // A transaction contains its connect.
+                assert!(t.p50 >= p.p50 && t.samples == p.samples, "{name}");
+            }
+        }
+    }
+    let rate = r.rate.as_ref().expect("rate");
+    assert!(rate.min > 0.0 && rate.min <= rate.median && rate.median <= rate.max);
+    assert_eq!(rate.runs, plan.runs);
+    assert_eq!(r.latency_us.len(), PERCENTILES.len());
+    assert!(r
+        .latency_us
+        .iter()
+        .all(|l| l.as_ref().is_some_and(|l| l.runs == plan.runs)));
 }

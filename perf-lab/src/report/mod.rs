@@ -1,5 +1,6 @@
 //! The result file (JSON), the markdown report and the target ratios.
 
+mod eastwest;
 mod format;
 mod ratios;
 mod sections;
@@ -10,12 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::{
     control::ControlResult,
     cost::{CostPlan, CostResult},
+    eastwest::{EwPeerKind, EwResult},
     peers::PeerKind,
     rate::{FlowKind, RatePlan, RateResult},
     services::Family,
     tcp::{TcpLoad, TcpPlan, TcpResult},
 };
 
+pub use eastwest::east_west_tables;
 pub use ratios::{ratios, Ratio};
 pub use tables::{rate_table, tcp_tables, Metric};
 
@@ -35,6 +38,8 @@ pub struct Meta {
     pub rate_plan: RatePlan,
     pub cost_plan: CostPlan,
     pub tcp_plan: TcpPlan,
+    /// The east-west layer's loads.
+    pub east_west_plan: TcpPlan,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +49,9 @@ pub struct Results {
     pub rate: Vec<RateResult>,
     pub control_plane: Vec<ControlResult>,
     pub tcp: Vec<TcpResult>,
+    /// Pod → ClusterIP (`eastwest`); empty when the layer did not run.
+    #[serde(default)]
+    pub east_west: Vec<EwResult>,
     pub ratios: Vec<Ratio>,
     pub not_measured: Vec<String>,
 }
@@ -68,6 +76,13 @@ impl Results {
             .iter()
             .find(|r| r.peer == peer && r.services == services && r.load == load)
     }
+
+    /// The east-west result of one cell, if the run has it.
+    fn east_west_cell(&self, peer: EwPeerKind, services: u32, load: TcpLoad) -> Option<&EwResult> {
+        self.east_west
+            .iter()
+            .find(|r| r.peer == peer && r.services == services && r.load == load)
+    }
 }
 
 /// The whole report: what ran where, each layer's tables with what they measure, the
@@ -80,6 +95,7 @@ pub fn markdown(results: &Results) -> String {
         sections::cost,
         sections::control,
         sections::tcp,
+        eastwest::section,
         sections::targets,
         sections::not_measured,
         sections::plots,

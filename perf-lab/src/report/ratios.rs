@@ -1,4 +1,5 @@
-//! The targets of issue #5 as ratios of figures measured in one run.
+//! The targets of issue #5 (and, in `eastwest.rs`, issue #11's) as ratios of figures
+//! measured in one run.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,7 +7,7 @@ use crate::{cost::PacketClass, peers::PeerKind, rate::FlowKind, services::Family
 
 use super::{Metric, Results};
 
-/// A target of issue #5 as a ratio measured in this run.
+/// A target of an issue as a ratio measured in this run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     pub what: String,
@@ -28,10 +29,13 @@ pub fn ratios(results: &Results) -> Vec<Ratio> {
         }
         out.extend(flatness(results, family));
     }
+    for &n in &results.meta.service_counts {
+        out.extend(super::eastwest::ratios(results, n));
+    }
     out
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+pub(super) fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
         _ => None,

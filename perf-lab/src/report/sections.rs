@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::tcp::TcpPlan;
+
 use super::{tables, Metric, Results};
 
 /// The title and where and how the run measured.
@@ -78,22 +80,30 @@ pub(super) fn tcp(results: &Results, md: &mut String) {
     if results.tcp.is_empty() {
         return;
     }
-    let t = &results.meta.tcp_plan;
     md.push_str("\n## TCP: request/response latency and connection rate\n\n");
     writeln!(
         md,
         "Real sockets: a client in its own namespace → the peer's DUT → a server in the \
          backend namespace (for ferrolb-dsr the reply goes from the backend straight to \
-         the client). Request/response: {} persistent connections, {} B request, {} B \
-         response, closed loop, at most {} requests or {:.1} s per run. Connect/close: {} \
-         concurrent loops of connect, one request, close, at most {} connections or \
-         {:.1} s per run; the percentiles are of the connect (handshake) time. Every \
-         operation times out after {} ms (counted as failed). Rates are completed per \
-         second of the run. With many connections in a closed loop, latency ≈ \
-         connections / rate (Little's law): it is the system's cost per request plus \
-         queueing; the 1-connection load is the round trip alone. Plots: \
-         `tcp-rr-latency-<N>svc.svg`, `tcp-rr1-latency-<N>svc.svg`, \
+         the client). {} Rates are completed per second of the run. With many connections \
+         in a closed loop, latency ≈ connections / rate (Little's law): it is the system's \
+         cost per request plus queueing; the 1-connection load is the round trip alone. \
+         Plots: `tcp-rr-latency-<N>svc.svg`, `tcp-rr1-latency-<N>svc.svg`, \
          `tcp-connect-latency-<N>svc.svg`.\n",
+        loads(&results.meta.tcp_plan)
+    )
+    .unwrap();
+    md.push_str(&tables::tcp_tables(results));
+}
+
+/// What a socket layer's loads are, their bounds and timeout.
+pub(super) fn loads(t: &TcpPlan) -> String {
+    format!(
+        "Request/response: {} persistent connections, {} B request, {} B response, closed \
+         loop, at most {} requests or {:.1} s per run. Connect/close: {} concurrent loops of \
+         connect, one request, close, at most {} connections or {:.1} s per run; the \
+         percentiles are of the connect (handshake) time. Every operation times out after \
+         {} ms (counted as failed).",
         t.connections,
         t.request_bytes,
         t.response_bytes,
@@ -104,13 +114,11 @@ pub(super) fn tcp(results: &Results, md: &mut String) {
         t.seconds,
         t.op_timeout_ms
     )
-    .unwrap();
-    md.push_str(&tables::tcp_tables(results));
 }
 
 /// The issue's targets as ratios of this run.
 pub(super) fn targets(results: &Results, md: &mut String) {
-    md.push_str("\n## Targets (issue #5), as ratios in this run\n\nEach ratio is of figures measured in one family (the IPv6 ones against the same peers' IPv6 rates and the IPv6 cost classes).\n\n| family | what | services | value | target | met |\n|---|---|---|---|---|---|\n");
+    md.push_str("\n## Targets (issues #5 and #11), as ratios in this run\n\nEach ratio is of figures measured in one family (the IPv6 ones against the same peers' IPv6 rates and the IPv6 cost classes; the east-west ones are IPv4).\n\n| family | what | services | value | target | met |\n|---|---|---|---|---|---|\n");
     for r in &results.ratios {
         writeln!(
             md,

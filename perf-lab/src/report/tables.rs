@@ -42,7 +42,7 @@ impl Metric {
 }
 
 /// The header row and its separator: the `leading` columns, then one per item of `columns`.
-fn header(md: &mut String, leading: &[&str], columns: impl IntoIterator<Item = String>) {
+pub(super) fn header(md: &mut String, leading: &[&str], columns: impl IntoIterator<Item = String>) {
     let mut separator = String::from("|");
     md.push('|');
     for name in leading {
@@ -59,7 +59,7 @@ fn header(md: &mut String, leading: &[&str], columns: impl IntoIterator<Item = S
 }
 
 /// Appends one cell: why the cell was not measured, else its figure, else a dash.
-fn push_cell(row: &mut String, why: Option<&NotMeasured>, figure: Option<String>) {
+pub(super) fn push_cell(row: &mut String, why: Option<&NotMeasured>, figure: Option<String>) {
     match (why, figure) {
         (Some(why), _) => write!(row, " {} |", why.cell()).unwrap(),
         (None, Some(figure)) => write!(row, " {figure} |").unwrap(),

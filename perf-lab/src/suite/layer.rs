@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::{
+    eastwest::EwPeer,
     measured::NotMeasured,
     peers::{Peer, PeerKind, Programmed},
     rate::{self, RateResult},
@@ -31,23 +32,24 @@ impl StoppedLoads {
 }
 
 /// Programs one peer for `set` (or takes the reason of a load already stopped at its
-/// deadline for this peer and size), logs the outcome and remembers a newly stopped load
-/// for the later layers. Returns why the peer is not measured, if it is not.
+/// deadline for the peer's rule set and this size), logs the outcome and remembers a
+/// newly stopped load for the later layers. Returns why the peer is not measured, if it
+/// is not.
 fn program_peer(
     stopped: &mut StoppedLoads,
-    kind: PeerKind,
+    (name, rules): (&'static str, Option<PeerKind>),
     set: &ServiceSet,
     layer: &str,
     program: impl FnOnce() -> Result<Programmed, SuiteError>,
 ) -> Result<Option<NotMeasured>, SuiteError> {
-    let programmed = match stopped.get(kind, set.services) {
+    let programmed = match rules.and_then(|rules| stopped.get(rules, set.services)) {
         Some(why) => Programmed::NotMeasured(why.clone()),
         None => program()?,
     };
     match programmed {
         Programmed::Done(took) => {
             tracing::info!(
-                peer = kind.name(),
+                peer = name,
                 services = set.services,
                 layer,
                 ?took,
@@ -57,13 +59,15 @@ fn program_peer(
         }
         Programmed::NotMeasured(why) => {
             tracing::warn!(
-                peer = kind.name(),
+                peer = name,
                 services = set.services,
                 layer,
                 reason = %why,
                 "not measured"
             );
-            stopped.remember(kind, set.services, &why);
+            if let Some(rules) = rules {
+                stopped.remember(rules, set.services, &why);
+            }
             Ok(Some(why))
         }
     }
@@ -103,9 +107,13 @@ impl LayerRun<'_> {
             let mut results = Vec::new();
             let mut measured = Vec::new();
             for peer in peers.iter_mut() {
-                let why = program_peer(self.stopped, peer.kind(), set, self.layer, || {
-                    program(peer, set)
-                })?;
+                let why = program_peer(
+                    self.stopped,
+                    (peer.name(), peer.rules()),
+                    set,
+                    self.layer,
+                    || program(peer, set),
+                )?;
                 measured.push(why.is_none());
                 for (cell, _) in cells {
                     results.push(new_result(peer, set, *cell, why.clone()));
@@ -143,7 +151,7 @@ impl LayerRun<'_> {
                         "{}, {} services, {} {cell_name}, run {}/{}",
                         self.layer,
                         set.services,
-                        peers[p].kind().name(),
+                        peers[p].name(),
                         round + 1,
                         self.runs
                     ));
@@ -156,18 +164,34 @@ impl LayerRun<'_> {
 
 /// A peer of a layer, on its own topology.
 pub(super) trait LayerPeer {
-    fn kind(&self) -> PeerKind;
+    fn name(&self) -> &'static str;
+    /// The rule set whose load, once stopped at its deadline, is not tried again at the
+    /// same size (the datapath peers are keyed by their kind, only the netfilter ones are
+    /// ever stopped).
+    fn rules(&self) -> Option<PeerKind>;
 }
 
-impl LayerPeer for Peer {
-    fn kind(&self) -> PeerKind {
-        self.kind
+/// The datapath peers of the rate and TCP layers.
+macro_rules! datapath_peer {
+    ($($peer:ty),*) => {$(
+        impl LayerPeer for $peer {
+            fn name(&self) -> &'static str {
+                self.kind.name()
+            }
+            fn rules(&self) -> Option<PeerKind> {
+                Some(self.kind)
+            }
+        }
+    )*};
+}
+datapath_peer!(Peer, TcpPeer);
+
+impl LayerPeer for EwPeer {
+    fn name(&self) -> &'static str {
+        self.kind.name()
     }
-}
-
-impl LayerPeer for TcpPeer {
-    fn kind(&self) -> PeerKind {
-        self.kind
+    fn rules(&self) -> Option<PeerKind> {
+        self.kind.rules()
     }
 }
 
@@ -178,18 +202,22 @@ pub(super) trait Cell {
     fn finish(&mut self);
 }
 
-/// Both layers' results keep their runs in `samples` and summarise them in `finish`.
-macro_rules! cell {
-    ($($result:ty => $sample:ty),*) => {$(
-        impl Cell for $result {
-            type Sample = $sample;
-            fn push(&mut self, sample: Self::Sample) {
-                self.samples.push(sample);
-            }
-            fn finish(&mut self) {
-                <$result>::finish(self);
-            }
-        }
-    )*};
+impl Cell for RateResult {
+    type Sample = rate::RateSample;
+    fn push(&mut self, sample: Self::Sample) {
+        self.samples.push(sample);
+    }
+    fn finish(&mut self) {
+        RateResult::finish(self);
+    }
 }
-cell!(RateResult => rate::RateSample, TcpResult => tcp::TcpSample);
+
+impl<P> Cell for TcpResult<P> {
+    type Sample = tcp::TcpSample;
+    fn push(&mut self, sample: Self::Sample) {
+        self.samples.push(sample);
+    }
+    fn finish(&mut self) {
+        TcpResult::finish(self);
+    }
+}

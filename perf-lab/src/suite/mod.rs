@@ -3,6 +3,7 @@
 mod layer;
 mod plan;
 mod progress;
+mod sockets;
 mod steps;
 
 use std::{
@@ -13,6 +14,7 @@ use std::{
 use crate::{
     control::ControlError,
     cost::CostError,
+    eastwest::EwError,
     netns,
     peers::PeerError,
     plot::{self, PlotError},
@@ -51,6 +53,11 @@ pub enum SuiteError {
         peer: &'static str,
         source: Box<TcpError>,
     },
+    #[error("east-west ({peer}): {source}")]
+    EastWest {
+        peer: &'static str,
+        source: Box<EwError>,
+    },
     #[error(transparent)]
     Plot(#[from] PlotError),
     #[error("writing {path}: {source}")]
@@ -81,12 +88,14 @@ pub fn run(plan: &Plan, out: &Path) -> Result<Results, SuiteError> {
     suite.remember_stopped_loads(&control_plane);
     let rate = suite.rate_layer()?;
     let tcp = suite.tcp_layer()?;
+    let east_west = suite.east_west_layer()?;
     let mut results = Results {
         meta: suite.meta(),
         program_cost,
         rate,
         control_plane,
         tcp,
+        east_west,
         ratios: Vec::new(),
         not_measured: not_measured(plan),
     };
@@ -110,7 +119,11 @@ struct Suite<'a> {
 impl<'a> Suite<'a> {
     /// Checks the machine, removes what crashed runs left and makes `out`.
     fn start(plan: &'a Plan, out: &Path) -> Result<Self, SuiteError> {
-        preflight::check(plan.needs_netfilter(), plan.layers.tcp)?;
+        preflight::check(preflight::Needs {
+            netfilter: plan.needs_netfilter(),
+            tcp: plan.layers.tcp || plan.layers.east_west,
+            cgroup2: plan.layers.east_west,
+        })?;
         netns::remove_stale();
         std::fs::create_dir_all(out).map_err(|source| SuiteError::Write {
             path: out.to_path_buf(),
@@ -148,6 +161,7 @@ impl<'a> Suite<'a> {
             rate_plan: plan.rate,
             cost_plan: plan.cost,
             tcp_plan: plan.tcp,
+            east_west_plan: plan.east_west,
         }
     }
 }
@@ -159,8 +173,9 @@ fn not_measured(plan: &Plan) -> Vec<String> {
         "TCP through bpf-redirect: the ceiling only rewrites MACs, it has no service to \
          answer"
             .to_string(),
-        "TCP over IPv6 (the TCP layer runs IPv4 only); control-plane load times are of the \
-         IPv4 rule sets (the rate layer loads one set per family, as kube-proxy does)"
+        "TCP and east-west over IPv6 (those layers run IPv4 only); control-plane load times \
+         are of the IPv4 rule sets (the rate layer loads one set per family, as kube-proxy \
+         does)"
             .to_string(),
         "EndpointSlice-change-to-map-update latency (single-service updates)".to_string(),
     ];
@@ -173,11 +188,19 @@ fn not_measured(plan: &Plan) -> Vec<String> {
         }
     }
     let layers = &plan.layers;
+    if layers.east_west {
+        items.push(
+            "east-west beyond pod → ClusterIP over TCP: UDP (sendto/recvfrom), host process → \
+             ClusterIP, NodePort from inside the cluster, endpoints on another node"
+                .to_string(),
+        );
+    }
     for (on, layer) in [
         (layers.rate, "packet rate"),
         (layers.cost, "program cost"),
         (layers.control, "control plane"),
         (layers.tcp, "TCP latency and connection rate"),
+        (layers.east_west, "east-west (pod → ClusterIP)"),
     ] {
         if !on {
             items.push(format!("{layer} (layer disabled)"));

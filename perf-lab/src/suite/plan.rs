@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cost::CostPlan,
+    eastwest::EwPeerKind,
     peers::PeerKind,
     rate::{FlowKind, RatePlan},
     services::{Family, ServiceSet},
@@ -17,6 +18,8 @@ pub struct Layers {
     pub rate: bool,
     pub control: bool,
     pub tcp: bool,
+    /// Pod → ClusterIP over real sockets (`eastwest`).
+    pub east_west: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +34,10 @@ pub struct Plan {
     pub rate: RatePlan,
     pub cost: CostPlan,
     pub tcp: TcpPlan,
+    /// The east-west layer's loads: the TCP layer's, with bounds high enough that every
+    /// run lasts its time bound (connects pod to pod are several times faster than
+    /// through the TCP layer's DUT, and a run of a tenth of a second is mostly noise).
+    pub east_west: TcpPlan,
     pub layers: Layers,
     /// A netfilter load still running after this long is stopped and reported as not
     /// measured (kube-proxy's nftables layout loads in time quadratic in the services,
@@ -70,11 +77,22 @@ impl Plan {
                 response_bytes: 256,
                 op_timeout_ms: 3_000,
             },
+            east_west: TcpPlan {
+                connections: 64,
+                requests: 200_000,
+                concurrency: 16,
+                connects: 30_000,
+                seconds: 1.0,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
             layers: Layers {
                 cost: true,
                 rate: true,
                 control: true,
                 tcp: true,
+                east_west: true,
             },
             load_timeout_s: 120.0,
             slow_load_s: 30.0,
@@ -109,11 +127,33 @@ impl Plan {
                 response_bytes: 256,
                 op_timeout_ms: 3_000,
             },
+            east_west: TcpPlan {
+                connections: 64,
+                requests: 600_000,
+                concurrency: 32,
+                connects: 90_000,
+                seconds: 3.0,
+                request_bytes: 64,
+                response_bytes: 256,
+                op_timeout_ms: 3_000,
+            },
             load_timeout_s: 300.0,
             slow_load_s: 60.0,
             ..Self::quick()
         }
     }
+
+    /// The tiny profile's socket loads (TCP and east-west alike).
+    const TINY_TCP: TcpPlan = TcpPlan {
+        connections: 8,
+        requests: 2_000,
+        concurrency: 4,
+        connects: 200,
+        seconds: 0.5,
+        request_bytes: 64,
+        response_bytes: 256,
+        op_timeout_ms: 3_000,
+    };
 
     /// Seconds, for the end-to-end test: one service, two runs, short bursts.
     pub fn tiny() -> Self {
@@ -132,16 +172,8 @@ impl Plan {
                 single_runs: 500,
                 fill_flow_table: false,
             },
-            tcp: TcpPlan {
-                connections: 8,
-                requests: 2_000,
-                concurrency: 4,
-                connects: 200,
-                seconds: 0.5,
-                request_bytes: 64,
-                response_bytes: 256,
-                op_timeout_ms: 3_000,
-            },
+            tcp: Self::TINY_TCP,
+            east_west: Self::TINY_TCP,
             ..Self::quick()
         }
     }
@@ -154,9 +186,10 @@ impl Plan {
             .collect()
     }
 
-    /// Whether a netfilter tool runs: in the control layer, or as a peer.
+    /// Whether a netfilter tool runs: in the control layer, or as a peer (the east-west
+    /// layer always has its netfilter peers).
     pub(super) fn needs_netfilter(&self) -> bool {
-        self.layers.control || self.peers.iter().any(|p| p.is_netfilter())
+        self.layers.control || self.layers.east_west || self.peers.iter().any(|p| p.is_netfilter())
     }
 
     pub(super) fn service_sets(&self) -> Vec<ServiceSet> {
@@ -184,6 +217,10 @@ impl Plan {
             + usize::from(self.layers.tcp)
                 * self.runs
                 * self.tcp_peers().len()
+                * TcpLoad::ALL.len()
+            + usize::from(self.layers.east_west)
+                * self.runs
+                * EwPeerKind::ALL.len()
                 * TcpLoad::ALL.len();
         per_count * self.service_counts.len()
     }

@@ -1,4 +1,5 @@
-//! The four layers as steps of a run, each at every service set of the plan.
+//! The packet layers as steps of a run, each at every service set of the plan (the
+//! socket layers are in `sockets.rs`).
 
 use std::time::Duration;
 
@@ -7,11 +8,10 @@ use crate::{
     cost::{self, CostResult},
     generator::Generator,
     netns::Netns,
-    peers::{Peer, PeerError, PeerKind, Programmed},
+    peers::{Peer, PeerError, PeerKind},
     programs::ProgramsError,
     rate::{self, FlowKind, RateResult},
     services::ServiceSet,
-    tcp::{TcpError, TcpLoad, TcpPeer, TcpResult},
 };
 
 use super::{layer::LayerRun, progress::Progress, Suite, SuiteError};
@@ -115,51 +115,9 @@ impl Suite<'_> {
         )
     }
 
-    /// Request/response latency and connection rate over real sockets.
-    pub(super) fn tcp_layer(&mut self) -> Result<Vec<TcpResult>, SuiteError> {
-        let plan = self.plan;
-        if !plan.layers.tcp {
-            return Ok(Vec::new());
-        }
-        // Client and server on different CPUs (where there are two), the client on the
-        // generator's CPU as in the rate layer.
-        let server_cpu = (self.cpus > 1).then_some(0);
-        let client_cpu = Some(self.generator_cpu);
-        let mut peers = plan
-            .tcp_peers()
-            .into_iter()
-            .map(|kind| TcpPeer::create(kind, server_cpu, &plan.tcp).map_err(tcp_err(kind)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let cells: Vec<(TcpLoad, String)> = TcpLoad::ALL
-            .iter()
-            .map(|&load| (load, load.name().to_string()))
-            .collect();
-        let results = self.layer_run("tcp").measure(
-            &mut peers,
-            &cells,
-            |peer, set| {
-                let programmed = peer
-                    .program(set, plan.load_timeout())
-                    .map_err(tcp_err(peer.kind))?;
-                if let Programmed::Done(_) = programmed {
-                    peer.warm_up(&plan.tcp).map_err(tcp_err(peer.kind))?;
-                }
-                Ok(programmed)
-            },
-            |peer, set, load, why| TcpResult::new(peer.kind, set, load, why),
-            |peer, load| {
-                peer.run_once(load, &plan.tcp, client_cpu)
-                    .map_err(tcp_err(peer.kind))
-            },
-        )?;
-        for peer in &mut peers {
-            peer.stop_server().map_err(tcp_err(peer.kind))?;
-        }
-        Ok(results)
-    }
-
-    /// The peers × cells loop of the rate and TCP layers, over every service set.
-    fn layer_run(&mut self, layer: &'static str) -> LayerRun<'_> {
+    /// The peers × cells loop of the rate, TCP and east-west layers, over every service
+    /// set.
+    pub(super) fn layer_run(&mut self, layer: &'static str) -> LayerRun<'_> {
         LayerRun {
             sets: &self.sets,
             progress: &mut self.progress,
@@ -223,13 +181,6 @@ impl Rounds<'_> {
 
 fn peer_err(kind: PeerKind) -> impl Fn(PeerError) -> SuiteError {
     move |source| SuiteError::Peer {
-        peer: kind.name(),
-        source: Box::new(source),
-    }
-}
-
-fn tcp_err(kind: PeerKind) -> impl Fn(TcpError) -> SuiteError {
-    move |source| SuiteError::Tcp {
         peer: kind.name(),
         source: Box::new(source),
     }

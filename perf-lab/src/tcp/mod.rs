@@ -24,6 +24,8 @@ use crate::{
 };
 
 pub use peer::TcpPeer;
+pub(crate) use peer::{destinations, run_client, warm_up};
+pub(crate) use server::Server;
 
 use topology::TcpTopologyError;
 
@@ -44,7 +46,7 @@ pub enum TcpError {
     ServerPanicked,
 }
 
-fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TcpError {
+pub(crate) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> TcpError {
     move |source| TcpError::Io { what, source }
 }
 
@@ -185,9 +187,11 @@ impl TcpSample {
     }
 }
 
+/// The figures of one peer, load and service count. `P` names the peer: a datapath of
+/// the TCP layer, or a peer of the east-west layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TcpResult {
-    pub peer: PeerKind,
+pub struct TcpResult<P = PeerKind> {
+    pub peer: P,
     pub services: u32,
     pub backends: u32,
     pub load: TcpLoad,
@@ -199,13 +203,8 @@ pub struct TcpResult {
     pub samples: Vec<TcpSample>,
 }
 
-impl TcpResult {
-    pub fn new(
-        peer: PeerKind,
-        set: &ServiceSet,
-        load: TcpLoad,
-        unsupported: Option<NotMeasured>,
-    ) -> Self {
+impl<P> TcpResult<P> {
+    pub fn new(peer: P, set: &ServiceSet, load: TcpLoad, unsupported: Option<NotMeasured>) -> Self {
         Self {
             peer,
             services: set.services,

@@ -14,13 +14,13 @@ use super::{io, TcpError, TcpPlan};
 
 /// The server in the backend namespace: answers every `request_bytes` read with
 /// `response_bytes`, until the peer closes. Stopped on drop.
-pub(super) struct Server {
+pub(crate) struct Server {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    pub(super) fn start(
+    pub(crate) fn start(
         backend: &Netns,
         cpu: Option<usize>,
         plan: &TcpPlan,
@@ -89,7 +89,7 @@ impl Server {
         })
     }
 
-    pub(super) fn stop(&mut self) -> Result<(), TcpError> {
+    pub(crate) fn stop(&mut self) -> Result<(), TcpError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

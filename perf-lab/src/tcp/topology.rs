@@ -64,12 +64,23 @@ pub struct TcpTopology {
 }
 
 impl TcpTopology {
+    /// The topology of a TCP-layer peer: the return link and the backend side only for
+    /// ferrolb-dsr.
     pub fn create(kind: PeerKind) -> Result<Self, TcpTopologyError> {
-        let tag = format!("t{}", kind.tag());
+        Self::build(&format!("t{}", kind.tag()), kind == PeerKind::FerrolbDsr)
+    }
+
+    /// The same three namespaces with the DUT a plain router between two pods, no return
+    /// link, no backend side: the east-west layer's topology (namespaces `<tag>-cli`,
+    /// `<tag>-dut`, `<tag>-be`).
+    pub fn plain(tag: &str) -> Result<Self, TcpTopologyError> {
+        Self::build(tag, false)
+    }
+
+    fn build(tag: &str, dsr: bool) -> Result<Self, TcpTopologyError> {
         let client = Netns::create(&format!("{tag}-cli"))?;
         let dut = Netns::create(&format!("{tag}-dut"))?;
         let backend = Netns::create(&format!("{tag}-be"))?;
-        let dsr = kind == PeerKind::FerrolbDsr;
         wire(&client, &dut, &backend, dsr)?;
         set_up_client(&client)?;
         set_up_dut(&dut, &backend)?;
