@@ -1,6 +1,7 @@
 //! ferrolb's socket programs as a peer: attached to a cgroup of perf-lab's own (under the
 //! machine's cgroup2 mount, never its root), reading balancer maps that the daemon's sync
-//! engine fills with the service set as internal (socket-scope) frontends.
+//! engine fills with the service set as internal (socket-scope) frontends, and the target
+//! port of every endpoint written through `SocketMaps`, as `ferrolb kube` writes them.
 //!
 //! A socket belongs to the cgroup of the process that opens it, and the threads of a
 //! process share one cgroup (cgroup v2 moves whole processes), so for this peer's runs
@@ -16,11 +17,11 @@ use std::{
 
 use lb_daemon::{
     loader,
-    maps::{BalancerMaps, MapsError},
+    maps::{BalancerMaps, MapsError, SocketMaps},
     sync::{DatapathParams, SyncEngine, SyncError},
 };
 use lb_lab::{cgroup::LabCgroup, LabError};
-use lb_model::{DesiredState, Frontend, Protocol, Scope};
+use lb_model::{DesiredState, Frontend, Protocol, Scope, SocketTarget};
 
 use crate::{
     measured::NotMeasured,
@@ -55,13 +56,14 @@ const PARAMS: DatapathParams = DatapathParams {
     nexthop_ttl: Duration::from_secs(1),
 };
 
-/// The socket programs on perf-lab's cgroup. Fields drop in order: the engine's map
-/// handles, then the pins (the links with them, which detaches the programs), then the
-/// cgroup.
+/// The socket programs on perf-lab's cgroup. Fields drop in order: the map handles, then
+/// the pins (the links with them, which detaches the programs), then the cgroup.
 pub struct SocketBalancer {
     engine: SyncEngine,
+    targets: SocketMaps,
     _pin: PinDir,
-    cgroup: LabCgroup,
+    /// Always `Some` until dropped; `None` once `Drop` decided to leave it in place.
+    cgroup: Option<LabCgroup>,
 }
 
 impl SocketBalancer {
@@ -75,24 +77,37 @@ impl SocketBalancer {
             &largest.ferrolb_map_sizes(),
         )?);
         let engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &PARAMS)?;
+        let targets = SocketMaps::open(&pin.path)?;
         let cgroup = LabCgroup::create("perf", role)?;
         loader::install_socket(&cgroup.path, &pin.path)?;
         Ok(Self {
             engine,
+            targets,
             _pin: pin,
-            cgroup,
+            cgroup: Some(cgroup),
         })
     }
 
-    /// Programs `set` as internal frontends through the sync engine; `Ok(Some(why))` when
-    /// ferrolb cannot hold it. The endpoints listen on the service port, so no target
-    /// ports are written (the programs keep the frontend's port without one).
+    fn cgroup(&self) -> &Path {
+        &self.cgroup.as_ref().expect("cgroup until dropped").path
+    }
+
+    /// Programs `set` as internal frontends through the sync engine, with every endpoint's
+    /// target port written before and the stale ones pruned after (make-before-break, as
+    /// kube mode syncs); `Ok(Some(why))` when ferrolb cannot hold it. The endpoints listen
+    /// on the service port, so each target names that port: the programs would keep it
+    /// without one, but kube mode writes one for every endpoint, so the lookup hits here
+    /// as it does there.
     pub fn program(&mut self, set: &ServiceSet) -> Result<Option<NotMeasured>, SocketError> {
-        match self.engine.apply(&internal(set)) {
-            Ok(_) => Ok(None),
-            Err(SyncError::Plan(e)) => Ok(Some(NotMeasured::cannot_hold(e))),
-            Err(e) => Err(e.into()),
+        let desired = internal(set);
+        self.targets.set_targets(&targets(&desired))?;
+        match self.engine.apply(&desired) {
+            Ok(_) => {}
+            Err(SyncError::Plan(e)) => return Ok(Some(NotMeasured::cannot_hold(e))),
+            Err(e) => return Err(e.into()),
         }
+        self.targets.prune_targets()?;
+        Ok(None)
     }
 
     /// Connects the programs balanced to the target service of `set` so far (its
@@ -113,9 +128,35 @@ impl SocketBalancer {
     /// meanwhile is served by them.
     pub fn enter(&self) -> Result<Inside, SocketError> {
         let home = own_cgroup()?;
-        move_to(&self.cgroup.path)?;
+        move_to(self.cgroup())?;
         Ok(Inside { home })
     }
+}
+
+impl Drop for SocketBalancer {
+    fn drop(&mut self) {
+        // Removing a lab cgroup kills whatever still runs in it: if this process could not
+        // get out (see `Inside`), the directory stays for the next run's stale removal.
+        if own_cgroup().is_ok_and(|own| own == self.cgroup()) {
+            tracing::warn!(cgroup = %self.cgroup().display(), "perf-lab is still in its socket cgroup: left in place");
+            std::mem::forget(self.cgroup.take());
+        }
+    }
+}
+
+/// Every endpoint of every frontend of `desired` at the service port.
+fn targets(desired: &DesiredState) -> Vec<SocketTarget> {
+    desired
+        .services
+        .iter()
+        .flat_map(|(frontend, spec)| {
+            spec.backends.iter().map(|b| SocketTarget {
+                frontend: *frontend,
+                endpoint: b.address,
+                target_port: SERVICE_PORT,
+            })
+        })
+        .collect()
 }
 
 /// `set` as the socket programs serve it: every service an internal frontend.
@@ -138,9 +179,13 @@ pub struct Inside {
 
 impl Drop for Inside {
     fn drop(&mut self) {
+        // The mount's root takes any process: out of the programs' cgroup at least.
+        let fallback = loader::default_cgroup_root();
         if let Err(e) = move_to(&self.home) {
-            // The cgroup's removal moves the process to the mount's root at the latest.
-            tracing::warn!(error = %e, "perf-lab stays in its socket cgroup");
+            match fallback.map(|root| move_to(&root)) {
+                Ok(Ok(())) => tracing::warn!(error = %e, "perf-lab moved to the cgroup2 root"),
+                _ => tracing::warn!(error = %e, "perf-lab stays in its socket cgroup"),
+            }
         }
     }
 }
@@ -199,5 +244,10 @@ mod tests {
         for (f, spec) in &external.services {
             assert_eq!(state.services[&f.in_scope(Scope::Internal)], *spec);
         }
+        let targets = targets(&state);
+        assert_eq!(targets.len(), 15);
+        assert!(targets
+            .iter()
+            .all(|t| t.target_port == SERVICE_PORT && t.frontend.scope == Scope::Internal));
     }
 }
