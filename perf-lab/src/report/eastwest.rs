@@ -179,7 +179,8 @@ pub(super) fn section(results: &Results, md: &mut String) {
 
 /// Issue #11's targets at `n` services: connect/close rate within 5 % of direct and at
 /// least 1.3× iptables-nft (named at 10k, computed at every count), request latency
-/// equal to direct within noise (the ranges of the runs overlap).
+/// equal to direct within noise (the ranges of the runs overlap: a weak test where the
+/// runs spread widely, which the table's ranges show).
 pub(super) fn ratios(results: &Results, n: u32) -> Vec<Ratio> {
     let socket = EwPeerKind::FerrolbSocket;
     let cc = TcpLoad::ConnectClose;

@@ -19,18 +19,28 @@ pub struct Ratio {
     pub met: Option<bool>,
 }
 
-/// The acceptance ratios, at each measured service count (issue #5 names 10k), per family.
+/// The acceptance ratios, at each measured service count (issue #5 names 10k), per family;
+/// only those of the layers that ran (a run restricted to one layer lists no empty rows).
 pub fn ratios(results: &Results) -> Vec<Ratio> {
     let mut out = Vec::new();
+    let (rate, cost) = (!results.rate.is_empty(), !results.program_cost.is_empty());
     for &family in &results.meta.families {
         for &n in &results.meta.service_counts {
-            out.extend(rate_ratios(results, family, n));
-            out.extend(cost_ratios(results, family, n));
+            if rate {
+                out.extend(rate_ratios(results, family, n));
+            }
+            if cost {
+                out.extend(cost_ratios(results, family, n));
+            }
         }
-        out.extend(flatness(results, family));
+        if rate {
+            out.extend(flatness(results, family));
+        }
     }
-    for &n in &results.meta.service_counts {
-        out.extend(super::eastwest::ratios(results, n));
+    if !results.east_west.is_empty() {
+        for &n in &results.meta.service_counts {
+            out.extend(super::eastwest::ratios(results, n));
+        }
     }
     out
 }
