@@ -133,6 +133,11 @@ pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
 /// Service flag: without backends the frontend is refused (ICMP unreachable on the wire,
 /// ECONNREFUSED at the socket) rather than dropped.
 pub const SERVICE_F_REJECT: u32 = 2;
+/// Service flag: `sessionAffinity: ClientIP`; a client address keeps its endpoint for
+/// `affinity_timeout_s` seconds without traffic.
+pub const SERVICE_F_AFFINITY: u32 = 4;
+/// Service flag: only sources inside the service's `loadBalancerSourceRanges` are served.
+pub const SERVICE_F_SOURCE_RANGES: u32 = 8;
 
 /// Value of the service map. The datapath indexes `LB_MAGLEV[table_base + hash % table_size]`.
 /// Replacing a table writes the new one whole into a fresh region no packet reads, then a
@@ -148,8 +153,12 @@ pub struct ServiceValue {
     pub spare_base: u32,
     pub flags: u32,
     pub backend_count: u32,
+    /// With `SERVICE_F_AFFINITY`: seconds a client's endpoint is kept without traffic.
+    pub affinity_timeout_s: u32,
+    /// Zero; keeps the value a whole number of 8-byte words.
+    pub pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ServiceValue>() == 24);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 32);
 
 /// Backend flag: the entry is live. A cleared flag makes flow-table hits re-select.
 pub const BACKEND_F_ACTIVE: u32 = 1;

@@ -73,6 +73,17 @@ reasons! {
         DropEncapFailed = 14 => "drop_encap_failed",
         /// Encapsulated for a backend on this host and handed to its own stack.
         ForwardedLocal = 15 => "forwarded_local",
+        /// Refused: answered with ICMP/ICMPv6 port unreachable (a rejecting frontend).
+        RejectedIcmp = 16 => "rejected_icmp",
+        /// A reject or "too big" answer suppressed by the ICMP rate limit; dropped.
+        DropIcmpRateLimited = 17 => "drop_icmp_rate_limited",
+        /// Too big after encapsulation: answered with ICMP "fragmentation needed" or
+        /// ICMPv6 "packet too big" carrying the MTU that fits.
+        TooBigAnswered = 18 => "too_big_answered",
+        /// An ICMP error quoting a VIP flow, forwarded to the backend that owns the flow.
+        ForwardedIcmpError = 19 => "forwarded_icmp_error",
+        /// The source is outside the service's `loadBalancerSourceRanges`.
+        DropSourceRange = 20 => "drop_source_range",
     }
 }
 

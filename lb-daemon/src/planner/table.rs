@@ -80,6 +80,7 @@ pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValu
             0
         },
         backend_count: svc.backend_count,
+        ..ServiceValue::default()
     }
 }
 
