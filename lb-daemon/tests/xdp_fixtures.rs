@@ -585,10 +585,10 @@ fn negative_cases_get_their_verdict_and_counter() {
             XdpReason::PassFragment,
         ),
         (
-            "first fragment",
+            "first fragment (balanced like a whole packet)",
             with_fragment(udp(42_002, 53, b"x"), 0x2000),
-            XDP_PASS,
-            XdpReason::PassFragment,
+            XDP_TX,
+            XdpReason::Forwarded,
         ),
         (
             "ipv6 claiming more payload than the frame",

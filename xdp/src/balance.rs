@@ -10,7 +10,7 @@ use lb_common::{
 };
 
 use crate::{
-    encap, flow, lookup, nexthop, parse, stats,
+    encap, flow, fragment, lookup, nexthop, parse, stats,
     verdict::{self, Forward},
 };
 
@@ -30,32 +30,57 @@ pub fn v6(ctx: &XdpContext, len: u64) -> u32 {
 #[inline(always)]
 fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv4(ctx)?;
-    let flow_key = flow::key(&pkt);
-    let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, || {
-        flow_key.flow_hash_v4(config.flow_hash_seed)
-    })?;
+    let frag_key = fragment::key_v4(pkt.saddr, pkt.daddr, pkt.proto, pkt.id_be);
+    let (service_id, backend_id, backend, config) = if pkt.role == fragment::Role::Later {
+        let (service_id, backend_id, backend) =
+            fragment::follow(&frag_key).ok_or(XdpReason::PassFragment)?;
+        let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
+        (service_id, backend_id, backend, config)
+    } else {
+        let flow_key = flow::key(&pkt);
+        let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
+        let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
+        let (backend_id, backend) = select(&flow_key, &service, pkt.opening, || {
+            flow_key.flow_hash_v4(config.flow_hash_seed)
+        })?;
+        if pkt.role == fragment::Role::First {
+            fragment::remember(&frag_key, service.service_id, backend_id, &backend);
+        }
+        (service.service_id, backend_id, backend, config)
+    };
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
         return Err(XdpReason::DropTooBig);
     }
     encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
-    Ok(sent(ctx, &service, backend_id, &hop, len))
+    Ok(sent(ctx, service_id, backend_id, &hop, len))
 }
 
 #[inline(always)]
 fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let pkt = parse::parse_ipv6(ctx)?;
     let flow_key = &pkt.flow;
-    let service = lookup::service(flow_key).ok_or(XdpReason::PassNotService)?;
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    if config.flags & CONFIG_F_V6_READY == 0 {
-        return Err(XdpReason::PassNotReady);
-    }
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, || {
-        flow_key.flow_hash_v6(config.flow_hash_seed)
-    })?;
+    let (service_id, backend_id, backend, config) = if pkt.role == fragment::Role::Later {
+        let (service_id, backend_id, backend) =
+            fragment::follow_v6(flow_key, pkt.frag_id_be).ok_or(XdpReason::PassFragment)?;
+        (service_id, backend_id, backend, config_v6()?)
+    } else {
+        let service = lookup::service(flow_key).ok_or(XdpReason::PassNotService)?;
+        let config = config_v6()?;
+        let (backend_id, backend) = select(flow_key, &service, pkt.opening, || {
+            flow_key.flow_hash_v6(config.flow_hash_seed)
+        })?;
+        if pkt.role == fragment::Role::First {
+            fragment::remember_v6(
+                flow_key,
+                pkt.frag_id_be,
+                service.service_id,
+                backend_id,
+                &backend,
+            );
+        }
+        (service.service_id, backend_id, backend, config)
+    };
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != FAMILY_V6 {
         return Err(XdpReason::DropBackendMissing);
@@ -66,7 +91,17 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
         return Err(XdpReason::DropTooBig);
     }
     encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &backend)?;
-    Ok(sent(ctx, &service, backend_id, &hop, len))
+    Ok(sent(ctx, service_id, backend_id, &hop, len))
+}
+
+/// The configuration, if it forwards IPv6.
+#[inline(always)]
+fn config_v6() -> Result<&'static LbConfig, XdpReason> {
+    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
+    if config.flags & CONFIG_F_V6_READY == 0 {
+        return Err(XdpReason::PassNotReady);
+    }
+    Ok(config)
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
@@ -124,14 +159,8 @@ fn next_hop(
 
 /// Counts the packet for its service and backend, then sends it.
 #[inline(always)]
-fn sent(
-    ctx: &XdpContext,
-    service: &ServiceValue,
-    backend_id: u32,
-    hop: &NextHop,
-    len: u64,
-) -> Forward {
-    stats::count_service(service.service_id, len);
+fn sent(ctx: &XdpContext, service_id: u32, backend_id: u32, hop: &NextHop, len: u64) -> Forward {
+    stats::count_service(service_id, len);
     stats::count_backend(backend_id, len);
     verdict::transmit(ctx, hop)
 }

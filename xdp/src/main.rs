@@ -6,12 +6,14 @@
 mod balance;
 mod encap;
 mod flow;
+mod fragment;
 mod lookup;
 mod maps;
 mod nexthop;
 mod parse;
 mod stats;
 mod verdict;
+mod vlan;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
@@ -22,12 +24,17 @@ use lb_common::{
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    match parse::ether_type(&ctx) {
+    let tag = match vlan::admit(&ctx) {
+        Ok(tag) => tag,
+        Err(reason) => return verdict::finish(Err(reason), len),
+    };
+    let action = match parse::ether_type(&ctx) {
         Ok(ETH_P_IP) => balance::v4(&ctx, len),
         Ok(ETH_P_IPV6) => balance::v6(&ctx, len),
         Ok(_) => verdict::finish(Err(XdpReason::PassNotIp), len),
         Err(reason) => verdict::finish(Err(reason), len),
-    }
+    };
+    vlan::restore(&ctx, tag, action)
 }
 
 #[cfg(not(test))]

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, FragmentKey,
+    FragmentValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -63,3 +63,8 @@ pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
 #[map(name = "LB_LOCAL_EPS")]
 pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
     HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// Fragmented datagrams whose first fragment was balanced: their later fragments follow it.
+#[map(name = "LB_FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentValue> =
+    LruHashMap::pinned(limits::FRAGMENTS, 0);
