@@ -38,7 +38,8 @@ fn action_for(reason: XdpReason) -> u32 {
         | XdpReason::PassNotService
         | XdpReason::PassFragment
         | XdpReason::PassOtherProtocol
-        | XdpReason::PassNotReady => xdp_action::XDP_PASS,
+        | XdpReason::PassNotReady
+        | XdpReason::PassVlan => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
 }

@@ -1,0 +1,3 @@
+//! The differential fuzzer's parts: the reference model and the frame generator.
+pub mod frames;
+pub mod model;

@@ -1,0 +1,254 @@
+//! The differential fuzzer: random and mutated frames through the real XDP balancer
+//! (BPF_PROG_TEST_RUN, maps filled by the sync engine) and through the reference model in
+//! `fuzz/model.rs`; verdict, output bytes and reason counters must agree.
+//!
+//! `FERROLB_FUZZ_FRAMES` sets the frame count (default 1,000,000: the CI run; the soak
+//! runs 100,000,000), `FERROLB_FUZZ_SEED` the seed (default: from the clock, printed). A
+//! mismatch prints the seed, the frame's index and the frame in hex: rerun with that seed,
+//! or feed the hex to the model and the program by hand.
+
+mod fuzz;
+mod support;
+
+use std::time::Instant;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use fuzz::{
+    frames::{self, Rng, LB_MAC},
+    model::{Model, Outcome, Snapshot, XDP_DROP},
+};
+use lb_common::{program_names, BackendValue, NextHop, XdpReason, FAMILY_V4};
+use lb_daemon::{
+    config, loader,
+    maps::BalancerMaps,
+    sync::{DatapathParams, SyncEngine},
+};
+use support::{require_root, PinDir};
+
+const LB: [u8; 4] = [198, 18, 0, 2];
+const LB6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const PARAMS: DatapathParams = DatapathParams {
+    encap_source: std::net::Ipv4Addr::new(LB[0], LB[1], LB[2], LB[3]),
+    encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
+    nexthop_ttl: std::time::Duration::from_secs(1),
+};
+const MTU: u16 = 1500;
+/// Counters are compared after every batch of this many frames.
+const BATCH: u64 = 4096;
+
+const CONFIG: &str = "
+settings:
+  vlans: [20]
+services:
+  - {name: web, vip: 198.18.100.1, port: 80, protocol: tcp,
+     backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]}
+  - {name: dns, vip: 198.18.100.1, port: 53, protocol: udp,
+     backends: [{address: 198.18.0.11}, {address: 198.18.0.12}]}
+  - {name: empty, vip: 198.18.100.1, port: 81, protocol: tcp, backends: []}
+  - {name: web6, vip: '2001:db8:0:100::1', port: 80, protocol: tcp,
+     backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}]}
+  - {name: dns6, vip: '2001:db8:0:100::1', port: 53, protocol: udp,
+     backends: [{address: '2001:db8::13'}]}
+";
+
+fn backend_mac(backend: &BackendValue) -> [u8; 6] {
+    let last = if backend.family == FAMILY_V4 {
+        backend.addr[3]
+    } else {
+        backend.addr[15]
+    };
+    [0x02, 0xbe, 0, 0, 0, last]
+}
+
+struct Harness {
+    ebpf: aya::Ebpf,
+    engine: SyncEngine,
+    _pin: PinDir,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let pin = PinDir::new("fuzz");
+        let ebpf = loader::load_balancer(&pin.path).expect("load balancer");
+        let maps = BalancerMaps::open(&pin.path).expect("open maps");
+        let mut engine = SyncEngine::adopt(maps, &PARAMS).unwrap();
+        engine.apply(&config::parse(CONFIG).unwrap()).unwrap();
+        let backends: Vec<(u32, BackendValue)> = engine.maps().backend_entries().unwrap();
+        for (id, backend) in backends {
+            let hop = NextHop {
+                dst_mac: backend_mac(&backend),
+                src_mac: LB_MAC,
+                ifindex: 1, // test_run delivers on the loopback: XDP_TX
+                mtu: MTU,
+                flags: 0,
+                backend_generation: backend.generation,
+                expires_ns: u64::MAX,
+            };
+            engine.set_static_nexthop(id, hop).unwrap();
+        }
+        Self {
+            ebpf,
+            engine,
+            _pin: pin,
+        }
+    }
+
+    /// What the model reads: the maps as the sync engine wrote them.
+    fn snapshot(&self) -> Snapshot {
+        let maps = self.engine.maps();
+        let config = maps.read_config().unwrap();
+        let services = maps
+            .service_entries()
+            .unwrap()
+            .into_iter()
+            .map(|(key, value)| {
+                let slots = maps.read_slots(value.table_base, value.table_size).unwrap();
+                (key, (value, slots))
+            })
+            .collect();
+        Snapshot {
+            services,
+            backends: maps.backend_entries().unwrap().into_iter().collect(),
+            flow_hash_seed: config.flow_hash_seed,
+            allowed_vlans: config
+                .allowed_vlans
+                .iter()
+                .copied()
+                .filter(|&v| v != 0)
+                .collect(),
+            encap_src_v4: LB,
+            encap_src_v6: LB6,
+            lb_mac: LB_MAC,
+            mtu: u32::from(MTU),
+            backend_mac,
+        }
+    }
+}
+
+fn counters(maps: &BalancerMaps) -> Vec<u64> {
+    let counters = maps.reason_counters().unwrap();
+    counters.iter().map(|c| c.packets).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+    })
+}
+
+#[test]
+fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
+    if !require_root("the differential fuzzer") {
+        return;
+    }
+    let frames = env_u64("FERROLB_FUZZ_FRAMES").unwrap_or(1_000_000);
+    let seed = env_u64("FERROLB_FUZZ_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    println!("fuzz: seed {seed}, {frames} frames (FERROLB_FUZZ_SEED={seed} reproduces)");
+    let mut harness = Harness::new();
+    let snapshot = harness.snapshot();
+    let mut model = Model::default();
+    let mut rng = Rng::new(seed);
+    let mut expected_counts = vec![0u64; XdpReason::COUNT as usize];
+    let Harness { ebpf, engine, .. } = &mut harness;
+    let maps = engine.maps();
+    let mut before = counters(maps);
+    let mut by_reason = vec![0u64; XdpReason::COUNT as usize];
+    let started = Instant::now();
+    let prog: &mut Xdp = ebpf
+        .program_mut(program_names::XDP_BALANCER)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut out = vec![0u8; 4096];
+    for index in 0..frames {
+        let frame = frames::frame(&mut rng);
+        let want = model.decide(&snapshot, &frame);
+        let result = prog
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "seed {seed} frame {index}: test_run failed: {e}\nframe {}",
+                    hex(&frame)
+                )
+            });
+        let got = Outcome {
+            action: result.return_value,
+            reason: want.reason,
+            output: (result.return_value != XDP_DROP)
+                .then(|| out[..result.data_size_out as usize].to_vec()),
+        };
+        if got.action != want.action || got.output != want.output {
+            panic!(
+                "seed {seed} frame {index}: mismatch\nframe  {}\nmodel  {:?} {:?}\nkernel action {}\nmodel  out {}\nkernel out {}",
+                hex(&frame),
+                want.action,
+                want.reason,
+                got.action,
+                want.output.as_deref().map(hex).unwrap_or_default(),
+                got.output.as_deref().map(hex).unwrap_or_default(),
+            );
+        }
+        expected_counts[want.reason as usize] += 1;
+        by_reason[want.reason as usize] += 1;
+        if (index + 1) % BATCH == 0 || index + 1 == frames {
+            let after = counters(maps);
+            for &reason in XdpReason::ALL {
+                let moved = after[reason as usize] - before[reason as usize];
+                let want = expected_counts[reason as usize];
+                assert_eq!(
+                    moved, want,
+                    "seed {seed}: counter {} moved by {moved}, the model says {want}, in the batch ending at frame {index}",
+                    reason.name()
+                );
+            }
+            expected_counts.fill(0);
+            before = after;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "fuzz: {frames} frames, 0 mismatches, in {:.1} s ({:.0} frames/s); {} datagrams in fragments remembered",
+        elapsed.as_secs_f64(),
+        frames as f64 / elapsed.as_secs_f64(),
+        model.fragments_held()
+    );
+    for &reason in XdpReason::ALL {
+        println!(
+            "fuzz:   {:>24} {}",
+            reason.name(),
+            by_reason[reason as usize]
+        );
+    }
+    // The generator must reach the interesting verdicts, or the comparison proves little.
+    for reason in [
+        XdpReason::Forwarded,
+        XdpReason::PassVlan,
+        XdpReason::PassFragment,
+        XdpReason::PassNotService,
+        XdpReason::PassOtherProtocol,
+        XdpReason::DropMalformedIp,
+        XdpReason::DropMalformedL4,
+        XdpReason::DropNoBackend,
+        XdpReason::DropTooBig,
+    ] {
+        assert!(
+            frames < 100_000 || by_reason[reason as usize] > 0,
+            "the generator never produced {}",
+            reason.name()
+        );
+    }
+}
