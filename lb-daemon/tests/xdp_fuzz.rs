@@ -67,8 +67,8 @@ struct Harness {
 }
 
 impl Harness {
-    fn new() -> Self {
-        let pin = PinDir::new("fuzz");
+    fn new(tag: &str) -> Self {
+        let pin = PinDir::new(tag);
         let ebpf = loader::load_balancer(&pin.path).expect("load balancer");
         let maps = BalancerMaps::open(&pin.path).expect("open maps");
         let mut engine = SyncEngine::adopt(maps, &PARAMS).unwrap();
@@ -154,7 +154,7 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
             .as_nanos() as u64
     });
     println!("fuzz: seed {seed}, {frames} frames (FERROLB_FUZZ_SEED={seed} reproduces)");
-    let mut harness = Harness::new();
+    let mut harness = Harness::new("fuzz");
     let snapshot = harness.snapshot();
     let mut model = Model::default();
     let mut rng = Rng::new(seed);
@@ -217,6 +217,13 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
             }
             expected_counts.fill(0);
             before = after;
+            if (index + 1) % (1024 * BATCH) == 0 {
+                println!(
+                    "fuzz: {} frames agree so far ({:.0} s)",
+                    index + 1,
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
     }
     let elapsed = started.elapsed();
@@ -251,4 +258,168 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
             reason.name()
         );
     }
+}
+
+/// Runs one frame; returns action, output and the reason counters' deltas.
+fn run_one(harness: &mut Harness, frame: &[u8]) -> (u32, Vec<u8>, Vec<u64>) {
+    let before = counters(harness.engine.maps());
+    let prog: &mut Xdp = harness
+        .ebpf
+        .program_mut(program_names::XDP_BALANCER)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("test_run");
+    out.truncate(result.data_size_out as usize);
+    let after = counters(harness.engine.maps());
+    let moved = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    (result.return_value, out, moved)
+}
+
+fn udp_v4(sport: u16, frag: u16, id: u16, payload: usize) -> Vec<u8> {
+    let mut f = LB_MAC.to_vec();
+    f.extend_from_slice(&frames::CLIENT_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot = (20 + 8 + payload) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&tot.to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&frag.to_be_bytes());
+    f.extend_from_slice(&[64, 17, 0, 0, 198, 18, 0, 10]);
+    f.extend_from_slice(&frames::VIP);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&(8 + payload as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f
+}
+
+fn udp_v6(sport: u16, offset_m: u16, id: u32, payload: usize) -> Vec<u8> {
+    let mut f = LB_MAC.to_vec();
+    f.extend_from_slice(&frames::CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&((8 + 8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[44, 64]);
+    let mut src = frames::VIP6;
+    src[6] = 0;
+    src[15] = 10;
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&frames::VIP6);
+    f.extend_from_slice(&[17, 0]);
+    f.extend_from_slice(&offset_m.to_be_bytes());
+    f.extend_from_slice(&id.to_be_bytes());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&53u16.to_be_bytes());
+    f.extend_from_slice(&(8 + payload as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend(std::iter::repeat_n(0x5a, payload));
+    f
+}
+
+/// The outer destination of an encapsulated frame.
+fn outer_dst(out: &[u8]) -> Vec<u8> {
+    if out[12..14] == [0x08, 0x00] {
+        out[30..34].to_vec()
+    } else {
+        out[38..54].to_vec()
+    }
+}
+
+#[test]
+fn later_fragments_follow_their_first_fragment_to_the_same_backend() {
+    if !require_root("fragment fixtures") {
+        return;
+    }
+    let mut harness = Harness::new("fuzz-frag");
+    let forwarded = XdpReason::Forwarded as usize;
+    let mut backends = std::collections::BTreeSet::new();
+    for i in 0..24u16 {
+        let sport = 40_000 + i * 7;
+        // IPv4: first fragment (MF, offset 0), then the rest (offset 1480 / 8 = 185).
+        let (action, first, moved) = run_one(&mut harness, &udp_v4(sport, 0x2000, 100 + i, 1000));
+        assert_eq!(
+            (action, moved[forwarded]),
+            (3, 1),
+            "v4 first fragment {i} forwarded"
+        );
+        let mut later = udp_v4(sport, 185, 100 + i, 1000);
+        later[34..38].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]); // payload, not ports
+        let (action, rest, moved) = run_one(&mut harness, &later);
+        assert_eq!(
+            (action, moved[forwarded]),
+            (3, 1),
+            "v4 later fragment {i} forwarded"
+        );
+        assert_eq!(
+            outer_dst(&first),
+            outer_dst(&rest),
+            "v4 datagram {i}: one backend"
+        );
+        backends.insert(outer_dst(&first));
+        // IPv6: the fragment header's identification names the datagram.
+        let id = 7_000 + u32::from(i);
+        let (action, first, _) = run_one(&mut harness, &udp_v6(sport, 1, id, 1000));
+        assert_eq!(action, 3, "v6 first fragment {i} forwarded");
+        let mut later = udp_v6(sport, 185 << 3, id, 1000);
+        later[62..66].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        let (action, rest, moved) = run_one(&mut harness, &later);
+        assert_eq!(
+            (action, moved[forwarded]),
+            (3, 1),
+            "v6 later fragment {i} forwarded"
+        );
+        assert_eq!(
+            outer_dst(&first),
+            outer_dst(&rest),
+            "v6 datagram {i}: one backend"
+        );
+    }
+    assert!(
+        backends.len() > 1,
+        "the datagrams spread over several backends"
+    );
+    // A later fragment whose first was never seen is passed, as before.
+    let (action, _, moved) = run_one(&mut harness, &udp_v4(41_000, 185, 9_999, 100));
+    assert_eq!((action, moved[XdpReason::PassFragment as usize]), (2, 1));
+}
+
+#[test]
+fn a_frame_tagged_vlan_10_is_passed_untouched_and_counted() {
+    if !require_root("VLAN fixtures") {
+        return;
+    }
+    let mut harness = Harness::new("fuzz-vlan");
+    let tagged = |vid: u16| {
+        let mut f = udp_v4(40_001, 0, 1, 16);
+        f.splice(12..12, [0x81, 0x00, (vid >> 8) as u8, vid as u8]);
+        f
+    };
+    // VLAN 10 is not listed (the harness lists 20): passed as it came, counted.
+    let frame = tagged(10);
+    let (action, out, moved) = run_one(&mut harness, &frame);
+    assert_eq!(action, 2, "passed");
+    assert_eq!(out, frame, "untouched, tag included");
+    assert_eq!(
+        moved[XdpReason::PassVlan as usize],
+        1,
+        "counted as pass_vlan"
+    );
+    assert_eq!(moved.iter().sum::<u64>(), 1, "and nothing else");
+    // The listed VLAN 20 is balanced, like the untagged frame.
+    let (action, out, moved) = run_one(&mut harness, &tagged(20));
+    assert_eq!(
+        (action, moved[XdpReason::Forwarded as usize]),
+        (3, 1),
+        "VLAN 20 balanced"
+    );
+    let (_, untagged, _) = run_one(&mut harness, &udp_v4(40_001, 0, 1, 16));
+    assert_eq!(out, untagged, "encapsulated as the untagged frame is");
 }
