@@ -127,7 +127,8 @@ fn read_slice(
     endpoints.len()
 }
 
-/// The slice's ports as (name, protocol, target port); invalid ones are skipped.
+/// The slice's ports as (name, protocol, target port); invalid ones are skipped, ports
+/// without a number ignored.
 fn slice_ports(
     slice: &EndpointSlice,
     skip: &mut impl FnMut(InvalidObject),
@@ -141,10 +142,15 @@ fn slice_ports(
             });
             continue;
         };
-        let Some(number) = p.port.and_then(|n| valid_port(i64::from(n))) else {
+        // Rule 3: the API allows a slice port without a number ("all ports"), which has
+        // nothing to proxy; kube-proxy ignores it, and it is not invalid.
+        let Some(given) = p.port else {
+            continue;
+        };
+        let Some(number) = valid_port(i64::from(given)) else {
             skip(InvalidObject::BadPort {
                 field: format!("ports[{i}].port"),
-                value: p.port.map_or(0, i64::from),
+                value: i64::from(given),
             });
             continue;
         };
