@@ -100,7 +100,13 @@ fn slice_port_without_a_number_is_ignored_not_counted_as_invalid() {
     // object kube-proxy ignores, so it must not be counted as skipped.
     let svc = service_json("web", "198.18.100.7");
     let s = patch(
-        slice_json("web-a", "web", "IPv4", 8080, vec![ready("198.19.0.7", NODE)]),
+        slice_json(
+            "web-a",
+            "web",
+            "IPv4",
+            8080,
+            vec![ready("198.19.0.7", NODE)],
+        ),
         json!({"ports": [{"name": "http", "protocol": "TCP"}]}),
     );
     let state = build(vec![svc], vec![s]);

@@ -859,6 +859,28 @@ fn rule_18_load_balancer_source_ranges_per_family() {
 }
 
 #[test]
+fn rule_18_ranges_holding_the_node_also_accept_its_load_balancer_ips() {
+    // The node (198.18.0.10) is inside a range: its own requests to the VIP, which leave
+    // with the VIP as source, are accepted too; the other family gains nothing.
+    let svc = patch(
+        lb_service("lb", "Cluster"),
+        json!({"spec": {"loadBalancerSourceRanges": ["198.18.0.0/24", "2001:db8:ff::/48"]}}),
+    );
+    let state = build(vec![svc], vec![]);
+    let lb = frontend(get(&state, "lb"), FrontendKind::LoadBalancer, "198.18.70.1");
+    let ranges: Vec<String> = lb.source_ranges.iter().map(|c| c.to_string()).collect();
+    assert_eq!(ranges, ["198.18.0.0/24", "198.18.70.1/32"]);
+    // A range without the node: the VIP is not added.
+    let svc = patch(
+        lb_service("lb", "Cluster"),
+        json!({"spec": {"loadBalancerSourceRanges": ["198.51.100.0/24"]}}),
+    );
+    let state = build(vec![svc], vec![]);
+    let lb = frontend(get(&state, "lb"), FrontendKind::LoadBalancer, "198.18.70.1");
+    assert_eq!(lb.source_ranges.len(), 1);
+}
+
+#[test]
 fn rule_19_flows_keep_serving_endpoints_and_stale_udp_is_reported() {
     let svc = patch(
         service_json("dns", "198.18.100.10"),
