@@ -403,8 +403,10 @@ pub fn set_of(
 
 /// `"a:p, b:p"` as a set; `""` is the empty set.
 pub fn addrs(list: &str) -> BTreeSet<SocketAddr> {
+    if list.trim().is_empty() {
+        return BTreeSet::new();
+    }
     match to(list) {
-        _ if list.trim().is_empty() => BTreeSet::new(),
         Outcome::To(set) => set,
         other => unreachable!("{other:?}"),
     }
