@@ -9,6 +9,7 @@
 
 mod support;
 
+mod endpoint_slice_cache;
 mod nft_cluster_ip_general;
 mod nft_external_traffic_policy;
 mod nft_internal_external_masquerade;
