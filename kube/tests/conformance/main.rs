@@ -21,4 +21,5 @@ mod nft_overall_rules;
 mod nft_service_map;
 mod nft_terminating_endpoints;
 mod nft_update_endpoints_map;
+mod service_change_tracker;
 mod topology_categorize_endpoints;
