@@ -40,12 +40,15 @@ fn svc(ns: &str, name: &str, index: u8, ports: &[(&str, u16)]) -> Value {
     )
 }
 
+/// A port's expected endpoints: (namespace, service, port name, [(ip:port, local)]).
+type PortEndpoints<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, bool)]);
+
 /// Every port of every Service holds exactly `expected` (ns, name, port) → [(ip:port,
 /// local)], nothing for a port not listed; and this node's ready endpoints per Service
 /// are `local_counts` (0 for a Service not listed).
 fn check(
     state: &KubeDesiredState,
-    expected: &[(&str, &str, &str, &[(&str, bool)])],
+    expected: &[PortEndpoints<'_>],
     local_counts: &[(&str, &str, usize)],
 ) {
     for svc in state.services.values() {
