@@ -9,12 +9,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// A service port as upstream's `addTestPort`: (name, protocol, port, nodePort, target).
-fn p(name: &str, protocol: &str, number: u16, node_port: u16, target: u16) -> Value {
-    json!({"name": name, "protocol": protocol, "port": number, "nodePort": node_port,
-           "targetPort": target})
-}
-
 fn port_count(state: &KubeDesiredState) -> usize {
     state.services.values().map(|s| s.ports.len()).sum()
 }
@@ -32,9 +26,9 @@ fn cluster_ip_service() -> Value {
         "somewhere-else",
         "cluster-ip",
         json!({"clusterIP": "198.18.85.4", "ports": [
-            p("something", "UDP", 1234, 4321, 0),
-            p("somethingelse", "UDP", 1235, 5321, 0),
-            p("sctpport", "SCTP", 1236, 6321, 0)
+            test_port("something", "UDP", 1234, 4321, 0),
+            test_port("somethingelse", "UDP", 1235, 5321, 0),
+            test_port("sctpport", "SCTP", 1236, 6321, 0)
         ]}),
     )
 }
@@ -44,9 +38,9 @@ fn add_remove_services() -> Vec<Value> {
         "somewhere-else",
         "node-port",
         json!({"type": "NodePort", "clusterIP": "198.18.85.10", "ports": [
-            p("blahblah", "UDP", 345, 678, 0),
-            p("moreblahblah", "TCP", 344, 677, 0),
-            p("muchmoreblah", "SCTP", 343, 676, 0)
+            test_port("blahblah", "UDP", 345, 678, 0),
+            test_port("moreblahblah", "TCP", 344, 677, 0),
+            test_port("muchmoreblah", "SCTP", 343, 676, 0)
         ]}),
     );
     let load_balancer = service(
@@ -54,8 +48,8 @@ fn add_remove_services() -> Vec<Value> {
         "load-balancer",
         json!({"type": "LoadBalancer", "clusterIP": "198.18.85.11",
                "loadBalancerIP": LB_IP1, "ports": [
-            p("foobar", "UDP", 8675, 30061, 7000),
-            p("baz", "UDP", 8676, 30062, 7001)
+            test_port("foobar", "UDP", 8675, 30061, 7000),
+            test_port("baz", "UDP", 8676, 30062, 7001)
         ]}),
     );
     let only_local = service(
@@ -64,8 +58,8 @@ fn add_remove_services() -> Vec<Value> {
         json!({"type": "LoadBalancer", "clusterIP": "198.18.85.12",
                "loadBalancerIP": LB_IP2, "externalTrafficPolicy": "Local",
                "healthCheckNodePort": 345, "ports": [
-            p("foobar2", "UDP", 8677, 30063, 7002),
-            p("baz", "UDP", 8678, 30064, 7003)
+            test_port("foobar2", "UDP", 8677, 30063, 7002),
+            test_port("baz", "UDP", 8678, 30064, 7003)
         ]}),
     );
     vec![
@@ -95,7 +89,7 @@ fn build_service_map_add_remove_removed() {
     let one = service(
         "somewhere-else",
         "cluster-ip",
-        json!({"clusterIP": "198.18.85.4", "ports": [p("somethingelse", "UDP", 1235, 5321, 0)]}),
+        json!({"clusterIP": "198.18.85.4", "ports": [test_port("somethingelse", "UDP", 1235, 5321, 0)]}),
     );
     let state = build(vec![one], vec![]);
     assert_eq!(port_count(&state), 1);
@@ -109,7 +103,7 @@ fn build_service_map_service_headless() {
     let headless = service(
         "somewhere-else",
         "headless",
-        json!({"clusterIP": "None", "ports": [p("rpc", "UDP", 1234, 0, 0)]}),
+        json!({"clusterIP": "None", "ports": [test_port("rpc", "UDP", 1234, 0, 0)]}),
     );
     let without_port = service(
         "somewhere-else",
@@ -130,7 +124,7 @@ fn build_service_map_service_type_external_name() {
         "somewhere-else",
         "external-name",
         json!({"type": "ExternalName", "clusterIP": "198.18.85.4",
-               "externalName": "foo2.bar.com", "ports": [p("blah", "UDP", 1235, 5321, 0)]}),
+               "externalName": "foo2.bar.com", "ports": [test_port("blah", "UDP", 1235, 5321, 0)]}),
     );
     let state = build(vec![external_name], vec![]);
     assert_eq!(port_count(&state), 0);
@@ -142,8 +136,8 @@ fn update_v1() -> Value {
         "somewhere",
         "some-service",
         json!({"clusterIP": "198.18.85.4", "ports": [
-            p("something", "UDP", 1234, 4321, 0),
-            p("somethingelse", "TCP", 1235, 5321, 0)
+            test_port("something", "UDP", 1234, 4321, 0),
+            test_port("somethingelse", "TCP", 1235, 5321, 0)
         ]}),
     )
 }
@@ -154,8 +148,8 @@ fn update_v2() -> Value {
         "some-service",
         json!({"type": "LoadBalancer", "clusterIP": "198.18.85.4", "loadBalancerIP": LB_IP1,
                "externalTrafficPolicy": "Local", "healthCheckNodePort": 345, "ports": [
-            p("something", "UDP", 1234, 4321, 7002),
-            p("somethingelse", "TCP", 1235, 5321, 7003)
+            test_port("something", "UDP", 1234, 4321, 7002),
+            test_port("somethingelse", "TCP", 1235, 5321, 7003)
         ]}),
     );
     with_ingress(svc, &[LB_IP1])

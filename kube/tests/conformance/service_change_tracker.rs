@@ -31,11 +31,6 @@ const CLUSTER_V6: &str = "2001:db8:85a3::8a2e:370:7334";
 const EXTERNAL_V6: &str = "2001:db8:85a3::8a2e:370:7335";
 const RANGE_V6: &str = "2001:db8:85a3::/48"; // upstream testSourceRangeIPv6 2001:db8::/32
 
-fn p(name: &str, protocol: &str, number: u16, node_port: u16, target: u16) -> Value {
-    json!({"name": name, "protocol": protocol, "port": number, "nodePort": node_port,
-           "targetPort": target})
-}
-
 /// What upstream's expected `BaseServicePortInfo` holds, for one port in one family.
 struct Expected<'a> {
     port_name: &'a str,
@@ -138,7 +133,7 @@ fn headless_service() {
     let svc = service(
         "ns2",
         "headless",
-        json!({"clusterIP": "None", "ports": [p("rpc", "UDP", 1234, 0, 0)]}),
+        json!({"clusterIP": "None", "ports": [test_port("rpc", "UDP", 1234, 0, 0)]}),
     );
     none_served(vec![svc]);
 }
@@ -149,7 +144,7 @@ fn headless_sctp_service() {
     let svc = service(
         "ns2",
         "headless",
-        json!({"clusterIP": "None", "ports": [p("sip", "SCTP", 7777, 0, 0)]}),
+        json!({"clusterIP": "None", "ports": [test_port("sip", "SCTP", 7777, 0, 0)]}),
     );
     none_served(vec![svc]);
 }
@@ -171,7 +166,7 @@ fn cluster_ip_service() {
         "ns2",
         "cluster-ip",
         json!({"clusterIP": "198.18.55.4", "ports": [
-            p("p1", "UDP", 1234, 4321, 0), p("p2", "UDP", 1235, 5321, 0)]}),
+            test_port("p1", "UDP", 1234, 4321, 0), test_port("p2", "UDP", 1235, 5321, 0)]}),
     );
     let state = build(vec![svc], vec![]);
     check(
@@ -191,7 +186,7 @@ fn nodeport_service() {
         "ns2",
         "node-port",
         json!({"type": "NodePort", "clusterIP": "198.18.55.10", "ports": [
-            p("port1", "UDP", 345, 678, 0), p("port2", "TCP", 344, 677, 0)]}),
+            test_port("port1", "UDP", 345, 678, 0), test_port("port2", "TCP", 344, 677, 0)]}),
     );
     let state = build(vec![svc], vec![]);
     check(
@@ -210,7 +205,7 @@ fn load_balancer(ip_mode: Option<&str>) -> KubeDesiredState {
         "ns1",
         "load-balancer",
         json!({"type": "LoadBalancer", "clusterIP": "198.18.55.11", "loadBalancerIP": LB_IP2,
-               "ports": [p("port3", "UDP", 8675, 30061, 7000), p("port4", "UDP", 8676, 30062, 7001)]}),
+               "ports": [test_port("port3", "UDP", 8675, 30061, 7000), test_port("port4", "UDP", 8676, 30062, 7001)]}),
     );
     let mut ingress = json!({"ip": "198.18.202.4"});
     if let Some(mode) = ip_mode {
@@ -281,7 +276,7 @@ fn load_balancer_service_with_only_local_traffic_policy() {
         "only-local-load-balancer",
         json!({"type": "LoadBalancer", "clusterIP": "198.18.55.12", "loadBalancerIP": LB_IP2,
                "externalTrafficPolicy": "Local", "healthCheckNodePort": 345,
-               "ports": [p("portx", "UDP", 8677, 30063, 7002), p("porty", "UDP", 8678, 30064, 7003)]}),
+               "ports": [test_port("portx", "UDP", 8677, 30063, 7002), test_port("porty", "UDP", 8678, 30064, 7003)]}),
     );
     let state = build(vec![with_ingress(svc, &["198.18.202.3"])], vec![]);
     let vips = ["198.18.202.3"];
@@ -304,7 +299,7 @@ fn external_name_service() {
         "ns2",
         "external-name",
         json!({"type": "ExternalName", "clusterIP": "198.18.55.4", "externalName": "foo2.bar.com",
-               "ports": [p("portz", "UDP", 1235, 5321, 0)]}),
+               "ports": [test_port("portz", "UDP", 1235, 5321, 0)]}),
     );
     none_served(vec![svc]);
 }
@@ -353,7 +348,7 @@ fn service_with_ipv4_cluster_ip_under_ipv6_mode_is_filtered() {
     );
 }
 
-fn test_port<'a>(
+fn family_port<'a>(
     cluster_ip: &'a str,
     external: &'a [&'a str],
     ranges: &'a [&'a str],
@@ -373,7 +368,7 @@ fn service_with_ipv4_configurations_under_ipv4_mode() {
     check(
         &state,
         IpFamily::V4,
-        &[test_port(CLUSTER_V4, &[EXTERNAL_V4], &[RANGE_V4])],
+        &[family_port(CLUSTER_V4, &[EXTERNAL_V4], &[RANGE_V4])],
     );
 }
 
@@ -384,7 +379,7 @@ fn service_with_ipv6_configurations_under_ipv6_mode() {
     check(
         &state,
         IpFamily::V6,
-        &[test_port(CLUSTER_V6, &[EXTERNAL_V6], &[RANGE_V6])],
+        &[family_port(CLUSTER_V6, &[EXTERNAL_V6], &[RANGE_V6])],
     );
 }
 
@@ -401,7 +396,7 @@ fn service_with_both_families_under_ipv4_mode_filters_ipv6_fields() {
     check(
         &state,
         IpFamily::V4,
-        &[test_port(CLUSTER_V4, &[EXTERNAL_V4], &[RANGE_V4])],
+        &[family_port(CLUSTER_V4, &[EXTERNAL_V4], &[RANGE_V4])],
     );
 }
 
@@ -418,7 +413,7 @@ fn service_with_both_families_under_ipv6_mode_filters_ipv4_fields() {
     check(
         &state,
         IpFamily::V6,
-        &[test_port(CLUSTER_V6, &[EXTERNAL_V6], &[RANGE_V6])],
+        &[family_port(CLUSTER_V6, &[EXTERNAL_V6], &[RANGE_V6])],
     );
 }
 

@@ -95,6 +95,12 @@ pub fn node_port(name: &str, number: u16, protocol: &str, node_port: u16) -> Val
     json!({"name": name, "port": number, "protocol": protocol, "nodePort": node_port})
 }
 
+/// A service port as upstream's `addTestPort`: (name, protocol, port, nodePort, target).
+pub fn test_port(name: &str, protocol: &str, number: u16, node_port: u16, target: u16) -> Value {
+    json!({"name": name, "protocol": protocol, "port": number, "nodePort": node_port,
+           "targetPort": target})
+}
+
 /// An endpoint as upstream's tests write most of them: an address, no conditions (so
 /// ready, serving, not terminating), no node.
 pub fn ep(address: &str) -> Value {
