@@ -17,6 +17,10 @@ use super::{
 };
 
 const ESTABLISHED_FLOWS: u32 = 10_000;
+/// The tuple index of the hot new-flow class's SYN: never ACKed, so never inserted.
+const HOT_SYN: u32 = ESTABLISHED_FLOWS;
+/// The first tuple index after the established flows and the hot SYN.
+const FIRST_FRESH: u32 = HOT_SYN + 1;
 
 pub(super) struct Rounds<'a> {
     programs: &'a Programs,
@@ -37,6 +41,7 @@ pub(super) struct Rounds<'a> {
     samples: Vec<(Vec<f64>, Vec<f64>)>,
     pass_repeat: Vec<f64>,
     pass_single: Vec<f64>,
+    turnover: Vec<f64>,
 }
 
 impl<'a> Rounds<'a> {
@@ -61,12 +66,13 @@ impl<'a> Rounds<'a> {
             not_service: tcp_syn(SOURCE_BASE.into(), 40_000, vip(Family::Ipv4), UNUSED_PORT)?,
             icmp: icmp_echo(set.vip(set.target()).octets())?,
             ipv6: ipv6_syn()?,
-            next_new: families.iter().map(|&f| (f, ESTABLISHED_FLOWS)).collect(),
+            next_new: families.iter().map(|&f| (f, FIRST_FRESH)).collect(),
             hit_cursor: 0,
             samples: vec![(Vec::new(), Vec::new()); classes.len()],
             classes,
             pass_repeat: Vec::new(),
             pass_single: Vec::new(),
+            turnover: Vec::new(),
         };
         for &family in families {
             rounds.warm("warm established", family)?;
@@ -77,6 +83,7 @@ impl<'a> Rounds<'a> {
             for &family in families {
                 rounds.warm("rewarm established", family)?;
             }
+            rounds.turn_over(first, families)?;
         }
         Ok(rounds)
     }
@@ -107,17 +114,76 @@ impl<'a> Rounds<'a> {
     /// Fills the flow table to capacity with `family`'s flows. One table serves both
     /// families, so the other family's inserts evict too.
     fn fill(&mut self, family: Family) -> Result<(), CostError> {
-        let fill = limits::DEFAULT_FLOWS;
-        let start = ESTABLISHED_FLOWS;
+        self.insert_fresh(family, limits::DEFAULT_FLOWS, "fill flow table")
+    }
+
+    /// `count` ACKs of never-seen tuples of `family`: each inserts (and, in a full table,
+    /// evicts the least recently used entry).
+    fn insert_fresh(
+        &mut self,
+        family: Family,
+        count: u32,
+        what: &'static str,
+    ) -> Result<(), CostError> {
+        let next = self.next_new.entry(family).or_insert(FIRST_FRESH);
+        let start = *next;
+        *next += count;
         let vip = self.vip(family);
         self.programs.single_loop(
             Program::Balancer,
-            "fill flow table",
-            (start..start + fill).filter_map(|i| flow_packet(Segment::Ack, family, i, vip)),
+            what,
+            (start..start + count).filter_map(|i| flow_packet(Segment::Ack, family, i, vip)),
             XDP_TX,
         )?;
-        self.next_new.insert(family, start + fill);
         Ok(())
+    }
+
+    /// Turns the full table over until the cold hit figure of `family` stops moving: each
+    /// round inserts a quarter of the table's capacity of fresh flows (every insert evicts,
+    /// and lands in front of older entries of its bucket), touches the established flows of
+    /// every family again (re-inserting any the round evicted), then measures one cycle of
+    /// hits over them, ns over XDP_PASS. Stops when two successive changes are both under
+    /// 5 % (at least 3 rounds, at most 12). Every figure is logged and kept.
+    fn turn_over(&mut self, family: Family, families: &[Family]) -> Result<(), CostError> {
+        const MIN_ROUNDS: usize = 3;
+        const MAX_ROUNDS: usize = 12;
+        let settled = |f: &[f64]| match f {
+            [.., a, b, c] => (b - a).abs() < 0.05 * b.abs() && (c - b).abs() < 0.05 * c.abs(),
+            _ => false,
+        };
+        self.turnover.push(self.hit_cycle(family)?);
+        for round in 1..=MAX_ROUNDS {
+            self.insert_fresh(family, limits::DEFAULT_FLOWS / 4, "turn flow table over")?;
+            for &f in families {
+                self.warm("rewarm established", f)?;
+            }
+            let ns = self.hit_cycle(family)?;
+            tracing::info!(round, ns, "cost: flow-table hit after turnover round");
+            self.turnover.push(ns);
+            if round >= MIN_ROUNDS && settled(&self.turnover) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One cycle of hits over the established flows of `family`, ns over XDP_PASS (repeat
+    /// 1, the same number of calls).
+    fn hit_cycle(&self, family: Family) -> Result<f64, CostError> {
+        let hit = self.programs.single_loop(
+            Program::Balancer,
+            "turnover hit",
+            (0..ESTABLISHED_FLOWS).filter_map(|i| self.established(family, i)),
+            XDP_TX,
+        )?;
+        let syn = &self.syn;
+        let pass = self.programs.single_loop(
+            Program::Pass,
+            "pass",
+            (0..ESTABLISHED_FLOWS).map(|_| syn.clone()),
+            XDP_PASS,
+        )?;
+        Ok(hit - pass)
     }
 
     /// Both baselines, then every class once.
@@ -167,7 +233,7 @@ impl<'a> Rounds<'a> {
                     PacketClass::NewFlow | PacketClass::NewFlowV6 => (Segment::Syn, "new flow"),
                     _ => (Segment::Ack, "first ack"),
                 };
-                let next = self.next_new.entry(family).or_insert(ESTABLISHED_FLOWS);
+                let next = self.next_new.entry(family).or_insert(FIRST_FRESH);
                 let start = *next;
                 *next += n;
                 let vip = self.vip(family);
@@ -184,6 +250,21 @@ impl<'a> Rounds<'a> {
                 (hits..hits + n).filter_map(|i| self.established(family, i)),
                 class.verdict(),
             )?,
+            PacketClass::NewFlowHot | PacketClass::NewFlowHotV6 => {
+                let syn = flow_packet(Segment::Syn, family, HOT_SYN, self.vip(family))
+                    .ok_or_else(|| CostError::Packet("hot SYN".into()))?;
+                let frames = (0..n).map(|_| syn.clone());
+                self.programs
+                    .single_loop(balancer, "hot new flow", frames, class.verdict())?
+            }
+            PacketClass::FlowHitHot | PacketClass::FlowHitHotV6 => {
+                let ack = self
+                    .established(family, 0)
+                    .ok_or_else(|| CostError::Packet("hot ACK".into()))?;
+                let frames = (0..n).map(|_| ack.clone());
+                self.programs
+                    .single_loop(balancer, "hot flow hit", frames, class.verdict())?
+            }
             PacketClass::NotAService => {
                 let packet = &self.not_service;
                 self.programs
@@ -227,6 +308,7 @@ impl<'a> Rounds<'a> {
             unsupported: None,
             pass_repeat_ns: Summary::of(&self.pass_repeat),
             pass_single_ns: Summary::of(&self.pass_single),
+            turnover_hit_ns: self.turnover,
             classes,
         }
     }
