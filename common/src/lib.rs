@@ -66,7 +66,7 @@ pub mod limits {
     pub const MAX_BACKENDS: u32 = 65_536;
     /// Total Maglev slots across all distinct tables, plus room for the tables being
     /// replaced at once (a replacement is written whole into a fresh region before the
-    /// flip). 2^22 u32 slots; the kernel stores each in 8 bytes (32 MiB).
+    /// flip). 2^22 slots, four to an 8-byte element (see [`crate::maglev_words`]): 8 MiB.
     pub const MAGLEV_SLOTS: u32 = 1 << 22;
     pub const DEFAULT_FLOWS: u32 = 262_144;
     pub const NEIGH_MISSES: u32 = 1_024;
@@ -81,6 +81,43 @@ pub mod limits {
     pub const SOCK_REVNATS: u32 = 131_072;
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
 }
+
+/// The layout of the Maglev slot array `LB_MAGLEV`: each 8-byte element (a "word") holds
+/// four slots, a 16-bit backend id each (slot `s` is bits `16 * (s % 4)` up in word
+/// `s / 4`), so a slot costs 2 bytes where a 4-byte array value cost 8 (the kernel rounds
+/// array values up to 8 bytes). Tables start on a word boundary and own their words whole
+/// (the planner's regions are rounded up to [`SLOTS_PER_WORD`]), so a table is written
+/// word by word without touching another table's slots.
+pub mod maglev_words {
+    pub const SLOTS_PER_WORD: u32 = 4;
+    pub const ID_BITS: u32 = 16;
+    const ID_MASK: u64 = (1 << ID_BITS) - 1;
+
+    /// Words an array of `slots` slots needs.
+    pub const fn words(slots: u32) -> u32 {
+        slots.div_ceil(SLOTS_PER_WORD)
+    }
+
+    /// The word holding slot `slot`.
+    #[inline(always)]
+    pub const fn word_of(slot: u32) -> u32 {
+        slot / SLOTS_PER_WORD
+    }
+
+    /// The backend id in `slot`, read from its word.
+    #[inline(always)]
+    pub const fn id_in(word: u64, slot: u32) -> u32 {
+        ((word >> ((slot % SLOTS_PER_WORD) * ID_BITS)) & ID_MASK) as u32
+    }
+
+    /// `word` with `slot` set to `id` (ids are below 2^16: `MAX_BACKENDS`).
+    #[inline(always)]
+    pub const fn with_id(word: u64, slot: u32, id: u32) -> u64 {
+        let shift = (slot % SLOTS_PER_WORD) * ID_BITS;
+        (word & !(ID_MASK << shift)) | (((id as u64) & ID_MASK) << shift)
+    }
+}
+const _: () = assert!(limits::MAX_BACKENDS <= 1 << maglev_words::ID_BITS);
 
 /// Address family tags stored in keys (values match AF_INET / AF_INET6).
 pub const FAMILY_V4: u8 = 2;

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey,
+    FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -23,7 +23,7 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
 pub static BACKENDS: Array<BackendValue> = Array::pinned(limits::MAX_BACKENDS, 0);
 
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::pinned(limits::MAGLEV_SLOTS, 0);
+pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV_SLOTS), 0);
 
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(limits::DEFAULT_FLOWS, 0);

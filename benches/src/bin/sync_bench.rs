@@ -328,7 +328,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.tables,
             r.slots_used,
             r.backends,
-            r.slots_used * 4 / r.services as u64,
+            r.slots_used * 2 / r.services as u64,
             mib(map_total),
             mib(maglev),
             map_total / r.services as u64,

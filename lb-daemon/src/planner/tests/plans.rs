@@ -55,9 +55,7 @@ fn tables_built_in_parallel_equal_tables_built_alone() {
     let written: HashMap<u32, Vec<u32>> = ops
         .iter()
         .filter_map(|op| match op {
-            MapOp::WriteSlots { base, slots } => {
-                Some((*base, slots.iter().map(|&(_, id)| id).collect()))
-            }
+            MapOp::WriteSlots { base, slots } => Some((*base, slots.to_vec())),
             _ => None,
         })
         .collect();
