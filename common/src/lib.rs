@@ -19,6 +19,8 @@ pub mod map_names {
     pub const BACKENDS: &str = "LB_BACKENDS";
     pub const MAGLEV: &str = "LB_MAGLEV";
     pub const FLOWS: &str = "LB_FLOWS";
+    /// Per-CPU direct-mapped cache in front of `FLOWS` (see [`crate::FlowCacheEntry`]).
+    pub const FLOW_CACHE: &str = "LB_FLOW_CACHE";
     pub const NEXTHOPS: &str = "LB_NEXTHOPS";
     pub const NEIGH_MISSES: &str = "LB_NEIGH_MISS";
     pub const CONFIG: &str = "LB_CONFIG";
@@ -69,6 +71,9 @@ pub mod limits {
     /// flip). 2^22 slots, four to an 8-byte element (see [`crate::maglev_words`]): 8 MiB.
     pub const MAGLEV_SLOTS: u32 = 1 << 22;
     pub const DEFAULT_FLOWS: u32 = 262_144;
+    /// Entries of the per-CPU flow cache (a power of two: the flow hash's low bits index
+    /// it); 64 bytes each, per CPU.
+    pub const FLOW_CACHE_ENTRIES: u32 = 1 << 16;
     pub const NEIGH_MISSES: u32 = 1_024;
     pub const LOCAL_VIPS: u32 = 4_096;
     /// (frontend, local endpoint) pairs a backend node translates.
@@ -237,6 +242,31 @@ pub struct FlowValue {
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
 
+/// One entry of the per-CPU flow cache, a direct-mapped copy of flow-table entries
+/// indexed by the flow hash: an established flow's packet reads one cache line instead of
+/// walking an LRU hash bucket. Filled only from what the flow table holds (a hit, or the
+/// insert of a flow's first non-SYN packet), so it never knows a flow the table did not;
+/// followed only while `epoch` is `LbConfig::flow_epoch` (a purge of flow-table entries
+/// bumps it) and the backend is the same live one (`backend_generation`).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheEntry {
+    pub key: FlowKey,
+    pub backend_id: u32,
+    pub backend_generation: u32,
+    pub epoch: u32,
+    /// Hits since the flow table was last touched for this flow: every
+    /// `FLOW_CACHE_TOUCH_EVERY` hits the packet looks the flow up in the table too, so
+    /// the LRU keeps (or re-learns) flows the cache serves.
+    pub hits: u32,
+    /// Zero: the entry fills one 64-byte cache line with no implicit padding.
+    pub _pad: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
+
+/// See [`FlowCacheEntry::hits`]; a power of two.
+pub const FLOW_CACHE_TOUCH_EVERY: u32 = 64;
+
 /// Per-CPU cache of the kernel's route and neighbour answer for one backend, so the
 /// per-packet path does not pay for `bpf_fib_lookup` (about 200 ns here).
 #[repr(C)]
@@ -281,7 +311,10 @@ pub struct LbConfig {
     /// How long a cached next hop is trusted before the kernel is asked again.
     pub nexthop_ttl_ns: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// Bumped by the map writer on every write of this element and after every flow purge:
+    /// flow-cache entries made under another epoch are not followed (see
+    /// [`FlowCacheEntry`]). The daemon's own value is 0; the writer sets it.
+    pub flow_epoch: u32,
     /// Outer source address of IP6IP6 packets; valid when `CONFIG_F_V6_READY` is set.
     pub encap_src_v6: [u8; 16],
 }
@@ -401,6 +434,7 @@ mod pod {
         BackendValue,
         FlowKey,
         FlowValue,
+        FlowCacheEntry,
         NextHop,
         NeighMiss,
         LbConfig,

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey,
-    FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowCacheEntry,
+    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -27,6 +27,10 @@ pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV
 
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(limits::DEFAULT_FLOWS, 0);
+
+#[map(name = "LB_FLOW_CACHE")]
+pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::pinned(limits::FLOW_CACHE_ENTRIES, 0);
 
 #[map(name = "LB_NEXTHOPS")]
 pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::pinned(limits::MAX_BACKENDS, 0);

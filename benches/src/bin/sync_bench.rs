@@ -79,13 +79,7 @@ fn slice(i: usize, not_ready: Option<usize>) -> Value {
     let endpoints = (0..ENDPOINTS)
         .map(|j| {
             let ready = not_ready != Some(j);
-            endpoint(
-                &pod_ip(pod_of(i, j)),
-                NODE,
-                ready,
-                ready,
-                false,
-            )
+            endpoint(&pod_ip(pod_of(i, j)), NODE, ready, ready, false)
         })
         .collect();
     slice_json(

@@ -5,8 +5,8 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter,
-    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey,
-    ServiceValue, SockReason, SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
+    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue,
+    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -100,6 +100,10 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             sizes::<FlowKey, FlowValue>(map_sizes.flows),
         ),
         (
+            map_names::FLOW_CACHE,
+            sizes::<u32, FlowCacheEntry>(limits::FLOW_CACHE_ENTRIES),
+        ),
+        (
             map_names::NEXTHOPS,
             sizes::<u32, NextHop>(limits::MAX_BACKENDS),
         ),
@@ -162,6 +166,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::BACKENDS,
     map_names::MAGLEV,
     map_names::FLOWS,
+    map_names::FLOW_CACHE,
     map_names::NEXTHOPS,
     map_names::NEIGH_MISSES,
     map_names::CONFIG,

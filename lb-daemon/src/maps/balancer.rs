@@ -6,8 +6,8 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
-    maglev_words, map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss,
-    NextHop, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
+    limits, maglev_words, map_names, BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue,
+    LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
@@ -24,6 +24,7 @@ pub struct BalancerMaps {
     /// Four slots per element: see `lb_common::maglev_words`.
     pub(super) maglev: Array<MapData, u64>,
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(super) flow_cache: PerCpuArray<MapData, FlowCacheEntry>,
     pub(super) nexthops: PerCpuArray<MapData, NextHop>,
     pub(super) neigh_misses: HashMap<MapData, u32, NeighMiss>,
     pub(super) config: Array<MapData, LbConfig>,
@@ -65,6 +66,7 @@ impl BalancerMaps {
             backends: open_typed!(pin_dir, map_names::BACKENDS),
             maglev: open_typed!(pin_dir, map_names::MAGLEV),
             flows: open_typed!(pin_dir, map_names::FLOWS),
+            flow_cache: open_typed!(pin_dir, map_names::FLOW_CACHE),
             nexthops: open_typed!(pin_dir, map_names::NEXTHOPS),
             neigh_misses: open_typed!(pin_dir, map_names::NEIGH_MISSES),
             config: open_typed!(pin_dir, map_names::CONFIG),
@@ -225,6 +227,28 @@ impl BalancerMaps {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(access(map_names::FLOWS)(e)),
         }
+    }
+
+    /// The flow-cache entries for `key` (indexed by its flow `hash`) that the datapath
+    /// would follow under `epoch`, with the CPU holding each: a flow the LRU evicted can
+    /// still be served from a CPU's cache until its next table touch re-learns it.
+    pub fn cached_flow(
+        &self,
+        key: &FlowKey,
+        hash: u32,
+        epoch: u32,
+    ) -> Result<Vec<(usize, FlowCacheEntry)>, MapsError> {
+        let index = hash & (limits::FLOW_CACHE_ENTRIES - 1);
+        let per_cpu = self
+            .flow_cache
+            .get(&index, 0)
+            .map_err(access(map_names::FLOW_CACHE))?;
+        Ok(per_cpu
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.epoch == epoch && e.key == *key)
+            .map(|(cpu, e)| (cpu, *e))
+            .collect())
     }
 
     /// Rebuilds the daemon's bookkeeping from the pinned maps, so a restarted daemon goes on

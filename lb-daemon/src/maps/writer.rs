@@ -347,10 +347,28 @@ impl MapWriter {
                 Err(e) => return Err(access(map_names::FLOWS)(e)),
             }
         }
-        Ok(())
+        // The flow caches may still hold the purged flows: a new epoch retires them all.
+        // After the deletes, so a cache refilled from a purged entry has the old epoch.
+        let config = self.pinned_config()?;
+        self.write_config(&config)
     }
 
+    fn pinned_config(&self) -> Result<LbConfig, MapsError> {
+        self.maps
+            .config
+            .get(&0, 0)
+            .map_err(access(map_names::CONFIG))
+    }
+
+    /// Writes `config` with the flow epoch after the pinned one's (whatever `config`
+    /// says): every write retires the flow caches' entries, so one made before a purge,
+    /// or by an earlier daemon, is never followed again.
     pub(crate) fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
+        let epoch = self.pinned_config()?.flow_epoch.wrapping_add(1);
+        let config = LbConfig {
+            flow_epoch: epoch,
+            ..*config
+        };
         self.maps
             .config
             .set(0, config, 0)
