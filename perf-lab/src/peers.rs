@@ -18,6 +18,7 @@ use lb_daemon::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    external::{self, CommandEnv, ExternalError, ExternalPeer},
     generator,
     measured::NotMeasured,
     netfilter,
@@ -26,7 +27,7 @@ use crate::{
     programs::{self, ProgramsError, Sink},
     rate::FlowKind,
     services::{Family, ServiceSet, SERVICE_PORT},
-    topology::{Topology, DUT_IN, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
+    topology::{Topology, DUT_IN, DUT_OUT, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum PeerError {
     },
     #[error("bpf-redirect needs a redirect target (it has none in this topology)")]
     NoRedirectTarget,
+    #[error(transparent)]
+    External(#[from] ExternalError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,6 +68,8 @@ pub enum PeerKind {
     IptablesNft,
     /// This project's datapath: XDP Maglev + IPIP direct server return.
     FerrolbDsr,
+    /// The i-th peer a user brought (`external::registered()`).
+    External(u8),
 }
 
 impl PeerKind {
@@ -77,8 +82,23 @@ impl PeerKind {
         PeerKind::FerrolbDsr,
     ];
 
+    /// The built-in peers, then the external ones of this process.
+    pub fn all() -> Vec<PeerKind> {
+        let externals = (0..external::registered().len()).map(|i| PeerKind::External(i as u8));
+        Self::ALL.into_iter().chain(externals).collect()
+    }
+
+    /// The external peer's description, for external peers.
+    pub fn external(self) -> Option<&'static ExternalPeer> {
+        match self {
+            Self::External(i) => external::registered().get(usize::from(i)),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
+            Self::External(_) => self.external().map_or("external-unknown", |p| &p.name),
             Self::BpfRedirect => "bpf-redirect",
             Self::Forward => "forward",
             Self::Nftables => "nftables",
@@ -88,14 +108,15 @@ impl PeerKind {
         }
     }
 
-    pub fn tag(self) -> &'static str {
+    pub fn tag(self) -> String {
         match self {
-            Self::BpfRedirect => "redir",
-            Self::Forward => "fwd",
-            Self::Nftables => "nft",
-            Self::IptablesLegacy => "iptl",
-            Self::IptablesNft => "iptn",
-            Self::FerrolbDsr => "flb",
+            Self::BpfRedirect => "redir".into(),
+            Self::Forward => "fwd".into(),
+            Self::Nftables => "nft".into(),
+            Self::IptablesLegacy => "iptl".into(),
+            Self::IptablesNft => "iptn".into(),
+            Self::FerrolbDsr => "flb".into(),
+            Self::External(i) => format!("x{i}"),
         }
     }
 
@@ -193,9 +214,108 @@ impl Ferrolb {
 /// What a peer runs on the DUT namespace, and how it is programmed: the same for the rate
 /// topology (generator → sink) and the TCP one (client → backend with real servers), so
 /// both layers measure the very same datapath and rule sets.
+/// An external peer on the DUT: its object (maps pinned for the fill command) or the
+/// XDP_PASS program veth needs, and its teardown command, run on drop.
+struct External {
+    peer: &'static ExternalPeer,
+    dut_path: PathBuf,
+    ingress: String,
+    /// The loaded object, or the XDP_PASS program when the peer has none.
+    prog: Result<external::LoadedXdp, Ebpf>,
+    /// Where the service files are written (the pin directory's sibling).
+    files: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A scratch directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+
+    impl Dir {
+        pub fn new(role: &str) -> std::io::Result<Self> {
+            let path = std::env::temp_dir().join(format!("flbperf{}-{role}", std::process::id()));
+            std::fs::create_dir_all(&path)?;
+            Ok(Self(path))
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl External {
+    fn install(
+        peer: &'static ExternalPeer,
+        dut: &Netns,
+        ingress: &str,
+        role: &str,
+    ) -> Result<Self, PeerError> {
+        let prog = match &peer.xdp {
+            Some(xdp) => {
+                let mut loaded = external::load_xdp(peer, xdp, role)?;
+                programs::attach_loaded(dut, &mut loaded.ebpf, loaded.program, ingress)?;
+                Ok(loaded)
+            }
+            None => Err(programs::attach_in(
+                dut,
+                lb_daemon::objects::XDP_PASS,
+                program_names::XDP_PASS,
+                ingress,
+            )?),
+        };
+        let files = tempdir::Dir::new(role).map_err(|source| PeerError::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let this = Self {
+            peer,
+            dut_path: dut.path(),
+            ingress: ingress.into(),
+            prog,
+            files,
+        };
+        if let Some(setup) = &peer.setup {
+            external::run(peer, "setup", setup, &this.env(None))?;
+        }
+        Ok(this)
+    }
+
+    fn env<'a>(&'a self, services: Option<&'a std::path::Path>) -> CommandEnv<'a> {
+        CommandEnv {
+            dut_path: &self.dut_path,
+            maps: self.prog.as_ref().ok().map(|l| l.pin.path.as_path()),
+            services,
+            ingress: &self.ingress,
+            egress: if self.ingress == DUT_IN { DUT_OUT } else { "" },
+        }
+    }
+
+    fn program(&self, set: &ServiceSet, families: &[Family]) -> Result<(), PeerError> {
+        let Some(fill) = self.peer.xdp.as_ref().and_then(|x| x.fill.as_ref()) else {
+            return Ok(());
+        };
+        let file = external::write_services(&self.files.0, set, families)?;
+        external::run(self.peer, "fill", fill, &self.env(Some(&file)))?;
+        Ok(())
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        if let Some(teardown) = &self.peer.teardown {
+            if let Err(e) = external::run(self.peer, "teardown", teardown, &self.env(None)) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
 pub struct Datapath {
     pub kind: PeerKind,
     ferrolb: Option<Ferrolb>,
+    external: Option<External>,
     /// The families the last `program` wrote rules for.
     families: Vec<Family>,
     _prog: Option<Ebpf>,
@@ -217,7 +337,18 @@ impl Datapath {
         families: usize,
     ) -> Result<Self, PeerError> {
         let mut ferrolb = None;
+        let mut ext = None;
         let prog = match kind {
+            PeerKind::External(_) => {
+                let peer = kind.external().expect("registered external peer");
+                ext = Some(External::install(
+                    peer,
+                    dut,
+                    ingress,
+                    &format!("{pin_role}-{}", kind.tag()),
+                )?);
+                None
+            }
             PeerKind::BpfRedirect => {
                 let config = redirect.ok_or(PeerError::NoRedirectTarget)?;
                 Some(programs::attach_redirect(dut, ingress, config)?)
@@ -246,6 +377,7 @@ impl Datapath {
         Ok(Self {
             kind,
             ferrolb,
+            external: ext,
             families: Vec::new(),
             _prog: prog,
         })
@@ -276,6 +408,11 @@ impl Datapath {
                     Some(why) => Programmed::NotMeasured(why),
                     None => Programmed::Done(started.elapsed()),
                 })
+            }
+            PeerKind::External(_) => {
+                let ext = self.external.as_ref().expect("external peer");
+                ext.program(set, families)?;
+                Ok(Programmed::Done(started.elapsed()))
             }
         }
     }
@@ -328,7 +465,7 @@ impl Peer {
     /// Sets the peer up on its own topology (both families configured); its datapath will
     /// hold `families` service sets at once.
     pub fn create(kind: PeerKind, families: usize) -> Result<Self, PeerError> {
-        let topo = Topology::create(kind.tag())?;
+        let topo = Topology::create(&kind.tag())?;
         let sink = Sink::attach(&topo.sink, SINK_IF)?;
         let redirect = RedirectConfig {
             ifindex: topo.out_ifindex,

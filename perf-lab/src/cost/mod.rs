@@ -76,6 +76,8 @@ pub enum CostError {
     Park(Box<ProgramsError>),
     #[error("building a packet: {0}")]
     Packet(String),
+    #[error(transparent)]
+    External(#[from] crate::external::ExternalError),
     #[error("class {class}: verdict {got}, expected {want}")]
     Verdict {
         class: &'static str,
@@ -211,6 +213,15 @@ pub struct CostResult {
     #[serde(default)]
     pub turnover_hit_ns: Vec<f64>,
     pub classes: Vec<ClassCost>,
+    /// External peers' XDP programs, measured with the same packets in the same rounds.
+    #[serde(default)]
+    pub external: Vec<ExternalCost>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalCost {
+    pub peer: String,
+    pub classes: Vec<ClassCost>,
 }
 
 impl From<ProgramsError> for CostError {
@@ -240,6 +251,7 @@ pub fn measure(
                 pass_single_ns: None,
                 turnover_hit_ns: Vec::new(),
                 classes: Vec::new(),
+                external: Vec::new(),
             })
         }
     };

@@ -13,7 +13,7 @@ use crate::{
 use super::{
     packets::{flow_packet, icmp_echo, ipv6_syn, tcp_syn, Segment},
     test_run::{Program, Programs, XDP_PASS, XDP_TX},
-    ClassCost, CostError, CostPlan, CostResult, PacketClass,
+    ClassCost, CostError, CostPlan, CostResult, ExternalCost, PacketClass,
 };
 
 const ESTABLISHED_FLOWS: u32 = 10_000;
@@ -42,6 +42,8 @@ pub(super) struct Rounds<'a> {
     pass_repeat: Vec<f64>,
     pass_single: Vec<f64>,
     turnover: Vec<f64>,
+    /// Per external program, per class: as `samples`.
+    external_samples: Vec<Vec<(Vec<f64>, Vec<f64>)>>,
 }
 
 impl<'a> Rounds<'a> {
@@ -73,6 +75,10 @@ impl<'a> Rounds<'a> {
             pass_repeat: Vec::new(),
             pass_single: Vec::new(),
             turnover: Vec::new(),
+            external_samples: vec![
+                vec![(Vec::new(), Vec::new()); PacketClass::of(families).len()];
+                programs.externals.len()
+            ],
         };
         for &family in families {
             rounds.warm("warm established", family)?;
@@ -102,13 +108,25 @@ impl<'a> Rounds<'a> {
         )
     }
 
-    fn warm(&self, what: &'static str, family: Family) -> Result<f64, CostError> {
-        self.programs.single_loop(
-            Program::Balancer,
-            what,
-            (0..ESTABLISHED_FLOWS).filter_map(|i| self.established(family, i)),
-            XDP_TX,
-        )
+    /// The programs that keep flow state: the balancer and every external peer, each
+    /// sent the same packets.
+    fn stateful(&self) -> Vec<Program> {
+        let externals = (0..self.programs.externals.len()).map(Program::External);
+        std::iter::once(Program::Balancer)
+            .chain(externals)
+            .collect()
+    }
+
+    fn warm(&self, what: &'static str, family: Family) -> Result<(), CostError> {
+        for program in self.stateful() {
+            self.programs.single_loop(
+                program,
+                what,
+                (0..ESTABLISHED_FLOWS).filter_map(|i| self.established(family, i)),
+                XDP_TX,
+            )?;
+        }
+        Ok(())
     }
 
     /// Fills the flow table to capacity with `family`'s flows. One table serves both
@@ -129,12 +147,14 @@ impl<'a> Rounds<'a> {
         let start = *next;
         *next += count;
         let vip = self.vip(family);
-        self.programs.single_loop(
-            Program::Balancer,
-            what,
-            (start..start + count).filter_map(|i| flow_packet(Segment::Ack, family, i, vip)),
-            XDP_TX,
-        )?;
+        for program in self.stateful() {
+            self.programs.single_loop(
+                program,
+                what,
+                (start..start + count).filter_map(|i| flow_packet(Segment::Ack, family, i, vip)),
+                XDP_TX,
+            )?;
+        }
         Ok(())
     }
 
@@ -205,23 +225,40 @@ impl<'a> Rounds<'a> {
         self.hit_cursor = self.hit_cursor.wrapping_add(n);
         for k in 0..self.classes.len() {
             let class = self.classes[k];
-            let ns = self.class_ns(class, hits)?;
             let base = if class.rewrites() {
                 base_single
             } else {
                 base_repeat
             };
-            self.samples[k].0.push(ns);
-            self.samples[k].1.push(ns - base);
+            // Never-seen tuples for the new-flow classes: the same ones for every program
+            // (each has a flow table of its own).
+            let fresh = self.next_new.entry(class.family()).or_insert(FIRST_FRESH);
+            let start = *fresh;
+            *fresh += n;
+            for (p, program) in self.stateful().into_iter().enumerate() {
+                let ns = self.class_ns(program, class, hits, start)?;
+                let samples = match p {
+                    0 => &mut self.samples[k],
+                    _ => &mut self.external_samples[p - 1][k],
+                };
+                samples.0.push(ns);
+                samples.1.push(ns - base);
+            }
         }
         Ok(())
     }
 
-    /// ns per packet of `class`; the hit classes start at established flow `hits`.
-    fn class_ns(&mut self, class: PacketClass, hits: u32) -> Result<f64, CostError> {
+    /// ns per packet of `class` run by `balancer`; the hit classes start at established
+    /// flow `hits`, the new-flow ones at never-seen tuple `start`.
+    fn class_ns(
+        &self,
+        balancer: Program,
+        class: PacketClass,
+        hits: u32,
+        start: u32,
+    ) -> Result<f64, CostError> {
         let (n, repeat) = (self.plan.single_runs, self.plan.repeat);
         let family = class.family();
-        let balancer = Program::Balancer;
         let ns = match class {
             PacketClass::NewFlow
             | PacketClass::NewFlowV6
@@ -233,9 +270,6 @@ impl<'a> Rounds<'a> {
                     PacketClass::NewFlow | PacketClass::NewFlowV6 => (Segment::Syn, "new flow"),
                     _ => (Segment::Ack, "first ack"),
                 };
-                let next = self.next_new.entry(family).or_insert(FIRST_FRESH);
-                let start = *next;
-                *next += n;
                 let vip = self.vip(family);
                 self.programs.single_loop(
                     balancer,
@@ -284,22 +318,33 @@ impl<'a> Rounds<'a> {
     pub(super) fn result(self) -> CostResult {
         let n = self.plan.single_runs;
         let repeat = self.plan.repeat;
-        let classes = self
-            .classes
-            .iter()
-            .zip(self.samples)
-            .filter_map(|(class, (ns, over))| {
-                Some(ClassCost {
-                    class: *class,
-                    description: class.name().to_string(),
-                    method: if class.rewrites() {
-                        format!("repeat 1 x {n} distinct packets")
-                    } else {
-                        format!("repeat {repeat}")
-                    },
-                    ns_per_packet: Summary::of(&ns)?,
-                    over_pass_ns: Summary::of(&over)?,
+        let summarise = |samples: Vec<(Vec<f64>, Vec<f64>)>| -> Vec<ClassCost> {
+            self.classes
+                .iter()
+                .zip(samples)
+                .filter_map(|(class, (ns, over))| {
+                    Some(ClassCost {
+                        class: *class,
+                        description: class.name().to_string(),
+                        method: if class.rewrites() {
+                            format!("repeat 1 x {n} distinct packets")
+                        } else {
+                            format!("repeat {repeat}")
+                        },
+                        ns_per_packet: Summary::of(&ns)?,
+                        over_pass_ns: Summary::of(&over)?,
+                    })
                 })
+                .collect()
+        };
+        let external = self
+            .programs
+            .externals
+            .iter()
+            .zip(self.external_samples.clone())
+            .map(|(e, samples)| ExternalCost {
+                peer: e.peer.to_string(),
+                classes: summarise(samples),
             })
             .collect();
         CostResult {
@@ -308,8 +353,9 @@ impl<'a> Rounds<'a> {
             unsupported: None,
             pass_repeat_ns: Summary::of(&self.pass_repeat),
             pass_single_ns: Summary::of(&self.pass_single),
-            turnover_hit_ns: self.turnover,
-            classes,
+            turnover_hit_ns: self.turnover.clone(),
+            classes: summarise(self.samples.clone()),
+            external,
         }
     }
 }
