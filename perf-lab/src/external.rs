@@ -32,6 +32,11 @@ pub enum ExternalError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -307,6 +312,31 @@ pub fn run(
     Ok(())
 }
 
+/// A scratch directory under the temporary directory, removed on drop: where service
+/// files are written (bpffs, where the maps are pinned, holds no regular files).
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(role: &str) -> Result<Self, ExternalError> {
+        let path = std::env::temp_dir().join(format!(
+            "{}{}-{role}",
+            crate::netns::PREFIX,
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path).map_err(|source| ExternalError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Writes the service file for `set` into `dir` and returns its path.
 pub fn write_services(
     dir: &Path,
@@ -316,7 +346,7 @@ pub fn write_services(
     let path = dir.join(format!("services-{}.json", set.services));
     let text = serde_json::to_string(&ServicesFile::of(set, families))
         .expect("the service file serialises");
-    std::fs::write(&path, text).map_err(|source| ExternalError::Read {
+    std::fs::write(&path, text).map_err(|source| ExternalError::Write {
         path: path.clone(),
         source,
     })?;

@@ -222,27 +222,8 @@ struct External {
     ingress: String,
     /// The loaded object, or the XDP_PASS program when the peer has none.
     prog: Result<external::LoadedXdp, Ebpf>,
-    /// Where the service files are written (the pin directory's sibling).
-    files: tempdir::Dir,
-}
-
-mod tempdir {
-    /// A scratch directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-
-    impl Dir {
-        pub fn new(role: &str) -> std::io::Result<Self> {
-            let path = std::env::temp_dir().join(format!("flbperf{}-{role}", std::process::id()));
-            std::fs::create_dir_all(&path)?;
-            Ok(Self(path))
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    /// Where the service files are written (bpffs holds no regular files).
+    files: external::ScratchDir,
 }
 
 impl External {
@@ -265,10 +246,7 @@ impl External {
                 ingress,
             )?),
         };
-        let files = tempdir::Dir::new(role).map_err(|source| PeerError::Write {
-            path: std::env::temp_dir(),
-            source,
-        })?;
+        let files = external::ScratchDir::new(role)?;
         let this = Self {
             peer,
             dut_path: dut.path(),

@@ -76,9 +76,7 @@ fn register_external(dir: &std::path::Path) -> ExternalFiles {
              ip -6 route add 2001:db8:19::/64 via \"$PERF_LAB_SINK6\""
                 .into(),
         ),
-        teardown: Some(
-            "ip route del 198.19.0.0/16 && ip -6 route del 2001:db8:19::/64".into(),
-        ),
+        teardown: Some("ip route del 198.19.0.0/16 && ip -6 route del 2001:db8:19::/64".into()),
     };
     let reserved: Vec<&str> = PeerKind::ALL.iter().map(|p| p.name()).collect();
     lb_perf_lab::external::register(vec![peer], &reserved).unwrap();

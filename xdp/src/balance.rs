@@ -94,7 +94,7 @@ fn select(
         None => {
             let picked = lookup::maglev_backend(service, hash)?;
             if !opening {
-                flow::record(flow_key, hash, epoch, picked.0, &picked.1);
+                flow::record(flow_key, picked.0, &picked.1);
             }
             Ok(picked)
         }

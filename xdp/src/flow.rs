@@ -41,12 +41,11 @@ fn cache_entry(hash: u32) -> Option<*mut FlowCacheEntry> {
 /// The key compared as five 8-byte words (no byte loop, no `memcmp`).
 #[inline(always)]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    // SAFETY: FlowKey is 40 bytes of plain data, 8-byte aligned inside FlowCacheEntry and
-    // on the stack (repr(C) with u16 fields; read unaligned to be safe for any placement).
+    // SAFETY: FlowKey is 40 bytes of plain data with no padding bytes of its own, aligned
+    // to 8 (`repr(C, align(8))`), so it reads as five aligned u64 words.
     unsafe {
-        let a = a as *const FlowKey as *const [u64; 5];
-        let b = b as *const FlowKey as *const [u64; 5];
-        let (a, b) = (a.read_unaligned(), b.read_unaligned());
+        let a = &*(a as *const FlowKey as *const [u64; 5]);
+        let b = &*(b as *const FlowKey as *const [u64; 5]);
         (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
     }
 }
@@ -110,25 +109,15 @@ fn fill(cached: &mut FlowCacheEntry, key: &FlowKey, id: u32, generation: u32, ep
     cached.hits = 0;
 }
 
-/// Records the flow's backend in the table and in this CPU's cache.
+/// Records the flow's backend in the table. Not in the cache: a flow enters the cache at
+/// its next packet (a table hit), so flows of one packet (a scan, a flood of ACKs) never
+/// push established flows out of it.
 #[inline(always)]
-pub fn record(key: &FlowKey, hash: u32, epoch: u32, backend_id: u32, backend: &BackendValue) {
+pub fn record(key: &FlowKey, backend_id: u32, backend: &BackendValue) {
     let value = FlowValue {
         backend_id,
         backend_generation: backend.generation,
     };
     // A full LRU evicts its oldest entry; an error here only costs the flow its stickiness.
-    if FLOWS.insert(key, value, 0).is_err() {
-        return;
-    }
-    if let Some(slot) = cache_entry(hash) {
-        // SAFETY: this CPU's entry, as in `lookup`.
-        fill(
-            unsafe { &mut *slot },
-            key,
-            backend_id,
-            backend.generation,
-            epoch,
-        );
-    }
+    let _ = FLOWS.insert(key, value, 0);
 }

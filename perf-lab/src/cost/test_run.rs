@@ -51,6 +51,7 @@ pub(super) enum Program {
 pub(super) struct ExternalProgram {
     pub(super) peer: &'static str,
     loaded: external::LoadedXdp,
+    _files: external::ScratchDir,
 }
 
 pub(super) struct Programs {
@@ -146,12 +147,12 @@ fn load_externals(
             &["link", "add", &a, "type", "veth", "peer", "name", &b],
         )?;
         programs::attach_loaded(park, &mut loaded.ebpf, loaded.program, &a)?;
+        let files = external::ScratchDir::new(&format!("cost-x{i}"))?;
         if let Some(fill) = &xdp_spec.fill {
-            let dir = loaded.pin.path.clone();
-            let services = external::write_services(&dir, set, families)?;
+            let services = external::write_services(&files.0, set, families)?;
             let env = external::CommandEnv {
                 dut_path: &park.path(),
-                maps: Some(&dir),
+                maps: Some(&loaded.pin.path),
                 services: Some(&services),
                 ingress: &a,
                 egress: &b,
@@ -161,6 +162,7 @@ fn load_externals(
         out.push(ExternalProgram {
             peer: &peer.name,
             loaded,
+            _files: files,
         });
     }
     Ok(out)
