@@ -273,7 +273,7 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     );
     assert_eq!(
         results.east_west.len(),
-        plan.service_counts.len() * EwPeerKind::all().len() * TcpLoad::ALL.len()
+        plan.service_counts.len() * EwPeerKind::ALL.len() * TcpLoad::ALL.len()
     );
     for &services in &plan.service_counts {
         for peer in EwPeerKind::ALL {
