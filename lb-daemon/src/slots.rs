@@ -66,7 +66,7 @@ impl SlotAllocator {
         if len == 0 {
             return true;
         }
-        if start % SLOTS_PER_WORD != 0 {
+        if !start.is_multiple_of(SLOTS_PER_WORD) {
             return false;
         }
         let Some(end) = start.checked_add(in_words(len)) else {

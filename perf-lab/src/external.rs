@@ -48,13 +48,13 @@ pub enum ExternalError {
     Load {
         peer: String,
         object: PathBuf,
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("external peer {peer}: program {program}: {source}")]
     Program {
         peer: String,
         program: String,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("external peer {peer}: pinning map {map}: {source}")]
     Pin {
@@ -215,7 +215,7 @@ pub fn load_xdp(
             .map_err(|source| ExternalError::Load {
                 peer: peer.name.clone(),
                 object: xdp.object.clone(),
-                source,
+                source: Box::new(source),
             })?;
     let names: Vec<String> = ebpf
         .programs()
@@ -242,7 +242,7 @@ pub fn load_xdp(
     let prog_err = |source| ExternalError::Program {
         peer: peer.name.clone(),
         program: program.into(),
-        source,
+        source: Box::new(source),
     };
     let xdp_prog: &mut Xdp = ebpf
         .program_mut(program)

@@ -17,8 +17,12 @@ use lb_daemon::{
 };
 use serde::{Deserialize, Serialize};
 
+mod external_dut;
+
+use external_dut::External;
+
 use crate::{
-    external::{self, CommandEnv, ExternalError, ExternalPeer},
+    external::{self, ExternalError, ExternalPeer},
     generator,
     measured::NotMeasured,
     netfilter,
@@ -27,7 +31,7 @@ use crate::{
     programs::{self, ProgramsError, Sink},
     rate::FlowKind,
     services::{Family, ServiceSet, SERVICE_PORT},
-    topology::{Topology, DUT_IN, DUT_OUT, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
+    topology::{Topology, DUT_IN, DUT_OUT_ADDR, DUT_OUT_ADDR6, SINK_IF},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +54,13 @@ pub enum PeerError {
     #[error("bpf-redirect needs a redirect target (it has none in this topology)")]
     NoRedirectTarget,
     #[error(transparent)]
-    External(#[from] ExternalError),
+    External(Box<ExternalError>),
+}
+
+impl From<ExternalError> for PeerError {
+    fn from(e: ExternalError) -> Self {
+        Self::External(Box::new(e))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -214,82 +224,6 @@ impl Ferrolb {
 /// What a peer runs on the DUT namespace, and how it is programmed: the same for the rate
 /// topology (generator → sink) and the TCP one (client → backend with real servers), so
 /// both layers measure the very same datapath and rule sets.
-/// An external peer on the DUT: its object (maps pinned for the fill command) or the
-/// XDP_PASS program veth needs, and its teardown command, run on drop.
-struct External {
-    peer: &'static ExternalPeer,
-    dut_path: PathBuf,
-    ingress: String,
-    /// The loaded object, or the XDP_PASS program when the peer has none.
-    prog: Result<external::LoadedXdp, Ebpf>,
-    /// Where the service files are written (bpffs holds no regular files).
-    files: external::ScratchDir,
-}
-
-impl External {
-    fn install(
-        peer: &'static ExternalPeer,
-        dut: &Netns,
-        ingress: &str,
-        role: &str,
-    ) -> Result<Self, PeerError> {
-        let prog = match &peer.xdp {
-            Some(xdp) => {
-                let mut loaded = external::load_xdp(peer, xdp, role)?;
-                programs::attach_loaded(dut, &mut loaded.ebpf, loaded.program, ingress)?;
-                Ok(loaded)
-            }
-            None => Err(programs::attach_in(
-                dut,
-                lb_daemon::objects::XDP_PASS,
-                program_names::XDP_PASS,
-                ingress,
-            )?),
-        };
-        let files = external::ScratchDir::new(role)?;
-        let this = Self {
-            peer,
-            dut_path: dut.path(),
-            ingress: ingress.into(),
-            prog,
-            files,
-        };
-        if let Some(setup) = &peer.setup {
-            external::run(peer, "setup", setup, &this.env(None))?;
-        }
-        Ok(this)
-    }
-
-    fn env<'a>(&'a self, services: Option<&'a std::path::Path>) -> CommandEnv<'a> {
-        CommandEnv {
-            dut_path: &self.dut_path,
-            maps: self.prog.as_ref().ok().map(|l| l.pin.path.as_path()),
-            services,
-            ingress: &self.ingress,
-            egress: if self.ingress == DUT_IN { DUT_OUT } else { "" },
-        }
-    }
-
-    fn program(&self, set: &ServiceSet, families: &[Family]) -> Result<(), PeerError> {
-        let Some(fill) = self.peer.xdp.as_ref().and_then(|x| x.fill.as_ref()) else {
-            return Ok(());
-        };
-        let file = external::write_services(&self.files.0, set, families)?;
-        external::run(self.peer, "fill", fill, &self.env(Some(&file)))?;
-        Ok(())
-    }
-}
-
-impl Drop for External {
-    fn drop(&mut self) {
-        if let Some(teardown) = &self.peer.teardown {
-            if let Err(e) = external::run(self.peer, "teardown", teardown, &self.env(None)) {
-                tracing::warn!("{e}");
-            }
-        }
-    }
-}
-
 pub struct Datapath {
     pub kind: PeerKind,
     ferrolb: Option<Ferrolb>,

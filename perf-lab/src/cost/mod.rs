@@ -77,7 +77,7 @@ pub enum CostError {
     #[error("building a packet: {0}")]
     Packet(String),
     #[error(transparent)]
-    External(#[from] crate::external::ExternalError),
+    External(Box<crate::external::ExternalError>),
     #[error("class {class}: verdict {got}, expected {want}")]
     Verdict {
         class: &'static str,
@@ -222,6 +222,12 @@ pub struct CostResult {
 pub struct ExternalCost {
     pub peer: String,
     pub classes: Vec<ClassCost>,
+}
+
+impl From<crate::external::ExternalError> for CostError {
+    fn from(e: crate::external::ExternalError) -> Self {
+        Self::External(Box::new(e))
+    }
 }
 
 impl From<ProgramsError> for CostError {

@@ -211,14 +211,7 @@ pub(super) fn cost_table(results: &Results) -> String {
             if let (None, Some(x)) = (&c.unsupported, x) {
                 method = x.method.clone();
             }
-            let figure = x.map(|x| {
-                format!(
-                    "{} (abs {:.0})",
-                    format::ns(&x.over_pass_ns),
-                    x.ns_per_packet.median
-                )
-            });
-            push_cell(&mut row, c.unsupported.as_ref(), figure);
+            push_cell(&mut row, c.unsupported.as_ref(), x.map(cost_cell));
         }
         writeln!(md, "| {} | {method} |{row}", class.name()).unwrap();
     }
@@ -234,6 +227,15 @@ pub(super) fn cost_table(results: &Results) -> String {
     md.push_str(&base);
     md.push('\n');
     md
+}
+
+/// A cost cell: ns over XDP_PASS [range] and the absolute median.
+fn cost_cell(x: &crate::cost::ClassCost) -> String {
+    format!(
+        "{} (abs {:.0})",
+        format::ns(&x.over_pass_ns),
+        x.ns_per_packet.median
+    )
 }
 
 /// The external peers' rows of the cost table: "peer: class", the same cells.
@@ -259,14 +261,7 @@ fn external_cost_rows(md: &mut String, costs: &[crate::cost::CostResult]) {
                     method = x.method.clone();
                     any = true;
                 }
-                let figure = x.map(|x| {
-                    format!(
-                        "{} (abs {:.0})",
-                        format::ns(&x.over_pass_ns),
-                        x.ns_per_packet.median
-                    )
-                });
-                push_cell(&mut row, c.unsupported.as_ref(), figure);
+                push_cell(&mut row, c.unsupported.as_ref(), x.map(cost_cell));
             }
             if any {
                 writeln!(md, "| {peer}: {} | {method} |{row}", class.name()).unwrap();
