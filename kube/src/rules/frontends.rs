@@ -225,6 +225,31 @@ impl TrafficPolicy {
     }
 }
 
+/// Rule 18: the Service's source ranges of `family` for its LoadBalancer frontends. When
+/// one holds the node's own address of the family, the LoadBalancer IPs of the family are
+/// allowed as sources too: a request from the node to a VIP it holds locally loops back
+/// with the VIP as its source (kube-proxy's `allowFromNode`).
+fn ranges_of_family(addresses: &Addresses, node: &NodeInfo, family: IpFamily) -> Vec<IpNetwork> {
+    let mut ranges: Vec<IpNetwork> = addresses
+        .source_ranges
+        .iter()
+        .filter(|c| IpFamily::of(c.ip()) == family)
+        .copied()
+        .collect();
+    let from_node = node
+        .primary_ips
+        .iter()
+        .any(|ip| ranges.iter().any(|r| r.contains(*ip)));
+    if from_node {
+        let vips = addresses
+            .load_balancer_ips
+            .iter()
+            .filter(|ip| IpFamily::of(**ip) == family);
+        ranges.extend(vips.map(|ip| IpNetwork::from(*ip)));
+    }
+    ranges
+}
+
 /// Every frontend of one service port, in a stable order: ClusterIPs, NodePorts, external
 /// IPs, LoadBalancer IPs.
 pub(crate) fn frontends_for(
@@ -249,12 +274,7 @@ pub(crate) fn frontends_for(
             )
         };
         let source_ranges = if kind == FrontendKind::LoadBalancer {
-            addresses
-                .source_ranges
-                .iter()
-                .filter(|c| IpFamily::of(c.ip()) == family)
-                .copied()
-                .collect()
+            ranges_of_family(addresses, node, family)
         } else {
             Vec::new()
         };

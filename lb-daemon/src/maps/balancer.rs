@@ -11,7 +11,11 @@ use lb_common::{
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
-use super::{access, nr_cpus, open_raw, open_typed, sum_counters, MapsError};
+use super::{
+    access, nr_cpus, open_raw, open_typed,
+    ranges::{self, SourceRangeTrie},
+    sum_counters, MapsError,
+};
 use crate::planner::{InstalledBackend, KernelState};
 
 /// The balancer's maps, opened from their pins.
@@ -29,6 +33,7 @@ pub struct BalancerMaps {
     pub(super) xdp_stats: PerCpuArray<MapData, Counter>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
+    pub(super) source_ranges: SourceRangeTrie,
     /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
     /// their fds).
     pub(super) raw: RawMaps,
@@ -70,6 +75,7 @@ impl BalancerMaps {
             xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            source_ranges: open_typed!(pin_dir, map_names::SOURCE_RANGES),
             raw: RawMaps {
                 maglev: open_raw(pin_dir, map_names::MAGLEV)?,
                 backends: open_raw(pin_dir, map_names::BACKENDS)?,
@@ -203,6 +209,17 @@ impl BalancerMaps {
         }
     }
 
+    /// Every source-range entry as (service id, range), read in the family of the
+    /// external service that owns its id.
+    pub fn source_range_entries(&self) -> Result<Vec<(u32, lb_model::IpNetwork)>, MapsError> {
+        let families: StdHashMap<u32, u8> = self
+            .service_entries()?
+            .into_iter()
+            .map(|(key, value)| (value.service_id, key.family))
+            .collect();
+        ranges::entries(&self.source_ranges, |id| families.get(&id).copied())
+    }
+
     /// Rebuilds the daemon's bookkeeping from the pinned maps, so a restarted daemon goes on
     /// from exactly what the datapath is using.
     pub fn read_state(&self) -> Result<KernelState, MapsError> {
@@ -248,7 +265,10 @@ impl BalancerMaps {
             }
             services.push((frontend, value));
         }
-        KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
-            .map_err(MapsError::Inconsistent)
+        let mut state =
+            KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
+                .map_err(MapsError::Inconsistent)?;
+        state.adopt_source_ranges(self.source_range_entries()?);
+        Ok(state)
     }
 }
