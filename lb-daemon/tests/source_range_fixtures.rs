@@ -13,7 +13,7 @@ use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
 use lb_common::{program_names, NextHop, XdpReason};
 use lb_daemon::{
-    config, loader,
+    config, inspect, loader,
     maps::BalancerMaps,
     sync::{DatapathParams, SyncEngine},
 };
@@ -182,6 +182,35 @@ fn two_services_on_one_trie_keep_their_own_lists_and_unfiltered_ones_are_untouch
     for client in ["198.18.1.5", "203.0.113.9", "10.0.0.1"] {
         fx.expect(client, "198.18.100.1", 82, true);
     }
+    // `list` shows each service's own list, `explain` says why a source is refused.
+    let listed = inspect::list_services(fx.engine.maps()).unwrap();
+    let admin = listed.iter().find(|s| s.port == 81).unwrap();
+    assert_eq!(admin.source_ranges, ["198.18.1.128/25"]);
+    assert!(listed
+        .iter()
+        .find(|s| s.port == 82)
+        .unwrap()
+        .source_ranges
+        .is_empty());
+    let tuple = |src: &str| inspect::Tuple {
+        protocol: lb_model::Protocol::Tcp,
+        src: src.parse().unwrap(),
+        sport: 40_000,
+        dst: "198.18.100.1".parse().unwrap(),
+        dport: 81,
+    };
+    let refused = inspect::explain(fx.engine.maps(), tuple("198.18.1.5")).unwrap();
+    assert_eq!(refused.verdict, XdpReason::DropSourceRange.name());
+    assert!(refused
+        .why
+        .contains("outside the service's source ranges (198.18.1.128/25)"));
+    let allowed = inspect::explain(fx.engine.maps(), tuple("198.18.1.200")).unwrap();
+    assert_eq!(
+        allowed.verdict,
+        XdpReason::Forwarded.name(),
+        "{}",
+        allowed.why
+    );
 }
 
 #[test]
