@@ -33,8 +33,20 @@ fn ranged(ranges: serde_json::Value) -> serde_json::Value {
 
 fn endpoints() -> Vec<serde_json::Value> {
     vec![
-        slice_json("lb-4", "lb", "IPv4", 8080, vec![ready("198.19.0.1", "node-b")]),
-        slice_json("lb-6", "lb", "IPv6", 8080, vec![ready("2001:db8:19::1", "node-b")]),
+        slice_json(
+            "lb-4",
+            "lb",
+            "IPv4",
+            8080,
+            vec![ready("198.19.0.1", "node-b")],
+        ),
+        slice_json(
+            "lb-6",
+            "lb",
+            "IPv6",
+            8080,
+            vec![ready("2001:db8:19::1", "node-b")],
+        ),
     ]
 }
 
@@ -59,7 +71,10 @@ fn frontend(address: &str, scope: Scope) -> Frontend {
 
 #[test]
 fn rule_18_ranges_apply_to_load_balancer_ips_of_their_family_only() {
-    let state = build(vec![ranged(json!(["203.0.113.0/24", "2001:db8:ff::/48"]))], endpoints());
+    let state = build(
+        vec![ranged(json!(["203.0.113.0/24", "2001:db8:ff::/48"]))],
+        endpoints(),
+    );
     assert_eq!(ranges_on(&state, "198.18.70.1"), ["203.0.113.0/24"]);
     assert_eq!(ranges_on(&state, "2001:db8:70::1"), ["2001:db8:ff::/48"]);
     let svc = get(&state, "lb");
@@ -77,13 +92,19 @@ fn rule_18_ranges_apply_to_load_balancer_ips_of_their_family_only() {
 fn rule_18_a_range_holding_the_node_ip_also_allows_the_load_balancer_ips() {
     // The default node's InternalIP is 198.18.0.10.
     let state = build(vec![ranged(json!(["198.18.0.0/24"]))], endpoints());
-    assert_eq!(ranges_on(&state, "198.18.70.1"), ["198.18.0.0/24", "198.18.70.1/32"]);
+    assert_eq!(
+        ranges_on(&state, "198.18.70.1"),
+        ["198.18.0.0/24", "198.18.70.1/32"]
+    );
     let state = build(vec![ranged(json!(["203.0.113.0/24"]))], endpoints());
     assert_eq!(ranges_on(&state, "198.18.70.1"), ["203.0.113.0/24"]);
     // kube-proxy's node IP is the first InternalIP, else the first ExternalIP, per family.
     let node = node_json(
         "node-a",
-        &[("ExternalIP", "203.0.113.50"), ("InternalIP", "2001:db8:0:1::10")],
+        &[
+            ("ExternalIP", "203.0.113.50"),
+            ("InternalIP", "2001:db8:0:1::10"),
+        ],
         "zone-a",
     );
     let state = build_with(
@@ -92,7 +113,10 @@ fn rule_18_a_range_holding_the_node_ip_also_allows_the_load_balancer_ips() {
         Some(node),
         &cfg(),
     );
-    assert_eq!(ranges_on(&state, "198.18.70.1"), ["203.0.113.0/24", "198.18.70.1/32"]);
+    assert_eq!(
+        ranges_on(&state, "198.18.70.1"),
+        ["203.0.113.0/24", "198.18.70.1/32"]
+    );
     assert_eq!(
         ranges_on(&state, "2001:db8:70::1"),
         ["2001:db8:0:1::/64", "2001:db8:70::1/128"]
@@ -101,7 +125,10 @@ fn rule_18_a_range_holding_the_node_ip_also_allows_the_load_balancer_ips() {
 
 #[test]
 fn rule_18_invalid_entries_are_reported_and_an_all_invalid_list_filters_nothing() {
-    let state = build(vec![ranged(json!(["banana", "203.0.113.0/24"]))], endpoints());
+    let state = build(
+        vec![ranged(json!(["banana", "203.0.113.0/24"]))],
+        endpoints(),
+    );
     assert_eq!(ranges_on(&state, "198.18.70.1"), ["203.0.113.0/24"]);
     assert!(state
         .skipped

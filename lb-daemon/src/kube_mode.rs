@@ -182,7 +182,10 @@ fn log_invalid(skipped: &[Skipped], reported: &[Skipped]) {
         warn!(object = %s.object, reason = s.problem.reason(), "skipped as invalid: {}", s.problem);
     }
     if new.len() > SHOWN {
-        warn!(more = new.len() - SHOWN, "further objects skipped as invalid");
+        warn!(
+            more = new.len() - SHOWN,
+            "further objects skipped as invalid"
+        );
     }
 }
 
