@@ -44,6 +44,9 @@ pub mod map_names {
     /// still encapsulated, to this node's own stack, whose backend side decapsulates,
     /// translates and routes them to the pod, instead of sending them to the pod's veth.
     pub const LOCAL_ENDPOINTS: &str = "LB_LOCAL_EPS";
+    /// Every external service's `loadBalancerSourceRanges`: an LPM trie keyed by
+    /// (service id, source address) (see [`SourceRangeKey`](super::SourceRangeKey)).
+    pub const SOURCE_RANGES: &str = "LB_SRC_RANGES";
 }
 
 /// Program names as they appear in the object files.
@@ -85,6 +88,8 @@ pub mod limits {
     /// Sockets whose peer the socket programs rewrote (LRU).
     pub const SOCK_REVNATS: u32 = 131_072;
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
+    /// Source ranges of all services together (LPM trie entries, allocated on insert).
+    pub const SOURCE_RANGES: u32 = 65_536;
 }
 
 /// The layout of the Maglev slot array `LB_MAGLEV`: each 8-byte element (a "word") holds
@@ -417,6 +422,27 @@ pub struct SockRevValue {
 }
 const _: () = assert!(core::mem::size_of::<SockRevValue>() == 20);
 
+/// The data part of a source-range entry (the LPM trie's key after its prefix length).
+/// One trie holds every service's ranges, both families: an entry's prefix length is
+/// [`SOURCE_RANGE_ID_BITS`] plus the CIDR's length, so it matches the whole service id and
+/// then the CIDR's bits of the address. Service ids are per frontend and a frontend has
+/// one family, so IPv4 entries (the address in the first four bytes, like every other
+/// map here) and IPv6 entries never share an id. The id's byte order does not matter: all
+/// 32 bits are always matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SourceRangeKey {
+    pub service_id: u32,
+    pub addr: Addr,
+}
+const _: () = assert!(core::mem::size_of::<SourceRangeKey>() == 20);
+
+/// Bits of a source-range key taken by the service id, before the address's.
+pub const SOURCE_RANGE_ID_BITS: u32 = 32;
+
+/// Value of a source-range entry: there is nothing to store beyond the key's presence.
+pub const SOURCE_RANGE_ALLOWED: u32 = 1;
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -447,5 +473,6 @@ mod pod {
         RevNatValue,
         SockRevKey,
         SockRevValue,
+        SourceRangeKey,
     );
 }

@@ -11,7 +11,8 @@ use lb_hashing::maglev;
 use serde::Deserialize;
 
 use lb_model::{
-    BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, Scope, ServiceSpec, Settings,
+    BackendSpec, DesiredState, Frontend, IpNetwork, LocalTranslation, Protocol, Scope, ServiceSpec,
+    Settings,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,9 @@ struct ServiceFile {
     table_size: Option<u32>,
     #[serde(default)]
     backends: Vec<BackendFile>,
+    /// Only these sources may open flows (`loadBalancerSourceRanges`); none: everybody.
+    #[serde(default)]
+    source_ranges: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +155,7 @@ fn service(
         ));
     }
     let backends = backends(field, &svc)?;
+    let source_ranges = source_ranges(field, &svc)?;
     let active = backends.iter().filter(|b| b.weight > 0).count();
     let table_size = match svc.table_size {
         Some(size) => {
@@ -177,8 +182,42 @@ fn service(
         backends,
         table_size,
         reject: false,
+        source_ranges,
     };
     Ok((frontend, spec))
+}
+
+/// A service entry's source ranges: each `address/prefix-length` of the VIP's family,
+/// without host bits, once.
+fn source_ranges(field: &str, svc: &ServiceFile) -> Result<Vec<IpNetwork>, ConfigError> {
+    let mut ranges = Vec::with_capacity(svc.source_ranges.len());
+    for (j, text) in svc.source_ranges.iter().enumerate() {
+        let bad = |message: String| invalid(format!("{field}.source_ranges[{j}]"), message);
+        let range: IpNetwork = match text.split_once('/') {
+            Some((_, len)) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => text
+                .parse()
+                .map_err(|e| bad(format!("{text:?} is not a CIDR: {e}")))?,
+            _ => return Err(bad(format!("{text:?} is not ADDRESS/PREFIX-LENGTH"))),
+        };
+        if range.is_ipv4() != svc.vip.is_ipv4() {
+            return Err(bad(format!(
+                "{range} is of another address family than the VIP {}",
+                svc.vip
+            )));
+        }
+        if range.ip() != range.network() {
+            return Err(bad(format!(
+                "{range} has host bits set; the range is {}/{}",
+                range.network(),
+                range.prefix()
+            )));
+        }
+        if ranges.contains(&range) {
+            return Err(bad(format!("{range} is listed twice")));
+        }
+        ranges.push(range);
+    }
+    Ok(lb_model::source_ranges(ranges))
 }
 
 /// A service entry's backends, validated and sorted by address.
@@ -392,6 +431,36 @@ services:
   - {name: a, vip: 198.18.100.1, port: 81, protocol: tcp}
 ";
         assert!(error_of(dup_name).contains("services[1].name"));
+    }
+
+    #[test]
+    fn source_ranges_parse_and_bad_ones_name_the_entry() {
+        let ok = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
+                  source_ranges: ['198.18.1.0/24', 198.18.0.10/32]}\n";
+        let spec = parse(ok).unwrap().services.into_values().next().unwrap();
+        let shown: Vec<String> = spec.source_ranges.iter().map(|r| r.to_string()).collect();
+        assert_eq!(shown, ["198.18.0.10/32", "198.18.1.0/24"]);
+        for (range, says) in [
+            ("banana", "not ADDRESS/PREFIX-LENGTH"),
+            ("198.18.1.0", "not ADDRESS/PREFIX-LENGTH"),
+            ("198.18.1.0/255.255.255.0", "not ADDRESS/PREFIX-LENGTH"),
+            ("198.18.1.0/33", "not a CIDR"),
+            ("2001:db8::/32", "another address family"),
+            ("198.18.1.7/24", "host bits set; the range is 198.18.1.0/24"),
+        ] {
+            let text = format!(
+                "services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
+                 source_ranges: ['198.18.9.0/24', '{range}']}}\n"
+            );
+            let err = error_of(&text);
+            assert!(
+                err.contains("services[0].source_ranges[1]") && err.contains(says),
+                "{range}: {err}"
+            );
+        }
+        let twice = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
+                     source_ranges: ['198.18.9.0/24', '198.18.9.0/24']}\n";
+        assert!(error_of(twice).contains("listed twice"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use lb_common::{
 };
 
 use crate::{
-    encap, flow, lookup, nexthop, parse, stats,
+    encap, flow, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
 };
 
@@ -77,7 +77,7 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 /// (the handshake's ACK) records it; Maglev gives that ACK the same backend unless the
 /// table changed within the round trip, the exposure Maglev alone has anyway. A SYN whose
 /// tuple has a live entry still follows it, so a reused tuple stays on its entry's
-/// backend.
+/// backend. Only a flow the table does not know meets the service's source ranges.
 #[inline(always)]
 fn select(
     flow_key: &FlowKey,
@@ -92,6 +92,7 @@ fn select(
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
+            source_range::check(service, flow_key)?;
             let picked = lookup::maglev_backend(service, hash)?;
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);

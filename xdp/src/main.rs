@@ -10,6 +10,7 @@ mod lookup;
 mod maps;
 mod nexthop;
 mod parse;
+mod source_range;
 mod stats;
 mod verdict;
 

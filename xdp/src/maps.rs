@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowCacheEntry,
-    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, SourceRangeKey,
+    VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -73,3 +74,8 @@ pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
 #[map(name = "LB_LOCAL_EPS")]
 pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
     HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// Every external service's source ranges (`source_range`); the trie is allocated per
+/// entry (aya adds `BPF_F_NO_PREALLOC`, which the kernel requires).
+#[map(name = "LB_SRC_RANGES")]
+pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u32> = LpmTrie::pinned(limits::SOURCE_RANGES, 0);

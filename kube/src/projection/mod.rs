@@ -20,8 +20,11 @@
 //! - Reject: the socket programs refuse a rejecting frontend (ECONNREFUSED); the XDP
 //!   balancer cannot answer yet, so there Reject is programmed as a drop and reported.
 //! - No per-client affinity (flows stick per 5-tuple through the flow table).
-//! - No source filtering: an LB frontend with `loadBalancerSourceRanges` is skipped (in
-//!   both scopes) rather than opened to everybody.
+//! - Source ranges: an LB frontend's `loadBalancerSourceRanges` (of its family) go with its
+//!   external spec, and the XDP balancer drops new flows from other sources. The socket
+//!   programs cannot see a `connect()`'s source, so such a frontend is left out of the
+//!   internal scope (its traffic leaves for the network like an external client's) and
+//!   reported, rather than opened to every pod.
 
 mod projector;
 
@@ -45,8 +48,6 @@ use crate::rules::{
 pub enum SkipFrontend {
     #[error("{0} is not served by the datapath")]
     Protocol(Protocol),
-    #[error("loadBalancerSourceRanges cannot be enforced by the datapath yet")]
-    SourceRanges,
     #[error("{address}:{port}/{protocol} is already served by {other}")]
     Conflict {
         address: IpAddr,
@@ -61,7 +62,6 @@ impl SkipFrontend {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Protocol(_) => "protocol",
-            Self::SourceRanges => "source_ranges",
             Self::Conflict { .. } => "conflict",
         }
     }
@@ -77,6 +77,10 @@ pub enum Unsupported {
     RejectUnknownPorts,
     /// Rule 17.
     SessionAffinity,
+    /// Rule 18: an LB frontend with source ranges is not balanced at the socket (the
+    /// source of a `connect()` is unknown there); pods' and host processes' traffic to it
+    /// goes to the network unbalanced.
+    SourceRangesAtSocket,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -157,10 +161,14 @@ pub(crate) fn servable(fe: &KubeFrontend) -> Result<DpProtocol, SkipFrontend> {
         Protocol::Udp => DpProtocol::Udp,
         Protocol::Sctp => return Err(SkipFrontend::Protocol(Protocol::Sctp)),
     };
-    if !fe.source_ranges.is_empty() {
-        return Err(SkipFrontend::SourceRanges);
-    }
     Ok(protocol)
+}
+
+/// Whether the projection programs `fe` in the internal scope (the socket programs):
+/// not when source ranges apply to it, which the socket programs cannot check.
+/// [`crate::socket_side`] asks too.
+pub(crate) fn served_at_socket(fe: &KubeFrontend) -> bool {
+    fe.source_ranges.is_empty()
 }
 
 /// One frontend of one Service, before frontends claimed twice are resolved.
@@ -256,8 +264,17 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             let name = datapath_name(&svc.name, &port.name);
             let family = IpFamily::of(fe.address);
             // The XDP balancer cannot answer a reject yet: served as a drop.
-            let external = spec(&name, port, family, fe.external, settings, false);
-            let internal = internal_scope.then(|| {
+            let mut external = spec(&name, port, family, fe.external, settings, false);
+            // kube-proxy filters sources only while the Service has endpoints: without
+            // any, every source is refused alike (rule 9).
+            if fe.external != Verdict::Reject && !fe.source_ranges.is_empty() {
+                Arc::make_mut(&mut external).source_ranges =
+                    lb_model::source_ranges(fe.source_ranges.iter().copied());
+            }
+            if internal_scope && !served_at_socket(fe) {
+                lacks.push(Unsupported::SourceRangesAtSocket);
+            }
+            let internal = (internal_scope && served_at_socket(fe)).then(|| {
                 let reject = fe.internal == Verdict::Reject;
                 spec(&name, port, family, fe.internal, settings, reject)
             });
@@ -316,6 +333,7 @@ fn spec(
         backends,
         table_size,
         reject,
+        source_ranges: Vec::new(),
     })
 }
 

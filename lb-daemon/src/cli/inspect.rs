@@ -172,6 +172,9 @@ fn print_services(services: &[inspect::ServiceView]) {
             s.bytes,
             if s.reject { " reject" } else { "" }
         );
+        if !s.source_ranges.is_empty() {
+            let _ = writeln!(out, "    source ranges {}", s.source_ranges.join(", "));
+        }
         for b in &s.backends {
             let _ = writeln!(
                 out,

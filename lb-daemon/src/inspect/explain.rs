@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use lb_model::{addr_bytes, Frontend, Scope};
 
-use super::{backend_addresses, BackendAddresses, Tuple};
+use super::{backend_addresses, source_ranges, BackendAddresses, Tuple};
 use crate::maps::{BalancerMaps, MapsError};
 
 #[derive(Debug, Serialize)]
@@ -151,6 +151,13 @@ fn explain_with(
             );
             return Ok(out);
         }
+    }
+    // Only a flow the table does not know meets the source ranges, as in the datapath.
+    if let Some(why) = source_ranges::refusal(maps, &service, tuple.src)? {
+        out.verdict = XdpReason::DropSourceRange.name();
+        out.backend = None;
+        out.why = why;
+        return Ok(out);
     }
     Ok(by_maglev(out, &frontend, &service, maglev_id, hash, |id| {
         live(id, None)

@@ -6,7 +6,8 @@ use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter,
     FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue,
-    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
+    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, SourceRangeKey, TcReason,
+    VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -157,6 +158,10 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             map_names::SOCK_STATS,
             sizes::<u32, Counter>(SockReason::COUNT),
         ),
+        (
+            map_names::SOURCE_RANGES,
+            sizes::<aya::maps::lpm_trie::Key<SourceRangeKey>, u32>(limits::SOURCE_RANGES),
+        ),
     ]
 }
 
@@ -178,6 +183,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::SOCK_TARGETS,
     // Written from the backend side's translations; read by the balancer's next-hop step.
     map_names::LOCAL_ENDPOINTS,
+    map_names::SOURCE_RANGES,
 ];
 pub(super) const BACKEND_SIDE_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,

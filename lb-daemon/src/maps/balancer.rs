@@ -11,7 +11,11 @@ use lb_common::{
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
-use super::{access, nr_cpus, open_raw, open_typed, sum_counters, MapsError};
+use super::{
+    access, nr_cpus, open_raw, open_typed,
+    ranges::{self, SourceRangeTrie},
+    sum_counters, MapsError,
+};
 use crate::planner::{InstalledBackend, KernelState};
 
 /// The balancer's maps, opened from their pins.
@@ -31,6 +35,7 @@ pub struct BalancerMaps {
     pub(super) xdp_stats: PerCpuArray<MapData, Counter>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
+    pub(super) source_ranges: SourceRangeTrie,
     /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
     /// their fds).
     pub(super) raw: RawMaps,
@@ -73,6 +78,7 @@ impl BalancerMaps {
             xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            source_ranges: open_typed!(pin_dir, map_names::SOURCE_RANGES),
             raw: RawMaps {
                 maglev: open_raw(pin_dir, map_names::MAGLEV)?,
                 backends: open_raw(pin_dir, map_names::BACKENDS)?,
@@ -229,6 +235,17 @@ impl BalancerMaps {
         }
     }
 
+    /// Every source-range entry as (service id, range), read in the family of the
+    /// external service that owns its id.
+    pub fn source_range_entries(&self) -> Result<Vec<(u32, lb_model::IpNetwork)>, MapsError> {
+        let families: StdHashMap<u32, u8> = self
+            .service_entries()?
+            .into_iter()
+            .map(|(key, value)| (value.service_id, key.family))
+            .collect();
+        ranges::entries(&self.source_ranges, |id| families.get(&id).copied())
+    }
+
     /// The flow-cache entries for `key` (indexed by its flow `hash`) that the datapath
     /// would follow under `epoch`, with the CPU holding each: a flow the LRU evicted can
     /// still be served from a CPU's cache until its next table touch re-learns it.
@@ -296,13 +313,15 @@ impl BalancerMaps {
             }
             services.push((frontend, value));
         }
-        KernelState::adopt(
+        let mut state = KernelState::adopt(
             self.slot_capacity(),
             services,
             &regions,
             backends,
             generations,
         )
-        .map_err(MapsError::Inconsistent)
+        .map_err(MapsError::Inconsistent)?;
+        state.adopt_source_ranges(self.source_range_entries()?);
+        Ok(state)
     }
 }

@@ -11,7 +11,7 @@ use lb_common::{
 
 use lb_model::Scope;
 
-use super::{access, balancer::service_map_name, batch, BalancerMaps, MapsError};
+use super::{access, balancer::service_map_name, batch, ranges, BalancerMaps, MapsError};
 use crate::planner::MapOp;
 
 /// Operations a plan issues in long runs (a first sync: tens of thousands), which are
@@ -297,6 +297,12 @@ impl MapWriter {
                     .insert(key, value, 0)
                     .map_err(access(service_map_name(*scope)))?,
                 MapOp::PurgeFlows { key, backend_ids } => self.purge_flows(key, backend_ids)?,
+                MapOp::PutSourceRanges { service_id, ranges } => {
+                    ranges::put(&mut self.maps.source_ranges, *service_id, ranges)?
+                }
+                MapOp::DeleteSourceRanges { service_id, ranges } => {
+                    ranges::delete(&mut self.maps.source_ranges, *service_id, ranges)?
+                }
                 MapOp::DeleteService { scope, key } => {
                     match self.service_map_mut(*scope)?.remove(key) {
                         Ok(()) | Err(MapError::KeyNotFound) => {}

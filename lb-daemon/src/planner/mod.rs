@@ -29,6 +29,7 @@
 mod incremental;
 mod ops;
 mod order;
+mod ranges;
 mod state;
 mod steps;
 mod table;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use lb_common::{BackendValue, ServiceKey, ServiceValue};
 use lb_hashing::maglev;
 
-use lb_model::{Frontend, Scope};
+use lb_model::{Frontend, IpNetwork, Scope};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -78,5 +78,15 @@ pub enum MapOp {
     PurgeFlows {
         key: ServiceKey,
         backend_ids: Vec<u32>,
+    },
+    /// Allows `ranges` as sources of the external service `service_id` (`LB_SRC_RANGES`).
+    PutSourceRanges {
+        service_id: u32,
+        ranges: Vec<IpNetwork>,
+    },
+    /// Deletes these entries of the external service `service_id` from `LB_SRC_RANGES`.
+    DeleteSourceRanges {
+        service_id: u32,
+        ranges: Vec<IpNetwork>,
     },
 }

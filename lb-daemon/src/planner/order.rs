@@ -8,6 +8,7 @@ use lb_common::limits;
 
 use super::{
     ops::{MapOp, PlanError},
+    ranges,
     state::KernelState,
     steps::{add_backend, plan_service, purge_flows, remove_service, retire_backend},
     table::prebuild_tables,
@@ -50,6 +51,8 @@ where
         for frontend in &self.removed {
             remove_service(state, undo, &mut ops, frontend);
         }
+        // With them, entries no service owns, before a new service can take their id.
+        ranges::delete_strays(state, &mut ops);
         // New backends before any table names them.
         for &addr in &self.added {
             add_backend(state, undo, &mut ops, addr)?;

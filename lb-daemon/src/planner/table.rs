@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use lb_common::{ServiceValue, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
+use lb_common::{ServiceValue, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT, SERVICE_F_SOURCE_RANGES};
 use lb_hashing::maglev;
 
 use super::{
@@ -78,6 +78,10 @@ pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValu
             SERVICE_F_REJECT
         } else {
             0
+        } | if svc.source_ranges.is_empty() {
+            0
+        } else {
+            SERVICE_F_SOURCE_RANGES
         },
         backend_count: svc.backend_count,
         ..ServiceValue::default()

@@ -10,10 +10,13 @@ use std::{
 use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
 
 use super::{InstalledBackend, KernelState, MapOp};
-use lb_model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
+use lb_model::{
+    BackendSpec, DesiredState, Frontend, IpNetwork, Protocol, Scope, ServiceSpec, Settings,
+};
 
 mod plans;
 mod properties;
+mod ranges;
 
 /// The maps as a plain in-memory model, checked after every single operation.
 #[derive(Default)]
@@ -21,6 +24,8 @@ struct FakeKernel {
     services: HashMap<(Scope, ServiceKey), ServiceValue>,
     backends: HashMap<u32, BackendValue>,
     slots: HashMap<u32, u32>,
+    /// `LB_SRC_RANGES` as (service id, range).
+    source_ranges: BTreeSet<(u32, IpNetwork)>,
 }
 
 impl FakeKernel {
@@ -40,6 +45,16 @@ impl FakeKernel {
                 }
                 MapOp::DeleteService { scope, key } => {
                     self.services.remove(&(*scope, *key));
+                }
+                MapOp::PutSourceRanges { service_id, ranges } => {
+                    for r in ranges {
+                        self.source_ranges.insert((*service_id, *r));
+                    }
+                }
+                MapOp::DeleteSourceRanges { service_id, ranges } => {
+                    for r in ranges {
+                        self.source_ranges.remove(&(*service_id, *r));
+                    }
                 }
                 MapOp::ResetServiceStats { .. }
                 | MapOp::ResetBackendStats { .. }
@@ -101,7 +116,10 @@ impl FakeKernel {
                 ));
             }
         }
-        KernelState::adopt(capacity, services, &regions, backends, generations).unwrap()
+        let mut state =
+            KernelState::adopt(capacity, services, &regions, backends, generations).unwrap();
+        state.adopt_source_ranges(self.source_ranges.iter().copied().collect());
+        state
     }
 
     fn service(&self, frontend: &Frontend) -> ServiceValue {
@@ -142,6 +160,7 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
         backends,
         table_size,
         reject: false,
+        source_ranges: Vec::new(),
     }
 }
 
