@@ -6,11 +6,11 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendValue, FlowKey, LbConfig, NextHop, ServiceValue, XdpReason, CONFIG_F_V6_READY,
-    FAMILY_V6, NEXTHOP_F_LOCAL,
+    FAMILY_V6, NEXTHOP_F_LOCAL, SERVICE_F_AFFINITY,
 };
 
 use crate::{
-    encap, flow, lookup, nexthop, parse, stats,
+    affinity, encap, flow, lookup, nexthop, parse, stats,
     verdict::{self, Forward},
 };
 
@@ -33,8 +33,12 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let flow_key = flow::key(&pkt);
     let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, || {
-        flow_key.flow_hash_v4(config.flow_hash_seed)
+    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, |client_only| {
+        if client_only {
+            flow_key.client_hash_v4(config.flow_hash_seed)
+        } else {
+            flow_key.flow_hash_v4(config.flow_hash_seed)
+        }
     })?;
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
@@ -53,8 +57,12 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     if config.flags & CONFIG_F_V6_READY == 0 {
         return Err(XdpReason::PassNotReady);
     }
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, || {
-        flow_key.flow_hash_v6(config.flow_hash_seed)
+    let (backend_id, backend) = select(flow_key, &service, pkt.opening, |client_only| {
+        if client_only {
+            flow_key.client_hash_v6(config.flow_hash_seed)
+        } else {
+            flow_key.flow_hash_v6(config.flow_hash_seed)
+        }
     })?;
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != FAMILY_V6 {
@@ -71,7 +79,9 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
 /// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash`
-/// runs only for flows the table does not know.
+/// runs only for flows the table does not know; `hash(true)` hashes the client alone, the
+/// Maglev key of a service with session affinity, whose client's entry comes before
+/// Maglev (see `affinity`).
 ///
 /// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
 /// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
@@ -85,14 +95,24 @@ fn select(
     flow_key: &FlowKey,
     service: &ServiceValue,
     opening: bool,
-    hash: impl FnOnce() -> u32,
+    hash: impl FnOnce(bool) -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
+    let affine = service.flags & SERVICE_F_AFFINITY != 0;
     match flow::lookup(flow_key) {
-        Some(hit) => Ok(hit),
+        Some(hit) => {
+            if affine {
+                affinity::touch(flow_key, service, hit.0);
+            }
+            Ok(hit)
+        }
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
-            let picked = lookup::maglev_backend(service, hash())?;
+            let picked = if affine {
+                affinity::pick(flow_key, service, opening, || hash(true))?
+            } else {
+                lookup::maglev_backend(service, hash(false))?
+            };
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);
             }

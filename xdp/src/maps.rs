@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
+    limits, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
     NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
@@ -63,3 +63,15 @@ pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
 #[map(name = "LB_LOCAL_EPS")]
 pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
     HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// `sessionAffinity: ClientIP`: the endpoint each client of a service keeps (see
+/// `affinity`). An LRU, so a flood of new clients evicts the stalest entries first.
+#[map(name = "LB_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);
+
+// The socket programs' affinity entries: declared here for the reason `LB_SOCK_SVCS` is,
+// so the sync engine can purge them whether or not the socket programs are installed.
+#[map(name = "LB_SOCK_AFF")]
+pub static SOCK_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);
