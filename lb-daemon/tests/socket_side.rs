@@ -47,6 +47,7 @@ fn spec(name: &str, backends: &[&str], reject: bool) -> Arc<ServiceSpec> {
             .collect(),
         table_size: 251,
         reject,
+        affinity_timeout_s: None,
     })
 }
 

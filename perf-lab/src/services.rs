@@ -179,6 +179,7 @@ impl ServiceSet {
                     backends,
                     table_size: MAGLEV_TABLE,
                     reject: false,
+                    affinity_timeout_s: None,
                 }),
             );
         }

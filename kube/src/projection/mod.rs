@@ -19,7 +19,9 @@
 //!   TCP and UDP only.
 //! - Reject: the socket programs refuse a rejecting frontend (ECONNREFUSED); the XDP
 //!   balancer cannot answer yet, so there Reject is programmed as a drop and reported.
-//! - No per-client affinity (flows stick per 5-tuple through the flow table).
+//! - `sessionAffinity: ClientIP` (rule 17): the timeout travels in both scopes' specs; the
+//!   XDP balancer keys it on the client address, the socket programs on the caller's
+//!   network namespace.
 //! - No source filtering: an LB frontend with `loadBalancerSourceRanges` is skipped (in
 //!   both scopes) rather than opened to everybody.
 
@@ -75,8 +77,6 @@ pub enum Unsupported {
     RejectAsDrop,
     /// Rule 9: other ports of the ClusterIP are not rejected.
     RejectUnknownPorts,
-    /// Rule 17.
-    SessionAffinity,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -256,10 +256,11 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             let name = datapath_name(&svc.name, &port.name);
             let family = IpFamily::of(fe.address);
             // The XDP balancer cannot answer a reject yet: served as a drop.
-            let external = spec(&name, port, family, fe.external, settings, false);
+            let affinity = svc.session_affinity_seconds;
+            let external = spec(&name, port, family, fe.external, settings, false, affinity);
             let internal = internal_scope.then(|| {
                 let reject = fe.internal == Verdict::Reject;
-                spec(&name, port, family, fe.internal, settings, reject)
+                spec(&name, port, family, fe.internal, settings, reject, affinity)
             });
             claims.push(Claim::Serve(Serve {
                 frontend: Frontend {
@@ -276,9 +277,6 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             }));
         }
     }
-    if svc.session_affinity_seconds.is_some() {
-        lacks.push(Unsupported::SessionAffinity);
-    }
     if !svc.cluster_ips.is_empty() {
         lacks.push(Unsupported::RejectUnknownPorts);
     }
@@ -288,7 +286,7 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
 }
 
 /// The spec of one frontend in one scope: the verdict's set of the frontend's family, one
-/// backend per address, a table of the size policy's choice.
+/// backend per address, a table of the size policy's choice, the Service's affinity.
 fn spec(
     name: &str,
     port: &KubeServicePort,
@@ -296,6 +294,7 @@ fn spec(
     verdict: Verdict,
     settings: &Settings,
     reject: bool,
+    affinity_timeout_s: Option<u32>,
 ) -> Arc<ServiceSpec> {
     let endpoints = match verdict {
         Verdict::Forward(set) => port.endpoints_for(family, set),
@@ -316,6 +315,7 @@ fn spec(
         backends,
         table_size,
         reject,
+        affinity_timeout_s,
     })
 }
 

@@ -43,7 +43,8 @@ impl FakeKernel {
                 }
                 MapOp::ResetServiceStats { .. }
                 | MapOp::ResetBackendStats { .. }
-                | MapOp::PurgeFlows { .. } => {}
+                | MapOp::PurgeFlows { .. }
+                | MapOp::PurgeAffinity { .. } => {}
             }
             self.assert_consistent(op);
         }
@@ -142,6 +143,7 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
         backends,
         table_size,
         reject: false,
+        affinity_timeout_s: None,
     }
 }
 
