@@ -125,7 +125,10 @@ mod tests {
         let first = a.client_hash(7);
         a.sport_be = 41000u16.to_be();
         assert_eq!(a.client_hash(7), first);
-        assert_eq!(first, flow_hash_v4(0x0A00_0001, 0x0A00_0009, 0, 80, PROTO_TCP, 7));
+        assert_eq!(
+            first,
+            flow_hash_v4(0x0A00_0001, 0x0A00_0009, 0, 80, PROTO_TCP, 7)
+        );
         let mut b = a;
         b.src = v4_addr([10, 0, 0, 2]);
         assert_ne!(b.client_hash(7), first);

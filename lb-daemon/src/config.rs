@@ -410,13 +410,29 @@ services:
         let with = |affinity: &str| {
             format!("services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp{affinity}}}\n")
         };
-        let timeout = |text: &str| parse(text).unwrap().services.values().next().unwrap().affinity_timeout_s;
+        let timeout = |text: &str| {
+            parse(text)
+                .unwrap()
+                .services
+                .values()
+                .next()
+                .unwrap()
+                .affinity_timeout_s
+        };
         assert_eq!(timeout(&with("")), None);
         assert_eq!(timeout(&with(", session_affinity: {}")), Some(10_800));
-        assert_eq!(timeout(&with(", session_affinity: {timeout_seconds: 30}")), Some(30));
+        assert_eq!(
+            timeout(&with(", session_affinity: {timeout_seconds: 30}")),
+            Some(30)
+        );
         for bad in ["0", "86401"] {
-            let msg = error_of(&with(&format!(", session_affinity: {{timeout_seconds: {bad}}}")));
-            assert!(msg.contains("services[0].session_affinity.timeout_seconds"), "{msg}");
+            let msg = error_of(&with(&format!(
+                ", session_affinity: {{timeout_seconds: {bad}}}"
+            )));
+            assert!(
+                msg.contains("services[0].session_affinity.timeout_seconds"),
+                "{msg}"
+            );
             assert!(msg.contains("outside 1-86400"), "{msg}");
         }
         let msg = error_of(&with(", session_affinity: {timeout: 5}"));

@@ -60,8 +60,7 @@ pub fn endpoint(ctx: &SockAddrContext, service: &ServiceValue) -> Result<Backend
         };
         let age = now.saturating_sub(last_used);
         if !expired(age, service.affinity_timeout_s) {
-            if let Some(backend) = lookup::live_backend(id).filter(|b| b.generation == generation)
-            {
+            if let Some(backend) = lookup::live_backend(id).filter(|b| b.generation == generation) {
                 if age >= refresh_ns(service.affinity_timeout_s) {
                     // SAFETY: as above; an in-place store of one word.
                     unsafe { core::ptr::write_volatile(&raw mut (*entry).last_used_ns, now) };

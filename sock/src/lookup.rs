@@ -41,7 +41,9 @@ pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<(u32, BackendValue)
     }
     let slot = service.table_base.wrapping_add(hash % service.table_size);
     let id = *MAGLEV.get(slot).ok_or(SockReason::DropBackendMissing)?;
-    live_backend(id).ok_or(SockReason::DropBackendMissing).map(|b| (id, b))
+    live_backend(id)
+        .ok_or(SockReason::DropBackendMissing)
+        .map(|b| (id, b))
 }
 
 /// The live endpoint with this id, if any.

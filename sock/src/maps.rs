@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue, Counter, LbConfig, ServiceKey,
-    ServiceValue, SockReason, SockRevKey, SockRevValue,
+    limits, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue, Counter,
+    LbConfig, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
 };
 
 /// As for the balancer's service map: without prealloc a replaced value is freed after an

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    limits, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue, Counter,
+    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the

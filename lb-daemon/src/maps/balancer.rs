@@ -6,8 +6,8 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
-    map_names, AffinityKey, AffinityValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, BACKEND_F_ACTIVE,
+    map_names, AffinityKey, AffinityValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 

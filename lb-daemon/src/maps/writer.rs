@@ -5,8 +5,8 @@ use std::os::fd::AsFd;
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue,
+    map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop,
+    ServiceKey, ServiceValue,
 };
 
 use lb_model::Scope;

@@ -35,7 +35,9 @@ pub(super) struct Before {
 /// Whether the service may have affinity entries: its spec says so, or it was adopted
 /// from pinned maps without its spec.
 fn may_have_entries(svc: &InstalledService) -> bool {
-    svc.spec.as_ref().is_none_or(|spec| spec.affinity_timeout_s.is_some())
+    svc.spec
+        .as_ref()
+        .is_none_or(|spec| spec.affinity_timeout_s.is_some())
 }
 
 /// The backends an installed service serves new flows with: its spec's with weight above
