@@ -269,9 +269,9 @@ fn a_backend_leaving_the_service_ends_its_clients_affinity() {
 #[test]
 fn affinity_expires_after_the_timeout_without_traffic() {
     both_families("expire", |tag, family| {
-        let mut fx = Fixture::new(tag, family, &family.config(1, &[1, 2, 3]));
+        let mut fx = Fixture::new(tag, family, &family.config(30, &[1, 2, 3]));
         let before = connect_clients(&mut fx, family, 40_000);
-        fx.apply(&family.config(1, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        fx.apply(&family.config(30, &[1, 2, 3, 4, 5, 6, 7, 8]));
         let (client, kept) = before
             .iter()
             .copied()
@@ -279,14 +279,23 @@ fn affinity_expires_after_the_timeout_without_traffic() {
             .expect("the new table moves some client");
         let maglev = fx.explain(client, 41_000, 80).maglev_backend.unwrap();
         assert_eq!(fx.connect(client, 41_000, 80), kept, "within the timeout");
-        // A 1 s timeout ends at most an eighth of it later (the refresh interval).
+        // The timeout shortened to 1 s (the entries stay: the service keeps its
+        // affinity and its backends). It ends at most an eighth later (the refresh
+        // interval), so 1.3 s without traffic is past it however old the entry was.
+        fx.apply(&family.config(1, &[1, 2, 3, 4, 5, 6, 7, 8]));
         std::thread::sleep(Duration::from_millis(1_300));
         let explained = fx.explain(client, 42_000, 80);
-        assert!(!explained.affinity_entry.expect("still in the map").usable);
+        let entry = explained.affinity_entry.expect("still in the map");
+        assert!(!entry.usable && entry.age_ms > 1_000, "expired: {entry:?}");
         assert_eq!(
             fx.connect(client, 42_000, 80),
             maglev,
             "expired: Maglev decides"
+        );
+        let renewed = fx.explain(client, 43_000, 80).affinity_entry.unwrap();
+        assert!(
+            renewed.usable && renewed.backend == Some(maglev),
+            "re-recorded"
         );
     });
 }
