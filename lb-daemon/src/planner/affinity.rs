@@ -22,6 +22,7 @@ use std::{
 use super::{
     ops::MapOp,
     state::{InstalledService, KernelState},
+    steps::previous_members,
 };
 use lb_model::{Frontend, Scope, ServiceSpec};
 
@@ -30,6 +31,8 @@ pub(super) struct Before {
     frontend: Frontend,
     service_id: u32,
     serving: BTreeSet<IpAddr>,
+    /// Adopted from pinned maps: whether it had affinity is not known.
+    adopted: bool,
 }
 
 /// Whether the service may have affinity entries: its spec says so, or it was adopted
@@ -43,24 +46,16 @@ fn may_have_entries(svc: &InstalledService) -> bool {
 /// The backends an installed service serves new flows with: its spec's with weight above
 /// zero, or after adoption the ones its table names.
 fn serving(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpAddr> {
-    if let Some(spec) = &svc.spec {
-        return spec
+    match &svc.spec {
+        Some(spec) => spec
             .backends
             .iter()
             .filter(|b| b.weight > 0)
             .map(|b| b.address)
-            .collect();
+            .collect(),
+        // Adopted: only the table's members are known, and they are the serving ones.
+        None => previous_members(state, svc),
     }
-    let Some(table) = svc.table.and_then(|id| state.tables.get(&id)) else {
-        return BTreeSet::new();
-    };
-    let ids: BTreeSet<u32> = table.slots.iter().copied().collect();
-    state
-        .backends
-        .iter()
-        .filter(|(_, b)| ids.contains(&b.id))
-        .map(|(addr, _)| *addr)
-        .collect()
 }
 
 /// What the services about to be planned serve now, for those that may hold entries.
@@ -78,14 +73,18 @@ pub(super) fn before<'a>(
                 frontend: *frontend,
                 service_id: svc.service_id,
                 serving: serving(state, svc),
+                adopted: svc.spec.is_none(),
             })
         })
         .collect()
 }
 
-/// Per scope, the services whose entries all go and the (service, backend) pairs that go.
+/// The services whose entries all go, and the (service, backend) pairs that go.
+type ScopePurges = (Vec<u32>, Vec<(u32, u32)>);
+
+/// [`ScopePurges`] per scope.
 #[derive(Default)]
-struct Purges(BTreeMap<Scope, (Vec<u32>, Vec<(u32, u32)>)>);
+struct Purges(BTreeMap<Scope, ScopePurges>);
 
 impl Purges {
     fn into_ops(self) -> impl Iterator<Item = MapOp> {
@@ -122,7 +121,12 @@ pub(super) fn purge_stopped(state: &KernelState, before: Vec<Before>) -> Vec<Map
         };
         let scope = purges.0.entry(was.frontend.scope).or_default();
         if !may_have_entries(svc) {
-            scope.0.push(was.service_id);
+            // Affinity turned off. After adoption it is not known whether it was ever
+            // on, and a restart with the same config must write nothing: entries left
+            // there are never read while the flag is off, and expire.
+            if !was.adopted {
+                scope.0.push(was.service_id);
+            }
             continue;
         }
         let now = serving(state, svc);

@@ -12,6 +12,7 @@ use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
 use super::{InstalledBackend, KernelState, MapOp};
 use lb_model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
 
+mod affinity;
 mod plans;
 mod properties;
 
