@@ -33,12 +33,9 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let flow_key = flow::key(&pkt);
     let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, |client_only| {
-        if client_only {
-            flow_key.client_hash_v4(config.flow_hash_seed)
-        } else {
-            flow_key.flow_hash_v4(config.flow_hash_seed)
-        }
+    let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
+    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, hash, config, || {
+        flow_key.client_hash_v4(config.flow_hash_seed)
     })?;
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
@@ -57,12 +54,9 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     if config.flags & CONFIG_F_V6_READY == 0 {
         return Err(XdpReason::PassNotReady);
     }
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, |client_only| {
-        if client_only {
-            flow_key.client_hash_v6(config.flow_hash_seed)
-        } else {
-            flow_key.flow_hash_v6(config.flow_hash_seed)
-        }
+    let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
+    let (backend_id, backend) = select(flow_key, &service, pkt.opening, hash, config, || {
+        flow_key.client_hash_v6(config.flow_hash_seed)
     })?;
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != FAMILY_V6 {
@@ -78,10 +72,10 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
-/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash`
-/// runs only for flows the table does not know; `hash(true)` hashes the client alone, the
-/// Maglev key of a service with session affinity, whose client's entry comes before
-/// Maglev (see `affinity`).
+/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
+/// the flow hash: it indexes the flow cache and picks the Maglev slot. A service with
+/// session affinity consults the client's entry before Maglev, and Maglev then takes
+/// `client_hash`, the client alone (see `affinity`).
 ///
 /// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
 /// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
@@ -95,10 +89,13 @@ fn select(
     flow_key: &FlowKey,
     service: &ServiceValue,
     opening: bool,
-    hash: impl FnOnce(bool) -> u32,
+    hash: u32,
+    config: &LbConfig,
+    client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
+    let epoch = config.flow_epoch;
     let affine = service.flags & SERVICE_F_AFFINITY != 0;
-    match flow::lookup(flow_key) {
+    match flow::lookup(flow_key, hash, epoch) {
         Some(hit) => {
             if affine {
                 affinity::touch(flow_key, service, hit.0);
@@ -109,9 +106,9 @@ fn select(
         // flow table above still carries established ones to drained backends.
         None => {
             let picked = if affine {
-                affinity::pick(flow_key, service, opening, || hash(true))?
+                affinity::pick(flow_key, service, opening, client_hash)?
             } else {
-                lookup::maglev_backend(service, hash(false))?
+                lookup::maglev_backend(service, hash)?
             };
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);

@@ -123,14 +123,15 @@ fn explain_with(
     // The datapath's own functions: `explain` and the kernel cannot disagree on the slot.
     // A service with session affinity hashes the client alone (see xdp's `affinity`).
     let affine = service.flags & SERVICE_F_AFFINITY != 0;
-    let hash = if affine {
+    let hash = key.flow_hash(config.flow_hash_seed);
+    let slot_hash = if affine {
         key.client_hash(config.flow_hash_seed)
     } else {
-        key.flow_hash(config.flow_hash_seed)
+        hash
     };
-    out.flow_hash = Some(hash);
+    out.flow_hash = Some(slot_hash);
     let maglev_id = if service.table_size > 0 {
-        let slot = hash % service.table_size;
+        let slot = slot_hash % service.table_size;
         let id = maps.read_slots(service.table_base + slot, 1)?[0];
         out.slot = Some(slot);
         out.maglev_backend = addresses.get(&id).and_then(|(a, _)| *a);
@@ -159,6 +160,22 @@ fn explain_with(
             return Ok(out);
         }
     }
+    // Not (usably) in the table: a CPU's flow cache may still hold it (the LRU evicted it
+    // since; the cache's next table touch learns it again).
+    for (cpu, entry) in maps.cached_flow(&key, hash, config.flow_epoch)? {
+        if live(entry.backend_id, Some(entry.backend_generation)) {
+            let backend = addresses.get(&entry.backend_id).and_then(|(a, _)| *a);
+            out.verdict = XdpReason::Forwarded.name();
+            out.backend = backend;
+            out.why = format!(
+                "established flow: CPU {cpu}'s flow cache pins it to backend {} (the flow \
+                 table no longer holds it; Maglev alone would pick {})",
+                fmt_addr(backend),
+                fmt_addr(out.maglev_backend)
+            );
+            return Ok(out);
+        }
+    }
     if affine {
         out.affinity_entry = affinity_entry(maps, addresses, &key, &service, &live)?;
         if let Some(entry) = out.affinity_entry.as_ref().filter(|e| e.usable) {
@@ -175,7 +192,7 @@ fn explain_with(
             return Ok(out);
         }
     }
-    let mut out = by_maglev(out, &frontend, &service, maglev_id, hash, |id| {
+    let mut out = by_maglev(out, &frontend, &service, maglev_id, slot_hash, |id| {
         live(id, None)
     });
     if affine && out.backend.is_some() {
