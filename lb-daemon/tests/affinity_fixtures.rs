@@ -20,6 +20,8 @@ use lb_model::Protocol;
 use support::{require_root, PinDir};
 
 const XDP_TX: u32 = 3;
+/// The timeout of the cases that must not expire: an hour, far beyond any slow machine.
+const LONG: u32 = 3_600;
 const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(198, 18, 0, 2),
@@ -179,7 +181,7 @@ fn both_families(tag: &str, case: impl Fn(&str, Family)) {
 #[test]
 fn one_client_keeps_one_backend_over_many_source_ports_where_maglev_spreads_them() {
     both_families("hit", |tag, family| {
-        let mut fx = Fixture::new(tag, family, &family.config(30, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        let mut fx = Fixture::new(tag, family, &family.config(LONG, &[1, 2, 3, 4, 5, 6, 7, 8]));
         let client = family.client(1);
         let sticky: BTreeSet<IpAddr> = (0..32)
             .map(|i| fx.connect(client, 40_000 + i, 80))
@@ -194,7 +196,7 @@ fn one_client_keeps_one_backend_over_many_source_ports_where_maglev_spreads_them
         );
         let explained = fx.explain(client, 50_000, 80);
         let entry = explained.affinity_entry.expect("the client's entry");
-        assert!(entry.usable && entry.timeout_s == 30);
+        assert!(entry.usable && entry.timeout_s == LONG);
         assert_eq!(explained.backend, sticky.first().copied());
         assert!(
             explained.why.contains("session affinity"),
@@ -217,19 +219,20 @@ fn connect_clients(fx: &mut Fixture, family: Family, sport: u16) -> Vec<(IpAddr,
 #[test]
 fn a_backend_set_change_that_keeps_the_backend_keeps_the_client() {
     both_families("keep", |tag, family| {
-        let mut fx = Fixture::new(tag, family, &family.config(30, &[1, 2, 3]));
+        let mut fx = Fixture::new(tag, family, &family.config(LONG, &[1, 2, 3]));
         let before = connect_clients(&mut fx, family, 40_000);
-        fx.apply(&family.config(30, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        fx.apply(&family.config(LONG, &[1, 2, 3, 4, 5, 6, 7, 8]));
         let mut moved_by_maglev = 0;
         for (client, kept) in before {
             let explained = fx.explain(client, 41_000, 80);
             if explained.maglev_backend != Some(kept) {
                 moved_by_maglev += 1;
             }
+            let entry = explained.affinity_entry;
             assert_eq!(
                 fx.connect(client, 41_000, 80),
                 kept,
-                "{client} keeps {kept}"
+                "{client} keeps {kept}; its entry: {entry:?}"
             );
         }
         assert!(
@@ -242,12 +245,12 @@ fn a_backend_set_change_that_keeps_the_backend_keeps_the_client() {
 #[test]
 fn a_backend_leaving_the_service_ends_its_clients_affinity() {
     both_families("leave", |tag, family| {
-        let mut fx = Fixture::new(tag, family, &family.config(30, &[1, 2, 3]));
+        let mut fx = Fixture::new(tag, family, &family.config(LONG, &[1, 2, 3]));
         let before = connect_clients(&mut fx, family, 40_000);
         let (client, gone) = before[0];
         let remaining: Vec<u8> = (1..=3).filter(|&n| family.backend(n) != gone).collect();
         // `gone` still serves `plain`: only the purge, not its generation, ends the entry.
-        fx.apply(&family.config(30, &remaining));
+        fx.apply(&family.config(LONG, &remaining));
         assert!(
             fx.explain(client, 41_000, 80).affinity_entry.is_none(),
             "the daemon purged the entry naming {gone}"
@@ -269,9 +272,9 @@ fn a_backend_leaving_the_service_ends_its_clients_affinity() {
 #[test]
 fn affinity_expires_after_the_timeout_without_traffic() {
     both_families("expire", |tag, family| {
-        let mut fx = Fixture::new(tag, family, &family.config(30, &[1, 2, 3]));
+        let mut fx = Fixture::new(tag, family, &family.config(LONG, &[1, 2, 3]));
         let before = connect_clients(&mut fx, family, 40_000);
-        fx.apply(&family.config(30, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        fx.apply(&family.config(LONG, &[1, 2, 3, 4, 5, 6, 7, 8]));
         let (client, kept) = before
             .iter()
             .copied()
@@ -292,10 +295,8 @@ fn affinity_expires_after_the_timeout_without_traffic() {
             maglev,
             "expired: Maglev decides"
         );
+        // Re-recorded (whether still within 1 s by now depends on the machine's speed).
         let renewed = fx.explain(client, 43_000, 80).affinity_entry.unwrap();
-        assert!(
-            renewed.usable && renewed.backend == Some(maglev),
-            "re-recorded"
-        );
+        assert_eq!(renewed.backend, Some(maglev), "re-recorded: {renewed:?}");
     });
 }
