@@ -47,6 +47,11 @@ pub mod map_names {
     /// Every external service's `loadBalancerSourceRanges`: an LPM trie keyed by
     /// (service id, source address) (see [`SourceRangeKey`](super::SourceRangeKey)).
     pub const SOURCE_RANGES: &str = "LB_SRC_RANGES";
+    /// `sessionAffinity: ClientIP` of external frontends: (service, client address) → the
+    /// endpoint the client keeps and when it last used it (LRU).
+    pub const AFFINITY: &str = "LB_AFFINITY";
+    /// The same for socket-balanced frontends, keyed by the caller's network namespace.
+    pub const SOCK_AFFINITY: &str = "LB_SOCK_AFF";
 }
 
 /// Program names as they appear in the object files.
@@ -90,6 +95,8 @@ pub mod limits {
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
     /// Source ranges of all services together (LPM trie entries, allocated on insert).
     pub const SOURCE_RANGES: u32 = 65_536;
+    /// (service, client) pairs with session affinity, per scope (LRU).
+    pub const AFFINITY_ENTRIES: u32 = 131_072;
 }
 
 /// The layout of the Maglev slot array `LB_MAGLEV`: each 8-byte element (a "word") holds
@@ -442,6 +449,58 @@ pub const SOURCE_RANGE_ID_BITS: u32 = 32;
 
 /// Value of a source-range entry: there is nothing to store beyond the key's presence.
 pub const SOURCE_RANGE_ALLOWED: u32 = 1;
+/// Key of the affinity maps: one client of one service. The XDP balancer's client is the
+/// packet's source address; the socket programs' is the caller's network namespace, its
+/// cookie in the first eight bytes of `client` (native order) and `family` zero, since a
+/// pod's source address may not be chosen yet at `connect()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AffinityKey {
+    pub client: Addr,
+    pub service_id: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 24);
+
+/// The endpoint a client keeps, and when it last used it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AffinityValue {
+    /// CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`) at the last refresh; refreshed
+    /// at most every [`affinity::refresh_ns`] so a busy client costs no write per packet.
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    /// The backend's generation when recorded: an id given to a new address ends it.
+    pub backend_generation: u32,
+}
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
+
+/// When an affinity entry counts as expired, shared by the datapath and `explain`.
+pub mod affinity {
+    const NS_PER_S: u64 = 1_000_000_000;
+
+    /// How stale an entry's `last_used_ns` may get before a packet rewrites it: an eighth
+    /// of the timeout, at most a second. Most packets of a busy client only read it.
+    #[inline(always)]
+    pub const fn refresh_ns(timeout_s: u32) -> u64 {
+        let eighth = (timeout_s as u64 * NS_PER_S) >> 3;
+        if eighth < NS_PER_S {
+            eighth
+        } else {
+            NS_PER_S
+        }
+    }
+
+    /// Whether an entry `age_ns` old has outlived `timeout_s` seconds without traffic.
+    /// The stamp lags the client's last packet by less than [`refresh_ns`], so the entry
+    /// is kept while `age <= timeout + refresh`: it ends at most one refresh interval
+    /// after the timeout, never before it.
+    #[inline(always)]
+    pub const fn expired(age_ns: u64, timeout_s: u32) -> bool {
+        age_ns > timeout_s as u64 * NS_PER_S + refresh_ns(timeout_s)
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -474,5 +533,7 @@ mod pod {
         SockRevKey,
         SockRevValue,
         SourceRangeKey,
+        AffinityKey,
+        AffinityValue,
     );
 }

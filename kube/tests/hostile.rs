@@ -427,7 +427,7 @@ fn projection_skips_sctp_and_programs_source_ranges_translated_and_ipv6_ports() 
 }
 
 #[test]
-fn projection_reports_affinity_and_conflicting_frontends() {
+fn projection_carries_affinity_and_reports_conflicting_frontends() {
     let a = patch(
         service_json("a", "198.18.100.1"),
         json!({"spec": {"sessionAffinity": "ClientIP", "externalIPs": ["198.18.60.1"],
@@ -439,11 +439,16 @@ fn projection_reports_affinity_and_conflicting_frontends() {
                         "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 80}]}}),
     );
     let state = build(vec![a, b], vec![]);
-    let (_, report) = to_datapath(&state, Settings::default());
-    assert!(report
-        .unsupported
+    let (desired, report) = to_datapath(&state, Settings::default());
+    // Session affinity is served now: the timeout travels with the frontend's spec, and
+    // nothing is reported as lacking for it.
+    let held = desired
+        .services
         .iter()
-        .any(|(s, what)| s.name == "a" && *what == Unsupported::SessionAffinity));
+        .find(|(f, _)| f.vip == "198.18.60.1".parse::<IpAddr>().unwrap())
+        .map(|(_, spec)| spec)
+        .unwrap();
+    assert_eq!(held.affinity_timeout_s, Some(10_800));
     let conflict = report
         .skipped
         .iter()

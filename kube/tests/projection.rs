@@ -315,3 +315,26 @@ fn incremental_projection_equals_the_whole_one() {
         }
     }
 }
+
+#[test]
+fn rule_17_session_affinity_timeout_is_programmed_in_both_scopes() {
+    let state = web(
+        json!({"sessionAffinity": "ClientIP",
+               "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}),
+        local_and_remote(),
+    );
+    let (desired, report) = to_datapath(&state, Settings::default());
+    for scope in [Scope::External, Scope::Internal] {
+        assert_eq!(
+            spec(&desired, "198.18.100.1", 80, scope).affinity_timeout_s,
+            Some(30),
+            "{scope:?}"
+        );
+    }
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let (plain, _) = to_datapath(&web(json!({}), local_and_remote()), Settings::default());
+    assert_eq!(
+        spec(&plain, "198.18.100.1", 80, Scope::External).affinity_timeout_s,
+        None
+    );
+}

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use lb_model::{
     BackendSpec, DesiredState, Frontend, IpNetwork, LocalTranslation, Protocol, Scope, ServiceSpec,
-    Settings,
+    Settings, DEFAULT_AFFINITY_TIMEOUT_S, MAX_AFFINITY_TIMEOUT_S,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,16 @@ struct ServiceFile {
     /// Only these sources may open flows (`loadBalancerSourceRanges`); none: everybody.
     #[serde(default)]
     source_ranges: Vec<String>,
+    /// `session_affinity: { timeout_seconds: N }`: a client address keeps its backend.
+    #[serde(default)]
+    session_affinity: Option<SessionAffinityFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionAffinityFile {
+    #[serde(default)]
+    timeout_seconds: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,12 +187,14 @@ fn service(
         protocol: svc.protocol,
         scope: Scope::External,
     };
+    let affinity_timeout_s = affinity_timeout(field, svc.session_affinity.as_ref())?;
     let spec = ServiceSpec {
         name: svc.name,
         backends,
         table_size,
         reject: false,
         source_ranges,
+        affinity_timeout_s,
     };
     Ok((frontend, spec))
 }
@@ -218,6 +230,25 @@ fn source_ranges(field: &str, svc: &ServiceFile) -> Result<Vec<IpNetwork>, Confi
         ranges.push(range);
     }
     Ok(lb_model::source_ranges(ranges))
+}
+
+/// The timeout of a service's session affinity: kube-proxy's default when the entry gives
+/// none, and Kubernetes' range (1 second to 1 day) otherwise.
+fn affinity_timeout(
+    field: &str,
+    affinity: Option<&SessionAffinityFile>,
+) -> Result<Option<u32>, ConfigError> {
+    let Some(affinity) = affinity else {
+        return Ok(None);
+    };
+    match affinity.timeout_seconds {
+        None => Ok(Some(DEFAULT_AFFINITY_TIMEOUT_S)),
+        Some(t) if (1..=MAX_AFFINITY_TIMEOUT_S).contains(&t) => Ok(Some(t)),
+        Some(t) => Err(invalid(
+            format!("{field}.session_affinity.timeout_seconds"),
+            format!("{t} is outside 1-{MAX_AFFINITY_TIMEOUT_S} seconds"),
+        )),
+    }
 }
 
 /// A service entry's backends, validated and sorted by address.
@@ -410,6 +441,40 @@ services:
             let msg = error_of(&text);
             assert!(msg.contains(field), "{line}: {msg}");
         }
+    }
+
+    #[test]
+    fn session_affinity_takes_a_timeout_in_kubernetes_range() {
+        let with = |affinity: &str| {
+            format!("services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp{affinity}}}\n")
+        };
+        let timeout = |text: &str| {
+            parse(text)
+                .unwrap()
+                .services
+                .values()
+                .next()
+                .unwrap()
+                .affinity_timeout_s
+        };
+        assert_eq!(timeout(&with("")), None);
+        assert_eq!(timeout(&with(", session_affinity: {}")), Some(10_800));
+        assert_eq!(
+            timeout(&with(", session_affinity: {timeout_seconds: 30}")),
+            Some(30)
+        );
+        for bad in ["0", "86401"] {
+            let msg = error_of(&with(&format!(
+                ", session_affinity: {{timeout_seconds: {bad}}}"
+            )));
+            assert!(
+                msg.contains("services[0].session_affinity.timeout_seconds"),
+                "{msg}"
+            );
+            assert!(msg.contains("outside 1-86400"), "{msg}");
+        }
+        let msg = error_of(&with(", session_affinity: {timeout: 5}"));
+        assert!(msg.contains("timeout"), "{msg}");
     }
 
     #[test]

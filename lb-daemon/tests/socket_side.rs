@@ -48,6 +48,7 @@ fn spec(name: &str, backends: &[&str], reject: bool) -> Arc<ServiceSpec> {
         table_size: 251,
         reject,
         source_ranges: Vec::new(),
+        affinity_timeout_s: None,
     })
 }
 

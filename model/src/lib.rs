@@ -138,7 +138,16 @@ pub struct ServiceSpec {
     /// every source. Kept as [`source_ranges`] returns them, so equal lists compare equal.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_ranges: Vec<IpNetwork>,
+    /// `sessionAffinity: ClientIP`: a client keeps its backend until it has sent nothing
+    /// for this many seconds (1..=86400); `None`: every flow is balanced on its own.
+    #[serde(default)]
+    pub affinity_timeout_s: Option<u32>,
 }
+
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
+/// The largest timeout Kubernetes accepts (one day).
+pub const MAX_AFFINITY_TIMEOUT_S: u32 = 86_400;
 
 impl ServiceSpec {
     pub fn active_backends(&self) -> usize {

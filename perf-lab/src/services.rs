@@ -180,6 +180,7 @@ impl ServiceSet {
                     table_size: MAGLEV_TABLE,
                     reject: false,
                     source_ranges: Vec::new(),
+                    affinity_timeout_s: None,
                 }),
             );
         }

@@ -32,9 +32,10 @@ pub fn seed() -> u32 {
     CONFIG.get(0).map_or(0, |config| config.flow_hash_seed)
 }
 
-/// Maglev: `hash` picks a slot of the service's table, the slot names the endpoint.
+/// Maglev: `hash` picks a slot of the service's table, the slot names the endpoint (its
+/// id and entry).
 #[inline(always)]
-pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<BackendValue, SockReason> {
+pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<(u32, BackendValue), SockReason> {
     // No table: every endpoint drained or gone. Also keeps the division safe.
     if service.table_size == 0 {
         return Err(SockReason::DropNoBackend);
@@ -44,9 +45,17 @@ pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<BackendValue, SockR
         .get(maglev_words::word_of(slot))
         .ok_or(SockReason::DropBackendMissing)?;
     let id = maglev_words::id_in(word, slot);
+    live_backend(id)
+        .ok_or(SockReason::DropBackendMissing)
+        .map(|b| (id, b))
+}
+
+/// The live endpoint with this id, if any.
+#[inline(always)]
+pub fn live_backend(id: u32) -> Option<BackendValue> {
     match BACKENDS.get(id) {
-        Some(backend) if backend.flags & BACKEND_F_ACTIVE != 0 => Ok(*backend),
-        _ => Err(SockReason::DropBackendMissing),
+        Some(backend) if backend.flags & BACKEND_F_ACTIVE != 0 => Some(*backend),
+        _ => None,
     }
 }
 

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, LbConfig,
-    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
+    limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
+    Counter, LbConfig, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
 };
 
 /// As for the balancer's service map: without prealloc a replaced value is freed after an
@@ -43,3 +43,9 @@ pub static CONFIG: Array<LbConfig> = Array::pinned(1, 0);
 
 #[map(name = "LB_SVC_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX_SERVICES, 0);
+
+/// `sessionAffinity: ClientIP` at the socket: the endpoint each network namespace keeps
+/// per service (see `affinity`). The XDP object declares it too, so the daemon finds it.
+#[map(name = "LB_SOCK_AFF")]
+pub static SOCK_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);

@@ -6,11 +6,11 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendValue, FlowKey, LbConfig, NextHop, ServiceValue, XdpReason, CONFIG_F_V6_READY,
-    FAMILY_V6, NEXTHOP_F_LOCAL,
+    FAMILY_V6, NEXTHOP_F_LOCAL, SERVICE_F_AFFINITY,
 };
 
 use crate::{
-    encap, flow, lookup, nexthop, parse, source_range, stats,
+    affinity, encap, flow, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
 };
 
@@ -34,7 +34,9 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
     let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, hash, config)?;
+    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, hash, config, || {
+        flow_key.client_hash_v4(config.flow_hash_seed)
+    })?;
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
         return Err(XdpReason::DropTooBig);
@@ -53,7 +55,9 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
         return Err(XdpReason::PassNotReady);
     }
     let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, hash, config)?;
+    let (backend_id, backend) = select(flow_key, &service, pkt.opening, hash, config, || {
+        flow_key.client_hash_v6(config.flow_hash_seed)
+    })?;
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != FAMILY_V6 {
         return Err(XdpReason::DropBackendMissing);
@@ -69,7 +73,9 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
 /// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
-/// the flow hash: it indexes the flow cache and picks the Maglev slot.
+/// the flow hash: it indexes the flow cache and picks the Maglev slot. A service with
+/// session affinity consults the client's entry before Maglev, and Maglev then takes
+/// `client_hash`, the client alone (see `affinity`).
 ///
 /// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
 /// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
@@ -85,15 +91,26 @@ fn select(
     opening: bool,
     hash: u32,
     config: &LbConfig,
+    client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     let epoch = config.flow_epoch;
+    let affine = service.flags & SERVICE_F_AFFINITY != 0;
     match flow::lookup(flow_key, hash, epoch) {
-        Some(hit) => Ok(hit),
+        Some(hit) => {
+            if affine {
+                affinity::touch(flow_key, service, hit.0);
+            }
+            Ok(hit)
+        }
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
             source_range::check(service, flow_key)?;
-            let picked = lookup::maglev_backend(service, hash)?;
+            let picked = if affine {
+                affinity::pick(flow_key, service, opening, client_hash)?
+            } else {
+                lookup::maglev_backend(service, hash)?
+            };
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);
             }

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod affinity;
 mod balance;
 mod encap;
 mod flow;

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowCacheEntry,
-    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, SourceRangeKey,
-    VipKey, XdpReason,
+    limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
+    Counter, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -79,3 +79,14 @@ pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
 /// entry (aya adds `BPF_F_NO_PREALLOC`, which the kernel requires).
 #[map(name = "LB_SRC_RANGES")]
 pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u32> = LpmTrie::pinned(limits::SOURCE_RANGES, 0);
+/// `sessionAffinity: ClientIP`: the endpoint each client of a service keeps (see
+/// `affinity`). An LRU, so a flood of new clients evicts the stalest entries first.
+#[map(name = "LB_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);
+
+// The socket programs' affinity entries: declared here for the reason `LB_SOCK_SVCS` is,
+// so the sync engine can purge them whether or not the socket programs are installed.
+#[map(name = "LB_SOCK_AFF")]
+pub static SOCK_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);

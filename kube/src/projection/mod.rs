@@ -25,6 +25,9 @@
 //!   programs cannot see a `connect()`'s source, so such a frontend is left out of the
 //!   internal scope (its traffic leaves for the network like an external client's) and
 //!   reported, rather than opened to every pod.
+//! - `sessionAffinity: ClientIP` (rule 17): the timeout travels in both scopes' specs; the
+//!   XDP balancer keys it on the client address, the socket programs on the caller's
+//!   network namespace.
 
 mod projector;
 
@@ -264,7 +267,8 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             let name = datapath_name(&svc.name, &port.name);
             let family = IpFamily::of(fe.address);
             // The XDP balancer cannot answer a reject yet: served as a drop.
-            let mut external = spec(&name, port, family, fe.external, settings, false);
+            let affinity = svc.session_affinity_seconds;
+            let mut external = spec(&name, port, family, fe.external, settings, false, affinity);
             // kube-proxy filters sources only while the Service has endpoints: without
             // any, every source is refused alike (rule 9).
             if fe.external != Verdict::Reject && !fe.source_ranges.is_empty() {
@@ -276,7 +280,7 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             }
             let internal = (internal_scope && served_at_socket(fe)).then(|| {
                 let reject = fe.internal == Verdict::Reject;
-                spec(&name, port, family, fe.internal, settings, reject)
+                spec(&name, port, family, fe.internal, settings, reject, affinity)
             });
             claims.push(Claim::Serve(Serve {
                 frontend: Frontend {
@@ -293,9 +297,6 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             }));
         }
     }
-    if svc.session_affinity_seconds.is_some() {
-        lacks.push(Unsupported::SessionAffinity);
-    }
     if !svc.cluster_ips.is_empty() {
         lacks.push(Unsupported::RejectUnknownPorts);
     }
@@ -305,7 +306,7 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
 }
 
 /// The spec of one frontend in one scope: the verdict's set of the frontend's family, one
-/// backend per address, a table of the size policy's choice.
+/// backend per address, a table of the size policy's choice, the Service's affinity.
 fn spec(
     name: &str,
     port: &KubeServicePort,
@@ -313,6 +314,7 @@ fn spec(
     verdict: Verdict,
     settings: &Settings,
     reject: bool,
+    affinity_timeout_s: Option<u32>,
 ) -> Arc<ServiceSpec> {
     let endpoints = match verdict {
         Verdict::Forward(set) => port.endpoints_for(family, set),
@@ -334,6 +336,7 @@ fn spec(
         table_size,
         reject,
         source_ranges: Vec::new(),
+        affinity_timeout_s,
     })
 }
 

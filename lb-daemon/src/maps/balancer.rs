@@ -6,8 +6,9 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
-    limits, maglev_words, map_names, BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue,
-    LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
+    limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter,
+    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
+    BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
@@ -36,6 +37,9 @@ pub struct BalancerMaps {
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
     pub(super) source_ranges: SourceRangeTrie,
+    /// Session-affinity entries per scope (external, internal); `None` for pins made by a
+    /// build without them.
+    pub(super) affinity: [Option<HashMap<MapData, AffinityKey, AffinityValue>>; 2],
     /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
     /// their fds).
     pub(super) raw: RawMaps,
@@ -59,6 +63,31 @@ pub(super) fn service_map_name(scope: Scope) -> &'static str {
     }
 }
 
+/// The session-affinity map of a scope: its pin name.
+pub(super) fn affinity_map_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::External => map_names::AFFINITY,
+        Scope::Internal => map_names::SOCK_AFFINITY,
+    }
+}
+
+pub(super) fn affinity_index(scope: Scope) -> usize {
+    match scope {
+        Scope::External => 0,
+        Scope::Internal => 1,
+    }
+}
+
+fn open_optional(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<Option<HashMap<MapData, AffinityKey, AffinityValue>>, MapsError> {
+    if !pin_dir.join(name).exists() {
+        return Ok(None);
+    }
+    Ok(Some(open_typed!(pin_dir, name)))
+}
+
 impl BalancerMaps {
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
@@ -79,6 +108,10 @@ impl BalancerMaps {
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
             source_ranges: open_typed!(pin_dir, map_names::SOURCE_RANGES),
+            affinity: [
+                open_optional(pin_dir, map_names::AFFINITY)?,
+                open_optional(pin_dir, map_names::SOCK_AFFINITY)?,
+            ],
             raw: RawMaps {
                 maglev: open_raw(pin_dir, map_names::MAGLEV)?,
                 backends: open_raw(pin_dir, map_names::BACKENDS)?,
@@ -93,6 +126,43 @@ impl BalancerMaps {
             },
             cpus: nr_cpus()?,
         })
+    }
+
+    /// The session-affinity map of `scope`, if pinned.
+    pub(super) fn affinity_map(
+        &self,
+        scope: Scope,
+    ) -> Option<&HashMap<MapData, AffinityKey, AffinityValue>> {
+        self.affinity[affinity_index(scope)].as_ref()
+    }
+
+    /// Every session-affinity entry of `scope` (none when the map is not pinned).
+    pub fn affinity_entries(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(AffinityKey, AffinityValue)>, MapsError> {
+        let Some(map) = self.affinity_map(scope) else {
+            return Ok(Vec::new());
+        };
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(access(affinity_map_name(scope)))
+    }
+
+    /// The session-affinity entry at `key` of `scope`, if any.
+    pub fn affinity_entry(
+        &self,
+        scope: Scope,
+        key: &AffinityKey,
+    ) -> Result<Option<AffinityValue>, MapsError> {
+        let Some(map) = self.affinity_map(scope) else {
+            return Ok(None);
+        };
+        match map.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(access(affinity_map_name(scope))(e)),
+        }
     }
 
     pub fn read_config(&self) -> Result<LbConfig, MapsError> {

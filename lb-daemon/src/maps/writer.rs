@@ -5,13 +5,17 @@ use std::os::fd::AsFd;
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    maglev_words, map_names, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop,
-    ServiceKey, ServiceValue,
+    maglev_words, map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig, NeighMiss,
+    NextHop, ServiceKey, ServiceValue,
 };
 
 use lb_model::Scope;
 
-use super::{access, balancer::service_map_name, batch, ranges, BalancerMaps, MapsError};
+use super::{
+    access,
+    balancer::{affinity_index, affinity_map_name, service_map_name},
+    batch, ranges, BalancerMaps, MapsError,
+};
 use crate::planner::MapOp;
 
 /// Operations a plan issues in long runs (a first sync: tens of thousands), which are
@@ -303,6 +307,11 @@ impl MapWriter {
                 MapOp::DeleteSourceRanges { service_id, ranges } => {
                     ranges::delete(&mut self.maps.source_ranges, *service_id, ranges)?
                 }
+                MapOp::PurgeAffinity {
+                    scope,
+                    service_ids,
+                    pairs,
+                } => self.purge_affinity(*scope, service_ids, pairs)?,
                 MapOp::DeleteService { scope, key } => {
                     match self.service_map_mut(*scope)?.remove(key) {
                         Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -357,6 +366,37 @@ impl MapWriter {
         // After the deletes, so a cache refilled from a purged entry has the old epoch.
         let config = self.pinned_config()?;
         self.write_config(&config)
+    }
+
+    /// Deletes the session-affinity entries of `scope` that belong to one of `service_ids`
+    /// or name a (service, backend) pair of `pairs`. Walks the map once; a scope whose map
+    /// is not pinned holds no entries.
+    fn purge_affinity(
+        &mut self,
+        scope: Scope,
+        service_ids: &[u32],
+        pairs: &[(u32, u32)],
+    ) -> Result<(), MapsError> {
+        let Some(map) = self.maps.affinity[affinity_index(scope)].as_mut() else {
+            return Ok(());
+        };
+        let doomed: Vec<AffinityKey> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, value)| {
+                service_ids.contains(&key.service_id)
+                    || pairs.contains(&(key.service_id, value.backend_id))
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in doomed {
+            match map.remove(&key) {
+                // Evicted meanwhile by the LRU: nothing to do.
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(access(affinity_map_name(scope))(e)),
+            }
+        }
+        Ok(())
     }
 
     fn pinned_config(&self) -> Result<LbConfig, MapsError> {

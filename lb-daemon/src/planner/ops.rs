@@ -89,4 +89,13 @@ pub enum MapOp {
         service_id: u32,
         ranges: Vec<IpNetwork>,
     },
+    /// Deletes session-affinity entries of `scope`'s map: every entry of the services
+    /// `service_ids` (removed, or affinity turned off: their ids may be reused) and the
+    /// entries of each (service id, backend id) in `pairs` (the backend stopped serving
+    /// that service but serves others, so its generation does not end them).
+    PurgeAffinity {
+        scope: Scope,
+        service_ids: Vec<u32>,
+        pairs: Vec<(u32, u32)>,
+    },
 }

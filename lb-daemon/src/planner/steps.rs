@@ -214,7 +214,7 @@ pub(super) fn plan_service(
 
 /// The backends a service had: from its spec, or after adoption from its table's slots
 /// (drained backends of an adopted service own no slot and are not known).
-fn previous_members(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpAddr> {
+pub(super) fn previous_members(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpAddr> {
     if let Some(spec) = &svc.spec {
         return distinct_backends(spec);
     }

@@ -14,6 +14,7 @@ use lb_model::{
     BackendSpec, DesiredState, Frontend, IpNetwork, Protocol, Scope, ServiceSpec, Settings,
 };
 
+mod affinity;
 mod plans;
 mod properties;
 mod ranges;
@@ -58,7 +59,8 @@ impl FakeKernel {
                 }
                 MapOp::ResetServiceStats { .. }
                 | MapOp::ResetBackendStats { .. }
-                | MapOp::PurgeFlows { .. } => {}
+                | MapOp::PurgeFlows { .. }
+                | MapOp::PurgeAffinity { .. } => {}
             }
             self.assert_consistent(op);
         }
@@ -161,6 +163,7 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
         table_size,
         reject: false,
         source_ranges: Vec::new(),
+        affinity_timeout_s: None,
     }
 }
 
