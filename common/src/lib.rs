@@ -42,6 +42,11 @@ pub mod map_names {
     /// still encapsulated, to this node's own stack, whose backend side decapsulates,
     /// translates and routes them to the pod, instead of sending them to the pod's veth.
     pub const LOCAL_ENDPOINTS: &str = "LB_LOCAL_EPS";
+    /// Addresses (ClusterIPs) on which a (port, protocol) no frontend names is refused:
+    /// ICMP port unreachable from the balancer, ECONNREFUSED at the socket.
+    pub const REJECT_ADDRS: &str = "LB_REJECT_ADDRS";
+    /// The balancer's ICMP answer rate limit: one per-CPU state word.
+    pub const ICMP_RATE: &str = "LB_ICMP_RATE";
 }
 
 /// Program names as they appear in the object files.
@@ -80,6 +85,8 @@ pub mod limits {
     /// Sockets whose peer the socket programs rewrote (LRU).
     pub const SOCK_REVNATS: u32 = 131_072;
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
+    /// Addresses whose undefined ports are refused (a cluster's ClusterIPs).
+    pub const REJECT_ADDRS: u32 = 65_536;
 }
 
 /// Address family tags stored in keys (values match AF_INET / AF_INET6).
@@ -130,8 +137,8 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 
 /// Service flag: the service has at least one backend with weight > 0.
 pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
-/// Service flag: without backends the frontend is refused (ICMP unreachable on the wire,
-/// ECONNREFUSED at the socket) rather than dropped.
+/// Service flag: without backends the frontend is refused (ICMP port unreachable from the
+/// balancer, ECONNREFUSED at the socket) rather than dropped.
 pub const SERVICE_F_REJECT: u32 = 2;
 /// Service flag: `sessionAffinity: ClientIP`; a client address keeps its endpoint for
 /// `affinity_timeout_s` seconds without traffic.
@@ -244,7 +251,10 @@ pub struct LbConfig {
     /// How long a cached next hop is trusted before the kernel is asked again.
     pub nexthop_ttl_ns: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// ICMP answers (reject, too big) per second and per CPU; 0 sends none.
+    pub icmp_rate_per_s: u16,
+    /// ICMP answers a CPU may send back to back before the rate applies (at least 1).
+    pub icmp_burst: u16,
     /// Outer source address of IP6IP6 packets; valid when `CONFIG_F_V6_READY` is set.
     pub encap_src_v6: [u8; 16],
 }

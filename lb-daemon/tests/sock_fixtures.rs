@@ -43,6 +43,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(198, 18, 0, 2),
     encap_source6: None,
     nexthop_ttl: Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 /// The services, as the config file would give them; `desired` makes them internal.
@@ -83,6 +84,7 @@ fn desired() -> DesiredState {
         })
         .collect();
     DesiredState {
+        rejecting: Default::default(),
         services,
         settings: parsed.settings,
     }

@@ -6,6 +6,7 @@
 mod balance;
 mod encap;
 mod flow;
+mod icmp;
 mod lookup;
 mod maps;
 mod nexthop;

@@ -63,3 +63,14 @@ pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
 #[map(name = "LB_LOCAL_EPS")]
 pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
     HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// Addresses (a cluster's ClusterIPs) that refuse a (port, protocol) no frontend names;
+/// read only after a service-map miss.
+#[map(name = "LB_REJECT_ADDRS")]
+pub static REJECT_ADDRS: HashMap<VipKey, u32> =
+    HashMap::pinned(limits::REJECT_ADDRS, BPF_F_NO_PREALLOC);
+
+/// The ICMP answer rate limit's state, per CPU: the time the next answer is due at the
+/// configured rate (GCRA's theoretical arrival time), in `bpf_ktime_get_ns` nanoseconds.
+#[map(name = "LB_ICMP_RATE")]
+pub static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

@@ -2,12 +2,16 @@
 //! CLI's views, `explain`, and the state a restarted daemon adopts. Writing is the
 //! [`super::MapWriter`]'s alone.
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::IpAddr,
+    path::Path,
+};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
     map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, BACKEND_F_ACTIVE,
+    ServiceValue, VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
@@ -29,6 +33,8 @@ pub struct BalancerMaps {
     pub(super) xdp_stats: PerCpuArray<MapData, Counter>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
+    /// Addresses that refuse ports no frontend names.
+    pub(super) reject_addrs: HashMap<MapData, VipKey, u32>,
     /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
     /// their fds).
     pub(super) raw: RawMaps,
@@ -70,6 +76,7 @@ impl BalancerMaps {
             xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            reject_addrs: open_typed!(pin_dir, map_names::REJECT_ADDRS),
             raw: RawMaps {
                 maglev: open_raw(pin_dir, map_names::MAGLEV)?,
                 backends: open_raw(pin_dir, map_names::BACKENDS)?,
@@ -84,6 +91,22 @@ impl BalancerMaps {
             },
             cpus: nr_cpus()?,
         })
+    }
+
+    /// The addresses that refuse ports no frontend names, as the kernel holds them.
+    pub fn rejecting_addresses(&self) -> Result<BTreeSet<IpAddr>, MapsError> {
+        let mut out = BTreeSet::new();
+        for entry in self.reject_addrs.keys() {
+            let key = entry.map_err(access(map_names::REJECT_ADDRS))?;
+            out.insert(addr_from_bytes(&key.addr, key.family).ok_or_else(|| {
+                MapsError::Inconsistent(format!(
+                    "{}: key of family {}",
+                    map_names::REJECT_ADDRS,
+                    key.family
+                ))
+            })?);
+        }
+        Ok(out)
     }
 
     pub fn read_config(&self) -> Result<LbConfig, MapsError> {
