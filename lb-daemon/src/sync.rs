@@ -92,8 +92,10 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
         } else {
             CONFIG_F_READY
         },
+        flow_epoch: 0,
         icmp_rate_per_s: params.icmp_limit.per_second,
         icmp_burst: params.icmp_limit.burst.max(1),
+        _pad: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
     }
 }
