@@ -52,6 +52,11 @@ pub mod map_names {
     pub const AFFINITY: &str = "LB_AFFINITY";
     /// The same for socket-balanced frontends, keyed by the caller's network namespace.
     pub const SOCK_AFFINITY: &str = "LB_SOCK_AFF";
+    /// Addresses (ClusterIPs) on which a (port, protocol) no frontend names is refused:
+    /// ICMP port unreachable from the balancer, ECONNREFUSED at the socket.
+    pub const REJECT_ADDRS: &str = "LB_REJECT_ADDRS";
+    /// The balancer's ICMP answer rate limit: one per-CPU state word.
+    pub const ICMP_RATE: &str = "LB_ICMP_RATE";
 }
 
 /// Program names as they appear in the object files.
@@ -97,6 +102,8 @@ pub mod limits {
     pub const SOURCE_RANGES: u32 = 65_536;
     /// (service, client) pairs with session affinity, per scope (LRU).
     pub const AFFINITY_ENTRIES: u32 = 131_072;
+    /// Addresses whose undefined ports are refused (a cluster's ClusterIPs).
+    pub const REJECT_ADDRS: u32 = 65_536;
 }
 
 /// The layout of the Maglev slot array `LB_MAGLEV`: each 8-byte element (a "word") holds
@@ -184,8 +191,8 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 
 /// Service flag: the service has at least one backend with weight > 0.
 pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
-/// Service flag: without backends the frontend is refused (ICMP unreachable on the wire,
-/// ECONNREFUSED at the socket) rather than dropped.
+/// Service flag: without backends the frontend is refused (ICMP port unreachable from the
+/// balancer, ECONNREFUSED at the socket) rather than dropped.
 pub const SERVICE_F_REJECT: u32 = 2;
 /// Service flag: `sessionAffinity: ClientIP`; a client address keeps its endpoint for
 /// `affinity_timeout_s` seconds without traffic.
@@ -330,8 +337,14 @@ pub struct LbConfig {
     pub flow_epoch: u32,
     /// Outer source address of IP6IP6 packets; valid when `CONFIG_F_V6_READY` is set.
     pub encap_src_v6: [u8; 16],
+    /// ICMP answers (reject, too big) per second and per CPU; 0 sends none.
+    pub icmp_rate_per_s: u16,
+    /// ICMP answers a CPU may send back to back before the rate applies (at least 1).
+    pub icmp_burst: u16,
+    /// Zero; keeps the value a whole number of 8-byte words.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 48);
 
 /// The datapath forwards only when this flag is set, so a half-configured LB passes
 /// traffic rather than sending it with a zero source address.

@@ -412,7 +412,7 @@ fn projection_skips_sctp_and_programs_source_ranges_translated_and_ipv6_ports() 
         .collect();
     assert_eq!(backends, [ip("198.19.0.1")]);
     // The ranged Service's ClusterIP has no source filter and no endpoints: programmed
-    // empty (drops), reported as a reject served as a drop.
+    // empty and rejecting (rule 9), its ClusterIP refusing undefined ports.
     let cip = Frontend {
         vip: ip("198.18.100.3"),
         port: 80,
@@ -420,10 +420,9 @@ fn projection_skips_sctp_and_programs_source_ranges_translated_and_ipv6_ports() 
         scope: lb_model::Scope::External,
     };
     assert!(desired.services[&cip].backends.is_empty());
-    assert!(report
-        .unsupported
-        .iter()
-        .any(|(s, what)| s.name == "ranged" && *what == Unsupported::RejectAsDrop));
+    assert!(desired.services[&cip].reject);
+    assert!(desired.rejecting.contains(&ip("198.18.100.3")));
+    assert!(!report.unsupported.iter().any(|(s, _)| s.name == "ranged"));
 }
 
 #[test]

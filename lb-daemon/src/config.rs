@@ -123,7 +123,11 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
             ));
         }
     }
-    Ok(DesiredState { services, settings })
+    Ok(DesiredState {
+        services,
+        rejecting: Default::default(),
+        settings,
+    })
 }
 
 /// The settings every LB node must agree on, defaults where the file says nothing.

@@ -46,6 +46,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(198, 18, 0, 2),
     encap_source6: None,
     nexthop_ttl: Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 /// The services, as the config file would give them; `desired` makes them internal.
@@ -90,6 +91,7 @@ fn desired() -> DesiredState {
         })
         .collect();
     DesiredState {
+        rejecting: Default::default(),
         services,
         settings: parsed.settings,
     }

@@ -33,6 +33,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(LB[0], LB[1], LB[2], LB[3]),
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 const CONFIG: &str = "
@@ -610,11 +611,12 @@ fn negative_cases_get_their_verdict_and_counter() {
             XDP_DROP,
             XdpReason::DropNoBackend,
         ),
+        // Answered with "fragmentation needed" (DF set); the bytes: xdp_icmp_fixtures.rs.
         (
             "too big after encapsulation",
             tcp_syn(42_005, 80, &[0; 1481 - 40]),
-            XDP_DROP,
-            XdpReason::DropTooBig,
+            XDP_TX,
+            XdpReason::TooBigAnswered,
         ),
     ];
     for (name, packet, action, reason) in cases {
@@ -1087,11 +1089,12 @@ fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
             XDP_PASS,
             XdpReason::PassNotService,
         ),
+        // Answered with "packet too big"; the bytes: xdp_icmp_fixtures.rs.
         (
             "too big after encapsulation",
             too_big,
-            XDP_DROP,
-            XdpReason::DropTooBig,
+            XDP_TX,
+            XdpReason::TooBigAnswered,
         ),
         ("largest that fits", largest, XDP_TX, XdpReason::Forwarded),
     ] {

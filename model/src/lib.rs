@@ -1,7 +1,12 @@
 //! Desired state: what the maps should hold, as plain values. Pure, no I/O; shared by the
 //! config-file and Kubernetes sources and the planner.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+};
 
 pub use ipnetwork::IpNetwork;
 use lb_common::{ServiceKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
@@ -173,6 +178,10 @@ pub struct DesiredState {
     /// Specs are shared: a source publishes a new state for every change, and copying the
     /// map must not copy every service's backends.
     pub services: BTreeMap<Frontend, Arc<ServiceSpec>>,
+    /// Addresses that refuse a (port, protocol) none of `services` names, in both scopes
+    /// (kube-proxy rejects a ClusterIP's undefined ports): ICMP port unreachable from the
+    /// balancer, ECONNREFUSED at the socket. Shared, as the specs are.
+    pub rejecting: Arc<BTreeSet<IpAddr>>,
     pub settings: Settings,
 }
 

@@ -148,6 +148,7 @@ impl ServiceSet {
             self.add_services(family, &mut services);
         }
         DesiredState {
+            rejecting: Default::default(),
             services,
             settings: Settings::default(),
         }

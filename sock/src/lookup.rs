@@ -2,12 +2,12 @@
 //! the table the XDP balancer reads too, and the endpoint's target port.
 
 use lb_common::{
-    maglev_words, Addr, BackendNatKey, BackendValue, ServiceKey, ServiceValue, SockReason,
+    maglev_words, Addr, BackendNatKey, BackendValue, ServiceKey, ServiceValue, SockReason, VipKey,
     BACKEND_F_ACTIVE,
 };
 
 use crate::{
-    maps::{BACKENDS, CONFIG, MAGLEV, SOCK_SERVICES, SOCK_TARGETS},
+    maps::{BACKENDS, CONFIG, MAGLEV, REJECT_ADDRS, SOCK_SERVICES, SOCK_TARGETS},
     peer::Peer,
 };
 
@@ -23,6 +23,19 @@ pub fn service(frontend: &Peer, proto: u8) -> Option<ServiceValue> {
     // SAFETY: the map is not preallocated, so the element stays valid for the RCU section
     // this program runs in; it is copied out at once.
     unsafe { SOCK_SERVICES.get(key).copied() }
+}
+
+/// Whether `frontend`'s address refuses the ports it has no frontend for (a ClusterIP's
+/// undefined ports, kube-proxy's reject).
+#[inline(always)]
+pub fn rejects_unknown_ports(frontend: &Peer) -> bool {
+    let key = VipKey {
+        addr: frontend.addr,
+        family: frontend.family,
+        _pad: [0; 3],
+    };
+    // SAFETY: only presence matters; the value is not read.
+    unsafe { REJECT_ADDRS.get(key) }.is_some()
 }
 
 /// The flow-hash seed the daemon configured; zero before it wrote any config, which

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
-    Counter, LbConfig, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
+    Counter, LbConfig, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, VipKey,
 };
 
 /// As for the balancer's service map: without prealloc a replaced value is freed after an
@@ -40,6 +40,12 @@ pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV
 
 #[map(name = "LB_CONFIG")]
 pub static CONFIG: Array<LbConfig> = Array::pinned(1, 0);
+
+/// Addresses (ClusterIPs) that refuse a (port, protocol) no frontend names; read only
+/// after a service-map miss. The balancer's map, pinned beside it.
+#[map(name = "LB_REJECT_ADDRS")]
+pub static REJECT_ADDRS: HashMap<VipKey, u32> =
+    HashMap::pinned(limits::REJECT_ADDRS, BPF_F_NO_PREALLOC);
 
 #[map(name = "LB_SVC_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX_SERVICES, 0);

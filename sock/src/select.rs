@@ -24,7 +24,13 @@ pub fn cookie(ctx: &SockAddrContext) -> u64 {
 pub fn to_endpoint(ctx: &SockAddrContext, v6: bool) -> Result<(), SockReason> {
     let proto = peer::protocol(ctx).ok_or(SockReason::PassNotService)?;
     let frontend = peer::read(ctx, v6);
-    let service = lookup::service(&frontend, proto).ok_or(SockReason::PassNotService)?;
+    let Some(service) = lookup::service(&frontend, proto) else {
+        return Err(if lookup::rejects_unknown_ports(&frontend) {
+            SockReason::RejectNoBackend
+        } else {
+            SockReason::PassNotService
+        });
+    };
     if service.flags & SERVICE_F_HAS_BACKENDS == 0 {
         return Err(if service.flags & SERVICE_F_REJECT != 0 {
             SockReason::RejectNoBackend

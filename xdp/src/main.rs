@@ -7,6 +7,7 @@ mod affinity;
 mod balance;
 mod encap;
 mod flow;
+mod icmp;
 mod lookup;
 mod maps;
 mod nexthop;

@@ -90,3 +90,13 @@ pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
 #[map(name = "LB_SOCK_AFF")]
 pub static SOCK_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);
+/// Addresses (a cluster's ClusterIPs) that refuse a (port, protocol) no frontend names;
+/// read only after a service-map miss.
+#[map(name = "LB_REJECT_ADDRS")]
+pub static REJECT_ADDRS: HashMap<VipKey, u32> =
+    HashMap::pinned(limits::REJECT_ADDRS, BPF_F_NO_PREALLOC);
+
+/// The ICMP answer rate limit's state, per CPU: the time the next answer is due at the
+/// configured rate (GCRA's theoretical arrival time), in `bpf_ktime_get_ns` nanoseconds.
+#[map(name = "LB_ICMP_RATE")]
+pub static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

@@ -17,8 +17,11 @@
 //!   other frontend.
 //! - IPv4 and IPv6 frontends, each balanced over the endpoints of its own family (rule 22);
 //!   TCP and UDP only.
-//! - Reject: the socket programs refuse a rejecting frontend (ECONNREFUSED); the XDP
-//!   balancer cannot answer yet, so there Reject is programmed as a drop and reported.
+//! - Reject (rule 9), in both scopes: a rejecting frontend is programmed without backends
+//!   and flagged, so the XDP balancer answers ICMP port unreachable and the socket
+//!   programs fail the call with ECONNREFUSED; every ClusterIP goes into
+//!   `DesiredState::rejecting`, so a (port, protocol) its Service does not define is
+//!   refused the same way.
 //! - No per-client affinity (flows stick per 5-tuple through the flow table).
 //! - Source ranges: an LB frontend's `loadBalancerSourceRanges` (of its family) go with its
 //!   external spec, and the XDP balancer drops new flows from other sources. The socket
@@ -73,11 +76,6 @@ impl SkipFrontend {
 /// A behaviour kube-proxy has that the programmed frontend lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Unsupported {
-    /// Rule 9: served as a drop instead of ICMP unreachable by the XDP balancer (the
-    /// socket programs do refuse).
-    RejectAsDrop,
-    /// Rule 9: other ports of the ClusterIP are not rejected.
-    RejectUnknownPorts,
     /// Rule 17.
     SessionAffinity,
     /// Rule 18: an LB frontend with source ranges is not balanced at the socket (the
@@ -125,6 +123,7 @@ pub fn to_datapath(
 ) -> (DesiredState, ProjectionReport) {
     let mut desired = DesiredState {
         services: BTreeMap::new(),
+        rejecting: Arc::new(state.reject_unknown_ports_on()),
         settings,
     };
     let mut report = ProjectionReport::default();
@@ -237,6 +236,8 @@ impl Serve {
 struct ServiceClaims {
     claims: Vec<Claim>,
     lacks: Vec<Unsupported>,
+    /// The Service's ClusterIPs, which refuse the ports it does not define (rule 9).
+    rejecting: Vec<IpAddr>,
 }
 
 /// Everything about one Service's projection that depends on that Service alone; the
@@ -261,14 +262,10 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
                     continue;
                 }
             };
-            if fe.external == Verdict::Reject {
-                lacks.push(Unsupported::RejectAsDrop);
-            }
             let name = datapath_name(&svc.name, &port.name);
             let family = IpFamily::of(fe.address);
-            // The XDP balancer cannot answer a reject yet: served as a drop.
             let affinity = svc.session_affinity_seconds;
-            let mut external = spec(&name, port, family, fe.external, settings, false, affinity);
+            let mut external = spec(&name, port, family, fe.external, settings, affinity);
             // kube-proxy filters sources only while the Service has endpoints: without
             // any, every source is refused alike (rule 9).
             if fe.external != Verdict::Reject && !fe.source_ranges.is_empty() {
@@ -278,10 +275,8 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             if internal_scope && !served_at_socket(fe) {
                 lacks.push(Unsupported::SourceRangesAtSocket);
             }
-            let internal = (internal_scope && served_at_socket(fe)).then(|| {
-                let reject = fe.internal == Verdict::Reject;
-                spec(&name, port, family, fe.internal, settings, reject, affinity)
-            });
+            let internal = (internal_scope && served_at_socket(fe))
+                .then(|| spec(&name, port, family, fe.internal, settings, affinity));
             claims.push(Claim::Serve(Serve {
                 frontend: Frontend {
                     vip: fe.address,
@@ -297,12 +292,13 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             }));
         }
     }
-    if !svc.cluster_ips.is_empty() {
-        lacks.push(Unsupported::RejectUnknownPorts);
-    }
     lacks.sort();
     lacks.dedup();
-    ServiceClaims { claims, lacks }
+    ServiceClaims {
+        claims,
+        lacks,
+        rejecting: svc.cluster_ips.clone(),
+    }
 }
 
 /// The spec of one frontend in one scope: the verdict's set of the frontend's family, one
@@ -313,7 +309,6 @@ fn spec(
     family: IpFamily,
     verdict: Verdict,
     settings: &Settings,
-    reject: bool,
     affinity_timeout_s: Option<u32>,
 ) -> Arc<ServiceSpec> {
     let endpoints = match verdict {
@@ -334,7 +329,7 @@ fn spec(
         name: name.to_owned(),
         backends,
         table_size,
-        reject,
+        reject: verdict == Verdict::Reject,
         source_ranges: Vec::new(),
         affinity_timeout_s,
     })

@@ -162,6 +162,11 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             map_names::SOURCE_RANGES,
             sizes::<aya::maps::lpm_trie::Key<SourceRangeKey>, u32>(limits::SOURCE_RANGES),
         ),
+        (
+            map_names::REJECT_ADDRS,
+            sizes::<VipKey, u32>(limits::REJECT_ADDRS),
+        ),
+        (map_names::ICMP_RATE, sizes::<u32, u64>(1)),
     ]
 }
 
@@ -184,6 +189,9 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     // Written from the backend side's translations; read by the balancer's next-hop step.
     map_names::LOCAL_ENDPOINTS,
     map_names::SOURCE_RANGES,
+    // Read by the balancer and by the socket programs after a service-map miss.
+    map_names::REJECT_ADDRS,
+    map_names::ICMP_RATE,
 ];
 pub(super) const BACKEND_SIDE_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,
@@ -202,6 +210,7 @@ pub(super) const SOCKET_MAPS: &[&str] = &[
     map_names::MAGLEV,
     map_names::CONFIG,
     map_names::SERVICE_STATS,
+    map_names::REJECT_ADDRS,
 ];
 
 /// The capacities of the maps already pinned in `pin_dir` (defaults for those that are

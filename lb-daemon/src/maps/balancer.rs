@@ -2,13 +2,17 @@
 //! CLI's views, `explain`, and the state a restarted daemon adopts. Writing is the
 //! [`super::MapWriter`]'s alone.
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::IpAddr,
+    path::Path,
+};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter,
     FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
-    BACKEND_F_ACTIVE,
+    VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
@@ -40,6 +44,8 @@ pub struct BalancerMaps {
     /// Session-affinity entries per scope (external, internal); `None` for pins made by a
     /// build without them.
     pub(super) affinity: [Option<HashMap<MapData, AffinityKey, AffinityValue>>; 2],
+    /// Addresses that refuse ports no frontend names.
+    pub(super) reject_addrs: HashMap<MapData, VipKey, u32>,
     /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
     /// their fds).
     pub(super) raw: RawMaps,
@@ -112,6 +118,7 @@ impl BalancerMaps {
                 open_optional(pin_dir, map_names::AFFINITY)?,
                 open_optional(pin_dir, map_names::SOCK_AFFINITY)?,
             ],
+            reject_addrs: open_typed!(pin_dir, map_names::REJECT_ADDRS),
             raw: RawMaps {
                 maglev: open_raw(pin_dir, map_names::MAGLEV)?,
                 backends: open_raw(pin_dir, map_names::BACKENDS)?,
@@ -163,6 +170,22 @@ impl BalancerMaps {
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(access(affinity_map_name(scope))(e)),
         }
+    }
+
+    /// The addresses that refuse ports no frontend names, as the kernel holds them.
+    pub fn rejecting_addresses(&self) -> Result<BTreeSet<IpAddr>, MapsError> {
+        let mut out = BTreeSet::new();
+        for entry in self.reject_addrs.keys() {
+            let key = entry.map_err(access(map_names::REJECT_ADDRS))?;
+            out.insert(addr_from_bytes(&key.addr, key.family).ok_or_else(|| {
+                MapsError::Inconsistent(format!(
+                    "{}: key of family {}",
+                    map_names::REJECT_ADDRS,
+                    key.family
+                ))
+            })?);
+        }
+        Ok(out)
     }
 
     pub fn read_config(&self) -> Result<LbConfig, MapsError> {

@@ -1,12 +1,16 @@
 //! The map writer: the only code that mutates the balancer's maps. It executes planner
 //! operations in order, batching long runs, and only the sync engine holds one.
 
-use std::os::fd::AsFd;
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::IpAddr,
+    os::fd::AsFd,
+};
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    maglev_words, map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig, NeighMiss,
-    NextHop, ServiceKey, ServiceValue,
+    limits, maglev_words, map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey,
 };
 
 use lb_model::Scope;
@@ -14,7 +18,7 @@ use lb_model::Scope;
 use super::{
     access,
     balancer::{affinity_index, affinity_map_name, service_map_name},
-    batch, ranges, BalancerMaps, MapsError,
+    batch, hash_sync, ranges, BalancerMaps, MapsError,
 };
 use crate::planner::MapOp;
 
@@ -135,11 +139,53 @@ impl Run {
 /// Writes the balancer's maps. Owns them: nothing else can write while it exists.
 pub struct MapWriter {
     maps: BalancerMaps,
+    /// What `LB_REJECT_ADDRS` holds since this writer last wrote it.
+    rejecting: Option<StdHashMap<VipKey, u32>>,
 }
 
 impl MapWriter {
     pub(crate) fn new(maps: BalancerMaps) -> Self {
-        Self { maps }
+        Self {
+            maps,
+            rejecting: None,
+        }
+    }
+
+    /// Makes `LB_REJECT_ADDRS` hold exactly `wanted` (new addresses first, then stale
+    /// ones removed); nothing to write when it already does.
+    pub(crate) fn sync_rejecting(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<(), MapsError> {
+        if wanted.len() > limits::REJECT_ADDRS as usize {
+            return Err(MapsError::DoesNotFit {
+                map: map_names::REJECT_ADDRS,
+                wanted: wanted.len(),
+                capacity: limits::REJECT_ADDRS,
+            });
+        }
+        let wanted: StdHashMap<VipKey, u32> = wanted
+            .iter()
+            .map(|addr| {
+                let (addr, family) = lb_model::addr_bytes(*addr);
+                let key = VipKey {
+                    addr,
+                    family,
+                    _pad: [0; 3],
+                };
+                (key, 0)
+            })
+            .collect();
+        if self.rejecting.as_ref() == Some(&wanted) {
+            return Ok(());
+        }
+        // Forgotten first: after a failure the next call reads the map again.
+        let known = self.rejecting.take();
+        hash_sync::sync(
+            &mut self.maps.reject_addrs,
+            map_names::REJECT_ADDRS,
+            &wanted,
+            known.as_ref(),
+        )?;
+        self.rejecting = Some(wanted);
+        Ok(())
     }
 
     fn service_map_mut(

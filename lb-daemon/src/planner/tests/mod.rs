@@ -169,6 +169,7 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
 
 fn desired(services: Vec<(Frontend, ServiceSpec)>) -> DesiredState {
     DesiredState {
+        rejecting: Default::default(),
         services: services
             .into_iter()
             .map(|(f, s)| (f, Arc::new(s)))
@@ -207,6 +208,7 @@ fn configuration(step: Step) -> DesiredState {
         );
     }
     DesiredState {
+        rejecting: Default::default(),
         services,
         settings: Settings::default(),
     }
