@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use common::*;
 use lb_kube::{
-    projection::{to_datapath, Unsupported},
+    projection::to_datapath,
     rules::{EndpointSetKind, IpFamily, KubeDesiredState},
 };
 use lb_model::{Frontend, Protocol as DpProtocol, Settings};

@@ -4,6 +4,8 @@
 //! port unreachable) and from a pod (the socket programs fail `connect()` with
 //! ECONNREFUSED, the pod in the cgroup the lab made for its node).
 
+// The cluster lab is shared with cluster_e2e, which uses all of it; this test only part.
+#[allow(dead_code)]
 mod cluster;
 mod support;
 
