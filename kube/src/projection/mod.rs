@@ -167,10 +167,11 @@ pub(crate) fn servable(fe: &KubeFrontend) -> Result<DpProtocol, SkipFrontend> {
 }
 
 /// Whether the projection programs `fe` in the internal scope (the socket programs):
-/// not when source ranges apply to it, which the socket programs cannot check.
-/// [`crate::socket_side`] asks too.
+/// not when source ranges apply to it, which the socket programs cannot check. A
+/// rejecting frontend is: it refuses every source alike, as kube-proxy does without
+/// endpoints (rule 9). [`crate::socket_side`] asks too.
 pub(crate) fn served_at_socket(fe: &KubeFrontend) -> bool {
-    fe.source_ranges.is_empty()
+    fe.source_ranges.is_empty() || fe.internal == Verdict::Reject
 }
 
 /// One frontend of one Service, before frontends claimed twice are resolved.

@@ -4,10 +4,10 @@ use std::{ffi::CString, io, path::Path};
 
 use aya::maps::MapData;
 use lb_common::{
-    limits, maglev_words, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter,
-    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue,
-    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, SourceRangeKey, TcReason,
-    VipKey, XdpReason,
+    limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
+    BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
+    RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
+    SourceRangeKey, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -167,6 +167,14 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             sizes::<VipKey, u32>(limits::REJECT_ADDRS),
         ),
         (map_names::ICMP_RATE, sizes::<u32, u64>(1)),
+        (
+            map_names::AFFINITY,
+            sizes::<AffinityKey, AffinityValue>(limits::AFFINITY_ENTRIES),
+        ),
+        (
+            map_names::SOCK_AFFINITY,
+            sizes::<AffinityKey, AffinityValue>(limits::AFFINITY_ENTRIES),
+        ),
     ]
 }
 
@@ -192,6 +200,9 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     // Read by the balancer and by the socket programs after a service-map miss.
     map_names::REJECT_ADDRS,
     map_names::ICMP_RATE,
+    // Session affinity of both scopes: the sync engine purges both from the balancer's pins.
+    map_names::AFFINITY,
+    map_names::SOCK_AFFINITY,
 ];
 pub(super) const BACKEND_SIDE_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,
@@ -211,6 +222,7 @@ pub(super) const SOCKET_MAPS: &[&str] = &[
     map_names::CONFIG,
     map_names::SERVICE_STATS,
     map_names::REJECT_ADDRS,
+    map_names::SOCK_AFFINITY,
 ];
 
 /// The capacities of the maps already pinned in `pin_dir` (defaults for those that are
