@@ -91,11 +91,14 @@ pub fn rejects(service: &ServiceValue, icmp_error: bool) -> bool {
 /// Port unreachable, IPv4.
 #[inline(never)]
 pub fn reject_v4(ctx: &XdpContext) -> Result<Forward, XdpReason> {
-    answer_v4(
+    answer(
         ctx,
-        ICMP_DEST_UNREACH,
-        ICMP_PORT_UNREACH,
-        0,
+        answer::v4,
+        Message {
+            kind: ICMP_DEST_UNREACH,
+            code: ICMP_PORT_UNREACH,
+            rest_be: 0,
+        },
         XdpReason::RejectedIcmp,
     )
 }
@@ -103,11 +106,14 @@ pub fn reject_v4(ctx: &XdpContext) -> Result<Forward, XdpReason> {
 /// Port unreachable, IPv6.
 #[inline(never)]
 pub fn reject_v6(ctx: &XdpContext) -> Result<Forward, XdpReason> {
-    answer_v6(
+    answer(
         ctx,
-        ICMPV6_DEST_UNREACH,
-        ICMPV6_PORT_UNREACH,
-        0,
+        answer::v6,
+        Message {
+            kind: ICMPV6_DEST_UNREACH,
+            code: ICMPV6_PORT_UNREACH,
+            rest_be: 0,
+        },
         XdpReason::RejectedIcmp,
     )
 }
@@ -138,11 +144,14 @@ pub fn too_big_v4(
 fn frag_needed_v4(ctx: &XdpContext, fits: u16) -> Result<Forward, XdpReason> {
     // The last two of the four bytes after the checksum carry the next-hop MTU (RFC 1191).
     let rest = u32::from(fits).to_be();
-    answer_v4(
+    answer(
         ctx,
-        ICMP_DEST_UNREACH,
-        ICMP_FRAG_NEEDED,
-        rest,
+        answer::v4,
+        Message {
+            kind: ICMP_DEST_UNREACH,
+            code: ICMP_FRAG_NEEDED,
+            rest_be: rest,
+        },
         XdpReason::TooBigAnswered,
     )
 }
@@ -164,7 +173,16 @@ fn packet_too_big_v6(ctx: &XdpContext, mtu: u16) -> Result<Forward, XdpReason> {
         .saturating_sub(encap::IP6IP6_OVERHEAD as u16)
         .max(IPV6_MIN_MTU);
     let rest = u32::from(fits).to_be();
-    answer_v6(ctx, ICMPV6_PKT_TOOBIG, 0, rest, XdpReason::TooBigAnswered)
+    answer(
+        ctx,
+        answer::v6,
+        Message {
+            kind: ICMPV6_PKT_TOOBIG,
+            code: 0,
+            rest_be: rest,
+        },
+        XdpReason::TooBigAnswered,
+    )
 }
 
 /// A forwarded packet's outcome, counted as a forwarded ICMP error when it is one.
@@ -179,43 +197,17 @@ pub fn forwarded(forward: Forward, icmp_error: bool) -> Forward {
     forward
 }
 
+/// Sends `msg` in place of the frame, built by the family's `build`, if the rate limit
+/// lets one more answer out.
 #[inline(always)]
-fn answer_v4(
+fn answer(
     ctx: &XdpContext,
-    kind: u8,
-    code: u8,
-    rest_be: u32,
+    build: impl FnOnce(&XdpContext, &Message) -> Result<(), XdpReason>,
+    msg: Message,
     reason: XdpReason,
 ) -> Result<Forward, XdpReason> {
     allowed()?;
-    answer::v4(
-        ctx,
-        &Message {
-            kind,
-            code,
-            rest_be,
-        },
-    )?;
-    Ok(sent(reason))
-}
-
-#[inline(always)]
-fn answer_v6(
-    ctx: &XdpContext,
-    kind: u8,
-    code: u8,
-    rest_be: u32,
-    reason: XdpReason,
-) -> Result<Forward, XdpReason> {
-    allowed()?;
-    answer::v6(
-        ctx,
-        &Message {
-            kind,
-            code,
-            rest_be,
-        },
-    )?;
+    build(ctx, &msg)?;
     Ok(sent(reason))
 }
 
