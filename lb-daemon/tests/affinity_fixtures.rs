@@ -8,9 +8,8 @@ mod support;
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
-use lb_common::{program_names, NextHop};
+use lb_common::NextHop;
 use lb_daemon::{
     config, inspect, loader,
     maps::BalancerMaps,
@@ -134,24 +133,8 @@ impl Fixture {
         let builder = ip.tcp(sport, dport, 1001, 64240).ack(1);
         let mut packet = Vec::new();
         builder.write(&mut packet, b"hello").unwrap();
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program_names::XDP_BALANCER)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(&packet),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("test_run");
-        assert_eq!(
-            result.return_value, XDP_TX,
-            "{client}:{sport} → :{dport} forwarded"
-        );
+        let (action, _) = support::xdp::run_balancer(&mut self.ebpf, &packet);
+        assert_eq!(action, XDP_TX, "{client}:{sport} → :{dport} forwarded");
         let entry = self.explain(client, sport, dport).flow_entry;
         entry
             .and_then(|e| e.backend)

@@ -6,9 +6,8 @@ mod support;
 
 use std::net::IpAddr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};
-use lb_common::{program_names, NextHop, XdpReason};
+use lb_common::{NextHop, XdpReason};
 use lb_daemon::{
     config, inspect, loader,
     maps::BalancerMaps,
@@ -125,22 +124,7 @@ impl Fixture {
     }
 
     fn run(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program_names::XDP_BALANCER)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        support::xdp::run_balancer(&mut self.ebpf, packet)
     }
 
     fn counters(&self) -> Vec<u64> {

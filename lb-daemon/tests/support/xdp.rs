@@ -77,22 +77,7 @@ impl XdpFixture {
     }
 
     pub fn run(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program_names::XDP_BALANCER)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        run_balancer(&mut self.ebpf, packet)
     }
 
     pub fn counters(&self) -> Vec<u64> {
@@ -118,4 +103,24 @@ impl XdpFixture {
         }
         out
     }
+}
+
+/// Runs the loaded XDP balancer once on `packet` (BPF_PROG_RUN); returns its action and
+/// the frame it left.
+pub fn run_balancer(ebpf: &mut aya::Ebpf, packet: &[u8]) -> (u32, Vec<u8>) {
+    let prog: &mut Xdp = ebpf
+        .program_mut(program_names::XDP_BALANCER)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut out = vec![0u8; packet.len() + 256];
+    let result = prog
+        .test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .expect("test_run");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
 }
