@@ -190,6 +190,8 @@ fn print_services(services: &[inspect::ServiceView]) {
 
 /// `ferrolb stats`: counters by reason, Prometheus text style or JSON.
 pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
+    maps::check_access(pin_dir)?;
+    maps::check_access(&pin_dir.join(map_names::XDP_STATS))?;
     let balancer = BalancerMaps::open(pin_dir)
         .ok()
         .map(|maps| inspect::reason_counts(&maps))
