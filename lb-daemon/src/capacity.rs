@@ -12,9 +12,7 @@ use crate::loader::MapSizes;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CapacityError {
-    #[error(
-        "{scope:?} services: {wanted} do not fit the service map's {capacity} entries"
-    )]
+    #[error("{scope:?} services: {wanted} do not fit the service map's {capacity} entries")]
     Services {
         scope: Scope,
         wanted: usize,
@@ -165,16 +163,37 @@ mod tests {
         };
         let err = check(&state(3, 2, 4093), &sizes).unwrap_err();
         assert!(
-            matches!(err, CapacityError::Slots { tables: 3, wanted: 12_279, capacity: 10_000 }),
+            matches!(
+                err,
+                CapacityError::Slots {
+                    tables: 3,
+                    wanted: 12_279,
+                    capacity: 10_000
+                }
+            ),
             "{err:?}"
         );
         assert!(err.to_string().contains("--maglev-slots"), "{err}");
         // Two ports of one backend set share one table.
         let mut shared = state(1, 2, 4093);
-        let (frontend, spec) = shared.services.iter().next().map(|(f, s)| (*f, s.clone())).unwrap();
-        shared.services.insert(Frontend { port: 999, ..frontend }, spec);
+        let (frontend, spec) = shared
+            .services
+            .iter()
+            .next()
+            .map(|(f, s)| (*f, s.clone()))
+            .unwrap();
+        shared.services.insert(
+            Frontend {
+                port: 999,
+                ..frontend
+            },
+            spec,
+        );
         let usage = check(&shared, &sizes).unwrap();
-        assert_eq!((usage.tables, usage.slots, usage.external_services), (1, 4093, 2));
+        assert_eq!(
+            (usage.tables, usage.slots, usage.external_services),
+            (1, 4093, 2)
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub struct DatapathOptions {
 /// returned guard lives; a second daemon is refused with the holder's PID.
 pub fn lock(opts: &DatapathOptions) -> Result<DatapathLock, StartError> {
     let ifindex = loader::ifindex(&opts.iface)?;
-    Ok(DatapathLock::acquire(&opts.lock_dir, &opts.pin_dir, ifindex)?)
+    Ok(DatapathLock::acquire(
+        &opts.lock_dir,
+        &opts.pin_dir,
+        ifindex,
+    )?)
 }
 
 /// Installs (or adopts) the balancer on the interface and hands its maps to a sync engine

@@ -85,7 +85,10 @@ mod tests {
         std::fs::write(dir.join("LB_NEW"), b"").unwrap();
         std::fs::write(dir.join("link_xdp"), b"").unwrap();
         drop(guard);
-        assert_eq!(entries(&dir).unwrap(), BTreeSet::from([OsString::from("LB_OLD")]));
+        assert_eq!(
+            entries(&dir).unwrap(),
+            BTreeSet::from([OsString::from("LB_OLD")])
+        );
 
         let kept = NewPins::note(&dir);
         std::fs::write(dir.join("LB_NEW"), b"").unwrap();

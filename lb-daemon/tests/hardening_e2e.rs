@@ -83,7 +83,11 @@ impl Setup {
         let addrs: Vec<String> = lab.backends.iter().map(|b| b.addr.clone()).collect();
         replace_file(&work.0.join("config.yaml"), &config(&addrs));
         let daemon = lab
-            .start_daemon(&bins, &work.0.join("config.yaml"), &work.0.join("daemon.log"))
+            .start_daemon(
+                &bins,
+                &work.0.join("config.yaml"),
+                &work.0.join("daemon.log"),
+            )
             .expect("daemon");
         let s = Self {
             lab,
@@ -215,9 +219,11 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     let full = config(&s.addrs);
     let lost = lost_during(&held, || {
         std::fs::write(s.config_path(), "").unwrap();
-        wait_for(Duration::from_secs(10), "rejection of the empty file", || {
-            s.log().contains("no YAML document").then_some(())
-        })
+        wait_for(
+            Duration::from_secs(10),
+            "rejection of the empty file",
+            || s.log().contains("no YAML document").then_some(()),
+        )
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", s.log()));
         let half = full.lines().take(2).collect::<Vec<_>>().join("\n") + "\n";
         std::fs::write(s.config_path(), &half).unwrap();
@@ -239,8 +245,16 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     let other_pins = PathBuf::from(format!("{}-fl-hard-2nd", s.lab.lb_pin_dir.display()));
     let lost = lost_during(&held, || {
         let config = s.config_path();
-        let second = s.ferrolb(&["run", "--iface", "eth0", "--config", config.to_str().unwrap()]);
-        let err = second.expect_err("a second daemon must be refused").to_string();
+        let second = s.ferrolb(&[
+            "run",
+            "--iface",
+            "eth0",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        let err = second
+            .expect_err("a second daemon must be refused")
+            .to_string();
         assert!(
             err.contains(&format!("process {}", s.daemon)),
             "the refusal names the holder's PID {}: {err}",
@@ -259,21 +273,36 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
                 config.to_str().unwrap(),
             ],
         );
-        let err = other.expect_err("a second daemon on the interface must be refused").to_string();
-        assert!(err.contains("interface index") && err.contains(&s.daemon.to_string()), "{err}");
-        assert!(!other_pins.exists(), "the refused daemon left {}", other_pins.display());
+        let err = other
+            .expect_err("a second daemon on the interface must be refused")
+            .to_string();
+        assert!(
+            err.contains("interface index") && err.contains(&s.daemon.to_string()),
+            "{err}"
+        );
+        assert!(
+            !other_pins.exists(),
+            "the refused daemon left {}",
+            other_pins.display()
+        );
     });
     report.push(("second daemon", lost));
 
     // 3. cleanup without --force is refused and removes nothing; a non-root user asking
     //    for stats or the services is told "permission denied".
     let lost = lost_during(&held, || {
-        let err = s.ferrolb(&["cleanup"]).expect_err("cleanup must be refused").to_string();
+        let err = s
+            .ferrolb(&["cleanup"])
+            .expect_err("cleanup must be refused")
+            .to_string();
         assert!(
             err.contains(&s.daemon.to_string()) && err.contains("--force"),
             "{err}"
         );
-        assert!(s.lab.lb_pin_dir.join("link_xdp").exists(), "cleanup removed the link");
+        assert!(
+            s.lab.lb_pin_dir.join("link_xdp").exists(),
+            "cleanup removed the link"
+        );
         for command in ["stats", "list"] {
             let pin = s.lab.lb_pin_dir.display().to_string();
             let out = std::process::Command::new("setpriv")
@@ -321,9 +350,11 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     // 6. The datapath removed under the daemon: noticed and re-installed within a second.
     let lost = lost_during(&held, || {
         s.ferrolb(&["cleanup", "--force"]).expect("cleanup --force");
-        wait_for(Duration::from_secs(3), "re-install (bound: 1 s, generous 3 s here)", || {
-            s.log().contains("datapath re-installed").then_some(())
-        })
+        wait_for(
+            Duration::from_secs(3),
+            "re-install (bound: 1 s, generous 3 s here)",
+            || s.log().contains("datapath re-installed").then_some(()),
+        )
         .unwrap_or_else(|e| panic!("{e}; log:\n{}", s.log()));
     });
     report.push(("datapath removed under the daemon (cleanup --force)", lost));
@@ -334,7 +365,9 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
         .iter()
         .filter(|h| h.backend.as_deref() == Some(removed.as_str()))
         .count();
-    println!("held connections: {HELD}; on the backend the cycle removed ({removed}): {on_removed}");
+    println!(
+        "held connections: {HELD}; on the backend the cycle removed ({removed}): {on_removed}"
+    );
     println!("| step | connections lost |");
     println!("|---|---|");
     for (step, lost) in &report {

@@ -148,9 +148,9 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
 
 /// Whether `text` has anything but blank lines, comments and YAML's document markers.
 fn holds_a_document(text: &str) -> bool {
-    text.lines().map(str::trim).any(|line| {
-        !(line.is_empty() || line.starts_with('#') || line == "---" || line == "...")
-    })
+    text.lines()
+        .map(str::trim)
+        .any(|line| !(line.is_empty() || line.starts_with('#') || line == "---" || line == "..."))
 }
 
 /// The settings every LB node must agree on, defaults where the file says nothing.

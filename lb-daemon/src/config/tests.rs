@@ -134,15 +134,19 @@ services:
 ";
     let err = error_of(mixed);
     assert!(
-        err.contains("services[0].backends[0].address")
-            && err.contains("another address family"),
+        err.contains("services[0].backends[0].address") && err.contains("another address family"),
         "{err}"
     );
 }
 
 #[test]
 fn an_empty_or_comments_only_file_is_an_error_not_zero_services() {
-    for text in ["", "\n\n", "# all services moved elsewhere\n# nothing here\n", "---\n"] {
+    for text in [
+        "",
+        "\n\n",
+        "# all services moved elsewhere\n# nothing here\n",
+        "---\n",
+    ] {
         assert!(
             matches!(parse(text), Err(ConfigError::Empty)),
             "{text:?}: {:?}",
@@ -155,7 +159,11 @@ fn an_empty_or_comments_only_file_is_an_error_not_zero_services() {
 
 #[test]
 fn a_missing_or_null_service_list_is_an_error() {
-    for text in ["services:\n", "services:\n# - name: web\n", "settings:\n  maglev_seed: 1\n"] {
+    for text in [
+        "services:\n",
+        "services:\n# - name: web\n",
+        "settings:\n  maglev_seed: 1\n",
+    ] {
         let msg = error_of(text);
         assert!(msg.contains("services: missing or null"), "{text:?}: {msg}");
     }
@@ -168,7 +176,9 @@ fn an_empty_service_list_is_applied_only_with_allow_empty() {
     let state = parse("allow_empty: true\nservices: []\n").unwrap();
     assert!(state.services.is_empty());
     assert_eq!(
-        parse("allow_empty: false\nservices: []\n").unwrap_err().to_string(),
+        parse("allow_empty: false\nservices: []\n")
+            .unwrap_err()
+            .to_string(),
         msg
     );
 }
@@ -181,18 +191,63 @@ fn unusable_vips_and_backends_are_rejected_with_the_reason() {
         )
     };
     for (vip, backend, field, says) in [
-        ("169.254.1.1", "198.18.0.11", "services[0].vip", "link-local"),
+        (
+            "169.254.1.1",
+            "198.18.0.11",
+            "services[0].vip",
+            "link-local",
+        ),
         ("127.0.0.1", "198.18.0.11", "services[0].vip", "loopback"),
         ("fe80::1", "2001:db8::11", "services[0].vip", "link-local"),
         ("::1", "2001:db8::11", "services[0].vip", "loopback"),
-        ("198.18.100.1", "127.0.0.1", "services[0].backends[0].address", "loopback"),
-        ("198.18.100.1", "169.254.0.7", "services[0].backends[0].address", "link-local"),
-        ("198.18.100.1", "224.0.0.5", "services[0].backends[0].address", "multicast"),
-        ("198.18.100.1", "0.0.0.0", "services[0].backends[0].address", "unspecified"),
-        ("198.18.100.1", "255.255.255.255", "services[0].backends[0].address", "broadcast"),
-        ("2001:db8::1", "fe80::11", "services[0].backends[0].address", "link-local"),
-        ("2001:db8::1", "::", "services[0].backends[0].address", "unspecified"),
-        ("2001:db8::1", "ff02::1", "services[0].backends[0].address", "multicast"),
+        (
+            "198.18.100.1",
+            "127.0.0.1",
+            "services[0].backends[0].address",
+            "loopback",
+        ),
+        (
+            "198.18.100.1",
+            "169.254.0.7",
+            "services[0].backends[0].address",
+            "link-local",
+        ),
+        (
+            "198.18.100.1",
+            "224.0.0.5",
+            "services[0].backends[0].address",
+            "multicast",
+        ),
+        (
+            "198.18.100.1",
+            "0.0.0.0",
+            "services[0].backends[0].address",
+            "unspecified",
+        ),
+        (
+            "198.18.100.1",
+            "255.255.255.255",
+            "services[0].backends[0].address",
+            "broadcast",
+        ),
+        (
+            "2001:db8::1",
+            "fe80::11",
+            "services[0].backends[0].address",
+            "link-local",
+        ),
+        (
+            "2001:db8::1",
+            "::",
+            "services[0].backends[0].address",
+            "unspecified",
+        ),
+        (
+            "2001:db8::1",
+            "ff02::1",
+            "services[0].backends[0].address",
+            "multicast",
+        ),
     ] {
         let msg = error_of(&one(vip, backend));
         assert!(
@@ -248,12 +303,20 @@ fn an_unreadable_file_names_the_os_error() {
 #[test]
 fn scaling_three_backends_to_two_and_back_keeps_the_table_size() {
     let with = |n: usize| {
-        let backends: Vec<String> = (0..n).map(|i| format!("{{address: 198.18.0.{}}}", 11 + i)).collect();
+        let backends: Vec<String> = (0..n)
+            .map(|i| format!("{{address: 198.18.0.{}}}", 11 + i))
+            .collect();
         let text = format!(
             "services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp, backends: [{}]}}\n",
             backends.join(", ")
         );
-        parse(&text).unwrap().services.values().next().unwrap().table_size
+        parse(&text)
+            .unwrap()
+            .services
+            .values()
+            .next()
+            .unwrap()
+            .table_size
     };
     assert_eq!(with(3), with(2));
     assert_eq!(with(1), with(10));

@@ -73,7 +73,9 @@ mod tests {
         assert_eq!(settle.observe("services: [a, b]".into(), ms(300)), None);
         assert_eq!(settle.observe("services: [a, b]".into(), ms(700)), None);
         assert_eq!(
-            settle.observe("services: [a, b]".into(), ms(800)).as_deref(),
+            settle
+                .observe("services: [a, b]".into(), ms(800))
+                .as_deref(),
             Some("services: [a, b]")
         );
         // Taken once; the same text again is nothing new.

@@ -28,10 +28,8 @@ mod cgroup_link;
 mod lock;
 mod pins;
 mod socket;
+pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
-pub use lock::{
-    interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR,
-};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
 
