@@ -138,9 +138,16 @@ pub(crate) fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
 pub(crate) use open_typed_impl as open_typed;
 
 fn permission_refused(e: &MapError) -> bool {
-    let text = e.to_string();
-    matches!(e, MapError::PinError { .. })
-        && (text.contains("Operation not permitted") || text.contains("Permission denied"))
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }
 
 pub(crate) fn open_raw(pin_dir: &Path, name: &str) -> Result<MapData, MapsError> {
