@@ -21,7 +21,7 @@ use lb_common::{program_names, BackendValue, NextHop, XdpReason, FAMILY_V4};
 use lb_daemon::{
     config, loader,
     maps::BalancerMaps,
-    sync::{DatapathParams, SyncEngine},
+    sync::{DatapathParams, IcmpLimit, SyncEngine},
 };
 use support::{require_root, PinDir};
 
@@ -31,6 +31,10 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(LB[0], LB[1], LB[2], LB[3]),
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
+    icmp_limit: IcmpLimit {
+        per_second: u16::MAX,
+        burst: u16::MAX,
+    },
 };
 const MTU: u16 = 1500;
 /// Counters are compared after every batch of this many frames.

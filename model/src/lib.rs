@@ -1,8 +1,14 @@
 //! Desired state: what the maps should hold, as plain values. Pure, no I/O; shared by the
 //! config-file and Kubernetes sources and the planner.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+};
 
+pub use ipnetwork::IpNetwork;
 use lb_common::{ServiceKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
 
@@ -132,12 +138,38 @@ pub struct ServiceSpec {
     /// dropping.
     #[serde(default)]
     pub reject: bool,
+    /// `loadBalancerSourceRanges`: only sources inside one of these open flows to the
+    /// frontend (the XDP balancer; an internal-scope frontend carries none). Empty allows
+    /// every source. Kept as [`source_ranges`] returns them, so equal lists compare equal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<IpNetwork>,
+    /// `sessionAffinity: ClientIP`: a client keeps its backend until it has sent nothing
+    /// for this many seconds (1..=86400); `None`: every flow is balanced on its own.
+    #[serde(default)]
+    pub affinity_timeout_s: Option<u32>,
 }
+
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
+/// The largest timeout Kubernetes accepts (one day).
+pub const MAX_AFFINITY_TIMEOUT_S: u32 = 86_400;
 
 impl ServiceSpec {
     pub fn active_backends(&self) -> usize {
         self.backends.iter().filter(|b| b.weight > 0).count()
     }
+}
+
+/// Source ranges in their canonical form: each reduced to its network address (`10.1.2.3/8`
+/// is `10.0.0.0/8`, the range the datapath matches), sorted, each once.
+pub fn source_ranges(ranges: impl IntoIterator<Item = IpNetwork>) -> Vec<IpNetwork> {
+    let mut out: Vec<IpNetwork> = ranges
+        .into_iter()
+        .map(|r| IpNetwork::new(r.network(), r.prefix()).expect("the prefix stays valid"))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Everything the datapath should serve.
@@ -146,6 +178,10 @@ pub struct DesiredState {
     /// Specs are shared: a source publishes a new state for every change, and copying the
     /// map must not copy every service's backends.
     pub services: BTreeMap<Frontend, Arc<ServiceSpec>>,
+    /// Addresses that refuse a (port, protocol) none of `services` names, in both scopes
+    /// (kube-proxy rejects a ClusterIP's undefined ports): ICMP port unreachable from the
+    /// balancer, ECONNREFUSED at the socket. Shared, as the specs are.
+    pub rejecting: Arc<BTreeSet<IpAddr>>,
     pub settings: Settings,
 }
 
@@ -160,6 +196,42 @@ pub struct Settings {
     /// VLAN ids whose tagged frames the balancer serves besides untagged ones; unused
     /// entries 0. Empty by default: tagged frames are passed untouched.
     pub allowed_vlans: lb_common::VlanList,
+}
+
+/// Maglev table sizes the automatic policy picks from: every other listed prime from 1021
+/// on, so each class spans a 4x range of backend counts (100 to 400 slots per backend) and
+/// a service's size changes only when its active backend count crosses a class boundary
+/// (10, 40, 163, 655, 2621). The floor, 1021, covers every service of up to 10 backends:
+/// scaling such a service 3 -> 2 -> 3 keeps its table size, so Maglev moves only the flows
+/// of the backend that left. With slots of at most 2 bytes it costs 2 KiB per distinct
+/// backend set (4 KiB while the table is replaced); 10k distinct sets take 20 MiB.
+pub const TABLE_SIZE_CLASSES: &[u32] = &[1021, 4093, 16381, 65521, 262139, 1_048_573];
+
+/// Slots per active backend the policy keeps at least (the Maglev paper's rule of thumb
+/// for small imbalance and disruption).
+pub const SLOTS_PER_BACKEND: usize = 100;
+
+impl Settings {
+    /// The Maglev table size of a service with `active_backends` backends of weight above
+    /// zero: the smallest class with [`SLOTS_PER_BACKEND`] slots for each, at most the
+    /// largest listed size not above `max_table_size`. A function of the configuration
+    /// alone (no history), so every LB node, restarted or joining late, picks the same.
+    pub fn table_size_for(&self, active_backends: usize) -> u32 {
+        let sizes = lb_hashing::maglev::TABLE_SIZES;
+        let cap = sizes
+            .iter()
+            .copied()
+            .rev()
+            .find(|&s| s <= self.max_table_size)
+            .unwrap_or(sizes[0]);
+        let wanted = active_backends.max(1).saturating_mul(SLOTS_PER_BACKEND);
+        TABLE_SIZE_CLASSES
+            .iter()
+            .copied()
+            .find(|&s| s as usize >= wanted)
+            .unwrap_or(cap)
+            .min(cap)
+    }
 }
 
 impl Default for Settings {
@@ -247,5 +319,67 @@ impl EndpointPort {
             endpoint: addr_from_bytes(&key.endpoint, key.family)?,
             target_port: u16::from_be(value.target_port_be),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_are_reduced_to_networks_sorted_and_deduplicated() {
+        let parsed: Vec<IpNetwork> = [
+            "198.18.7.9/16",
+            "2001:db8::5/32",
+            "198.18.0.0/16",
+            "10.0.0.1/32",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        let shown: Vec<String> = source_ranges(parsed)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.1/32", "198.18.0.0/16", "2001:db8::/32"]);
+    }
+
+    #[test]
+    fn table_size_classes_are_listed_primes_four_times_apart() {
+        for pair in TABLE_SIZE_CLASSES.windows(2) {
+            assert!(pair[1] / pair[0] >= 3, "{pair:?}");
+        }
+        for size in TABLE_SIZE_CLASSES {
+            lb_hashing::maglev::validate_table_size(*size).unwrap();
+        }
+    }
+
+    #[test]
+    fn table_size_stays_put_within_a_class_and_respects_the_cap() {
+        let s = Settings::default();
+        for n in 0..=10 {
+            assert_eq!(s.table_size_for(n), 1021, "{n} backends");
+        }
+        assert_eq!(s.table_size_for(11), 4093);
+        assert_eq!(s.table_size_for(40), 4093);
+        assert_eq!(s.table_size_for(41), 16381);
+        assert_eq!(s.table_size_for(164), 65521);
+        // Above the last class within the default cap: the cap.
+        assert_eq!(s.table_size_for(1000), 65537);
+        let small = Settings {
+            max_table_size: 509,
+            ..Settings::default()
+        };
+        assert_eq!(small.table_size_for(3), 509);
+        let tiny = Settings {
+            max_table_size: 10,
+            ..Settings::default()
+        };
+        assert_eq!(tiny.table_size_for(3), 251);
+        let huge = Settings {
+            max_table_size: 1_048_573,
+            ..Settings::default()
+        };
+        assert_eq!(huge.table_size_for(usize::MAX), 1_048_573);
     }
 }

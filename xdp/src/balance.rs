@@ -1,74 +1,120 @@
 //! The balancing path of each family: parse, find the service, pick the backend (flow
 //! table, else Maglev), resolve the next hop, encapsulate, count. Each returns either a
 //! forwarding decision or the reason the packet is passed or dropped; [`verdict`] turns
-//! that into the action.
+//! that into the action. [`icmp`] hooks in where ICMP is the answer (a refused frontend,
+//! a packet too big to encapsulate) and lets ICMP errors about a VIP flow take the
+//! flow's path.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendValue, FlowKey, LbConfig, NextHop, ServiceValue, XdpReason, CONFIG_F_V6_READY,
-    FAMILY_V6, NEXTHOP_F_LOCAL,
+    FAMILY_V6, NEXTHOP_F_LOCAL, SERVICE_F_AFFINITY,
 };
 
 use crate::{
-    encap, flow, fragment, lookup, nexthop, parse, stats,
+    affinity, encap, flow, fragment, icmp, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
+    vlan,
 };
 
 // Each family's path is a BPF subprogram of its own: inlined together their stack frames
 // add up past the 512-byte limit. `len` is the frame's length as received, the figure
-// every counter records.
+// every counter records; `tag` the VLAN tag `vlan::admit` took off, put back on what
+// returns to the VLAN.
 #[inline(never)]
-pub fn v4(ctx: &XdpContext, len: u64) -> u32 {
-    verdict::finish(try_v4(ctx, len), len)
+pub fn v4(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+    verdict::finish(vlan::restore(ctx, tag, try_v4(ctx, len)), len)
 }
 
 #[inline(never)]
-pub fn v6(ctx: &XdpContext, len: u64) -> u32 {
-    verdict::finish(try_v6(ctx, len), len)
+pub fn v6(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+    verdict::finish(vlan::restore(ctx, tag, try_v6(ctx, len)), len)
+}
+
+/// Where a packet goes: the service it is counted for and the backend it is sent to.
+struct Pick {
+    service_id: u32,
+    backend_id: u32,
+    backend: BackendValue,
+}
+
+/// A later fragment (no ports) follows its datagram's first fragment, if this node sent
+/// that one (see `fragment`).
+#[inline(always)]
+fn followed(entry: Option<(u32, u32, BackendValue)>) -> Result<Pick, XdpReason> {
+    let (service_id, backend_id, backend) = entry.ok_or(XdpReason::PassFragment)?;
+    Ok(Pick {
+        service_id,
+        backend_id,
+        backend,
+    })
 }
 
 #[inline(always)]
 fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
-    let pkt = parse::parse_ipv4(ctx)?;
+    let (pkt, icmp_error) = icmp::parse_v4(ctx)?;
     let frag_key = fragment::key_v4(pkt.saddr, pkt.daddr, pkt.proto, pkt.id_be);
-    let (service_id, backend_id, backend, config) = if pkt.role == fragment::Role::Later {
-        let (service_id, backend_id, backend) =
-            fragment::follow(&frag_key).ok_or(XdpReason::PassFragment)?;
-        let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-        (service_id, backend_id, backend, config)
+    let (pick, config) = if pkt.role == parse::Role::Later {
+        let pick = followed(fragment::follow(&frag_key))?;
+        (pick, lookup::config().ok_or(XdpReason::PassNotReady)?)
     } else {
         let flow_key = flow::key(&pkt);
-        let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
+        let Some(service) = lookup::service(&flow_key) else {
+            return icmp::no_service(ctx, &flow_key, icmp_error);
+        };
         let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
         let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
-        let (backend_id, backend) = select(&flow_key, &service, pkt.opening, hash, config)?;
-        if pkt.role == fragment::Role::First {
+        let picked = select(&flow_key, &service, pkt.opening, hash, config, || {
+            flow_key.client_hash_v4(config.flow_hash_seed)
+        });
+        let (backend_id, backend) = match picked {
+            Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
+                return icmp::reject_v4(ctx)
+            }
+            picked => picked?,
+        };
+        if pkt.role == parse::Role::First {
             fragment::remember(&frag_key, service.service_id, backend_id, &backend);
         }
-        (service.service_id, backend_id, backend, config)
+        let pick = Pick {
+            service_id: service.service_id,
+            backend_id,
+            backend,
+        };
+        (pick, config)
     };
-    let hop = next_hop(ctx, backend_id, &backend, config)?;
+    let hop = next_hop(ctx, pick.backend_id, &pick.backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
+        return icmp::too_big_v4(ctx, &pkt, hop.mtu, icmp_error);
     }
-    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
-    Ok(sent(ctx, service_id, backend_id, &hop, len))
+    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &pick.backend)?;
+    let forward = sent(ctx, pick.service_id, pick.backend_id, &hop, len);
+    Ok(icmp::forwarded(forward, icmp_error))
 }
 
 #[inline(always)]
 fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
-    let pkt = parse::parse_ipv6(ctx)?;
+    let (pkt, icmp_error) = icmp::parse_v6(ctx)?;
     let flow_key = &pkt.flow;
-    let (service_id, backend_id, backend, config) = if pkt.role == fragment::Role::Later {
-        let (service_id, backend_id, backend) =
-            fragment::follow_v6(flow_key, pkt.frag_id_be).ok_or(XdpReason::PassFragment)?;
-        (service_id, backend_id, backend, config_v6()?)
+    let (pick, config) = if pkt.role == parse::Role::Later {
+        let pick = followed(fragment::follow_v6(flow_key, pkt.frag_id_be))?;
+        (pick, config_v6()?)
     } else {
-        let service = lookup::service(flow_key).ok_or(XdpReason::PassNotService)?;
+        let Some(service) = lookup::service(flow_key) else {
+            return icmp::no_service(ctx, flow_key, icmp_error);
+        };
         let config = config_v6()?;
         let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
-        let (backend_id, backend) = select(flow_key, &service, pkt.opening, hash, config)?;
-        if pkt.role == fragment::Role::First {
+        let picked = select(flow_key, &service, pkt.opening, hash, config, || {
+            flow_key.client_hash_v6(config.flow_hash_seed)
+        });
+        let (backend_id, backend) = match picked {
+            Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
+                return icmp::reject_v6(ctx)
+            }
+            picked => picked?,
+        };
+        if pkt.role == parse::Role::First {
             fragment::remember_v6(
                 flow_key,
                 pkt.frag_id_be,
@@ -77,19 +123,25 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
                 &backend,
             );
         }
-        (service.service_id, backend_id, backend, config)
+        let pick = Pick {
+            service_id: service.service_id,
+            backend_id,
+            backend,
+        };
+        (pick, config)
     };
     // The daemon never mixes families in a service; a slot that does is not followed.
-    if backend.family != FAMILY_V6 {
+    if pick.backend.family != FAMILY_V6 {
         return Err(XdpReason::DropBackendMissing);
     }
-    let hop = next_hop(ctx, backend_id, &backend, config)?;
+    let hop = next_hop(ctx, pick.backend_id, &pick.backend, config)?;
     let outer = u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD;
     if outer > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
+        return icmp::too_big_v6(ctx, hop.mtu, icmp_error);
     }
-    encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &backend)?;
-    Ok(sent(ctx, service_id, backend_id, &hop, len))
+    encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &pick.backend)?;
+    let forward = sent(ctx, pick.service_id, pick.backend_id, &hop, len);
+    Ok(icmp::forwarded(forward, icmp_error))
 }
 
 /// The configuration, if it forwards IPv6.
@@ -104,7 +156,9 @@ fn config_v6() -> Result<&'static LbConfig, XdpReason> {
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
 /// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
-/// the flow hash: it indexes the flow cache and picks the Maglev slot.
+/// the flow hash: it indexes the flow cache and picks the Maglev slot. A service with
+/// session affinity consults the client's entry before Maglev, and Maglev then takes
+/// `client_hash`, the client alone (see `affinity`).
 ///
 /// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
 /// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
@@ -112,7 +166,7 @@ fn config_v6() -> Result<&'static LbConfig, XdpReason> {
 /// (the handshake's ACK) records it; Maglev gives that ACK the same backend unless the
 /// table changed within the round trip, the exposure Maglev alone has anyway. A SYN whose
 /// tuple has a live entry still follows it, so a reused tuple stays on its entry's
-/// backend.
+/// backend. Only a flow the table does not know meets the service's source ranges.
 #[inline(always)]
 fn select(
     flow_key: &FlowKey,
@@ -120,14 +174,26 @@ fn select(
     opening: bool,
     hash: u32,
     config: &LbConfig,
+    client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     let epoch = config.flow_epoch;
+    let affine = service.flags & SERVICE_F_AFFINITY != 0;
     match flow::lookup(flow_key, hash, epoch) {
-        Some(hit) => Ok(hit),
+        Some(hit) => {
+            if affine {
+                affinity::touch(flow_key, service, hit.0);
+            }
+            Ok(hit)
+        }
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
-            let picked = lookup::maglev_backend(service, hash)?;
+            source_range::check(service, flow_key)?;
+            let picked = if affine {
+                affinity::pick(flow_key, service, opening, client_hash)?
+            } else {
+                lookup::maglev_backend(service, hash)?
+            };
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);
             }

@@ -3,14 +3,17 @@
 #![no_std]
 #![no_main]
 
+mod affinity;
 mod balance;
 mod encap;
 mod flow;
 mod fragment;
+mod icmp;
 mod lookup;
 mod maps;
 mod nexthop;
 mod parse;
+mod source_range;
 mod stats;
 mod verdict;
 mod vlan;
@@ -28,13 +31,12 @@ pub fn xdp_balancer(ctx: XdpContext) -> u32 {
         Ok(tag) => tag,
         Err(reason) => return verdict::finish(Err(reason), len),
     };
-    let action = match parse::ether_type(&ctx) {
-        Ok(ETH_P_IP) => balance::v4(&ctx, len),
-        Ok(ETH_P_IPV6) => balance::v6(&ctx, len),
-        Ok(_) => verdict::finish(Err(XdpReason::PassNotIp), len),
-        Err(reason) => verdict::finish(Err(reason), len),
-    };
-    vlan::restore(&ctx, tag, action)
+    match parse::ether_type(&ctx) {
+        Ok(ETH_P_IP) => balance::v4(&ctx, len, tag),
+        Ok(ETH_P_IPV6) => balance::v6(&ctx, len, tag),
+        Ok(_) => verdict::finish(vlan::restore(&ctx, tag, Err(XdpReason::PassNotIp)), len),
+        Err(reason) => verdict::finish(vlan::restore(&ctx, tag, Err(reason)), len),
+    }
 }
 
 #[cfg(not(test))]

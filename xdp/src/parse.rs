@@ -17,8 +17,8 @@ const TCP_FLAGS_OFF: usize = 13;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 /// Fragment offset (in 8-byte units) and more-fragments flag, in host order.
-const IP_OFFSET_MASK: u16 = 0x1fff;
-const IP_MF: u16 = 0x2000;
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
+pub const IP_MF: u16 = 0x2000;
 /// The IPv6 fragment header: offset in its top 13 bits, the M flag in bit 0.
 const IPV6_FRAG_HLEN: usize = 8;
 const IPV6_FRAG_OFFSET_MASK: u16 = 0xfff8;
