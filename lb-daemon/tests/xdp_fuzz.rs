@@ -10,19 +10,20 @@
 mod fuzz;
 mod support;
 
-use std::time::Instant;
+use std::{net::IpAddr, sync::Arc, time::Instant};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use fuzz::{
     frames::{self, Rng, LB_MAC},
     model::{Model, Outcome, Snapshot, XDP_DROP},
 };
-use lb_common::{program_names, BackendValue, NextHop, XdpReason, FAMILY_V4};
+use lb_common::{program_names, BackendValue, NextHop, XdpReason, FAMILY_V4, FAMILY_V6};
 use lb_daemon::{
     config, loader,
     maps::BalancerMaps,
     sync::{DatapathParams, IcmpLimit, SyncEngine},
 };
+use lb_model::DesiredState;
 use support::{require_root, PinDir};
 
 const LB: [u8; 4] = [198, 18, 0, 2];
@@ -31,14 +32,19 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(LB[0], LB[1], LB[2], LB[3]),
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
-    icmp_limit: IcmpLimit {
-        per_second: u16::MAX,
-        burst: u16::MAX,
-    },
+    icmp_limit: UNLIMITED,
 };
 const MTU: u16 = 1500;
 /// Counters are compared after every batch of this many frames.
 const BATCH: u64 = 4096;
+/// The ICMP answer rate alternates every this many frames between unlimited (a rate the
+/// fuzzer's answers, well under 65,535 a second, never exhaust) and 0 (every answer
+/// suppressed): both are what the model can predict exactly, whichever CPU runs a frame.
+const RATE_PHASE: u64 = 32 * BATCH;
+const UNLIMITED: IcmpLimit = IcmpLimit {
+    per_second: u16::MAX,
+    burst: u16::MAX,
+};
 
 const CONFIG: &str = "
 settings:
@@ -49,11 +55,44 @@ services:
   - {name: dns, vip: 198.18.100.1, port: 53, protocol: udp,
      backends: [{address: 198.18.0.11}, {address: 198.18.0.12}]}
   - {name: empty, vip: 198.18.100.1, port: 81, protocol: tcp, backends: []}
+  - {name: ranged, vip: 198.18.100.1, port: 443, protocol: tcp,
+     source_ranges: [198.18.0.10/31],
+     backends: [{address: 198.18.0.11}, {address: 198.18.0.12}]}
+  - {name: sticky, vip: 198.18.100.1, port: 8080, protocol: udp,
+     session_affinity: {timeout_seconds: 86400},
+     backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]}
   - {name: web6, vip: '2001:db8:0:100::1', port: 80, protocol: tcp,
      backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}]}
   - {name: dns6, vip: '2001:db8:0:100::1', port: 53, protocol: udp,
      backends: [{address: '2001:db8::13'}]}
+  - {name: empty6, vip: '2001:db8:0:100::1', port: 81, protocol: tcp, backends: []}
+  - {name: ranged6, vip: '2001:db8:0:100::1', port: 443, protocol: tcp,
+     source_ranges: ['2001:db8::a/127'],
+     backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}]}
+  - {name: sticky6, vip: '2001:db8:0:100::1', port: 8080, protocol: tcp,
+     session_affinity: {timeout_seconds: 86400},
+     backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}, {address: '2001:db8::13'}]}
 ";
+
+/// The config as the harness programs it: the empty frontends reject (port unreachable,
+/// as a Kubernetes Service without endpoints does), and one address of each family
+/// refuses the ports no frontend names; the file format has neither (cluster mode does).
+fn desired() -> DesiredState {
+    let mut desired = config::parse(CONFIG).unwrap();
+    for spec in desired.services.values_mut() {
+        if spec.backends.is_empty() {
+            Arc::make_mut(spec).reject = true;
+        }
+    }
+    let mut rejecting6 = frames::VIP6;
+    rejecting6[15] = frames::REJECTING6_LAST;
+    desired.rejecting = Arc::new(
+        [IpAddr::from(frames::REJECTING), IpAddr::from(rejecting6)]
+            .into_iter()
+            .collect(),
+    );
+    desired
+}
 
 fn backend_mac(backend: &BackendValue) -> [u8; 6] {
     let last = if backend.family == FAMILY_V4 {
@@ -76,7 +115,7 @@ impl Harness {
         let ebpf = loader::load_balancer(&pin.path).expect("load balancer");
         let maps = BalancerMaps::open(&pin.path).expect("open maps");
         let mut engine = SyncEngine::adopt(maps, &PARAMS).unwrap();
-        engine.apply(&config::parse(CONFIG).unwrap()).unwrap();
+        engine.apply(&desired()).unwrap();
         let backends: Vec<(u32, BackendValue)> = engine.maps().backend_entries().unwrap();
         for (id, backend) in backends {
             let hop = NextHop {
@@ -97,10 +136,30 @@ impl Harness {
         }
     }
 
-    /// What the model reads: the maps as the sync engine wrote them.
+    /// What the model reads: the maps as the sync engine wrote them, and the source
+    /// ranges and rejecting addresses as the desired state gives them.
     fn snapshot(&self) -> Snapshot {
         let maps = self.engine.maps();
         let config = maps.read_config().unwrap();
+        let desired = desired();
+        let state = self.engine.state();
+        let source_ranges = desired
+            .services
+            .iter()
+            .filter(|(_, spec)| !spec.source_ranges.is_empty())
+            .map(|(frontend, spec)| {
+                let id = state.services[frontend].service_id;
+                (id, spec.source_ranges.clone())
+            })
+            .collect();
+        let rejecting = desired
+            .rejecting
+            .iter()
+            .map(|addr| match addr {
+                IpAddr::V4(v4) => (lb_common::v4_addr(v4.octets()), FAMILY_V4),
+                IpAddr::V6(v6) => (v6.octets(), FAMILY_V6),
+            })
+            .collect();
         let services = maps
             .service_entries()
             .unwrap()
@@ -125,6 +184,9 @@ impl Harness {
             lb_mac: LB_MAC,
             mtu: u32::from(MTU),
             backend_mac,
+            source_ranges,
+            rejecting,
+            icmp_answers: config.icmp_rate_per_s > 0,
         }
     }
 }
@@ -159,13 +221,12 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
     });
     println!("fuzz: seed {seed}, {frames} frames (FERROLB_FUZZ_SEED={seed} reproduces)");
     let mut harness = Harness::new("fuzz");
-    let snapshot = harness.snapshot();
+    let mut snapshot = harness.snapshot();
     let mut model = Model::default();
     let mut rng = Rng::new(seed);
     let mut expected_counts = vec![0u64; XdpReason::COUNT as usize];
     let Harness { ebpf, engine, .. } = &mut harness;
-    let maps = engine.maps();
-    let mut before = counters(maps);
+    let mut before = counters(engine.maps());
     let mut by_reason = vec![0u64; XdpReason::COUNT as usize];
     let started = Instant::now();
     let prog: &mut Xdp = ebpf
@@ -209,7 +270,7 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
         expected_counts[want.reason as usize] += 1;
         by_reason[want.reason as usize] += 1;
         if (index + 1) % BATCH == 0 || index + 1 == frames {
-            let after = counters(maps);
+            let after = counters(engine.maps());
             for &reason in XdpReason::ALL {
                 let moved = after[reason as usize] - before[reason as usize];
                 let want = expected_counts[reason as usize];
@@ -221,6 +282,24 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
             }
             expected_counts.fill(0);
             before = after;
+            if (index + 1) % RATE_PHASE == 0 {
+                let limited = (index + 1) / RATE_PHASE % 2 == 1;
+                let limit = if limited {
+                    IcmpLimit {
+                        per_second: 0,
+                        burst: 1,
+                    }
+                } else {
+                    UNLIMITED
+                };
+                engine
+                    .set_params(Some(&DatapathParams {
+                        icmp_limit: limit,
+                        ..PARAMS
+                    }))
+                    .unwrap();
+                snapshot.icmp_answers = !limited;
+            }
             if (index + 1) % (1024 * BATCH) == 0 {
                 println!(
                     "fuzz: {} frames agree so far ({:.0} s)",
@@ -255,6 +334,11 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
         XdpReason::DropMalformedL4,
         XdpReason::DropNoBackend,
         XdpReason::DropTooBig,
+        XdpReason::RejectedIcmp,
+        XdpReason::TooBigAnswered,
+        XdpReason::DropIcmpRateLimited,
+        XdpReason::ForwardedIcmpError,
+        XdpReason::DropSourceRange,
     ] {
         assert!(
             frames < 100_000 || by_reason[reason as usize] > 0,

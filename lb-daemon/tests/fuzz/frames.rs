@@ -32,8 +32,12 @@ pub const VIP: [u8; 4] = [198, 18, 100, 1];
 pub const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 1,
 ];
+/// Addresses whose undefined ports the harness makes refuse (the IPv6 one is VIP6 with
+/// this last byte).
+pub const REJECTING: [u8; 4] = [198, 18, 100, 3];
+pub const REJECTING6_LAST: u8 = 3;
 const ETH_HLEN: usize = 14;
-const PORTS: &[u16] = &[80, 53, 81, 443, 0, 65535];
+const PORTS: &[u16] = &[80, 53, 81, 443, 8080, 0, 65535];
 const PROTOS: &[u8] = &[6, 17, 6, 17, 1, 58, 47, 4, 132];
 /// VLAN ids: 0 (priority tag), one the harness lists, others.
 const VIDS: &[u16] = &[0, 20, 10, 4095, 1];
@@ -66,8 +70,10 @@ fn eth(ether_type: u16) -> Vec<u8> {
 }
 
 /// A transport header (TCP with any flag byte, UDP, or bytes of another protocol) and a
-/// payload; an ICMP error quoting a VIP flow for protocols 1 and 58.
-fn transport(rng: &mut Rng, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+/// payload; for protocols 1 and 58 an ICMP message, mostly an error quoting a packet the
+/// frame's destination `dst` sent to a client (a VIP flow's answer), sometimes another
+/// type, a quote from elsewhere, of another protocol, or with a bogus header length.
+fn transport(rng: &mut Rng, proto: u8, sport: u16, dport: u16, dst: &[u8]) -> Vec<u8> {
     let mut t = Vec::new();
     match proto {
         6 => {
@@ -83,15 +89,7 @@ fn transport(rng: &mut Rng, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
             t.extend_from_slice(&dport.to_be_bytes());
             t.extend_from_slice(&[0, 0, 0, 0]);
         }
-        1 | 58 => {
-            // Destination unreachable quoting a packet from a VIP.
-            t.extend_from_slice(&[if proto == 1 { 3 } else { 1 }, 4, 0, 0, 0, 0, 0, 0]);
-            t.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
-            t.extend_from_slice(&VIP);
-            t.extend_from_slice(&[198, 18, 0, 10]);
-            t.extend_from_slice(&dport.to_be_bytes());
-            t.extend_from_slice(&sport.to_be_bytes());
-        }
+        1 | 58 => icmp_error(rng, proto, sport, dport, dst, &mut t),
         _ => {}
     }
     let len = match rng.below(10) {
@@ -101,6 +99,44 @@ fn transport(rng: &mut Rng, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
     };
     t.extend(std::iter::repeat_n(0xab, len));
     t
+}
+
+fn icmp_error(rng: &mut Rng, proto: u8, sport: u16, dport: u16, dst: &[u8], t: &mut Vec<u8>) {
+    let kinds: &[u8] = if proto == 1 {
+        &[3, 3, 11, 0, 8, 5]
+    } else {
+        &[1, 2, 3, 1, 128, 135]
+    };
+    t.extend_from_slice(&[rng.pick(kinds), rng.below(5) as u8, 0, 0, 0, 0, 5, 0xdc]);
+    let quoted_proto = rng.pick(&[6u8, 17, 6, 17, 1]);
+    let client = 10 + rng.below(3) as u8;
+    let mut from = dst.to_vec();
+    if rng.chance(10) {
+        from[3] ^= 1; // not sent by the error's destination
+    }
+    if dst.len() == 4 {
+        let hlen = if rng.chance(10) {
+            rng.pick(&[0x44u8, 0x46, 0x4f, 0x65])
+        } else {
+            0x45
+        };
+        t.extend_from_slice(&[hlen, 0, 0, 40, 0, 0, 0x40, 0, 64, quoted_proto, 0, 0]);
+        t.extend_from_slice(&from);
+        t.extend_from_slice(&[198, 18, 0, client]);
+        for _ in 20..usize::from(hlen & 0x0f) * 4 {
+            t.push(1);
+        }
+    } else {
+        t.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, quoted_proto, 64]);
+        t.extend_from_slice(&from);
+        let mut to = VIP6;
+        to[6] = 0;
+        to[15] = client;
+        t.extend_from_slice(&to);
+    }
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1]);
 }
 
 fn ports(rng: &mut Rng) -> (u16, u16) {
@@ -115,7 +151,12 @@ fn ipv4(rng: &mut Rng) -> Vec<u8> {
     } else {
         0
     };
-    let mut body = transport(rng, proto, sport, dport);
+    let dst = match rng.below(10) {
+        0 => [198, 18, 100, 2],
+        1 => REJECTING,
+        _ => VIP,
+    };
+    let mut body = transport(rng, proto, sport, dport, &dst);
     // Fragments: a few identifications, so later fragments meet first ones.
     let frag: u16 = match rng.below(10) {
         0 => 0x2000,
@@ -142,11 +183,6 @@ fn ipv4(rng: &mut Rng) -> Vec<u8> {
     ip[8] = 64;
     ip[9] = proto;
     ip[12..16].copy_from_slice(&[198, 18, 0, 10 + rng.below(3) as u8]);
-    let dst = if rng.chance(90) {
-        VIP
-    } else {
-        [198, 18, 100, 2]
-    };
     ip[16..20].copy_from_slice(&dst);
     for byte in &mut ip[20..] {
         *byte = 1; // NOP options
@@ -160,6 +196,8 @@ fn ipv4(rng: &mut Rng) -> Vec<u8> {
 fn ipv6(rng: &mut Rng) -> Vec<u8> {
     let (sport, dport) = ports(rng);
     let proto = rng.pick(PROTOS);
+    let mut dst = VIP6;
+    dst[15] = rng.pick(&[1, 1, 1, 1, 1, 1, 1, 1, 2, REJECTING6_LAST]);
     let mut payload = Vec::new();
     let mut next = proto;
     // Extension headers: a fragment header (first, later, atomic) or another one.
@@ -183,7 +221,7 @@ fn ipv6(rng: &mut Rng) -> Vec<u8> {
         }
         _ => {}
     }
-    payload.extend(transport(rng, proto, sport, dport));
+    payload.extend(transport(rng, proto, sport, dport, &dst));
     let mut f = eth(0x86dd);
     let vtc: u32 = 6 << 28 | (rng.below(1 << 28) as u32);
     f.extend_from_slice(&vtc.to_be_bytes());
@@ -194,10 +232,6 @@ fn ipv6(rng: &mut Rng) -> Vec<u8> {
     src[6] = 0;
     src[15] = 10 + rng.below(3) as u8;
     f.extend_from_slice(&src);
-    let mut dst = VIP6;
-    if rng.chance(10) {
-        dst[15] = 2;
-    }
     f.extend_from_slice(&dst);
     f.extend_from_slice(&payload);
     f

@@ -3,23 +3,38 @@
 //! eBPF code: frame in → action, reason and output frame. One function per feature, so a
 //! new datapath feature is one more function and one more call in [`Model::decide`].
 //!
-//! What it models (main at 3609825 plus this branch): VLAN admission, Ethernet/IPv4/IPv6
-//! parsing with their malformed cases, fragments (first balanced and remembered, later
-//! following), service lookup, Maglev selection, the MTU check and IPIP/IP6IP6
-//! encapsulation. Backends and tables stay fixed during a run, so a flow-table entry always
-//! names the Maglev pick and the flow table needs no model.
+//! What it models: VLAN admission (a tag goes back on what returns to the VLAN: frames
+//! passed up and ICMP answers), Ethernet/IPv4/IPv6 parsing with their malformed cases,
+//! fragments (first balanced and remembered, later following), ICMP errors about VIP
+//! flows (`fuzz/icmp.rs`), service lookup, rejecting addresses and frontends (port
+//! unreachable), source ranges, session affinity (Maglev over the client alone), Maglev,
+//! the MTU check with its "fragmentation needed" / "packet too big" answers, the answer
+//! rate limit (the harness runs it either unlimited or at rate 0) and IPIP/IP6IP6
+//! encapsulation. Backends and tables stay fixed during a run and affinity entries never
+//! expire within one (the harness sets the longest timeout), so a flow-table or affinity
+//! entry always names the pick Maglev made when it was written: neither table needs a
+//! model.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
 
-use lb_common::{BackendValue, FlowKey, ServiceKey, ServiceValue, XdpReason, FAMILY_V4, FAMILY_V6};
+use lb_common::{
+    BackendValue, FlowKey, ServiceKey, ServiceValue, XdpReason, FAMILY_V4, FAMILY_V6,
+    SERVICE_F_AFFINITY, SERVICE_F_REJECT, SERVICE_F_SOURCE_RANGES,
+};
+use lb_model::IpNetwork;
+
+use super::icmp;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
 
-const ETH_HLEN: usize = 14;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
+pub const ETH_HLEN: usize = 14;
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
 
 /// What the datapath reads: services with their Maglev slots, backends, configuration,
 /// and the static next hops the harness pinned.
@@ -34,6 +49,13 @@ pub struct Snapshot {
     pub mtu: u32,
     /// A backend's next-hop MAC.
     pub backend_mac: fn(&BackendValue) -> [u8; 6],
+    /// Each service's source ranges, by service id (services with the flag only).
+    pub source_ranges: HashMap<u32, Vec<IpNetwork>>,
+    /// Addresses (16-byte form, family) whose undefined ports are refused.
+    pub rejecting: HashSet<([u8; 16], u8)>,
+    /// Whether the ICMP answer rate lets answers out (the harness's rate is either
+    /// beyond what the fuzzer can send, or 0).
+    pub icmp_answers: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,25 +82,29 @@ struct FragKey {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
     Whole,
     First,
     Later,
 }
 
-/// A parsed packet: what the decision needs from either family.
-struct Packet {
-    family: u8,
-    src: [u8; 16],
-    dst: [u8; 16],
-    proto: u8,
-    sport: u16,
-    dport: u16,
-    opening: bool,
-    role: Role,
-    frag_id: u32,
+/// A parsed packet: what the decision needs from either family. For an ICMP error about
+/// a VIP flow, the addresses and ports are the client's flow's.
+pub struct Packet {
+    pub family: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub opening: bool,
+    pub role: Role,
+    pub frag_id: u32,
     /// IPv4 total length or IPv6 payload length plus 40: the inner packet's length.
-    inner_len: u32,
+    pub inner_len: u32,
+    /// IPv4 DF (answers "fragmentation needed" only to DF packets).
+    pub dont_fragment: bool,
+    pub icmp_error: bool,
 }
 
 type Verdict = Result<Outcome, XdpReason>;
@@ -91,11 +117,26 @@ impl Model {
         };
         let result = match ether_type(&body) {
             Err(reason) => Err(reason),
-            Ok(0x0800) => ipv4(&body).and_then(|p| self.balance(snap, &body, &p)),
-            Ok(0x86dd) => ipv6(&body).and_then(|p| self.balance(snap, &body, &p)),
+            Ok(0x0800) => ipv4(&body)
+                .or_else(|r| other_protocol(r, &body, icmp::error_v4))
+                .and_then(|p| self.balance(snap, &body, &p)),
+            Ok(0x86dd) => ipv6(&body)
+                .or_else(|r| other_protocol(r, &body, icmp::error_v6))
+                .and_then(|p| self.balance(snap, &body, &p)),
             Ok(_) => Err(XdpReason::PassNotIp),
         };
         match result {
+            // An answer goes back to the client's VLAN; a forwarded frame leaves untagged.
+            Ok(answered)
+                if answered.action == XDP_TX
+                    && answered.reason != XdpReason::Forwarded
+                    && answered.reason != XdpReason::ForwardedIcmpError =>
+            {
+                Outcome {
+                    output: answered.output.map(|o| with_tag(&o, frame, tag)),
+                    ..answered
+                }
+            }
             Ok(forwarded) => forwarded,
             // A frame passed up the stack gets its tag back: it leaves as it came.
             Err(reason) if tag.is_some() => passed_or_dropped(reason, frame),
@@ -115,7 +156,10 @@ impl Model {
         let backend_id = if p.role == Role::Later {
             *self.fragments.get(&key).ok_or(XdpReason::PassFragment)?
         } else {
-            let id = select(snap, p)?;
+            let id = match select(snap, p) {
+                Err(Refusal::Answer) => return answer(snap, body, p.family, reject(p.family)),
+                picked => picked.map_err(Refusal::reason)?,
+            };
             if p.role == Role::First {
                 self.fragments.insert(key, id);
             }
@@ -127,14 +171,80 @@ impl Model {
         }
         let overhead = if p.family == FAMILY_V4 { 20 } else { 40 };
         if p.inner_len + overhead > snap.mtu {
-            return Err(XdpReason::DropTooBig);
+            return too_big(snap, body, p, snap.mtu - overhead);
         }
         Ok(Outcome {
             action: XDP_TX,
-            reason: XdpReason::Forwarded,
+            reason: if p.icmp_error {
+                XdpReason::ForwardedIcmpError
+            } else {
+                XdpReason::Forwarded
+            },
             output: Some(encapsulate(snap, body, &backend)),
         })
     }
+}
+
+/// A packet that is neither TCP nor UDP may still be an ICMP error about a VIP flow.
+fn other_protocol(
+    reason: XdpReason,
+    body: &[u8],
+    error: fn(&[u8]) -> Result<Packet, XdpReason>,
+) -> Result<Packet, XdpReason> {
+    match reason {
+        XdpReason::PassOtherProtocol => error(body),
+        reason => Err(reason),
+    }
+}
+
+/// Too big once encapsulated: "fragmentation needed" for IPv4 with DF, "packet too big"
+/// for IPv6; never for an ICMP error (no error about an error), and IPv4 without DF is
+/// dropped (the sender asked the path to fragment, which XDP cannot do).
+fn too_big(snap: &Snapshot, body: &[u8], p: &Packet, fits: u32) -> Verdict {
+    if p.icmp_error || (p.family == FAMILY_V4 && !p.dont_fragment) {
+        return Err(XdpReason::DropTooBig);
+    }
+    let msg = if p.family == FAMILY_V4 {
+        icmp::frag_needed(fits as u16)
+    } else {
+        icmp::packet_too_big(fits)
+    };
+    answer(snap, body, p.family, (msg, XdpReason::TooBigAnswered))
+}
+
+fn reject(family: u8) -> (icmp::Message, XdpReason) {
+    let msg = if family == FAMILY_V4 {
+        icmp::PORT_UNREACH_V4
+    } else {
+        icmp::PORT_UNREACH_V6
+    };
+    (msg, XdpReason::RejectedIcmp)
+}
+
+/// An answer, if the rate limit lets one out.
+fn answer(
+    snap: &Snapshot,
+    body: &[u8],
+    family: u8,
+    (msg, reason): (icmp::Message, XdpReason),
+) -> Verdict {
+    if !snap.icmp_answers {
+        return Err(XdpReason::DropIcmpRateLimited);
+    }
+    Ok(Outcome {
+        action: XDP_TX,
+        reason,
+        output: Some(icmp::answer(body, family, msg)),
+    })
+}
+
+/// `out` with the tag `frame` came with (if it had one) back after the MACs.
+fn with_tag(out: &[u8], frame: &[u8], tag: Option<u16>) -> Vec<u8> {
+    let mut tagged = out.to_vec();
+    if tag.is_some() {
+        tagged.splice(12..12, frame[12..16].iter().copied());
+    }
+    tagged
 }
 
 fn passed_or_dropped(reason: XdpReason, frame: &[u8]) -> Outcome {
@@ -154,7 +264,7 @@ fn passed_or_dropped(reason: XdpReason, frame: &[u8]) -> Outcome {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
+pub fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
@@ -225,6 +335,8 @@ fn ipv4(f: &[u8]) -> Result<Packet, XdpReason> {
         role: Role::Whole,
         frag_id: u32::from(be16(f, 18)),
         inner_len: tot_len as u32,
+        dont_fragment: frag & 0x4000 != 0,
+        icmp_error: false,
     };
     if frag & 0x1fff != 0 {
         p.role = Role::Later;
@@ -256,6 +368,8 @@ fn ipv6(f: &[u8]) -> Result<Packet, XdpReason> {
         role: Role::Whole,
         frag_id: 0,
         inner_len: payload as u32 + 40,
+        dont_fragment: false,
+        icmp_error: false,
     };
     let mut l4 = ETH_HLEN + 40;
     let mut room = payload;
@@ -281,17 +395,56 @@ fn ipv6(f: &[u8]) -> Result<Packet, XdpReason> {
     Ok(p)
 }
 
-/// The service, then Maglev: `hash % table_size` indexes the service's slots.
-fn select(snap: &Snapshot, p: &Packet) -> Result<u32, XdpReason> {
+/// Why no backend was picked: a reason, or a refusal answered with port unreachable.
+enum Refusal {
+    Reason(XdpReason),
+    Answer,
+}
+
+impl Refusal {
+    fn reason(self) -> XdpReason {
+        match self {
+            Refusal::Reason(r) => r,
+            Refusal::Answer => unreachable!("answered by the caller"),
+        }
+    }
+}
+
+impl From<XdpReason> for Refusal {
+    fn from(r: XdpReason) -> Self {
+        Refusal::Reason(r)
+    }
+}
+
+/// The service, its source ranges, then Maglev over the flow (or, with session affinity,
+/// over the client alone): `hash % table_size` indexes the service's slots. No service on
+/// a rejecting address, or a rejecting service without backends, refuses (not an ICMP
+/// error: no error is sent about an error).
+fn select(snap: &Snapshot, p: &Packet) -> Result<u32, Refusal> {
     let key = ServiceKey {
         addr: p.dst,
         port_be: p.dport.to_be(),
         proto: p.proto,
         family: p.family,
     };
-    let (service, slots) = snap.services.get(&key).ok_or(XdpReason::PassNotService)?;
+    let Some((service, slots)) = snap.services.get(&key) else {
+        if !p.icmp_error && snap.rejecting.contains(&(p.dst, p.family)) {
+            return Err(Refusal::Answer);
+        }
+        return Err(XdpReason::PassNotService.into());
+    };
+    if service.flags & SERVICE_F_SOURCE_RANGES != 0 {
+        let ranges = &snap.source_ranges[&service.service_id];
+        let src = address(p.family, &p.src);
+        if !ranges.iter().any(|r| r.contains(src)) {
+            return Err(XdpReason::DropSourceRange.into());
+        }
+    }
     if service.table_size == 0 {
-        return Err(XdpReason::DropNoBackend);
+        if service.flags & SERVICE_F_REJECT != 0 && !p.icmp_error {
+            return Err(Refusal::Answer);
+        }
+        return Err(XdpReason::DropNoBackend.into());
     }
     let flow = FlowKey {
         src: p.src,
@@ -302,16 +455,28 @@ fn select(snap: &Snapshot, p: &Packet) -> Result<u32, XdpReason> {
         family: p.family,
         _pad: [0; 2],
     };
-    let hash = if p.family == FAMILY_V4 {
-        flow.flow_hash_v4(snap.flow_hash_seed)
-    } else {
-        flow.flow_hash_v6(snap.flow_hash_seed)
+    let affine = service.flags & SERVICE_F_AFFINITY != 0;
+    let seed = snap.flow_hash_seed;
+    let hash = match (p.family == FAMILY_V4, affine) {
+        (true, false) => flow.flow_hash_v4(seed),
+        (false, false) => flow.flow_hash_v6(seed),
+        (true, true) => flow.client_hash_v4(seed),
+        (false, true) => flow.client_hash_v6(seed),
     };
     let id = slots[(hash % service.table_size) as usize];
-    snap.backends
+    Ok(snap
+        .backends
         .contains_key(&id)
         .then_some(id)
-        .ok_or(XdpReason::DropBackendMissing)
+        .ok_or(XdpReason::DropBackendMissing)?)
+}
+
+fn address(family: u8, addr: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::from(<[u8; 4]>::try_from(&addr[..4]).unwrap())
+    } else {
+        IpAddr::from(*addr)
+    }
 }
 
 /// IPIP (RFC 2003) or IP6IP6 (RFC 2473): new Ethernet header to the backend's next hop,
