@@ -5,10 +5,11 @@
 //! the stack still sees it on its VLAN; a forwarded frame leaves encapsulated, untagged,
 //! on the route the kernel names for the backend.
 //!
-//! The tag is in the frame only if no receive offload took it out first: the daemon turns
-//! the interface's VLAN receive offloads off (lb-daemon/src/host/vlan_offload.rs), since
-//! the XDP metadata kfunc that would read a stripped tag (`bpf_xdp_metadata_rx_vlan_tag`)
-//! cannot be called from this aya build (see docs/architecture.md, "VLANs").
+//! The tag is in the frame only if nothing took it out first (a NIC's rx VLAN stripping,
+//! a bridge port's receive path kept out of band by a veth's tx VLAN offload): such a
+//! frame looks untagged here. Reading the stripped tag needs the metadata kfunc
+//! `bpf_xdp_metadata_rx_vlan_tag` and a device-bound program, not used yet; see
+//! docs/architecture.md, "VLANs and fragments".
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::XdpReason;
