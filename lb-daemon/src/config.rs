@@ -10,6 +10,7 @@ use std::{
 use lb_hashing::maglev;
 use serde::Deserialize;
 
+use crate::health::{self, HealthChecks};
 use lb_model::{
     BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, Scope, ServiceSpec, Settings,
 };
@@ -63,6 +64,9 @@ struct ServiceFile {
     table_size: Option<u32>,
     #[serde(default)]
     backends: Vec<BackendFile>,
+    /// Active health checks of the backends (`crate::health`).
+    #[serde(default)]
+    health: Option<health::HealthFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,11 +93,28 @@ pub fn load(path: &std::path::Path) -> Result<DesiredState, ConfigError> {
 }
 
 pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
+    parse_with_health(text).map(|(desired, _)| desired)
+}
+
+/// [`load`], with the services' health checks.
+pub fn load_with_health(
+    path: &std::path::Path,
+) -> Result<(DesiredState, HealthChecks), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_with_health(&text)
+}
+
+/// [`parse`], with the services' health checks by frontend.
+pub fn parse_with_health(text: &str) -> Result<(DesiredState, HealthChecks), ConfigError> {
     let file: ConfigFile = yaml_serde::from_str(text)?;
     let settings = settings(file.settings)?;
     let mut services = BTreeMap::new();
+    let mut checks = HealthChecks::new();
     let mut names = BTreeSet::new();
-    for (i, svc) in file.services.into_iter().enumerate() {
+    for (i, mut svc) in file.services.into_iter().enumerate() {
         let field = format!("services[{i}]");
         if !names.insert(svc.name.clone()) {
             return Err(invalid(
@@ -101,7 +122,13 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
                 format!("service name {:?} is used twice", svc.name),
             ));
         }
+        let health = svc.health.take();
         let (frontend, spec) = service(&field, svc, &settings)?;
+        if let Some(h) = health {
+            let check = health::config::validate(&format!("{field}.health"), h, frontend.port)
+                .map_err(|e| invalid(e.field, e.message))?;
+            checks.insert(frontend, check);
+        }
         if let Some(other) = services.insert(frontend, Arc::new(spec)) {
             return Err(invalid(
                 field.clone(),
@@ -109,7 +136,7 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
             ));
         }
     }
-    Ok(DesiredState { services, settings })
+    Ok((DesiredState { services, settings }, checks))
 }
 
 /// The settings every LB node must agree on, defaults where the file says nothing.

@@ -161,6 +161,28 @@ impl KubeArgs {
     }
 }
 
+/// Config-file mode at the network's edge: VIP announcement and metrics.
+#[derive(clap::Args)]
+struct EdgeArgs {
+    /// Announce each VIP this node can serve as a blackhole host route (proto 201) in this
+    /// routing table, for a routing daemon to export over BGP (docs/bgp.md); withdrawn
+    /// when its last backend fails, when the datapath goes and on exit.
+    #[arg(long, value_name = "TABLE", value_parser = clap::value_parser!(u32).range(1..=0xffff_fffe))]
+    announce_table: Option<u32>,
+    /// Serve Prometheus metrics (health checks) on this address.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl EdgeArgs {
+    fn options(self) -> lb_daemon::edge::EdgeOptions {
+        lb_daemon::edge::EdgeOptions {
+            announce_table: self.announce_table,
+            metrics_addr: self.metrics_address,
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -178,6 +200,8 @@ enum Command {
         /// How often the config file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+        #[command(flatten)]
+        edge: EdgeArgs,
     },
     /// Replace kube-proxy: program Services and EndpointSlices from the Kubernetes API.
     Kube {
@@ -254,11 +278,13 @@ fn main() -> Result<()> {
             datapath,
             config,
             poll_ms,
+            edge,
         } => {
             let opts = file_mode::RunOptions {
                 datapath: datapath.options(pin_dir),
                 config,
                 poll_interval: Duration::from_millis(poll_ms.max(10)),
+                edge: edge.options(),
             };
             runtime()?.block_on(file_mode::run(opts))?;
         }
