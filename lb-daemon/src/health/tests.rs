@@ -122,6 +122,8 @@ services:
     assert_eq!(check.fall, 2);
     assert_eq!(checks.len(), 1);
     let bad = text.replace("fall: 2", "fall: 0");
-    let err = crate::config::parse_with_health(&bad).unwrap_err().to_string();
+    let err = crate::config::parse_with_health(&bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("services[0].health.fall"), "{err}");
 }

@@ -1,0 +1,294 @@
+//! The multi-LB lab (issue 13, acceptance 4): three LB nodes, each with its own ferrolb and
+//! BIRD, announce a VIP over eBGP to a router (BIRD, ECMP, L4 multipath hashing) with a
+//! client behind it. With 1000 established connections exchanging data, one LB node
+//! stops (daemon, BGP session and datapath go); the share of connections that survive is
+//! measured once with flow tables as they are and once with the surviving nodes' flow
+//! tables flushed just before the stop, which shows that Maglev (equal tables on every
+//! node, see the equal fingerprints) and not per-node state carries them. Then a node
+//! whose backends' health is gone withdraws the VIP and the router stops sending to it.
+
+mod support;
+
+use std::{path::Path, time::Duration};
+
+use aya::maps::{HashMap, Map, MapData};
+use lb_common::{map_names, FlowKey, FlowValue};
+use lb_lab::{
+    bgp::{BgpLab, PORT, VIP},
+    traffic::HeldConnection,
+    wait_for, Binaries,
+};
+use support::{bins, require_root, ScratchDir};
+
+/// Connections held open through the router (acceptance: at least 1000).
+const CONNECTIONS: u16 = 1000;
+/// The share that must survive a node's loss: the issue's goal. Maglev gives every
+/// surviving node the same choice for every flow, so no connection should move at all;
+/// the 1% allows for a connection lost to the machine's load, not to the design.
+const SURVIVAL_BOUND: f64 = 0.99;
+const HEALTH: &str = "{type: tcp, interval_ms: 200, timeout_ms: 200, rise: 2, fall: 2}";
+/// BGP sessions, route learning and ECMP updates on a loaded 2-core machine.
+const ROUTING_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn bird_available() -> bool {
+    std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Empties a node's flow table; returns how many entries it held.
+fn flush_flows(pin_dir: &Path) -> usize {
+    let data = MapData::from_pin(pin_dir.join(map_names::FLOWS)).expect("pinned flow table");
+    let map = Map::from_map_data(data).expect("flow table");
+    let mut flows: HashMap<MapData, FlowKey, FlowValue> = map.try_into().expect("flow table");
+    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    for key in &keys {
+        // An entry the LRU evicted meanwhile is gone anyway.
+        let _ = flows.remove(key);
+    }
+    keys.len()
+}
+
+fn settings_fingerprint(bins: &Binaries, pin_dir: &Path) -> String {
+    let out = lb_lab::run(
+        bins.ferrolb.to_str().unwrap(),
+        &["--pin-dir", pin_dir.to_str().unwrap(), "list", "-o", "json"],
+    )
+    .expect("list");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("list JSON");
+    list[0]["settings_fingerprint"]
+        .as_str()
+        .expect("fingerprint")
+        .to_string()
+}
+
+/// What one stop did to the held connections.
+struct Survival {
+    established: usize,
+    survived: usize,
+    through_stopped: usize,
+    flushed: usize,
+}
+
+impl Survival {
+    fn share(&self) -> f64 {
+        self.survived as f64 / self.established.max(1) as f64
+    }
+}
+
+/// Holds `CONNECTIONS` connections, stops LB node 0 (after flushing the survivors' flow
+/// tables when `flush`), and counts the connections that kept answering on their backend.
+fn stop_one_node(
+    lab: &mut BgpLab,
+    bins: &Binaries,
+    work: &Path,
+    sport: u16,
+    flush: bool,
+) -> Survival {
+    let (out, ready, stop) = (
+        work.join(format!("hold-{sport}.json")),
+        work.join(format!("ready-{sport}")),
+        work.join(format!("stop-{sport}")),
+    );
+    let target = format!("{VIP}:{PORT}");
+    let args = [
+        "hold",
+        "--target",
+        &target,
+        "--sport",
+        &sport.to_string(),
+        "--count",
+        &CONNECTIONS.to_string(),
+        "--max-ms",
+        "90000",
+        "--interval-ms",
+        "100",
+        "--ready-file",
+        ready.to_str().unwrap(),
+        "--stop-file",
+        stop.to_str().unwrap(),
+    ];
+    let pid = lab.client_background(bins, &args, &out).expect("hold");
+    wait_for(Duration::from_secs(60), "held connections", || {
+        ready.exists().then_some(())
+    })
+    .expect("connections up");
+    // Packets counted on node 0 before it goes: which connections it carried.
+    let before = node_packets(lab, bins, 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let flushed = if flush {
+        flush_flows(&lab.lbs[1].pin_dir) + flush_flows(&lab.lbs[2].pin_dir)
+    } else {
+        0
+    };
+    lab.stop_lb(bins, 0).expect("stop node 0");
+    lab.wait_nexthops(&[1, 2], ROUTING_TIMEOUT)
+        .expect("route through node 0 withdrawn");
+    // Every connection pings several times more after the router moved them.
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(&stop, b"stop").unwrap();
+    lab.wait(pid, Duration::from_secs(60)).expect("hold exits");
+    let held: Vec<HeldConnection> =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).expect("hold output");
+    let established: Vec<&HeldConnection> = held.iter().filter(|h| h.backend.is_some()).collect();
+    let survived = established
+        .iter()
+        .filter(|h| h.failed == 0 && !h.moved && h.error.is_none())
+        .count();
+    if let Some(lost) = established.iter().find(|h| h.failed > 0 || h.moved) {
+        println!("a lost connection: {lost:?}");
+    }
+    Survival {
+        established: established.len(),
+        survived,
+        through_stopped: before,
+        flushed,
+    }
+}
+
+/// Packets LB node `i`'s balancer sent for the service so far.
+fn node_packets(lab: &BgpLab, bins: &Binaries, i: usize) -> usize {
+    let out = lb_lab::run(
+        bins.ferrolb.to_str().unwrap(),
+        &[
+            "--pin-dir",
+            lab.lbs[i].pin_dir.to_str().unwrap(),
+            "list",
+            "-o",
+            "json",
+        ],
+    )
+    .unwrap_or_default();
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    list[0]["packets"].as_u64().unwrap_or(0) as usize
+}
+
+#[test]
+fn losing_one_of_three_lb_nodes_keeps_the_connections() {
+    if !require_root("the multi-LB BGP lab") {
+        return;
+    }
+    if !bird_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "bird (Debian bird2) is missing; scripts/setup.sh installs it"
+        );
+        eprintln!("SKIPPED the multi-LB BGP lab: bird is not installed (apt-get install bird2)");
+        return;
+    }
+    let bins = bins();
+    let work = ScratchDir::new("edge-bgp").expect("scratch");
+    let mut lab = BgpLab::create(&bins, work.path(), HEALTH).expect("lab");
+    for i in 0..3 {
+        lab.start_lb(&bins, i).expect("LB node");
+    }
+    let logs = |work: &Path| {
+        let mut text = String::new();
+        for name in [
+            "daemon-lb1.log",
+            "daemon-lb2.log",
+            "daemon-lb3.log",
+            "bird-rt.log",
+            "bird-lb1.log",
+        ] {
+            text.push_str(&format!(
+                "--- {name}\n{}\n",
+                std::fs::read_to_string(work.join(name)).unwrap_or_default()
+            ));
+        }
+        text
+    };
+    if let Err(e) = lab.wait_nexthops(&[0, 1, 2], ROUTING_TIMEOUT) {
+        panic!(
+            "{e}: router has {:?}\n{}",
+            lab.router_nexthops(),
+            logs(work.path())
+        );
+    }
+    // Every node makes the same choices.
+    let prints: Vec<String> = lab
+        .lbs
+        .iter()
+        .map(|l| settings_fingerprint(&bins, &l.pin_dir))
+        .collect();
+    println!("settings fingerprints: {prints:?}");
+    assert!(prints.windows(2).all(|w| w[0] == w[1]), "{prints:?}");
+
+    let kept = stop_one_node(&mut lab, &bins, work.path(), 20_000, false);
+    println!(
+        "flow tables on: {}/{} connections survived ({:.2}%); node 0 had carried {} packets",
+        kept.survived,
+        kept.established,
+        100.0 * kept.share(),
+        kept.through_stopped
+    );
+
+    lab.start_lb(&bins, 0).expect("node 0 again");
+    lab.wait_nexthops(&[0, 1, 2], ROUTING_TIMEOUT)
+        .expect("node 0 announced again");
+    let bypassed = stop_one_node(&mut lab, &bins, work.path(), 22_000, true);
+    println!(
+        "flow tables flushed on the survivors just before the stop ({} entries): {}/{} connections survived ({:.2}%)",
+        bypassed.flushed, bypassed.survived, bypassed.established, 100.0 * bypassed.share()
+    );
+    for (what, run) in [
+        ("flow tables on", &kept),
+        ("flow tables flushed", &bypassed),
+    ] {
+        assert!(
+            run.established >= usize::from(CONNECTIONS) * 99 / 100,
+            "{what}: only {} established",
+            run.established
+        );
+        assert!(
+            run.through_stopped > 0,
+            "{what}: the stopped node carried nothing"
+        );
+        assert!(
+            run.share() >= SURVIVAL_BOUND,
+            "{what}: {}/{} survived\n{}",
+            run.survived,
+            run.established,
+            logs(work.path())
+        );
+    }
+    assert!(
+        bypassed.flushed > 0,
+        "the survivors' flow tables held nothing to flush"
+    );
+
+    // Node 2 loses its backends' health (its checks are dropped on the way out): it
+    // withdraws the VIP and the router sends everything to node 1.
+    let nft = "table inet fledge { chain out { type filter hook output priority 0; tcp dport 8080 drop; } }";
+    let rules = work.path().join("drop-checks.nft");
+    std::fs::write(&rules, nft).unwrap();
+    lab.exec_lb(2, "nft", &["-f", rules.to_str().unwrap()])
+        .expect("nft");
+    lab.wait_nexthops(&[1], ROUTING_TIMEOUT)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: router has {:?}\n{}",
+                lab.router_nexthops(),
+                logs(work.path())
+            )
+        });
+    let flows = lab
+        .client(
+            &bins,
+            &[
+                "tcp-flows",
+                "--target",
+                &format!("{VIP}:{PORT}"),
+                "--sport",
+                "30000",
+                "--count",
+                "200",
+            ],
+        )
+        .expect("flows");
+    let flows: Vec<serde_json::Value> = serde_json::from_str(&flows).expect("flows JSON");
+    let failed = flows.iter().filter(|f| f["backend"].is_null()).count();
+    println!("node 2 without healthy backends withdrew the VIP; 200 new connections through node 1: {failed} failed");
+    assert_eq!(failed, 0);
+}
