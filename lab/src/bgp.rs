@@ -348,7 +348,11 @@ impl BgpLab {
                 .as_array()
                 .map(|hops| hops.iter().map(|h| h["gateway"].clone()).collect())
                 .unwrap_or_else(|| vec![route["gateway"].clone()]);
-            hops.extend(gateways.iter().filter_map(|g| g.as_str()?.parse::<IpAddr>().ok()));
+            hops.extend(
+                gateways
+                    .iter()
+                    .filter_map(|g| g.as_str()?.parse::<IpAddr>().ok()),
+            );
         }
         hops.sort();
         Ok(hops)

@@ -14,7 +14,7 @@ use std::{path::Path, time::Duration};
 use aya::maps::{HashMap, Map, MapData};
 use lb_common::{map_names, FlowKey, FlowValue};
 use lb_lab::{
-    bgp::{BgpLab, PORT, VIP},
+    bgp::{BgpLab, CLIENT, PORT, VIP},
     traffic::HeldConnection,
     wait_for, Binaries,
 };
@@ -96,6 +96,8 @@ fn stop_one_node(
         "hold",
         "--target",
         &target,
+        "--src",
+        CLIENT,
         "--sport",
         &sport.to_string(),
         "--count",
@@ -260,7 +262,7 @@ fn losing_one_of_three_lb_nodes_keeps_the_connections() {
 
     // Node 2 loses its backends' health (its checks are dropped on the way out): it
     // withdraws the VIP and the router sends everything to node 1.
-    let nft = "table inet fledge { chain out { type filter hook output priority 0; tcp dport 8080 drop; } }";
+    let nft = "table inet fledge {\n  chain out {\n    type filter hook output priority 0; policy accept;\n    tcp dport 8080 drop\n  }\n}\n";
     let rules = work.path().join("drop-checks.nft");
     std::fs::write(&rules, nft).unwrap();
     lab.exec_lb(2, "nft", &["-f", rules.to_str().unwrap()])

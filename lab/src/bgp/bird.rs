@@ -37,7 +37,7 @@ pub fn lb_node(router_id: &str, router_addr: &str, table: u32, proto: u8, log: &
          protocol device {{ scan time 1; }}\n\
          protocol kernel ferrolb_vips {{\n  kernel table {table};\n  learn;\n  scan time 1;\n  \
          ipv4 {{ import where krt_source = {proto}; export none; }};\n}}\n\
-         protocol bgp router {{\n  local as {LB_AS};\n  neighbor {router_addr} as {ROUTER_AS};\n  {TIMERS}\n  \
+         protocol bgp uplink {{\n  local as {LB_AS};\n  neighbor {router_addr} as {ROUTER_AS};\n  {TIMERS}\n  \
          ipv4 {{ import none; export where krt_source = {proto}; next hop self; }};\n}}\n"
     )
 }
