@@ -19,6 +19,8 @@ pub mod map_names {
     pub const BACKENDS: &str = "LB_BACKENDS";
     pub const MAGLEV: &str = "LB_MAGLEV";
     pub const FLOWS: &str = "LB_FLOWS";
+    /// Per-CPU direct-mapped cache in front of `FLOWS` (see [`crate::FlowCacheEntry`]).
+    pub const FLOW_CACHE: &str = "LB_FLOW_CACHE";
     pub const NEXTHOPS: &str = "LB_NEXTHOPS";
     pub const NEIGH_MISSES: &str = "LB_NEIGH_MISS";
     pub const CONFIG: &str = "LB_CONFIG";
@@ -66,9 +68,12 @@ pub mod limits {
     pub const MAX_BACKENDS: u32 = 65_536;
     /// Total Maglev slots across all distinct tables, plus room for the tables being
     /// replaced at once (a replacement is written whole into a fresh region before the
-    /// flip). 2^22 u32 slots; the kernel stores each in 8 bytes (32 MiB).
+    /// flip). 2^22 slots, four to an 8-byte element (see [`crate::maglev_words`]): 8 MiB.
     pub const MAGLEV_SLOTS: u32 = 1 << 22;
     pub const DEFAULT_FLOWS: u32 = 262_144;
+    /// Entries of the per-CPU flow cache (a power of two: the flow hash's low bits index
+    /// it); 64 bytes each, per CPU.
+    pub const FLOW_CACHE_ENTRIES: u32 = 1 << 16;
     pub const NEIGH_MISSES: u32 = 1_024;
     pub const LOCAL_VIPS: u32 = 4_096;
     /// (frontend, local endpoint) pairs a backend node translates.
@@ -81,6 +86,43 @@ pub mod limits {
     pub const SOCK_REVNATS: u32 = 131_072;
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
 }
+
+/// The layout of the Maglev slot array `LB_MAGLEV`: each 8-byte element (a "word") holds
+/// four slots, a 16-bit backend id each (slot `s` is bits `16 * (s % 4)` up in word
+/// `s / 4`), so a slot costs 2 bytes where a 4-byte array value cost 8 (the kernel rounds
+/// array values up to 8 bytes). Tables start on a word boundary and own their words whole
+/// (the planner's regions are rounded up to [`SLOTS_PER_WORD`]), so a table is written
+/// word by word without touching another table's slots.
+pub mod maglev_words {
+    pub const SLOTS_PER_WORD: u32 = 4;
+    pub const ID_BITS: u32 = 16;
+    const ID_MASK: u64 = (1 << ID_BITS) - 1;
+
+    /// Words an array of `slots` slots needs.
+    pub const fn words(slots: u32) -> u32 {
+        slots.div_ceil(SLOTS_PER_WORD)
+    }
+
+    /// The word holding slot `slot`.
+    #[inline(always)]
+    pub const fn word_of(slot: u32) -> u32 {
+        slot / SLOTS_PER_WORD
+    }
+
+    /// The backend id in `slot`, read from its word.
+    #[inline(always)]
+    pub const fn id_in(word: u64, slot: u32) -> u32 {
+        ((word >> ((slot % SLOTS_PER_WORD) * ID_BITS)) & ID_MASK) as u32
+    }
+
+    /// `word` with `slot` set to `id` (ids are below 2^16: `MAX_BACKENDS`).
+    #[inline(always)]
+    pub const fn with_id(word: u64, slot: u32, id: u32) -> u64 {
+        let shift = (slot % SLOTS_PER_WORD) * ID_BITS;
+        (word & !(ID_MASK << shift)) | (((id as u64) & ID_MASK) << shift)
+    }
+}
+const _: () = assert!(limits::MAX_BACKENDS <= 1 << maglev_words::ID_BITS);
 
 /// Address family tags stored in keys (values match AF_INET / AF_INET6).
 pub const FAMILY_V4: u8 = 2;
@@ -178,8 +220,9 @@ pub struct BackendValue {
 }
 const _: () = assert!(core::mem::size_of::<BackendValue>() == 32);
 
-/// Key of the flow table: the client's 5-tuple as seen on the wire.
-#[repr(C)]
+/// Key of the flow table: the client's 5-tuple as seen on the wire. Aligned to 8 (its
+/// size already is a multiple), so the flow cache compares it as five words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {
     pub src: Addr,
@@ -199,6 +242,31 @@ pub struct FlowValue {
     pub backend_generation: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
+
+/// One entry of the per-CPU flow cache, a direct-mapped copy of flow-table entries
+/// indexed by the flow hash: an established flow's packet reads one cache line instead of
+/// walking an LRU hash bucket. Filled only from what the flow table holds (a hit, or the
+/// insert of a flow's first non-SYN packet), so it never knows a flow the table did not;
+/// followed only while `epoch` is `LbConfig::flow_epoch` (a purge of flow-table entries
+/// bumps it) and the backend is the same live one (`backend_generation`).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowCacheEntry {
+    pub key: FlowKey,
+    pub backend_id: u32,
+    pub backend_generation: u32,
+    pub epoch: u32,
+    /// Hits since the flow table was last touched for this flow: every
+    /// `FLOW_CACHE_TOUCH_EVERY` hits the packet looks the flow up in the table too, so
+    /// the LRU keeps (or re-learns) flows the cache serves.
+    pub hits: u32,
+    /// Zero: the entry fills one 64-byte cache line with no implicit padding.
+    pub _pad: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
+
+/// See [`FlowCacheEntry::hits`]; a power of two.
+pub const FLOW_CACHE_TOUCH_EVERY: u32 = 64;
 
 /// Per-CPU cache of the kernel's route and neighbour answer for one backend, so the
 /// per-packet path does not pay for `bpf_fib_lookup` (about 200 ns here).
@@ -244,7 +312,10 @@ pub struct LbConfig {
     /// How long a cached next hop is trusted before the kernel is asked again.
     pub nexthop_ttl_ns: u64,
     pub flags: u32,
-    pub _pad: u32,
+    /// Bumped by the map writer on every write of this element and after every flow purge:
+    /// flow-cache entries made under another epoch are not followed (see
+    /// [`FlowCacheEntry`]). The daemon's own value is 0; the writer sets it.
+    pub flow_epoch: u32,
     /// Outer source address of IP6IP6 packets; valid when `CONFIG_F_V6_READY` is set.
     pub encap_src_v6: [u8; 16],
 }
@@ -364,6 +435,7 @@ mod pod {
         BackendValue,
         FlowKey,
         FlowValue,
+        FlowCacheEntry,
         NextHop,
         NeighMiss,
         LbConfig,

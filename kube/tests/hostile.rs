@@ -95,6 +95,28 @@ fn hostile_bad_ips_are_skipped_and_counted() {
 }
 
 #[test]
+fn slice_port_without_a_number_is_ignored_not_counted_as_invalid() {
+    // The API allows an EndpointSlice port without `port` (meaning "all ports"): a valid
+    // object kube-proxy ignores, so it must not be counted as skipped.
+    let svc = service_json("web", "198.18.100.7");
+    let s = patch(
+        slice_json(
+            "web-a",
+            "web",
+            "IPv4",
+            8080,
+            vec![ready("198.19.0.7", NODE)],
+        ),
+        json!({"ports": [{"name": "http", "protocol": "TCP"}]}),
+    );
+    let state = build(vec![svc], vec![s]);
+    assert!(state.skipped.is_empty(), "{:?}", state.skipped);
+    assert!(get(&state, "web").ports[0]
+        .endpoints_for(IpFamily::V4, EndpointSetKind::Cluster)
+        .is_empty());
+}
+
+#[test]
 fn hostile_ports_0_and_65536_are_skipped() {
     let (good, good_slice) = neighbour();
     let svc = patch(

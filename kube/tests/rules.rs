@@ -576,6 +576,12 @@ fn rule_14_internal_traffic_policy_local() {
         frontend(np, FrontendKind::NodePort, "198.18.0.10").external,
         Verdict::Forward(EndpointSetKind::Cluster)
     );
+    // ... and this node's pods reach the node port over the Cluster set too: the internal
+    // policy never applies to it.
+    assert_eq!(
+        frontend(np, FrontendKind::NodePort, "198.18.0.10").internal,
+        Verdict::Forward(EndpointSetKind::Cluster)
+    );
 }
 
 #[test]
@@ -665,6 +671,10 @@ fn hinted(address: &str, node: &str, zones: &[&str], nodes: Option<&[&str]>) -> 
     ep
 }
 
+fn topology(svc: &KubeService) -> TopologyMode {
+    svc.ports[0].endpoints[&IpFamily::V4].topology
+}
+
 #[test]
 fn rule_16_topology_uses_zone_hints_when_complete() {
     let svc = patch(
@@ -677,10 +687,10 @@ fn rule_16_topology_uses_zone_hints_when_complete() {
     ];
     let state = build(vec![svc.clone()], vec![web_slice(eps.clone())]);
     let web = get(&state, "web");
-    assert_eq!(web.topology, TopologyMode::PreferSameZone);
+    assert_eq!(topology(web), TopologyMode::PreferSameZone);
     assert_eq!(cluster_addrs(web, IpFamily::V4), [ip("198.19.0.1")]);
 
-    // One endpoint without hints: hints are ignored.
+    // One ready endpoint without hints: hints are ignored.
     let state = build(
         vec![svc.clone()],
         vec![web_slice(vec![
@@ -690,9 +700,23 @@ fn rule_16_topology_uses_zone_hints_when_complete() {
         ])],
     );
     assert_eq!(cluster_addrs(get(&state, "web"), IpFamily::V4).len(), 3);
-    // No hint for this zone: ignored.
+    assert_eq!(topology(get(&state, "web")), TopologyMode::None);
+    // ... but a not-ready endpoint without hints does not count.
     let state = build(
         vec![svc.clone()],
+        vec![web_slice(vec![
+            eps[0].clone(),
+            eps[1].clone(),
+            endpoint("198.19.0.3", "node-d", false, false, false),
+        ])],
+    );
+    assert_eq!(
+        cluster_addrs(get(&state, "web"), IpFamily::V4),
+        [ip("198.19.0.1")]
+    );
+    // No hint for this zone: ignored.
+    let state = build(
+        vec![svc],
         vec![web_slice(vec![hinted(
             "198.19.0.2",
             "node-c",
@@ -704,36 +728,87 @@ fn rule_16_topology_uses_zone_hints_when_complete() {
         cluster_addrs(get(&state, "web"), IpFamily::V4),
         [ip("198.19.0.2")]
     );
-    // Without trafficDistribution (or the topology-mode annotation) hints are ignored.
-    let state = build(
-        vec![service_json("web", "198.18.100.1")],
-        vec![web_slice(eps)],
-    );
-    assert_eq!(cluster_addrs(get(&state, "web"), IpFamily::V4).len(), 2);
 }
 
 #[test]
-fn rule_16_prefer_same_node_uses_node_hints() {
-    let svc = patch(
-        service_json("web", "198.18.100.1"),
+fn rule_16_hints_are_followed_whatever_the_service_asks() {
+    // kube-proxy reads only the hints: a Service without trafficDistribution, with the old
+    // annotation set to "disabled", or asking for PreferSameNode while only zone hints
+    // exist, is narrowed all the same (the model once required trafficDistribution).
+    let eps = vec![
+        hinted("198.19.0.1", "node-b", &["zone-a"], None),
+        hinted("198.19.0.2", "node-c", &["zone-b"], None),
+    ];
+    let plain = service_json("web", "198.18.100.1");
+    let disabled = patch(
+        plain.clone(),
+        json!({"metadata": {"annotations": {"service.kubernetes.io/topology-mode": "disabled",
+                                            "service.kubernetes.io/topology-aware-hints": "disabled"}}}),
+    );
+    let same_node = patch(
+        plain.clone(),
         json!({"spec": {"trafficDistribution": "PreferSameNode"}}),
     );
+    for svc in [plain, disabled, same_node] {
+        let state = build(vec![svc], vec![web_slice(eps.clone())]);
+        let web = get(&state, "web");
+        assert_eq!(topology(web), TopologyMode::PreferSameZone);
+        assert_eq!(cluster_addrs(web, IpFamily::V4), [ip("198.19.0.1")]);
+    }
+}
+
+#[test]
+fn rule_16_node_hints_before_zone_hints_whatever_the_service_asks() {
     let eps = vec![
         hinted("198.19.0.1", NODE, &["zone-a"], Some(&[NODE])),
         hinted("198.19.0.2", "node-b", &["zone-a"], Some(&["node-b"])),
         hinted("198.19.0.3", "node-c", &["zone-b"], Some(&["node-c"])),
     ];
-    let state = build(vec![svc.clone()], vec![web_slice(eps.clone())]);
-    assert_eq!(
-        cluster_addrs(get(&state, "web"), IpFamily::V4),
-        [ip("198.19.0.1")]
+    for svc in [
+        service_json("web", "198.18.100.1"),
+        patch(
+            service_json("web", "198.18.100.1"),
+            json!({"spec": {"trafficDistribution": "PreferSameZone"}}),
+        ),
+    ] {
+        let state = build(vec![svc.clone()], vec![web_slice(eps.clone())]);
+        let web = get(&state, "web");
+        assert_eq!(topology(web), TopologyMode::PreferSameNode);
+        assert_eq!(cluster_addrs(web, IpFamily::V4), [ip("198.19.0.1")]);
+        // No endpoint for this node: fall back to the zone hints.
+        let state = build(vec![svc], vec![web_slice(eps[1..].to_vec())]);
+        let web = get(&state, "web");
+        assert_eq!(topology(web), TopologyMode::PreferSameZone);
+        assert_eq!(cluster_addrs(web, IpFamily::V4), [ip("198.19.0.2")]);
+    }
+}
+
+#[test]
+fn rule_16_node_without_zone_ignores_zone_hints_and_local_set_is_not_narrowed() {
+    let eps = vec![
+        hinted("198.19.0.1", NODE, &["zone-b"], None),
+        hinted("198.19.0.2", "node-b", &["zone-a"], None),
+    ];
+    let mut no_zone = default_node();
+    no_zone["metadata"]["labels"] = json!({"kubernetes.io/hostname": NODE});
+    let state = build_with(
+        vec![service_json("web", "198.18.100.1")],
+        vec![web_slice(eps.clone())],
+        Some(no_zone),
+        &cfg(),
     );
-    // No endpoint for this node: fall back to the zone hints.
-    let state = build(vec![svc], vec![web_slice(eps[1..].to_vec())]);
-    assert_eq!(
-        cluster_addrs(get(&state, "web"), IpFamily::V4),
-        [ip("198.19.0.2")]
+    let web = get(&state, "web");
+    assert_eq!(topology(web), TopologyMode::None);
+    assert_eq!(cluster_addrs(web, IpFamily::V4).len(), 2);
+    // With a zone, the Cluster set is narrowed but the Local set keeps this node's
+    // endpoint hinted for another zone.
+    let state = build(
+        vec![service_json("web", "198.18.100.1")],
+        vec![web_slice(eps)],
     );
+    let web = get(&state, "web");
+    assert_eq!(cluster_addrs(web, IpFamily::V4), [ip("198.19.0.2")]);
+    assert_eq!(local_addrs(web), [ip("198.19.0.1")]);
 }
 
 #[test]
@@ -781,6 +856,28 @@ fn rule_18_load_balancer_source_ranges_per_family() {
             .source_ranges
             .is_empty()
     );
+}
+
+#[test]
+fn rule_18_ranges_holding_the_node_also_accept_its_load_balancer_ips() {
+    // The node (198.18.0.10) is inside a range: its own requests to the VIP, which leave
+    // with the VIP as source, are accepted too; the other family gains nothing.
+    let svc = patch(
+        lb_service("lb", "Cluster"),
+        json!({"spec": {"loadBalancerSourceRanges": ["198.18.0.0/24", "2001:db8:ff::/48"]}}),
+    );
+    let state = build(vec![svc], vec![]);
+    let lb = frontend(get(&state, "lb"), FrontendKind::LoadBalancer, "198.18.70.1");
+    let ranges: Vec<String> = lb.source_ranges.iter().map(|c| c.to_string()).collect();
+    assert_eq!(ranges, ["198.18.0.0/24", "198.18.70.1/32"]);
+    // A range without the node: the VIP is not added.
+    let svc = patch(
+        lb_service("lb", "Cluster"),
+        json!({"spec": {"loadBalancerSourceRanges": ["198.51.100.0/24"]}}),
+    );
+    let state = build(vec![svc], vec![]);
+    let lb = frontend(get(&state, "lb"), FrontendKind::LoadBalancer, "198.18.70.1");
+    assert_eq!(lb.source_ranges.len(), 1);
 }
 
 #[test]

@@ -1,8 +1,19 @@
 //! Allocation of Maglev table regions inside the one big slot array. Freed regions wait in
 //! quarantine until the next sync, so a packet that read a service just before its table
 //! moved never sees another service's table being written into the old place.
+//!
+//! Regions start on a word boundary of the slot array and are rounded up to whole words
+//! (`lb_common::maglev_words`: four slots share an 8-byte element), so each word belongs
+//! to one table and a table is written word by word.
 
 use std::collections::BTreeMap;
+
+use lb_common::maglev_words::SLOTS_PER_WORD;
+
+/// `len` rounded up to whole words.
+fn in_words(len: u32) -> u32 {
+    len.next_multiple_of(SLOTS_PER_WORD)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotAllocator {
@@ -13,7 +24,9 @@ pub struct SlotAllocator {
 }
 
 impl SlotAllocator {
+    /// `capacity` slots, rounded down to whole words.
     pub fn new(capacity: u32) -> Self {
+        let capacity = capacity - capacity % SLOTS_PER_WORD;
         let mut free = BTreeMap::new();
         if capacity > 0 {
             free.insert(0, capacity);
@@ -38,6 +51,7 @@ impl SlotAllocator {
         if len == 0 {
             return Some(0);
         }
+        let len = in_words(len);
         let (&start, &run) = self.free.iter().find(|(_, &run)| run >= len)?;
         self.free.remove(&start);
         if run > len {
@@ -52,7 +66,10 @@ impl SlotAllocator {
         if len == 0 {
             return true;
         }
-        let Some(end) = start.checked_add(len) else {
+        if !start.is_multiple_of(SLOTS_PER_WORD) {
+            return false;
+        }
+        let Some(end) = start.checked_add(in_words(len)) else {
             return false;
         };
         let Some((&run_start, &run_len)) = self.free.range(..=start).next_back() else {
@@ -75,7 +92,7 @@ impl SlotAllocator {
     /// The region becomes reusable after the next `release_quarantine`.
     pub fn release_later(&mut self, start: u32, len: u32) {
         if len > 0 {
-            self.quarantine.push((start, len));
+            self.quarantine.push((start, in_words(len)));
         }
     }
 
@@ -108,30 +125,43 @@ mod tests {
     #[test]
     fn allocate_free_coalesce() {
         let mut a = SlotAllocator::new(100);
-        let x = a.allocate(30).unwrap();
-        let y = a.allocate(30).unwrap();
-        let z = a.allocate(40).unwrap();
-        assert_eq!((x, y, z), (0, 30, 60));
+        let x = a.allocate(28).unwrap();
+        let y = a.allocate(28).unwrap();
+        let z = a.allocate(44).unwrap();
+        assert_eq!((x, y, z), (0, 28, 56));
         assert_eq!(a.allocate(1), None);
-        a.release_later(y, 30);
+        a.release_later(y, 28);
         assert_eq!(a.allocate(1), None, "quarantined slots are not reused yet");
         a.release_quarantine();
-        a.release_later(x, 30);
-        a.release_later(z, 40);
+        a.release_later(x, 28);
+        a.release_later(z, 44);
         a.release_quarantine();
         assert_eq!(a.free_slots(), 100);
         assert_eq!(a.allocate(100), Some(0), "runs were coalesced");
     }
 
     #[test]
+    fn regions_are_whole_words() {
+        let mut a = SlotAllocator::new(103);
+        assert_eq!(a.capacity(), 100, "rounded down to whole words");
+        assert_eq!(a.allocate(30), Some(0));
+        assert_eq!(a.allocate(1), Some(32), "30 slots take 8 words");
+        assert_eq!(a.free_slots(), 64);
+        a.release_later(0, 30);
+        a.release_quarantine();
+        assert_eq!(a.free_slots(), 96);
+        assert!(!a.reserve(2, 4), "a region starts on a word");
+    }
+
+    #[test]
     fn reserve_rebuilds_usage() {
         let mut a = SlotAllocator::new(100);
-        assert!(a.reserve(10, 20));
-        assert!(!a.reserve(15, 5), "overlap is refused");
-        assert!(a.reserve(50, 50));
-        assert!(!a.reserve(99, 2), "out of range is refused");
-        assert_eq!(a.allocate(10), Some(0));
-        assert_eq!(a.allocate(20), Some(30));
+        assert!(a.reserve(12, 20));
+        assert!(!a.reserve(16, 4), "overlap is refused");
+        assert!(a.reserve(52, 48));
+        assert!(!a.reserve(100, 4), "out of range is refused");
+        assert_eq!(a.allocate(12), Some(0));
+        assert_eq!(a.allocate(20), Some(32));
         assert_eq!(a.allocate(1), None);
     }
 }

@@ -67,7 +67,7 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
         } else {
             CONFIG_F_READY
         },
-        _pad: 0,
+        flow_epoch: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
     }
 }

@@ -763,6 +763,28 @@ fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
     );
 }
 
+/// Words of the slot array for slots `[4 * words.start, 4 * words.end)`, each slot's id
+/// `id(slot)`, and those ids in slot order.
+fn packed(words: std::ops::Range<u32>, id: impl Fn(u32) -> u32) -> (Vec<u32>, Vec<u64>, Vec<u32>) {
+    use lb_common::maglev_words::{with_id, SLOTS_PER_WORD};
+    let keys: Vec<u32> = words.collect();
+    let ids: Vec<u32> = keys
+        .iter()
+        .flat_map(|&w| (0..SLOTS_PER_WORD).map(move |lane| w * SLOTS_PER_WORD + lane))
+        .map(&id)
+        .collect();
+    let values = ids
+        .chunks(SLOTS_PER_WORD as usize)
+        .map(|lanes| {
+            lanes
+                .iter()
+                .enumerate()
+                .fold(0, |word, (lane, &id)| with_id(word, lane as u32, id))
+        })
+        .collect();
+    (keys, values, ids)
+}
+
 #[test]
 fn maglev_slots_are_written_in_batches() {
     if !require_root("batch map update") {
@@ -770,12 +792,11 @@ fn maglev_slots_are_written_in_batches() {
     }
     let f = Fixture::new("batch", CONFIG);
     let map = aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::MAGLEV)).unwrap();
-    let keys: Vec<u32> = (100_000..100_000 + 5_000).collect();
-    let values: Vec<u32> = keys.iter().map(|k| k * 3).collect();
+    let (keys, values, ids) = packed(25_000..26_250, |slot| (slot * 3) & 0xffff);
     lb_daemon::maps::batch::update(std::os::fd::AsFd::as_fd(map.fd()), &keys, &values, 1)
         .expect("this kernel supports batch updates of arrays");
     let read = f.maps().read_slots(100_000, 5_000).unwrap();
-    assert_eq!(read, values);
+    assert_eq!(read, ids);
 }
 
 #[test]
@@ -785,17 +806,16 @@ fn maglev_slots_written_from_several_threads_all_land() {
     }
     let f = Fixture::new("batch-parallel", CONFIG);
     let map = aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::MAGLEV)).unwrap();
-    // Enough entries for one part per core (64k entries each at least).
-    let keys: Vec<u32> = (200_000..200_000 + 300_000).collect();
-    let values: Vec<u32> = keys.iter().map(|k| k ^ 0x5a5a).collect();
+    // Enough words for one part per core (64k entries each at least).
+    let (keys, values, ids) = packed(50_000..200_000, |slot| (slot ^ 0x5a5a) & 0xffff);
     lb_daemon::maps::batch::update_array_parallel(
         std::os::fd::AsFd::as_fd(map.fd()),
         &keys,
         &values,
     )
     .expect("this kernel supports batch updates of arrays");
-    let read = f.maps().read_slots(200_000, 300_000).unwrap();
-    assert_eq!(read, values);
+    let read = f.maps().read_slots(200_000, 600_000).unwrap();
+    assert_eq!(read, ids);
 }
 
 #[test]

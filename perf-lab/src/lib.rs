@@ -4,6 +4,7 @@
 pub mod control;
 pub mod cost;
 pub mod eastwest;
+pub mod external;
 pub mod generator;
 pub mod measured;
 pub mod netfilter;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lb_perf_lab::{
+    external,
     peers::PeerKind,
     services::Family,
     suite::{self, Plan},
@@ -51,6 +52,11 @@ struct Options {
     /// Skip the east-west layer (pod → ClusterIP: socket programs, direct, kube-proxy DNAT).
     #[arg(long)]
     skip_east_west: bool,
+    /// A JSON file of peers you bring (your XDP object and fill command, or setup and
+    /// teardown commands for the DUT namespace); they run beside the built-in peers in
+    /// every layer (see the README, "External peers").
+    #[arg(long)]
+    external_peers: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -64,7 +70,7 @@ enum Command {
 }
 
 fn peer_by_name(name: &str) -> anyhow::Result<PeerKind> {
-    PeerKind::ALL
+    PeerKind::all()
         .into_iter()
         .find(|p| p.name() == name)
         .with_context(|| format!("unknown peer {name:?}"))
@@ -127,8 +133,17 @@ fn main() -> anyhow::Result<()> {
             println!("ok: root, tools, namespaces and XDP live frames are available");
             return Ok(());
         }
-        Command::Quick(o) => (apply(Plan::quick(), o)?, o),
-        Command::Full(o) => (apply(Plan::full(), o)?, o),
+        Command::Quick(o) | Command::Full(o) => {
+            if let Some(path) = &o.external_peers {
+                let reserved: Vec<&str> = PeerKind::ALL.iter().map(|p| p.name()).collect();
+                external::register(external::read(path)?, &reserved)?;
+            }
+            let plan = match &cli.command {
+                Command::Full(_) => Plan::full(),
+                _ => Plan::quick(),
+            };
+            (apply(plan, o)?, o)
+        }
     };
     let out = options.out.clone().unwrap_or_else(|| {
         let now = std::time::SystemTime::now()

@@ -17,7 +17,12 @@ use lb_daemon::{
 };
 use serde::{Deserialize, Serialize};
 
+mod external_dut;
+
+use external_dut::External;
+
 use crate::{
+    external::{self, ExternalError, ExternalPeer},
     generator,
     measured::NotMeasured,
     netfilter,
@@ -48,6 +53,14 @@ pub enum PeerError {
     },
     #[error("bpf-redirect needs a redirect target (it has none in this topology)")]
     NoRedirectTarget,
+    #[error(transparent)]
+    External(Box<ExternalError>),
+}
+
+impl From<ExternalError> for PeerError {
+    fn from(e: ExternalError) -> Self {
+        Self::External(Box::new(e))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -65,6 +78,8 @@ pub enum PeerKind {
     IptablesNft,
     /// This project's datapath: XDP Maglev + IPIP direct server return.
     FerrolbDsr,
+    /// The i-th peer a user brought (`external::registered()`).
+    External(u8),
 }
 
 impl PeerKind {
@@ -77,8 +92,23 @@ impl PeerKind {
         PeerKind::FerrolbDsr,
     ];
 
+    /// The built-in peers, then the external ones of this process.
+    pub fn all() -> Vec<PeerKind> {
+        let externals = (0..external::registered().len()).map(|i| PeerKind::External(i as u8));
+        Self::ALL.into_iter().chain(externals).collect()
+    }
+
+    /// The external peer's description, for external peers.
+    pub fn external(self) -> Option<&'static ExternalPeer> {
+        match self {
+            Self::External(i) => external::registered().get(usize::from(i)),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
+            Self::External(_) => self.external().map_or("external-unknown", |p| &p.name),
             Self::BpfRedirect => "bpf-redirect",
             Self::Forward => "forward",
             Self::Nftables => "nftables",
@@ -88,14 +118,15 @@ impl PeerKind {
         }
     }
 
-    pub fn tag(self) -> &'static str {
+    pub fn tag(self) -> String {
         match self {
-            Self::BpfRedirect => "redir",
-            Self::Forward => "fwd",
-            Self::Nftables => "nft",
-            Self::IptablesLegacy => "iptl",
-            Self::IptablesNft => "iptn",
-            Self::FerrolbDsr => "flb",
+            Self::BpfRedirect => "redir".into(),
+            Self::Forward => "fwd".into(),
+            Self::Nftables => "nft".into(),
+            Self::IptablesLegacy => "iptl".into(),
+            Self::IptablesNft => "iptn".into(),
+            Self::FerrolbDsr => "flb".into(),
+            Self::External(i) => format!("x{i}"),
         }
     }
 
@@ -196,6 +227,7 @@ impl Ferrolb {
 pub struct Datapath {
     pub kind: PeerKind,
     ferrolb: Option<Ferrolb>,
+    external: Option<External>,
     /// The families the last `program` wrote rules for.
     families: Vec<Family>,
     _prog: Option<Ebpf>,
@@ -217,7 +249,18 @@ impl Datapath {
         families: usize,
     ) -> Result<Self, PeerError> {
         let mut ferrolb = None;
+        let mut ext = None;
         let prog = match kind {
+            PeerKind::External(_) => {
+                let peer = kind.external().expect("registered external peer");
+                ext = Some(External::install(
+                    peer,
+                    dut,
+                    ingress,
+                    &format!("{pin_role}-{}", kind.tag()),
+                )?);
+                None
+            }
             PeerKind::BpfRedirect => {
                 let config = redirect.ok_or(PeerError::NoRedirectTarget)?;
                 Some(programs::attach_redirect(dut, ingress, config)?)
@@ -246,6 +289,7 @@ impl Datapath {
         Ok(Self {
             kind,
             ferrolb,
+            external: ext,
             families: Vec::new(),
             _prog: prog,
         })
@@ -276,6 +320,11 @@ impl Datapath {
                     Some(why) => Programmed::NotMeasured(why),
                     None => Programmed::Done(started.elapsed()),
                 })
+            }
+            PeerKind::External(_) => {
+                let ext = self.external.as_ref().expect("external peer");
+                ext.program(set, families)?;
+                Ok(Programmed::Done(started.elapsed()))
             }
         }
     }
@@ -328,7 +377,7 @@ impl Peer {
     /// Sets the peer up on its own topology (both families configured); its datapath will
     /// hold `families` service sets at once.
     pub fn create(kind: PeerKind, families: usize) -> Result<Self, PeerError> {
-        let topo = Topology::create(kind.tag())?;
+        let topo = Topology::create(&kind.tag())?;
         let sink = Sink::attach(&topo.sink, SINK_IF)?;
         let redirect = RedirectConfig {
             ifindex: topo.out_ifindex,

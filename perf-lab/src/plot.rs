@@ -56,9 +56,9 @@ fn cell(services: u32, why: Option<&NotMeasured>, figure: Option<f64>) -> Option
 /// One line per key against the number of services (named by `name`, its cells from
 /// `cells`); the service counts where it was not measured are named in its legend entry.
 /// Keys without a single point are left out.
-fn series_of<'a, K: Copy>(
+fn series_of<'a, K: Copy, S: Into<String>>(
     keys: impl IntoIterator<Item = K>,
-    name: impl Fn(K) -> &'static str,
+    name: impl Fn(K) -> S,
     cells: impl Fn(K) -> Vec<Cell<'a>>,
 ) -> Vec<Series> {
     keys.into_iter()
@@ -69,7 +69,7 @@ fn series_of<'a, K: Copy>(
                 .filter(|(_, value)| value.is_err())
                 .map(|(services, _)| services.to_string())
                 .collect();
-            let mut name = name(k).to_string();
+            let mut name: String = name(k).into();
             if !not_measured.is_empty() {
                 name = format!("{name} (not measured: {} svc)", not_measured.join(", "));
             }
@@ -260,7 +260,7 @@ fn write_tcp(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError> {
                     .iter()
                     .find(|r| r.peer == peer && r.services == n && r.load == load)
             };
-            let series: Vec<Series> = PeerKind::ALL
+            let series: Vec<Series> = PeerKind::all()
                 .iter()
                 .filter_map(|&peer| {
                     let points: Vec<(f64, f64)> = cell(peer)?
@@ -311,7 +311,7 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
         .collect();
     for family in families {
         for flows in FlowKind::ALL {
-            let series = series_of(PeerKind::ALL, PeerKind::name, |peer| {
+            let series = series_of(PeerKind::all(), PeerKind::name, |peer| {
                 results
                     .rate
                     .iter()
@@ -332,12 +332,34 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
             )?);
         }
     }
-    let series = series_of(PacketClass::ALL, PacketClass::name, |class| {
+    // ferrolb's classes, then every external peer's (same packets, same method).
+    let externals: Vec<String> = results
+        .program_cost
+        .iter()
+        .flat_map(|c| c.external.iter().map(|e| e.peer.clone()))
+        .fold(Vec::new(), |mut names, n| {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+            names
+        });
+    let keys = std::iter::once(None)
+        .chain(externals.iter().map(Some))
+        .flat_map(|peer| PacketClass::ALL.map(move |class| (peer, class)));
+    let name = |(peer, class): (Option<&String>, PacketClass)| match peer {
+        None => class.name().to_string(),
+        Some(peer) => format!("{peer}: {}", class.name()),
+    };
+    let series = series_of(keys, name, |(peer, class)| {
         results
             .program_cost
             .iter()
             .filter_map(|c| {
-                let x = c.classes.iter().find(|x| x.class == class);
+                let classes = match peer {
+                    None => &c.classes,
+                    Some(peer) => &c.external.iter().find(|e| &e.peer == peer)?.classes,
+                };
+                let x = classes.iter().find(|x| x.class == class);
                 let ns = x.map(|x| x.over_pass_ns.median.max(0.0));
                 cell(c.services, c.unsupported.as_ref(), ns)
             })
@@ -346,7 +368,7 @@ pub fn write_all(results: &Results, dir: &Path) -> Result<Vec<String>, PlotError
     written.push(draw(
         dir,
         "program-cost.svg".to_string(),
-        "ferrolb program cost over XDP_PASS",
+        "program cost over XDP_PASS (ferrolb and external peers)",
         "ns per packet",
         &series,
         false,

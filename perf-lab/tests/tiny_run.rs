@@ -47,13 +47,51 @@ fn our_namespaces() -> Vec<String> {
         .collect()
 }
 
+/// The trivial external peer: XDP_PASS (the object written to a file, as a user's would
+/// be) and routes for the VIPs towards the sink, so the DUT's kernel forwards every frame;
+/// its fill command keeps a copy of the service file it was given.
+const EXTERNAL: &str = "test-pass-route";
+
+struct ExternalFiles {
+    filled: PathBuf,
+}
+
+fn register_external(dir: &std::path::Path) -> ExternalFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let object = dir.join("pass.o");
+    std::fs::write(&object, lb_daemon::objects::XDP_PASS).unwrap();
+    let filled = dir.join("filled.json");
+    let peer = lb_perf_lab::external::ExternalPeer {
+        name: EXTERNAL.into(),
+        xdp: Some(lb_perf_lab::external::ExternalXdp {
+            object,
+            program: None,
+            fill: Some(format!(
+                "test -d \"$PERF_LAB_MAPS\" && cp \"$PERF_LAB_SERVICES\" {}",
+                filled.display()
+            )),
+        }),
+        setup: Some(
+            "ip route add 198.19.0.0/16 via \"$PERF_LAB_SINK4\" && \
+             ip -6 route add 2001:db8:19::/64 via \"$PERF_LAB_SINK6\""
+                .into(),
+        ),
+        teardown: Some("ip route del 198.19.0.0/16 && ip -6 route del 2001:db8:19::/64".into()),
+    };
+    let reserved: Vec<&str> = PeerKind::ALL.iter().map(|p| p.name()).collect();
+    lb_perf_lab::external::register(vec![peer], &reserved).unwrap();
+    ExternalFiles { filled }
+}
+
 #[test]
 fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     if !require_root("perf-lab tiny run") {
         return;
     }
     let out = OutDir(std::env::temp_dir().join(format!("perf-lab-test-{}", std::process::id())));
+    let ext_dir = register_external(&out.0);
     let plan = Plan::tiny();
+    assert!(plan.peers.iter().any(|p| p.name() == EXTERNAL));
     assert_eq!(
         plan.families,
         Family::ALL.to_vec(),
@@ -91,11 +129,11 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     // recorded.
     assert_eq!(
         results.rate.len(),
-        plan.service_counts.len() * PeerKind::ALL.len() * Family::ALL.len() * FlowKind::ALL.len()
+        plan.service_counts.len() * PeerKind::all().len() * Family::ALL.len() * FlowKind::ALL.len()
     );
     let cells = plan.service_counts.iter().flat_map(|&services| {
         Family::ALL.into_iter().flat_map(move |family| {
-            PeerKind::ALL
+            PeerKind::all()
                 .into_iter()
                 .flat_map(move |peer| FlowKind::ALL.map(|flows| (services, family, peer, flows)))
         })
@@ -161,7 +199,7 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     // The report has a row per family and peer, and the targets are computed per family.
     let md_rates = std::fs::read_to_string(out.0.join("report.md")).unwrap();
     for family in Family::ALL {
-        for peer in PeerKind::ALL {
+        for peer in PeerKind::all() {
             let row = format!("| {} | {} | new flows |", family.name(), peer.name());
             assert!(md_rates.contains(&row), "report row {row}");
         }
@@ -267,9 +305,25 @@ fn tiny_run_writes_a_consistent_report_and_cleans_up() {
     ] {
         assert!(md.contains(heading), "report has {heading}");
     }
-    for peer in PeerKind::ALL {
+    for peer in PeerKind::all() {
         assert!(md.contains(peer.name()), "report names {}", peer.name());
     }
+    // The external peer's program was measured by the cost layer, every class, and its
+    // rows are in the report.
+    for c in &results.program_cost {
+        let ext: Vec<_> = c.external.iter().filter(|e| e.peer == EXTERNAL).collect();
+        assert_eq!(ext.len(), 1, "{EXTERNAL} in the cost layer");
+        let classes: Vec<PacketClass> = ext[0].classes.iter().map(|x| x.class).collect();
+        assert_eq!(classes, PacketClass::ALL.to_vec());
+    }
+    assert!(
+        md.contains(&format!("| {EXTERNAL}: flow-table hit (ACK), cold")),
+        "report has the external peer's cost rows"
+    );
+    assert!(
+        std::fs::read_to_string(&ext_dir.filled).is_ok_and(|t| t.contains("\"vip\"")),
+        "the fill command ran with the service set"
+    );
     for peer in EwPeerKind::ALL {
         let row = format!("| {} |", peer.name());
         assert!(md.contains(&row), "report has an east-west row {row}");

@@ -2,7 +2,8 @@
 //! the table the XDP balancer reads too, and the endpoint's target port.
 
 use lb_common::{
-    Addr, BackendNatKey, BackendValue, ServiceKey, ServiceValue, SockReason, BACKEND_F_ACTIVE,
+    maglev_words, Addr, BackendNatKey, BackendValue, ServiceKey, ServiceValue, SockReason,
+    BACKEND_F_ACTIVE,
 };
 
 use crate::{
@@ -39,7 +40,10 @@ pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<BackendValue, SockR
         return Err(SockReason::DropNoBackend);
     }
     let slot = service.table_base.wrapping_add(hash % service.table_size);
-    let id = *MAGLEV.get(slot).ok_or(SockReason::DropBackendMissing)?;
+    let word = *MAGLEV
+        .get(maglev_words::word_of(slot))
+        .ok_or(SockReason::DropBackendMissing)?;
+    let id = maglev_words::id_in(word, slot);
     match BACKENDS.get(id) {
         Some(backend) if backend.flags & BACKEND_F_ACTIVE != 0 => Ok(*backend),
         _ => Err(SockReason::DropBackendMissing),

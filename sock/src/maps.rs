@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, LbConfig, ServiceKey,
-    ServiceValue, SockReason, SockRevKey, SockRevValue,
+    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, LbConfig,
+    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
 };
 
 /// As for the balancer's service map: without prealloc a replaced value is freed after an
@@ -36,7 +36,7 @@ pub static SOCK_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(SockReason::CO
 pub static BACKENDS: Array<BackendValue> = Array::pinned(limits::MAX_BACKENDS, 0);
 
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::pinned(limits::MAGLEV_SLOTS, 0);
+pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV_SLOTS), 0);
 
 #[map(name = "LB_CONFIG")]
 pub static CONFIG: Array<LbConfig> = Array::pinned(1, 0);

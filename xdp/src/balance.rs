@@ -33,9 +33,8 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let flow_key = flow::key(&pkt);
     let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, || {
-        flow_key.flow_hash_v4(config.flow_hash_seed)
-    })?;
+    let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
+    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, hash, config)?;
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
         return Err(XdpReason::DropTooBig);
@@ -53,9 +52,8 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     if config.flags & CONFIG_F_V6_READY == 0 {
         return Err(XdpReason::PassNotReady);
     }
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, || {
-        flow_key.flow_hash_v6(config.flow_hash_seed)
-    })?;
+    let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
+    let (backend_id, backend) = select(flow_key, &service, pkt.opening, hash, config)?;
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != FAMILY_V6 {
         return Err(XdpReason::DropBackendMissing);
@@ -70,8 +68,8 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
-/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash`
-/// runs only for flows the table does not know.
+/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
+/// the flow hash: it indexes the flow cache and picks the Maglev slot.
 ///
 /// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
 /// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
@@ -85,14 +83,16 @@ fn select(
     flow_key: &FlowKey,
     service: &ServiceValue,
     opening: bool,
-    hash: impl FnOnce() -> u32,
+    hash: u32,
+    config: &LbConfig,
 ) -> Result<(u32, BackendValue), XdpReason> {
-    match flow::lookup(flow_key) {
+    let epoch = config.flow_epoch;
+    match flow::lookup(flow_key, hash, epoch) {
         Some(hit) => Ok(hit),
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
-            let picked = lookup::maglev_backend(service, hash())?;
+            let picked = lookup::maglev_backend(service, hash)?;
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);
             }

@@ -1,8 +1,8 @@
 //! Service, configuration and Maglev lookups.
 
 use lb_common::{
-    BackendValue, FlowKey, LbConfig, ServiceKey, ServiceValue, XdpReason, BACKEND_F_ACTIVE,
-    CONFIG_F_READY,
+    maglev_words, BackendValue, FlowKey, LbConfig, ServiceKey, ServiceValue, XdpReason,
+    BACKEND_F_ACTIVE, CONFIG_F_READY,
 };
 
 use crate::maps::{BACKENDS, CONFIG, MAGLEV, SERVICES};
@@ -51,7 +51,10 @@ pub fn maglev_backend(service: &ServiceValue, hash: u32) -> Result<(u32, Backend
         return Err(XdpReason::DropNoBackend);
     }
     let slot = service.table_base.wrapping_add(hash % service.table_size);
-    let id = *MAGLEV.get(slot).ok_or(XdpReason::DropBackendMissing)?;
+    let word = *MAGLEV
+        .get(maglev_words::word_of(slot))
+        .ok_or(XdpReason::DropBackendMissing)?;
+    let id = maglev_words::id_in(word, slot);
     let backend = backend(id).ok_or(XdpReason::DropBackendMissing)?;
     Ok((id, backend))
 }

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowCacheEntry,
+    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -23,10 +23,20 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
 pub static BACKENDS: Array<BackendValue> = Array::pinned(limits::MAX_BACKENDS, 0);
 
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u32> = Array::pinned(limits::MAGLEV_SLOTS, 0);
+pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV_SLOTS), 0);
+
+/// Per-CPU LRU lists: an insert takes a free element from its own CPU's list and evicts
+/// from it, without the common list's lock and its rebalancing between CPUs. A flow's
+/// packets arrive on one CPU (RSS), so its entry lives where it is used.
+const BPF_F_NO_COMMON_LRU: u32 = 2;
 
 #[map(name = "LB_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(limits::DEFAULT_FLOWS, 0);
+pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::pinned(limits::DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "LB_FLOW_CACHE")]
+pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::pinned(limits::FLOW_CACHE_ENTRIES, 0);
 
 #[map(name = "LB_NEXTHOPS")]
 pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::pinned(limits::MAX_BACKENDS, 0);

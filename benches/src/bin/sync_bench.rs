@@ -33,6 +33,10 @@ const ENDPOINTS: usize = 10;
 const CHANGES: usize = 300;
 /// Distinct pod addresses; below the backend map's 65,536 entries.
 const POD_POOL: u32 = 60_000;
+/// Endpoint j of Service i is pod `(i + j * POD_STRIDE) % POD_POOL`: every Service has a
+/// backend set of its own (checked in `distinct_sets`) although Services share pods, as
+/// Services selecting overlapping pods do.
+const POD_STRIDE: u32 = 6_007;
 const NODE: &str = "node-a";
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 1);
 /// Maglev slots beyond one table per Service: a replaced table's new region is allocated
@@ -54,17 +58,28 @@ fn service(i: usize) -> Value {
     svc
 }
 
+/// The pod of endpoint `j` of Service `i`.
+fn pod_of(i: usize, j: usize) -> u32 {
+    ((i as u64 + j as u64 * u64::from(POD_STRIDE)) % u64::from(POD_POOL)) as u32
+}
+
+/// How many distinct backend sets `services` Services have.
+fn distinct_sets(services: usize) -> usize {
+    let sets: std::collections::HashSet<Vec<u32>> = (0..services)
+        .map(|i| {
+            let mut set: Vec<u32> = (0..ENDPOINTS).map(|j| pod_of(i, j)).collect();
+            set.sort_unstable();
+            set
+        })
+        .collect();
+    sets.len()
+}
+
 fn slice(i: usize, not_ready: Option<usize>) -> Value {
     let endpoints = (0..ENDPOINTS)
         .map(|j| {
             let ready = not_ready != Some(j);
-            endpoint(
-                &pod_ip((i * ENDPOINTS + j) as u32),
-                NODE,
-                ready,
-                ready,
-                false,
-            )
+            endpoint(&pod_ip(pod_of(i, j)), NODE, ready, ready, false)
         })
         .collect();
     slice_json(
@@ -127,11 +142,12 @@ impl Drop for Pins {
 /// engine. The second value keeps the loaded programs and maps alive.
 fn open_engine(pins: &Pins, services: usize) -> Result<(SyncEngine, impl Sized), Box<dyn Error>> {
     let _ = loader::uninstall(&pins.0);
-    // One region of the policy's table size per distinct backend set (Services beyond
-    // POD_POOL / ENDPOINTS repeat earlier sets and share their tables), plus room for the
-    // few tables being replaced at any time: what an operator sets `--maglev-slots` to.
-    let table = lb_hashing::maglev::choose_table_size(ENDPOINTS, 65_537);
-    let distinct_sets = services.min((POD_POOL as usize) / ENDPOINTS) as u32;
+    // One region of the policy's table size (in whole words of the slot array) per distinct
+    // backend set, plus room for the few tables being replaced at any time: what an
+    // operator sets `--maglev-slots` to.
+    let table = lb_hashing::maglev::choose_table_size(ENDPOINTS, 65_537)
+        .next_multiple_of(lb_common::maglev_words::SLOTS_PER_WORD);
+    let distinct_sets = distinct_sets(services) as u32;
     let sizes = MapSizes {
         maglev_slots: distinct_sets * table + REPLACEMENT_ROOM,
         flows: 1024,
@@ -294,7 +310,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         counts
     };
     println!(
-        "Services x {ENDPOINTS} endpoints; {CHANGES} single-endpoint EndpointSlice changes each."
+        "Services x {ENDPOINTS} endpoints, a backend set of its own each; {CHANGES} single-endpoint EndpointSlice changes each."
     );
     println!("initial sync = API list + model + projection (source) + plan + map writes.");
     println!("change latency = slice written to the API server -> watch event -> snapshot -> plan -> maps written.\n");
@@ -328,7 +344,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r.tables,
             r.slots_used,
             r.backends,
-            r.slots_used * 4 / r.services as u64,
+            r.slots_used * 2 / r.services as u64,
             mib(map_total),
             mib(maglev),
             map_total / r.services as u64,

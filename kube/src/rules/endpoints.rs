@@ -10,10 +10,7 @@ use std::{
     net::IpAddr,
 };
 
-use k8s_openapi::api::{
-    core::v1::Service,
-    discovery::v1::{self, EndpointSlice},
-};
+use k8s_openapi::api::discovery::v1::{self, EndpointSlice};
 
 use super::{
     invalid::{object_id, Problems},
@@ -28,33 +25,6 @@ use super::{
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 1000;
 /// More endpoints than the datapath's backend map holds cannot be served by any node.
 pub const MAX_ENDPOINTS_PER_SERVICE: usize = 65_536;
-/// Annotation enabling topology-aware routing before `trafficDistribution` existed.
-pub const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
-const ANNOTATION_TOPOLOGY_HINTS_DEPRECATED: &str = "service.kubernetes.io/topology-aware-hints";
-
-/// Rule 16: how the Service asks for topology-aware routing.
-pub(crate) fn topology_mode(svc: &Service) -> TopologyMode {
-    let spec = svc.spec.as_ref();
-    match spec.and_then(|s| s.traffic_distribution.as_deref()) {
-        Some("PreferSameNode") => return TopologyMode::PreferSameNode,
-        Some("PreferClose" | "PreferSameZone") => return TopologyMode::PreferSameZone,
-        _ => {}
-    }
-    let annotations = svc.metadata.annotations.as_ref();
-    let annotated = [
-        ANNOTATION_TOPOLOGY_MODE,
-        ANNOTATION_TOPOLOGY_HINTS_DEPRECATED,
-    ]
-    .iter()
-    .filter_map(|key| annotations.and_then(|a| a.get(*key)))
-    .any(|v| v.eq_ignore_ascii_case("auto"));
-    if annotated {
-        TopologyMode::PreferSameZone
-    } else {
-        TopologyMode::None
-    }
-}
-
 /// An endpoint as read from a slice, before the sets are chosen.
 #[derive(Clone, Debug)]
 pub(crate) struct SliceEndpoint {
@@ -157,7 +127,8 @@ fn read_slice(
     endpoints.len()
 }
 
-/// The slice's ports as (name, protocol, target port); invalid ones are skipped.
+/// The slice's ports as (name, protocol, target port); invalid ones are skipped, ports
+/// without a number ignored.
 fn slice_ports(
     slice: &EndpointSlice,
     skip: &mut impl FnMut(InvalidObject),
@@ -171,10 +142,15 @@ fn slice_ports(
             });
             continue;
         };
-        let Some(number) = p.port.and_then(|n| valid_port(i64::from(n))) else {
+        // Rule 3: the API allows a slice port without a number ("all ports"), which has
+        // nothing to proxy; kube-proxy ignores it, and it is not invalid.
+        let Some(given) = p.port else {
+            continue;
+        };
+        let Some(number) = valid_port(i64::from(given)) else {
             skip(InvalidObject::BadPort {
                 field: format!("ports[{i}].port"),
-                value: p.port.map_or(0, i64::from),
+                value: i64::from(given),
             });
             continue;
         };
@@ -240,7 +216,6 @@ pub(crate) fn sets_by_family(
     endpoints: &SliceEndpoints,
     port: &ServicePortSpec,
     families: &BTreeSet<IpFamily>,
-    topology: TopologyMode,
     node: &NodeInfo,
 ) -> BTreeMap<IpFamily, EndpointSets> {
     let raw = endpoints
@@ -254,13 +229,13 @@ pub(crate) fn sets_by_family(
                 .iter()
                 .filter(|e| IpFamily::of(e.address) == *family)
                 .collect();
-            (*family, choose_sets(&of_family, topology, node))
+            (*family, choose_sets(&of_family, node))
         })
         .collect()
 }
 
 /// Rules 11, 12 and 16 for one port and family.
-fn choose_sets(raw: &[&SliceEndpoint], topology: TopologyMode, node: &NodeInfo) -> EndpointSets {
+fn choose_sets(raw: &[&SliceEndpoint], node: &NodeInfo) -> EndpointSets {
     // Rule 3: the same endpoint in several slices counts once; if the copies disagree, the
     // most available reading wins, so a stale slice cannot take a live endpoint away.
     let mut merged: BTreeMap<(IpAddr, u16), SliceEndpoint> = BTreeMap::new();
@@ -278,13 +253,18 @@ fn choose_sets(raw: &[&SliceEndpoint], topology: TopologyMode, node: &NodeInfo) 
     let is_local = |e: &SliceEndpoint| e.node_name.as_deref() == Some(node.name.as_str());
 
     let ready: Vec<&SliceEndpoint> = all.iter().copied().filter(|e| e.ready).collect();
-    let cluster = if ready.is_empty() {
+    let topology = topology_from_hints(&ready, node);
+    let cluster: Vec<&SliceEndpoint> = if ready.is_empty() {
         all.iter()
             .copied()
             .filter(|e| e.serving && e.terminating)
             .collect()
     } else {
-        filter_by_topology(ready, topology, node)
+        ready
+            .iter()
+            .copied()
+            .filter(|e| hinted_for(e, topology, node))
+            .collect()
     };
     let local_ready: Vec<&SliceEndpoint> = all
         .iter()
@@ -325,43 +305,45 @@ fn choose_sets(raw: &[&SliceEndpoint], topology: TopologyMode, node: &NodeInfo) 
         cluster: finish(cluster),
         local: finish(local),
         kept_for_flows: finish(kept),
+        topology,
     }
 }
 
-/// Rule 16: narrow the ready endpoints to this node's (or zone's) when every endpoint
-/// carries hints and one matches; otherwise hints are ignored.
-fn filter_by_topology<'a>(
-    ready: Vec<&'a SliceEndpoint>,
-    mode: TopologyMode,
-    node: &NodeInfo,
-) -> Vec<&'a SliceEndpoint> {
-    let narrow = |hints: fn(&SliceEndpoint) -> Option<&Vec<String>>, want: &str| {
+/// Rule 16, as kube-proxy decides it from the hints alone (whatever the Service's
+/// `trafficDistribution` or annotations say): node hints when every ready endpoint carries
+/// some and one names this node; else zone hints when every ready endpoint carries some
+/// and one names this node's zone (a node without a zone matches none); else none.
+fn topology_from_hints(ready: &[&SliceEndpoint], node: &NodeInfo) -> TopologyMode {
+    let usable = |hints: fn(&SliceEndpoint) -> Option<&Vec<String>>, want: Option<&str>| {
         let all_hinted = ready
             .iter()
             .all(|e| hints(e).is_some_and(|h| !h.is_empty()));
-        if !all_hinted {
-            return None;
-        }
-        let matching: Vec<&'a SliceEndpoint> = ready
-            .iter()
-            .copied()
-            .filter(|e| hints(e).is_some_and(|h| h.iter().any(|z| z == want)))
-            .collect();
-        (!matching.is_empty()).then_some(matching)
+        let any_here = want.is_some_and(|want| {
+            ready
+                .iter()
+                .any(|e| hints(e).is_some_and(|h| h.iter().any(|n| n == want)))
+        });
+        all_hinted && any_here
     };
-    if mode == TopologyMode::PreferSameNode {
-        if let Some(set) = narrow(|e| e.node_hints.as_ref(), &node.name) {
-            return set;
-        }
+    if usable(|e| e.node_hints.as_ref(), Some(node.name.as_str())) {
+        TopologyMode::PreferSameNode
+    } else if usable(|e| e.zone_hints.as_ref(), node.zone.as_deref()) {
+        TopologyMode::PreferSameZone
+    } else {
+        TopologyMode::None
     }
-    if mode != TopologyMode::None {
-        if let Some(zone) = node.zone.as_deref() {
-            if let Some(set) = narrow(|e| e.zone_hints.as_ref(), zone) {
-                return set;
-            }
-        }
+}
+
+/// Whether a ready endpoint is in the Cluster set under `mode` (rule 16).
+fn hinted_for(e: &SliceEndpoint, mode: TopologyMode, node: &NodeInfo) -> bool {
+    let names = |hints: &Option<Vec<String>>, want: Option<&str>| {
+        want.is_some_and(|w| hints.iter().flatten().any(|n| n == w))
+    };
+    match mode {
+        TopologyMode::None => true,
+        TopologyMode::PreferSameNode => names(&e.node_hints, Some(node.name.as_str())),
+        TopologyMode::PreferSameZone => names(&e.zone_hints, node.zone.as_deref()),
     }
-    ready
 }
 
 /// Rule 19: (UDP frontend address, port, endpoint) triples whose endpoint was in use

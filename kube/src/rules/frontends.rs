@@ -225,6 +225,37 @@ impl TrafficPolicy {
     }
 }
 
+/// Rule 18: the sources a LoadBalancer frontend of `family` accepts; empty accepts all.
+/// Only the ranges of the frontend's family apply. When one of them holds an address of
+/// this node, the Service's LoadBalancer IPs of the family are accepted too: a request
+/// from the node to a VIP it holds locally leaves with that VIP as its source (kube-proxy
+/// adds them likewise).
+fn load_balancer_sources(
+    addresses: &Addresses,
+    node: &NodeInfo,
+    family: IpFamily,
+) -> Vec<IpNetwork> {
+    let mut ranges: Vec<IpNetwork> = addresses
+        .source_ranges
+        .iter()
+        .filter(|c| IpFamily::of(c.ip()) == family)
+        .copied()
+        .collect();
+    let holds_node = ranges
+        .iter()
+        .any(|r| node.addresses.iter().any(|a| r.contains(*a)));
+    if holds_node {
+        ranges.extend(
+            addresses
+                .load_balancer_ips
+                .iter()
+                .filter(|ip| IpFamily::of(**ip) == family)
+                .map(|ip| IpNetwork::from(*ip)),
+        );
+    }
+    ranges
+}
+
 /// Every frontend of one service port, in a stable order: ClusterIPs, NodePorts, external
 /// IPs, LoadBalancer IPs.
 pub(crate) fn frontends_for(
@@ -249,12 +280,7 @@ pub(crate) fn frontends_for(
             )
         };
         let source_ranges = if kind == FrontendKind::LoadBalancer {
-            addresses
-                .source_ranges
-                .iter()
-                .filter(|c| IpFamily::of(c.ip()) == family)
-                .copied()
-                .collect()
+            load_balancer_sources(addresses, node, family)
         } else {
             Vec::new()
         };

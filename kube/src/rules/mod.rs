@@ -35,10 +35,7 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 
-pub use endpoints::{
-    stale_udp_endpoints, ANNOTATION_TOPOLOGY_MODE, MAX_ENDPOINTS_PER_SERVICE,
-    MAX_ENDPOINTS_PER_SLICE,
-};
+pub use endpoints::{stale_udp_endpoints, MAX_ENDPOINTS_PER_SERVICE, MAX_ENDPOINTS_PER_SLICE};
 pub use invalid::{sort_skipped, InvalidObject, Skipped};
 pub use node::{node_info, NodeConfig, NodeInfo, LABEL_ZONE, TAINT_TO_BE_DELETED};
 pub use objects::{
@@ -137,7 +134,6 @@ fn served_service(
     let policy = TrafficPolicy::of(spec);
     let session_affinity_seconds = service_ports::session_affinity(spec, problems);
     let health_check_node_port = service_ports::health_check_node_port(spec, &policy, problems);
-    let topology = endpoints::topology_mode(svc);
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let slice_endpoints =
         endpoints::read_slices(slices, cfg, publish_not_ready, &families, problems)?;
@@ -145,7 +141,7 @@ fn served_service(
     let mut local_ready: BTreeSet<IpAddr> = BTreeSet::new();
     let mut ports = Vec::new();
     for sp in service_ports::served_ports(spec, problems) {
-        let endpoints = endpoints::sets_by_family(&slice_endpoints, &sp, &families, topology, node);
+        let endpoints = endpoints::sets_by_family(&slice_endpoints, &sp, &families, node);
         for sets in endpoints.values() {
             local_ready.extend(sets.local.iter().filter(|e| e.ready).map(|e| e.address));
         }
@@ -170,6 +166,5 @@ fn served_service(
         internal_policy_local: policy.internal_local,
         health_check_node_port,
         local_ready_endpoints: local_ready.len(),
-        topology,
     })
 }

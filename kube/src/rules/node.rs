@@ -38,6 +38,9 @@ pub struct NodeInfo {
     pub zone: Option<String>,
     /// Addresses NodePorts answer on, sorted.
     pub node_port_addresses: Vec<IpAddr>,
+    /// The Node object's InternalIP and ExternalIP addresses, in its order: traffic from
+    /// the node itself is recognised by them (rule 18).
+    pub addresses: Vec<IpAddr>,
     /// False while the node is being deleted or tainted for deletion: `/healthz` then fails
     /// so load balancers move traffic away (rule 21).
     pub eligible: bool,
@@ -82,7 +85,7 @@ pub fn node_info(node: Option<&Node>, cfg: &NodeConfig, skipped: &mut Vec<Skippe
     let mut node_port_addresses: Vec<IpAddr> = cfg
         .node_port_addresses
         .clone()
-        .unwrap_or(node_addresses)
+        .unwrap_or_else(|| node_addresses.clone())
         .into_iter()
         .filter(|a| !a.is_loopback() && !a.is_unspecified() && !a.is_multicast())
         .collect();
@@ -96,6 +99,7 @@ pub fn node_info(node: Option<&Node>, cfg: &NodeConfig, skipped: &mut Vec<Skippe
         name: cfg.node_name.clone(),
         zone: cfg.zone.clone().or(zone),
         node_port_addresses,
+        addresses: node_addresses,
         eligible,
     }
 }

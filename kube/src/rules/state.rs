@@ -100,6 +100,9 @@ pub struct EndpointSets {
     /// Serving endpoints in neither set (terminating while others are ready, or outside
     /// the topology hints): no new flows, but established flows to them stay (rule 19).
     pub kept_for_flows: Vec<Endpoint>,
+    /// How the ready endpoints of the Cluster set were narrowed by their hints (rule 16);
+    /// `None` also when the set is the serving-terminating fallback.
+    pub topology: TopologyMode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -165,9 +168,10 @@ impl KubeServicePort {
     }
 }
 
-/// How the Cluster set was narrowed by topology (rule 16).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// How the Cluster set was narrowed by topology hints (rule 16).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum TopologyMode {
+    #[default]
     None,
     PreferSameZone,
     PreferSameNode,
@@ -187,7 +191,6 @@ pub struct KubeService {
     pub health_check_node_port: Option<u16>,
     /// Distinct ready endpoints on this node, over all ports and families (rule 15).
     pub local_ready_endpoints: usize,
-    pub topology: TopologyMode,
 }
 
 /// A healthCheckNodePort server this node must run (rule 15).

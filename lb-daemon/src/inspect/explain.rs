@@ -136,6 +136,22 @@ fn explain_with(
             return Ok(out);
         }
     }
+    // Not (usably) in the table: a CPU's flow cache may still hold it (the LRU evicted it
+    // since; the cache's next table touch learns it again).
+    for (cpu, entry) in maps.cached_flow(&key, hash, config.flow_epoch)? {
+        if live(entry.backend_id, Some(entry.backend_generation)) {
+            let backend = addresses.get(&entry.backend_id).and_then(|(a, _)| *a);
+            out.verdict = XdpReason::Forwarded.name();
+            out.backend = backend;
+            out.why = format!(
+                "established flow: CPU {cpu}'s flow cache pins it to backend {} (the flow \
+                 table no longer holds it; Maglev alone would pick {})",
+                fmt_addr(backend),
+                fmt_addr(out.maglev_backend)
+            );
+            return Ok(out);
+        }
+    }
     Ok(by_maglev(out, &frontend, &service, maglev_id, hash, |id| {
         live(id, None)
     }))

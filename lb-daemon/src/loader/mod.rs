@@ -20,7 +20,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use lb_common::{map_names, program_names};
+use lb_common::{maglev_words, map_names, program_names};
 
 use crate::objects;
 
@@ -185,7 +185,7 @@ fn load_object(
     check_pinned_layouts(pin_dir, sizes, maps)?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
-        .map_max_entries(map_names::MAGLEV, sizes.maglev_slots)
+        .map_max_entries(map_names::MAGLEV, maglev_words::words(sizes.maglev_slots))
         .map_max_entries(map_names::FLOWS, sizes.flows)
         .load(object)?;
     load(&mut ebpf, name)?;

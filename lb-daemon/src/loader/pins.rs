@@ -4,9 +4,9 @@ use std::{ffi::CString, io, path::Path};
 
 use aya::maps::MapData;
 use lb_common::{
-    limits, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowKey, FlowValue,
-    LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason,
-    SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
+    limits, maglev_words, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter,
+    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue,
+    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -91,10 +91,17 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             map_names::BACKENDS,
             sizes::<u32, BackendValue>(limits::MAX_BACKENDS),
         ),
-        (map_names::MAGLEV, sizes::<u32, u32>(map_sizes.maglev_slots)),
+        (
+            map_names::MAGLEV,
+            sizes::<u32, u64>(maglev_words::words(map_sizes.maglev_slots)),
+        ),
         (
             map_names::FLOWS,
             sizes::<FlowKey, FlowValue>(map_sizes.flows),
+        ),
+        (
+            map_names::FLOW_CACHE,
+            sizes::<u32, FlowCacheEntry>(limits::FLOW_CACHE_ENTRIES),
         ),
         (
             map_names::NEXTHOPS,
@@ -159,6 +166,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::BACKENDS,
     map_names::MAGLEV,
     map_names::FLOWS,
+    map_names::FLOW_CACHE,
     map_names::NEXTHOPS,
     map_names::NEIGH_MISSES,
     map_names::CONFIG,
@@ -201,7 +209,9 @@ pub(super) fn pinned_sizes(pin_dir: &Path) -> MapSizes {
     };
     let default = MapSizes::default();
     MapSizes {
-        maglev_slots: entries(map_names::MAGLEV).unwrap_or(default.maglev_slots),
+        maglev_slots: entries(map_names::MAGLEV).map_or(default.maglev_slots, |words| {
+            words.saturating_mul(maglev_words::SLOTS_PER_WORD)
+        }),
         flows: entries(map_names::FLOWS).unwrap_or(default.flows),
     }
 }

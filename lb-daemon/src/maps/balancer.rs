@@ -6,8 +6,8 @@ use std::{collections::HashMap as StdHashMap, path::Path};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
-    map_names, BackendValue, Counter, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, BACKEND_F_ACTIVE,
+    limits, maglev_words, map_names, BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue,
+    LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
@@ -21,8 +21,10 @@ pub struct BalancerMaps {
     /// Internal frontends (the socket programs'), when they are installed.
     pub(super) sock_services: Option<HashMap<MapData, ServiceKey, ServiceValue>>,
     pub(super) backends: Array<MapData, BackendValue>,
-    pub(super) maglev: Array<MapData, u32>,
+    /// Four slots per element: see `lb_common::maglev_words`.
+    pub(super) maglev: Array<MapData, u64>,
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(super) flow_cache: PerCpuArray<MapData, FlowCacheEntry>,
     pub(super) nexthops: PerCpuArray<MapData, NextHop>,
     pub(super) neigh_misses: HashMap<MapData, u32, NeighMiss>,
     pub(super) config: Array<MapData, LbConfig>,
@@ -64,6 +66,7 @@ impl BalancerMaps {
             backends: open_typed!(pin_dir, map_names::BACKENDS),
             maglev: open_typed!(pin_dir, map_names::MAGLEV),
             flows: open_typed!(pin_dir, map_names::FLOWS),
+            flow_cache: open_typed!(pin_dir, map_names::FLOW_CACHE),
             nexthops: open_typed!(pin_dir, map_names::NEXTHOPS),
             neigh_misses: open_typed!(pin_dir, map_names::NEIGH_MISSES),
             config: open_typed!(pin_dir, map_names::CONFIG),
@@ -133,13 +136,36 @@ impl BalancerMaps {
         Ok(out)
     }
 
+    /// Backend ids of slots `[base, base + len)`, each word read once.
     pub fn read_slots(&self, base: u32, len: u32) -> Result<Vec<u32>, MapsError> {
         let end = base.checked_add(len).ok_or_else(|| {
             MapsError::Inconsistent(format!("table region {base}+{len} overflows"))
         })?;
-        (base..end)
-            .map(|i| self.maglev.get(&i, 0).map_err(access(map_names::MAGLEV)))
-            .collect()
+        let mut ids = Vec::with_capacity(len as usize);
+        let mut word = None;
+        for slot in base..end {
+            let index = maglev_words::word_of(slot);
+            let value = match word {
+                Some((at, value)) if at == index => value,
+                _ => {
+                    let value = self
+                        .maglev
+                        .get(&index, 0)
+                        .map_err(access(map_names::MAGLEV))?;
+                    word = Some((index, value));
+                    value
+                }
+            };
+            ids.push(maglev_words::id_in(value, slot));
+        }
+        Ok(ids)
+    }
+
+    /// Slots the slot array holds.
+    pub fn slot_capacity(&self) -> u32 {
+        self.maglev
+            .len()
+            .saturating_mul(maglev_words::SLOTS_PER_WORD)
     }
 
     pub fn reason_counters(&self) -> Result<Vec<Counter>, MapsError> {
@@ -203,6 +229,28 @@ impl BalancerMaps {
         }
     }
 
+    /// The flow-cache entries for `key` (indexed by its flow `hash`) that the datapath
+    /// would follow under `epoch`, with the CPU holding each: a flow the LRU evicted can
+    /// still be served from a CPU's cache until its next table touch re-learns it.
+    pub fn cached_flow(
+        &self,
+        key: &FlowKey,
+        hash: u32,
+        epoch: u32,
+    ) -> Result<Vec<(usize, FlowCacheEntry)>, MapsError> {
+        let index = hash & (limits::FLOW_CACHE_ENTRIES - 1);
+        let per_cpu = self
+            .flow_cache
+            .get(&index, 0)
+            .map_err(access(map_names::FLOW_CACHE))?;
+        Ok(per_cpu
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.epoch == epoch && e.key == *key)
+            .map(|(cpu, e)| (cpu, *e))
+            .collect())
+    }
+
     /// Rebuilds the daemon's bookkeeping from the pinned maps, so a restarted daemon goes on
     /// from exactly what the datapath is using.
     pub fn read_state(&self) -> Result<KernelState, MapsError> {
@@ -239,7 +287,7 @@ impl BalancerMaps {
             let frontend = Frontend::from_scoped_key(&key, scope).ok_or_else(|| {
                 MapsError::Inconsistent(format!("service key {key:?} is not a valid frontend"))
             })?;
-            if value.table_size > 0 && value.table_size <= self.maglev.len() {
+            if value.table_size > 0 && value.table_size <= self.slot_capacity() {
                 for base in [value.table_base, value.spare_base] {
                     if let std::collections::hash_map::Entry::Vacant(e) = regions.entry(base) {
                         e.insert(self.read_slots(base, value.table_size)?);
@@ -248,7 +296,13 @@ impl BalancerMaps {
             }
             services.push((frontend, value));
         }
-        KernelState::adopt(self.maglev.len(), services, &regions, backends, generations)
-            .map_err(MapsError::Inconsistent)
+        KernelState::adopt(
+            self.slot_capacity(),
+            services,
+            &regions,
+            backends,
+            generations,
+        )
+        .map_err(MapsError::Inconsistent)
     }
 }

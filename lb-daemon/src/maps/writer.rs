@@ -5,8 +5,8 @@ use std::os::fd::AsFd;
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    map_names, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue,
+    maglev_words, map_names, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop,
+    ServiceKey, ServiceValue,
 };
 
 use lb_model::Scope;
@@ -59,13 +59,35 @@ fn run_of(run: &[MapOp], keep: impl Fn(&MapOp) -> bool) -> Vec<MapOp> {
     run.iter().filter(|op| keep(op)).cloned().collect()
 }
 
+/// The slot array's words holding a table written at `base` (word-aligned, as the
+/// allocator hands out regions), as (word index, word): four slots per word, the lanes
+/// past the table's end 0.
+fn packed_words(base: u32, slots: &[u32]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    debug_assert_eq!(
+        base % maglev_words::SLOTS_PER_WORD,
+        0,
+        "tables are word-aligned"
+    );
+    let first = maglev_words::word_of(base);
+    slots
+        .chunks(maglev_words::SLOTS_PER_WORD as usize)
+        .enumerate()
+        .map(move |(i, lanes)| {
+            let word = lanes.iter().enumerate().fold(0, |word, (lane, &id)| {
+                maglev_words::with_id(word, lane as u32, id)
+            });
+            (first + i as u32, word)
+        })
+}
+
 /// A run of batchable operations, grouped by the map they write.
 #[derive(Default)]
 struct Run {
     backend_stats: Vec<u32>,
     backends: (Vec<u32>, Vec<BackendValue>),
     service_stats: Vec<u32>,
-    slots: (Vec<u32>, Vec<u32>),
+    /// Word indices and packed words of the slot array.
+    slots: (Vec<u32>, Vec<u64>),
     /// Per scope: external, internal.
     services: [(Vec<ServiceKey>, Vec<ServiceValue>); 2],
 }
@@ -89,9 +111,9 @@ impl Run {
                 }
                 MapOp::ResetServiceStats { service_id } => run.service_stats.push(*service_id),
                 MapOp::WriteSlots { base, slots } => {
-                    for &(offset, backend) in slots {
-                        run.slots.0.push(base + offset);
-                        run.slots.1.push(backend);
+                    for (index, word) in packed_words(*base, slots) {
+                        run.slots.0.push(index);
+                        run.slots.1.push(word);
                     }
                 }
                 MapOp::PutService { scope, key, value } => {
@@ -249,10 +271,10 @@ impl MapWriter {
                     .set(*id, value, 0)
                     .map_err(access(map_names::BACKENDS))?,
                 MapOp::WriteSlots { base, slots } => {
-                    for &(offset, backend) in slots {
+                    for (index, word) in packed_words(*base, slots) {
                         self.maps
                             .maglev
-                            .set(base + offset, backend, 0)
+                            .set(index, word, 0)
                             .map_err(access(map_names::MAGLEV))?;
                     }
                 }
@@ -325,10 +347,28 @@ impl MapWriter {
                 Err(e) => return Err(access(map_names::FLOWS)(e)),
             }
         }
-        Ok(())
+        // The flow caches may still hold the purged flows: a new epoch retires them all.
+        // After the deletes, so a cache refilled from a purged entry has the old epoch.
+        let config = self.pinned_config()?;
+        self.write_config(&config)
     }
 
+    fn pinned_config(&self) -> Result<LbConfig, MapsError> {
+        self.maps
+            .config
+            .get(&0, 0)
+            .map_err(access(map_names::CONFIG))
+    }
+
+    /// Writes `config` with the flow epoch after the pinned one's (whatever `config`
+    /// says): every write retires the flow caches' entries, so one made before a purge,
+    /// or by an earlier daemon, is never followed again.
     pub(crate) fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
+        let epoch = self.pinned_config()?.flow_epoch.wrapping_add(1);
+        let config = LbConfig {
+            flow_epoch: epoch,
+            ..*config
+        };
         self.maps
             .config
             .set(0, config, 0)

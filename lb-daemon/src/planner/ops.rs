@@ -1,5 +1,7 @@
 //! What a plan produces: map writes in the order they must run, or why there is no plan.
 
+use std::sync::Arc;
+
 use lb_common::{BackendValue, ServiceKey, ServiceValue};
 use lb_hashing::maglev;
 
@@ -43,10 +45,12 @@ pub enum MapOp {
         id: u32,
         value: BackendValue,
     },
-    /// Writes `LB_MAGLEV[base + offset] = backend_id` for each pair.
+    /// Writes a whole table, `slots[i]` the backend id of slot `base + i`, into its
+    /// region: `base` is word-aligned and the region's words are the table's alone (see
+    /// `lb_common::maglev_words`), so lanes past the table's end are written as 0.
     WriteSlots {
         base: u32,
-        slots: Vec<(u32, u32)>,
+        slots: Arc<Vec<u32>>,
     },
     ResetServiceStats {
         service_id: u32,

@@ -202,9 +202,10 @@ pub(super) fn place_table(
             free: next.slots.free_slots(),
             capacity: next.slots.capacity(),
         })?;
+    let slots = Arc::new(slots);
     ops.push(MapOp::WriteSlots {
         base,
-        slots: full_slots(&slots),
+        slots: Arc::clone(&slots),
     });
     let id = next.next_table_id;
     next.next_table_id += 1;
@@ -214,7 +215,7 @@ pub(super) fn place_table(
         InstalledTable {
             base,
             size,
-            slots: Arc::new(slots),
+            slots,
             key: Some(key.clone()),
             users: BTreeSet::from([*frontend]),
         },
@@ -250,12 +251,4 @@ pub(super) fn detach(
         }
         next.slots.release_later(t.base, t.size);
     }
-}
-
-fn full_slots(table: &[u32]) -> Vec<(u32, u32)> {
-    table
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (i as u32, id))
-        .collect()
 }

@@ -21,6 +21,7 @@ use lb_daemon::{
 use lb_model::DesiredState;
 
 use crate::{
+    external,
     measured::NotMeasured,
     netns::{Netns, PinDir},
     programs::{self, PARK_IFS},
@@ -29,31 +30,34 @@ use crate::{
 
 use super::{packets::LB_MAC, CostError};
 
+const XDP_ABORTED: u32 = 0;
 pub(super) const XDP_PASS: u32 = 2;
 pub(super) const XDP_TX: u32 = 3;
 const LB_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 /// The balancer's IP6IP6 source.
 const LB_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 
-/// Which of the two programs a run times.
+/// Which program a run times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Program {
     Balancer,
     Pass,
+    /// The i-th external peer's XDP program (`Programs::externals`).
+    External(usize),
 }
 
-impl Program {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Balancer => program_names::XDP_BALANCER,
-            Self::Pass => program_names::XDP_PASS,
-        }
-    }
+/// An external peer's program in the cost layer: its name in the tables, the loaded
+/// object (maps pinned, filled by its command).
+pub(super) struct ExternalProgram {
+    pub(super) peer: &'static str,
+    loaded: external::LoadedXdp,
+    _files: external::ScratchDir,
 }
 
 pub(super) struct Programs {
     balancer: Ebpf,
     pass: Ebpf,
+    pub(super) externals: Vec<ExternalProgram>,
     /// Holds the parked attachments; dropped after the programs.
     _park: Netns,
 }
@@ -126,6 +130,44 @@ fn program_maps(pin: &Path, desired: &DesiredState) -> Result<Result<(), NotMeas
     Ok(Ok(()))
 }
 
+/// Loads every registered external peer with an XDP object, parks it on a veth pair of
+/// its own in `park`, and runs its fill command (in `park`) for `set` in `families`.
+fn load_externals(
+    park: &Netns,
+    set: &ServiceSet,
+    families: &[Family],
+) -> Result<Vec<ExternalProgram>, CostError> {
+    let mut out = Vec::new();
+    for (i, peer) in external::registered().iter().enumerate() {
+        let Some(xdp_spec) = &peer.xdp else { continue };
+        let mut loaded = external::load_xdp(peer, xdp_spec, &format!("cost-x{i}"))?;
+        let (a, b) = (format!("xpark{i}a"), format!("xpark{i}b"));
+        park.exec(
+            "ip",
+            &["link", "add", &a, "type", "veth", "peer", "name", &b],
+        )?;
+        programs::attach_loaded(park, &mut loaded.ebpf, loaded.program, &a)?;
+        let files = external::ScratchDir::new(&format!("cost-x{i}"))?;
+        if let Some(fill) = &xdp_spec.fill {
+            let services = external::write_services(&files.0, set, families)?;
+            let env = external::CommandEnv {
+                dut_path: &park.path(),
+                maps: Some(&loaded.pin.path),
+                services: Some(&services),
+                ingress: &a,
+                egress: &b,
+            };
+            external::run(peer, "fill", fill, &env)?;
+        }
+        out.push(ExternalProgram {
+            peer: &peer.name,
+            loaded,
+            _files: files,
+        });
+    }
+    Ok(out)
+}
+
 impl Programs {
     /// Loads the balancer (its maps pinned in `pin`, sized for `set` in `families`) and the
     /// pass program, writes the set in every family into the balancer's maps, and parks
@@ -145,22 +187,39 @@ impl Programs {
         // call (see programs::create_parking); they do not change the measured time.
         let park = Netns::create("cost-park")?;
         programs::create_parking(&park)?;
-        let balancer_name = Program::Balancer.name();
-        programs::attach_loaded(&park, &mut balancer, balancer_name, PARK_IFS[0])?;
-        programs::attach_loaded(&park, &mut pass, Program::Pass.name(), PARK_IFS[1])?;
+        programs::attach_loaded(
+            &park,
+            &mut balancer,
+            program_names::XDP_BALANCER,
+            PARK_IFS[0],
+        )?;
+        programs::attach_loaded(&park, &mut pass, program_names::XDP_PASS, PARK_IFS[1])?;
+        let externals = load_externals(&park, set, families)?;
         Ok(Ok(Self {
             balancer,
             pass,
+            externals,
             _park: park,
         }))
     }
 
     fn xdp(&self, program: Program) -> Result<&Xdp, CostError> {
-        let ebpf = match program {
-            Program::Balancer => &self.balancer,
-            Program::Pass => &self.pass,
-        };
-        xdp(ebpf, program.name())
+        match program {
+            Program::Balancer => xdp(&self.balancer, program_names::XDP_BALANCER),
+            Program::Pass => xdp(&self.pass, program_names::XDP_PASS),
+            Program::External(i) => {
+                let e = &self.externals[i];
+                xdp(&e.loaded.ebpf, e.loaded.program)
+            }
+        }
+    }
+
+    fn name(&self, program: Program) -> &'static str {
+        match program {
+            Program::Balancer => program_names::XDP_BALANCER,
+            Program::Pass => program_names::XDP_PASS,
+            Program::External(i) => self.externals[i].loaded.program,
+        }
     }
 
     /// Mean ns per packet over `packets`, repeat 1 each, checking every verdict.
@@ -197,8 +256,14 @@ impl Programs {
                 repeat,
                 ..Default::default()
             })
-            .map_err(program_err(program.name()))?;
-        if out.return_value != want {
+            .map_err(program_err(self.name(program)))?;
+        // An external peer's verdicts are its own (XDP_PASS, XDP_TX, XDP_REDIRECT ...);
+        // only XDP_ABORTED, a program error, is refused.
+        let refused = match program {
+            Program::External(_) => out.return_value == XDP_ABORTED,
+            _ => out.return_value != want,
+        };
+        if refused {
             return Err(CostError::Verdict {
                 class,
                 got: out.return_value,

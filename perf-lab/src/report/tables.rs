@@ -79,7 +79,7 @@ pub fn rate_table(results: &Results, metric: Metric) -> String {
             .map(|n| format!("{n} svc: {} [range] (delivered)", metric.label())),
     );
     let rows = Family::ALL.into_iter().flat_map(|family| {
-        PeerKind::ALL
+        PeerKind::all()
             .into_iter()
             .flat_map(move |peer| FlowKind::ALL.map(|flows| (family, peer, flows)))
     });
@@ -159,7 +159,7 @@ pub fn tcp_tables(results: &Results) -> String {
             &["peer", "metric"],
             counts.iter().map(|n| format!("{n} svc")),
         );
-        for peer in PeerKind::ALL {
+        for peer in PeerKind::all() {
             let cells: Vec<Option<&TcpResult>> = counts
                 .iter()
                 .map(|&n| results.tcp_cell(peer, n, load))
@@ -211,17 +211,11 @@ pub(super) fn cost_table(results: &Results) -> String {
             if let (None, Some(x)) = (&c.unsupported, x) {
                 method = x.method.clone();
             }
-            let figure = x.map(|x| {
-                format!(
-                    "{} (abs {:.0})",
-                    format::ns(&x.over_pass_ns),
-                    x.ns_per_packet.median
-                )
-            });
-            push_cell(&mut row, c.unsupported.as_ref(), figure);
+            push_cell(&mut row, c.unsupported.as_ref(), x.map(cost_cell));
         }
         writeln!(md, "| {} | {method} |{row}", class.name()).unwrap();
     }
+    external_cost_rows(&mut md, costs);
     let mut base = String::from("| XDP_PASS baseline (repeat / single) | |");
     for c in costs {
         let figure = match (&c.pass_repeat_ns, &c.pass_single_ns) {
@@ -233,6 +227,47 @@ pub(super) fn cost_table(results: &Results) -> String {
     md.push_str(&base);
     md.push('\n');
     md
+}
+
+/// A cost cell: ns over XDP_PASS [range] and the absolute median.
+fn cost_cell(x: &crate::cost::ClassCost) -> String {
+    format!(
+        "{} (abs {:.0})",
+        format::ns(&x.over_pass_ns),
+        x.ns_per_packet.median
+    )
+}
+
+/// The external peers' rows of the cost table: "peer: class", the same cells.
+fn external_cost_rows(md: &mut String, costs: &[crate::cost::CostResult]) {
+    let mut peers: Vec<&str> = Vec::new();
+    for e in costs.iter().flat_map(|c| &c.external) {
+        if !peers.contains(&e.peer.as_str()) {
+            peers.push(&e.peer);
+        }
+    }
+    for peer in peers {
+        for class in PacketClass::ALL {
+            let mut method = String::new();
+            let mut row = String::new();
+            let mut any = false;
+            for c in costs {
+                let x = c
+                    .external
+                    .iter()
+                    .find(|e| e.peer == peer)
+                    .and_then(|e| e.classes.iter().find(|x| x.class == class));
+                if let Some(x) = x {
+                    method = x.method.clone();
+                    any = true;
+                }
+                push_cell(&mut row, c.unsupported.as_ref(), x.map(cost_cell));
+            }
+            if any {
+                writeln!(md, "| {peer}: {} | {method} |{row}", class.name()).unwrap();
+            }
+        }
+    }
 }
 
 /// Control-plane programming time: rows tool, columns service counts.

@@ -55,7 +55,7 @@ impl Plan {
             service_counts: vec![1, 1_000],
             backends: 3,
             runs: 5,
-            peers: PeerKind::ALL.to_vec(),
+            peers: PeerKind::all(),
             families: Family::ALL.to_vec(),
             rate: RatePlan {
                 seconds: 0.4,

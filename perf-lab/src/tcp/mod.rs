@@ -234,9 +234,10 @@ impl<P> TcpResult<P> {
 }
 
 /// Peers that make sense with real endpoints: all but the bpf-redirect ceiling, which
-/// rewrites MACs only and so has no service to answer.
+/// rewrites MACs only and so has no service to answer, and external peers (their commands
+/// are written for the rate topology's addresses; see the README's known limits).
 pub fn applies_to(kind: PeerKind) -> bool {
-    kind != PeerKind::BpfRedirect
+    kind != PeerKind::BpfRedirect && !matches!(kind, PeerKind::External(_))
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ impl FakeKernel {
                     self.backends.insert(*id, *value);
                 }
                 MapOp::WriteSlots { base, slots } => {
-                    for (offset, id) in slots {
-                        self.slots.insert(base + offset, *id);
+                    for (offset, id) in slots.iter().enumerate() {
+                        self.slots.insert(base + offset as u32, *id);
                     }
                 }
                 MapOp::PutService { scope, key, value } => {

@@ -55,9 +55,7 @@ fn tables_built_in_parallel_equal_tables_built_alone() {
     let written: HashMap<u32, Vec<u32>> = ops
         .iter()
         .filter_map(|op| match op {
-            MapOp::WriteSlots { base, slots } => {
-                Some((*base, slots.iter().map(|&(_, id)| id).collect()))
-            }
+            MapOp::WriteSlots { base, slots } => Some((*base, slots.to_vec())),
             _ => None,
         })
         .collect();
@@ -87,8 +85,9 @@ fn a_changed_table_is_written_whole_elsewhere_and_its_region_freed_a_sync_later(
         frontend(80),
         spec("a", &[(11, 1), (12, 1), (13, 1)], 1021),
     )]);
-    // Room for two tables: the live one and the one replacing it.
-    let (ops, state) = plan(&KernelState::new(2 * 1021), &one).unwrap();
+    // Room for two tables: the live one and the one replacing it (1021 slots fill 256
+    // words of four).
+    let (ops, state) = plan(&KernelState::new(2 * 1024), &one).unwrap();
     kernel.apply(&ops);
     let first = kernel.service(&frontend(80)).table_base;
     let two = desired(vec![(frontend(80), spec("a", &[(11, 1), (12, 1)], 1021))]);
