@@ -166,6 +166,31 @@ fn node_packets(lab: &BgpLab, bins: &Binaries, i: usize) -> usize {
     list[0]["packets"].as_u64().unwrap_or(0) as usize
 }
 
+/// Packets for a service that reached LB node `i`'s balancer, whatever it did with them
+/// (forwarded, or dropped: a node with every backend drained drops them as
+/// `drop_no_backend`); the `pass_*` reasons are the node's own traffic (BGP, health checks).
+fn node_service_arrivals(lab: &BgpLab, bins: &Binaries, i: usize) -> u64 {
+    let out = lb_lab::run(
+        bins.ferrolb.to_str().unwrap(),
+        &[
+            "--pin-dir",
+            lab.lbs[i].pin_dir.to_str().unwrap(),
+            "stats",
+            "-o",
+            "json",
+        ],
+    )
+    .expect("stats");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
+    stats["xdp"]
+        .as_array()
+        .expect("xdp counters")
+        .iter()
+        .filter(|r| !r["reason"].as_str().unwrap_or("pass_").starts_with("pass_"))
+        .map(|r| r["packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 #[test]
 fn losing_one_of_three_lb_nodes_keeps_the_connections() {
     if !require_root("the multi-LB BGP lab") {
@@ -275,6 +300,14 @@ fn losing_one_of_three_lb_nodes_keeps_the_connections() {
                 logs(work.path())
             )
         });
+    // The router must send every new connection to node 1 and nothing to node 2.
+    let arrivals = |lab: &BgpLab| {
+        [
+            node_service_arrivals(lab, &bins, 1),
+            node_service_arrivals(lab, &bins, 2),
+        ]
+    };
+    let before = arrivals(&lab);
     let flows = lab
         .client(
             &bins,
@@ -282,6 +315,9 @@ fn losing_one_of_three_lb_nodes_keeps_the_connections() {
                 "tcp-flows",
                 "--target",
                 &format!("{VIP}:{PORT}"),
+                // The lab client's own address (the tool's default belongs to the demo lab).
+                "--src",
+                CLIENT,
                 "--sport",
                 "30000",
                 "--count",
@@ -289,14 +325,28 @@ fn losing_one_of_three_lb_nodes_keeps_the_connections() {
             ],
         )
         .expect("flows");
+    let after = arrivals(&lab);
     let flows: Vec<serde_json::Value> = serde_json::from_str(&flows).expect("flows JSON");
     let failed = flows.iter().filter(|f| f["backend"].is_null()).count();
-    println!("node 2 without healthy backends withdrew the VIP; 200 new connections through node 1: {failed} failed");
+    println!(
+        "node 2 without healthy backends withdrew the VIP; 200 new connections: {failed} failed; \
+         service packets meanwhile at node 1: {}, at node 2: {}",
+        after[0] - before[0],
+        after[1] - before[1]
+    );
     assert_eq!(
         failed,
         0,
         "e.g. {:?}\n{}",
         flows.iter().find(|f| f["backend"].is_null()),
         logs(work.path())
+    );
+    assert!(
+        after[0] > before[0],
+        "node 1 saw none of the new connections"
+    );
+    assert_eq!(
+        after[1], before[1],
+        "the router still sent packets to node 2"
     );
 }
