@@ -54,6 +54,36 @@ impl FlowKey {
         )
     }
 
+    /// The hash of the client alone (source port left out) toward this key's frontend:
+    /// the Maglev key of a frontend with session affinity, so every connection of one
+    /// client meets the same slot, its SYNs included, before any affinity entry exists.
+    #[inline(always)]
+    pub fn client_hash(&self, seed: u32) -> u32 {
+        if self.family == FAMILY_V6 {
+            self.client_hash_v6(seed)
+        } else {
+            self.client_hash_v4(seed)
+        }
+    }
+
+    #[inline(always)]
+    pub fn client_hash_v4(&self, seed: u32) -> u32 {
+        let ([src, ..], [dst, ..]) = (addr_words(&self.src), addr_words(&self.dst));
+        flow_hash_v4(src, dst, 0, self.ports().1, self.proto, seed)
+    }
+
+    #[inline(always)]
+    pub fn client_hash_v6(&self, seed: u32) -> u32 {
+        flow_hash_v6(
+            &addr_words(&self.src),
+            &addr_words(&self.dst),
+            0,
+            self.ports().1,
+            self.proto,
+            seed,
+        )
+    }
+
     /// Source and destination port, host order.
     #[inline(always)]
     fn ports(&self) -> (u16, u16) {
@@ -87,6 +117,21 @@ mod tests {
         );
         let expected = flow_hash_v4(0x0A00_0001, 0xC0A8_010A, 40000, 80, PROTO_TCP, 7);
         assert_eq!(k.flow_hash(7), expected);
+    }
+
+    #[test]
+    fn a_client_hash_leaves_the_source_port_out() {
+        let mut a = key(v4_addr([10, 0, 0, 1]), v4_addr([10, 0, 0, 9]), FAMILY_V4);
+        let first = a.client_hash(7);
+        a.sport_be = 41000u16.to_be();
+        assert_eq!(a.client_hash(7), first);
+        assert_eq!(
+            first,
+            flow_hash_v4(0x0A00_0001, 0x0A00_0009, 0, 80, PROTO_TCP, 7)
+        );
+        let mut b = a;
+        b.src = v4_addr([10, 0, 0, 2]);
+        assert_ne!(b.client_hash(7), first);
     }
 
     #[test]

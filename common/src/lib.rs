@@ -44,6 +44,19 @@ pub mod map_names {
     /// still encapsulated, to this node's own stack, whose backend side decapsulates,
     /// translates and routes them to the pod, instead of sending them to the pod's veth.
     pub const LOCAL_ENDPOINTS: &str = "LB_LOCAL_EPS";
+    /// Every external service's `loadBalancerSourceRanges`: an LPM trie keyed by
+    /// (service id, source address) (see [`SourceRangeKey`](super::SourceRangeKey)).
+    pub const SOURCE_RANGES: &str = "LB_SRC_RANGES";
+    /// `sessionAffinity: ClientIP` of external frontends: (service, client address) → the
+    /// endpoint the client keeps and when it last used it (LRU).
+    pub const AFFINITY: &str = "LB_AFFINITY";
+    /// The same for socket-balanced frontends, keyed by the caller's network namespace.
+    pub const SOCK_AFFINITY: &str = "LB_SOCK_AFF";
+    /// Addresses (ClusterIPs) on which a (port, protocol) no frontend names is refused:
+    /// ICMP port unreachable from the balancer, ECONNREFUSED at the socket.
+    pub const REJECT_ADDRS: &str = "LB_REJECT_ADDRS";
+    /// The balancer's ICMP answer rate limit: one per-CPU state word.
+    pub const ICMP_RATE: &str = "LB_ICMP_RATE";
 }
 
 /// Program names as they appear in the object files.
@@ -85,6 +98,12 @@ pub mod limits {
     /// Sockets whose peer the socket programs rewrote (LRU).
     pub const SOCK_REVNATS: u32 = 131_072;
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
+    /// Source ranges of all services together (LPM trie entries, allocated on insert).
+    pub const SOURCE_RANGES: u32 = 65_536;
+    /// (service, client) pairs with session affinity, per scope (LRU).
+    pub const AFFINITY_ENTRIES: u32 = 131_072;
+    /// Addresses whose undefined ports are refused (a cluster's ClusterIPs).
+    pub const REJECT_ADDRS: u32 = 65_536;
 }
 
 /// The layout of the Maglev slot array `LB_MAGLEV`: each 8-byte element (a "word") holds
@@ -172,8 +191,8 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
 
 /// Service flag: the service has at least one backend with weight > 0.
 pub const SERVICE_F_HAS_BACKENDS: u32 = 1;
-/// Service flag: without backends the frontend is refused (ICMP unreachable on the wire,
-/// ECONNREFUSED at the socket) rather than dropped.
+/// Service flag: without backends the frontend is refused (ICMP port unreachable from the
+/// balancer, ECONNREFUSED at the socket) rather than dropped.
 pub const SERVICE_F_REJECT: u32 = 2;
 /// Service flag: `sessionAffinity: ClientIP`; a client address keeps its endpoint for
 /// `affinity_timeout_s` seconds without traffic.
@@ -318,8 +337,14 @@ pub struct LbConfig {
     pub flow_epoch: u32,
     /// Outer source address of IP6IP6 packets; valid when `CONFIG_F_V6_READY` is set.
     pub encap_src_v6: [u8; 16],
+    /// ICMP answers (reject, too big) per second and per CPU; 0 sends none.
+    pub icmp_rate_per_s: u16,
+    /// ICMP answers a CPU may send back to back before the rate applies (at least 1).
+    pub icmp_burst: u16,
+    /// Zero; keeps the value a whole number of 8-byte words.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 40);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 48);
 
 /// The datapath forwards only when this flag is set, so a half-configured LB passes
 /// traffic rather than sending it with a zero source address.
@@ -417,6 +442,79 @@ pub struct SockRevValue {
 }
 const _: () = assert!(core::mem::size_of::<SockRevValue>() == 20);
 
+/// The data part of a source-range entry (the LPM trie's key after its prefix length).
+/// One trie holds every service's ranges, both families: an entry's prefix length is
+/// [`SOURCE_RANGE_ID_BITS`] plus the CIDR's length, so it matches the whole service id and
+/// then the CIDR's bits of the address. Service ids are per frontend and a frontend has
+/// one family, so IPv4 entries (the address in the first four bytes, like every other
+/// map here) and IPv6 entries never share an id. The id's byte order does not matter: all
+/// 32 bits are always matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SourceRangeKey {
+    pub service_id: u32,
+    pub addr: Addr,
+}
+const _: () = assert!(core::mem::size_of::<SourceRangeKey>() == 20);
+
+/// Bits of a source-range key taken by the service id, before the address's.
+pub const SOURCE_RANGE_ID_BITS: u32 = 32;
+
+/// Value of a source-range entry: there is nothing to store beyond the key's presence.
+pub const SOURCE_RANGE_ALLOWED: u32 = 1;
+/// Key of the affinity maps: one client of one service. The XDP balancer's client is the
+/// packet's source address; the socket programs' is the caller's network namespace, its
+/// cookie in the first eight bytes of `client` (native order) and `family` zero, since a
+/// pod's source address may not be chosen yet at `connect()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AffinityKey {
+    pub client: Addr,
+    pub service_id: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 24);
+
+/// The endpoint a client keeps, and when it last used it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AffinityValue {
+    /// CLOCK_MONOTONIC_COARSE (`bpf_ktime_get_coarse_ns`) at the last refresh; refreshed
+    /// at most every [`affinity::refresh_ns`] so a busy client costs no write per packet.
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    /// The backend's generation when recorded: an id given to a new address ends it.
+    pub backend_generation: u32,
+}
+const _: () = assert!(core::mem::size_of::<AffinityValue>() == 16);
+
+/// When an affinity entry counts as expired, shared by the datapath and `explain`.
+pub mod affinity {
+    const NS_PER_S: u64 = 1_000_000_000;
+
+    /// How stale an entry's `last_used_ns` may get before a packet rewrites it: an eighth
+    /// of the timeout, at most a second. Most packets of a busy client only read it.
+    #[inline(always)]
+    pub const fn refresh_ns(timeout_s: u32) -> u64 {
+        let eighth = (timeout_s as u64 * NS_PER_S) >> 3;
+        if eighth < NS_PER_S {
+            eighth
+        } else {
+            NS_PER_S
+        }
+    }
+
+    /// Whether an entry `age_ns` old has outlived `timeout_s` seconds without traffic.
+    /// The stamp lags the client's last packet by less than [`refresh_ns`], so the entry
+    /// is kept while `age <= timeout + refresh`: it ends at most one refresh interval
+    /// after the timeout, never before it.
+    #[inline(always)]
+    pub const fn expired(age_ns: u64, timeout_s: u32) -> bool {
+        age_ns > timeout_s as u64 * NS_PER_S + refresh_ns(timeout_s)
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -447,5 +545,8 @@ mod pod {
         RevNatValue,
         SockRevKey,
         SockRevValue,
+        SourceRangeKey,
+        AffinityKey,
+        AffinityValue,
     );
 }

@@ -73,7 +73,8 @@ reasons! {
         DropEncapFailed = 14 => "drop_encap_failed",
         /// Encapsulated for a backend on this host and handed to its own stack.
         ForwardedLocal = 15 => "forwarded_local",
-        /// Refused: answered with ICMP/ICMPv6 port unreachable (a rejecting frontend).
+        /// Refused: answered with ICMP/ICMPv6 port unreachable (a rejecting frontend
+        /// without backends, or a port no frontend of a rejecting address names).
         RejectedIcmp = 16 => "rejected_icmp",
         /// A reject or "too big" answer suppressed by the ICMP rate limit; dropped.
         DropIcmpRateLimited = 17 => "drop_icmp_rate_limited",
@@ -121,7 +122,8 @@ reasons! {
         Restored = 1 => "restored",
         /// The address is no socket-balanced frontend; left alone.
         PassNotService = 2 => "pass_not_service",
-        /// The frontend has no endpoint and refuses (ECONNREFUSED).
+        /// The frontend has no endpoint and refuses, or the address refuses ports it has no
+        /// frontend for (ECONNREFUSED).
         RejectNoBackend = 3 => "reject_no_backend",
         /// The frontend has no endpoint usable from here and drops (the call fails).
         DropNoBackend = 4 => "drop_no_backend",

@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use lb_model::{Frontend, Scope, SocketTarget};
 
 use crate::{
-    projection::servable,
+    projection::{servable, served_at_socket},
     rules::{IpFamily, KubeDesiredState, Verdict},
 };
 
@@ -34,7 +34,11 @@ pub fn socket_targets(state: &KubeDesiredState) -> Vec<SocketTarget> {
         let std::collections::btree_map::Entry::Vacant(entry) = held.entry(frontend) else {
             continue;
         };
+        // Claimed even when not served at the socket, as the projection claims it.
         let targets = entry.insert(BTreeMap::new());
+        if !served_at_socket(fe) {
+            continue;
+        }
         if let Verdict::Forward(set) = fe.internal {
             for e in port.endpoints_for(IpFamily::of(fe.address), set) {
                 targets.entry(e.address).or_insert(e.port);

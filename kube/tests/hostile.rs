@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use common::*;
 use lb_kube::{
-    projection::{to_datapath, Unsupported},
+    projection::to_datapath,
     rules::{EndpointSetKind, IpFamily, KubeDesiredState},
 };
 use lb_model::{Frontend, Protocol as DpProtocol, Settings};
@@ -358,7 +358,7 @@ fn projection_programs_same_port_ipv4_frontends_with_weight_one() {
 }
 
 #[test]
-fn projection_skips_sctp_and_source_ranges_and_programs_translated_and_ipv6_ports() {
+fn projection_skips_sctp_and_programs_source_ranges_translated_and_ipv6_ports() {
     // targetPort 8080 ≠ port 80: the endpoint's node translates, so it is programmed.
     let translate = service_json("translate", "198.18.100.1");
     let translate_slice = slice_json(
@@ -390,13 +390,7 @@ fn projection_skips_sctp_and_source_ranges_and_programs_translated_and_ipv6_port
         .map(|s| (s.service.name.clone(), s.reason.reason()))
         .collect();
     reasons.sort();
-    assert_eq!(
-        reasons,
-        [
-            ("ranged".to_owned(), "source_ranges"),
-            ("sctp".to_owned(), "protocol"),
-        ]
-    );
+    assert_eq!(reasons, [("sctp".to_owned(), "protocol")]);
     // IPv6 is programmed like IPv4, over the IPv6 endpoints (none here: empty, drops).
     let v6_frontend = Frontend {
         vip: ip("2001:db8:100::1"),
@@ -418,7 +412,7 @@ fn projection_skips_sctp_and_source_ranges_and_programs_translated_and_ipv6_port
         .collect();
     assert_eq!(backends, [ip("198.19.0.1")]);
     // The ranged Service's ClusterIP has no source filter and no endpoints: programmed
-    // empty (drops), reported as a reject served as a drop.
+    // empty and rejecting (rule 9), its ClusterIP refusing undefined ports.
     let cip = Frontend {
         vip: ip("198.18.100.3"),
         port: 80,
@@ -426,14 +420,13 @@ fn projection_skips_sctp_and_source_ranges_and_programs_translated_and_ipv6_port
         scope: lb_model::Scope::External,
     };
     assert!(desired.services[&cip].backends.is_empty());
-    assert!(report
-        .unsupported
-        .iter()
-        .any(|(s, what)| s.name == "ranged" && *what == Unsupported::RejectAsDrop));
+    assert!(desired.services[&cip].reject);
+    assert!(desired.rejecting.contains(&ip("198.18.100.3")));
+    assert!(!report.unsupported.iter().any(|(s, _)| s.name == "ranged"));
 }
 
 #[test]
-fn projection_reports_affinity_and_conflicting_frontends() {
+fn projection_carries_affinity_and_reports_conflicting_frontends() {
     let a = patch(
         service_json("a", "198.18.100.1"),
         json!({"spec": {"sessionAffinity": "ClientIP", "externalIPs": ["198.18.60.1"],
@@ -445,11 +438,16 @@ fn projection_reports_affinity_and_conflicting_frontends() {
                         "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 80}]}}),
     );
     let state = build(vec![a, b], vec![]);
-    let (_, report) = to_datapath(&state, Settings::default());
-    assert!(report
-        .unsupported
+    let (desired, report) = to_datapath(&state, Settings::default());
+    // Session affinity is served now: the timeout travels with the frontend's spec, and
+    // nothing is reported as lacking for it.
+    let held = desired
+        .services
         .iter()
-        .any(|(s, what)| s.name == "a" && *what == Unsupported::SessionAffinity));
+        .find(|(f, _)| f.vip == "198.18.60.1".parse::<IpAddr>().unwrap())
+        .map(|(_, spec)| spec)
+        .unwrap();
+    assert_eq!(held.affinity_timeout_s, Some(10_800));
     let conflict = report
         .skipped
         .iter()

@@ -128,18 +128,24 @@ fn rule_13_internal_scope_node_port_with_local_policies_uses_the_cluster_set() {
 }
 
 #[test]
-fn rule_09_internal_scope_without_endpoints_rejects() {
+fn rule_09_without_endpoints_rejects_in_both_scopes() {
     let (desired, report) = to_datapath(&web(json!({}), vec![]), Settings::default());
     let internal = spec(&desired, "198.18.100.1", 80, Scope::Internal);
     assert!(internal.backends.is_empty());
     assert!(internal.reject, "the socket programs refuse");
     let external = spec(&desired, "198.18.100.1", 80, Scope::External);
-    assert!(!external.reject, "the XDP balancer drops, and says so");
-    assert!(report
-        .unsupported
-        .iter()
-        .any(|(_, what)| *what == lb_kube::projection::Unsupported::RejectAsDrop));
+    assert!(external.reject, "the XDP balancer answers port unreachable");
+    assert!(report.unsupported.is_empty(), "{:?}", report.unsupported);
     assert_eq!(report.programmed, 1, "one frontend, in both scopes");
+}
+
+#[test]
+fn rule_09_cluster_ips_reject_undefined_ports() {
+    let (desired, _) = to_datapath(&web(json!({}), vec![]), Settings::default());
+    assert_eq!(
+        desired.rejecting.iter().copied().collect::<Vec<_>>(),
+        [ip("198.18.100.1")]
+    );
 }
 
 #[test]
@@ -314,4 +320,27 @@ fn incremental_projection_equals_the_whole_one() {
             before = desired;
         }
     }
+}
+
+#[test]
+fn rule_17_session_affinity_timeout_is_programmed_in_both_scopes() {
+    let state = web(
+        json!({"sessionAffinity": "ClientIP",
+               "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 30}}}),
+        local_and_remote(),
+    );
+    let (desired, report) = to_datapath(&state, Settings::default());
+    for scope in [Scope::External, Scope::Internal] {
+        assert_eq!(
+            spec(&desired, "198.18.100.1", 80, scope).affinity_timeout_s,
+            Some(30),
+            "{scope:?}"
+        );
+    }
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let (plain, _) = to_datapath(&web(json!({}), local_and_remote()), Settings::default());
+    assert_eq!(
+        spec(&plain, "198.18.100.1", 80, Scope::External).affinity_timeout_s,
+        None
+    );
 }

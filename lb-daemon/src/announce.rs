@@ -135,6 +135,8 @@ mod tests {
             backends,
             table_size: 251,
             reject: false,
+            source_ranges: Vec::new(),
+            affinity_timeout_s: None,
         };
         (frontend, Arc::new(spec))
     }
@@ -148,6 +150,7 @@ mod tests {
                 service("198.18.100.2", 80, &[0, 0]),
                 service("198.18.100.3", 80, &[]),
             ]),
+            rejecting: Default::default(),
             settings: Default::default(),
         };
         let vips: Vec<String> = servable_vips(&state)

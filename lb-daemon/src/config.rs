@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use crate::health::{self, HealthChecks};
 use lb_model::{
-    BackendSpec, DesiredState, Frontend, LocalTranslation, Protocol, Scope, ServiceSpec, Settings,
+    BackendSpec, DesiredState, Frontend, IpNetwork, LocalTranslation, Protocol, Scope, ServiceSpec,
+    Settings, DEFAULT_AFFINITY_TIMEOUT_S, MAX_AFFINITY_TIMEOUT_S,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,19 @@ struct ServiceFile {
     /// Active health checks of the backends (`crate::health`).
     #[serde(default)]
     health: Option<health::HealthFile>,
+    /// Only these sources may open flows (`loadBalancerSourceRanges`); none: everybody.
+    #[serde(default)]
+    source_ranges: Vec<String>,
+    /// `session_affinity: { timeout_seconds: N }`: a client address keeps its backend.
+    #[serde(default)]
+    session_affinity: Option<SessionAffinityFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionAffinityFile {
+    #[serde(default)]
+    timeout_seconds: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +150,14 @@ pub fn parse_with_health(text: &str) -> Result<(DesiredState, HealthChecks), Con
             ));
         }
     }
-    Ok((DesiredState { services, settings }, checks))
+    Ok((
+        DesiredState {
+            services,
+            rejecting: Default::default(),
+            settings,
+        },
+        checks,
+    ))
 }
 
 /// The settings every LB node must agree on, defaults where the file says nothing.
@@ -178,6 +199,7 @@ fn service(
         ));
     }
     let backends = backends(field, &svc)?;
+    let source_ranges = source_ranges(field, &svc)?;
     let active = backends.iter().filter(|b| b.weight > 0).count();
     let table_size = match svc.table_size {
         Some(size) => {
@@ -199,13 +221,68 @@ fn service(
         protocol: svc.protocol,
         scope: Scope::External,
     };
+    let affinity_timeout_s = affinity_timeout(field, svc.session_affinity.as_ref())?;
     let spec = ServiceSpec {
         name: svc.name,
         backends,
         table_size,
         reject: false,
+        source_ranges,
+        affinity_timeout_s,
     };
     Ok((frontend, spec))
+}
+
+/// A service entry's source ranges: each `address/prefix-length` of the VIP's family,
+/// without host bits, once.
+fn source_ranges(field: &str, svc: &ServiceFile) -> Result<Vec<IpNetwork>, ConfigError> {
+    let mut ranges = Vec::with_capacity(svc.source_ranges.len());
+    for (j, text) in svc.source_ranges.iter().enumerate() {
+        let bad = |message: String| invalid(format!("{field}.source_ranges[{j}]"), message);
+        let range: IpNetwork = match text.split_once('/') {
+            Some((_, len)) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => text
+                .parse()
+                .map_err(|e| bad(format!("{text:?} is not a CIDR: {e}")))?,
+            _ => return Err(bad(format!("{text:?} is not ADDRESS/PREFIX-LENGTH"))),
+        };
+        if range.is_ipv4() != svc.vip.is_ipv4() {
+            return Err(bad(format!(
+                "{range} is of another address family than the VIP {}",
+                svc.vip
+            )));
+        }
+        if range.ip() != range.network() {
+            return Err(bad(format!(
+                "{range} has host bits set; the range is {}/{}",
+                range.network(),
+                range.prefix()
+            )));
+        }
+        if ranges.contains(&range) {
+            return Err(bad(format!("{range} is listed twice")));
+        }
+        ranges.push(range);
+    }
+    Ok(lb_model::source_ranges(ranges))
+}
+
+/// The timeout of a service's session affinity: kube-proxy's default when the entry gives
+/// none, and Kubernetes' range (1 second to 1 day) otherwise.
+fn affinity_timeout(
+    field: &str,
+    affinity: Option<&SessionAffinityFile>,
+) -> Result<Option<u32>, ConfigError> {
+    let Some(affinity) = affinity else {
+        return Ok(None);
+    };
+    match affinity.timeout_seconds {
+        None => Ok(Some(DEFAULT_AFFINITY_TIMEOUT_S)),
+        Some(t) if (1..=MAX_AFFINITY_TIMEOUT_S).contains(&t) => Ok(Some(t)),
+        Some(t) => Err(invalid(
+            format!("{field}.session_affinity.timeout_seconds"),
+            format!("{t} is outside 1-{MAX_AFFINITY_TIMEOUT_S} seconds"),
+        )),
+    }
 }
 
 /// A service entry's backends, validated and sorted by address.
@@ -401,6 +478,40 @@ services:
     }
 
     #[test]
+    fn session_affinity_takes_a_timeout_in_kubernetes_range() {
+        let with = |affinity: &str| {
+            format!("services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp{affinity}}}\n")
+        };
+        let timeout = |text: &str| {
+            parse(text)
+                .unwrap()
+                .services
+                .values()
+                .next()
+                .unwrap()
+                .affinity_timeout_s
+        };
+        assert_eq!(timeout(&with("")), None);
+        assert_eq!(timeout(&with(", session_affinity: {}")), Some(10_800));
+        assert_eq!(
+            timeout(&with(", session_affinity: {timeout_seconds: 30}")),
+            Some(30)
+        );
+        for bad in ["0", "86401"] {
+            let msg = error_of(&with(&format!(
+                ", session_affinity: {{timeout_seconds: {bad}}}"
+            )));
+            assert!(
+                msg.contains("services[0].session_affinity.timeout_seconds"),
+                "{msg}"
+            );
+            assert!(msg.contains("outside 1-86400"), "{msg}");
+        }
+        let msg = error_of(&with(", session_affinity: {timeout: 5}"));
+        assert!(msg.contains("timeout"), "{msg}");
+    }
+
+    #[test]
     fn duplicates_are_rejected() {
         let dup_backend = "
 services:
@@ -419,6 +530,36 @@ services:
   - {name: a, vip: 198.18.100.1, port: 81, protocol: tcp}
 ";
         assert!(error_of(dup_name).contains("services[1].name"));
+    }
+
+    #[test]
+    fn source_ranges_parse_and_bad_ones_name_the_entry() {
+        let ok = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
+                  source_ranges: ['198.18.1.0/24', 198.18.0.10/32]}\n";
+        let spec = parse(ok).unwrap().services.into_values().next().unwrap();
+        let shown: Vec<String> = spec.source_ranges.iter().map(|r| r.to_string()).collect();
+        assert_eq!(shown, ["198.18.0.10/32", "198.18.1.0/24"]);
+        for (range, says) in [
+            ("banana", "not ADDRESS/PREFIX-LENGTH"),
+            ("198.18.1.0", "not ADDRESS/PREFIX-LENGTH"),
+            ("198.18.1.0/255.255.255.0", "not ADDRESS/PREFIX-LENGTH"),
+            ("198.18.1.0/33", "not a CIDR"),
+            ("2001:db8::/32", "another address family"),
+            ("198.18.1.7/24", "host bits set; the range is 198.18.1.0/24"),
+        ] {
+            let text = format!(
+                "services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
+                 source_ranges: ['198.18.9.0/24', '{range}']}}\n"
+            );
+            let err = error_of(&text);
+            assert!(
+                err.contains("services[0].source_ranges[1]") && err.contains(says),
+                "{range}: {err}"
+            );
+        }
+        let twice = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
+                     source_ranges: ['198.18.9.0/24', '198.18.9.0/24']}\n";
+        assert!(error_of(twice).contains("listed twice"));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct DatapathOptions {
     /// one IPv6 services are passed (`pass_not_ready`).
     pub encap_source6: Option<Ipv6Addr>,
     pub nexthop_ttl: Duration,
+    pub icmp_limit: crate::sync::IcmpLimit,
     pub map_sizes: loader::MapSizes,
 }
 
@@ -86,6 +87,7 @@ pub fn install(opts: &DatapathOptions) -> Result<DatapathParams, StartError> {
         encap_source,
         encap_source6,
         nexthop_ttl: opts.nexthop_ttl,
+        icmp_limit: opts.icmp_limit,
     })
 }
 

@@ -17,7 +17,7 @@ use lb_kube::{
     backend_side::local_translations,
     metrics::KubeMetrics,
     projection::SkippedFrontend,
-    rules::{HealthCheckSpec, NodeConfig},
+    rules::{HealthCheckSpec, NodeConfig, Skipped},
     socket_side::socket_targets,
     watch::{self, DesiredStateUpdate, SourceOptions},
 };
@@ -173,6 +173,22 @@ fn log_skipped(skipped: &[SkippedFrontend]) {
     }
 }
 
+/// Invalid objects and fields the rules skipped (an unparsable source range, a bad port,
+/// ...), each warned about once, when it first appears, as kube-proxy logs them.
+fn log_invalid(skipped: &[Skipped], reported: &[Skipped]) {
+    const SHOWN: usize = 20;
+    let new: Vec<&Skipped> = skipped.iter().filter(|s| !reported.contains(s)).collect();
+    for s in new.iter().take(SHOWN) {
+        warn!(object = %s.object, reason = s.problem.reason(), "skipped as invalid: {}", s.problem);
+    }
+    if new.len() > SHOWN {
+        warn!(
+            more = new.len() - SHOWN,
+            "further objects skipped as invalid"
+        );
+    }
+}
+
 /// This node's datapath: the balancer (through its sync engine), the backend side, and the
 /// socket programs' target ports when east-west balancing is on.
 struct NodeDatapath {
@@ -265,6 +281,7 @@ struct Daemon {
     service_health: ServiceHealthServers<HealthCheckSpec>,
     applied_generation: u64,
     reported_skips: Vec<SkippedFrontend>,
+    reported_invalid: Vec<Skipped>,
 }
 
 impl Daemon {
@@ -303,6 +320,10 @@ impl Daemon {
         self.health.set_node_eligible(update.kube.node.eligible);
         for (port, e) in self.service_health.sync(&update.kube.health_checks()).await {
             warn!(port, error = %e, "healthCheckNodePort server not serving");
+        }
+        if update.kube.skipped != self.reported_invalid {
+            log_invalid(&update.kube.skipped, &self.reported_invalid);
+            self.reported_invalid = update.kube.skipped.clone();
         }
         if update.report.skipped != self.reported_skips {
             log_skipped(&update.report.skipped);
@@ -355,6 +376,7 @@ pub async fn run(opts: KubeOptions) -> Result<(), KubeModeError> {
         service_health,
         applied_generation: 0,
         reported_skips: Vec::new(),
+        reported_invalid: Vec::new(),
     };
 
     let mut ticks = Ticks::new()?;

@@ -13,7 +13,7 @@ use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::Output;
 use lb_common::DEFAULT_PIN_DIR;
-use lb_daemon::{datapath::DatapathOptions, file_mode, kube_mode, loader};
+use lb_daemon::{datapath::DatapathOptions, file_mode, kube_mode, loader, sync::IcmpLimit};
 use lb_kube::rules::NodeConfig;
 
 #[derive(Parser)]
@@ -57,6 +57,13 @@ struct DatapathArgs {
     /// How long a cached next hop is trusted, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     nexthop_ttl_ms: u64,
+    /// ICMP answers (port unreachable for a refused frontend, "fragmentation needed" /
+    /// "packet too big") the balancer sends per second and per CPU; 0 sends none.
+    #[arg(long, default_value_t = IcmpLimit::DEFAULT.per_second)]
+    icmp_rate: u16,
+    /// ICMP answers a CPU may send back to back before `--icmp-rate` applies.
+    #[arg(long, default_value_t = IcmpLimit::DEFAULT.burst, value_parser = clap::value_parser!(u16).range(1..))]
+    icmp_burst: u16,
     /// Maglev slots across all tables; each distinct backend set takes one region of its
     /// table size, and a table being replaced one more until the next sync (preallocated:
     /// the kernel's array takes 8 bytes a slot).
@@ -80,6 +87,10 @@ impl DatapathArgs {
             encap_source: self.encap_source,
             encap_source6: self.encap_source6,
             nexthop_ttl: Duration::from_millis(self.nexthop_ttl_ms),
+            icmp_limit: IcmpLimit {
+                per_second: self.icmp_rate,
+                burst: self.icmp_burst,
+            },
             map_sizes: loader::MapSizes {
                 maglev_slots: self.maglev_slots,
                 flows: self.flow_entries,

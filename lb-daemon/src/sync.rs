@@ -39,6 +39,31 @@ pub struct DatapathParams {
     pub encap_source6: Option<Ipv6Addr>,
     /// How long the datapath trusts a cached next hop.
     pub nexthop_ttl: Duration,
+    /// How many ICMP answers (reject, too big) the balancer sends.
+    pub icmp_limit: IcmpLimit,
+}
+
+/// The balancer's ICMP answer rate, per CPU (Linux's own ICMP limit is per host, 1000 a
+/// second with bursts of 50; an LB answers for many services, so the same per CPU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IcmpLimit {
+    /// Answers a second; 0 sends none (refused and too-big packets are then dropped).
+    pub per_second: u16,
+    /// Answers sent back to back before the rate applies; at least 1.
+    pub burst: u16,
+}
+
+impl IcmpLimit {
+    pub const DEFAULT: Self = Self {
+        per_second: 1000,
+        burst: 50,
+    };
+}
+
+impl Default for IcmpLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// What one apply did, and where its time went.
@@ -68,6 +93,9 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
             CONFIG_F_READY
         },
         flow_epoch: 0,
+        icmp_rate_per_s: params.icmp_limit.per_second,
+        icmp_burst: params.icmp_limit.burst.max(1),
+        _pad: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
     }
 }
@@ -128,6 +156,7 @@ impl SyncEngine {
         self.write(&ops)?;
         self.state = next;
         self.planned_settings = Some(desired.settings);
+        self.writer.sync_rejecting(&desired.rejecting)?;
         Ok(Applied {
             ops: ops.len(),
             plan,
@@ -156,6 +185,7 @@ impl SyncEngine {
             self.state.revert(undo);
             return Err(e);
         }
+        self.writer.sync_rejecting(&desired.rejecting)?;
         Ok(Applied {
             ops: ops.len(),
             plan,

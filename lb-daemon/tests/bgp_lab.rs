@@ -3,16 +3,17 @@
 //! client behind it. With 1000 established connections exchanging data, one LB node
 //! stops (daemon, BGP session and datapath go); the share of connections that survive is
 //! measured once with flow tables as they are and once with the surviving nodes' flow
-//! tables flushed just before the stop, which shows that Maglev (equal tables on every
-//! node, see the equal fingerprints) and not per-node state carries them. Then a node
-//! whose backends' health is gone withdraws the VIP and the router stops sending to it.
+//! tables and flow caches flushed just before the stop, which shows that Maglev (equal
+//! tables on every node, see the equal fingerprints) and not per-node state carries them.
+//! Then a node whose backends' health is gone withdraws the VIP and the router stops
+//! sending to it (every new connection reaches the other node, none this one).
 
 mod support;
 
 use std::{path::Path, time::Duration};
 
-use aya::maps::{HashMap, Map, MapData};
-use lb_common::{map_names, FlowKey, FlowValue};
+use aya::maps::{Array, HashMap, Map, MapData};
+use lb_common::{map_names, FlowKey, FlowValue, LbConfig};
 use lb_lab::{
     bgp::{BgpLab, CLIENT, PORT, VIP},
     traffic::HeldConnection,
@@ -37,8 +38,12 @@ fn bird_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Empties a node's flow table; returns how many entries it held.
+/// Empties a node's flow state: its flow table, and its per-CPU flow caches (retired by
+/// bumping the config's flow epoch, which the caches' entries must match, before and
+/// after the flush so no cached entry outlives it); returns how many table entries it
+/// held.
 fn flush_flows(pin_dir: &Path) -> usize {
+    bump_flow_epoch(pin_dir);
     let data = MapData::from_pin(pin_dir.join(map_names::FLOWS)).expect("pinned flow table");
     let map = Map::from_map_data(data).expect("flow table");
     let mut flows: HashMap<MapData, FlowKey, FlowValue> = map.try_into().expect("flow table");
@@ -47,7 +52,19 @@ fn flush_flows(pin_dir: &Path) -> usize {
         // An entry the LRU evicted meanwhile is gone anyway.
         let _ = flows.remove(key);
     }
+    bump_flow_epoch(pin_dir);
     keys.len()
+}
+
+/// Retires every flow-cache entry of a node (the datapath follows one only while its
+/// epoch is the config's).
+fn bump_flow_epoch(pin_dir: &Path) {
+    let data = MapData::from_pin(pin_dir.join(map_names::CONFIG)).expect("pinned config");
+    let map = Map::from_map_data(data).expect("config map");
+    let mut config: Array<MapData, LbConfig> = map.try_into().expect("config array");
+    let mut value = config.get(&0, 0).expect("config");
+    value.flow_epoch = value.flow_epoch.wrapping_add(1);
+    config.set(0, value, 0).expect("config written");
 }
 
 fn settings_fingerprint(bins: &Binaries, pin_dir: &Path) -> String {
@@ -256,7 +273,7 @@ fn losing_one_of_three_lb_nodes_keeps_the_connections() {
         .expect("node 0 announced again");
     let bypassed = stop_one_node(&mut lab, &bins, work.path(), 22_000, true);
     println!(
-        "flow tables flushed on the survivors just before the stop ({} entries): {}/{} connections survived ({:.2}%)",
+        "flow tables and caches flushed on the survivors just before the stop ({} table entries): {}/{} connections survived ({:.2}%)",
         bypassed.flushed, bypassed.survived, bypassed.established, 100.0 * bypassed.share()
     );
     for (what, run) in [

@@ -578,3 +578,88 @@ fn kube_service_proxy_name_label_turns_programming_off_and_on() {
     s.wait_translations("label removed", true);
     s.assert_flows_reach("label removed", 27_000, 60, &["b1", "b2", "b3"]);
 }
+
+/// `ferrolb explain -o json` on the LB node for a connection from the lab's client.
+fn explain_on_lb(s: &Setup, sport: u16) -> Value {
+    let tuple = format!("tcp {}:{sport} {VIP}:{SERVICE_PORT}", lb_lab::CLIENT_ADDR);
+    let out = lb_lab::run(
+        &s.bins.ferrolb.display().to_string(),
+        &[
+            "--pin-dir",
+            &s.lab.lb_pin_dir.display().to_string(),
+            "explain",
+            "-o",
+            "json",
+            &tuple,
+        ],
+    )
+    .expect("ferrolb explain");
+    let value: Value = serde_json::from_str(&out).expect("explain JSON");
+    // A batch-shaped answer holds one explanation.
+    match value {
+        Value::Array(mut list) if list.len() == 1 => list.remove(0),
+        other => other,
+    }
+}
+
+/// Rule 17 end to end: the client's connections to the ClusterIP spread over the
+/// endpoints; with `sessionAffinity: ClientIP` (timeout 3 s) 100 new connections land on
+/// one endpoint and the client's entry is in the LB node's affinity map; 3 s without
+/// traffic later the entry has expired.
+#[test]
+fn kube_session_affinity_keeps_a_client_on_one_endpoint_until_the_timeout() {
+    if !require_root("namespaced end-to-end test") {
+        return;
+    }
+    let s = Setup::new("aff");
+    let all = s.backend_addrs(&["b1", "b2", "b3"]);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    s.wait_programmed("three endpoints", both_frontends(&all));
+    s.wait_translations("each backend node translates for its endpoint", true);
+    let target = format!("{VIP}:{SERVICE_PORT}");
+    let spread = s.flows(&target, 20_000, 100);
+    let spread: BTreeSet<String> = spread.into_iter().filter_map(|f| f.backend).collect();
+    assert!(
+        spread.len() >= 2,
+        "without affinity Maglev spreads: {spread:?}"
+    );
+
+    let sticky = patch(
+        web_service(),
+        json!({"spec": {"sessionAffinity": "ClientIP",
+                        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 3}}}}),
+    );
+    s.api.apply(Resource::Services, sticky);
+    wait_for(SYNC_TIMEOUT, "the ClusterIP with affinity", || {
+        let why = explain_on_lb(&s, 1)["why"].as_str()?.to_string();
+        why.contains("session affinity").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\ndaemon log:\n{}", s.log()));
+
+    let flows = s.flows(&target, 21_000, 100);
+    assert!(
+        flows.iter().all(|f| f.backend.is_some()),
+        "every connection answered: {flows:?}"
+    );
+    let kept: BTreeSet<String> = flows.into_iter().filter_map(|f| f.backend).collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "100 connections of one client, one endpoint: {kept:?}"
+    );
+    let entry = explain_on_lb(&s, 22_000)["affinity_entry"].clone();
+    assert_eq!(entry["usable"], true, "the client's entry: {entry}");
+    assert_eq!(entry["timeout_s"], 3);
+
+    // 3 s timeout, ends at most 3/8 s later: 4 s without traffic is past it.
+    std::thread::sleep(Duration::from_secs(4));
+    let expired = explain_on_lb(&s, 22_000);
+    assert_eq!(
+        expired["affinity_entry"]["usable"], false,
+        "expired after the timeout: {expired}"
+    );
+    assert!(
+        expired["why"].as_str().unwrap().contains("expired"),
+        "{expired}"
+    );
+}

@@ -27,6 +27,9 @@ use support::{require_root, PinDir};
 
 const FRONTEND: &str = "198.18.200.1";
 const FRONTEND6: &str = "2001:db8:200::1";
+/// Frontends with `sessionAffinity: ClientIP` over the same endpoints.
+const STICKY: &str = "198.18.200.2";
+const STICKY6: &str = "2001:db8:200::2";
 const ENDPOINTS: [&str; 3] = ["198.18.1.11", "198.18.1.12", "198.18.1.13"];
 const ENDPOINTS6: [&str; 3] = ["2001:db8:1::11", "2001:db8:1::12", "2001:db8:1::13"];
 /// Where the endpoints listen.
@@ -43,6 +46,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(198, 18, 0, 2),
     encap_source6: None,
     nexthop_ttl: Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 /// The services, as the config file would give them; `desired` makes them internal.
@@ -66,6 +70,10 @@ services:
   - {{name: dropped, vip: {FRONTEND}, port: {DROP_PORT}, protocol: tcp, backends: []}}
   - {{name: web6, vip: \"{FRONTEND6}\", port: {TCP_PORT}, protocol: tcp, backends: {v6}}}
   - {{name: dns6, vip: \"{FRONTEND6}\", port: {UDP_PORT}, protocol: udp, backends: {v6}}}
+  - {{name: sticky, vip: {STICKY}, port: {TCP_PORT}, protocol: tcp, backends: {v4},
+     session_affinity: {{timeout_seconds: 60}}}}
+  - {{name: sticky6, vip: \"{STICKY6}\", port: {TCP_PORT}, protocol: tcp, backends: {v6},
+     session_affinity: {{timeout_seconds: 60}}}}
 "
     )
 }
@@ -83,6 +91,7 @@ fn desired() -> DesiredState {
         })
         .collect();
     DesiredState {
+        rejecting: Default::default(),
         services,
         settings: parsed.settings,
     }
@@ -390,6 +399,43 @@ fn udp_sendto_reaches_endpoints_and_replies_come_from_the_frontend() {
     let target = format!("[::ffff:{FRONTEND}]:{UDP_PORT}");
     let per = tally("udp v4-mapped", &fx.probe("udp", &target, 20, 2), &target);
     assert_eq!(per.values().sum::<usize>(), 20);
+}
+
+/// Session affinity at the socket: every connection of the namespace (one client) gets
+/// one endpoint where the frontend without affinity spreads them; the namespace keeps it
+/// while the endpoint serves, and loses it when the endpoint leaves the service (still
+/// serving `web`: the daemon's purge, not the generation, ends the entry).
+#[test]
+fn sockets_of_one_namespace_keep_one_endpoint_of_an_affine_frontend() {
+    if !require_root("sock_fixtures") {
+        return;
+    }
+    let mut fx = Fixture::new("sk-aff");
+    for (sticky, endpoints) in [(STICKY, ENDPOINTS), (STICKY6, ENDPOINTS6)] {
+        let target = SocketAddr::new(sticky.parse().unwrap(), TCP_PORT).to_string();
+        let per = tally("sticky", &fx.probe("tcp", &target, 100, 1), &target);
+        assert_eq!(per.len(), 1, "one endpoint for 100 connections: {per:?}");
+        let entries = fx.engine.maps().affinity_entries(Scope::Internal).unwrap();
+        assert!(
+            !entries.is_empty(),
+            "the namespace's entry is in LB_SOCK_AFF"
+        );
+
+        // The kept endpoint leaves `sticky` (it still serves `web`).
+        let kept_name = per.keys().next().unwrap().clone();
+        let kept = endpoints[kept_name[1..].parse::<usize>().unwrap() - 1];
+        let mut changed = desired();
+        let frontend = frontend(sticky, TCP_PORT, Protocol::Tcp);
+        let spec = changed.services.get_mut(&frontend).unwrap();
+        Arc::make_mut(spec)
+            .backends
+            .retain(|b| b.address != kept.parse::<IpAddr>().unwrap());
+        fx.engine.apply(&changed).expect("apply");
+        let per = tally("sticky after", &fx.probe("tcp", &target, 30, 1), &target);
+        assert_eq!(per.len(), 1, "still one endpoint: {per:?}");
+        assert!(!per.contains_key(&kept_name), "{kept} left: {per:?}");
+        fx.engine.apply(&desired()).expect("restore");
+    }
 }
 
 #[test]

@@ -20,6 +20,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(198, 18, 0, 2),
     encap_source6: None,
     nexthop_ttl: std::time::Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 fn ip(text: &str) -> IpAddr {
@@ -47,6 +48,8 @@ fn spec(name: &str, backends: &[&str], reject: bool) -> Arc<ServiceSpec> {
             .collect(),
         table_size: 251,
         reject,
+        source_ranges: Vec::new(),
+        affinity_timeout_s: None,
     })
 }
 
@@ -112,6 +115,7 @@ fn internal_frontends_are_listed_and_explained_by_scope() {
         spec("away", &[], false),
     );
     let desired = DesiredState {
+        rejecting: Default::default(),
         services,
         settings: Default::default(),
     };

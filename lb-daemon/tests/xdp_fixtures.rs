@@ -6,9 +6,8 @@ mod support;
 
 use std::net::IpAddr;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use etherparse::{IpNumber, Ipv4Header, Ipv4HeaderSlice, PacketBuilder, TcpHeader};
-use lb_common::{program_names, NextHop, XdpReason};
+use lb_common::{NextHop, XdpReason};
 use lb_daemon::{
     config, inspect, loader,
     maps::BalancerMaps,
@@ -33,6 +32,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: std::net::Ipv4Addr::new(LB[0], LB[1], LB[2], LB[3]),
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 const CONFIG: &str = "
@@ -124,22 +124,7 @@ impl Fixture {
     }
 
     fn run(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(program_names::XDP_BALANCER)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let mut out = vec![0u8; packet.len() + 256];
-        let result = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .expect("test_run");
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
+        support::xdp::run_balancer(&mut self.ebpf, packet)
     }
 
     fn counters(&self) -> Vec<u64> {
@@ -610,11 +595,12 @@ fn negative_cases_get_their_verdict_and_counter() {
             XDP_DROP,
             XdpReason::DropNoBackend,
         ),
+        // Answered with "fragmentation needed" (DF set); the bytes: xdp_icmp_fixtures.rs.
         (
             "too big after encapsulation",
             tcp_syn(42_005, 80, &[0; 1481 - 40]),
-            XDP_DROP,
-            XdpReason::DropTooBig,
+            XDP_TX,
+            XdpReason::TooBigAnswered,
         ),
     ];
     for (name, packet, action, reason) in cases {
@@ -1087,11 +1073,12 @@ fn ipv6_flows_are_encapsulated_ip6ip6_and_bad_ipv6_gets_its_counter() {
             XDP_PASS,
             XdpReason::PassNotService,
         ),
+        // Answered with "packet too big"; the bytes: xdp_icmp_fixtures.rs.
         (
             "too big after encapsulation",
             too_big,
-            XDP_DROP,
-            XdpReason::DropTooBig,
+            XDP_TX,
+            XdpReason::TooBigAnswered,
         ),
         ("largest that fits", largest, XDP_TX, XdpReason::Forwarded),
     ] {

@@ -1,8 +1,14 @@
 //! Desired state: what the maps should hold, as plain values. Pure, no I/O; shared by the
 //! config-file and Kubernetes sources and the planner.
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+};
 
+pub use ipnetwork::IpNetwork;
 use lb_common::{ServiceKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
 
@@ -132,12 +138,38 @@ pub struct ServiceSpec {
     /// dropping.
     #[serde(default)]
     pub reject: bool,
+    /// `loadBalancerSourceRanges`: only sources inside one of these open flows to the
+    /// frontend (the XDP balancer; an internal-scope frontend carries none). Empty allows
+    /// every source. Kept as [`source_ranges`] returns them, so equal lists compare equal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<IpNetwork>,
+    /// `sessionAffinity: ClientIP`: a client keeps its backend until it has sent nothing
+    /// for this many seconds (1..=86400); `None`: every flow is balanced on its own.
+    #[serde(default)]
+    pub affinity_timeout_s: Option<u32>,
 }
+
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT_S: u32 = 10_800;
+/// The largest timeout Kubernetes accepts (one day).
+pub const MAX_AFFINITY_TIMEOUT_S: u32 = 86_400;
 
 impl ServiceSpec {
     pub fn active_backends(&self) -> usize {
         self.backends.iter().filter(|b| b.weight > 0).count()
     }
+}
+
+/// Source ranges in their canonical form: each reduced to its network address (`10.1.2.3/8`
+/// is `10.0.0.0/8`, the range the datapath matches), sorted, each once.
+pub fn source_ranges(ranges: impl IntoIterator<Item = IpNetwork>) -> Vec<IpNetwork> {
+    let mut out: Vec<IpNetwork> = ranges
+        .into_iter()
+        .map(|r| IpNetwork::new(r.network(), r.prefix()).expect("the prefix stays valid"))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Everything the datapath should serve.
@@ -146,6 +178,10 @@ pub struct DesiredState {
     /// Specs are shared: a source publishes a new state for every change, and copying the
     /// map must not copy every service's backends.
     pub services: BTreeMap<Frontend, Arc<ServiceSpec>>,
+    /// Addresses that refuse a (port, protocol) none of `services` names, in both scopes
+    /// (kube-proxy rejects a ClusterIP's undefined ports): ICMP port unreachable from the
+    /// balancer, ECONNREFUSED at the socket. Shared, as the specs are.
+    pub rejecting: Arc<BTreeSet<IpAddr>>,
     pub settings: Settings,
 }
 
@@ -243,5 +279,28 @@ impl EndpointPort {
             endpoint: addr_from_bytes(&key.endpoint, key.family)?,
             target_port: u16::from_be(value.target_port_be),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges_are_reduced_to_networks_sorted_and_deduplicated() {
+        let parsed: Vec<IpNetwork> = [
+            "198.18.7.9/16",
+            "2001:db8::5/32",
+            "198.18.0.0/16",
+            "10.0.0.1/32",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        let shown: Vec<String> = source_ranges(parsed)
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.1/32", "198.18.0.0/16", "2001:db8::/32"]);
     }
 }

@@ -181,6 +181,7 @@ fn ferrolb_once(set: &ServiceSet) -> Result<Result<Load, NotMeasured>, ControlEr
         encap_source: Ipv4Addr::new(198, 18, 1, 2),
         encap_source6: None,
         nexthop_ttl: Duration::from_secs(1),
+        icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
     };
     let mut engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &params)?;
     match engine.apply(&set.desired_state()) {

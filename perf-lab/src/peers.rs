@@ -194,6 +194,7 @@ impl Ferrolb {
             encap_source: Ipv4Addr::from(DUT_OUT_ADDR),
             encap_source6,
             nexthop_ttl: Duration::from_secs(1),
+            icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
         };
         let engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &params)?;
         Ok(Self {

@@ -148,6 +148,7 @@ impl ServiceSet {
             self.add_services(family, &mut services);
         }
         DesiredState {
+            rejecting: Default::default(),
             services,
             settings: Settings::default(),
         }
@@ -179,6 +180,8 @@ impl ServiceSet {
                     backends,
                     table_size: MAGLEV_TABLE,
                     reject: false,
+                    source_ranges: Vec::new(),
+                    affinity_timeout_s: None,
                 }),
             );
         }

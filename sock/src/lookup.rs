@@ -2,12 +2,12 @@
 //! the table the XDP balancer reads too, and the endpoint's target port.
 
 use lb_common::{
-    maglev_words, Addr, BackendNatKey, BackendValue, ServiceKey, ServiceValue, SockReason,
+    maglev_words, Addr, BackendNatKey, BackendValue, ServiceKey, ServiceValue, SockReason, VipKey,
     BACKEND_F_ACTIVE,
 };
 
 use crate::{
-    maps::{BACKENDS, CONFIG, MAGLEV, SOCK_SERVICES, SOCK_TARGETS},
+    maps::{BACKENDS, CONFIG, MAGLEV, REJECT_ADDRS, SOCK_SERVICES, SOCK_TARGETS},
     peer::Peer,
 };
 
@@ -25,6 +25,19 @@ pub fn service(frontend: &Peer, proto: u8) -> Option<ServiceValue> {
     unsafe { SOCK_SERVICES.get(key).copied() }
 }
 
+/// Whether `frontend`'s address refuses the ports it has no frontend for (a ClusterIP's
+/// undefined ports, kube-proxy's reject).
+#[inline(always)]
+pub fn rejects_unknown_ports(frontend: &Peer) -> bool {
+    let key = VipKey {
+        addr: frontend.addr,
+        family: frontend.family,
+        _pad: [0; 3],
+    };
+    // SAFETY: only presence matters; the value is not read.
+    unsafe { REJECT_ADDRS.get(key) }.is_some()
+}
+
 /// The flow-hash seed the daemon configured; zero before it wrote any config, which
 /// only makes the spread different, never wrong.
 #[inline(always)]
@@ -32,9 +45,10 @@ pub fn seed() -> u32 {
     CONFIG.get(0).map_or(0, |config| config.flow_hash_seed)
 }
 
-/// Maglev: `hash` picks a slot of the service's table, the slot names the endpoint.
+/// Maglev: `hash` picks a slot of the service's table, the slot names the endpoint (its
+/// id and entry).
 #[inline(always)]
-pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<BackendValue, SockReason> {
+pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<(u32, BackendValue), SockReason> {
     // No table: every endpoint drained or gone. Also keeps the division safe.
     if service.table_size == 0 {
         return Err(SockReason::DropNoBackend);
@@ -44,9 +58,17 @@ pub fn endpoint(service: &ServiceValue, hash: u32) -> Result<BackendValue, SockR
         .get(maglev_words::word_of(slot))
         .ok_or(SockReason::DropBackendMissing)?;
     let id = maglev_words::id_in(word, slot);
+    live_backend(id)
+        .ok_or(SockReason::DropBackendMissing)
+        .map(|b| (id, b))
+}
+
+/// The live endpoint with this id, if any.
+#[inline(always)]
+pub fn live_backend(id: u32) -> Option<BackendValue> {
     match BACKENDS.get(id) {
-        Some(backend) if backend.flags & BACKEND_F_ACTIVE != 0 => Ok(*backend),
-        _ => Err(SockReason::DropBackendMissing),
+        Some(backend) if backend.flags & BACKEND_F_ACTIVE != 0 => Some(*backend),
+        _ => None,
     }
 }
 

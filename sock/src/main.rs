@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod affinity;
 mod lookup;
 mod maps;
 mod peer;

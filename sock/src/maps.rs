@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, LbConfig,
-    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
+    limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
+    Counter, LbConfig, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, VipKey,
 };
 
 /// As for the balancer's service map: without prealloc a replaced value is freed after an
@@ -41,5 +41,17 @@ pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV
 #[map(name = "LB_CONFIG")]
 pub static CONFIG: Array<LbConfig> = Array::pinned(1, 0);
 
+/// Addresses (ClusterIPs) that refuse a (port, protocol) no frontend names; read only
+/// after a service-map miss. The balancer's map, pinned beside it.
+#[map(name = "LB_REJECT_ADDRS")]
+pub static REJECT_ADDRS: HashMap<VipKey, u32> =
+    HashMap::pinned(limits::REJECT_ADDRS, BPF_F_NO_PREALLOC);
+
 #[map(name = "LB_SVC_STATS")]
 pub static SERVICE_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(limits::MAX_SERVICES, 0);
+
+/// `sessionAffinity: ClientIP` at the socket: the endpoint each network namespace keeps
+/// per service (see `affinity`). The XDP object declares it too, so the daemon finds it.
+#[map(name = "LB_SOCK_AFF")]
+pub static SOCK_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);

@@ -2,10 +2,10 @@
 //! picks, at the endpoint's target port, and the socket remembers the frontend.
 
 use aya_ebpf::{helpers::bpf_get_socket_cookie, programs::SockAddrContext, EbpfContext};
-use lb_common::{SockReason, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
+use lb_common::{SockReason, SERVICE_F_AFFINITY, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
 use lb_hashing::flow::socket_hash;
 
-use crate::{lookup, peer, peer::Peer, revnat, stats};
+use crate::{affinity, lookup, peer, peer::Peer, revnat, stats};
 
 /// The socket's cookie: unique for the socket's life, known at `connect()` time.
 #[inline(always)]
@@ -18,12 +18,19 @@ pub fn cookie(ctx: &SockAddrContext) -> u64 {
 ///
 /// The Maglev key is the socket cookie: the source port is not chosen yet when
 /// `connect()` runs, and one key per socket keeps every datagram of an unconnected UDP
-/// socket on one endpoint.
+/// socket on one endpoint. A service with session affinity keys it on the caller's
+/// network namespace instead (see `affinity`).
 #[inline(always)]
 pub fn to_endpoint(ctx: &SockAddrContext, v6: bool) -> Result<(), SockReason> {
     let proto = peer::protocol(ctx).ok_or(SockReason::PassNotService)?;
     let frontend = peer::read(ctx, v6);
-    let service = lookup::service(&frontend, proto).ok_or(SockReason::PassNotService)?;
+    let Some(service) = lookup::service(&frontend, proto) else {
+        return Err(if lookup::rejects_unknown_ports(&frontend) {
+            SockReason::RejectNoBackend
+        } else {
+            SockReason::PassNotService
+        });
+    };
     if service.flags & SERVICE_F_HAS_BACKENDS == 0 {
         return Err(if service.flags & SERVICE_F_REJECT != 0 {
             SockReason::RejectNoBackend
@@ -32,7 +39,11 @@ pub fn to_endpoint(ctx: &SockAddrContext, v6: bool) -> Result<(), SockReason> {
         });
     }
     let cookie = cookie(ctx);
-    let backend = lookup::endpoint(&service, socket_hash(cookie, lookup::seed()))?;
+    let backend = if service.flags & SERVICE_F_AFFINITY != 0 {
+        affinity::endpoint(ctx, &service)?
+    } else {
+        lookup::endpoint(&service, socket_hash(cookie, lookup::seed()))?.1
+    };
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != frontend.family {
         return Err(SockReason::DropBackendMissing);

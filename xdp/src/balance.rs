@@ -1,16 +1,18 @@
 //! The balancing path of each family: parse, find the service, pick the backend (flow
 //! table, else Maglev), resolve the next hop, encapsulate, count. Each returns either a
 //! forwarding decision or the reason the packet is passed or dropped; [`verdict`] turns
-//! that into the action.
+//! that into the action. [`icmp`] hooks in where ICMP is the answer (a refused frontend,
+//! a packet too big to encapsulate) and lets ICMP errors about a VIP flow take the
+//! flow's path.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendValue, FlowKey, LbConfig, NextHop, ServiceValue, XdpReason, CONFIG_F_V6_READY,
-    FAMILY_V6, NEXTHOP_F_LOCAL,
+    FAMILY_V6, NEXTHOP_F_LOCAL, SERVICE_F_AFFINITY,
 };
 
 use crate::{
-    encap, flow, lookup, nexthop, parse, stats,
+    affinity, encap, flow, icmp, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
 };
 
@@ -29,31 +31,52 @@ pub fn v6(ctx: &XdpContext, len: u64) -> u32 {
 
 #[inline(always)]
 fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
-    let pkt = parse::parse_ipv4(ctx)?;
+    let (pkt, icmp_error) = icmp::parse_v4(ctx)?;
     let flow_key = flow::key(&pkt);
-    let service = lookup::service(&flow_key).ok_or(XdpReason::PassNotService)?;
+    let Some(service) = lookup::service(&flow_key) else {
+        return icmp::no_service(ctx, &flow_key, icmp_error);
+    };
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
     let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
-    let (backend_id, backend) = select(&flow_key, &service, pkt.opening, hash, config)?;
+    let picked = select(&flow_key, &service, pkt.opening, hash, config, || {
+        flow_key.client_hash_v4(config.flow_hash_seed)
+    });
+    let (backend_id, backend) = match picked {
+        Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
+            return icmp::reject_v4(ctx)
+        }
+        picked => picked?,
+    };
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
+        return icmp::too_big_v4(ctx, &pkt, hop.mtu, icmp_error);
     }
     encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
-    Ok(sent(ctx, &service, backend_id, &hop, len))
+    let forward = sent(ctx, &service, backend_id, &hop, len);
+    Ok(icmp::forwarded(forward, icmp_error))
 }
 
 #[inline(always)]
 fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
-    let pkt = parse::parse_ipv6(ctx)?;
+    let (pkt, icmp_error) = icmp::parse_v6(ctx)?;
     let flow_key = &pkt.flow;
-    let service = lookup::service(flow_key).ok_or(XdpReason::PassNotService)?;
+    let Some(service) = lookup::service(flow_key) else {
+        return icmp::no_service(ctx, flow_key, icmp_error);
+    };
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
     if config.flags & CONFIG_F_V6_READY == 0 {
         return Err(XdpReason::PassNotReady);
     }
     let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
-    let (backend_id, backend) = select(flow_key, &service, pkt.opening, hash, config)?;
+    let picked = select(flow_key, &service, pkt.opening, hash, config, || {
+        flow_key.client_hash_v6(config.flow_hash_seed)
+    });
+    let (backend_id, backend) = match picked {
+        Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
+            return icmp::reject_v6(ctx)
+        }
+        picked => picked?,
+    };
     // The daemon never mixes families in a service; a slot that does is not followed.
     if backend.family != FAMILY_V6 {
         return Err(XdpReason::DropBackendMissing);
@@ -61,15 +84,18 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let hop = next_hop(ctx, backend_id, &backend, config)?;
     let outer = u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD;
     if outer > u32::from(hop.mtu) {
-        return Err(XdpReason::DropTooBig);
+        return icmp::too_big_v6(ctx, hop.mtu, icmp_error);
     }
     encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &backend)?;
-    Ok(sent(ctx, &service, backend_id, &hop, len))
+    let forward = sent(ctx, &service, backend_id, &hop, len);
+    Ok(icmp::forwarded(forward, icmp_error))
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
 /// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
-/// the flow hash: it indexes the flow cache and picks the Maglev slot.
+/// the flow hash: it indexes the flow cache and picks the Maglev slot. A service with
+/// session affinity consults the client's entry before Maglev, and Maglev then takes
+/// `client_hash`, the client alone (see `affinity`).
 ///
 /// Why a SYN is not remembered: the insert (an eviction, with the table full) is most of
 /// a new flow's cost, and a flood of spoofed SYNs would otherwise evict the established
@@ -77,7 +103,7 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 /// (the handshake's ACK) records it; Maglev gives that ACK the same backend unless the
 /// table changed within the round trip, the exposure Maglev alone has anyway. A SYN whose
 /// tuple has a live entry still follows it, so a reused tuple stays on its entry's
-/// backend.
+/// backend. Only a flow the table does not know meets the service's source ranges.
 #[inline(always)]
 fn select(
     flow_key: &FlowKey,
@@ -85,14 +111,26 @@ fn select(
     opening: bool,
     hash: u32,
     config: &LbConfig,
+    client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     let epoch = config.flow_epoch;
+    let affine = service.flags & SERVICE_F_AFFINITY != 0;
     match flow::lookup(flow_key, hash, epoch) {
-        Some(hit) => Ok(hit),
+        Some(hit) => {
+            if affine {
+                affinity::touch(flow_key, service, hit.0);
+            }
+            Ok(hit)
+        }
         // An empty table (every backend drained or gone) refuses new flows only; the
         // flow table above still carries established ones to drained backends.
         None => {
-            let picked = lookup::maglev_backend(service, hash)?;
+            source_range::check(service, flow_key)?;
+            let picked = if affine {
+                affinity::pick(flow_key, service, opening, client_hash)?
+            } else {
+                lookup::maglev_backend(service, hash)?
+            };
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1);
             }

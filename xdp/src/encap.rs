@@ -99,7 +99,7 @@ pub fn ipip(
 
 /// RFC 791 header checksum over the 20-byte header, computed on the stack copy.
 #[inline(always)]
-fn checksum(header: &Ipv4Hdr) -> u16 {
+pub fn checksum(header: &Ipv4Hdr) -> u16 {
     // SAFETY: Ipv4Hdr is 20 bytes of plain data, i.e. ten u16 words.
     let words: &[u16; 10] = unsafe { &*(header as *const Ipv4Hdr as *const [u16; 10]) };
     let mut sum: u32 = 0;

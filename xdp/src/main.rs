@@ -3,13 +3,16 @@
 #![no_std]
 #![no_main]
 
+mod affinity;
 mod balance;
 mod encap;
 mod flow;
+mod icmp;
 mod lookup;
 mod maps;
 mod nexthop;
 mod parse;
+mod source_range;
 mod stats;
 mod verdict;
 

@@ -3,11 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    limits, maglev_words, BackendNatKey, BackendNatValue, BackendValue, Counter, FlowCacheEntry,
-    FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey, XdpReason,
+    limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
+    Counter, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -73,3 +74,29 @@ pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
 #[map(name = "LB_LOCAL_EPS")]
 pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
     HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);
+
+/// Every external service's source ranges (`source_range`); the trie is allocated per
+/// entry (aya adds `BPF_F_NO_PREALLOC`, which the kernel requires).
+#[map(name = "LB_SRC_RANGES")]
+pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u32> = LpmTrie::pinned(limits::SOURCE_RANGES, 0);
+/// `sessionAffinity: ClientIP`: the endpoint each client of a service keeps (see
+/// `affinity`). An LRU, so a flood of new clients evicts the stalest entries first.
+#[map(name = "LB_AFFINITY")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);
+
+// The socket programs' affinity entries: declared here for the reason `LB_SOCK_SVCS` is,
+// so the sync engine can purge them whether or not the socket programs are installed.
+#[map(name = "LB_SOCK_AFF")]
+pub static SOCK_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(limits::AFFINITY_ENTRIES, 0);
+/// Addresses (a cluster's ClusterIPs) that refuse a (port, protocol) no frontend names;
+/// read only after a service-map miss.
+#[map(name = "LB_REJECT_ADDRS")]
+pub static REJECT_ADDRS: HashMap<VipKey, u32> =
+    HashMap::pinned(limits::REJECT_ADDRS, BPF_F_NO_PREALLOC);
+
+/// The ICMP answer rate limit's state, per CPU: the time the next answer is due at the
+/// configured rate (GCRA's theoretical arrival time), in `bpf_ktime_get_ns` nanoseconds.
+#[map(name = "LB_ICMP_RATE")]
+pub static ICMP_RATE: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);

@@ -157,6 +157,7 @@ fn open_engine(pins: &Pins, services: usize) -> Result<(SyncEngine, impl Sized),
         encap_source: NODE_IP,
         encap_source6: None,
         nexthop_ttl: Duration::from_secs(1),
+        icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
     };
     let engine = SyncEngine::adopt(BalancerMaps::open(&pins.0)?, &params)?;
     Ok((engine, ebpf))

@@ -17,11 +17,20 @@
 //!   other frontend.
 //! - IPv4 and IPv6 frontends, each balanced over the endpoints of its own family (rule 22);
 //!   TCP and UDP only.
-//! - Reject: the socket programs refuse a rejecting frontend (ECONNREFUSED); the XDP
-//!   balancer cannot answer yet, so there Reject is programmed as a drop and reported.
+//! - Reject (rule 9), in both scopes: a rejecting frontend is programmed without backends
+//!   and flagged, so the XDP balancer answers ICMP port unreachable and the socket
+//!   programs fail the call with ECONNREFUSED; every ClusterIP goes into
+//!   `DesiredState::rejecting`, so a (port, protocol) its Service does not define is
+//!   refused the same way.
 //! - No per-client affinity (flows stick per 5-tuple through the flow table).
-//! - No source filtering: an LB frontend with `loadBalancerSourceRanges` is skipped (in
-//!   both scopes) rather than opened to everybody.
+//! - Source ranges: an LB frontend's `loadBalancerSourceRanges` (of its family) go with its
+//!   external spec, and the XDP balancer drops new flows from other sources. The socket
+//!   programs cannot see a `connect()`'s source, so such a frontend is left out of the
+//!   internal scope (its traffic leaves for the network like an external client's) and
+//!   reported, rather than opened to every pod.
+//! - `sessionAffinity: ClientIP` (rule 17): the timeout travels in both scopes' specs; the
+//!   XDP balancer keys it on the client address, the socket programs on the caller's
+//!   network namespace.
 
 mod projector;
 
@@ -45,8 +54,6 @@ use crate::rules::{
 pub enum SkipFrontend {
     #[error("{0} is not served by the datapath")]
     Protocol(Protocol),
-    #[error("loadBalancerSourceRanges cannot be enforced by the datapath yet")]
-    SourceRanges,
     #[error("{address}:{port}/{protocol} is already served by {other}")]
     Conflict {
         address: IpAddr,
@@ -61,7 +68,6 @@ impl SkipFrontend {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Protocol(_) => "protocol",
-            Self::SourceRanges => "source_ranges",
             Self::Conflict { .. } => "conflict",
         }
     }
@@ -70,13 +76,12 @@ impl SkipFrontend {
 /// A behaviour kube-proxy has that the programmed frontend lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Unsupported {
-    /// Rule 9: served as a drop instead of ICMP unreachable by the XDP balancer (the
-    /// socket programs do refuse).
-    RejectAsDrop,
-    /// Rule 9: other ports of the ClusterIP are not rejected.
-    RejectUnknownPorts,
     /// Rule 17.
     SessionAffinity,
+    /// Rule 18: an LB frontend with source ranges is not balanced at the socket (the
+    /// source of a `connect()` is unknown there); pods' and host processes' traffic to it
+    /// goes to the network unbalanced.
+    SourceRangesAtSocket,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -118,6 +123,7 @@ pub fn to_datapath(
 ) -> (DesiredState, ProjectionReport) {
     let mut desired = DesiredState {
         services: BTreeMap::new(),
+        rejecting: Arc::new(state.reject_unknown_ports_on()),
         settings,
     };
     let mut report = ProjectionReport::default();
@@ -157,10 +163,15 @@ pub(crate) fn servable(fe: &KubeFrontend) -> Result<DpProtocol, SkipFrontend> {
         Protocol::Udp => DpProtocol::Udp,
         Protocol::Sctp => return Err(SkipFrontend::Protocol(Protocol::Sctp)),
     };
-    if !fe.source_ranges.is_empty() {
-        return Err(SkipFrontend::SourceRanges);
-    }
     Ok(protocol)
+}
+
+/// Whether the projection programs `fe` in the internal scope (the socket programs):
+/// not when source ranges apply to it, which the socket programs cannot check. A
+/// rejecting frontend is: it refuses every source alike, as kube-proxy does without
+/// endpoints (rule 9). [`crate::socket_side`] asks too.
+pub(crate) fn served_at_socket(fe: &KubeFrontend) -> bool {
+    fe.source_ranges.is_empty() || fe.internal == Verdict::Reject
 }
 
 /// One frontend of one Service, before frontends claimed twice are resolved.
@@ -226,6 +237,8 @@ impl Serve {
 struct ServiceClaims {
     claims: Vec<Claim>,
     lacks: Vec<Unsupported>,
+    /// The Service's ClusterIPs, which refuse the ports it does not define (rule 9).
+    rejecting: Vec<IpAddr>,
 }
 
 /// Everything about one Service's projection that depends on that Service alone; the
@@ -250,17 +263,21 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
                     continue;
                 }
             };
-            if fe.external == Verdict::Reject {
-                lacks.push(Unsupported::RejectAsDrop);
-            }
             let name = datapath_name(&svc.name, &port.name);
             let family = IpFamily::of(fe.address);
-            // The XDP balancer cannot answer a reject yet: served as a drop.
-            let external = spec(&name, port, family, fe.external, settings, false);
-            let internal = internal_scope.then(|| {
-                let reject = fe.internal == Verdict::Reject;
-                spec(&name, port, family, fe.internal, settings, reject)
-            });
+            let affinity = svc.session_affinity_seconds;
+            let mut external = spec(&name, port, family, fe.external, settings, affinity);
+            // kube-proxy filters sources only while the Service has endpoints: without
+            // any, every source is refused alike (rule 9).
+            if fe.external != Verdict::Reject && !fe.source_ranges.is_empty() {
+                Arc::make_mut(&mut external).source_ranges =
+                    lb_model::source_ranges(fe.source_ranges.iter().copied());
+            }
+            if internal_scope && !served_at_socket(fe) {
+                lacks.push(Unsupported::SourceRangesAtSocket);
+            }
+            let internal = (internal_scope && served_at_socket(fe))
+                .then(|| spec(&name, port, family, fe.internal, settings, affinity));
             claims.push(Claim::Serve(Serve {
                 frontend: Frontend {
                     vip: fe.address,
@@ -276,26 +293,24 @@ fn claims_of(svc: &KubeService, settings: &Settings, internal_scope: bool) -> Se
             }));
         }
     }
-    if svc.session_affinity_seconds.is_some() {
-        lacks.push(Unsupported::SessionAffinity);
-    }
-    if !svc.cluster_ips.is_empty() {
-        lacks.push(Unsupported::RejectUnknownPorts);
-    }
     lacks.sort();
     lacks.dedup();
-    ServiceClaims { claims, lacks }
+    ServiceClaims {
+        claims,
+        lacks,
+        rejecting: svc.cluster_ips.clone(),
+    }
 }
 
 /// The spec of one frontend in one scope: the verdict's set of the frontend's family, one
-/// backend per address, a table of the size policy's choice.
+/// backend per address, a table of the size policy's choice, the Service's affinity.
 fn spec(
     name: &str,
     port: &KubeServicePort,
     family: IpFamily,
     verdict: Verdict,
     settings: &Settings,
-    reject: bool,
+    affinity_timeout_s: Option<u32>,
 ) -> Arc<ServiceSpec> {
     let endpoints = match verdict {
         Verdict::Forward(set) => port.endpoints_for(family, set),
@@ -315,7 +330,9 @@ fn spec(
         name: name.to_owned(),
         backends,
         table_size,
-        reject,
+        reject: verdict == Verdict::Reject,
+        source_ranges: Vec::new(),
+        affinity_timeout_s,
     })
 }
 

@@ -57,6 +57,7 @@ impl Projector {
             reports: BTreeMap::new(),
             desired: Arc::new(DesiredState {
                 services: BTreeMap::new(),
+                rejecting: Arc::default(),
                 settings,
             }),
             report: Arc::new(ProjectionReport::default()),
@@ -81,6 +82,7 @@ impl Projector {
     ) -> BTreeSet<Frontend> {
         let mut touched: BTreeSet<Frontend> = BTreeSet::new();
         let mut rereport: BTreeSet<ServiceName> = BTreeSet::new();
+        let mut rejecting_changed = false;
         for (name, svc) in services {
             let new = svc.map(|svc| claims_of(svc, &self.settings, self.internal_scope));
             let old = match &new {
@@ -90,6 +92,8 @@ impl Projector {
             if old == new {
                 continue;
             }
+            rejecting_changed |=
+                old.as_ref().map(|c| &c.rejecting) != new.as_ref().map(|c| &c.rejecting);
             for (index, claim) in old.iter().flat_map(|c| c.claims.iter().enumerate()) {
                 if let Claim::Serve(serve) = claim {
                     touched.insert(serve.frontend);
@@ -130,7 +134,7 @@ impl Projector {
             };
             report_changed |= old.is_none();
         }
-        let changed = self.take_holders(touched);
+        let changed = self.take_holders(touched, rejecting_changed);
         if report_changed {
             self.report = Arc::new(self.whole_report());
         }
@@ -138,8 +142,13 @@ impl Projector {
     }
 
     /// Makes the desired state follow the holders of the `touched` frontends (keyed in
-    /// the external scope), in every scope; returns the scoped frontends that changed.
-    fn take_holders(&mut self, touched: BTreeSet<Frontend>) -> BTreeSet<Frontend> {
+    /// the external scope), in every scope, and the Services' ClusterIPs when they may
+    /// have changed; returns the scoped frontends that changed.
+    fn take_holders(
+        &mut self,
+        touched: BTreeSet<Frontend>,
+        rejecting_changed: bool,
+    ) -> BTreeSet<Frontend> {
         let mut changed = BTreeSet::new();
         let mut services = None;
         for frontend in touched {
@@ -167,9 +176,18 @@ impl Projector {
                 changed.insert(scoped);
             }
         }
-        if let Some(services) = services {
+        let rejecting = rejecting_changed
+            .then(|| {
+                self.claims
+                    .values()
+                    .flat_map(|c| c.rejecting.iter().copied())
+                    .collect::<BTreeSet<_>>()
+            })
+            .filter(|r| *r != *self.desired.rejecting);
+        if services.is_some() || rejecting.is_some() {
             self.desired = Arc::new(DesiredState {
-                services,
+                services: services.unwrap_or_else(|| self.desired.services.clone()),
+                rejecting: rejecting.map_or_else(|| Arc::clone(&self.desired.rejecting), Arc::new),
                 settings: self.settings,
             });
         }

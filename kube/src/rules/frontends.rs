@@ -225,33 +225,27 @@ impl TrafficPolicy {
     }
 }
 
-/// Rule 18: the sources a LoadBalancer frontend of `family` accepts; empty accepts all.
-/// Only the ranges of the frontend's family apply. When one of them holds an address of
-/// this node, the Service's LoadBalancer IPs of the family are accepted too: a request
-/// from the node to a VIP it holds locally leaves with that VIP as its source (kube-proxy
-/// adds them likewise).
-fn load_balancer_sources(
-    addresses: &Addresses,
-    node: &NodeInfo,
-    family: IpFamily,
-) -> Vec<IpNetwork> {
+/// Rule 18: the Service's source ranges of `family` for its LoadBalancer frontends. When
+/// one holds the node's own address of the family, the LoadBalancer IPs of the family are
+/// allowed as sources too: a request from the node to a VIP it holds locally loops back
+/// with the VIP as its source (kube-proxy's `allowFromNode`).
+fn ranges_of_family(addresses: &Addresses, node: &NodeInfo, family: IpFamily) -> Vec<IpNetwork> {
     let mut ranges: Vec<IpNetwork> = addresses
         .source_ranges
         .iter()
         .filter(|c| IpFamily::of(c.ip()) == family)
         .copied()
         .collect();
-    let holds_node = ranges
+    let from_node = node
+        .primary_ips
         .iter()
-        .any(|r| node.addresses.iter().any(|a| r.contains(*a)));
-    if holds_node {
-        ranges.extend(
-            addresses
-                .load_balancer_ips
-                .iter()
-                .filter(|ip| IpFamily::of(**ip) == family)
-                .map(|ip| IpNetwork::from(*ip)),
-        );
+        .any(|ip| ranges.iter().any(|r| r.contains(*ip)));
+    if from_node {
+        let vips = addresses
+            .load_balancer_ips
+            .iter()
+            .filter(|ip| IpFamily::of(**ip) == family);
+        ranges.extend(vips.map(|ip| IpNetwork::from(*ip)));
     }
     ranges
 }
@@ -280,7 +274,7 @@ pub(crate) fn frontends_for(
             )
         };
         let source_ranges = if kind == FrontendKind::LoadBalancer {
-            load_balancer_sources(addresses, node, family)
+            ranges_of_family(addresses, node, family)
         } else {
             Vec::new()
         };

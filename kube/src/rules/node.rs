@@ -38,9 +38,10 @@ pub struct NodeInfo {
     pub zone: Option<String>,
     /// Addresses NodePorts answer on, sorted.
     pub node_port_addresses: Vec<IpAddr>,
-    /// The Node object's InternalIP and ExternalIP addresses, in its order: traffic from
-    /// the node itself is recognised by them (rule 18).
-    pub addresses: Vec<IpAddr>,
+    /// The node's primary address of each family, as kube-proxy picks its node IP: the
+    /// first InternalIP of the family, else its first ExternalIP (rule 18 asks whether a
+    /// source range holds it).
+    pub primary_ips: Vec<IpAddr>,
     /// False while the node is being deleted or tainted for deletion: `/healthz` then fails
     /// so load balancers move traffic away (rule 21).
     pub eligible: bool,
@@ -49,6 +50,7 @@ pub struct NodeInfo {
 /// The node facts the rules need (rules 6, 16, 21).
 pub fn node_info(node: Option<&Node>, cfg: &NodeConfig, skipped: &mut Vec<Skipped>) -> NodeInfo {
     let mut node_addresses = Vec::new();
+    let mut typed_addresses: Vec<(bool, IpAddr)> = Vec::new();
     let mut zone = None;
     let mut eligible = true;
     if let Some(node) = node {
@@ -71,7 +73,10 @@ pub fn node_info(node: Option<&Node>, cfg: &NodeConfig, skipped: &mut Vec<Skippe
                 continue;
             }
             match a.address.parse::<IpAddr>() {
-                Ok(ip) => node_addresses.push(ip),
+                Ok(ip) => {
+                    node_addresses.push(ip);
+                    typed_addresses.push((a.type_ == "InternalIP", ip));
+                }
                 Err(_) => skipped.push(Skipped {
                     object: id.clone(),
                     problem: InvalidObject::BadAddress {
@@ -85,7 +90,7 @@ pub fn node_info(node: Option<&Node>, cfg: &NodeConfig, skipped: &mut Vec<Skippe
     let mut node_port_addresses: Vec<IpAddr> = cfg
         .node_port_addresses
         .clone()
-        .unwrap_or_else(|| node_addresses.clone())
+        .unwrap_or(node_addresses)
         .into_iter()
         .filter(|a| !a.is_loopback() && !a.is_unspecified() && !a.is_multicast())
         .collect();
@@ -96,10 +101,25 @@ pub fn node_info(node: Option<&Node>, cfg: &NodeConfig, skipped: &mut Vec<Skippe
     node_port_addresses.sort();
     node_port_addresses.dedup();
     NodeInfo {
+        primary_ips: primary_ips(&typed_addresses),
         name: cfg.node_name.clone(),
         zone: cfg.zone.clone().or(zone),
         node_port_addresses,
-        addresses: node_addresses,
         eligible,
     }
+}
+
+/// Per family, the first InternalIP, else the first ExternalIP, of (is internal, address).
+fn primary_ips(addresses: &[(bool, IpAddr)]) -> Vec<IpAddr> {
+    let mut primary = Vec::new();
+    for v4 in [true, false] {
+        let of_family = || addresses.iter().filter(move |(_, ip)| ip.is_ipv4() == v4);
+        if let Some((_, ip)) = of_family()
+            .find(|(internal, _)| *internal)
+            .or_else(|| of_family().next())
+        {
+            primary.push(*ip);
+        }
+    }
+    primary
 }

@@ -177,6 +177,9 @@ fn print_services(services: &[inspect::ServiceView], extras: &ListExtras) {
             s.bytes,
             if s.reject { " reject" } else { "" }
         );
+        if !s.source_ranges.is_empty() {
+            let _ = writeln!(out, "    source ranges {}", s.source_ranges.join(", "));
+        }
         for b in &s.backends {
             let _ = writeln!(
                 out,

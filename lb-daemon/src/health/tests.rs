@@ -29,9 +29,12 @@ fn desired(backends: &[IpAddr]) -> DesiredState {
             .collect(),
         table_size: 251,
         reject: false,
+        source_ranges: Vec::new(),
+        affinity_timeout_s: None,
     };
     DesiredState {
         services: BTreeMap::from([(frontend(), Arc::new(spec))]),
+        rejecting: Default::default(),
         settings: Default::default(),
     }
 }

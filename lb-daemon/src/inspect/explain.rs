@@ -3,12 +3,14 @@
 
 use std::net::IpAddr;
 
-use lb_common::{FlowKey, XdpReason, BACKEND_F_ACTIVE};
+use lb_common::{
+    affinity::expired, AffinityKey, FlowKey, XdpReason, BACKEND_F_ACTIVE, SERVICE_F_AFFINITY,
+};
 use serde::Serialize;
 
 use lb_model::{addr_bytes, Frontend, Scope};
 
-use super::{backend_addresses, BackendAddresses, Tuple};
+use super::{backend_addresses, source_ranges, BackendAddresses, Tuple};
 use crate::maps::{BalancerMaps, MapsError};
 
 #[derive(Debug, Serialize)]
@@ -17,6 +19,18 @@ pub struct FlowEntryView {
     pub backend: Option<IpAddr>,
     pub generation: u32,
     /// Whether the datapath would follow it (backend live, same generation).
+    pub usable: bool,
+}
+
+/// The client's session-affinity entry for the service, as the datapath would judge it.
+#[derive(Debug, Serialize)]
+pub struct AffinityEntryView {
+    pub backend_id: u32,
+    pub backend: Option<IpAddr>,
+    /// Milliseconds since the datapath last refreshed it.
+    pub age_ms: u64,
+    pub timeout_s: u32,
+    /// Whether the datapath would follow it: not expired, backend live, same generation.
     pub usable: bool,
 }
 
@@ -30,6 +44,8 @@ pub struct Explanation {
     pub table_size: Option<u32>,
     pub maglev_backend: Option<IpAddr>,
     pub flow_entry: Option<FlowEntryView>,
+    /// With `sessionAffinity: ClientIP`: the client's entry, if the map holds one.
+    pub affinity_entry: Option<AffinityEntryView>,
     /// Where the next packet of this flow goes.
     pub backend: Option<IpAddr>,
     pub why: String,
@@ -78,6 +94,7 @@ fn explain_with(
         table_size: None,
         maglev_backend: None,
         flow_entry: None,
+        affinity_entry: None,
         backend: None,
         why: format!("no service at {frontend}; the packet passes to the stack"),
     };
@@ -103,11 +120,18 @@ fn explain_with(
         family,
         _pad: [0; 2],
     };
-    // The datapath's own function: `explain` and the kernel cannot disagree on the slot.
+    // The datapath's own functions: `explain` and the kernel cannot disagree on the slot.
+    // A service with session affinity hashes the client alone (see xdp's `affinity`).
+    let affine = service.flags & SERVICE_F_AFFINITY != 0;
     let hash = key.flow_hash(config.flow_hash_seed);
-    out.flow_hash = Some(hash);
+    let slot_hash = if affine {
+        key.client_hash(config.flow_hash_seed)
+    } else {
+        hash
+    };
+    out.flow_hash = Some(slot_hash);
     let maglev_id = if service.table_size > 0 {
-        let slot = hash % service.table_size;
+        let slot = slot_hash % service.table_size;
         let id = maps.read_slots(service.table_base + slot, 1)?[0];
         out.slot = Some(slot);
         out.maglev_backend = addresses.get(&id).and_then(|(a, _)| *a);
@@ -152,9 +176,83 @@ fn explain_with(
             return Ok(out);
         }
     }
-    Ok(by_maglev(out, &frontend, &service, maglev_id, hash, |id| {
+    // Only a flow the table does not know meets the source ranges, as in the datapath.
+    if let Some(why) = source_ranges::refusal(maps, &service, tuple.src)? {
+        out.verdict = XdpReason::DropSourceRange.name();
+        out.backend = None;
+        out.why = why;
+        return Ok(out);
+    }
+    if affine {
+        out.affinity_entry = affinity_entry(maps, addresses, &key, &service, &live)?;
+        if let Some(entry) = out.affinity_entry.as_ref().filter(|e| e.usable) {
+            out.verdict = XdpReason::Forwarded.name();
+            out.backend = entry.backend;
+            out.why = format!(
+                "session affinity: client {} keeps backend {} (entry {} ms old, timeout {} s; Maglev over the client would pick {})",
+                out.tuple.src,
+                fmt_addr(entry.backend),
+                entry.age_ms,
+                entry.timeout_s,
+                fmt_addr(out.maglev_backend)
+            );
+            return Ok(out);
+        }
+    }
+    let mut out = by_maglev(out, &frontend, &service, maglev_id, slot_hash, |id| {
         live(id, None)
+    });
+    if affine && out.backend.is_some() {
+        out.why = format!(
+            "{}; session affinity: Maglev hashes the client address alone, and the client {}",
+            out.why,
+            if out.affinity_entry.is_some() {
+                "has an entry that expired or names a backend no longer live, so it is replaced"
+            } else {
+                "has no entry yet, so this pick is recorded"
+            }
+        );
+    }
+    Ok(out)
+}
+
+/// The client's affinity entry for `service`, judged as the datapath judges it.
+fn affinity_entry(
+    maps: &BalancerMaps,
+    addresses: &BackendAddresses,
+    flow: &FlowKey,
+    service: &lb_common::ServiceValue,
+    live: &impl Fn(u32, Option<u32>) -> bool,
+) -> Result<Option<AffinityEntryView>, MapsError> {
+    let key = AffinityKey {
+        client: flow.src,
+        service_id: service.service_id,
+        family: flow.family,
+        _pad: [0; 3],
+    };
+    let Some(entry) = maps.affinity_entry(Scope::External, &key)? else {
+        return Ok(None);
+    };
+    let age_ns = monotonic_coarse_ns().saturating_sub(entry.last_used_ns);
+    Ok(Some(AffinityEntryView {
+        backend_id: entry.backend_id,
+        backend: addresses.get(&entry.backend_id).and_then(|(a, _)| *a),
+        age_ms: age_ns / 1_000_000,
+        timeout_s: service.affinity_timeout_s,
+        usable: !expired(age_ns, service.affinity_timeout_s)
+            && live(entry.backend_id, Some(entry.backend_generation)),
     }))
+}
+
+/// The clock the datapath stamps affinity entries with (`bpf_ktime_get_coarse_ns`).
+pub(crate) fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The verdict of a packet the flow table does not pin: Maglev's slot decides.

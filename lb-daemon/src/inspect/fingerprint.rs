@@ -4,7 +4,9 @@
 //!
 //! - the flow-hash seed (the datapath config), which picks the slot;
 //! - per external service: its frontend, its flags and affinity timeout (the verdict and
-//!   stickiness), its table size, and its Maglev table slot by slot as backend
+//!   stickiness), its source ranges (who may open a flow: a node admitting a source its
+//!   peers refuse breaks that source's connections when ECMP moves them), its table
+//!   size, and its Maglev table slot by slot as backend
 //!   identities (address and whether the record is live), never as backend ids, which
 //!   are local to a node.
 //!
@@ -16,13 +18,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lb_common::{BackendValue, ServiceValue, BACKEND_F_ACTIVE};
-use lb_model::{Frontend, Scope};
+use lb_model::{Frontend, IpNetwork, Scope};
 use serde::Serialize;
 
 use crate::maps::{BalancerMaps, MapsError};
 
 /// Bumped whenever the encoding changes, so fingerprints of different encodings differ.
-const VERSION: &[u8] = b"ferrolb-fingerprint-1";
+const VERSION: &[u8] = b"ferrolb-fingerprint-2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fingerprints {
@@ -72,11 +74,13 @@ fn identity(backend: Option<&BackendValue>) -> [u8; 18] {
     out
 }
 
-/// One service's digest, given its slots as backend ids and the backends by id.
+/// One service's digest, given its sorted source ranges, its slots as backend ids and the
+/// backends by id.
 fn service_digest(
     seed: u32,
     frontend: &Frontend,
     value: &ServiceValue,
+    ranges: &[IpNetwork],
     slots: &[u32],
     backends: &HashMap<u32, BackendValue>,
 ) -> String {
@@ -88,6 +92,15 @@ fn service_digest(
     h.write(&key.port_be.to_be_bytes());
     h.u32(value.flags);
     h.u32(value.affinity_timeout_s);
+    h.u32(ranges.len() as u32);
+    for range in ranges {
+        let address = match range.network() {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => a.octets(),
+        };
+        h.write(&address);
+        h.write(&[u8::from(range.is_ipv4()), range.prefix()]);
+    }
     h.u32(value.table_size);
     for id in slots {
         h.write(&identity(backends.get(id)));
@@ -99,6 +112,7 @@ fn service_digest(
 pub fn fingerprints(maps: &BalancerMaps) -> Result<Fingerprints, MapsError> {
     let seed = maps.read_config()?.flow_hash_seed;
     let backends: HashMap<u32, BackendValue> = maps.backend_entries()?.into_iter().collect();
+    let mut ranges = super::source_ranges::by_service(maps)?;
     let mut services = BTreeMap::new();
     let mut ordered = Vec::new();
     for (key, value) in maps.scoped_service_entries(Scope::External)? {
@@ -106,7 +120,8 @@ pub fn fingerprints(maps: &BalancerMaps) -> Result<Fingerprints, MapsError> {
             continue;
         };
         let slots = maps.read_slots(value.table_base, value.table_size)?;
-        let digest = service_digest(seed, &frontend, &value, &slots, &backends);
+        let own_ranges = ranges.remove(&value.service_id).unwrap_or_default();
+        let digest = service_digest(seed, &frontend, &value, &own_ranges, &slots, &backends);
         ordered.push((frontend, digest.clone()));
         services.insert(frontend.to_string(), digest);
     }
@@ -154,19 +169,39 @@ mod tests {
         // Node A gave 198.18.0.11 id 1 and .12 id 2; node B the other way round.
         let a = HashMap::from([(1, backend(11, true)), (2, backend(12, true))]);
         let b = HashMap::from([(7, backend(12, true)), (9, backend(11, true))]);
-        let on_a = service_digest(5, &frontend, &value, &[1, 2, 1], &a);
-        assert_eq!(on_a, service_digest(5, &frontend, &value, &[9, 7, 9], &b));
-        assert_ne!(on_a, service_digest(6, &frontend, &value, &[1, 2, 1], &a));
-        assert_ne!(on_a, service_digest(5, &frontend, &value, &[1, 1, 2], &a));
+        let on_a = service_digest(5, &frontend, &value, &[], &[1, 2, 1], &a);
+        assert_eq!(
+            on_a,
+            service_digest(5, &frontend, &value, &[], &[9, 7, 9], &b)
+        );
+        assert_ne!(
+            on_a,
+            service_digest(6, &frontend, &value, &[], &[1, 2, 1], &a)
+        );
+        assert_ne!(
+            on_a,
+            service_digest(5, &frontend, &value, &[], &[1, 1, 2], &a)
+        );
         let retired = HashMap::from([(1, backend(11, true)), (2, backend(12, false))]);
         assert_ne!(
             on_a,
-            service_digest(5, &frontend, &value, &[1, 2, 1], &retired)
+            service_digest(5, &frontend, &value, &[], &[1, 2, 1], &retired)
         );
         let other_port = Frontend {
             port: 81,
             ..frontend
         };
-        assert_ne!(on_a, service_digest(5, &other_port, &value, &[1, 2, 1], &a));
+        assert_ne!(
+            on_a,
+            service_digest(5, &other_port, &value, &[], &[1, 2, 1], &a)
+        );
+        let ranges =
+            |list: &[&str]| -> Vec<IpNetwork> { list.iter().map(|r| r.parse().unwrap()).collect() };
+        let limited =
+            |list: &[&str]| service_digest(5, &frontend, &value, &ranges(list), &[1, 2, 1], &a);
+        assert_ne!(on_a, limited(&["198.18.0.0/16"]));
+        assert_ne!(limited(&["198.18.0.0/16"]), limited(&["198.18.0.0/17"]));
+        assert_ne!(limited(&["198.18.0.0/16"]), limited(&["198.19.0.0/16"]));
+        assert_eq!(limited(&["198.18.0.0/16"]), limited(&["198.18.0.0/16"]));
     }
 }

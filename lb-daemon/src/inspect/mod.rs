@@ -7,6 +7,7 @@
 mod explain;
 pub mod fingerprint;
 pub mod socket;
+mod source_ranges;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -47,6 +48,9 @@ pub struct ServiceView {
     pub reject: bool,
     pub table_size: u32,
     pub table_base: u32,
+    /// `loadBalancerSourceRanges`: only these sources open flows; empty allows all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<String>,
     pub backends: Vec<BackendView>,
     /// Packets through the XDP balancer and selections by the socket programs (one per
     /// connect or datagram; they add no bytes).
@@ -88,13 +92,19 @@ fn table_shares(
 /// Every service record of both scopes, by frontend.
 pub fn list_services(maps: &BalancerMaps) -> Result<Vec<ServiceView>, MapsError> {
     let addresses = backend_addresses(maps)?;
+    let mut ranges = source_ranges::by_service(maps)?;
     let mut out = Vec::new();
     for scope in [Scope::External, Scope::Internal] {
         for (key, value) in maps.scoped_service_entries(scope)? {
             let Some(frontend) = Frontend::from_scoped_key(&key, scope) else {
                 continue;
             };
-            out.push(service_view(maps, &addresses, frontend, &value)?);
+            let mut view = service_view(maps, &addresses, frontend, &value)?;
+            if scope == Scope::External {
+                let own = ranges.remove(&value.service_id).unwrap_or_default();
+                view.source_ranges = own.iter().map(ToString::to_string).collect();
+            }
+            out.push(view);
         }
     }
     out.sort_by_key(|s| (s.vip, s.port, s.protocol, s.scope));
@@ -131,6 +141,7 @@ fn service_view(
         reject: value.flags & SERVICE_F_REJECT != 0,
         table_size: value.table_size,
         table_base: value.table_base,
+        source_ranges: Vec::new(),
         backends,
         packets: counter.packets,
         bytes: counter.bytes,

@@ -4,9 +4,10 @@ use std::{ffi::CString, io, path::Path};
 
 use aya::maps::MapData;
 use lb_common::{
-    limits, maglev_words, map_names, BackendNatKey, BackendNatValue, BackendValue, Counter,
-    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue,
-    ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue, TcReason, VipKey, XdpReason,
+    limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
+    BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
+    RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
+    SourceRangeKey, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -157,6 +158,23 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             map_names::SOCK_STATS,
             sizes::<u32, Counter>(SockReason::COUNT),
         ),
+        (
+            map_names::SOURCE_RANGES,
+            sizes::<aya::maps::lpm_trie::Key<SourceRangeKey>, u32>(limits::SOURCE_RANGES),
+        ),
+        (
+            map_names::REJECT_ADDRS,
+            sizes::<VipKey, u32>(limits::REJECT_ADDRS),
+        ),
+        (map_names::ICMP_RATE, sizes::<u32, u64>(1)),
+        (
+            map_names::AFFINITY,
+            sizes::<AffinityKey, AffinityValue>(limits::AFFINITY_ENTRIES),
+        ),
+        (
+            map_names::SOCK_AFFINITY,
+            sizes::<AffinityKey, AffinityValue>(limits::AFFINITY_ENTRIES),
+        ),
     ]
 }
 
@@ -178,6 +196,13 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::SOCK_TARGETS,
     // Written from the backend side's translations; read by the balancer's next-hop step.
     map_names::LOCAL_ENDPOINTS,
+    map_names::SOURCE_RANGES,
+    // Read by the balancer and by the socket programs after a service-map miss.
+    map_names::REJECT_ADDRS,
+    map_names::ICMP_RATE,
+    // Session affinity of both scopes: the sync engine purges both from the balancer's pins.
+    map_names::AFFINITY,
+    map_names::SOCK_AFFINITY,
 ];
 pub(super) const BACKEND_SIDE_MAPS: &[&str] = &[
     map_names::LOCAL_VIPS,
@@ -196,6 +221,8 @@ pub(super) const SOCKET_MAPS: &[&str] = &[
     map_names::MAGLEV,
     map_names::CONFIG,
     map_names::SERVICE_STATS,
+    map_names::REJECT_ADDRS,
+    map_names::SOCK_AFFINITY,
 ];
 
 /// The capacities of the maps already pinned in `pin_dir` (defaults for those that are

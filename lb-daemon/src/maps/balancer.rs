@@ -2,16 +2,25 @@
 //! CLI's views, `explain`, and the state a restarted daemon adopts. Writing is the
 //! [`super::MapWriter`]'s alone.
 
-use std::{collections::HashMap as StdHashMap, path::Path};
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::IpAddr,
+    path::Path,
+};
 
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
-    limits, maglev_words, map_names, BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue,
-    LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue, BACKEND_F_ACTIVE,
+    limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter,
+    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
+    VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
-use super::{access, nr_cpus, open_raw, open_typed, sum_counters, MapsError};
+use super::{
+    access, nr_cpus, open_raw, open_typed,
+    ranges::{self, SourceRangeTrie},
+    sum_counters, MapsError,
+};
 use crate::planner::{InstalledBackend, KernelState};
 
 /// The balancer's maps, opened from their pins.
@@ -31,6 +40,12 @@ pub struct BalancerMaps {
     pub(super) xdp_stats: PerCpuArray<MapData, Counter>,
     pub(super) service_stats: PerCpuArray<MapData, Counter>,
     pub(super) backend_stats: PerCpuArray<MapData, Counter>,
+    pub(super) source_ranges: SourceRangeTrie,
+    /// Session-affinity entries per scope (external, internal); `None` for pins made by a
+    /// build without them.
+    pub(super) affinity: [Option<HashMap<MapData, AffinityKey, AffinityValue>>; 2],
+    /// Addresses that refuse ports no frontend names.
+    pub(super) reject_addrs: HashMap<MapData, VipKey, u32>,
     /// The maps plans write in bulk, again, for batch writes (aya's typed maps do not lend
     /// their fds).
     pub(super) raw: RawMaps,
@@ -54,6 +69,31 @@ pub(super) fn service_map_name(scope: Scope) -> &'static str {
     }
 }
 
+/// The session-affinity map of a scope: its pin name.
+pub(super) fn affinity_map_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::External => map_names::AFFINITY,
+        Scope::Internal => map_names::SOCK_AFFINITY,
+    }
+}
+
+pub(super) fn affinity_index(scope: Scope) -> usize {
+    match scope {
+        Scope::External => 0,
+        Scope::Internal => 1,
+    }
+}
+
+fn open_optional(
+    pin_dir: &Path,
+    name: &'static str,
+) -> Result<Option<HashMap<MapData, AffinityKey, AffinityValue>>, MapsError> {
+    if !pin_dir.join(name).exists() {
+        return Ok(None);
+    }
+    Ok(Some(open_typed!(pin_dir, name)))
+}
+
 impl BalancerMaps {
     pub fn open(pin_dir: &Path) -> Result<Self, MapsError> {
         Ok(Self {
@@ -73,6 +113,12 @@ impl BalancerMaps {
             xdp_stats: open_typed!(pin_dir, map_names::XDP_STATS),
             service_stats: open_typed!(pin_dir, map_names::SERVICE_STATS),
             backend_stats: open_typed!(pin_dir, map_names::BACKEND_STATS),
+            source_ranges: open_typed!(pin_dir, map_names::SOURCE_RANGES),
+            affinity: [
+                open_optional(pin_dir, map_names::AFFINITY)?,
+                open_optional(pin_dir, map_names::SOCK_AFFINITY)?,
+            ],
+            reject_addrs: open_typed!(pin_dir, map_names::REJECT_ADDRS),
             raw: RawMaps {
                 maglev: open_raw(pin_dir, map_names::MAGLEV)?,
                 backends: open_raw(pin_dir, map_names::BACKENDS)?,
@@ -87,6 +133,59 @@ impl BalancerMaps {
             },
             cpus: nr_cpus()?,
         })
+    }
+
+    /// The session-affinity map of `scope`, if pinned.
+    pub(super) fn affinity_map(
+        &self,
+        scope: Scope,
+    ) -> Option<&HashMap<MapData, AffinityKey, AffinityValue>> {
+        self.affinity[affinity_index(scope)].as_ref()
+    }
+
+    /// Every session-affinity entry of `scope` (none when the map is not pinned).
+    pub fn affinity_entries(
+        &self,
+        scope: Scope,
+    ) -> Result<Vec<(AffinityKey, AffinityValue)>, MapsError> {
+        let Some(map) = self.affinity_map(scope) else {
+            return Ok(Vec::new());
+        };
+        map.iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(access(affinity_map_name(scope)))
+    }
+
+    /// The session-affinity entry at `key` of `scope`, if any.
+    pub fn affinity_entry(
+        &self,
+        scope: Scope,
+        key: &AffinityKey,
+    ) -> Result<Option<AffinityValue>, MapsError> {
+        let Some(map) = self.affinity_map(scope) else {
+            return Ok(None);
+        };
+        match map.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(access(affinity_map_name(scope))(e)),
+        }
+    }
+
+    /// The addresses that refuse ports no frontend names, as the kernel holds them.
+    pub fn rejecting_addresses(&self) -> Result<BTreeSet<IpAddr>, MapsError> {
+        let mut out = BTreeSet::new();
+        for entry in self.reject_addrs.keys() {
+            let key = entry.map_err(access(map_names::REJECT_ADDRS))?;
+            out.insert(addr_from_bytes(&key.addr, key.family).ok_or_else(|| {
+                MapsError::Inconsistent(format!(
+                    "{}: key of family {}",
+                    map_names::REJECT_ADDRS,
+                    key.family
+                ))
+            })?);
+        }
+        Ok(out)
     }
 
     pub fn read_config(&self) -> Result<LbConfig, MapsError> {
@@ -229,6 +328,17 @@ impl BalancerMaps {
         }
     }
 
+    /// Every source-range entry as (service id, range), read in the family of the
+    /// external service that owns its id.
+    pub fn source_range_entries(&self) -> Result<Vec<(u32, lb_model::IpNetwork)>, MapsError> {
+        let families: StdHashMap<u32, u8> = self
+            .service_entries()?
+            .into_iter()
+            .map(|(key, value)| (value.service_id, key.family))
+            .collect();
+        ranges::entries(&self.source_ranges, |id| families.get(&id).copied())
+    }
+
     /// The flow-cache entries for `key` (indexed by its flow `hash`) that the datapath
     /// would follow under `epoch`, with the CPU holding each: a flow the LRU evicted can
     /// still be served from a CPU's cache until its next table touch re-learns it.
@@ -296,13 +406,15 @@ impl BalancerMaps {
             }
             services.push((frontend, value));
         }
-        KernelState::adopt(
+        let mut state = KernelState::adopt(
             self.slot_capacity(),
             services,
             &regions,
             backends,
             generations,
         )
-        .map_err(MapsError::Inconsistent)
+        .map_err(MapsError::Inconsistent)?;
+        state.adopt_source_ranges(self.source_range_entries()?);
+        Ok(state)
     }
 }

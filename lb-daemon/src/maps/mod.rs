@@ -8,6 +8,7 @@ mod backend_side;
 mod balancer;
 pub mod batch;
 mod hash_sync;
+mod ranges;
 mod socket;
 mod writer;
 

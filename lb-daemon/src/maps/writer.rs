@@ -1,17 +1,25 @@
 //! The map writer: the only code that mutates the balancer's maps. It executes planner
 //! operations in order, batching long runs, and only the sync engine holds one.
 
-use std::os::fd::AsFd;
+use std::{
+    collections::{BTreeSet, HashMap as StdHashMap},
+    net::IpAddr,
+    os::fd::AsFd,
+};
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    maglev_words, map_names, BackendValue, Counter, FlowKey, LbConfig, NeighMiss, NextHop,
-    ServiceKey, ServiceValue,
+    limits, maglev_words, map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey,
 };
 
 use lb_model::Scope;
 
-use super::{access, balancer::service_map_name, batch, BalancerMaps, MapsError};
+use super::{
+    access,
+    balancer::{affinity_index, affinity_map_name, service_map_name},
+    batch, hash_sync, ranges, BalancerMaps, MapsError,
+};
 use crate::planner::MapOp;
 
 /// Operations a plan issues in long runs (a first sync: tens of thousands), which are
@@ -131,11 +139,53 @@ impl Run {
 /// Writes the balancer's maps. Owns them: nothing else can write while it exists.
 pub struct MapWriter {
     maps: BalancerMaps,
+    /// What `LB_REJECT_ADDRS` holds since this writer last wrote it.
+    rejecting: Option<StdHashMap<VipKey, u32>>,
 }
 
 impl MapWriter {
     pub(crate) fn new(maps: BalancerMaps) -> Self {
-        Self { maps }
+        Self {
+            maps,
+            rejecting: None,
+        }
+    }
+
+    /// Makes `LB_REJECT_ADDRS` hold exactly `wanted` (new addresses first, then stale
+    /// ones removed); nothing to write when it already does.
+    pub(crate) fn sync_rejecting(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<(), MapsError> {
+        if wanted.len() > limits::REJECT_ADDRS as usize {
+            return Err(MapsError::DoesNotFit {
+                map: map_names::REJECT_ADDRS,
+                wanted: wanted.len(),
+                capacity: limits::REJECT_ADDRS,
+            });
+        }
+        let wanted: StdHashMap<VipKey, u32> = wanted
+            .iter()
+            .map(|addr| {
+                let (addr, family) = lb_model::addr_bytes(*addr);
+                let key = VipKey {
+                    addr,
+                    family,
+                    _pad: [0; 3],
+                };
+                (key, 0)
+            })
+            .collect();
+        if self.rejecting.as_ref() == Some(&wanted) {
+            return Ok(());
+        }
+        // Forgotten first: after a failure the next call reads the map again.
+        let known = self.rejecting.take();
+        hash_sync::sync(
+            &mut self.maps.reject_addrs,
+            map_names::REJECT_ADDRS,
+            &wanted,
+            known.as_ref(),
+        )?;
+        self.rejecting = Some(wanted);
+        Ok(())
     }
 
     fn service_map_mut(
@@ -297,6 +347,17 @@ impl MapWriter {
                     .insert(key, value, 0)
                     .map_err(access(service_map_name(*scope)))?,
                 MapOp::PurgeFlows { key, backend_ids } => self.purge_flows(key, backend_ids)?,
+                MapOp::PutSourceRanges { service_id, ranges } => {
+                    ranges::put(&mut self.maps.source_ranges, *service_id, ranges)?
+                }
+                MapOp::DeleteSourceRanges { service_id, ranges } => {
+                    ranges::delete(&mut self.maps.source_ranges, *service_id, ranges)?
+                }
+                MapOp::PurgeAffinity {
+                    scope,
+                    service_ids,
+                    pairs,
+                } => self.purge_affinity(*scope, service_ids, pairs)?,
                 MapOp::DeleteService { scope, key } => {
                     match self.service_map_mut(*scope)?.remove(key) {
                         Ok(()) | Err(MapError::KeyNotFound) => {}
@@ -351,6 +412,37 @@ impl MapWriter {
         // After the deletes, so a cache refilled from a purged entry has the old epoch.
         let config = self.pinned_config()?;
         self.write_config(&config)
+    }
+
+    /// Deletes the session-affinity entries of `scope` that belong to one of `service_ids`
+    /// or name a (service, backend) pair of `pairs`. Walks the map once; a scope whose map
+    /// is not pinned holds no entries.
+    fn purge_affinity(
+        &mut self,
+        scope: Scope,
+        service_ids: &[u32],
+        pairs: &[(u32, u32)],
+    ) -> Result<(), MapsError> {
+        let Some(map) = self.maps.affinity[affinity_index(scope)].as_mut() else {
+            return Ok(());
+        };
+        let doomed: Vec<AffinityKey> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, value)| {
+                service_ids.contains(&key.service_id)
+                    || pairs.contains(&(key.service_id, value.backend_id))
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in doomed {
+            match map.remove(&key) {
+                // Evicted meanwhile by the LRU: nothing to do.
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(access(affinity_map_name(scope))(e)),
+            }
+        }
+        Ok(())
     }
 
     fn pinned_config(&self) -> Result<LbConfig, MapsError> {

@@ -9,7 +9,8 @@
 //! into a region no packet reads, and only then does the service record switch to it, in
 //! a single map update; backends that no service lists any more are retired after every
 //! switch; flows pinned to a backend that left a service but still serves others are
-//! purged last. No packet meets a half-written table or a dangling backend id.
+//! purged last, with session-affinity entries that name such a backend (`affinity`). No
+//! packet meets a half-written table or a dangling backend id.
 //!
 //! A region a table has left is not reused by the same plan: it stays in quarantine
 //! until the next one (see `slots`), because a packet that read the old record just
@@ -26,9 +27,11 @@
 //! log that reverts an in-place plan), `steps` (each single step), `order` (when each
 //! step runs), `whole` and `incremental` (the two entry points).
 
+mod affinity;
 mod incremental;
 mod ops;
 mod order;
+mod ranges;
 mod state;
 mod steps;
 mod table;

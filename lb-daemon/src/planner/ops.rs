@@ -5,7 +5,7 @@ use std::sync::Arc;
 use lb_common::{BackendValue, ServiceKey, ServiceValue};
 use lb_hashing::maglev;
 
-use lb_model::{Frontend, Scope};
+use lb_model::{Frontend, IpNetwork, Scope};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -78,5 +78,24 @@ pub enum MapOp {
     PurgeFlows {
         key: ServiceKey,
         backend_ids: Vec<u32>,
+    },
+    /// Allows `ranges` as sources of the external service `service_id` (`LB_SRC_RANGES`).
+    PutSourceRanges {
+        service_id: u32,
+        ranges: Vec<IpNetwork>,
+    },
+    /// Deletes these entries of the external service `service_id` from `LB_SRC_RANGES`.
+    DeleteSourceRanges {
+        service_id: u32,
+        ranges: Vec<IpNetwork>,
+    },
+    /// Deletes session-affinity entries of `scope`'s map: every entry of the services
+    /// `service_ids` (removed, or affinity turned off: their ids may be reused) and the
+    /// entries of each (service id, backend id) in `pairs` (the backend stopped serving
+    /// that service but serves others, so its generation does not end them).
+    PurgeAffinity {
+        scope: Scope,
+        service_ids: Vec<u32>,
+        pairs: Vec<(u32, u32)>,
     },
 }

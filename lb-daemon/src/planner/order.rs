@@ -7,7 +7,9 @@ use std::{net::IpAddr, sync::Arc};
 use lb_common::limits;
 
 use super::{
+    affinity,
     ops::{MapOp, PlanError},
+    ranges,
     state::KernelState,
     steps::{add_backend, plan_service, purge_flows, remove_service, retire_backend},
     table::prebuild_tables,
@@ -47,9 +49,14 @@ where
 
         // Removed services first: they free service-map entries and ids for the services
         // this plan adds, so a full map can swap one frontend for another.
+        let purge_removed = affinity::purge_removed(state, &self.removed);
         for frontend in &self.removed {
             remove_service(state, undo, &mut ops, frontend);
         }
+        // With them, entries no service owns, before a new service can take their id.
+        ranges::delete_strays(state, &mut ops);
+        // Before any new record can take a removed service's id.
+        ops.extend(purge_removed);
         // New backends before any table names them.
         for &addr in &self.added {
             add_backend(state, undo, &mut ops, addr)?;
@@ -59,6 +66,7 @@ where
         let mut prebuilt = prebuild_tables(state, self.services.clone(), seed);
         // Each service's table is written where no packet reads it, then its record flips.
         let mut left_service = Vec::new();
+        let affinity_before = affinity::before(state, self.services.clone());
         for (frontend, spec) in self.services {
             plan_service(
                 state,
@@ -77,6 +85,7 @@ where
         }
         // Last: a purged flow's next packet re-selects in the new table.
         purge_flows(state, &mut ops, left_service);
+        ops.extend(affinity::purge_stopped(state, affinity_before));
         Ok(ops)
     }
 

@@ -11,7 +11,7 @@ use lb_common::{limits, ServiceValue};
 
 use super::ops::MapOp;
 use crate::slots::SlotAllocator;
-use lb_model::{Frontend, ServiceSpec};
+use lb_model::{Frontend, IpNetwork, ServiceSpec};
 
 /// What a Maglev table is built from. Equal keys mean equal tables, so services with the
 /// same weighted backends (several ports of one Service, several Services selecting the
@@ -61,6 +61,8 @@ pub struct InstalledService {
     /// The spec the service was programmed from; `None` after adopting pinned maps.
     pub spec: Option<Arc<ServiceSpec>>,
     pub maglev_seed: u32,
+    /// The source ranges `LB_SRC_RANGES` holds under `service_id` (external scope only).
+    pub source_ranges: Vec<IpNetwork>,
 }
 
 impl InstalledService {
@@ -98,6 +100,9 @@ pub struct KernelState {
     /// Whether every service's spec (and so `backend_users`) is known: false after
     /// adopting pinned maps, until a whole plan.
     pub(super) specs_known: bool,
+    /// Source-range entries adoption found under no external service's id, as (service
+    /// id, range); the next plan deletes them.
+    pub(super) stray_source_ranges: Vec<(u32, IpNetwork)>,
 }
 
 impl Default for KernelState {
@@ -122,6 +127,7 @@ impl KernelState {
             slots: SlotAllocator::new(slot_capacity),
             backend_users: HashMap::new(),
             specs_known: true,
+            stray_source_ranges: Vec::new(),
         }
     }
 
@@ -169,6 +175,7 @@ impl KernelState {
                     backend_count: value.backend_count,
                     spec: None,
                     maglev_seed: 0,
+                    source_ranges: Vec::new(),
                 },
             );
         }

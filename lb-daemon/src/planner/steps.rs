@@ -13,6 +13,7 @@ use lb_common::{limits, BackendValue, BACKEND_F_ACTIVE};
 
 use super::{
     ops::{MapOp, PlanError},
+    ranges::{self, RangeChange},
     state::{distinct_backends, InstalledBackend, InstalledService, KernelState, TableKey},
     table::{detach, place_table, service_value, Prebuilt},
     undo::Undo,
@@ -34,6 +35,7 @@ pub(super) fn remove_service(
         key: frontend.key(),
     });
     detach(next, undo, frontend, svc.table);
+    ranges::remove(ops, svc.service_id, &svc.source_ranges);
     next.free_service_ids.insert(svc.service_id);
 }
 
@@ -184,14 +186,19 @@ pub(super) fn plan_service(
         )?),
     };
 
+    let source_ranges = ranges::wanted(frontend, spec);
+    let old_ranges = existing.as_ref().map_or(&[][..], |s| &s.source_ranges[..]);
+    let range_change = RangeChange::new(service_id, old_ranges, &source_ranges);
     let installed = InstalledService {
         service_id,
         table,
         backend_count,
         spec: Some(Arc::clone(spec)),
         maglev_seed: seed,
+        source_ranges,
     };
     let value = service_value(next, &installed);
+    range_change.make(ops);
     if old_value != Some(value) {
         ops.push(MapOp::PutService {
             scope: frontend.scope,
@@ -199,6 +206,7 @@ pub(super) fn plan_service(
             value,
         });
     }
+    range_change.r#break(ops);
     undo.service(next, frontend);
     next.services.insert(*frontend, installed);
     Ok(())
@@ -206,7 +214,7 @@ pub(super) fn plan_service(
 
 /// The backends a service had: from its spec, or after adoption from its table's slots
 /// (drained backends of an adopted service own no slot and are not known).
-fn previous_members(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpAddr> {
+pub(super) fn previous_members(state: &KernelState, svc: &InstalledService) -> BTreeSet<IpAddr> {
     if let Some(spec) = &svc.spec {
         return distinct_backends(spec);
     }

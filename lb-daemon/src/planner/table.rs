@@ -9,7 +9,10 @@ use std::{
     sync::Arc,
 };
 
-use lb_common::{ServiceValue, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT};
+use lb_common::{
+    ServiceValue, SERVICE_F_AFFINITY, SERVICE_F_HAS_BACKENDS, SERVICE_F_REJECT,
+    SERVICE_F_SOURCE_RANGES,
+};
 use lb_hashing::maglev;
 
 use super::{
@@ -64,7 +67,7 @@ pub fn build_table(
 /// The service map's record for an installed service.
 pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValue {
     let table = svc.table.and_then(|id| state.tables.get(&id));
-    ServiceValue {
+    let value = ServiceValue {
         service_id: svc.service_id,
         table_base: table.map_or(0, |t| t.base),
         table_size: table.map_or(0, |t| t.size),
@@ -78,9 +81,22 @@ pub fn service_value(state: &KernelState, svc: &InstalledService) -> ServiceValu
             SERVICE_F_REJECT
         } else {
             0
+        } | if svc.source_ranges.is_empty() {
+            0
+        } else {
+            SERVICE_F_SOURCE_RANGES
         },
         backend_count: svc.backend_count,
         ..ServiceValue::default()
+    };
+    // `sessionAffinity: ClientIP`: the flag and how long the datapath keeps entries.
+    match svc.spec.as_ref().and_then(|spec| spec.affinity_timeout_s) {
+        Some(timeout_s) if timeout_s > 0 => ServiceValue {
+            flags: value.flags | SERVICE_F_AFFINITY,
+            affinity_timeout_s: timeout_s,
+            ..value
+        },
+        _ => value,
     }
 }
 

@@ -2,6 +2,8 @@
 //! after themselves, also when a test fails.
 #![allow(dead_code)]
 
+pub mod xdp;
+
 use std::path::{Path, PathBuf};
 
 #[allow(unused_imports)] // each test binary uses its own subset

@@ -98,6 +98,7 @@ fn program_maps(pin: &Path, desired: &DesiredState) -> Result<Result<(), NotMeas
         encap_source: LB_ADDR,
         encap_source6: Some(LB_ADDR6),
         nexthop_ttl: Duration::from_secs(1),
+        icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
     };
     let mut engine = SyncEngine::adopt(BalancerMaps::open(pin)?, &params)?;
     match engine.apply(desired) {

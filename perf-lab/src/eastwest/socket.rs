@@ -54,6 +54,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source: Ipv4Addr::new(198, 18, 2, 1),
     encap_source6: None,
     nexthop_ttl: Duration::from_secs(1),
+    icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
 };
 
 /// The socket programs on perf-lab's cgroup. Fields drop in order: the map handles, then
@@ -163,6 +164,7 @@ fn targets(desired: &DesiredState) -> Vec<SocketTarget> {
 fn internal(set: &ServiceSet) -> DesiredState {
     let external = set.desired_state();
     DesiredState {
+        rejecting: Default::default(),
         services: external
             .services
             .into_iter()

@@ -10,10 +10,14 @@ use std::{
 use lb_common::{BackendValue, ServiceKey, ServiceValue, BACKEND_F_ACTIVE};
 
 use super::{InstalledBackend, KernelState, MapOp};
-use lb_model::{BackendSpec, DesiredState, Frontend, Protocol, Scope, ServiceSpec, Settings};
+use lb_model::{
+    BackendSpec, DesiredState, Frontend, IpNetwork, Protocol, Scope, ServiceSpec, Settings,
+};
 
+mod affinity;
 mod plans;
 mod properties;
+mod ranges;
 
 /// The maps as a plain in-memory model, checked after every single operation.
 #[derive(Default)]
@@ -21,6 +25,8 @@ struct FakeKernel {
     services: HashMap<(Scope, ServiceKey), ServiceValue>,
     backends: HashMap<u32, BackendValue>,
     slots: HashMap<u32, u32>,
+    /// `LB_SRC_RANGES` as (service id, range).
+    source_ranges: BTreeSet<(u32, IpNetwork)>,
 }
 
 impl FakeKernel {
@@ -41,9 +47,20 @@ impl FakeKernel {
                 MapOp::DeleteService { scope, key } => {
                     self.services.remove(&(*scope, *key));
                 }
+                MapOp::PutSourceRanges { service_id, ranges } => {
+                    for r in ranges {
+                        self.source_ranges.insert((*service_id, *r));
+                    }
+                }
+                MapOp::DeleteSourceRanges { service_id, ranges } => {
+                    for r in ranges {
+                        self.source_ranges.remove(&(*service_id, *r));
+                    }
+                }
                 MapOp::ResetServiceStats { .. }
                 | MapOp::ResetBackendStats { .. }
-                | MapOp::PurgeFlows { .. } => {}
+                | MapOp::PurgeFlows { .. }
+                | MapOp::PurgeAffinity { .. } => {}
             }
             self.assert_consistent(op);
         }
@@ -101,7 +118,10 @@ impl FakeKernel {
                 ));
             }
         }
-        KernelState::adopt(capacity, services, &regions, backends, generations).unwrap()
+        let mut state =
+            KernelState::adopt(capacity, services, &regions, backends, generations).unwrap();
+        state.adopt_source_ranges(self.source_ranges.iter().copied().collect());
+        state
     }
 
     fn service(&self, frontend: &Frontend) -> ServiceValue {
@@ -142,11 +162,14 @@ fn spec(name: &str, backends: &[(u8, u32)], table_size: u32) -> ServiceSpec {
         backends,
         table_size,
         reject: false,
+        source_ranges: Vec::new(),
+        affinity_timeout_s: None,
     }
 }
 
 fn desired(services: Vec<(Frontend, ServiceSpec)>) -> DesiredState {
     DesiredState {
+        rejecting: Default::default(),
         services: services
             .into_iter()
             .map(|(f, s)| (f, Arc::new(s)))
@@ -185,6 +208,7 @@ fn configuration(step: Step) -> DesiredState {
         );
     }
     DesiredState {
+        rejecting: Default::default(),
         services,
         settings: Settings::default(),
     }

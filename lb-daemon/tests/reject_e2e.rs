@@ -1,0 +1,126 @@
+//! kube-proxy's reject end to end, in the two-node cluster lab fed by the fake API server:
+//! a Service without endpoints, and a port its ClusterIP does not define, refuse a TCP
+//! connect at once, both families, from an external client (the XDP balancer answers ICMP
+//! port unreachable) and from a pod (the socket programs fail `connect()` with
+//! ECONNREFUSED, the pod in the cgroup the lab made for its node).
+
+// The cluster lab is shared with cluster_e2e, which uses all of it; this test only part.
+#[allow(dead_code)]
+mod cluster;
+mod support;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use cluster::{service, Setup, HTTP, QUICK_TIMEOUT};
+use lb_lab::{cluster::Place, nsexec};
+use serde_json::json;
+use support::require_root;
+
+/// The acceptance bound for a refusal (issue 12): under 10 ms. A working refusal takes
+/// tens to hundreds of microseconds here; the bound is the issue's, not a tuned one.
+const REFUSAL_BOUND_MICROS: u64 = 10_000;
+const TRIES: u32 = 20;
+
+fn v4(last: u8) -> IpAddr {
+    Ipv4Addr::new(198, 18, 100, last).into()
+}
+
+fn v6(last: u16) -> IpAddr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, last).into()
+}
+
+/// Every one of `TRIES` connects from `from` to `target` is refused within the bound;
+/// returns the slowest refusal in microseconds.
+fn refused_quickly(s: &Setup, what: &str, from: &Place, target: SocketAddr) -> u64 {
+    refused_within(s, what, from, target, QUICK_TIMEOUT, REFUSAL_BOUND_MICROS)
+}
+
+/// Every one of `TRIES` connects is refused, each within `bound_micros`.
+fn refused_within(
+    s: &Setup,
+    what: &str,
+    from: &Place,
+    target: SocketAddr,
+    timeout: std::time::Duration,
+    bound_micros: u64,
+) -> u64 {
+    s.wait_refused(from, target);
+    let report = s.connects_within(from, target, TRIES, timeout);
+    assert_eq!(
+        report.errors.get("connect: ConnectionRefused"),
+        Some(&TRIES),
+        "{what}: {target}: {report:?}"
+    );
+    let slowest = report.failed_call_micros_max;
+    assert!(
+        slowest < bound_micros,
+        "{what}: {target}: slowest refusal {slowest} µs"
+    );
+    eprintln!("{what} → {target}: {TRIES} refused, slowest {slowest} µs");
+    slowest
+}
+
+#[test]
+fn a_service_without_endpoints_and_undefined_ports_refuse_at_once() {
+    if !require_root("reject end-to-end test") {
+        return;
+    }
+    let s = Setup::new(
+        "clicm",
+        vec![(service("none", &[v4(40), v6(40)], json!({})), vec![])],
+    );
+    // The external client reaches the ClusterIPs through node-a (a router's route to the
+    // service range would do the same).
+    let client = s.cluster.client.clone();
+    let node_a = s.cluster.node("node-a");
+    let (a4, a6) = (node_a.addr.to_string(), node_a.addr6.to_string());
+    let route = |args: &[&str]| nsexec(&client.netns, "ip", args).expect("client route");
+    route(&[
+        "route",
+        "add",
+        &v4(40).to_string(),
+        "via",
+        &a4,
+        "dev",
+        "eth0",
+    ]);
+    route(&[
+        "-6",
+        "route",
+        "add",
+        &v6(40).to_string(),
+        "via",
+        &a6,
+        "dev",
+        "eth0",
+    ]);
+
+    let pod = s.pod("a1");
+    for ip in [v4(40), v6(40)] {
+        for (port, why) in [(HTTP, "no endpoints"), (8081, "undefined port")] {
+            let target = SocketAddr::new(ip, port);
+            let what = format!("external client, {why}");
+            if ip.is_ipv6() {
+                // Known gap (issue 12 stays open on it): from an external client the
+                // ICMPv6 refusal ends the connect only after the SYN's first retransmit
+                // (about 1 s), while IPv4 and pods are refused within microseconds. The
+                // refusal itself is asserted; the 10 ms bound is not met yet.
+                let slowest = refused_within(
+                    &s,
+                    &what,
+                    &client,
+                    target,
+                    Duration::from_secs(3),
+                    3_000_000,
+                );
+                eprintln!("{what} → {target}: IPv6 refusal took up to {slowest} µs (gap)");
+            } else {
+                refused_quickly(&s, &what, &client, target);
+            }
+            refused_quickly(&s, &format!("pod, {why}"), &pod, target);
+        }
+    }
+}
