@@ -3,6 +3,7 @@
 //! (`main.rs`) parses arguments and dispatches to its commands.
 
 pub mod announce;
+pub mod capacity;
 pub mod config;
 pub mod datapath;
 pub mod edge;
@@ -14,6 +15,7 @@ pub mod kube_mode;
 pub mod loader;
 pub mod maps;
 pub mod objects;
+pub mod pin_guard;
 pub mod planner;
 pub mod slots;
 pub mod sync;
