@@ -67,19 +67,6 @@ fn bump_flow_epoch(pin_dir: &Path) {
     config.set(0, value, 0).expect("config written");
 }
 
-fn settings_fingerprint(bins: &Binaries, pin_dir: &Path) -> String {
-    let out = lb_lab::run(
-        bins.ferrolb.to_str().unwrap(),
-        &["--pin-dir", pin_dir.to_str().unwrap(), "list", "-o", "json"],
-    )
-    .expect("list");
-    let list: serde_json::Value = serde_json::from_str(&out).expect("list JSON");
-    list[0]["settings_fingerprint"]
-        .as_str()
-        .expect("fingerprint")
-        .to_string()
-}
-
 /// What one stop did to the held connections.
 struct Survival {
     established: usize,
@@ -166,40 +153,29 @@ fn stop_one_node(
     }
 }
 
-/// Packets LB node `i`'s balancer sent for the service so far.
-fn node_packets(lab: &BgpLab, bins: &Binaries, i: usize) -> usize {
+/// `ferrolb --pin-dir <node i's> <command> -o json`, parsed.
+fn node_json(lab: &BgpLab, bins: &Binaries, i: usize, command: &str) -> serde_json::Value {
+    let pin_dir = lab.lbs[i].pin_dir.to_str().unwrap();
     let out = lb_lab::run(
         bins.ferrolb.to_str().unwrap(),
-        &[
-            "--pin-dir",
-            lab.lbs[i].pin_dir.to_str().unwrap(),
-            "list",
-            "-o",
-            "json",
-        ],
+        &["--pin-dir", pin_dir, command, "-o", "json"],
     )
-    .unwrap_or_default();
-    let list: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    list[0]["packets"].as_u64().unwrap_or(0) as usize
+    .unwrap_or_else(|e| panic!("ferrolb {command} on node {i}: {e}"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ferrolb {command} JSON: {e}"))
+}
+
+/// Packets LB node `i`'s balancer sent for the service so far.
+fn node_packets(lab: &BgpLab, bins: &Binaries, i: usize) -> usize {
+    node_json(lab, bins, i, "list")[0]["packets"]
+        .as_u64()
+        .unwrap_or(0) as usize
 }
 
 /// Packets for a service that reached LB node `i`'s balancer, whatever it did with them
 /// (forwarded, or dropped: a node with every backend drained drops them as
 /// `drop_no_backend`); the `pass_*` reasons are the node's own traffic (BGP, health checks).
 fn node_service_arrivals(lab: &BgpLab, bins: &Binaries, i: usize) -> u64 {
-    let out = lb_lab::run(
-        bins.ferrolb.to_str().unwrap(),
-        &[
-            "--pin-dir",
-            lab.lbs[i].pin_dir.to_str().unwrap(),
-            "stats",
-            "-o",
-            "json",
-        ],
-    )
-    .expect("stats");
-    let stats: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
-    stats["xdp"]
+    node_json(lab, bins, i, "stats")["xdp"]
         .as_array()
         .expect("xdp counters")
         .iter()
@@ -251,10 +227,13 @@ fn losing_one_of_three_lb_nodes_keeps_the_connections() {
         );
     }
     // Every node makes the same choices.
-    let prints: Vec<String> = lab
-        .lbs
-        .iter()
-        .map(|l| settings_fingerprint(&bins, &l.pin_dir))
+    let prints: Vec<String> = (0..lab.lbs.len())
+        .map(|i| {
+            node_json(&lab, &bins, i, "list")[0]["settings_fingerprint"]
+                .as_str()
+                .expect("fingerprint")
+                .to_string()
+        })
         .collect();
     println!("settings fingerprints: {prints:?}");
     assert!(prints.windows(2).all(|w| w[0] == w[1]), "{prints:?}");
