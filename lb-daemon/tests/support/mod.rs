@@ -2,6 +2,7 @@
 //! after themselves, also when a test fails.
 #![allow(dead_code)]
 
+pub mod flows;
 pub mod xdp;
 
 use std::path::{Path, PathBuf};
