@@ -67,22 +67,47 @@ impl Cluster {
         count: u32,
         timeout: Duration,
     ) -> Result<Summary, LabError> {
+        self.tcp_probe(place, lab_tools, target, count, timeout, &[])
+    }
+
+    /// [`Cluster::connects`] with sockets that ask for ICMP errors (`sock-probe
+    /// --icmp-errors`): an ICMP refusal ends the connect as soon as it arrives, also when
+    /// this kernel's balancer answers while `connect()` still holds the socket.
+    pub fn connects_seeing_icmp_errors(
+        &self,
+        place: &Place,
+        lab_tools: &Path,
+        target: SocketAddr,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<Summary, LabError> {
+        let extra = ["--icmp-errors"];
+        self.tcp_probe(place, lab_tools, target, count, timeout, &extra)
+    }
+
+    fn tcp_probe(
+        &self,
+        place: &Place,
+        lab_tools: &Path,
+        target: SocketAddr,
+        count: u32,
+        timeout: Duration,
+        extra: &[&str],
+    ) -> Result<Summary, LabError> {
         let (target, count) = (target.to_string(), count.to_string());
         let timeout = timeout.as_millis().to_string();
-        self.probe(
-            place,
-            lab_tools,
-            &[
-                "--proto",
-                "tcp",
-                "--target",
-                &target,
-                "--count",
-                &count,
-                "--timeout-ms",
-                &timeout,
-            ],
-        )
+        let mut args = vec![
+            "--proto",
+            "tcp",
+            "--target",
+            &target,
+            "--count",
+            &count,
+            "--timeout-ms",
+            &timeout,
+        ];
+        args.extend_from_slice(extra);
+        self.probe(place, lab_tools, &args)
     }
 
     /// DNS-style UDP queries from `place` to `target`: `sockets` new unconnected sockets

@@ -91,6 +91,8 @@ pub struct Setup {
     pub api: FakeApi,
     pub bins: Binaries,
     work: ScratchDir,
+    /// TCP probes ask for ICMP errors (see `Cluster::connects_seeing_icmp_errors`).
+    pub probes_see_icmp_errors: bool,
 }
 
 impl Setup {
@@ -130,6 +132,7 @@ impl Setup {
             api,
             bins,
             work,
+            probes_see_icmp_errors: false,
         };
         for (svc, endpoints) in services {
             let name = svc["metadata"]["name"].as_str().unwrap().to_string();
@@ -264,9 +267,14 @@ impl Setup {
         count: u32,
         timeout: Duration,
     ) -> Summary {
-        self.cluster
-            .connects(from, &self.bins.lab, target, count, timeout)
-            .unwrap_or_else(|e| panic!("connects to {target}: {e}"))
+        let tools = &self.bins.lab;
+        if self.probes_see_icmp_errors {
+            self.cluster
+                .connects_seeing_icmp_errors(from, tools, target, count, timeout)
+        } else {
+            self.cluster.connects(from, tools, target, count, timeout)
+        }
+        .unwrap_or_else(|e| panic!("connects to {target}: {e}"))
     }
 
     /// DNS-style queries: `sockets` unconnected sockets, `per_socket` datagrams each.
