@@ -78,16 +78,8 @@ fn route_clients_via_node_a(s: &Setup, addresses: &[IpAddr]) {
 
 /// The XDP balancer's counter `reason` on `node` (`ferrolb stats`).
 fn xdp_counter(s: &Setup, node: &str, reason: &str) -> u64 {
-    let pin_dir = s.cluster.node(node).pin_dir.display().to_string();
-    let ferrolb = s.bins.ferrolb.display().to_string();
-    let out = lb_lab::run(&ferrolb, &["--pin-dir", &pin_dir, "stats", "-o", "json"])
-        .expect("ferrolb stats");
-    let stats: Value = serde_json::from_str(&out).expect("stats JSON");
-    stats["xdp"]
-        .as_array()
-        .and_then(|reasons| reasons.iter().find(|r| r["reason"] == reason))
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no xdp counter {reason} in {stats}"))
+    let pin_dir = &s.cluster.node(node).pin_dir;
+    support::datapath_counter(&s.bins.ferrolb, pin_dir, "xdp", reason)
 }
 
 /// `ferrolb explain -o json` on node-a for a TCP connection from `client` to `target`.

@@ -58,7 +58,9 @@ impl Cluster {
     }
 
     /// `count` TCP connections from `place` to `target`, each given `timeout` to connect
-    /// and to answer.
+    /// and to answer. With `icmp_errors` the sockets ask for ICMP errors (`sock-probe
+    /// --icmp-errors`): an ICMP refusal then ends the connect as soon as it arrives, also
+    /// when this kernel's balancer answers while `connect()` still holds the socket.
     pub fn connects(
         &self,
         place: &Place,
@@ -66,33 +68,7 @@ impl Cluster {
         target: SocketAddr,
         count: u32,
         timeout: Duration,
-    ) -> Result<Summary, LabError> {
-        self.tcp_probe(place, lab_tools, target, count, timeout, &[])
-    }
-
-    /// [`Cluster::connects`] with sockets that ask for ICMP errors (`sock-probe
-    /// --icmp-errors`): an ICMP refusal ends the connect as soon as it arrives, also when
-    /// this kernel's balancer answers while `connect()` still holds the socket.
-    pub fn connects_seeing_icmp_errors(
-        &self,
-        place: &Place,
-        lab_tools: &Path,
-        target: SocketAddr,
-        count: u32,
-        timeout: Duration,
-    ) -> Result<Summary, LabError> {
-        let extra = ["--icmp-errors"];
-        self.tcp_probe(place, lab_tools, target, count, timeout, &extra)
-    }
-
-    fn tcp_probe(
-        &self,
-        place: &Place,
-        lab_tools: &Path,
-        target: SocketAddr,
-        count: u32,
-        timeout: Duration,
-        extra: &[&str],
+        icmp_errors: bool,
     ) -> Result<Summary, LabError> {
         let (target, count) = (target.to_string(), count.to_string());
         let timeout = timeout.as_millis().to_string();
@@ -106,7 +82,9 @@ impl Cluster {
             "--timeout-ms",
             &timeout,
         ];
-        args.extend_from_slice(extra);
+        if icmp_errors {
+            args.push("--icmp-errors");
+        }
         self.probe(place, lab_tools, &args)
     }
 

@@ -91,7 +91,7 @@ pub struct Setup {
     pub api: FakeApi,
     pub bins: Binaries,
     work: ScratchDir,
-    /// TCP probes ask for ICMP errors (see `Cluster::connects_seeing_icmp_errors`).
+    /// TCP probes ask for ICMP errors (see `Cluster::connects`).
     pub probes_see_icmp_errors: bool,
 }
 
@@ -267,14 +267,10 @@ impl Setup {
         count: u32,
         timeout: Duration,
     ) -> Summary {
-        let tools = &self.bins.lab;
-        if self.probes_see_icmp_errors {
-            self.cluster
-                .connects_seeing_icmp_errors(from, tools, target, count, timeout)
-        } else {
-            self.cluster.connects(from, tools, target, count, timeout)
-        }
-        .unwrap_or_else(|e| panic!("connects to {target}: {e}"))
+        let icmp_errors = self.probes_see_icmp_errors;
+        self.cluster
+            .connects(from, &self.bins.lab, target, count, timeout, icmp_errors)
+            .unwrap_or_else(|e| panic!("connects to {target}: {e}"))
     }
 
     /// DNS-style queries: `sockets` unconnected sockets, `per_socket` datagrams each.
