@@ -29,7 +29,8 @@ fn v6(last: u16) -> IpAddr {
     Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, last).into()
 }
 
-/// Every one of `TRIES` connects from `from` to `target` is refused within the bound.
+/// Once the daemons refuse, every one of `TRIES` connects from `from` to `target` is
+/// refused within the bound.
 fn refused_quickly(s: &Setup, what: &str, from: &Place, target: SocketAddr) {
     s.wait_refused(from, target);
     let report = s.connects_within(from, target, TRIES, QUICK_TIMEOUT);
@@ -93,11 +94,23 @@ fn a_service_without_endpoints_and_undefined_ports_refuse_at_once() {
     ]);
 
     let pod = s.pod("a1");
+    let pin_a = s.cluster.node("node-a").pin_dir.clone();
+    let answers = |reason| support::datapath_counter(&s.bins.ferrolb, &pin_a, "xdp", reason);
     for ip in [v4(40), v6(40)] {
         for (port, why) in [(HTTP, "no endpoints"), (8081, "undefined port")] {
             let target = SocketAddr::new(ip, port);
+            s.wait_refused(&client, target);
+            let before = answers("rejected_icmp");
             refused_quickly(&s, &format!("external client, {why}"), &client, target);
+            // Every connect met one answer of node-a's balancer: its first SYN's.
+            let answered = answers("rejected_icmp") - before;
+            assert!(
+                answered >= u64::from(TRIES),
+                "{target}: node-a answered {answered} SYNs for {TRIES} refused connects"
+            );
             refused_quickly(&s, &format!("pod, {why}"), &pod, target);
         }
     }
+    let limited = answers("drop_icmp_rate_limited");
+    assert_eq!(limited, 0, "answers suppressed by the rate limit");
 }
