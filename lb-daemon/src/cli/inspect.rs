@@ -193,10 +193,13 @@ fn print_services(services: &[inspect::ServiceView]) {
 
 /// `ferrolb stats`: counters by reason, Prometheus text style or JSON.
 pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
-    let balancer = BalancerMaps::open(pin_dir)
-        .ok()
-        .map(|maps| inspect::reason_counts(&maps))
-        .transpose()?;
+    maps::check_access(pin_dir)?;
+    maps::check_access(&pin_dir.join(map_names::XDP_STATS))?;
+    let balancer = match BalancerMaps::open(pin_dir) {
+        Ok(maps) => Some(inspect::reason_counts(&maps)?),
+        Err(e @ MapsError::PermissionDenied { .. }) => return Err(e.into()),
+        Err(_) => None,
+    };
     let decap = BackendSideMaps::open(pin_dir)
         .ok()
         .map(|maps| maps.counters())
