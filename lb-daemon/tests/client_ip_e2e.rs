@@ -85,7 +85,9 @@ fn xdp_counter(s: &Setup, node: &str, reason: &str) -> u64 {
 /// `ferrolb explain -o json` on node-a for a TCP connection from `client` to `target`.
 fn explain_on_node_a(s: &Setup, client: IpAddr, target: SocketAddr) -> Value {
     let pin_dir = s.cluster.node("node-a").pin_dir.display().to_string();
-    let tuple = format!("tcp {} {target}", at(client, 40_000));
+    // A source port outside the ephemeral range: no probe's flow is in the flow table
+    // (explain would report that flow's pin instead of the affinity entry).
+    let tuple = format!("tcp {} {target}", at(client, 1));
     let ferrolb = s.bins.ferrolb.display().to_string();
     let out = lb_lab::run(
         &ferrolb,
