@@ -13,16 +13,20 @@ use lb_daemon::{
     maps::{self, BackendSideMaps, BalancerMaps, MapsError, SocketMaps},
 };
 
-use super::Output;
+use super::{list_extras::ListExtras, Output};
 
 /// `ferrolb list`.
 pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
     let maps = BalancerMaps::open(pin_dir)?;
     let services = inspect::list_services(&maps)?;
+    let extras = ListExtras::read(pin_dir, &maps)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&services)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&extras.json(&services)?)?
+        );
     } else {
-        print_services(&services);
+        print_services(&services, &extras);
     }
     Ok(())
 }
@@ -156,8 +160,9 @@ fn read_tuples(path: &Path) -> Result<Vec<Tuple>> {
     Ok(out)
 }
 
-fn print_services(services: &[inspect::ServiceView]) {
+fn print_services(services: &[inspect::ServiceView], extras: &ListExtras) {
     let mut out = std::io::stdout().lock();
+    extras.print_header(&mut out);
     if services.is_empty() {
         let _ = writeln!(out, "no services");
     }
@@ -188,6 +193,7 @@ fn print_services(services: &[inspect::ServiceView]) {
                 b.bytes
             );
         }
+        extras.print_service(&mut out, &s.frontend);
     }
 }
 

@@ -2,6 +2,7 @@
 //! does its job and renders its own output.
 
 pub mod inspect;
+pub mod list_extras;
 pub mod setup;
 
 /// How a view is printed.
