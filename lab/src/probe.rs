@@ -203,8 +203,15 @@ pub struct Summary {
     /// The calls of probes that answered, in microseconds (median and slowest).
     pub call_micros_p50: u64,
     pub call_micros_max: u64,
-    /// The slowest call of a probe that failed, in microseconds.
+    /// The calls of probes that failed, in microseconds (median and slowest).
+    pub failed_call_micros_p50: u64,
     pub failed_call_micros_max: u64,
+}
+
+fn median_and_max(mut micros: Vec<u64>) -> (u64, u64) {
+    micros.sort_unstable();
+    let median = micros.get(micros.len() / 2).copied().unwrap_or(0);
+    (median, micros.last().copied().unwrap_or(0))
 }
 
 fn count(map: &mut BTreeMap<String, u32>, key: impl Into<String>) {
@@ -217,7 +224,7 @@ impl Summary {
             probes: probes.len() as u32,
             ..Self::default()
         };
-        let mut calls = Vec::new();
+        let (mut calls, mut failed_calls) = (Vec::new(), Vec::new());
         for p in probes {
             if let Some(peer) = p.peer {
                 count(&mut s.peers, peer.to_string());
@@ -247,13 +254,12 @@ impl Summary {
                         None => p.error.clone().unwrap_or_default(),
                     };
                     count(&mut s.errors, format!("{stage}: {kind}"));
-                    s.failed_call_micros_max = s.failed_call_micros_max.max(p.call_micros);
+                    failed_calls.push(p.call_micros);
                 }
             }
         }
-        calls.sort_unstable();
-        s.call_micros_p50 = calls.get(calls.len() / 2).copied().unwrap_or(0);
-        s.call_micros_max = calls.last().copied().unwrap_or(0);
+        (s.call_micros_p50, s.call_micros_max) = median_and_max(calls);
+        (s.failed_call_micros_p50, s.failed_call_micros_max) = median_and_max(failed_calls);
         s
     }
 }

@@ -138,14 +138,21 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
     s.wait_refused(&a3, empty);
     let refused = s.connects(&a3, empty, 20);
     assert_eq!(refused.errors, only("connect: ConnectionRefused", 20));
+    // The bound (10 ms) for the median; each call far below the SYN's 1 s
+    // retransmission (a single slow call on a shared machine is the scheduler's).
     assert!(
-        refused.failed_call_micros_max < 10_000,
+        refused.failed_call_micros_p50 < 10_000,
+        "refusing took {} µs (median)",
+        refused.failed_call_micros_p50
+    );
+    assert!(
+        refused.failed_call_micros_max < 500_000,
         "refusing took {} µs",
         refused.failed_call_micros_max
     );
     eprintln!(
-        "no endpoints: refused in {} µs at most",
-        refused.failed_call_micros_max
+        "no endpoints: refused in {} µs (median), {} µs at most",
+        refused.failed_call_micros_p50, refused.failed_call_micros_max
     );
 
     // internalTrafficPolicy=Local: this node's endpoints only; none here, nothing.

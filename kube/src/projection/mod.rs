@@ -75,8 +75,6 @@ impl SkipFrontend {
 /// A behaviour kube-proxy has that the programmed frontend lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Unsupported {
-    /// Rule 17.
-    SessionAffinity,
     /// Rule 18: an LB frontend with source ranges is not balanced at the socket (the
     /// source of a `connect()` is unknown there); pods' and host processes' traffic to it
     /// goes to the network unbalanced.
