@@ -50,6 +50,7 @@ pub struct DatapathOptions {
     pub encap_source6: Option<Ipv6Addr>,
     pub nexthop_ttl: Duration,
     pub icmp_limit: crate::sync::IcmpLimit,
+    pub new_flow_budget: crate::sync::NewFlowBudget,
     pub map_sizes: loader::MapSizes,
 }
 
@@ -88,6 +89,7 @@ pub fn install(opts: &DatapathOptions) -> Result<DatapathParams, StartError> {
         encap_source6,
         nexthop_ttl: opts.nexthop_ttl,
         icmp_limit: opts.icmp_limit,
+        new_flow_budget: opts.new_flow_budget,
     })
 }
 

@@ -33,6 +33,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
     icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 const CONFIG: &str = "

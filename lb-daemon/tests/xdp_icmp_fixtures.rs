@@ -47,6 +47,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
     icmp_limit: IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 /// Ports 81 (TCP) and 54 (UDP) have no backends and reject; both VIPs reject ports they

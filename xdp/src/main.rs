@@ -12,6 +12,7 @@ mod lookup;
 mod maps;
 mod nexthop;
 mod parse;
+mod rate;
 mod source_range;
 mod stats;
 mod verdict;
