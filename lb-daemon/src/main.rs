@@ -13,7 +13,11 @@ use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::Output;
 use lb_common::DEFAULT_PIN_DIR;
-use lb_daemon::{datapath::DatapathOptions, file_mode, kube_mode, loader, sync::{IcmpLimit, NewFlowBudget}};
+use lb_daemon::{
+    datapath::DatapathOptions,
+    file_mode, kube_mode, loader,
+    sync::{IcmpLimit, NewFlowBudget},
+};
 use lb_kube::rules::NodeConfig;
 
 #[derive(Parser)]

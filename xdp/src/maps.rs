@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
-    Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, SourceRangeKey, VipKey, XdpReason,
+    Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
+    ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the

@@ -22,6 +22,7 @@ pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
     if output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&services)?);
     } else {
+        super::flow_tables::print_header(&maps, pin_dir, &mut std::io::stdout().lock())?;
         print_services(&services);
     }
     Ok(())
@@ -193,9 +194,10 @@ fn print_services(services: &[inspect::ServiceView]) {
 
 /// `ferrolb stats`: counters by reason, Prometheus text style or JSON.
 pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
-    let balancer = BalancerMaps::open(pin_dir)
-        .ok()
-        .map(|maps| inspect::reason_counts(&maps))
+    let balancer_maps = BalancerMaps::open(pin_dir).ok();
+    let balancer = balancer_maps
+        .as_ref()
+        .map(inspect::reason_counts)
         .transpose()?;
     let decap = BackendSideMaps::open(pin_dir)
         .ok()
@@ -208,9 +210,13 @@ pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
         bail!("nothing installed under {}", pin_dir.display());
     }
     if output == Output::Json {
+        let flow = balancer_maps
+            .as_ref()
+            .map(|maps| super::flow_tables::json(maps, pin_dir))
+            .transpose()?;
         println!(
             "{}",
-            serde_json::json!({ "xdp": balancer, "tc": decap, "sock": sock })
+            serde_json::json!({ "xdp": balancer, "tc": decap, "sock": sock, "flow": flow })
         );
         return Ok(());
     }
@@ -229,6 +235,9 @@ pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
                 r.reason, r.bytes
             );
         }
+    }
+    if let Some(maps) = &balancer_maps {
+        super::flow_tables::print_metrics(maps, pin_dir)?;
     }
     Ok(())
 }

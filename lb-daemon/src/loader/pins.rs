@@ -5,9 +5,9 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
-    BackendValue, Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
-    RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey, SockRevValue,
-    SourceRangeKey, TcReason, VipKey, XdpReason,
+    BackendValue, Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, NeighMiss,
+    NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey,
+    SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -108,10 +108,7 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             sizes::<FlowKey, FlowValue>(map_sizes.udp_flows),
         ),
         (map_names::FLOW_BUDGET, sizes::<u32, u64>(1)),
-        (
-            map_names::FLOW_STATS,
-            sizes::<u32, u64>(FlowEvent::COUNT),
-        ),
+        (map_names::FLOW_STATS, sizes::<u32, u64>(FlowEvent::COUNT)),
         (
             map_names::FLOW_CACHE,
             sizes::<u32, FlowCacheEntry>(limits::FLOW_CACHE_ENTRIES),

@@ -188,9 +188,8 @@ impl BalancerMaps {
             .copied()
             .collect();
         values[0] += n;
-        let values = PerCpuValues::try_from(values).map_err(|e| {
-            MapsError::Inconsistent(format!("{}: {e}", map_names::FLOW_STATS))
-        })?;
+        let values = PerCpuValues::try_from(values)
+            .map_err(|e| MapsError::Inconsistent(format!("{}: {e}", map_names::FLOW_STATS)))?;
         self.flow_stats
             .set(index, values, 0)
             .map_err(access(map_names::FLOW_STATS))

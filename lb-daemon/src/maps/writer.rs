@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    limits, maglev_words, map_names, AffinityKey, BackendValue, Counter, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey,
+    limits, maglev_words, map_names, AffinityKey, BackendValue, Counter, LbConfig, NeighMiss,
+    NextHop, ServiceKey, ServiceValue, VipKey,
 };
 
 use lb_model::Scope;
