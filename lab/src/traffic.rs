@@ -197,16 +197,44 @@ pub struct HeldConnection {
     pub error: Option<String>,
 }
 
+/// The files a `hold` run talks through.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HoldFiles<'a> {
+    /// Written once every connection is up and has been pinged once.
+    pub ready: Option<&'a Path>,
+    /// The run ends when it appears.
+    pub stop: Option<&'a Path>,
+    /// Replaced after every round with a [`HoldProgress`], so a test can tell how many
+    /// connections a step lost while the run goes on.
+    pub progress: Option<&'a Path>,
+}
+
+/// How a `hold` run stands after a round of pings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldProgress {
+    pub round: u64,
+    /// Connections that failed or moved to another backend so far.
+    pub lost: usize,
+}
+
+fn write_progress(path: &Path, progress: &HoldProgress) {
+    let tmp = path.with_extension("tmp");
+    if let Ok(text) = serde_json::to_string(progress) {
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+}
+
 /// Opens one connection per source port and pings each every `interval` until `duration`
-/// passes or `stop_file` appears. Writes `ready_file` once all connections are up.
+/// passes or the stop file appears (see [`HoldFiles`]).
 pub fn hold(
     src: IpAddr,
     target: SocketAddr,
     sports: std::ops::Range<u16>,
     duration: Duration,
     interval: Duration,
-    ready_file: Option<&Path>,
-    stop_file: Option<&Path>,
+    files: HoldFiles<'_>,
 ) -> Vec<HeldConnection> {
     let mut conns: Vec<(HeldConnection, Option<Conn>)> = sports
         .map(|sport| {
@@ -234,6 +262,7 @@ pub fn hold(
         .collect();
     let deadline = Instant::now() + duration;
     let mut first_round = true;
+    let mut round = 0;
     loop {
         for (held, stream) in conns.iter_mut() {
             let Some((s, r)) = stream.as_mut() else {
@@ -255,13 +284,21 @@ pub fn hold(
                 }
             }
         }
+        round += 1;
+        if let Some(path) = files.progress {
+            let lost = conns
+                .iter()
+                .filter(|(h, _)| h.failed > 0 || h.moved)
+                .count();
+            write_progress(path, &HoldProgress { round, lost });
+        }
         if first_round {
             first_round = false;
-            if let Some(ready) = ready_file {
+            if let Some(ready) = files.ready {
                 let _ = std::fs::write(ready, b"ready");
             }
         }
-        if Instant::now() >= deadline || stop_file.is_some_and(Path::exists) {
+        if Instant::now() >= deadline || files.stop.is_some_and(Path::exists) {
             break;
         }
         std::thread::sleep(interval);

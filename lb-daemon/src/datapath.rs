@@ -4,7 +4,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     host::{self, ForwardingError, HostError},
-    loader::{self, Attachment, LoaderError},
+    loader::{self, Attachment, DatapathLock, LoaderError, LockError},
     maps::{BalancerMaps, MapsError},
     sync::{DatapathParams, SyncEngine, SyncError},
 };
@@ -34,6 +34,8 @@ pub enum StartError {
     Forwarding(#[from] ForwardingError),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// How often every backend's next hop is asked to be revalidated.
@@ -52,6 +54,19 @@ pub struct DatapathOptions {
     pub icmp_limit: crate::sync::IcmpLimit,
     pub new_flow_budget: crate::sync::NewFlowBudget,
     pub map_sizes: loader::MapSizes,
+    /// Where the pin directory's and the interface's lock files live.
+    pub lock_dir: PathBuf,
+}
+
+/// Takes the datapath's locks (its pin directory and its interface) for as long as the
+/// returned guard lives; a second daemon is refused with the holder's PID.
+pub fn lock(opts: &DatapathOptions) -> Result<DatapathLock, StartError> {
+    let ifindex = loader::ifindex(&opts.iface)?;
+    Ok(DatapathLock::acquire(
+        &opts.lock_dir,
+        &opts.pin_dir,
+        ifindex,
+    )?)
 }
 
 /// Installs (or adopts) the balancer on the interface and hands its maps to a sync engine
@@ -113,6 +128,39 @@ pub fn adopt(opts: &DatapathOptions, params: &DatapathParams) -> Result<SyncEngi
         }
     }
     Ok(engine)
+}
+
+/// What of the installed balancer is gone, if anything: its interface (or the interface
+/// was re-created under another index), its pinned link or one of the maps the programs
+/// need (`ferrolb cleanup --force`, a removed pin, a deleted interface).
+pub fn vanished(opts: &DatapathOptions, ifindex: u32) -> Option<String> {
+    match loader::ifindex(&opts.iface) {
+        Err(_) => return Some(format!("interface {} is gone", opts.iface)),
+        Ok(now) if now != ifindex => {
+            return Some(format!(
+                "interface {} was re-created (index {ifindex} is now {now})",
+                opts.iface
+            ))
+        }
+        Ok(_) => {}
+    }
+    [
+        loader::XDP_LINK_PIN,
+        lb_common::map_names::SERVICES,
+        lb_common::map_names::BACKENDS,
+        lb_common::map_names::MAGLEV,
+        lb_common::map_names::FLOWS,
+        lb_common::map_names::CONFIG,
+    ]
+    .iter()
+    .map(|name| opts.pin_dir.join(name))
+    .find(|path| !pinned(path))
+    .map(|path| format!("pin {} is gone", path.display()))
+}
+
+fn pinned(path: &Path) -> bool {
+    // Anything but "not found" (a permission problem, say) is not evidence of removal.
+    path.try_exists().unwrap_or(true)
 }
 
 /// The timers and signals every source's loop shares.

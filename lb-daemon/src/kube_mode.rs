@@ -365,7 +365,10 @@ pub async fn run(opts: KubeOptions) -> Result<(), KubeModeError> {
     let client = watch::client(opts.kubeconfig.as_deref())
         .await
         .map_err(KubeModeError::Kube)?;
+    let _lock = datapath::lock(&opts.datapath)?;
+    let new_pins = crate::pin_guard::NewPins::note(&opts.datapath.pin_dir);
     let node = NodeDatapath::start(&opts)?;
+    new_pins.keep();
     let mut source = SourceOptions::new(opts.node.clone());
     source.internal_scope = node.socket.is_some();
     let (mut updates, _source_task) = watch::spawn(client, source, Some(kube_metrics));
@@ -380,12 +383,21 @@ pub async fn run(opts: KubeOptions) -> Result<(), KubeModeError> {
     };
 
     let mut ticks = Ticks::new()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(StartError::Signal)?;
     let mut retry = tokio::time::interval(RETRY);
     let mut latest: Option<Arc<DesiredStateUpdate>> = None;
     loop {
         tokio::select! {
-            _ = ticks.terminate.recv() => break,
-            _ = ticks.interrupt.recv() => break,
+            _ = ticks.terminate.recv() => {
+                info!("SIGTERM received");
+                break;
+            }
+            _ = ticks.interrupt.recv() => {
+                info!("SIGINT received");
+                break;
+            }
+            _ = hangup.recv() => info!("SIGHUP received; kube mode follows the API server, nothing to reload"),
             _ = ticks.neigh.tick() => daemon.node.engine.resolve_neighbour_misses(),
             _ = ticks.refresh.tick() => {
                 if let Some(update) = &latest {

@@ -2,6 +2,7 @@
 //! the loader, host set-up, both daemon modes and the inspection views. The binary
 //! (`main.rs`) parses arguments and dispatches to its commands.
 
+pub mod capacity;
 pub mod config;
 pub mod datapath;
 pub mod file_mode;
@@ -11,6 +12,7 @@ pub mod kube_mode;
 pub mod loader;
 pub mod maps;
 pub mod objects;
+pub mod pin_guard;
 pub mod planner;
 pub mod slots;
 pub mod sync;

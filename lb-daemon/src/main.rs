@@ -30,6 +30,9 @@ struct Cli {
     /// Where maps and links are pinned (one directory per datapath instance).
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// Where daemons keep their lock files (one per pin directory, one per interface).
+    #[arg(long, global = true, default_value = loader::DEFAULT_LOCK_DIR)]
+    lock_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,8 +93,9 @@ struct DatapathArgs {
 }
 
 impl DatapathArgs {
-    fn options(self, pin_dir: PathBuf) -> DatapathOptions {
+    fn options(self, pin_dir: PathBuf, lock_dir: PathBuf) -> DatapathOptions {
         DatapathOptions {
+            lock_dir,
             iface: self.iface,
             pin_dir,
             xdp_mode: match self.xdp_mode {
@@ -209,6 +213,10 @@ enum Command {
         /// How often the config file is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 200)]
         poll_ms: u64,
+        /// How long a changed file must read the same before it is applied, in
+        /// milliseconds (a writer caught half-way is not applied; SIGHUP applies at once).
+        #[arg(long, default_value_t = 500)]
+        settle_ms: u64,
     },
     /// Replace kube-proxy: program Services and EndpointSlices from the Kubernetes API.
     Kube {
@@ -236,8 +244,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Validate a config file without touching the kernel.
-    CheckConfig { config: PathBuf },
+    /// Validate a config file without touching the kernel, including whether it fits the
+    /// maps of a daemon run with these capacities.
+    CheckConfig {
+        config: PathBuf,
+        /// The `--maglev-slots` of the daemon that will run it.
+        #[arg(long, default_value_t = lb_common::limits::MAGLEV_SLOTS)]
+        maglev_slots: u32,
+    },
     /// Services of both scopes (the XDP balancer's, and the socket programs' marked
     /// "(socket)") and their backends, as the kernel maps hold them.
     List {
@@ -265,8 +279,14 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Detach the programs and remove every pin under --pin-dir.
-    Cleanup,
+    /// Detach the programs and remove every pin under --pin-dir. Refused while a daemon
+    /// owns the pin directory.
+    Cleanup {
+        /// Remove the pins even under a running daemon (which re-installs within a second
+        /// unless it is stopped too).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -280,21 +300,24 @@ fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let pin_dir = cli.pin_dir;
+    let lock_dir = cli.lock_dir;
     match cli.command {
         Command::Run {
             datapath,
             config,
             poll_ms,
+            settle_ms,
         } => {
             let opts = file_mode::RunOptions {
-                datapath: datapath.options(pin_dir),
+                datapath: datapath.options(pin_dir, lock_dir),
                 config,
                 poll_interval: Duration::from_millis(poll_ms.max(10)),
+                settle: Duration::from_millis(settle_ms),
             };
             runtime()?.block_on(file_mode::run(opts))?;
         }
         Command::Kube { datapath, node } => {
-            let opts = node.options(datapath.options(pin_dir));
+            let opts = node.options(datapath.options(pin_dir, lock_dir));
             runtime()?.block_on(kube_mode::run(opts))?;
         }
         Command::Backend {
@@ -302,7 +325,10 @@ fn main() -> Result<()> {
             vips,
             translations,
         } => cli::setup::backend(&pin_dir, &iface, &vips, &translations)?,
-        Command::CheckConfig { config } => cli::setup::check_config(&config)?,
+        Command::CheckConfig {
+            config,
+            maglev_slots,
+        } => cli::setup::check_config(&config, maglev_slots)?,
         Command::List { output } => cli::inspect::list(&pin_dir, output)?,
         Command::Stats { output } => cli::inspect::stats(&pin_dir, output)?,
         Command::Explain {
@@ -312,7 +338,7 @@ fn main() -> Result<()> {
             output,
         } => cli::inspect::explain(&pin_dir, tuple, batch.as_deref(), internal, output)?,
         Command::Nat { output } => cli::inspect::nat(&pin_dir, output)?,
-        Command::Cleanup => cli::setup::cleanup(&pin_dir)?,
+        Command::Cleanup { force } => cli::setup::cleanup(&pin_dir, &lock_dir, force)?,
     }
     Ok(())
 }

@@ -378,10 +378,13 @@ fn cleanup_and_lab_teardown_leave_nothing_behind() {
     if !require_root("namespaced end-to-end test") {
         return;
     }
-    let s = Setup::new("clean");
+    let mut s = Setup::new("clean");
     let prefix = s.lab.prefix.clone();
     let pin = s.lab.lb_pin_dir.clone();
     let lb = s.lab.lb.clone();
+    // `cleanup` refuses while a daemon owns the datapath (hardening_e2e proves that and
+    // `--force`); here the daemon has exited, leaving its pins for the next one to adopt.
+    s.lab.stop(s.daemon).expect("daemon was running");
     let out = lb_lab::run(
         s.bins.ferrolb.to_str().unwrap(),
         &["--pin-dir", pin.to_str().unwrap(), "cleanup"],

@@ -195,6 +195,42 @@ pub struct Settings {
     pub max_table_size: u32,
 }
 
+/// Maglev table sizes the automatic policy picks from: every other listed prime from 1021
+/// on, so each class spans a 4x range of backend counts (100 to 400 slots per backend) and
+/// a service's size changes only when its active backend count crosses a class boundary
+/// (10, 40, 163, 655, 2621). The floor, 1021, covers every service of up to 10 backends:
+/// scaling such a service 3 -> 2 -> 3 keeps its table size, so Maglev moves only the flows
+/// of the backend that left. With slots of at most 2 bytes it costs 2 KiB per distinct
+/// backend set (4 KiB while the table is replaced); 10k distinct sets take 20 MiB.
+pub const TABLE_SIZE_CLASSES: &[u32] = &[1021, 4093, 16381, 65521, 262139, 1_048_573];
+
+/// Slots per active backend the policy keeps at least (the Maglev paper's rule of thumb
+/// for small imbalance and disruption).
+pub const SLOTS_PER_BACKEND: usize = 100;
+
+impl Settings {
+    /// The Maglev table size of a service with `active_backends` backends of weight above
+    /// zero: the smallest class with [`SLOTS_PER_BACKEND`] slots for each, at most the
+    /// largest listed size not above `max_table_size`. A function of the configuration
+    /// alone (no history), so every LB node, restarted or joining late, picks the same.
+    pub fn table_size_for(&self, active_backends: usize) -> u32 {
+        let sizes = lb_hashing::maglev::TABLE_SIZES;
+        let cap = sizes
+            .iter()
+            .copied()
+            .rev()
+            .find(|&s| s <= self.max_table_size)
+            .unwrap_or(sizes[0]);
+        let wanted = active_backends.max(1).saturating_mul(SLOTS_PER_BACKEND);
+        TABLE_SIZE_CLASSES
+            .iter()
+            .copied()
+            .find(|&s| s as usize >= wanted)
+            .unwrap_or(cap)
+            .min(cap)
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -302,5 +338,44 @@ mod tests {
             .map(|r| r.to_string())
             .collect();
         assert_eq!(shown, ["10.0.0.1/32", "198.18.0.0/16", "2001:db8::/32"]);
+    }
+
+    #[test]
+    fn table_size_classes_are_listed_primes_four_times_apart() {
+        for pair in TABLE_SIZE_CLASSES.windows(2) {
+            assert!(pair[1] / pair[0] >= 3, "{pair:?}");
+        }
+        for size in TABLE_SIZE_CLASSES {
+            lb_hashing::maglev::validate_table_size(*size).unwrap();
+        }
+    }
+
+    #[test]
+    fn table_size_stays_put_within_a_class_and_respects_the_cap() {
+        let s = Settings::default();
+        for n in 0..=10 {
+            assert_eq!(s.table_size_for(n), 1021, "{n} backends");
+        }
+        assert_eq!(s.table_size_for(11), 4093);
+        assert_eq!(s.table_size_for(40), 4093);
+        assert_eq!(s.table_size_for(41), 16381);
+        assert_eq!(s.table_size_for(164), 65521);
+        // Above the last class within the default cap: the cap.
+        assert_eq!(s.table_size_for(1000), 65537);
+        let small = Settings {
+            max_table_size: 509,
+            ..Settings::default()
+        };
+        assert_eq!(small.table_size_for(3), 509);
+        let tiny = Settings {
+            max_table_size: 10,
+            ..Settings::default()
+        };
+        assert_eq!(tiny.table_size_for(3), 251);
+        let huge = Settings {
+            max_table_size: 1_048_573,
+            ..Settings::default()
+        };
+        assert_eq!(huge.table_size_for(usize::MAX), 1_048_573);
     }
 }

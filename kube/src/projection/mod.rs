@@ -36,7 +36,6 @@ mod projector;
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
-use lb_hashing::maglev;
 use lb_model::{
     BackendSpec, DesiredState, Frontend, Protocol as DpProtocol, Scope, ServiceSpec, Settings,
 };
@@ -325,7 +324,7 @@ fn spec(
         .collect();
     backends.sort_by_key(|b| b.address);
     backends.dedup_by_key(|b| b.address);
-    let table_size = maglev::choose_table_size(backends.len().max(1), settings.max_table_size);
+    let table_size = settings.table_size_for(backends.len());
     Arc::new(ServiceSpec {
         name: name.to_owned(),
         backends,

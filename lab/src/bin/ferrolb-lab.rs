@@ -67,6 +67,9 @@ enum Command {
         ready_file: Option<PathBuf>,
         #[arg(long)]
         stop_file: Option<PathBuf>,
+        /// Replaced after every round with `{"round": N, "lost": K}`.
+        #[arg(long)]
+        progress_file: Option<PathBuf>,
     },
     /// Fresh sockets to a frontend (balanced at the socket): which endpoint answered and
     /// the peer the socket reports, or the error; prints JSON results.
@@ -157,6 +160,7 @@ fn main() -> Result<()> {
             interval_ms,
             ready_file,
             stop_file,
+            progress_file,
         } => {
             let held = traffic::hold(
                 flows.src()?,
@@ -164,8 +168,11 @@ fn main() -> Result<()> {
                 flows.sports()?,
                 Duration::from_millis(max_ms),
                 Duration::from_millis(interval_ms),
-                ready_file.as_deref(),
-                stop_file.as_deref(),
+                traffic::HoldFiles {
+                    ready: ready_file.as_deref(),
+                    stop: stop_file.as_deref(),
+                    progress: progress_file.as_deref(),
+                },
             );
             println!("{}", serde_json::to_string(&held)?);
         }

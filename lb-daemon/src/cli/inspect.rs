@@ -194,7 +194,13 @@ fn print_services(services: &[inspect::ServiceView]) {
 
 /// `ferrolb stats`: counters by reason, Prometheus text style or JSON.
 pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
-    let balancer_maps = BalancerMaps::open(pin_dir).ok();
+    maps::check_access(pin_dir)?;
+    maps::check_access(&pin_dir.join(map_names::XDP_STATS))?;
+    let balancer_maps = match BalancerMaps::open(pin_dir) {
+        Ok(maps) => Some(maps),
+        Err(e @ MapsError::PermissionDenied { .. }) => return Err(e.into()),
+        Err(_) => None,
+    };
     let balancer = balancer_maps
         .as_ref()
         .map(inspect::reason_counts)

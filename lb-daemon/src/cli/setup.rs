@@ -4,7 +4,7 @@
 use std::{net::IpAddr, path::Path};
 
 use anyhow::{bail, Context, Result};
-use lb_daemon::{config, loader, maps::BackendSideMaps};
+use lb_daemon::{capacity, config, loader, maps::BackendSideMaps};
 
 /// `ferrolb backend`: decapsulation for `vips` and translations to local endpoints, pinned.
 pub fn backend(
@@ -29,19 +29,42 @@ pub fn backend(
     Ok(())
 }
 
-/// `ferrolb check-config`: parse and validate without touching the kernel.
-pub fn check_config(path: &Path) -> Result<()> {
+/// `ferrolb check-config`: parse and validate without touching the kernel, and check the
+/// result fits maps with `maglev_slots` slots.
+pub fn check_config(path: &Path, maglev_slots: u32) -> Result<()> {
     let state = config::load(path).with_context(|| format!("{}", path.display()))?;
+    let sizes = loader::MapSizes {
+        maglev_slots,
+        ..loader::MapSizes::default()
+    };
+    let usage = capacity::check(&state, &sizes)
+        .with_context(|| format!("{}: does not fit the maps", path.display()))?;
     println!(
-        "{}: {} services, valid",
+        "{}: {} services, {} backends, {} Maglev tables of {} slots (of {maglev_slots}), valid",
         path.display(),
-        state.services.len()
+        state.services.len(),
+        usage.backends,
+        usage.tables,
+        usage.slots,
     );
     Ok(())
 }
 
-/// `ferrolb cleanup`: detach everything and remove the pins.
-pub fn cleanup(pin_dir: &Path) -> Result<()> {
+/// `ferrolb cleanup`: detach everything and remove the pins; refused while a daemon owns
+/// the pin directory, unless `force`.
+pub fn cleanup(pin_dir: &Path, lock_dir: &Path, force: bool) -> Result<()> {
+    // Held while removing, so no daemon starts on a half-removed directory.
+    let _lock = match loader::DatapathLock::pin_dir(lock_dir, pin_dir) {
+        Ok(lock) => Some(lock),
+        Err(e @ loader::LockError::Held { .. }) if !force => {
+            bail!("{e}; `ferrolb cleanup --force` removes the pins anyway (the daemon then re-installs them unless it is stopped)")
+        }
+        Err(e) if force => {
+            eprintln!("warning: {e}; removing the pins anyway (--force)");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let removed = loader::uninstall(pin_dir)?;
     println!(
         "removed links [{}] and maps [{}] from {}",

@@ -25,8 +25,10 @@ use lb_common::{maglev_words, map_names, program_names};
 use crate::objects;
 
 mod cgroup_link;
+mod lock;
 mod pins;
 mod socket;
+pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
@@ -85,7 +87,8 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LoaderError + '_ 
     }
 }
 
-fn ifindex(iface: &str) -> Result<u32, LoaderError> {
+/// The interface's index in this network namespace.
+pub fn ifindex(iface: &str) -> Result<u32, LoaderError> {
     let c = CString::new(iface).map_err(|_| LoaderError::NoInterface(iface.into()))?;
     // SAFETY: valid C string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };

@@ -56,6 +56,25 @@ pub enum MapsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path}: permission denied (reading the datapath's pinned maps needs root, or \
+         CAP_BPF with access to the pin directory)"
+    )]
+    PermissionDenied { path: PathBuf },
+}
+
+/// Fails with [`MapsError::PermissionDenied`] when `path` cannot be looked at for lack of
+/// permission, so a non-root user is told so instead of "not installed". A path that does
+/// not exist is fine here: whoever opens it reports that.
+pub fn check_access(path: &Path) -> Result<(), MapsError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(MapsError::PermissionDenied {
+                path: path.to_path_buf(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn access(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
@@ -64,9 +83,16 @@ pub(crate) fn access(map: &'static str) -> impl FnOnce(MapError) -> MapsError {
 
 pub(crate) fn open_map(pin_dir: &Path, name: &str) -> Result<Map, MapsError> {
     let path = pin_dir.join(name);
-    let data = MapData::from_pin(&path).map_err(|source| MapsError::Open {
-        path: path.clone(),
-        source,
+    check_access(&path)?;
+    let data = MapData::from_pin(&path).map_err(|source| {
+        // The pin is there but the kernel refused it (no CAP_BPF).
+        if permission_refused(&source) {
+            return MapsError::PermissionDenied { path: path.clone() };
+        }
+        MapsError::Open {
+            path: path.clone(),
+            source,
+        }
     })?;
     Map::from_map_data(data).map_err(|source| MapsError::Open { path, source })
 }
@@ -112,6 +138,19 @@ pub(crate) fn sum_counters(values: &PerCpuValues<Counter>) -> Counter {
 }
 
 pub(crate) use open_typed_impl as open_typed;
+
+fn permission_refused(e: &MapError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES)) {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
+}
 
 pub(crate) fn open_raw(pin_dir: &Path, name: &str) -> Result<MapData, MapsError> {
     MapData::from_pin(pin_dir.join(name)).map_err(|source| MapsError::Open {

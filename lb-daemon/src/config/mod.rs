@@ -1,5 +1,12 @@
 //! The bare-metal configuration file: YAML in, `DesiredState` out, or an error that names
 //! the line or the field at fault. Parsing and validation are pure.
+//!
+//! A file that would remove every service must say so: an empty file, a comments-only file
+//! and a missing or null `services` are errors, and `services: []` needs `allow_empty: true`
+//! beside it. An editor's or a tool's half-done write therefore never reads as "serve
+//! nothing".
+
+mod addresses;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -27,6 +34,11 @@ pub enum ConfigError {
     Syntax(#[from] yaml_serde::Error),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    #[error(
+        "the file holds no YAML document (empty or only comments); to serve no services, \
+         write `services: []` and `allow_empty: true`"
+    )]
+    Empty,
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -41,8 +53,12 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 struct ConfigFile {
     #[serde(default)]
     settings: Option<SettingsFile>,
+    /// Required: a file without it (or with `services:` and nothing under it) is an error.
     #[serde(default)]
-    services: Vec<ServiceFile>,
+    services: Option<Vec<ServiceFile>>,
+    /// Must be true for an empty `services: []` to be applied.
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,11 +119,28 @@ pub fn load(path: &std::path::Path) -> Result<DesiredState, ConfigError> {
 }
 
 pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
+    if !holds_a_document(text) {
+        return Err(ConfigError::Empty);
+    }
     let file: ConfigFile = yaml_serde::from_str(text)?;
     let settings = settings(file.settings)?;
+    let list = file.services.ok_or_else(|| {
+        invalid(
+            "services",
+            "missing or null; list the services (to serve none, write `services: []` and \
+             `allow_empty: true`)",
+        )
+    })?;
+    if list.is_empty() && !file.allow_empty {
+        return Err(invalid(
+            "services",
+            "the list is empty, which would remove every service; add `allow_empty: true` \
+             if that is what you mean",
+        ));
+    }
     let mut services = BTreeMap::new();
     let mut names = BTreeSet::new();
-    for (i, svc) in file.services.into_iter().enumerate() {
+    for (i, svc) in list.into_iter().enumerate() {
         let field = format!("services[{i}]");
         if !names.insert(svc.name.clone()) {
             return Err(invalid(
@@ -123,11 +156,19 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
             ));
         }
     }
+    addresses::check_backends_are_not_vips(&services)?;
     Ok(DesiredState {
         services,
         rejecting: Default::default(),
         settings,
     })
+}
+
+/// Whether `text` has anything but blank lines, comments and YAML's document markers.
+fn holds_a_document(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .any(|line| !(line.is_empty() || line.starts_with('#') || line == "---" || line == "..."))
 }
 
 /// The settings every LB node must agree on, defaults where the file says nothing.
@@ -162,12 +203,7 @@ fn service(
     if svc.port == 0 {
         return Err(invalid(format!("{field}.port"), "must be 1-65535"));
     }
-    if svc.vip.is_unspecified() || svc.vip.is_multicast() || is_broadcast(svc.vip) {
-        return Err(invalid(
-            format!("{field}.vip"),
-            format!("{} cannot be a service address", svc.vip),
-        ));
-    }
+    addresses::check_vip(&format!("{field}.vip"), svc.vip)?;
     let backends = backends(field, &svc)?;
     let source_ranges = source_ranges(field, &svc)?;
     let active = backends.iter().filter(|b| b.weight > 0).count();
@@ -183,8 +219,17 @@ fn service(
             }
             size
         }
-        None => maglev::choose_table_size(active.max(1), settings.max_table_size),
+        None => settings.table_size_for(active),
     };
+    if active > table_size as usize {
+        return Err(invalid(
+            format!("{field}.backends"),
+            format!(
+                "{active} active backends do not fit a Maglev table of {table_size} slots \
+                 (raise settings.max_table_size or set table_size)"
+            ),
+        ));
+    }
     let frontend = Frontend {
         vip: svc.vip,
         port: svc.port,
@@ -271,12 +316,7 @@ fn backends(field: &str, svc: &ServiceFile) -> Result<Vec<BackendSpec>, ConfigEr
                 ),
             ));
         }
-        if be.address.is_unspecified() || be.address.is_multicast() || is_broadcast(be.address) {
-            return Err(invalid(
-                format!("{bfield}.address"),
-                format!("{} cannot be a backend address", be.address),
-            ));
-        }
+        addresses::check_backend(&format!("{bfield}.address"), be.address)?;
         if !seen.insert(be.address) {
             return Err(invalid(
                 format!("{bfield}.address"),
@@ -298,12 +338,8 @@ fn backends(field: &str, svc: &ServiceFile) -> Result<Vec<BackendSpec>, ConfigEr
     Ok(backends)
 }
 
-fn is_broadcast(addr: IpAddr) -> bool {
-    matches!(addr, IpAddr::V4(v4) if v4.is_broadcast())
-}
-
 /// The configuration the demo runs with when none is given.
-pub const DEMO_CONFIG: &str = include_str!("../demo.yaml");
+pub const DEMO_CONFIG: &str = include_str!("../../demo.yaml");
 
 /// Parses `FRONTEND=ENDPOINT:PORT` (`198.18.100.1:80/tcp=198.18.0.11:8080`; IPv6 in
 /// brackets) into a backend-side translation.
@@ -348,209 +384,4 @@ pub fn parse_translation(text: &str) -> Result<LocalTranslation, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn translations_parse_and_bad_ones_say_why() {
-        let t = parse_translation("198.18.100.1:80/tcp=198.18.0.11:8080").unwrap();
-        assert_eq!(t.frontend.to_string(), "198.18.100.1:80/tcp");
-        assert_eq!(t.endpoint, "198.18.0.11".parse::<IpAddr>().unwrap());
-        assert_eq!(t.target_port, 8080);
-        let any = parse_translation("0.0.0.0:30080/udp=198.18.0.11:53").unwrap();
-        assert!(any.frontend.vip.is_unspecified());
-        let v6 = parse_translation("[2001:db8::1]:80/tcp=[2001:db8::11]:8080").unwrap();
-        assert_eq!(v6.target_port, 8080);
-        for (text, says) in [
-            ("198.18.100.1:80/tcp", "FRONTEND=ENDPOINT:PORT"),
-            ("198.18.100.1:80=198.18.0.11:8080", "protocol"),
-            ("198.18.100.1:80/sctp=198.18.0.11:8080", "sctp"),
-            ("198.18.100.1/tcp=198.18.0.11:8080", "frontend"),
-            ("198.18.100.1:80/tcp=198.18.0.11", "endpoint"),
-            ("198.18.100.1:0/tcp=198.18.0.11:80", "port 0"),
-            ("198.18.100.1:80/tcp=198.18.0.11:0", "port 0"),
-            ("198.18.100.1:80/tcp=[2001:db8::11]:80", "family"),
-            ("198.18.100.1:80/tcp=0.0.0.0:80", "real address"),
-            ("198.18.100.1:80/tcp=198.18.0.11:65536", "endpoint"),
-        ] {
-            let err = parse_translation(text).unwrap_err().to_string();
-            assert!(err.contains(says), "{text}: {err}");
-        }
-    }
-
-    const GOOD: &str = "
-services:
-  - name: web
-    vip: 198.18.100.1
-    port: 80
-    protocol: tcp
-    backends:
-      - address: 198.18.0.12
-      - address: 198.18.0.11
-        weight: 3
-  - name: dns
-    vip: 198.18.100.1
-    port: 53
-    protocol: udp
-    table_size: 251
-    backends: []
-";
-
-    #[test]
-    fn parses_services_and_sorts_backends() {
-        let state = parse(GOOD).unwrap();
-        assert_eq!(state.services.len(), 2);
-        let web = state.services.values().find(|s| s.name == "web").unwrap();
-        assert_eq!(web.backends[0].address.to_string(), "198.18.0.11");
-        assert_eq!(web.backends[0].weight, 3);
-        assert_eq!(web.backends[1].weight, 1);
-        assert_eq!(web.table_size, maglev::choose_table_size(2, 65_537));
-        let dns = state.services.values().find(|s| s.name == "dns").unwrap();
-        assert_eq!(dns.table_size, 251);
-        assert!(dns.backends.is_empty());
-    }
-
-    #[test]
-    fn demo_config_is_valid() {
-        let state = parse(DEMO_CONFIG).unwrap();
-        assert!(!state.services.is_empty());
-    }
-
-    fn error_of(text: &str) -> String {
-        parse(text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn syntax_errors_name_the_line() {
-        let msg = error_of("services:\n  - name: a\n    vip: 198.18.0.1\n    port: [\n");
-        assert!(msg.contains("line"), "{msg}");
-    }
-
-    #[test]
-    fn bad_values_name_the_field() {
-        let cases = [
-            ("port: 0", "services[0].port"),
-            ("port: 70000", "port"),
-            ("vip: 300.1.1.1", "vip"),
-            ("protocol: sctp", "protocol"),
-            ("table_size: 1000", "services[0].table_size"),
-            ("colour: blue", "colour"),
-        ];
-        for (line, field) in cases {
-            let key = line.split(':').next().unwrap();
-            let mut fields = vec!["name: a", "vip: 198.18.100.1", "port: 80", "protocol: tcp"];
-            fields.retain(|f| !f.starts_with(key));
-            fields.push(line);
-            let text = format!("services:\n  - {}\n", fields.join("\n    "));
-            let msg = error_of(&text);
-            assert!(msg.contains(field), "{line}: {msg}");
-        }
-    }
-
-    #[test]
-    fn session_affinity_takes_a_timeout_in_kubernetes_range() {
-        let with = |affinity: &str| {
-            format!("services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp{affinity}}}\n")
-        };
-        let timeout = |text: &str| {
-            parse(text)
-                .unwrap()
-                .services
-                .values()
-                .next()
-                .unwrap()
-                .affinity_timeout_s
-        };
-        assert_eq!(timeout(&with("")), None);
-        assert_eq!(timeout(&with(", session_affinity: {}")), Some(10_800));
-        assert_eq!(
-            timeout(&with(", session_affinity: {timeout_seconds: 30}")),
-            Some(30)
-        );
-        for bad in ["0", "86401"] {
-            let msg = error_of(&with(&format!(
-                ", session_affinity: {{timeout_seconds: {bad}}}"
-            )));
-            assert!(
-                msg.contains("services[0].session_affinity.timeout_seconds"),
-                "{msg}"
-            );
-            assert!(msg.contains("outside 1-86400"), "{msg}");
-        }
-        let msg = error_of(&with(", session_affinity: {timeout: 5}"));
-        assert!(msg.contains("timeout"), "{msg}");
-    }
-
-    #[test]
-    fn duplicates_are_rejected() {
-        let dup_backend = "
-services:
-  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, backends: [{address: 198.18.0.1}, {address: 198.18.0.1}]}
-";
-        assert!(error_of(dup_backend).contains("services[0].backends[1].address"));
-        let dup_frontend = "
-services:
-  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp}
-  - {name: b, vip: 198.18.100.1, port: 80, protocol: tcp}
-";
-        assert!(error_of(dup_frontend).contains("already served by service \"a\""));
-        let dup_name = "
-services:
-  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp}
-  - {name: a, vip: 198.18.100.1, port: 81, protocol: tcp}
-";
-        assert!(error_of(dup_name).contains("services[1].name"));
-    }
-
-    #[test]
-    fn source_ranges_parse_and_bad_ones_name_the_entry() {
-        let ok = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
-                  source_ranges: ['198.18.1.0/24', 198.18.0.10/32]}\n";
-        let spec = parse(ok).unwrap().services.into_values().next().unwrap();
-        let shown: Vec<String> = spec.source_ranges.iter().map(|r| r.to_string()).collect();
-        assert_eq!(shown, ["198.18.0.10/32", "198.18.1.0/24"]);
-        for (range, says) in [
-            ("banana", "not ADDRESS/PREFIX-LENGTH"),
-            ("198.18.1.0", "not ADDRESS/PREFIX-LENGTH"),
-            ("198.18.1.0/255.255.255.0", "not ADDRESS/PREFIX-LENGTH"),
-            ("198.18.1.0/33", "not a CIDR"),
-            ("2001:db8::/32", "another address family"),
-            ("198.18.1.7/24", "host bits set; the range is 198.18.1.0/24"),
-        ] {
-            let text = format!(
-                "services:\n  - {{name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
-                 source_ranges: ['198.18.9.0/24', '{range}']}}\n"
-            );
-            let err = error_of(&text);
-            assert!(
-                err.contains("services[0].source_ranges[1]") && err.contains(says),
-                "{range}: {err}"
-            );
-        }
-        let twice = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
-                     source_ranges: ['198.18.9.0/24', '198.18.9.0/24']}\n";
-        assert!(error_of(twice).contains("listed twice"));
-    }
-
-    #[test]
-    fn ipv6_services_parse_and_mixed_families_are_refused_clearly() {
-        let v6 = "
-services:
-  - {name: a, vip: '2001:db8::1', port: 80, protocol: tcp,
-     backends: [{address: '2001:db8::11'}, {address: '2001:db8::12'}]}
-";
-        let state = parse(v6).unwrap();
-        let spec = state.services.values().next().unwrap();
-        assert_eq!(spec.backends.len(), 2);
-        let mixed = "
-services:
-  - {name: a, vip: '2001:db8::1', port: 80, protocol: tcp, backends: [{address: 198.18.0.11}]}
-";
-        let err = error_of(mixed);
-        assert!(
-            err.contains("services[0].backends[0].address")
-                && err.contains("another address family"),
-            "{err}"
-        );
-    }
-}
+mod tests;
