@@ -12,7 +12,7 @@ use std::{
 };
 
 use lb_lab::{traffic::HeldConnection, wait_for, Binaries, Lab, CLIENT_ADDR, VIP};
-use support::{bins, require_root, ScratchDir};
+use support::{bins, replace_file, require_root, tcp_and_udp_config, ScratchDir};
 
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
@@ -24,21 +24,7 @@ const FLOOD: u32 = 300_000;
 const IDLE: Duration = Duration::from_secs(30);
 
 fn config(backends: &[String]) -> String {
-    let list = backends
-        .iter()
-        .map(|b| format!("{{address: {b}}}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "services:\n  - {{name: web, vip: {VIP}, port: {TCP_PORT}, protocol: tcp, backends: [{list}]}}\n  - {{name: dns, vip: {VIP}, port: {UDP_PORT}, protocol: udp, backends: [{list}]}}\n"
-    )
-}
-
-/// Replaces the file in one rename.
-fn write_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    tcp_and_udp_config(backends, TCP_PORT, UDP_PORT)
 }
 
 fn ferrolb_json(bins: &Binaries, pin_dir: &Path, args: &[&str]) -> serde_json::Value {
@@ -145,7 +131,7 @@ fn a_udp_flood_resets_none_of_100_idle_tcp_connections() {
     let config_path = work.0.join("config.yaml");
     let log = work.0.join("daemon.log");
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
-    write_config(&config_path, &config(&addrs[..3]));
+    replace_file(&config_path, &config(&addrs[..3]));
     lab.start_daemon(&bins, &config_path, &log).expect("daemon");
     if let Err(e) = lab.wait_synced(&bins, &[(TCP_PORT, 3), (UDP_PORT, 3)]) {
         panic!("{e}; daemon log:\n{}", log_text());
@@ -211,7 +197,7 @@ fn a_udp_flood_resets_none_of_100_idle_tcp_connections() {
     );
 
     // A fourth backend: Maglev's pick changes for part of the idle flows.
-    write_config(&config_path, &config(&addrs));
+    replace_file(&config_path, &config(&addrs));
     if let Err(e) = lab.wait_synced(&bins, &[(TCP_PORT, 4), (UDP_PORT, 4)]) {
         panic!("{e}; daemon log:\n{}", log_text());
     }

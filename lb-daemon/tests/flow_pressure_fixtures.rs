@@ -29,12 +29,11 @@ const FLOOD: u32 = 300_000;
 /// Idle flows the flood must not evict.
 const IDLE: u16 = 100;
 
-const CONFIG: &str = "
-services:
-  - {name: web, vip: 198.18.100.1, port: 80, protocol: tcp,
-     backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]}
-  - {name: dns, vip: 198.18.100.1, port: 53, protocol: udp,
-     backends: [{address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]}
+/// A TCP service on port 80 and a UDP one on 53, over the same three backends.
+const CONFIG: &str = "services:
+  - {name: web, vip: 198.18.100.1, port: 80, protocol: tcp, backends: &three [
+      {address: 198.18.0.11}, {address: 198.18.0.12}, {address: 198.18.0.13}]}
+  - {name: dns, vip: 198.18.100.1, port: 53, protocol: udp, backends: *three}
 ";
 
 fn params(budget: NewFlowBudget) -> DatapathParams {
