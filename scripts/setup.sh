@@ -7,7 +7,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 need_apt=()
 for pkg in llvm-22-dev libpolly-22-dev iproute2 procps util-linux ethtool nftables iptables conntrack \
-           libzstd-dev zlib1g-dev libelf-dev pkg-config; do
+           libzstd-dev zlib1g-dev libelf-dev pkg-config bird2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || need_apt+=("$pkg")
 done

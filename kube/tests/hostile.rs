@@ -349,10 +349,7 @@ fn projection_programs_same_port_ipv4_frontends_with_weight_one() {
         .map(|b| (b.address, b.weight))
         .collect();
     assert_eq!(backends, [(ip("198.19.0.1"), 1), (ip("198.19.0.2"), 1)]);
-    assert_eq!(
-        spec.table_size,
-        lb_hashing::maglev::choose_table_size(2, 65_537)
-    );
+    assert_eq!(spec.table_size, Settings::default().table_size_for(2));
     assert_eq!(report.programmed, 1);
     assert!(report.skipped.is_empty());
 }

@@ -81,7 +81,7 @@ fn rule_14_internal_scope_cluster_ip_local_policy_uses_this_nodes_endpoints() {
     assert_eq!(backends(internal), [ip("198.19.0.1")]);
     assert_eq!(
         internal.table_size,
-        lb_hashing::maglev::choose_table_size(1, Settings::default().max_table_size),
+        Settings::default().table_size_for(1),
         "the table size policy of the external scope"
     );
 }

@@ -2,6 +2,7 @@
 //! addresses from 198.18.0.0/15. Everything it creates carries its prefix and is removed on
 //! drop, also when a test panics; leftovers of a crashed run are removed at the next start.
 
+pub mod bgp;
 pub mod cgroup;
 pub mod cluster;
 pub mod nft;

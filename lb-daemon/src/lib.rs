@@ -2,10 +2,13 @@
 //! the loader, host set-up, both daemon modes and the inspection views. The binary
 //! (`main.rs`) parses arguments and dispatches to its commands.
 
+pub mod announce;
 pub mod capacity;
 pub mod config;
 pub mod datapath;
+pub mod edge;
 pub mod file_mode;
+pub mod health;
 pub mod host;
 pub mod inspect;
 pub mod kube_mode;

@@ -196,6 +196,28 @@ impl KubeArgs {
     }
 }
 
+/// Config-file mode at the network's edge: VIP announcement and metrics.
+#[derive(clap::Args)]
+struct EdgeArgs {
+    /// Announce each VIP this node can serve as a blackhole host route (proto 201) in this
+    /// routing table, for a routing daemon to export over BGP (docs/bgp.md); withdrawn
+    /// when its last backend fails, when the datapath goes and on exit.
+    #[arg(long, value_name = "TABLE", value_parser = clap::value_parser!(u32).range(1..=0xffff_fffe))]
+    announce_table: Option<u32>,
+    /// Serve Prometheus metrics (health checks) on this address.
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
+}
+
+impl EdgeArgs {
+    fn options(self) -> lb_daemon::edge::EdgeOptions {
+        lb_daemon::edge::EdgeOptions {
+            announce_table: self.announce_table,
+            metrics_addr: self.metrics_address,
+        }
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -217,6 +239,8 @@ enum Command {
         /// milliseconds (a writer caught half-way is not applied; SIGHUP applies at once).
         #[arg(long, default_value_t = 500)]
         settle_ms: u64,
+        #[command(flatten)]
+        edge: EdgeArgs,
     },
     /// Replace kube-proxy: program Services and EndpointSlices from the Kubernetes API.
     Kube {
@@ -307,12 +331,14 @@ fn main() -> Result<()> {
             config,
             poll_ms,
             settle_ms,
+            edge,
         } => {
             let opts = file_mode::RunOptions {
                 datapath: datapath.options(pin_dir, lock_dir),
                 config,
                 poll_interval: Duration::from_millis(poll_ms.max(10)),
                 settle: Duration::from_millis(settle_ms),
+                edge: edge.options(),
             };
             runtime()?.block_on(file_mode::run(opts))?;
         }

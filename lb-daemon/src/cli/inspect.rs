@@ -13,17 +13,21 @@ use lb_daemon::{
     maps::{self, BackendSideMaps, BalancerMaps, MapsError, SocketMaps},
 };
 
-use super::Output;
+use super::{list_extras::ListExtras, Output};
 
 /// `ferrolb list`.
 pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
     let maps = BalancerMaps::open(pin_dir)?;
     let services = inspect::list_services(&maps)?;
+    let extras = ListExtras::read(pin_dir, &maps)?;
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&services)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&extras.json(&services)?)?
+        );
     } else {
         super::flow_tables::print_header(&maps, pin_dir, &mut std::io::stdout().lock())?;
-        print_services(&services);
+        print_services(&services, &extras);
     }
     Ok(())
 }
@@ -157,8 +161,9 @@ fn read_tuples(path: &Path) -> Result<Vec<Tuple>> {
     Ok(out)
 }
 
-fn print_services(services: &[inspect::ServiceView]) {
+fn print_services(services: &[inspect::ServiceView], extras: &ListExtras) {
     let mut out = std::io::stdout().lock();
+    extras.print_header(&mut out);
     if services.is_empty() {
         let _ = writeln!(out, "no services");
     }
@@ -189,6 +194,7 @@ fn print_services(services: &[inspect::ServiceView]) {
                 b.bytes
             );
         }
+        extras.print_service(&mut out, &s.frontend);
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod flow_tables;
 pub mod inspect;
+pub mod list_extras;
 pub mod setup;
 
 /// How a view is printed.

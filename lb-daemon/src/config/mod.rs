@@ -17,6 +17,7 @@ use std::{
 use lb_hashing::maglev;
 use serde::Deserialize;
 
+use crate::health::{self, HealthChecks};
 use lb_model::{
     BackendSpec, DesiredState, Frontend, IpNetwork, LocalTranslation, Protocol, Scope, ServiceSpec,
     Settings, DEFAULT_AFFINITY_TIMEOUT_S, MAX_AFFINITY_TIMEOUT_S,
@@ -80,6 +81,9 @@ struct ServiceFile {
     table_size: Option<u32>,
     #[serde(default)]
     backends: Vec<BackendFile>,
+    /// Active health checks of the backends (`crate::health`).
+    #[serde(default)]
+    health: Option<health::HealthFile>,
     /// Only these sources may open flows (`loadBalancerSourceRanges`); none: everybody.
     #[serde(default)]
     source_ranges: Vec<String>,
@@ -119,6 +123,11 @@ pub fn load(path: &std::path::Path) -> Result<DesiredState, ConfigError> {
 }
 
 pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
+    parse_with_health(text).map(|(desired, _)| desired)
+}
+
+/// [`parse`], with the services' health checks by frontend.
+pub fn parse_with_health(text: &str) -> Result<(DesiredState, HealthChecks), ConfigError> {
     if !holds_a_document(text) {
         return Err(ConfigError::Empty);
     }
@@ -139,8 +148,9 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
         ));
     }
     let mut services = BTreeMap::new();
+    let mut checks = HealthChecks::new();
     let mut names = BTreeSet::new();
-    for (i, svc) in list.into_iter().enumerate() {
+    for (i, mut svc) in list.into_iter().enumerate() {
         let field = format!("services[{i}]");
         if !names.insert(svc.name.clone()) {
             return Err(invalid(
@@ -148,7 +158,13 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
                 format!("service name {:?} is used twice", svc.name),
             ));
         }
+        let health = svc.health.take();
         let (frontend, spec) = service(&field, svc, &settings)?;
+        if let Some(h) = health {
+            let check = health::config::validate(&format!("{field}.health"), h, frontend.port)
+                .map_err(|e| invalid(e.field, e.message))?;
+            checks.insert(frontend, check);
+        }
         if let Some(other) = services.insert(frontend, Arc::new(spec)) {
             return Err(invalid(
                 field.clone(),
@@ -157,11 +173,14 @@ pub fn parse(text: &str) -> Result<DesiredState, ConfigError> {
         }
     }
     addresses::check_backends_are_not_vips(&services)?;
-    Ok(DesiredState {
-        services,
-        rejecting: Default::default(),
-        settings,
-    })
+    Ok((
+        DesiredState {
+            services,
+            rejecting: Default::default(),
+            settings,
+        },
+        checks,
+    ))
 }
 
 /// Whether `text` has anything but blank lines, comments and YAML's document markers.

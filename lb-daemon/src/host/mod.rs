@@ -4,6 +4,7 @@
 //!   answers "forwarding disabled".
 //! - [`addresses`]: the interface's addresses, the outer source of IPIP and IP6IP6.
 //! - [`routes`]: the kernel's main routing table, to find the next hop towards a backend.
+//! - [`announce`]: the routes that announce VIPs to a routing daemon (BGP scale-out).
 //! - [`neighbours`]: neighbour resolution on request. The XDP program reads next hops with
 //!   `bpf_fib_lookup`, which only reports a neighbour the kernel already knows, so the
 //!   daemon asks the kernel to resolve one without sending any packet of its own.
@@ -13,6 +14,7 @@
 //! every call is a few round trips to the kernel.
 
 mod addresses;
+mod announce;
 mod forwarding;
 mod neighbours;
 mod netlink;
@@ -21,6 +23,7 @@ mod routes;
 use std::{io, net::IpAddr};
 
 pub use addresses::{interface_ipv4, interface_ipv6};
+pub use announce::{announce, announced, interface_up, withdraw, ANNOUNCE_PROTO};
 pub use forwarding::{ensure_forwarding, ForwardingError};
 pub use neighbours::{request_resolution, warm};
 pub use routes::{next_hop, route_for, Route};

@@ -5,6 +5,7 @@
 //! actually meet.
 
 mod explain;
+pub mod fingerprint;
 pub mod socket;
 mod source_ranges;
 
