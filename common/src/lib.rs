@@ -52,6 +52,8 @@ pub mod map_names {
     /// still encapsulated, to this node's own stack, whose backend side decapsulates,
     /// translates and routes them to the pod, instead of sending them to the pod's veth.
     pub const LOCAL_ENDPOINTS: &str = "LB_LOCAL_EPS";
+    /// Fragmented datagrams whose first fragment the balancer sent (LRU).
+    pub const FRAGMENTS: &str = "LB_FRAGMENTS";
     /// Every external service's `loadBalancerSourceRanges`: an LPM trie keyed by
     /// (service id, source address) (see [`SourceRangeKey`](super::SourceRangeKey)).
     pub const SOURCE_RANGES: &str = "LB_SRC_RANGES";
@@ -109,6 +111,9 @@ pub mod limits {
     /// Sockets whose peer the socket programs rewrote (LRU).
     pub const SOCK_REVNATS: u32 = 131_072;
     pub const LOCAL_ENDPOINTS: u32 = 65_536;
+    /// Datagrams in flight in fragments whose backend is remembered (LRU); a datagram's
+    /// fragments arrive within milliseconds, so a few thousand cover a busy node.
+    pub const FRAGMENTS: u32 = 8_192;
     /// Source ranges of all services together (LPM trie entries, allocated on insert).
     pub const SOURCE_RANGES: u32 = 65_536;
     /// (service, client) pairs with session affinity, per scope (LRU).
@@ -357,10 +362,50 @@ pub struct LbConfig {
     pub new_flow_rate_per_s: u32,
     /// Entries a CPU may write back to back before `new_flow_rate_per_s` applies.
     pub new_flow_burst: u32,
+    /// VLAN ids whose tagged frames are balanced besides untagged ones (see
+    /// [`VlanList`]); empty by default, so a tagged frame is passed untouched.
+    pub allowed_vlans: VlanList,
     /// Zero; keeps the value a whole number of 8-byte words.
     pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 56);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 72);
+
+/// Most VLAN ids the datapath balances tagged frames of.
+pub const MAX_ALLOWED_VLANS: usize = 8;
+
+/// VLAN ids (1..=4094) whose tagged frames are balanced; unused entries are 0, which is
+/// no VLAN id (a VID 0 tag only carries a priority and counts as untagged).
+pub type VlanList = [u16; MAX_ALLOWED_VLANS];
+
+/// Key of the fragment table: one fragmented datagram, as IPv4 (source, destination,
+/// protocol, identification) and IPv6 (source, destination, fragment header
+/// identification; the upper-layer protocol is the fragment header's next header) name
+/// it for reassembly.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragmentKey {
+    pub src: Addr,
+    pub dst: Addr,
+    /// IPv4: the 16-bit identification widened; IPv6: the 32-bit one. Network order
+    /// bytes, as on the wire, in the low-address bytes.
+    pub id_be: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FragmentKey>() == 40);
+
+/// Where a datagram's first fragment went, so the fragments after it follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragmentValue {
+    pub backend_id: u32,
+    pub backend_generation: u32,
+    /// The service the first fragment was counted for.
+    pub service_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FragmentValue>() == 16);
 
 /// The datapath forwards only when this flag is set, so a half-configured LB passes
 /// traffic rather than sending it with a zero source address.
@@ -555,6 +600,8 @@ mod pod {
         LbConfig,
         Counter,
         VipKey,
+        FragmentKey,
+        FragmentValue,
         BackendNatKey,
         BackendNatValue,
         RevNatKey,

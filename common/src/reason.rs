@@ -46,8 +46,10 @@ reasons! {
         PassNotIp = 2 => "pass_not_ip",
         /// IPv4 TCP/UDP whose (destination, port, protocol) is no service.
         PassNotService = 3 => "pass_not_service",
-        /// IPv4 fragment or IPv6 fragment header: without ports it cannot be mapped to a
-        /// flow consistently.
+        /// A fragment that is not the first of its datagram, whose first fragment this
+        /// node did not balance (not seen yet, or forgotten): without ports it cannot be
+        /// mapped to a flow. First fragments are balanced like whole packets, and the
+        /// fragments following them go to the same backend (xdp/src/fragment.rs).
         PassFragment = 4 => "pass_fragment",
         /// Neither TCP nor UDP (for IPv6: as the first next header; extension headers
         /// other than fragments are passed here too).
@@ -85,6 +87,9 @@ reasons! {
         ForwardedIcmpError = 19 => "forwarded_icmp_error",
         /// The source is outside the service's `loadBalancerSourceRanges`.
         DropSourceRange = 20 => "drop_source_range",
+        /// An 802.1Q/802.1ad-tagged frame whose VLAN is not one the datapath balances
+        /// (by default none: only untagged frames are); passed untouched.
+        PassVlan = 21 => "pass_vlan",
     }
 }
 

@@ -126,6 +126,7 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
         new_flow_burst: params.new_flow_budget.burst.max(1),
         _pad: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
+        allowed_vlans: settings.allowed_vlans,
     }
 }
 
@@ -157,6 +158,7 @@ impl SyncEngine {
         };
         let settings = Settings {
             flow_hash_seed: current.flow_hash_seed,
+            allowed_vlans: current.allowed_vlans,
             ..Settings::default()
         };
         engine.write_config(&settings)?;
@@ -169,6 +171,7 @@ impl SyncEngine {
         self.params = params.copied();
         let settings = Settings {
             flow_hash_seed: self.lb_config.flow_hash_seed,
+            allowed_vlans: self.lb_config.allowed_vlans,
             ..Settings::default()
         };
         self.write_config(&settings)

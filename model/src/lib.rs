@@ -193,6 +193,9 @@ pub struct Settings {
     pub maglev_seed: u32,
     /// Largest Maglev table the automatic size policy picks.
     pub max_table_size: u32,
+    /// VLAN ids whose tagged frames the balancer serves besides untagged ones; unused
+    /// entries 0. Empty by default: tagged frames are passed untouched.
+    pub allowed_vlans: lb_common::VlanList,
 }
 
 /// Maglev table sizes the automatic policy picks from: every other listed prime from 1021
@@ -237,6 +240,7 @@ impl Default for Settings {
             flow_hash_seed: 0x5eed_f10e,
             maglev_seed: lb_hashing::maglev::DEFAULT_SEED,
             max_table_size: 65_537,
+            allowed_vlans: [0; lb_common::MAX_ALLOWED_VLANS],
         }
     }
 }

@@ -12,47 +12,83 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, encap, flow, icmp, lookup, nexthop, parse, source_range, stats,
+    affinity, encap, flow, fragment, icmp, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
+    vlan,
 };
 
 // Each family's path is a BPF subprogram of its own: inlined together their stack frames
 // add up past the 512-byte limit. `len` is the frame's length as received, the figure
-// every counter records.
+// every counter records; `tag` the VLAN tag `vlan::admit` took off, put back on what
+// returns to the VLAN.
 #[inline(never)]
-pub fn v4(ctx: &XdpContext, len: u64) -> u32 {
-    verdict::finish(try_v4(ctx, len), len)
+pub fn v4(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+    verdict::finish(vlan::restore(ctx, tag, try_v4(ctx, len)), len)
 }
 
 #[inline(never)]
-pub fn v6(ctx: &XdpContext, len: u64) -> u32 {
-    verdict::finish(try_v6(ctx, len), len)
+pub fn v6(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+    verdict::finish(vlan::restore(ctx, tag, try_v6(ctx, len)), len)
+}
+
+/// Where a packet goes: the service it is counted for and the backend it is sent to.
+struct Pick {
+    service_id: u32,
+    backend_id: u32,
+    backend: BackendValue,
+}
+
+/// A later fragment (no ports) follows its datagram's first fragment, if this node sent
+/// that one (see `fragment`).
+#[inline(always)]
+fn followed(entry: Option<(u32, u32, BackendValue)>) -> Result<Pick, XdpReason> {
+    let (service_id, backend_id, backend) = entry.ok_or(XdpReason::PassFragment)?;
+    Ok(Pick {
+        service_id,
+        backend_id,
+        backend,
+    })
 }
 
 #[inline(always)]
 fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let (pkt, icmp_error) = icmp::parse_v4(ctx)?;
-    let flow_key = flow::key(&pkt);
-    let Some(service) = lookup::service(&flow_key) else {
-        return icmp::no_service(ctx, &flow_key, icmp_error);
-    };
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
-    let picked = select(&flow_key, &service, pkt.opening, hash, config, || {
-        flow_key.client_hash_v4(config.flow_hash_seed)
-    });
-    let (backend_id, backend) = match picked {
-        Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
-            return icmp::reject_v4(ctx)
+    let frag_key = fragment::key_v4(pkt.saddr, pkt.daddr, pkt.proto, pkt.id_be);
+    let (pick, config) = if pkt.role == parse::Role::Later {
+        let pick = followed(fragment::follow(&frag_key))?;
+        (pick, lookup::config().ok_or(XdpReason::PassNotReady)?)
+    } else {
+        let flow_key = flow::key(&pkt);
+        let Some(service) = lookup::service(&flow_key) else {
+            return icmp::no_service(ctx, &flow_key, icmp_error);
+        };
+        let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
+        let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
+        let picked = select(&flow_key, &service, pkt.opening, hash, config, || {
+            flow_key.client_hash_v4(config.flow_hash_seed)
+        });
+        let (backend_id, backend) = match picked {
+            Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
+                return icmp::reject_v4(ctx)
+            }
+            picked => picked?,
+        };
+        if pkt.role == parse::Role::First {
+            fragment::remember(&frag_key, service.service_id, backend_id, &backend);
         }
-        picked => picked?,
+        let pick = Pick {
+            service_id: service.service_id,
+            backend_id,
+            backend,
+        };
+        (pick, config)
     };
-    let hop = next_hop(ctx, backend_id, &backend, config)?;
+    let hop = next_hop(ctx, pick.backend_id, &pick.backend, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hop.mtu) {
         return icmp::too_big_v4(ctx, &pkt, hop.mtu, icmp_error);
     }
-    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &backend)?;
-    let forward = sent(ctx, &service, backend_id, &hop, len);
+    encap::ipip(ctx, &pkt, &hop, config.encap_src_v4, &pick.backend)?;
+    let forward = sent(ctx, pick.service_id, pick.backend_id, &hop, len);
     Ok(icmp::forwarded(forward, icmp_error))
 }
 
@@ -60,35 +96,62 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
 fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let (pkt, icmp_error) = icmp::parse_v6(ctx)?;
     let flow_key = &pkt.flow;
-    let Some(service) = lookup::service(flow_key) else {
-        return icmp::no_service(ctx, flow_key, icmp_error);
-    };
-    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    if config.flags & CONFIG_F_V6_READY == 0 {
-        return Err(XdpReason::PassNotReady);
-    }
-    let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
-    let picked = select(flow_key, &service, pkt.opening, hash, config, || {
-        flow_key.client_hash_v6(config.flow_hash_seed)
-    });
-    let (backend_id, backend) = match picked {
-        Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
-            return icmp::reject_v6(ctx)
+    let (pick, config) = if pkt.role == parse::Role::Later {
+        let pick = followed(fragment::follow_v6(flow_key, pkt.frag_id_be))?;
+        (pick, config_v6()?)
+    } else {
+        let Some(service) = lookup::service(flow_key) else {
+            return icmp::no_service(ctx, flow_key, icmp_error);
+        };
+        let config = config_v6()?;
+        let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
+        let picked = select(flow_key, &service, pkt.opening, hash, config, || {
+            flow_key.client_hash_v6(config.flow_hash_seed)
+        });
+        let (backend_id, backend) = match picked {
+            Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
+                return icmp::reject_v6(ctx)
+            }
+            picked => picked?,
+        };
+        if pkt.role == parse::Role::First {
+            fragment::remember_v6(
+                flow_key,
+                pkt.frag_id_be,
+                service.service_id,
+                backend_id,
+                &backend,
+            );
         }
-        picked => picked?,
+        let pick = Pick {
+            service_id: service.service_id,
+            backend_id,
+            backend,
+        };
+        (pick, config)
     };
     // The daemon never mixes families in a service; a slot that does is not followed.
-    if backend.family != FAMILY_V6 {
+    if pick.backend.family != FAMILY_V6 {
         return Err(XdpReason::DropBackendMissing);
     }
-    let hop = next_hop(ctx, backend_id, &backend, config)?;
+    let hop = next_hop(ctx, pick.backend_id, &pick.backend, config)?;
     let outer = u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD;
     if outer > u32::from(hop.mtu) {
         return icmp::too_big_v6(ctx, hop.mtu, icmp_error);
     }
-    encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &backend)?;
-    let forward = sent(ctx, &service, backend_id, &hop, len);
+    encap::ip6ip6(ctx, &pkt, &hop, &config.encap_src_v6, &pick.backend)?;
+    let forward = sent(ctx, pick.service_id, pick.backend_id, &hop, len);
     Ok(icmp::forwarded(forward, icmp_error))
+}
+
+/// The configuration, if it forwards IPv6.
+#[inline(always)]
+fn config_v6() -> Result<&'static LbConfig, XdpReason> {
+    let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
+    if config.flags & CONFIG_F_V6_READY == 0 {
+        return Err(XdpReason::PassNotReady);
+    }
+    Ok(config)
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
@@ -162,14 +225,8 @@ fn next_hop(
 
 /// Counts the packet for its service and backend, then sends it.
 #[inline(always)]
-fn sent(
-    ctx: &XdpContext,
-    service: &ServiceValue,
-    backend_id: u32,
-    hop: &NextHop,
-    len: u64,
-) -> Forward {
-    stats::count_service(service.service_id, len);
+fn sent(ctx: &XdpContext, service_id: u32, backend_id: u32, hop: &NextHop, len: u64) -> Forward {
+    stats::count_service(service_id, len);
     stats::count_backend(backend_id, len);
     verdict::transmit(ctx, hop)
 }

@@ -7,6 +7,7 @@ mod affinity;
 mod balance;
 mod encap;
 mod flow;
+mod fragment;
 mod icmp;
 mod lookup;
 mod maps;
@@ -16,6 +17,7 @@ mod rate;
 mod source_range;
 mod stats;
 mod verdict;
+mod vlan;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 use lb_common::{
@@ -26,11 +28,15 @@ use lb_common::{
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
+    let tag = match vlan::admit(&ctx) {
+        Ok(tag) => tag,
+        Err(reason) => return verdict::finish(Err(reason), len),
+    };
     match parse::ether_type(&ctx) {
-        Ok(ETH_P_IP) => balance::v4(&ctx, len),
-        Ok(ETH_P_IPV6) => balance::v6(&ctx, len),
-        Ok(_) => verdict::finish(Err(XdpReason::PassNotIp), len),
-        Err(reason) => verdict::finish(Err(reason), len),
+        Ok(ETH_P_IP) => balance::v4(&ctx, len, tag),
+        Ok(ETH_P_IPV6) => balance::v6(&ctx, len, tag),
+        Ok(_) => verdict::finish(vlan::restore(&ctx, tag, Err(XdpReason::PassNotIp)), len),
+        Err(reason) => verdict::finish(vlan::restore(&ctx, tag, Err(reason)), len),
     }
 }
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
-    Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop,
-    ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
+    Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -90,6 +90,10 @@ pub static SOCK_TARGETS: HashMap<BackendNatKey, BackendNatValue> =
 pub static LOCAL_ENDPOINTS: HashMap<VipKey, u32> =
     HashMap::pinned(limits::LOCAL_ENDPOINTS, BPF_F_NO_PREALLOC);
 
+/// Fragmented datagrams whose first fragment was balanced: their later fragments follow it.
+#[map(name = "LB_FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FragmentKey, FragmentValue> =
+    LruHashMap::pinned(limits::FRAGMENTS, 0);
 /// Every external service's source ranges (`source_range`); the trie is allocated per
 /// entry (aya adds `BPF_F_NO_PREALLOC`, which the kernel requires).
 #[map(name = "LB_SRC_RANGES")]

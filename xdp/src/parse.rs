@@ -1,12 +1,14 @@
 //! Header parsing. Every read is bounds-checked against `data_end` first, which is also
 //! what the verifier demands.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_load_bytes, programs::XdpContext};
 pub use lb_common::wire::ETH_HLEN;
 use lb_common::{
     wire::{IPV4_HLEN as IPV4_MIN_HLEN, IPV6_HLEN},
     Addr, FlowKey, XdpReason, FAMILY_V6, PROTO_TCP, PROTO_UDP,
 };
+
+pub use crate::fragment::Role;
 
 const TCP_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
@@ -14,8 +16,13 @@ const UDP_HLEN: usize = 8;
 const TCP_FLAGS_OFF: usize = 13;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
-/// More-fragments flag and fragment offset, in host order.
-const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+/// Fragment offset (in 8-byte units) and more-fragments flag, in host order.
+pub const IP_OFFSET_MASK: u16 = 0x1fff;
+pub const IP_MF: u16 = 0x2000;
+/// The IPv6 fragment header: offset in its top 13 bits, the M flag in bit 0.
+const IPV6_FRAG_HLEN: usize = 8;
+const IPV6_FRAG_OFFSET_MASK: u16 = 0xfff8;
+const IPV6_FRAG_M: u16 = 1;
 pub const IP_DF: u16 = 0x4000;
 
 #[repr(C)]
@@ -52,8 +59,8 @@ pub struct Ipv6Hdr {
 }
 const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IPV6_HLEN);
 
-/// IPv6 next header of a fragment header: no ports in this packet for a non-first
-/// fragment, and a first fragment's belong to a flow its followers cannot be mapped to.
+/// IPv6 next header of a fragment header (only right after the fixed header is one
+/// parsed; behind other extension headers the packet is passed as another protocol).
 const IPV6_NEXTHDR_FRAGMENT: u8 = 44;
 
 /// What the rest of the program needs to know about a packet to a possible service.
@@ -72,6 +79,8 @@ pub struct Ipv4Packet {
     pub dont_fragment: bool,
     /// See [`opens_connection`].
     pub opening: bool,
+    /// Whole, or which fragment; a later fragment has no ports (zero here).
+    pub role: Role,
 }
 
 /// A pointer to a `T` at `offset` bytes into the packet, if the packet is long enough.
@@ -95,6 +104,11 @@ pub struct Ipv6Packet {
     pub payload_len: u16,
     /// See [`opens_connection`].
     pub opening: bool,
+    /// Whole, or which fragment; a later fragment has no ports (zero in `flow`), and
+    /// `flow.proto` is its fragment header's next header.
+    pub role: Role,
+    /// The fragment header's identification, as on the wire (0 when whole).
+    pub frag_id_be: u32,
 }
 
 /// The frame's ethertype, host order.
@@ -125,11 +139,27 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         return Err(XdpReason::DropMalformedIp);
     }
     let frag_off = u16::from_be(ip.frag_off_be);
-    if frag_off & IP_MF_OFFSET_MASK != 0 {
-        return Err(XdpReason::PassFragment);
+    let mut pkt = Ipv4Packet {
+        saddr: ip.saddr,
+        daddr: ip.daddr,
+        sport_be: 0,
+        dport_be: 0,
+        proto: ip.protocol,
+        tos: ip.tos,
+        id_be: ip.id_be,
+        tot_len,
+        dont_fragment: frag_off & IP_DF != 0,
+        opening: false,
+        role: Role::Whole,
+    };
+    if frag_off & IP_OFFSET_MASK != 0 {
+        pkt.role = Role::Later;
+        return Ok(pkt);
     }
-    let proto = ip.protocol;
-    let l4_len = match proto {
+    if frag_off & IP_MF != 0 {
+        pkt.role = Role::First;
+    }
+    let l4_len = match pkt.proto {
         PROTO_TCP => TCP_HLEN,
         PROTO_UDP => UDP_HLEN,
         _ => return Err(XdpReason::PassOtherProtocol),
@@ -142,23 +172,15 @@ pub fn parse_ipv4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
     let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
     // SAFETY: ptr_at checked the bounds.
     let ports = unsafe { *ports };
-    let opening = opens_connection(ctx, proto, l4_off)?;
-    Ok(Ipv4Packet {
-        saddr: ip.saddr,
-        daddr: ip.daddr,
-        sport_be: ports[0],
-        dport_be: ports[1],
-        proto,
-        tos: ip.tos,
-        id_be: ip.id_be,
-        tot_len,
-        dont_fragment: frag_off & IP_DF != 0,
-        opening,
-    })
+    pkt.sport_be = ports[0];
+    pkt.dport_be = ports[1];
+    pkt.opening = opens_connection(ctx, pkt.proto, l4_off)?;
+    Ok(pkt)
 }
 
 /// Parses an IPv6 frame (the caller checked the ethertype). Only TCP or UDP right after
-/// the fixed header is balanced; extension headers are left to the stack.
+/// the fixed header, or after a fragment header right after it, is balanced; other
+/// extension headers are left to the stack.
 #[inline(always)]
 pub fn parse_ipv6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
     let ip: *const Ipv6Hdr = ptr_at(ctx, ETH_HLEN).ok_or(XdpReason::DropMalformedIp)?;
@@ -171,35 +193,92 @@ pub fn parse_ipv6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
     if ctx.data() + ETH_HLEN + IPV6_HLEN + usize::from(payload_len) > ctx.data_end() {
         return Err(XdpReason::DropMalformedIp);
     }
-    let proto = ip.nexthdr;
-    let l4_len = match proto {
-        PROTO_TCP => TCP_HLEN,
-        PROTO_UDP => UDP_HLEN,
-        IPV6_NEXTHDR_FRAGMENT => return Err(XdpReason::PassFragment),
-        _ => return Err(XdpReason::PassOtherProtocol),
-    };
-    let l4_off = ETH_HLEN + IPV6_HLEN;
-    if ctx.data() + l4_off + l4_len > ctx.data_end() || usize::from(payload_len) < l4_len {
-        return Err(XdpReason::DropMalformedL4);
-    }
-    let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
-    // SAFETY: ptr_at checked the bounds.
-    let ports = unsafe { *ports };
-    let opening = opens_connection(ctx, proto, l4_off)?;
-    Ok(Ipv6Packet {
+    let mut pkt = Ipv6Packet {
         flow: FlowKey {
             src: ip.saddr,
             dst: ip.daddr,
-            sport_be: ports[0],
-            dport_be: ports[1],
-            proto,
+            sport_be: 0,
+            dport_be: 0,
+            proto: ip.nexthdr,
             family: FAMILY_V6,
             _pad: [0; 2],
         },
         vtc_flow: ip.vtc_flow,
         payload_len,
-        opening,
-    })
+        opening: false,
+        role: Role::Whole,
+        frag_id_be: 0,
+    };
+    let mut l4_off = ETH_HLEN + IPV6_HLEN;
+    // Bytes of the payload before the transport header.
+    let mut ext_len = 0;
+    if pkt.flow.proto == IPV6_NEXTHDR_FRAGMENT {
+        if usize::from(payload_len) < IPV6_FRAG_HLEN {
+            return Err(XdpReason::DropMalformedIp);
+        }
+        let (next_header, offset_m, id_be) =
+            ipv6_fragment_header(ctx).ok_or(XdpReason::DropMalformedIp)?;
+        pkt.flow.proto = next_header;
+        pkt.frag_id_be = id_be;
+        if offset_m & IPV6_FRAG_OFFSET_MASK != 0 {
+            pkt.role = Role::Later;
+            return Ok(pkt);
+        }
+        if offset_m & IPV6_FRAG_M != 0 {
+            pkt.role = Role::First;
+        }
+        l4_off += IPV6_FRAG_HLEN;
+        ext_len = IPV6_FRAG_HLEN;
+    }
+    let l4_len = match pkt.flow.proto {
+        PROTO_TCP => TCP_HLEN,
+        PROTO_UDP => UDP_HLEN,
+        _ => return Err(XdpReason::PassOtherProtocol),
+    };
+    if ctx.data() + l4_off + l4_len > ctx.data_end() || usize::from(payload_len) < ext_len + l4_len
+    {
+        return Err(XdpReason::DropMalformedL4);
+    }
+    let ports: *const [u16; 2] = ptr_at(ctx, l4_off).ok_or(XdpReason::DropMalformedL4)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ports = unsafe { *ports };
+    pkt.flow.sport_be = ports[0];
+    pkt.flow.dport_be = ports[1];
+    pkt.opening = opens_connection(ctx, pkt.flow.proto, l4_off)?;
+    Ok(pkt)
+}
+
+/// The fragment header right after the fixed IPv6 header: next header, offset and M
+/// flag (host order), identification (wire order).
+///
+/// Copied out with `bpf_xdp_load_bytes` rather than read through a packet pointer: the
+/// compiler proves a direct read's bounds check redundant (the payload, checked to lie
+/// within the frame, holds at least these 8 bytes) and drops it, and the verifier, which
+/// cannot follow that proof, would refuse the read.
+#[inline(always)]
+fn ipv6_fragment_header(ctx: &XdpContext) -> Option<(u8, u16, u32)> {
+    let mut header = [0u16; 4];
+    // SAFETY: the helper copies at most 8 bytes into our 8-byte buffer and fails, without
+    // writing, when the packet is shorter.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            (ETH_HLEN + IPV6_HLEN) as u32,
+            header.as_mut_ptr().cast(),
+            IPV6_FRAG_HLEN as u32,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let [next_header, _reserved] = header[0].to_ne_bytes();
+    let [i0, i1] = header[2].to_ne_bytes();
+    let [i2, i3] = header[3].to_ne_bytes();
+    Some((
+        next_header,
+        u16::from_be(header[1]),
+        u32::from_ne_bytes([i0, i1, i2, i3]),
+    ))
 }
 
 /// Whether the packet opens a TCP connection: SYN set, ACK clear (a client's SYN; a

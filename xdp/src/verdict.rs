@@ -32,13 +32,14 @@ pub fn finish(outcome: Result<Forward, XdpReason>, len: u64) -> u32 {
 /// The action of a packet the balancer does not forward: the stack gets what is not
 /// ours to balance, the rest is dropped.
 #[inline(always)]
-fn action_for(reason: XdpReason) -> u32 {
+pub fn action_for(reason: XdpReason) -> u32 {
     match reason {
         XdpReason::PassNotIp
         | XdpReason::PassNotService
         | XdpReason::PassFragment
         | XdpReason::PassOtherProtocol
-        | XdpReason::PassNotReady => xdp_action::XDP_PASS,
+        | XdpReason::PassNotReady
+        | XdpReason::PassVlan => xdp_action::XDP_PASS,
         _ => xdp_action::XDP_DROP,
     }
 }

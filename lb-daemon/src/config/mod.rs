@@ -68,6 +68,9 @@ struct SettingsFile {
     flow_hash_seed: Option<u32>,
     maglev_seed: Option<u32>,
     max_table_size: Option<u32>,
+    /// VLAN ids whose tagged frames are balanced besides untagged ones.
+    #[serde(default)]
+    vlans: Vec<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,7 +210,35 @@ fn settings(file: Option<SettingsFile>) -> Result<Settings, ConfigError> {
             .map_err(|e| invalid("settings.max_table_size", e.to_string()))?;
         settings.max_table_size = size;
     }
+    settings.allowed_vlans = allowed_vlans(&s.vlans)?;
     Ok(settings)
+}
+
+/// `settings.vlans`: distinct ids 1..=4094, at most `MAX_ALLOWED_VLANS` of them.
+fn allowed_vlans(vlans: &[u16]) -> Result<lb_common::VlanList, ConfigError> {
+    let mut list = [0; lb_common::MAX_ALLOWED_VLANS];
+    if vlans.len() > list.len() {
+        return Err(invalid(
+            "settings.vlans",
+            format!("at most {} VLAN ids, got {}", list.len(), vlans.len()),
+        ));
+    }
+    for (i, &vid) in vlans.iter().enumerate() {
+        if !(1..=4094).contains(&vid) {
+            return Err(invalid(
+                format!("settings.vlans[{i}]"),
+                format!("VLAN id {vid} is outside 1..=4094"),
+            ));
+        }
+        if vlans[..i].contains(&vid) {
+            return Err(invalid(
+                format!("settings.vlans[{i}]"),
+                format!("VLAN id {vid} is listed twice"),
+            ));
+        }
+        list[i] = vid;
+    }
+    Ok(list)
 }
 
 /// One service entry (at `field`), validated.

@@ -5,9 +5,9 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
-    BackendValue, Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, NeighMiss,
-    NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey,
-    SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
+    BackendValue, Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, FragmentKey,
+    FragmentValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
+    SockReason, SockRevKey, SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -168,6 +168,10 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             sizes::<u32, Counter>(SockReason::COUNT),
         ),
         (
+            map_names::FRAGMENTS,
+            sizes::<FragmentKey, FragmentValue>(limits::FRAGMENTS),
+        ),
+        (
             map_names::SOURCE_RANGES,
             sizes::<aya::maps::lpm_trie::Key<SourceRangeKey>, u32>(limits::SOURCE_RANGES),
         ),
@@ -208,6 +212,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::SOCK_TARGETS,
     // Written from the backend side's translations; read by the balancer's next-hop step.
     map_names::LOCAL_ENDPOINTS,
+    map_names::FRAGMENTS,
     map_names::SOURCE_RANGES,
     // Read by the balancer and by the socket programs after a service-map miss.
     map_names::REJECT_ADDRS,

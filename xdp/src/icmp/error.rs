@@ -14,7 +14,9 @@ use lb_common::{
 };
 
 use super::answer::ICMP_HLEN;
-use crate::parse::{ptr_at, Ipv4Hdr, Ipv4Packet, Ipv6Hdr, Ipv6Packet, ETH_HLEN, IP_DF};
+use crate::parse::{
+    ptr_at, Ipv4Hdr, Ipv4Packet, Ipv6Hdr, Ipv6Packet, Role, ETH_HLEN, IP_DF, IP_MF, IP_OFFSET_MASK,
+};
 
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_TIME_EXCEEDED: u8 = 11;
@@ -34,7 +36,10 @@ pub fn flow_v4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
     let ip: *const Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok_or(other)?;
     // SAFETY: bounds-checked by ptr_at.
     let ip = unsafe { &*ip };
-    if ip.protocol != IPPROTO_ICMP {
+    let frag_off = u16::from_be(ip.frag_off_be);
+    // A fragmented error (the first fragment reaches here; later ones follow the fragment
+    // table by protocol and find nothing) is no error about a flow.
+    if ip.protocol != IPPROTO_ICMP || frag_off & (IP_MF | IP_OFFSET_MASK) != 0 {
         return Err(other);
     }
     let icmp_off = ETH_HLEN + usize::from(ip.version_ihl & 0x0f) * 4;
@@ -57,7 +62,6 @@ pub fn flow_v4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         ptr_at(ctx, quoted_off + quoted_hlen).ok_or(XdpReason::DropMalformedL4)?;
     // SAFETY: bounds-checked by ptr_at.
     let ports = unsafe { *ports };
-    let frag_off = u16::from_be(ip.frag_off_be);
     Ok(Ipv4Packet {
         saddr: quoted.daddr,
         daddr: quoted.saddr,
@@ -69,6 +73,7 @@ pub fn flow_v4(ctx: &XdpContext) -> Result<Ipv4Packet, XdpReason> {
         tot_len: u16::from_be(ip.tot_len_be),
         dont_fragment: frag_off & IP_DF != 0,
         opening: true,
+        role: Role::Whole,
     })
 }
 
@@ -112,6 +117,8 @@ pub fn flow_v6(ctx: &XdpContext) -> Result<Ipv6Packet, XdpReason> {
         vtc_flow: ip.vtc_flow,
         payload_len: u16::from_be(ip.payload_len_be),
         opening: true,
+        role: Role::Whole,
+        frag_id_be: 0,
     })
 }
 
