@@ -79,7 +79,7 @@ fn transport(rng: &mut Rng, proto: u8, sport: u16, dport: u16, dst: &[u8]) -> Ve
         6 => {
             t.extend_from_slice(&sport.to_be_bytes());
             t.extend_from_slice(&dport.to_be_bytes());
-            t.extend_from_slice(&(rng.next() as u64).to_be_bytes());
+            t.extend_from_slice(&rng.next().to_be_bytes());
             t.push(0x50);
             t.push(rng.below(256) as u8);
             t.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
