@@ -6,13 +6,16 @@
 //! ```text
 //!                    switch namespace: br0 (198.18.1.0/24, 2001:db8:1::/64)
 //!          ┌───────────────────┬─────────┴─────────┬───────────────────┐
-//!       client .100       node A .1 (eth0)      node B .2 (eth0)
+//!    clients .100 .101    node A .1 (eth0)      node B .2 (eth0)
 //!                        198.18.10.0/24         198.18.11.0/24
 //!                        2001:db8:a::/64        2001:db8:b::/64
 //!                         va1 va2 va3            vb1 vb2 vb3   (routed veths)
 //!                          │   │   │              │   │   │
 //!                         pods a1 a2 a3          pods b1 b2 b3
 //! ```
+//!
+//! The second client (.101, `2001:db8:1::101`) is another source outside the cluster, for
+//! what depends on the client's address (source ranges, session affinity).
 //!
 //! A pod has its /32 (/128) on its eth0 and a default route to its node (198.18.1x.1 on
 //! every host-side veth, fe80::1 for IPv6), as routed CNIs do; each node routes the other
@@ -39,6 +42,8 @@ use crate::{
 
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 100);
 pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
+pub const CLIENT2_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 101);
+pub const CLIENT2_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x101);
 /// The pods' gateway on IPv6: the link-local address of every host-side pod veth.
 pub const POD_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// Room for the balancer's outer IPv4 (IPv6) header on paths the client sends through it.
@@ -121,6 +126,8 @@ pub struct Cluster {
     pub switch: String,
     /// The external client: on the fabric, in no lab cgroup.
     pub client: Place,
+    /// A second external client, like the first.
+    pub client2: Place,
     pub nodes: Vec<ClusterNode>,
     pass_pin_dir: PathBuf,
     children: Processes,
@@ -152,6 +159,10 @@ impl Cluster {
             switch: format!("{prefix}-sw"),
             client: Place {
                 netns: format!("{prefix}-cl"),
+                cgroup: None,
+            },
+            client2: Place {
+                netns: format!("{prefix}-c2"),
                 cgroup: None,
             },
             nodes,
@@ -227,7 +238,7 @@ impl Cluster {
         dirs
     }
 
-    /// The switch port of a namespace on the fabric (`pna`, `pnb`, `pcl`).
+    /// The switch port of a namespace on the fabric (`pna`, `pnb`, `pcl`, `pc2`).
     fn switch_port(netns: &str) -> String {
         let role = netns.rsplit('-').next().unwrap_or(netns);
         format!("p{role}")

@@ -9,10 +9,12 @@ use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
+    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Probe {
@@ -39,13 +41,63 @@ impl Probe {
 
 /// `count` TCP connections to `target`, one socket each: connect, `getpeername`, one
 /// ping, the endpoint's name, close; `timeout` for the connect and for the answer.
-pub fn tcp(target: SocketAddr, count: u32, timeout: Duration) -> Vec<Probe> {
-    (0..count).map(|_| tcp_one(target, timeout)).collect()
+/// `icmp_errors`: see [`connect`].
+pub fn tcp(target: SocketAddr, count: u32, timeout: Duration, icmp_errors: bool) -> Vec<Probe> {
+    (0..count)
+        .map(|_| tcp_one(target, timeout, icmp_errors))
+        .collect()
 }
 
-fn tcp_one(target: SocketAddr, timeout: Duration) -> Probe {
+/// A connected stream, within `timeout`. With `icmp_errors` the socket asks for ICMP errors
+/// on its error queue (`IP_RECVERR` / `IPV6_RECVERR`) before connecting.
+///
+/// Why a lab needs that: a balancer in the same kernel answers a SYN while the client's
+/// `connect()` still holds its socket (the whole path runs in the softirq that the SYN's
+/// transmission triggers), and TCP then keeps a port unreachable only as a soft error
+/// (`TcpExtLockDroppedIcmps`). IPv4 queues the error on the socket anyway, which wakes the
+/// connect at once; IPv6 queues it only with `IPV6_RECVERR`, so without it the connect ends
+/// at the SYN's first retransmission (1 s), whose answer finds the socket free. Across a
+/// real network the answer arrives after `connect()` returned, and either family is
+/// refused at once.
+pub fn connect(
+    target: SocketAddr,
+    timeout: Duration,
+    icmp_errors: bool,
+) -> std::io::Result<TcpStream> {
+    if !icmp_errors {
+        return TcpStream::connect_timeout(&target, timeout);
+    }
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    let (level, name) = if target.is_ipv4() {
+        (libc::IPPROTO_IP, libc::IP_RECVERR)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and an int option of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    socket.connect_timeout(&target.into(), timeout)?;
+    Ok(socket.into())
+}
+
+fn tcp_one(target: SocketAddr, timeout: Duration, icmp_errors: bool) -> Probe {
     let started = Instant::now();
-    let connected = TcpStream::connect_timeout(&target, timeout);
+    let connected = connect(target, timeout, icmp_errors);
     let mut probe = Probe {
         call_micros: started.elapsed().as_micros() as u64,
         ..Probe::default()

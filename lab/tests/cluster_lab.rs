@@ -26,7 +26,14 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 fn assert_reaches(cluster: &Cluster, from: &Place, to: IpAddr, seen_as: IpAddr) {
     let tools = Path::new(LAB_TOOLS);
     let tcp = cluster
-        .connects(from, tools, SocketAddr::new(to, TCP_PORT), 2, TIMEOUT)
+        .connects(
+            from,
+            tools,
+            SocketAddr::new(to, TCP_PORT),
+            2,
+            TIMEOUT,
+            false,
+        )
         .expect("connects");
     assert_eq!(tcp.answered, 2, "{} → {to}: {tcp:?}", from.netns);
     assert_eq!(tcp.backends.get("b2"), Some(&2), "{tcp:?}");
@@ -89,6 +96,7 @@ fn cluster_lab_routes_pods_across_nodes_and_places_processes_in_node_cgroups() {
             SocketAddr::new(b2.addr.into(), TCP_PORT),
             1,
             Duration::from_millis(300),
+            false,
         )
         .expect("client connects");
     assert_eq!(refused.answered, 0, "{refused:?}");

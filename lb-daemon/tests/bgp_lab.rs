@@ -12,8 +12,6 @@ mod support;
 
 use std::{path::Path, time::Duration};
 
-use aya::maps::{Array, HashMap, Map, MapData};
-use lb_common::{map_names, FlowKey, FlowValue, LbConfig};
 use lb_lab::{
     bgp::{BgpLab, CLIENT, PORT, VIP},
     traffic::HeldConnection,
@@ -36,35 +34,6 @@ fn bird_available() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// Empties a node's flow state: its flow table, and its per-CPU flow caches (retired by
-/// bumping the config's flow epoch, which the caches' entries must match, before and
-/// after the flush so no cached entry outlives it); returns how many table entries it
-/// held.
-fn flush_flows(pin_dir: &Path) -> usize {
-    bump_flow_epoch(pin_dir);
-    let data = MapData::from_pin(pin_dir.join(map_names::FLOWS)).expect("pinned flow table");
-    let map = Map::from_map_data(data).expect("flow table");
-    let mut flows: HashMap<MapData, FlowKey, FlowValue> = map.try_into().expect("flow table");
-    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
-    for key in &keys {
-        // An entry the LRU evicted meanwhile is gone anyway.
-        let _ = flows.remove(key);
-    }
-    bump_flow_epoch(pin_dir);
-    keys.len()
-}
-
-/// Retires every flow-cache entry of a node (the datapath follows one only while its
-/// epoch is the config's).
-fn bump_flow_epoch(pin_dir: &Path) {
-    let data = MapData::from_pin(pin_dir.join(map_names::CONFIG)).expect("pinned config");
-    let map = Map::from_map_data(data).expect("config map");
-    let mut config: Array<MapData, LbConfig> = map.try_into().expect("config array");
-    let mut value = config.get(&0, 0).expect("config");
-    value.flow_epoch = value.flow_epoch.wrapping_add(1);
-    config.set(0, value, 0).expect("config written");
 }
 
 /// What one stop did to the held connections.
@@ -124,7 +93,7 @@ fn stop_one_node(
     let before = node_packets(lab, bins, 0);
     std::thread::sleep(Duration::from_secs(1));
     let flushed = if flush {
-        flush_flows(&lab.lbs[1].pin_dir) + flush_flows(&lab.lbs[2].pin_dir)
+        support::flows::flush(&lab.lbs[1].pin_dir) + support::flows::flush(&lab.lbs[2].pin_dir)
     } else {
         0
     };

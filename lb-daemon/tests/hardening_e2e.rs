@@ -9,15 +9,21 @@
 mod support;
 
 use std::{
+    collections::BTreeMap,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use lb_common::{map_names, FlowKey, FlowValue};
+use lb_daemon::{
+    inspect::{Explainer, Tuple},
+    maps::BalancerMaps,
+};
+use lb_model::Protocol;
+
 use lb_lab::{
     traffic::{HeldConnection, HoldProgress},
-    wait_for, Binaries, Lab, VIP,
+    wait_for, Binaries, Lab, CLIENT_ADDR, VIP,
 };
 use support::{bins, require_root, ScratchDir};
 
@@ -44,17 +50,25 @@ fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Empties every entry of the LB's flow table, as a node that never saw the flows has it.
-fn flush_flows(pin_dir: &Path) -> usize {
-    let data = MapData::from_pin(pin_dir.join(map_names::FLOWS)).expect("flow map pinned");
-    let map = Map::from_map_data(data).expect("flow map");
-    let mut flows: BpfHashMap<MapData, FlowKey, FlowValue> =
-        BpfHashMap::try_from(map).expect("a hash map");
-    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
-    for key in &keys {
-        let _ = flows.remove(key);
-    }
-    keys.len()
+/// Maglev's pick (flow tables aside) for every held connection, by source port: what a
+/// node without flow state sends each one to.
+fn maglev_picks(pin_dir: &Path) -> BTreeMap<u16, Option<IpAddr>> {
+    let maps = BalancerMaps::open(pin_dir).expect("pinned maps");
+    let explainer = Explainer::new(&maps).expect("explainer");
+    (FIRST_SPORT..FIRST_SPORT + HELD)
+        .map(|sport| {
+            let e = explainer
+                .explain(Tuple {
+                    protocol: Protocol::Tcp,
+                    src: CLIENT_ADDR.parse().unwrap(),
+                    sport,
+                    dst: VIP.parse().unwrap(),
+                    dport: TCP_PORT,
+                })
+                .expect("explain");
+            (sport, e.maglev_backend)
+        })
+        .collect()
 }
 
 struct Held {
@@ -335,16 +349,35 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     report.push(("SIGHUP", lost));
 
     // 5. 3 -> 2 -> 3 with the flow table flushed after each step (another LB node).
+    // Maglev itself may move a few of the survivors' flows between the 3- and the
+    // 2-backend table (its disruption is minimal, not zero); a node without flow state
+    // follows those moves, so they are predicted from the tables and reported apart.
+    let picks_before = maglev_picks(&s.lab.lb_pin_dir);
+    let mut picks_during = BTreeMap::new();
     let lost_cycle = lost_during(&held, || {
         replace_file(&s.config_path(), &config(&s.addrs[..2]));
         s.synced(2);
+        picks_during = maglev_picks(&s.lab.lb_pin_dir);
         std::thread::sleep(Duration::from_millis(300));
-        flush_flows(&s.lab.lb_pin_dir);
+        support::flows::flush(&s.lab.lb_pin_dir);
         after_rounds(&held, 2);
         replace_file(&s.config_path(), &config(&s.addrs));
         s.synced(3);
-        flush_flows(&s.lab.lb_pin_dir);
+        support::flows::flush(&s.lab.lb_pin_dir);
     });
+    assert_eq!(
+        maglev_picks(&s.lab.lb_pin_dir),
+        picks_before,
+        "the table after 3 -> 2 -> 3 is the table before"
+    );
+    let removed_addr: IpAddr = s.lab.backends[2].addr.parse().unwrap();
+    let maglev_moved: Vec<u16> = picks_before
+        .iter()
+        .filter(|(sport, before)| {
+            **before != Some(removed_addr) && picks_during.get(sport) != Some(before)
+        })
+        .map(|(sport, _)| *sport)
+        .collect();
     report.push(("3 -> 2 -> 3 cycle + flow-table flushes", lost_cycle));
 
     // 6. The datapath removed under the daemon: noticed and re-installed within a second.
@@ -372,7 +405,9 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
         .filter(|h| h.backend.as_deref() == Some(removed.as_str()))
         .count();
     println!(
-        "held connections: {HELD}; on the backend the cycle removed ({removed}): {on_removed}"
+        "held connections: {HELD}; on the backend the cycle removed ({removed}): {on_removed}; \
+         survivors' flows Maglev's 2-backend table moves: {} (ports {maglev_moved:?})",
+        maglev_moved.len()
     );
     println!("| step | connections lost |");
     println!("|---|---|");
@@ -383,8 +418,10 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     for (step, lost) in &report {
         if step.starts_with("3 -> 2") {
             assert_eq!(
-                *lost, on_removed,
-                "the cycle lost other connections than the removed backend's"
+                *lost,
+                on_removed + maglev_moved.len(),
+                "the cycle lost other connections than the removed backend's and those \
+                 Maglev's smaller table moves"
             );
         } else {
             assert_eq!(*lost, 0, "{step} lost connections; log:\n{}", s.log());
@@ -393,6 +430,7 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     let lost_elsewhere: Vec<&HeldConnection> = conns
         .iter()
         .filter(|h| (h.failed > 0 || h.moved) && h.backend.as_deref() != Some(removed.as_str()))
+        .filter(|h| !maglev_moved.contains(&h.sport))
         .collect();
     assert!(
         lost_elsewhere.is_empty(),

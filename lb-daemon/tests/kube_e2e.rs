@@ -266,23 +266,7 @@ impl Setup {
 
     /// The backend side's counter `reason` on one backend node.
     fn tc_counter(&self, pin_dir: &Path, reason: &str) -> u64 {
-        let out = lb_lab::run(
-            &self.bins.ferrolb.display().to_string(),
-            &[
-                "--pin-dir",
-                &pin_dir.display().to_string(),
-                "stats",
-                "-o",
-                "json",
-            ],
-        )
-        .expect("ferrolb stats");
-        let stats: Value = serde_json::from_str(&out).expect("stats JSON");
-        stats["tc"]
-            .as_array()
-            .and_then(|reasons| reasons.iter().find(|r| r["reason"] == reason))
-            .and_then(|r| r["packets"].as_u64())
-            .unwrap_or_else(|| panic!("no tc counter {reason} in {stats}"))
+        support::datapath_counter(&self.bins.ferrolb, pin_dir, "tc", reason)
     }
 
     fn log(&self) -> String {

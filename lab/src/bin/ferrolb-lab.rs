@@ -88,6 +88,11 @@ enum Command {
         /// each UDP datagram, which is sent up to three times).
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// TCP: ask for ICMP errors on each socket's error queue (IP_RECVERR /
+        /// IPV6_RECVERR), so a refusal answered while `connect()` still holds the socket
+        /// ends the connect at once (a balancer in the same kernel answers that fast).
+        #[arg(long)]
+        icmp_errors: bool,
     },
     /// Attach a pass-everything XDP program to IFACE and pin its link at PIN.
     AttachPass {
@@ -182,10 +187,13 @@ fn main() -> Result<()> {
             count,
             datagrams,
             timeout_ms,
+            icmp_errors,
         } => {
             let timeout = |default| timeout_ms.map_or(default, Duration::from_millis);
             let probes = match proto {
-                ProbeProto::Tcp => probe::tcp(target, count, timeout(traffic::IO_TIMEOUT)),
+                ProbeProto::Tcp => {
+                    probe::tcp(target, count, timeout(traffic::IO_TIMEOUT), icmp_errors)
+                }
                 ProbeProto::Udp => {
                     let timeout = timeout(Duration::from_millis(500));
                     probe::udp(target, count, datagrams, timeout)

@@ -1,7 +1,8 @@
 //! Making the cluster lab's namespaces, links, addresses and routes.
 
 use super::{
-    Cluster, ClusterNode, Pod, CLIENT_ADDR, CLIENT_ADDR6, CLIENT_MTU, CLIENT_MTU6, POD_GATEWAY6,
+    Cluster, ClusterNode, Pod, CLIENT2_ADDR, CLIENT2_ADDR6, CLIENT_ADDR, CLIENT_ADDR6, CLIENT_MTU,
+    CLIENT_MTU6, POD_GATEWAY6,
 };
 use crate::{bridge_port, nsexec, run, LabError};
 
@@ -33,14 +34,14 @@ pub(super) fn build(cluster: &Cluster) -> Result<(), LabError> {
     run("ip", &["netns", "add", sw])?;
     sh(sw, "ip", &["link", "add", "br0", "type", "bridge"])?;
     sh(sw, "ip", &["link", "set", "br0", "up"])?;
-    let client = &cluster.client.netns;
-    fabric_port(
-        sw,
-        client,
-        "pcl",
-        &CLIENT_ADDR.to_string(),
-        &CLIENT_ADDR6.to_string(),
-    )?;
+    let clients = [
+        (&cluster.client.netns, CLIENT_ADDR, CLIENT_ADDR6),
+        (&cluster.client2.netns, CLIENT2_ADDR, CLIENT2_ADDR6),
+    ];
+    for (client, addr, addr6) in clients {
+        let port = Cluster::switch_port(client);
+        fabric_port(sw, client, &port, &addr.to_string(), &addr6.to_string())?;
+    }
     for node in &cluster.nodes {
         let port = Cluster::switch_port(&node.netns);
         fabric_port(
@@ -59,7 +60,10 @@ pub(super) fn build(cluster: &Cluster) -> Result<(), LabError> {
         }
     }
     route_between_nodes(&cluster.nodes)?;
-    route_client(client, &cluster.nodes)
+    for (client, _, _) in clients {
+        route_client(client, &cluster.nodes)?;
+    }
+    Ok(())
 }
 
 /// A namespace with `eth0` on the fabric bridge, at `addr`/24 and `addr6`/64.

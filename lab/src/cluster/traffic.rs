@@ -58,7 +58,9 @@ impl Cluster {
     }
 
     /// `count` TCP connections from `place` to `target`, each given `timeout` to connect
-    /// and to answer.
+    /// and to answer. With `icmp_errors` the sockets ask for ICMP errors (`sock-probe
+    /// --icmp-errors`): an ICMP refusal then ends the connect as soon as it arrives, also
+    /// when this kernel's balancer answers while `connect()` still holds the socket.
     pub fn connects(
         &self,
         place: &Place,
@@ -66,23 +68,24 @@ impl Cluster {
         target: SocketAddr,
         count: u32,
         timeout: Duration,
+        icmp_errors: bool,
     ) -> Result<Summary, LabError> {
         let (target, count) = (target.to_string(), count.to_string());
         let timeout = timeout.as_millis().to_string();
-        self.probe(
-            place,
-            lab_tools,
-            &[
-                "--proto",
-                "tcp",
-                "--target",
-                &target,
-                "--count",
-                &count,
-                "--timeout-ms",
-                &timeout,
-            ],
-        )
+        let mut args = vec![
+            "--proto",
+            "tcp",
+            "--target",
+            &target,
+            "--count",
+            &count,
+            "--timeout-ms",
+            &timeout,
+        ];
+        if icmp_errors {
+            args.push("--icmp-errors");
+        }
+        self.probe(place, lab_tools, &args)
     }
 
     /// DNS-style UDP queries from `place` to `target`: `sockets` new unconnected sockets

@@ -91,6 +91,8 @@ pub struct Setup {
     pub api: FakeApi,
     pub bins: Binaries,
     work: ScratchDir,
+    /// TCP probes ask for ICMP errors (see `Cluster::connects`).
+    pub probes_see_icmp_errors: bool,
 }
 
 impl Setup {
@@ -130,6 +132,7 @@ impl Setup {
             api,
             bins,
             work,
+            probes_see_icmp_errors: false,
         };
         for (svc, endpoints) in services {
             let name = svc["metadata"]["name"].as_str().unwrap().to_string();
@@ -264,8 +267,9 @@ impl Setup {
         count: u32,
         timeout: Duration,
     ) -> Summary {
+        let icmp_errors = self.probes_see_icmp_errors;
         self.cluster
-            .connects(from, &self.bins.lab, target, count, timeout)
+            .connects(from, &self.bins.lab, target, count, timeout, icmp_errors)
             .unwrap_or_else(|e| panic!("connects to {target}: {e}"))
     }
 

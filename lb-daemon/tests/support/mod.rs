@@ -2,6 +2,7 @@
 //! after themselves, also when a test fails.
 #![allow(dead_code)]
 
+pub mod flows;
 pub mod xdp;
 
 use std::path::{Path, PathBuf};
@@ -109,4 +110,26 @@ pub fn encapsulate(
     ip.write(&mut v).unwrap();
     v.extend_from_slice(&inner[14..]);
     v
+}
+
+/// Packets the datapath counted for `reason` in `subsystem` (`xdp`, `tc` or `sock`), as
+/// `ferrolb --pin-dir PIN_DIR stats -o json` reports them.
+pub fn datapath_counter(ferrolb: &Path, pin_dir: &Path, subsystem: &str, reason: &str) -> u64 {
+    let out = lb_lab::run(
+        &ferrolb.display().to_string(),
+        &[
+            "--pin-dir",
+            &pin_dir.display().to_string(),
+            "stats",
+            "-o",
+            "json",
+        ],
+    )
+    .expect("ferrolb stats");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("stats JSON");
+    stats[subsystem]
+        .as_array()
+        .and_then(|reasons| reasons.iter().find(|r| r["reason"] == reason))
+        .and_then(|r| r["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no {subsystem} counter {reason} in {stats}"))
 }

@@ -1,0 +1,35 @@
+//! Emptying an LB node's flow state, as a node that never saw the flows has it (another
+//! LB node taking over, or a restart without pins).
+
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, Map, MapData};
+use lb_common::{map_names, FlowKey, FlowValue, LbConfig};
+
+/// Empties the node's flow table and retires its per-CPU flow caches (by bumping the
+/// config's flow epoch, which cached entries must match, before and after the flush so no
+/// cached entry outlives it); returns how many table entries it held.
+pub fn flush(pin_dir: &Path) -> usize {
+    bump_flow_epoch(pin_dir);
+    let data = MapData::from_pin(pin_dir.join(map_names::FLOWS)).expect("pinned flow table");
+    let map = Map::from_map_data(data).expect("flow table");
+    let mut flows: HashMap<MapData, FlowKey, FlowValue> = map.try_into().expect("flow table");
+    let keys: Vec<FlowKey> = flows.keys().filter_map(Result::ok).collect();
+    for key in &keys {
+        // An entry the LRU evicted meanwhile is gone anyway.
+        let _ = flows.remove(key);
+    }
+    bump_flow_epoch(pin_dir);
+    keys.len()
+}
+
+/// Retires every flow-cache entry of a node (the datapath follows one only while its
+/// epoch is the config's).
+fn bump_flow_epoch(pin_dir: &Path) {
+    let data = MapData::from_pin(pin_dir.join(map_names::CONFIG)).expect("pinned config");
+    let map = Map::from_map_data(data).expect("config map");
+    let mut config: Array<MapData, LbConfig> = map.try_into().expect("config array");
+    let mut value = config.get(&0, 0).expect("config");
+    value.flow_epoch = value.flow_epoch.wrapping_add(1);
+    config.set(0, value, 0).expect("config written");
+}
