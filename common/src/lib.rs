@@ -8,7 +8,7 @@
 mod flow_hash;
 pub mod reason;
 
-pub use reason::{SockReason, TcReason, XdpReason};
+pub use reason::{FlowEvent, SockReason, TcReason, XdpReason};
 
 /// Default directory under bpffs where maps and links are pinned.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ferrolb";
@@ -18,7 +18,15 @@ pub mod map_names {
     pub const SERVICES: &str = "LB_SERVICES";
     pub const BACKENDS: &str = "LB_BACKENDS";
     pub const MAGLEV: &str = "LB_MAGLEV";
+    /// TCP flows (LRU). UDP flows have a table of their own, so a flood of new UDP flows
+    /// cannot evict established TCP connections (see `xdp/src/flow.rs`).
     pub const FLOWS: &str = "LB_FLOWS";
+    /// UDP flows (LRU).
+    pub const UDP_FLOWS: &str = "LB_UDP_FLOWS";
+    /// Per-CPU state of the new-flow insert budget (one GCRA time stamp).
+    pub const FLOW_BUDGET: &str = "LB_FLOW_BUDGET";
+    /// Per-CPU flow-table event counters, indexed by [`FlowEvent`](crate::FlowEvent).
+    pub const FLOW_STATS: &str = "LB_FLOW_STATS";
     /// Per-CPU direct-mapped cache in front of `FLOWS` (see [`crate::FlowCacheEntry`]).
     pub const FLOW_CACHE: &str = "LB_FLOW_CACHE";
     pub const NEXTHOPS: &str = "LB_NEXTHOPS";
@@ -85,7 +93,10 @@ pub mod limits {
     /// replaced at once (a replacement is written whole into a fresh region before the
     /// flip). 2^22 slots, four to an 8-byte element (see [`crate::maglev_words`]): 8 MiB.
     pub const MAGLEV_SLOTS: u32 = 1 << 22;
+    /// Entries of the TCP flow table (LRU; `--tcp-flow-entries`).
     pub const DEFAULT_FLOWS: u32 = 262_144;
+    /// Entries of the UDP flow table (LRU; `--udp-flow-entries`).
+    pub const DEFAULT_UDP_FLOWS: u32 = 131_072;
     /// Entries of the per-CPU flow cache (a power of two: the flow hash's low bits index
     /// it); 64 bytes each, per CPU.
     pub const FLOW_CACHE_ENTRIES: u32 = 1 << 16;
@@ -346,13 +357,18 @@ pub struct LbConfig {
     pub icmp_rate_per_s: u16,
     /// ICMP answers a CPU may send back to back before the rate applies (at least 1).
     pub icmp_burst: u16,
-    /// Zero; keeps the value a whole number of 8-byte words.
-    pub _pad: u32,
+    /// New flow-table entries a CPU may write per second (the new-flow insert budget);
+    /// flows beyond it are forwarded by Maglev without an entry. 0: no limit.
+    pub new_flow_rate_per_s: u32,
+    /// Entries a CPU may write back to back before `new_flow_rate_per_s` applies.
+    pub new_flow_burst: u32,
     /// VLAN ids whose tagged frames are balanced besides untagged ones (see
     /// [`VlanList`]); empty by default, so a tagged frame is passed untouched.
     pub allowed_vlans: VlanList,
+    /// Zero; keeps the value a whole number of 8-byte words.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 72);
 
 /// Most VLAN ids the datapath balances tagged frames of.
 pub const MAX_ALLOWED_VLANS: usize = 8;

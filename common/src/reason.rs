@@ -94,6 +94,32 @@ reasons! {
 }
 
 reasons! {
+    /// Flow-table events of the XDP balancer, counted per CPU in `LB_FLOW_STATS`. The
+    /// kernel does not report LRU evictions; the daemon derives them per table as entries
+    /// recorded − entries live − entries the daemon purged (`inspect::flow_tables`).
+    pub enum FlowEvent {
+        /// A new TCP flow-table entry was written (a key the table did not hold).
+        TcpRecorded = 0 => "tcp_recorded",
+        /// A new UDP flow-table entry was written.
+        UdpRecorded = 1 => "udp_recorded",
+        /// An entry whose backend is gone or was replaced was rewritten in place.
+        Replaced = 2 => "replaced",
+        /// A new flow forwarded by Maglev without an entry: this CPU's new-flow insert
+        /// budget was spent (a flood of new flows). Its next packet tries again.
+        OverBudget = 3 => "over_budget",
+        /// The kernel refused an insert (other than "exists"); the flow goes unrecorded.
+        RecordFailed = 4 => "record_failed",
+        /// The flow cache served a flow whose table entry was gone (evicted while the
+        /// flow was active) and wrote it again; also counted as recorded.
+        Relearned = 5 => "relearned",
+        /// TCP entries the daemon deleted (written by the daemon only, on CPU 0).
+        TcpPurged = 6 => "tcp_purged",
+        /// UDP entries the daemon deleted (written by the daemon only, on CPU 0).
+        UdpPurged = 7 => "udp_purged",
+    }
+}
+
+reasons! {
     /// Outcomes of the backend-side TC decapsulation program.
     pub enum TcReason {
         /// Outer IPIP header removed; the inner packet goes up the stack to the local VIP.

@@ -52,6 +52,7 @@ pub struct DatapathOptions {
     pub encap_source6: Option<Ipv6Addr>,
     pub nexthop_ttl: Duration,
     pub icmp_limit: crate::sync::IcmpLimit,
+    pub new_flow_budget: crate::sync::NewFlowBudget,
     pub map_sizes: loader::MapSizes,
     /// Where the pin directory's and the interface's lock files live.
     pub lock_dir: PathBuf,
@@ -103,6 +104,7 @@ pub fn install(opts: &DatapathOptions) -> Result<DatapathParams, StartError> {
         encap_source6,
         nexthop_ttl: opts.nexthop_ttl,
         icmp_limit: opts.icmp_limit,
+        new_flow_budget: opts.new_flow_budget,
     })
 }
 

@@ -13,7 +13,11 @@ use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::Output;
 use lb_common::DEFAULT_PIN_DIR;
-use lb_daemon::{datapath::DatapathOptions, file_mode, kube_mode, loader, sync::IcmpLimit};
+use lb_daemon::{
+    datapath::DatapathOptions,
+    file_mode, kube_mode, loader,
+    sync::{IcmpLimit, NewFlowBudget},
+};
 use lb_kube::rules::NodeConfig;
 
 #[derive(Parser)]
@@ -72,9 +76,20 @@ struct DatapathArgs {
     /// the kernel's array takes 8 bytes a slot).
     #[arg(long, default_value_t = lb_common::limits::MAGLEV_SLOTS)]
     maglev_slots: u32,
-    /// Flow-table entries (LRU, preallocated).
-    #[arg(long, default_value_t = lb_common::limits::DEFAULT_FLOWS)]
-    flow_entries: u32,
+    /// TCP flow-table entries (LRU, preallocated; `ferrolb list` shows its memory).
+    #[arg(long, alias = "flow-entries", default_value_t = lb_common::limits::DEFAULT_FLOWS)]
+    tcp_flow_entries: u32,
+    /// UDP flow-table entries (LRU, preallocated): a table of its own, so a flood of new
+    /// UDP flows cannot evict TCP connections' entries.
+    #[arg(long, default_value_t = lb_common::limits::DEFAULT_UDP_FLOWS)]
+    udp_flow_entries: u32,
+    /// New flow-table entries a CPU writes per second (0: no limit); new flows beyond it
+    /// are forwarded by Maglev without an entry (`over_budget` in `ferrolb stats`).
+    #[arg(long, default_value_t = NewFlowBudget::DEFAULT.per_second)]
+    new_flow_rate: u32,
+    /// New flow-table entries a CPU may write back to back before `--new-flow-rate` applies.
+    #[arg(long, default_value_t = NewFlowBudget::DEFAULT.burst, value_parser = clap::value_parser!(u32).range(1..))]
+    new_flow_burst: u32,
 }
 
 impl DatapathArgs {
@@ -95,9 +110,14 @@ impl DatapathArgs {
                 per_second: self.icmp_rate,
                 burst: self.icmp_burst,
             },
+            new_flow_budget: NewFlowBudget {
+                per_second: self.new_flow_rate,
+                burst: self.new_flow_burst,
+            },
             map_sizes: loader::MapSizes {
                 maglev_slots: self.maglev_slots,
-                flows: self.flow_entries,
+                flows: self.tcp_flow_entries,
+                udp_flows: self.udp_flow_entries,
             },
         }
     }

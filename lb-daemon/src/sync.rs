@@ -41,6 +41,33 @@ pub struct DatapathParams {
     pub nexthop_ttl: Duration,
     /// How many ICMP answers (reject, too big) the balancer sends.
     pub icmp_limit: IcmpLimit,
+    /// How many new flow-table entries the balancer writes.
+    pub new_flow_budget: NewFlowBudget,
+}
+
+/// The new-flow insert budget, per CPU: flow-table entries written a second, in bursts of
+/// up to `burst`; a new flow beyond it is forwarded by Maglev without an entry (counted as
+/// `over_budget`; its next packet tries again), so a flood of new flows churns its
+/// protocol's table at a bounded pace. See docs/architecture.md#flow-table-pressure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewFlowBudget {
+    /// Entries a second; 0: no limit.
+    pub per_second: u32,
+    /// Entries written back to back before the rate applies; at least 1.
+    pub burst: u32,
+}
+
+impl NewFlowBudget {
+    pub const DEFAULT: Self = Self {
+        per_second: 100_000,
+        burst: 20_000,
+    };
+}
+
+impl Default for NewFlowBudget {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// The balancer's ICMP answer rate, per CPU (Linux's own ICMP limit is per host, 1000 a
@@ -95,6 +122,8 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
         flow_epoch: 0,
         icmp_rate_per_s: params.icmp_limit.per_second,
         icmp_burst: params.icmp_limit.burst.max(1),
+        new_flow_rate_per_s: params.new_flow_budget.per_second,
+        new_flow_burst: params.new_flow_budget.burst.max(1),
         _pad: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
         allowed_vlans: settings.allowed_vlans,

@@ -27,6 +27,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: Some(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2)),
     nexthop_ttl: Duration::from_secs(1),
     icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 #[derive(Clone, Copy)]

@@ -47,6 +47,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: None,
     nexthop_ttl: Duration::from_secs(1),
     icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 /// The services, as the config file would give them; `desired` makes them internal.

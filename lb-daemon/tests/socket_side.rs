@@ -21,6 +21,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: None,
     nexthop_ttl: std::time::Duration::from_secs(1),
     icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 fn ip(text: &str) -> IpAddr {

@@ -17,7 +17,7 @@ use fuzz::{
     frames::{self, Rng, LB_MAC},
     model::{Model, Outcome, Snapshot, XDP_DROP},
 };
-use lb_common::{program_names, BackendValue, NextHop, XdpReason, FAMILY_V4, FAMILY_V6};
+use lb_common::{program_names, BackendValue, FlowEvent, NextHop, XdpReason, FAMILY_V4, FAMILY_V6};
 use lb_daemon::{
     config, loader,
     maps::BalancerMaps,
@@ -33,6 +33,9 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
     icmp_limit: UNLIMITED,
+    // The default insert budget: it decides only whether a flow's entry is written, never
+    // where a frame goes (an unrecorded flow's next frame gets the same Maglev pick).
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 const MTU: u16 = 1500;
 /// Counters are compared after every batch of this many frames.
@@ -309,6 +312,7 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
             }
         }
     }
+    check_flow_events(engine.maps(), &by_reason, frames);
     let elapsed = started.elapsed();
     println!(
         "fuzz: {frames} frames, 0 mismatches, in {:.1} s ({:.0} frames/s); {} datagrams in fragments remembered",
@@ -346,6 +350,50 @@ fn fuzzed_frames_get_the_models_verdict_counters_and_bytes() {
             reason.name()
         );
     }
+}
+
+/// The flow-table events against the model's verdicts: every entry written or skipped
+/// comes from a frame the model sent past Maglev (forwarded, or answered or dropped for
+/// its size after the pick), at most one each, and the kernel refused none.
+fn check_flow_events(maps: &BalancerMaps, by_reason: &[u64], frames: u64) {
+    let events: Vec<u64> = maps
+        .flow_events()
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    let event = |e: FlowEvent| events[e as usize];
+    let attempts = event(FlowEvent::TcpRecorded)
+        + event(FlowEvent::UdpRecorded)
+        + event(FlowEvent::Replaced)
+        + event(FlowEvent::OverBudget)
+        + event(FlowEvent::RecordFailed);
+    let picked: u64 = [
+        XdpReason::Forwarded,
+        XdpReason::ForwardedRedirect,
+        XdpReason::ForwardedLocal,
+        XdpReason::ForwardedIcmpError,
+        XdpReason::TooBigAnswered,
+        XdpReason::DropTooBig,
+        XdpReason::DropIcmpRateLimited,
+    ]
+    .iter()
+    .map(|&r| by_reason[r as usize])
+    .sum();
+    println!("fuzz: flow events {events:?} ({attempts} writes or skips, {picked} frames picked)");
+    assert_eq!(
+        event(FlowEvent::RecordFailed),
+        0,
+        "flow-table inserts refused"
+    );
+    assert!(
+        attempts <= picked,
+        "more flow-table writes than picked frames"
+    );
+    assert!(
+        frames < 100_000 || event(FlowEvent::TcpRecorded) + event(FlowEvent::UdpRecorded) > 0,
+        "the generator never recorded a flow"
+    );
 }
 
 /// Runs one frame; returns action, output and the reason counters' deltas.

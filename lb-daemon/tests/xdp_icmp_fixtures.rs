@@ -17,7 +17,7 @@ use lb_daemon::{
 use lb_model::{DesiredState, Protocol};
 use support::{
     require_root,
-    xdp::{backend_mac, XdpFixture, LB_MAC, XDP_DROP, XDP_PASS, XDP_TX},
+    xdp::{backend_mac, pin_to_one_cpu, XdpFixture, LB_MAC, XDP_DROP, XDP_PASS, XDP_TX},
 };
 
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
@@ -47,6 +47,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: Some(std::net::Ipv6Addr::from_octets(LB6)),
     nexthop_ttl: std::time::Duration::from_secs(1),
     icmp_limit: IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 /// Ports 81 (TCP) and 54 (UDP) have no backends and reject; both VIPs reject ports they
@@ -366,20 +367,6 @@ fn packet_too_big_never_reports_less_than_the_ipv6_minimum_mtu() {
 // ---- rate limit -------------------------------------------------------------------------
 
 /// Keeps the test on one CPU: the limit is per CPU.
-fn pin_to_one_cpu() {
-    // SAFETY: plain libc calls on a zeroed cpu_set_t we own, for this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let cpu = libc::sched_getcpu().max(0) as usize;
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "pin the test thread"
-        );
-    }
-}
-
 #[test]
 fn answers_beyond_the_burst_are_dropped_and_counted() {
     let Some(mut f) = fixture("icmp-rate") else {

@@ -182,6 +182,7 @@ fn ferrolb_once(set: &ServiceSet) -> Result<Result<Load, NotMeasured>, ControlEr
         encap_source6: None,
         nexthop_ttl: Duration::from_secs(1),
         icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+        new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
     };
     let mut engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &params)?;
     match engine.apply(&set.desired_state()) {

@@ -195,6 +195,7 @@ impl Ferrolb {
             encap_source6,
             nexthop_ttl: Duration::from_secs(1),
             icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+            new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
         };
         let engine = SyncEngine::adopt(BalancerMaps::open(&pin.path)?, &params)?;
         Ok(Self {

@@ -195,7 +195,7 @@ fn select(
                 lookup::maglev_backend(service, hash)?
             };
             if !opening {
-                flow::record(flow_key, picked.0, &picked.1);
+                flow::record(flow_key, picked.0, &picked.1, config);
             }
             Ok(picked)
         }

@@ -13,6 +13,7 @@ mod lookup;
 mod maps;
 mod nexthop;
 mod parse;
+mod rate;
 mod source_range;
 mod stats;
 mod verdict;

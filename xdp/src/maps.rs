@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
-    Counter, FlowCacheEntry, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig, NeighMiss,
-    NextHop, ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
+    Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
+    NeighMiss, NextHop, ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
 /// Updates of prealloc hash maps recycle the old element at once; without prealloc the
@@ -31,9 +31,24 @@ pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV
 /// packets arrive on one CPU (RSS), so its entry lives where it is used.
 const BPF_F_NO_COMMON_LRU: u32 = 2;
 
+/// TCP flows. UDP flows live in their own table (`UDP_FLOWS`): an LRU evicts its coldest
+/// entries, and an idle TCP connection is colder than any flood, so in one table a burst
+/// of new UDP flows evicts idle established connections (see `flow`).
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::pinned(limits::DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+
+#[map(name = "LB_UDP_FLOWS")]
+pub static UDP_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::pinned(limits::DEFAULT_UDP_FLOWS, BPF_F_NO_COMMON_LRU);
+
+/// The new-flow insert budget's state, per CPU (see `rate`).
+#[map(name = "LB_FLOW_BUDGET")]
+pub static FLOW_BUDGET: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
+
+/// Flow-table events by `FlowEvent`, per CPU.
+#[map(name = "LB_FLOW_STATS")]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::pinned(FlowEvent::COUNT, 0);
 
 #[map(name = "LB_FLOW_CACHE")]
 pub static FLOW_CACHE: PerCpuArray<FlowCacheEntry> =

@@ -151,6 +151,7 @@ fn open_engine(pins: &Pins, services: usize) -> Result<(SyncEngine, impl Sized),
     let sizes = MapSizes {
         maglev_slots: distinct_sets * table + REPLACEMENT_ROOM,
         flows: 1024,
+        udp_flows: 1024,
     };
     let ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
     let params = DatapathParams {
@@ -158,6 +159,7 @@ fn open_engine(pins: &Pins, services: usize) -> Result<(SyncEngine, impl Sized),
         encap_source6: None,
         nexthop_ttl: Duration::from_secs(1),
         icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+        new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
     };
     let engine = SyncEngine::adopt(BalancerMaps::open(&pins.0)?, &params)?;
     Ok((engine, ebpf))

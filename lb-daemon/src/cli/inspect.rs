@@ -26,6 +26,7 @@ pub fn list(pin_dir: &Path, output: Output) -> Result<()> {
             serde_json::to_string_pretty(&extras.json(&services)?)?
         );
     } else {
+        super::flow_tables::print_header(&maps, pin_dir, &mut std::io::stdout().lock())?;
         print_services(&services, &extras);
     }
     Ok(())
@@ -201,11 +202,15 @@ fn print_services(services: &[inspect::ServiceView], extras: &ListExtras) {
 pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
     maps::check_access(pin_dir)?;
     maps::check_access(&pin_dir.join(map_names::XDP_STATS))?;
-    let balancer = match BalancerMaps::open(pin_dir) {
-        Ok(maps) => Some(inspect::reason_counts(&maps)?),
+    let balancer_maps = match BalancerMaps::open(pin_dir) {
+        Ok(maps) => Some(maps),
         Err(e @ MapsError::PermissionDenied { .. }) => return Err(e.into()),
         Err(_) => None,
     };
+    let balancer = balancer_maps
+        .as_ref()
+        .map(inspect::reason_counts)
+        .transpose()?;
     let decap = BackendSideMaps::open(pin_dir)
         .ok()
         .map(|maps| maps.counters())
@@ -217,9 +222,13 @@ pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
         bail!("nothing installed under {}", pin_dir.display());
     }
     if output == Output::Json {
+        let flow = balancer_maps
+            .as_ref()
+            .map(|maps| super::flow_tables::json(maps, pin_dir))
+            .transpose()?;
         println!(
             "{}",
-            serde_json::json!({ "xdp": balancer, "tc": decap, "sock": sock })
+            serde_json::json!({ "xdp": balancer, "tc": decap, "sock": sock, "flow": flow })
         );
         return Ok(());
     }
@@ -238,6 +247,9 @@ pub fn stats(pin_dir: &Path, output: Output) -> Result<()> {
                 r.reason, r.bytes
             );
         }
+    }
+    if let Some(maps) = &balancer_maps {
+        super::flow_tables::print_metrics(maps, pin_dir)?;
     }
     Ok(())
 }

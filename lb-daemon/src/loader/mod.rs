@@ -190,6 +190,7 @@ fn load_object(
         .default_map_pin_directory(pin_dir)
         .map_max_entries(map_names::MAGLEV, maglev_words::words(sizes.maglev_slots))
         .map_max_entries(map_names::FLOWS, sizes.flows)
+        .map_max_entries(map_names::UDP_FLOWS, sizes.udp_flows)
         .load(object)?;
     load(&mut ebpf, name)?;
     Ok(ebpf)

@@ -5,9 +5,9 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
-    BackendValue, Counter, FlowCacheEntry, FlowKey, FlowValue, FragmentKey, FragmentValue,
-    LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason,
-    SockRevKey, SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
+    BackendValue, Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, FragmentKey,
+    FragmentValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
+    SockReason, SockRevKey, SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};
@@ -68,8 +68,10 @@ pub struct MapSizes {
     /// Maglev slots across all tables (one region per distinct table, one more for each
     /// table being replaced).
     pub maglev_slots: u32,
-    /// Flow-table entries (LRU).
+    /// TCP flow-table entries (LRU).
     pub flows: u32,
+    /// UDP flow-table entries (LRU).
+    pub udp_flows: u32,
 }
 
 impl Default for MapSizes {
@@ -77,6 +79,7 @@ impl Default for MapSizes {
         Self {
             maglev_slots: limits::MAGLEV_SLOTS,
             flows: limits::DEFAULT_FLOWS,
+            udp_flows: limits::DEFAULT_UDP_FLOWS,
         }
     }
 }
@@ -100,6 +103,12 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             map_names::FLOWS,
             sizes::<FlowKey, FlowValue>(map_sizes.flows),
         ),
+        (
+            map_names::UDP_FLOWS,
+            sizes::<FlowKey, FlowValue>(map_sizes.udp_flows),
+        ),
+        (map_names::FLOW_BUDGET, sizes::<u32, u64>(1)),
+        (map_names::FLOW_STATS, sizes::<u32, u64>(FlowEvent::COUNT)),
         (
             map_names::FLOW_CACHE,
             sizes::<u32, FlowCacheEntry>(limits::FLOW_CACHE_ENTRIES),
@@ -188,6 +197,9 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::BACKENDS,
     map_names::MAGLEV,
     map_names::FLOWS,
+    map_names::UDP_FLOWS,
+    map_names::FLOW_BUDGET,
+    map_names::FLOW_STATS,
     map_names::FLOW_CACHE,
     map_names::NEXTHOPS,
     map_names::NEIGH_MISSES,
@@ -245,6 +257,7 @@ pub(super) fn pinned_sizes(pin_dir: &Path) -> MapSizes {
             words.saturating_mul(maglev_words::SLOTS_PER_WORD)
         }),
         flows: entries(map_names::FLOWS).unwrap_or(default.flows),
+        udp_flows: entries(map_names::UDP_FLOWS).unwrap_or(default.udp_flows),
     }
 }
 

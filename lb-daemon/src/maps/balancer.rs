@@ -32,7 +32,12 @@ pub struct BalancerMaps {
     pub(super) backends: Array<MapData, BackendValue>,
     /// Four slots per element: see `lb_common::maglev_words`.
     pub(super) maglev: Array<MapData, u64>,
+    /// TCP flows (`LB_FLOWS`).
     pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// UDP flows (`LB_UDP_FLOWS`).
+    pub(super) udp_flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// Flow-table events by `FlowEvent`.
+    pub(super) flow_stats: PerCpuArray<MapData, u64>,
     pub(super) flow_cache: PerCpuArray<MapData, FlowCacheEntry>,
     pub(super) nexthops: PerCpuArray<MapData, NextHop>,
     pub(super) neigh_misses: HashMap<MapData, u32, NeighMiss>,
@@ -106,6 +111,8 @@ impl BalancerMaps {
             backends: open_typed!(pin_dir, map_names::BACKENDS),
             maglev: open_typed!(pin_dir, map_names::MAGLEV),
             flows: open_typed!(pin_dir, map_names::FLOWS),
+            udp_flows: open_typed!(pin_dir, map_names::UDP_FLOWS),
+            flow_stats: open_typed!(pin_dir, map_names::FLOW_STATS),
             flow_cache: open_typed!(pin_dir, map_names::FLOW_CACHE),
             nexthops: open_typed!(pin_dir, map_names::NEXTHOPS),
             neigh_misses: open_typed!(pin_dir, map_names::NEIGH_MISSES),
@@ -320,11 +327,13 @@ impl BalancerMaps {
         }
     }
 
+    /// The flow's entry, from its protocol's table.
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
-        match self.flows.get(key, 0) {
+        let table = super::flow_tables::FlowTable::of(key.proto);
+        match self.flow_table(table).get(key, 0) {
             Ok(v) => Ok(Some(v)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(access(map_names::FLOWS)(e)),
+            Err(e) => Err(access(table.map_name())(e)),
         }
     }
 

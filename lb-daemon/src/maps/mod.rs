@@ -7,6 +7,7 @@
 mod backend_side;
 mod balancer;
 pub mod batch;
+pub mod flow_tables;
 mod hash_sync;
 mod ranges;
 mod socket;
@@ -172,24 +173,28 @@ pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<(String, u64)>, MapsError
         let Ok(map) = MapData::from_pin(&path) else {
             continue;
         };
-        let fdinfo = PathBuf::from(format!(
-            "/proc/self/fdinfo/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd())
-        ));
-        let text = std::fs::read_to_string(&fdinfo).map_err(io(&fdinfo))?;
-        let memlock = text
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| {
-                MapsError::Inconsistent(format!("{}: no memlock line", fdinfo.display()))
-            })?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        out.push((name, memlock));
+        out.push((name, map_memory(&map)?));
     }
     out.sort();
     Ok(out)
+}
+
+/// The kernel memory of one map (`memlock` in its fdinfo).
+pub(crate) fn map_memory(map: &MapData) -> Result<u64, MapsError> {
+    let fdinfo = PathBuf::from(format!(
+        "/proc/self/fdinfo/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd())
+    ));
+    let text = std::fs::read_to_string(&fdinfo).map_err(|source| MapsError::Io {
+        path: fdinfo.clone(),
+        source,
+    })?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| MapsError::Inconsistent(format!("{}: no memlock line", fdinfo.display())))
 }

@@ -9,8 +9,8 @@ use std::{
 
 use aya::maps::{MapData, MapError, PerCpuValues};
 use lb_common::{
-    limits, maglev_words, map_names, AffinityKey, BackendValue, Counter, FlowKey, LbConfig,
-    NeighMiss, NextHop, ServiceKey, ServiceValue, VipKey,
+    limits, maglev_words, map_names, AffinityKey, BackendValue, Counter, LbConfig, NeighMiss,
+    NextHop, ServiceKey, ServiceValue, VipKey,
 };
 
 use lb_model::Scope;
@@ -384,30 +384,10 @@ impl MapWriter {
             .map_err(access(map_names::NEXTHOPS))
     }
 
-    /// Deletes the flow entries to `key`'s frontend that name one of `backend_ids`. Walks
-    /// the whole flow table: only backend moves between services need it.
+    /// Deletes the flow entries to `key`'s frontend that name one of `backend_ids`
+    /// (`flow_tables`), then retires the flow caches' copies.
     fn purge_flows(&mut self, key: &ServiceKey, backend_ids: &[u32]) -> Result<(), MapsError> {
-        let doomed: Vec<FlowKey> = self
-            .maps
-            .flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(flow, value)| {
-                flow.dst == key.addr
-                    && flow.dport_be == key.port_be
-                    && flow.proto == key.proto
-                    && flow.family == key.family
-                    && backend_ids.contains(&value.backend_id)
-            })
-            .map(|(flow, _)| flow)
-            .collect();
-        for flow in doomed {
-            match self.maps.flows.remove(&flow) {
-                // Evicted meanwhile by the LRU: nothing to do.
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(access(map_names::FLOWS)(e)),
-            }
-        }
+        self.maps.purge_flows(key, backend_ids)?;
         // The flow caches may still hold the purged flows: a new epoch retires them all.
         // After the deletes, so a cache refilled from a purged entry has the old epoch.
         let config = self.pinned_config()?;

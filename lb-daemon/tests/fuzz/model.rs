@@ -13,7 +13,9 @@
 //! encapsulation. Backends and tables stay fixed during a run and affinity entries never
 //! expire within one (the harness sets the longest timeout), so a flow-table or affinity
 //! entry always names the pick Maglev made when it was written: neither table needs a
-//! model.
+//! model. Nor do the per-protocol flow tables or the new-flow insert budget: they decide
+//! only whether an entry is written, and an unrecorded flow's next frame meets the same
+//! Maglev pick (the harness checks the flow-table event counters against the verdicts).
 
 use std::{
     collections::{HashMap, HashSet},

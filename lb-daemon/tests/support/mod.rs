@@ -42,6 +42,26 @@ pub fn bins() -> lb_lab::Binaries {
     lb_lab::Binaries { ferrolb, lab }
 }
 
+/// A config file's text: a TCP and a UDP service on the lab's VIP, both over `backends`.
+pub fn tcp_and_udp_config(backends: &[String], tcp_port: u16, udp_port: u16) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{{address: {b}}}"))
+        .collect();
+    let list = list.join(", ");
+    let vip = lb_lab::VIP;
+    format!(
+        "services:\n  - {{name: web, vip: {vip}, port: {tcp_port}, protocol: tcp, backends: [{list}]}}\n  - {{name: echo, vip: {vip}, port: {udp_port}, protocol: udp, backends: [{list}]}}\n"
+    )
+}
+
+/// Replaces the file in one rename: the documented way to update a config.
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A pin directory under bpffs, removed with everything in it on drop.
 pub struct PinDir {
     pub path: PathBuf,

@@ -76,6 +76,11 @@ impl XdpFixture {
         }
     }
 
+    /// Where the maps are pinned.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self._pin.path
+    }
+
     pub fn run(&mut self, packet: &[u8]) -> (u32, Vec<u8>) {
         run_balancer(&mut self.ebpf, packet)
     }
@@ -123,4 +128,20 @@ pub fn run_balancer(ebpf: &mut aya::Ebpf, packet: &[u8]) -> (u32, Vec<u8>) {
         .expect("test_run");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)
+}
+
+/// Keeps the calling thread on the CPU it runs on: BPF_PROG_RUN runs the program there,
+/// so per-CPU state (rate limits, LRU lists, the flow cache) is one CPU's throughout.
+pub fn pin_to_one_cpu() {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t we own, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let cpu = libc::sched_getcpu().max(0) as usize;
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pin the test thread"
+        );
+    }
 }

@@ -99,6 +99,11 @@ fn program_maps(pin: &Path, desired: &DesiredState) -> Result<Result<(), NotMeas
         encap_source6: Some(LB_ADDR6),
         nexthop_ttl: Duration::from_secs(1),
         icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+        // No budget: the new-flow classes measure the insert itself.
+        new_flow_budget: lb_daemon::sync::NewFlowBudget {
+            per_second: 0,
+            burst: 1,
+        },
     };
     let mut engine = SyncEngine::adopt(BalancerMaps::open(pin)?, &params)?;
     match engine.apply(desired) {

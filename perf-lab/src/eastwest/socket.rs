@@ -55,6 +55,7 @@ const PARAMS: DatapathParams = DatapathParams {
     encap_source6: None,
     nexthop_ttl: Duration::from_secs(1),
     icmp_limit: lb_daemon::sync::IcmpLimit::DEFAULT,
+    new_flow_budget: lb_daemon::sync::NewFlowBudget::DEFAULT,
 };
 
 /// The socket programs on perf-lab's cgroup. Fields drop in order: the map handles, then

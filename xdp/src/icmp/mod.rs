@@ -5,20 +5,19 @@
 //!
 //! - [`answer`] turns the frame into the answer in place (quote, headers, checksums);
 //! - [`csum`] sums packet bytes for the checksums;
-//! - [`rate`] limits answers per CPU (GCRA); a suppressed answer is a drop;
+//! - answers are limited per CPU (`crate::rate`, GCRA); a suppressed answer is a drop;
 //! - [`error`] reads an incoming error's quote back into the flow it belongs to.
 
 mod answer;
 mod csum;
 mod error;
-mod rate;
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FlowKey, ServiceValue, VipKey, XdpReason, SERVICE_F_REJECT};
 
 use crate::{
     encap, lookup,
-    maps::REJECT_ADDRS,
+    maps::{ICMP_RATE, REJECT_ADDRS},
     parse::{self, Ipv4Packet, Ipv6Packet},
     verdict::Forward,
 };
@@ -215,7 +214,8 @@ fn answer(
 #[inline(always)]
 fn allowed() -> Result<(), XdpReason> {
     let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-    if rate::take(config.icmp_rate_per_s, config.icmp_burst) {
+    let (rate, burst) = (config.icmp_rate_per_s, config.icmp_burst);
+    if crate::rate::take(&ICMP_RATE, rate.into(), burst.into()) {
         Ok(())
     } else {
         Err(XdpReason::DropIcmpRateLimited)
