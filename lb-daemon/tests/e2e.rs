@@ -152,36 +152,17 @@ impl Setup {
 
     /// Starts `hold` in the background; returns its pid, output file and stop file.
     fn hold(&mut self, sport: u16, count: u16) -> (u32, PathBuf, PathBuf) {
-        let out = self.work.0.join(format!("hold-{sport}.json"));
-        let ready = self.work.0.join(format!("ready-{sport}"));
-        let stop = self.work.0.join(format!("stop-{sport}"));
         let target = format!("{VIP}:{TCP_PORT}");
-        let args = [
-            "hold",
-            "--target",
-            &target,
-            "--sport",
-            &sport.to_string(),
-            "--count",
-            &count.to_string(),
-            "--max-ms",
-            "60000",
-            "--interval-ms",
-            "50",
-            "--ready-file",
-            ready.to_str().unwrap(),
-            "--stop-file",
-            stop.to_str().unwrap(),
-        ];
-        let pid = self
-            .lab
-            .client_background(&self.bins, &args, &out)
-            .expect("hold");
-        wait_for(Duration::from_secs(30), "held connections to open", || {
-            ready.exists().then_some(())
-        })
-        .expect("hold ready");
-        (pid, out, stop)
+        let spec = support::hold::HoldSpec {
+            target: &target,
+            sport,
+            count,
+            max_ms: 60_000,
+            interval_ms: 50,
+            progress: false,
+        };
+        let run = support::hold::start(&mut self.lab, &self.bins, &self.work.0, &spec);
+        (run.pid, run.out, run.stop)
     }
 
     fn finish_hold(&mut self, pid: u32, out: &Path, stop: &Path) -> Vec<HeldConnection> {

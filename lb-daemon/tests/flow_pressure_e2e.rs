@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_lab::{traffic::HeldConnection, wait_for, Binaries, Lab, CLIENT_ADDR, VIP};
+use lb_lab::{traffic::HeldConnection, Binaries, Lab, CLIENT_ADDR, VIP};
 use support::{bins, replace_file, require_root, tcp_and_udp_config, ScratchDir};
 
 const TCP_PORT: u16 = 8080;
@@ -138,34 +138,17 @@ fn a_udp_flood_resets_none_of_100_idle_tcp_connections() {
     }
 
     // 100 connections, one ping each, then silence for `IDLE`; a second ping after it.
-    let out = work.0.join("hold.json");
-    let ready = work.0.join("ready");
-    let stop = work.0.join("stop");
     let target = format!("{VIP}:{TCP_PORT}");
-    let max_ms = (IDLE.as_millis() * 3).to_string();
-    let interval_ms = IDLE.as_millis().to_string();
-    let args = [
-        "hold",
-        "--target",
-        &target,
-        "--sport",
-        &FIRST_SPORT.to_string(),
-        "--count",
-        &HELD.to_string(),
-        "--max-ms",
-        &max_ms,
-        "--interval-ms",
-        &interval_ms,
-        "--ready-file",
-        ready.to_str().unwrap(),
-        "--stop-file",
-        stop.to_str().unwrap(),
-    ];
-    let hold = lab.client_background(&bins, &args, &out).expect("hold");
-    wait_for(Duration::from_secs(30), "held connections to open", || {
-        ready.exists().then_some(())
-    })
-    .expect("hold ready");
+    let spec = support::hold::HoldSpec {
+        target: &target,
+        sport: FIRST_SPORT,
+        count: HELD,
+        max_ms: IDLE.as_millis() as u64 * 3,
+        interval_ms: IDLE.as_millis() as u64,
+        progress: false,
+    };
+    let held = support::hold::start(&mut lab, &bins, &work.0, &spec);
+    let (hold, out, stop) = (held.pid, held.out, held.stop);
     let idle_since = Instant::now();
     // The next ping round ends it: written once `hold` sleeps (it looks for the file
     // right after writing `ready`), read after the idle sleep.

@@ -71,12 +71,7 @@ fn maglev_picks(pin_dir: &Path) -> BTreeMap<u16, Option<IpAddr>> {
         .collect()
 }
 
-struct Held {
-    pid: u32,
-    out: PathBuf,
-    stop: PathBuf,
-    progress: PathBuf,
-}
+use support::hold::HeldRun as Held;
 
 struct Setup {
     lab: Lab,
@@ -139,47 +134,16 @@ impl Setup {
     }
 
     fn hold(&mut self) -> Held {
-        let dir = &self.work.0;
-        let (out, ready, stop, progress) = (
-            dir.join("hold.json"),
-            dir.join("ready"),
-            dir.join("stop"),
-            dir.join("progress.json"),
-        );
         let target = format!("{VIP}:{TCP_PORT}");
-        let args = [
-            "hold",
-            "--target",
-            &target,
-            "--sport",
-            &FIRST_SPORT.to_string(),
-            "--count",
-            &HELD.to_string(),
-            "--max-ms",
-            "240000",
-            "--interval-ms",
-            "20",
-            "--ready-file",
-            ready.to_str().unwrap(),
-            "--stop-file",
-            stop.to_str().unwrap(),
-            "--progress-file",
-            progress.to_str().unwrap(),
-        ];
-        let pid = self
-            .lab
-            .client_background(&self.bins, &args, &out)
-            .expect("hold");
-        wait_for(Duration::from_secs(60), "held connections to open", || {
-            ready.exists().then_some(())
-        })
-        .expect("hold ready");
-        Held {
-            pid,
-            out,
-            stop,
-            progress,
-        }
+        let spec = support::hold::HoldSpec {
+            target: &target,
+            sport: FIRST_SPORT,
+            count: HELD,
+            max_ms: 240_000,
+            interval_ms: 20,
+            progress: true,
+        };
+        support::hold::start(&mut self.lab, &self.bins, &self.work.0, &spec)
     }
 
     fn finish(&mut self, held: &Held) -> Vec<HeldConnection> {

@@ -50,20 +50,7 @@ fn config(backend: &str, vlans: &str) -> String {
 }
 
 fn xdp_count(bins: &lb_lab::Binaries, lab: &Lab, reason: &str) -> u64 {
-    let pin = lab.lb_pin_dir.to_str().unwrap().to_string();
-    let out = lb_lab::run(
-        bins.ferrolb.to_str().unwrap(),
-        &["--pin-dir", &pin, "stats", "-o", "json"],
-    )
-    .expect("stats");
-    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
-    stats["xdp"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|r| r["reason"] == reason)
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or(0)
+    support::datapath_counter(&bins.ferrolb, &lab.lb_pin_dir, "xdp", reason)
 }
 
 #[test]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flows;
+pub mod hold;
 pub mod xdp;
 
 use std::path::{Path, PathBuf};
