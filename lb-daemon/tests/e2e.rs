@@ -20,21 +20,7 @@ const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
 
 fn config(backends: &[&str]) -> String {
-    let list = backends
-        .iter()
-        .map(|b| format!("{{address: {b}}}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "services:\n  - {{name: web, vip: {VIP}, port: {TCP_PORT}, protocol: tcp, backends: [{list}]}}\n  - {{name: echo, vip: {VIP}, port: {UDP_PORT}, protocol: udp, backends: [{list}]}}\n"
-    )
-}
-
-/// Replaces the file in one rename, as config management tools do.
-fn write_config(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    support::tcp_and_udp_config(backends, TCP_PORT, UDP_PORT)
 }
 
 struct Setup {
@@ -57,7 +43,7 @@ impl Setup {
             .expect("nft counter on the LB");
         let addrs: Vec<String> = lab.backends.iter().map(|b| b.addr.clone()).collect();
         let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-        write_config(&work.0.join("config.yaml"), &config(&refs));
+        support::replace_file(&work.0.join("config.yaml"), &config(&refs));
         let daemon = lab
             .start_daemon(
                 &bins,
@@ -257,7 +243,7 @@ fn removing_a_backend_keeps_surviving_flows_and_bad_config_changes_nothing() {
     let before = s.lab.list_json(&s.bins).unwrap();
 
     // A broken file is rejected and the running state stays as it was.
-    write_config(
+    support::replace_file(
         &s.config_path(),
         "services:\n  - name: web\n    port: [oops\n",
     );
@@ -278,7 +264,7 @@ fn removing_a_backend_keeps_surviving_flows_and_bad_config_changes_nothing() {
 
     let survivors: Vec<String> = s.lab.backends[..2].iter().map(|b| b.addr.clone()).collect();
     let refs: Vec<&str> = survivors.iter().map(String::as_str).collect();
-    write_config(&s.config_path(), &config(&refs));
+    support::replace_file(&s.config_path(), &config(&refs));
     s.synced(2);
     std::thread::sleep(Duration::from_millis(500));
     let held = s.finish_hold(pid, &out, &stop);
@@ -462,7 +448,7 @@ fn ipv6_services_are_balanced_ip6ip6_and_answered_by_the_backends() {
         config(&v4_refs),
         b6 = list(&v6),
     );
-    write_config(&s.config_path(), &text);
+    support::replace_file(&s.config_path(), &text);
     if let Err(e) = s.lab.wait_synced(
         &s.bins,
         &[(TCP_PORT, 3), (UDP_PORT, 3), (TCP_PORT, 3), (UDP_PORT, 3)],

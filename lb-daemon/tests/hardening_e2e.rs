@@ -33,21 +33,7 @@ const HELD: u16 = 1000;
 const FIRST_SPORT: u16 = 41_000;
 
 fn config(backends: &[String]) -> String {
-    let list = backends
-        .iter()
-        .map(|b| format!("{{address: {b}}}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "services:\n  - {{name: web, vip: {VIP}, port: {TCP_PORT}, protocol: tcp, backends: [{list}]}}\n  - {{name: echo, vip: {VIP}, port: {UDP_PORT}, protocol: udp, backends: [{list}]}}\n"
-    )
-}
-
-/// Replaces the file in one rename: the documented way to update it.
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
+    support::tcp_and_udp_config(backends, TCP_PORT, UDP_PORT)
 }
 
 /// Maglev's pick (flow tables aside) for every held connection, by source port: what a
@@ -90,7 +76,7 @@ impl Setup {
         lab.start_backends(&bins, TCP_PORT, UDP_PORT)
             .expect("backends");
         let addrs: Vec<String> = lab.backends.iter().map(|b| b.addr.clone()).collect();
-        replace_file(&work.0.join("config.yaml"), &config(&addrs));
+        support::replace_file(&work.0.join("config.yaml"), &config(&addrs));
         let daemon = lab
             .start_daemon(
                 &bins,
@@ -319,13 +305,13 @@ fn fl_hard_thousand_held_connections_survive_operator_mistakes() {
     let picks_before = maglev_picks(&s.lab.lb_pin_dir);
     let mut picks_during = BTreeMap::new();
     let lost_cycle = lost_during(&held, || {
-        replace_file(&s.config_path(), &config(&s.addrs[..2]));
+        support::replace_file(&s.config_path(), &config(&s.addrs[..2]));
         s.synced(2);
         picks_during = maglev_picks(&s.lab.lb_pin_dir);
         std::thread::sleep(Duration::from_millis(300));
         support::flows::flush(&s.lab.lb_pin_dir);
         after_rounds(&held, 2);
-        replace_file(&s.config_path(), &config(&s.addrs));
+        support::replace_file(&s.config_path(), &config(&s.addrs));
         s.synced(3);
         support::flows::flush(&s.lab.lb_pin_dir);
     });

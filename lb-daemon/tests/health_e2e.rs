@@ -21,11 +21,7 @@ const FALL: u64 = 3;
 const RISE: u64 = 2;
 
 fn config(backends: &[String]) -> String {
-    let list = backends
-        .iter()
-        .map(|b| format!("{{address: {b}}}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = support::backend_list(backends);
     format!(
         "services:\n  - name: web\n    vip: {VIP}\n    port: {PORT}\n    protocol: tcp\n    backends: [{list}]\n    \
          health: {{type: tcp, interval_ms: {INTERVAL_MS}, timeout_ms: {INTERVAL_MS}, rise: {RISE}, fall: {FALL}}}\n"

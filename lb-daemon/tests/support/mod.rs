@@ -44,16 +44,21 @@ pub fn bins() -> lb_lab::Binaries {
 }
 
 /// A config file's text: a TCP and a UDP service on the lab's VIP, both over `backends`.
-pub fn tcp_and_udp_config(backends: &[String], tcp_port: u16, udp_port: u16) -> String {
-    let list: Vec<String> = backends
-        .iter()
-        .map(|b| format!("{{address: {b}}}"))
-        .collect();
-    let list = list.join(", ");
+pub fn tcp_and_udp_config(backends: &[impl AsRef<str>], tcp_port: u16, udp_port: u16) -> String {
+    let list = backend_list(backends);
     let vip = lb_lab::VIP;
     format!(
         "services:\n  - {{name: web, vip: {vip}, port: {tcp_port}, protocol: tcp, backends: [{list}]}}\n  - {{name: echo, vip: {vip}, port: {udp_port}, protocol: udp, backends: [{list}]}}\n"
     )
+}
+
+/// Backends of weight 1 as a YAML flow list's items: `{address: A}, {address: B}`.
+pub fn backend_list(backends: &[impl AsRef<str>]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("{{address: {}}}", b.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Replaces the file in one rename: the documented way to update a config.
