@@ -165,8 +165,8 @@ fn pinned(path: &Path) -> bool {
 
 /// The timers and signals every source's loop shares.
 pub(crate) struct Ticks {
-    pub(crate) terminate: tokio::signal::unix::Signal,
-    pub(crate) interrupt: tokio::signal::unix::Signal,
+    pub(crate) stop: StopSignals,
+    pub(crate) hangup: tokio::signal::unix::Signal,
     /// The datapath's neighbour requests are served within this period.
     pub(crate) neigh: tokio::time::Interval,
     /// XDP-forwarded packets never confirm a neighbour entry, so the kernel would let it go
@@ -177,11 +177,30 @@ pub(crate) struct Ticks {
 impl Ticks {
     pub(crate) fn new() -> Result<Self, StartError> {
         Ok(Self {
-            terminate: signal(SignalKind::terminate()).map_err(StartError::Signal)?,
-            interrupt: signal(SignalKind::interrupt()).map_err(StartError::Signal)?,
+            stop: StopSignals {
+                terminate: signal(SignalKind::terminate()).map_err(StartError::Signal)?,
+                interrupt: signal(SignalKind::interrupt()).map_err(StartError::Signal)?,
+            },
+            hangup: signal(SignalKind::hangup()).map_err(StartError::Signal)?,
             neigh: tokio::time::interval(Duration::from_millis(50)),
             refresh: tokio::time::interval(NEIGHBOUR_REFRESH),
         })
+    }
+}
+
+/// SIGTERM and SIGINT: both stop the daemon cleanly, leaving the datapath forwarding.
+pub(crate) struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Resolves when either arrives, with the signal's name.
+    pub(crate) async fn requested(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
     }
 }
 

@@ -383,21 +383,15 @@ pub async fn run(opts: KubeOptions) -> Result<(), KubeModeError> {
     };
 
     let mut ticks = Ticks::new()?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(StartError::Signal)?;
     let mut retry = tokio::time::interval(RETRY);
     let mut latest: Option<Arc<DesiredStateUpdate>> = None;
     loop {
         tokio::select! {
-            _ = ticks.terminate.recv() => {
-                info!("SIGTERM received");
+            signal = ticks.stop.requested() => {
+                info!("{signal} received");
                 break;
             }
-            _ = ticks.interrupt.recv() => {
-                info!("SIGINT received");
-                break;
-            }
-            _ = hangup.recv() => info!("SIGHUP received; kube mode follows the API server, nothing to reload"),
+            _ = ticks.hangup.recv() => info!("SIGHUP received; kube mode follows the API server, nothing to reload"),
             _ = ticks.neigh.tick() => daemon.node.engine.resolve_neighbour_misses(),
             _ = ticks.refresh.tick() => {
                 if let Some(update) = &latest {

@@ -14,7 +14,6 @@ use std::{
 };
 
 use lb_model::DesiredState;
-use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -100,21 +99,16 @@ pub async fn run(opts: RunOptions) -> Result<(), FileModeError> {
     };
 
     let mut ticks = Ticks::new()?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
     let mut config_tick = tokio::time::interval(opts.poll_interval);
     let mut watchdog = tokio::time::interval(WATCHDOG);
     let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
     loop {
         tokio::select! {
-            _ = ticks.terminate.recv() => {
-                info!("SIGTERM received");
+            signal = ticks.stop.requested() => {
+                info!("{signal} received");
                 break;
             }
-            _ = ticks.interrupt.recv() => {
-                info!("SIGINT received");
-                break;
-            }
-            _ = hangup.recv() => {
+            _ = ticks.hangup.recv() => {
                 info!(config = %opts.config.display(), "SIGHUP received; reloading the config file");
                 daemon.reload_now();
             }
