@@ -123,6 +123,8 @@ fn pods_and_hosts_reach_cluster_ips_at_the_socket() {
     // Host processes of both nodes.
     for (node, target) in [("node-a", web), ("node-b", web6)] {
         let host = s.cluster.node(node).host.clone();
+        // Each node's daemon syncs on its own: the waits above were node-a's.
+        s.wait_reaches(&host, target, &["a1", "a2", "b1", "b2"]);
         let r = s.connects(&host, target, 100);
         assert_eq!(r.answered, 100, "{node} host → {target}: {r:?}");
         assert_eq!(r.peers, only(target, 100), "{node} host getpeername");
