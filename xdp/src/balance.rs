@@ -53,9 +53,10 @@ fn followed(entry: Option<(u32, u32, BackendValue)>) -> Result<Pick, XdpReason> 
 #[inline(always)]
 fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     let (pkt, icmp_error) = icmp::parse_v4(ctx)?;
-    let frag_key = fragment::key_v4(pkt.saddr, pkt.daddr, pkt.proto, pkt.id_be);
+    // The fragment key is built only for fragments: most packets are whole.
+    let frag_key = || fragment::key_v4(pkt.saddr, pkt.daddr, pkt.proto, pkt.id_be);
     let (pick, config) = if pkt.role == parse::Role::Later {
-        let pick = followed(fragment::follow(&frag_key))?;
+        let pick = followed(fragment::follow(&frag_key()))?;
         (pick, lookup::config().ok_or(XdpReason::PassNotReady)?)
     } else {
         let flow_key = flow::key(&pkt);
@@ -74,7 +75,7 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
             picked => picked?,
         };
         if pkt.role == parse::Role::First {
-            fragment::remember(&frag_key, service.service_id, backend_id, &backend);
+            fragment::remember(&frag_key(), service.service_id, backend_id, &backend);
         }
         let pick = Pick {
             service_id: service.service_id,
