@@ -116,7 +116,8 @@ pub mod limits {
     pub const FRAGMENTS: u32 = 8_192;
     /// Source ranges of all services together (LPM trie entries, allocated on insert).
     pub const SOURCE_RANGES: u32 = 65_536;
-    /// (service, client) pairs with session affinity, per scope (LRU).
+    /// (service, client) pairs with session affinity, per scope (LRU; the default of
+    /// `--affinity-entries`).
     pub const AFFINITY_ENTRIES: u32 = 131_072;
     /// Addresses whose undefined ports are refused (a cluster's ClusterIPs).
     pub const REJECT_ADDRS: u32 = 65_536;

@@ -163,6 +163,7 @@ mod tests {
             maglev_slots: 10_000,
             flows: 1024,
             udp_flows: 1024,
+            affinity: 1024,
         };
         let err = check(&state(3, 2, 4093), &sizes).unwrap_err();
         assert!(

@@ -83,6 +83,10 @@ struct DatapathArgs {
     /// UDP flows cannot evict TCP connections' entries.
     #[arg(long, default_value_t = lb_common::limits::DEFAULT_UDP_FLOWS)]
     udp_flow_entries: u32,
+    /// Session-affinity entries per scope (LRU, preallocated; one table for the XDP
+    /// balancer's clients, one for the socket programs'; `ferrolb list` shows their memory).
+    #[arg(long, default_value_t = lb_common::limits::AFFINITY_ENTRIES, value_parser = clap::value_parser!(u32).range(1..))]
+    affinity_entries: u32,
     /// New flow-table entries a CPU writes per second (0: no limit); new flows beyond it
     /// are forwarded by Maglev without an entry (`over_budget` in `ferrolb stats`).
     #[arg(long, default_value_t = NewFlowBudget::DEFAULT.per_second)]
@@ -118,6 +122,7 @@ impl DatapathArgs {
                 maglev_slots: self.maglev_slots,
                 flows: self.tcp_flow_entries,
                 udp_flows: self.udp_flow_entries,
+                affinity: self.affinity_entries,
             },
         }
     }

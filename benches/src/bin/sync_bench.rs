@@ -4,7 +4,11 @@
 //! (planner and map writer), which programs real pinned maps. Reports the initial sync, the latency from one EndpointSlice change to the
 //! maps holding it (p50/p99 over many changes), and map memory. Needs root (BPF maps).
 //!
-//! `cargo run --release -p lb-benches --bin sync_bench -- [SERVICES...]` (default 1000 10000)
+//! `cargo run --release -p lb-benches --bin sync_bench -- [--daemon-sizes] [SERVICES...]`
+//! (default 1000 10000). The maps it does not exercise (flow and affinity tables: no
+//! packets flow) are sized small, and the output says which sizes it used;
+//! `--daemon-sizes` gives them the daemon's default sizes instead, to show the memory a
+//! daemon with these Services takes.
 
 use std::{
     error::Error,
@@ -138,22 +142,34 @@ impl Drop for Pins {
     }
 }
 
-/// The balancer's maps sized for `services`, pinned at `pins`, driven by the daemon's sync
-/// engine. The second value keeps the loaded programs and maps alive.
-fn open_engine(pins: &Pins, services: usize) -> Result<(SyncEngine, impl Sized), Box<dyn Error>> {
-    let _ = loader::uninstall(&pins.0);
+/// The map sizes for `services`: the slot map as an operator sizes it, the maps no packet
+/// touches here small, or at the daemon's defaults with `daemon_sizes`.
+fn map_sizes(services: usize, daemon_sizes: bool) -> MapSizes {
     // One region of the policy's table size (in whole words of the slot array) per distinct
     // backend set, plus room for the few tables being replaced at any time: what an
     // operator sets `--maglev-slots` to.
     let table = lb_hashing::maglev::choose_table_size(ENDPOINTS, 65_537)
         .next_multiple_of(lb_common::maglev_words::SLOTS_PER_WORD);
-    let distinct_sets = distinct_sets(services) as u32;
-    let sizes = MapSizes {
-        maglev_slots: distinct_sets * table + REPLACEMENT_ROOM,
+    let maglev_slots = distinct_sets(services) as u32 * table + REPLACEMENT_ROOM;
+    if daemon_sizes {
+        return MapSizes {
+            maglev_slots,
+            ..MapSizes::default()
+        };
+    }
+    MapSizes {
+        maglev_slots,
         flows: 1024,
         udp_flows: 1024,
-    };
-    let ebpf = loader::load_balancer_sized(&pins.0, &sizes)?;
+        affinity: 1024,
+    }
+}
+
+/// The balancer's maps sized `sizes`, pinned at `pins`, driven by the daemon's sync
+/// engine. The second value keeps the loaded programs and maps alive.
+fn open_engine(pins: &Pins, sizes: &MapSizes) -> Result<(SyncEngine, impl Sized), Box<dyn Error>> {
+    let _ = loader::uninstall(&pins.0);
+    let ebpf = loader::load_balancer_sized(&pins.0, sizes)?;
     let params = DatapathParams {
         encap_source: NODE_IP,
         encap_source6: None,
@@ -243,12 +259,12 @@ async fn run_changes(
     Ok(changes)
 }
 
-async fn run(services: usize) -> Result<Row, Box<dyn Error>> {
+async fn run(services: usize, sizes: &MapSizes) -> Result<Row, Box<dyn Error>> {
     let pins = Pins(PathBuf::from(format!(
         "/sys/fs/bpf/ferrolb-syncbench-{}-{services}",
         std::process::id()
     )));
-    let (mut engine, _ebpf) = open_engine(&pins, services)?;
+    let (mut engine, _ebpf) = open_engine(&pins, sizes)?;
     let (api, mut updates) = start_source(services).await?;
 
     let started = Instant::now();
@@ -303,9 +319,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if unsafe { libc_geteuid() } != 0 {
         return Err("sync_bench loads BPF maps: run it as root".into());
     }
-    let counts: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let daemon_sizes = args.iter().any(|a| a == "--daemon-sizes");
+    args.retain(|a| a != "--daemon-sizes");
+    let counts: Vec<usize> = args
+        .iter()
+        .map(|a| a.parse().map_err(|e| format!("{a:?}: not a Service count: {e}")))
         .collect::<Result<_, _>>()?;
     let counts = if counts.is_empty() {
         vec![1000, 10_000]
@@ -322,7 +341,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut memory = Vec::new();
     for n in counts {
-        let r = run(n).await?;
+        let sizes = map_sizes(n, daemon_sizes);
+        let r = run(n, &sizes).await?;
         let total = r.list_to_snapshot + r.plan + r.apply;
         let map_total: u64 = r.map_memory.iter().map(|(_, b)| b).sum();
         let maglev: u64 = r
@@ -352,14 +372,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             mib(maglev),
             map_total / r.services as u64,
         );
-        memory.push((r.services, r.map_memory));
+        memory.push((r.services, sizes, r.map_memory));
     }
-    for (services, maps) in memory {
+    for (services, sizes, maps) in memory {
         let each: Vec<String> = maps
             .iter()
             .map(|(name, bytes)| format!("{name} {}", mib(*bytes)))
             .collect();
-        println!("\n{services} services, MiB per map: {}", each.join(", "));
+        println!(
+            "\n{services} services, map sizes{}: {} Maglev slots, flow tables TCP {} / UDP {}, affinity tables {} entries each",
+            if daemon_sizes { " (daemon defaults but the slots)" } else { " (flow and affinity tables small: no packets here)" },
+            sizes.maglev_slots,
+            sizes.flows,
+            sizes.udp_flows,
+            sizes.affinity,
+        );
+        println!("MiB per map: {}", each.join(", "));
     }
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! The flow tables in `ferrolb list` (capacity, memory, live entries, evictions: a header
-//! above the services) and in `ferrolb stats` (the datapath's flow-table events and the
-//! same per-table figures as metrics).
+//! above the services, with the session-affinity tables' capacity and memory) and in
+//! `ferrolb stats` (the datapath's flow-table events and the same per-table figures as
+//! metrics).
 
 use std::{io::Write, path::Path};
 
 use anyhow::Result;
-use lb_daemon::maps::{flow_tables::FlowTableView, BalancerMaps};
+use lb_daemon::maps::{
+    affinity_tables::AffinityTableView, flow_tables::FlowTableView, BalancerMaps,
+};
 
-/// Both tables' lines above `ferrolb list`'s services.
+/// Both flow tables' and the affinity tables' lines above `ferrolb list`'s services.
 pub fn print_header(maps: &BalancerMaps, pin_dir: &Path, out: &mut impl Write) -> Result<()> {
     for t in maps.flow_tables(pin_dir)? {
         writeln!(
@@ -21,10 +24,20 @@ pub fn print_header(maps: &BalancerMaps, pin_dir: &Path, out: &mut impl Write) -
             t.evicted
         )?;
     }
+    for t in maps.affinity_tables(pin_dir)? {
+        writeln!(
+            out,
+            "affinity table {} capacity={} memory={:.1}MiB live={}",
+            t.scope,
+            t.capacity,
+            t.memory_bytes as f64 / f64::from(1 << 20),
+            t.live,
+        )?;
+    }
     Ok(())
 }
 
-/// The flow-table part of `ferrolb stats -o json`.
+/// The flow-table part of `ferrolb stats -o json`, with the affinity tables.
 pub fn json(maps: &BalancerMaps, pin_dir: &Path) -> Result<serde_json::Value> {
     let events: serde_json::Map<String, serde_json::Value> = maps
         .flow_events()?
@@ -32,7 +45,8 @@ pub fn json(maps: &BalancerMaps, pin_dir: &Path) -> Result<serde_json::Value> {
         .map(|(event, n)| (event.name().to_string(), n.into()))
         .collect();
     let tables: Vec<FlowTableView> = maps.flow_tables(pin_dir)?;
-    Ok(serde_json::json!({ "events": events, "tables": tables }))
+    let affinity: Vec<AffinityTableView> = maps.affinity_tables(pin_dir)?;
+    Ok(serde_json::json!({ "events": events, "tables": tables, "affinity_tables": affinity }))
 }
 
 /// The flow-table metrics of `ferrolb stats`, Prometheus text style.
@@ -55,6 +69,18 @@ pub fn print_metrics(maps: &BalancerMaps, pin_dir: &Path) -> Result<()> {
             "lb_flow_table_evicted_total{{table=\"{table}\"}} {}",
             t.evicted
         );
+    }
+    for t in maps.affinity_tables(pin_dir)? {
+        let scope = t.scope;
+        println!(
+            "lb_affinity_table_capacity_entries{{scope=\"{scope}\"}} {}",
+            t.capacity
+        );
+        println!(
+            "lb_affinity_table_memory_bytes{{scope=\"{scope}\"}} {}",
+            t.memory_bytes
+        );
+        println!("lb_affinity_table_live_entries{{scope=\"{scope}\"}} {}", t.live);
     }
     Ok(())
 }

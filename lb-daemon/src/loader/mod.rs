@@ -191,6 +191,8 @@ fn load_object(
         .map_max_entries(map_names::MAGLEV, maglev_words::words(sizes.maglev_slots))
         .map_max_entries(map_names::FLOWS, sizes.flows)
         .map_max_entries(map_names::UDP_FLOWS, sizes.udp_flows)
+        .map_max_entries(map_names::AFFINITY, sizes.affinity)
+        .map_max_entries(map_names::SOCK_AFFINITY, sizes.affinity)
         .load(object)?;
     load(&mut ebpf, name)?;
     Ok(ebpf)

@@ -72,6 +72,9 @@ pub struct MapSizes {
     pub flows: u32,
     /// UDP flow-table entries (LRU).
     pub udp_flows: u32,
+    /// Session-affinity entries of each scope's table (LRU; `LB_AFFINITY` and
+    /// `LB_SOCK_AFF` alike).
+    pub affinity: u32,
 }
 
 impl Default for MapSizes {
@@ -80,6 +83,7 @@ impl Default for MapSizes {
             maglev_slots: limits::MAGLEV_SLOTS,
             flows: limits::DEFAULT_FLOWS,
             udp_flows: limits::DEFAULT_UDP_FLOWS,
+            affinity: limits::AFFINITY_ENTRIES,
         }
     }
 }
@@ -182,11 +186,11 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
         (map_names::ICMP_RATE, sizes::<u32, u64>(1)),
         (
             map_names::AFFINITY,
-            sizes::<AffinityKey, AffinityValue>(limits::AFFINITY_ENTRIES),
+            sizes::<AffinityKey, AffinityValue>(map_sizes.affinity),
         ),
         (
             map_names::SOCK_AFFINITY,
-            sizes::<AffinityKey, AffinityValue>(limits::AFFINITY_ENTRIES),
+            sizes::<AffinityKey, AffinityValue>(map_sizes.affinity),
         ),
     ]
 }
@@ -258,6 +262,9 @@ pub(super) fn pinned_sizes(pin_dir: &Path) -> MapSizes {
         }),
         flows: entries(map_names::FLOWS).unwrap_or(default.flows),
         udp_flows: entries(map_names::UDP_FLOWS).unwrap_or(default.udp_flows),
+        affinity: entries(map_names::SOCK_AFFINITY)
+            .or_else(|| entries(map_names::AFFINITY))
+            .unwrap_or(default.affinity),
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`BackendSideMaps`] are the backend side's (the TC programs') maps, [`SocketMaps`] the
 //! socket programs' target ports.
 
+pub mod affinity_tables;
 mod backend_side;
 mod balancer;
 pub mod batch;

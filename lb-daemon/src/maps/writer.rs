@@ -5,6 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap as StdHashMap},
     net::IpAddr,
     os::fd::AsFd,
+    sync::Arc,
 };
 
 use aya::maps::{MapData, MapError, PerCpuValues};
@@ -140,7 +141,13 @@ impl Run {
 pub struct MapWriter {
     maps: BalancerMaps,
     /// What `LB_REJECT_ADDRS` holds since this writer last wrote it.
-    rejecting: Option<StdHashMap<VipKey, u32>>,
+    rejecting: Option<Rejecting>,
+}
+
+/// The set of refusing addresses last written, and the entries written for it.
+struct Rejecting {
+    set: Arc<BTreeSet<IpAddr>>,
+    entries: StdHashMap<VipKey, u32>,
 }
 
 impl MapWriter {
@@ -152,8 +159,19 @@ impl MapWriter {
     }
 
     /// Makes `LB_REJECT_ADDRS` hold exactly `wanted` (new addresses first, then stale
-    /// ones removed); nothing to write when it already does.
-    pub(crate) fn sync_rejecting(&mut self, wanted: &BTreeSet<IpAddr>) -> Result<(), MapsError> {
+    /// ones removed); nothing to write when it already does. The set a snapshot left
+    /// unchanged is the same `Arc` as before, recognised without comparing its addresses:
+    /// a change elsewhere costs nothing here however many addresses there are.
+    pub(crate) fn sync_rejecting(
+        &mut self,
+        wanted: &Arc<BTreeSet<IpAddr>>,
+    ) -> Result<(), MapsError> {
+        if let Some(written) = &mut self.rejecting {
+            if Arc::ptr_eq(&written.set, wanted) || written.set == *wanted {
+                written.set = Arc::clone(wanted);
+                return Ok(());
+            }
+        }
         if wanted.len() > limits::REJECT_ADDRS as usize {
             return Err(MapsError::DoesNotFit {
                 map: map_names::REJECT_ADDRS,
@@ -161,7 +179,7 @@ impl MapWriter {
                 capacity: limits::REJECT_ADDRS,
             });
         }
-        let wanted: StdHashMap<VipKey, u32> = wanted
+        let entries: StdHashMap<VipKey, u32> = wanted
             .iter()
             .map(|addr| {
                 let (addr, family) = lb_model::addr_bytes(*addr);
@@ -173,18 +191,18 @@ impl MapWriter {
                 (key, 0)
             })
             .collect();
-        if self.rejecting.as_ref() == Some(&wanted) {
-            return Ok(());
-        }
         // Forgotten first: after a failure the next call reads the map again.
         let known = self.rejecting.take();
         hash_sync::sync(
             &mut self.maps.reject_addrs,
             map_names::REJECT_ADDRS,
-            &wanted,
-            known.as_ref(),
+            &entries,
+            known.as_ref().map(|k| &k.entries),
         )?;
-        self.rejecting = Some(wanted);
+        self.rejecting = Some(Rejecting {
+            set: Arc::clone(wanted),
+            entries,
+        });
         Ok(())
     }
 
