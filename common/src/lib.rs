@@ -131,6 +131,9 @@ pub mod limits {
 /// word by word without touching another table's slots.
 pub mod maglev_words {
     pub const SLOTS_PER_WORD: u32 = 4;
+    /// Map flags of the slot array in every object that declares it: `BPF_F_MMAPABLE`,
+    /// so the daemon writes tables with plain stores into a shared mapping.
+    pub const MAP_FLAGS: u32 = 1 << 10;
     pub const ID_BITS: u32 = 16;
     const ID_MASK: u64 = (1 << ID_BITS) - 1;
 

@@ -36,7 +36,10 @@ pub static SOCK_STATS: PerCpuArray<Counter> = PerCpuArray::pinned(SockReason::CO
 pub static BACKENDS: Array<BackendValue> = Array::pinned(limits::MAX_BACKENDS, 0);
 
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV_SLOTS), 0);
+pub static MAGLEV: Array<u64> = Array::pinned(
+    maglev_words::words(limits::MAGLEV_SLOTS),
+    maglev_words::MAP_FLAGS,
+);
 
 #[map(name = "LB_CONFIG")]
 pub static CONFIG: Array<LbConfig> = Array::pinned(1, 0);

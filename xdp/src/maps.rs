@@ -24,7 +24,10 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
 pub static BACKENDS: Array<BackendValue> = Array::pinned(limits::MAX_BACKENDS, 0);
 
 #[map(name = "LB_MAGLEV")]
-pub static MAGLEV: Array<u64> = Array::pinned(maglev_words::words(limits::MAGLEV_SLOTS), 0);
+pub static MAGLEV: Array<u64> = Array::pinned(
+    maglev_words::words(limits::MAGLEV_SLOTS),
+    maglev_words::MAP_FLAGS,
+);
 
 /// Per-CPU LRU lists: an insert takes a free element from its own CPU's list and evicts
 /// from it, without the common list's lock and its rebalancing between CPUs. A flow's

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod flow_tables;
 mod hash_sync;
 mod ranges;
+mod slot_window;
 mod socket;
 mod writer;
 

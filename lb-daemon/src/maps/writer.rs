@@ -19,7 +19,9 @@ use lb_model::Scope;
 use super::{
     access,
     balancer::{affinity_index, affinity_map_name, service_map_name},
-    batch, hash_sync, ranges, BalancerMaps, MapsError,
+    batch, hash_sync, ranges,
+    slot_window::SlotWindow,
+    BalancerMaps, MapsError,
 };
 use crate::planner::MapOp;
 
@@ -71,7 +73,7 @@ fn run_of(run: &[MapOp], keep: impl Fn(&MapOp) -> bool) -> Vec<MapOp> {
 /// The slot array's words holding a table written at `base` (word-aligned, as the
 /// allocator hands out regions), as (word index, word): four slots per word, the lanes
 /// past the table's end 0.
-fn packed_words(base: u32, slots: &[u32]) -> impl Iterator<Item = (u32, u64)> + '_ {
+fn packed_words(base: u32, slots: &[u32]) -> impl ExactSizeIterator<Item = (u32, u64)> + '_ {
     debug_assert_eq!(
         base % maglev_words::SLOTS_PER_WORD,
         0,
@@ -95,6 +97,9 @@ struct Run {
     backend_stats: Vec<u32>,
     backends: (Vec<u32>, Vec<BackendValue>),
     service_stats: Vec<u32>,
+    /// Whether `slots` holds the run's slot words (else they are written through the
+    /// mapped slot array, straight from the operations).
+    pack_slots: bool,
     /// Word indices and packed words of the slot array.
     slots: (Vec<u32>, Vec<u64>),
     /// Per scope: external, internal.
@@ -109,8 +114,24 @@ fn scope_index(scope: Scope) -> usize {
 }
 
 impl Run {
-    fn of(ops: &[MapOp]) -> Self {
-        let mut run = Self::default();
+    fn of(ops: &[MapOp], pack_slots: bool) -> Self {
+        let mut run = Self {
+            pack_slots,
+            ..Self::default()
+        };
+        if pack_slots {
+            let words: usize = ops
+                .iter()
+                .map(|op| match op {
+                    MapOp::WriteSlots { slots, .. } => {
+                        slots.len().div_ceil(maglev_words::SLOTS_PER_WORD as usize)
+                    }
+                    _ => 0,
+                })
+                .sum();
+            run.slots.0.reserve_exact(words);
+            run.slots.1.reserve_exact(words);
+        }
         for op in ops {
             match op {
                 MapOp::ResetBackendStats { backend_id } => run.backend_stats.push(*backend_id),
@@ -119,12 +140,13 @@ impl Run {
                     run.backends.1.push(*value);
                 }
                 MapOp::ResetServiceStats { service_id } => run.service_stats.push(*service_id),
-                MapOp::WriteSlots { base, slots } => {
+                MapOp::WriteSlots { base, slots } if run.pack_slots => {
                     for (index, word) in packed_words(*base, slots) {
                         run.slots.0.push(index);
                         run.slots.1.push(word);
                     }
                 }
+                MapOp::WriteSlots { .. } => {}
                 MapOp::PutService { scope, key, value } => {
                     let services = &mut run.services[scope_index(*scope)];
                     services.0.push(*key);
@@ -142,6 +164,9 @@ pub struct MapWriter {
     maps: BalancerMaps,
     /// What `LB_REJECT_ADDRS` holds since this writer last wrote it.
     rejecting: Option<Rejecting>,
+    /// The slot array mapped for plain stores; `None` where it cannot be (pinned
+    /// without `BPF_F_MMAPABLE`): slots are then written with (batch) updates.
+    slot_window: Option<SlotWindow>,
 }
 
 /// The set of refusing addresses last written, and the entries written for it.
@@ -152,10 +177,29 @@ struct Rejecting {
 
 impl MapWriter {
     pub(crate) fn new(maps: BalancerMaps) -> Self {
+        let slot_window = maps
+            .raw
+            .maglev
+            .info()
+            .ok()
+            .and_then(|info| SlotWindow::map(&maps.raw.maglev, info.max_entries()));
         Self {
             maps,
             rejecting: None,
+            slot_window,
         }
+    }
+
+    /// Writes one table's slots through the mapped slot array; `false` when there is none
+    /// (or the region does not fit it): the caller writes them with updates instead.
+    fn write_slots_mapped(&self, base: u32, slots: &[u32]) -> bool {
+        let Some(window) = &self.slot_window else {
+            return false;
+        };
+        window.write(
+            maglev_words::word_of(base),
+            packed_words(base, slots).map(|(_, word)| word),
+        )
     }
 
     /// Makes `LB_REJECT_ADDRS` hold exactly `wanted` (new addresses first, then stale
@@ -255,7 +299,7 @@ impl MapWriter {
     }
 
     fn apply_run(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
-        let run = Run::of(ops);
+        let run = Run::of(ops, self.slot_window.is_none());
         self.reset_counters(map_names::BACKEND_STATS, &run.backend_stats)?;
         let batched = batch_update(&self.maps.raw.backends, &run.backends.0, &run.backends.1, 1);
         batch_or_each(map_names::BACKENDS, batched, || {
@@ -263,7 +307,10 @@ impl MapWriter {
         })?;
         self.reset_counters(map_names::SERVICE_STATS, &run.service_stats)?;
         // Every slot is written (all parts joined) before any service record below.
-        let batched = if run.slots.0.is_empty() {
+        let batched = if !run.pack_slots {
+            self.apply_each(&run_of(ops, |op| matches!(op, MapOp::WriteSlots { .. })))?;
+            Ok(())
+        } else if run.slots.0.is_empty() {
             Ok(())
         } else {
             batch::update_array_parallel(
@@ -339,6 +386,9 @@ impl MapWriter {
                     .set(*id, value, 0)
                     .map_err(access(map_names::BACKENDS))?,
                 MapOp::WriteSlots { base, slots } => {
+                    if self.write_slots_mapped(*base, slots) {
+                        continue;
+                    }
                     for (index, word) in packed_words(*base, slots) {
                         self.maps
                             .maglev
