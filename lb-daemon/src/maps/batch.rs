@@ -85,9 +85,14 @@ pub fn update_array_parallel<K: Copy + Sync, V: Copy + Sync>(
     values: &[V],
 ) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(keys.len() / PARALLEL_MIN_PER_THREAD);
+    // Asked only for a long run: it reads the cgroup's CPU limits.
+    let threads = if keys.len() < 2 * PARALLEL_MIN_PER_THREAD {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(keys.len() / PARALLEL_MIN_PER_THREAD)
+    };
     if threads < 2 {
         return update(map, keys, values, 1);
     }

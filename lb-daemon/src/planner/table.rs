@@ -137,8 +137,13 @@ pub(super) fn prebuild_tables<'a>(
         seen.insert(key.clone());
         wanted.push((key, frontend, spec));
     }
+    if wanted.len() < PARALLEL_TABLES {
+        return Prebuilt::new();
+    }
+    // Only now: it reads the cgroup's CPU limits, a cost a one-service change should
+    // not pay.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if wanted.len() < PARALLEL_TABLES || threads < 2 {
+    if threads < 2 {
         return Prebuilt::new();
     }
     let chunk = wanted.len().div_ceil(threads);
