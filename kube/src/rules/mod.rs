@@ -70,7 +70,7 @@ pub fn build(
     }
     let mut state = KubeDesiredState {
         node,
-        services: BTreeMap::new(),
+        services: imbl::OrdMap::new(),
         skipped,
     };
     for svc in services {

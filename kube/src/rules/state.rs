@@ -220,9 +220,9 @@ impl HealthCheck for HealthCheckSpec {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct KubeDesiredState {
     pub node: NodeInfo,
-    /// Names shared too: a source publishes this state for every change, and copying the
-    /// map must not copy every name.
-    pub services: BTreeMap<Arc<ServiceName>, Arc<KubeService>>,
+    /// A persistent map, names and results shared: a source publishes this state for
+    /// every change, and a change must cost what it touches, not a copy of every entry.
+    pub services: imbl::OrdMap<Arc<ServiceName>, Arc<KubeService>>,
     /// Everything skipped as invalid, in a stable order.
     pub skipped: Vec<Skipped>,
 }

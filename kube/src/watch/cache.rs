@@ -42,7 +42,7 @@ pub(super) struct Cache {
     node_skipped: Vec<Skipped>,
     /// Per-Service results, kept between snapshots so a snapshot recomputes only the
     /// dirty Services: the programmable ones, and the problems of those with any.
-    services: BTreeMap<Arc<ServiceName>, Arc<KubeService>>,
+    services: imbl::OrdMap<Arc<ServiceName>, Arc<KubeService>>,
     problems: BTreeMap<ServiceName, Vec<Skipped>>,
     /// Slices that do not parse, with the problem they are reported as.
     invalid_slices: BTreeMap<Key, Skipped>,
@@ -79,7 +79,7 @@ impl Cache {
             slices_of: BTreeMap::new(),
             node,
             node_skipped,
-            services: BTreeMap::new(),
+            services: imbl::OrdMap::new(),
             problems: BTreeMap::new(),
             invalid_slices: BTreeMap::new(),
             dirty: BTreeSet::new(),

@@ -117,7 +117,11 @@ fn check(state: &KubeDesiredState, family: IpFamily, expected: &[Expected<'_>]) 
 
 fn none_served(services: Vec<Value>) {
     let state = build(services, vec![]);
-    assert!(state.services.is_empty(), "{:?}", state.services.keys());
+    assert!(
+        state.services.is_empty(),
+        "{:?}",
+        state.services.keys().collect::<Vec<_>>()
+    );
     assert!(state.health_checks().is_empty());
 }
 
