@@ -107,7 +107,9 @@ where
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let Some(first) = map.next_key::<Cow<'de, str>>()? else {
-            return Ok(Lenient::from_value(serde_json::Value::Object(Default::default())));
+            return Ok(Lenient::from_value(serde_json::Value::Object(
+                Default::default(),
+            )));
         };
         if first == RAW_VALUE_TOKEN {
             return map.next_value_seed(TextSeed(PhantomData));
@@ -248,7 +250,8 @@ mod tests {
             let spec = svc.spec.as_ref().expect("spec");
             assert_eq!(spec.cluster_ip.as_deref(), Some("198.18.1.1"));
         }
-        let bad = r#"{"object":{"metadata":{"name":"web"},"spec":{"ports":"none"}},"type":"ADDED"}"#;
+        let bad =
+            r#"{"object":{"metadata":{"name":"web"},"spec":{"ports":"none"}},"type":"ADDED"}"#;
         let Event::Added(parsed) = serde_json::from_str(bad).unwrap();
         assert!(parsed.valid().is_none());
         assert_eq!(
@@ -259,7 +262,8 @@ mod tests {
 
     #[test]
     fn a_parsed_value_reads_as_its_text_does() {
-        let value = serde_json::json!({"metadata":{"name":"web"},"spec":{"clusterIP":"198.18.1.1"}});
+        let value =
+            serde_json::json!({"metadata":{"name":"web"},"spec":{"clusterIP":"198.18.1.1"}});
         let parsed: Lenient<Service> = serde_json::from_value(value).unwrap();
         assert!(parsed.valid().is_some());
     }

@@ -324,7 +324,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     args.retain(|a| a != "--daemon-sizes");
     let counts: Vec<usize> = args
         .iter()
-        .map(|a| a.parse().map_err(|e| format!("{a:?}: not a Service count: {e}")))
+        .map(|a| {
+            a.parse()
+                .map_err(|e| format!("{a:?}: not a Service count: {e}"))
+        })
         .collect::<Result<_, _>>()?;
     let counts = if counts.is_empty() {
         vec![1000, 10_000]

@@ -56,5 +56,10 @@ pub fn get<'a>(state: &'a KubeDesiredState, name: &str) -> &'a KubeService {
     state
         .services
         .get(&ServiceName::new("default", name))
-        .unwrap_or_else(|| panic!("service {name} missing; have {:?}", state.services.keys().collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "service {name} missing; have {:?}",
+                state.services.keys().collect::<Vec<_>>()
+            )
+        })
 }

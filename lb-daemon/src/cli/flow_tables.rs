@@ -80,7 +80,10 @@ pub fn print_metrics(maps: &BalancerMaps, pin_dir: &Path) -> Result<()> {
             "lb_affinity_table_memory_bytes{{scope=\"{scope}\"}} {}",
             t.memory_bytes
         );
-        println!("lb_affinity_table_live_entries{{scope=\"{scope}\"}} {}", t.live);
+        println!(
+            "lb_affinity_table_live_entries{{scope=\"{scope}\"}} {}",
+            t.live
+        );
     }
     Ok(())
 }

@@ -60,7 +60,10 @@ impl SlotWindow {
     /// not fit the array, for the caller to report through the syscall path.
     pub(super) fn write(&self, first: u32, words: impl ExactSizeIterator<Item = u64>) -> bool {
         let first = first as usize;
-        if first.checked_add(words.len()).is_none_or(|end| end > self.len) {
+        if first
+            .checked_add(words.len())
+            .is_none_or(|end| end > self.len)
+        {
             return false;
         }
         for (i, word) in words.enumerate() {
