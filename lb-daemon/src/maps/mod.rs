@@ -11,7 +11,6 @@ pub mod batch;
 pub mod flow_tables;
 mod hash_sync;
 mod ranges;
-mod slot_window;
 mod socket;
 mod writer;
 
