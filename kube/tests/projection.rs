@@ -219,7 +219,7 @@ fn external_only_projection_leaves_the_internal_scope_out() {
     let name = ServiceName::new("default", "web");
     let changed = projector.update([(&name, state.services.get(&name).map(|s| &**s))]);
     let (whole, _) = to_datapath(&state, Settings::default());
-    let external: BTreeMap<Frontend, _> = whole
+    let external: imbl::OrdMap<Frontend, _> = whole
         .services
         .into_iter()
         .filter(|(f, _)| f.scope == Scope::External)

@@ -149,7 +149,8 @@ mod tests {
                 service("198.18.100.1", 443, &[0, 0]),
                 service("198.18.100.2", 80, &[0, 0]),
                 service("198.18.100.3", 80, &[]),
-            ]),
+            ])
+            .into(),
             rejecting: Default::default(),
             settings: Default::default(),
         };

@@ -117,7 +117,7 @@ fn internal_frontends_are_listed_and_explained_by_scope() {
     );
     let desired = DesiredState {
         rejecting: Default::default(),
-        services,
+        services: services.into(),
         settings: Default::default(),
     };
     f.engine.apply(&desired).unwrap();

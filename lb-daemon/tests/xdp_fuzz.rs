@@ -82,8 +82,14 @@ services:
 /// refuses the ports no frontend names; the file format has neither (cluster mode does).
 fn desired() -> DesiredState {
     let mut desired = config::parse(CONFIG).unwrap();
-    for spec in desired.services.values_mut() {
-        if spec.backends.is_empty() {
+    let empty: Vec<_> = desired
+        .services
+        .iter()
+        .filter(|(_, spec)| spec.backends.is_empty())
+        .map(|(frontend, _)| *frontend)
+        .collect();
+    for frontend in empty {
+        if let Some(spec) = desired.services.get_mut(&frontend) {
             Arc::make_mut(spec).reject = true;
         }
     }

@@ -72,8 +72,14 @@ services:
 /// undefined ports.
 fn desired() -> DesiredState {
     let mut desired = config::parse(CONFIG).unwrap();
-    for spec in desired.services.values_mut() {
-        if spec.name.starts_with("closed") {
+    let closed: Vec<_> = desired
+        .services
+        .iter()
+        .filter(|(_, spec)| spec.name.starts_with("closed"))
+        .map(|(frontend, _)| *frontend)
+        .collect();
+    for frontend in closed {
+        if let Some(spec) = desired.services.get_mut(&frontend) {
             Arc::make_mut(spec).reject = true;
         }
     }

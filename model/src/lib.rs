@@ -1,12 +1,7 @@
 //! Desired state: what the maps should hold, as plain values. Pure, no I/O; shared by the
 //! config-file and Kubernetes sources and the planner.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    fmt,
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::BTreeSet, fmt, net::IpAddr, sync::Arc};
 
 pub use ipnetwork::IpNetwork;
 use lb_common::{ServiceKey, FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
@@ -175,9 +170,9 @@ pub fn source_ranges(ranges: impl IntoIterator<Item = IpNetwork>) -> Vec<IpNetwo
 /// Everything the datapath should serve.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    /// Specs are shared: a source publishes a new state for every change, and copying the
-    /// map must not copy every service's backends.
-    pub services: BTreeMap<Frontend, Arc<ServiceSpec>>,
+    /// A persistent map of shared specs: a source publishes a new state for every change,
+    /// and that must cost what the change touches, not a copy of every entry.
+    pub services: imbl::OrdMap<Frontend, Arc<ServiceSpec>>,
     /// Addresses that refuse a (port, protocol) none of `services` names, in both scopes
     /// (kube-proxy rejects a ClusterIP's undefined ports): ICMP port unreachable from the
     /// balancer, ECONNREFUSED at the socket. Shared, as the specs are.

@@ -149,7 +149,7 @@ impl ServiceSet {
         }
         DesiredState {
             rejecting: Default::default(),
-            services,
+            services: services.into(),
             settings: Settings::default(),
         }
     }

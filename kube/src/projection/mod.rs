@@ -119,7 +119,7 @@ pub fn to_datapath(
     settings: Settings,
 ) -> (DesiredState, ProjectionReport) {
     let mut desired = DesiredState {
-        services: BTreeMap::new(),
+        services: Default::default(),
         rejecting: Arc::new(state.reject_unknown_ports_on()),
         settings,
     };

@@ -56,7 +56,7 @@ impl Projector {
             claimants: HashMap::new(),
             reports: BTreeMap::new(),
             desired: Arc::new(DesiredState {
-                services: BTreeMap::new(),
+                services: Default::default(),
                 rejecting: Arc::default(),
                 settings,
             }),

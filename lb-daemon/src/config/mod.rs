@@ -178,7 +178,7 @@ pub fn parse_with_health(text: &str) -> Result<(DesiredState, HealthChecks), Con
     addresses::check_backends_are_not_vips(&services)?;
     Ok((
         DesiredState {
-            services,
+            services: services.into(),
             rejecting: Default::default(),
             settings,
         },

@@ -362,7 +362,13 @@ fn session_affinity_takes_a_timeout_in_kubernetes_range() {
 fn source_ranges_parse_and_bad_ones_name_the_entry() {
     let ok = "services:\n  - {name: a, vip: 198.18.100.1, port: 80, protocol: tcp, \
               source_ranges: ['198.18.1.0/24', 198.18.0.10/32]}\n";
-    let spec = parse(ok).unwrap().services.into_values().next().unwrap();
+    let spec = parse(ok)
+        .unwrap()
+        .services
+        .values()
+        .next()
+        .cloned()
+        .unwrap();
     let shown: Vec<String> = spec.source_ranges.iter().map(|r| r.to_string()).collect();
     assert_eq!(shown, ["198.18.0.10/32", "198.18.1.0/24"]);
     for (range, says) in [

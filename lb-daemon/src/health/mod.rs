@@ -173,7 +173,7 @@ impl HealthChecker {
     /// `desired` with every down backend drained (weight 0).
     pub fn effective(&self, desired: &DesiredState) -> DesiredState {
         let mut out = desired.clone();
-        for (frontend, spec) in out.services.iter_mut() {
+        for (frontend, spec) in &desired.services {
             let down = |addr: IpAddr| {
                 self.targets
                     .get(&(*frontend, addr))
@@ -184,12 +184,13 @@ impl HealthChecker {
                 .iter()
                 .any(|b| b.weight > 0 && down(b.address))
             {
-                let spec = Arc::make_mut(spec);
-                for b in &mut spec.backends {
+                let mut drained = (**spec).clone();
+                for b in &mut drained.backends {
                     if down(b.address) {
                         b.weight = 0;
                     }
                 }
+                out.services.insert(*frontend, Arc::new(drained));
             }
         }
         out

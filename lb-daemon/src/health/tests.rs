@@ -33,7 +33,7 @@ fn desired(backends: &[IpAddr]) -> DesiredState {
         affinity_timeout_s: None,
     };
     DesiredState {
-        services: BTreeMap::from([(frontend(), Arc::new(spec))]),
+        services: [(frontend(), Arc::new(spec))].into_iter().collect(),
         rejecting: Default::default(),
         settings: Default::default(),
     }

@@ -209,7 +209,7 @@ fn configuration(step: Step) -> DesiredState {
     }
     DesiredState {
         rejecting: Default::default(),
-        services,
+        services: services.into(),
         settings: Settings::default(),
     }
 }
