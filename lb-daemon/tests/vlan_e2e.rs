@@ -128,12 +128,19 @@ impl VlanLab {
     fn send_and_count(&self, vid: &str, reason: &str, other: &str) -> (u64, u64) {
         let (before, other_before) = (self.count(reason), self.count(other));
         self.send(vid);
-        let rose = wait_for(Duration::from_secs(5), reason, || {
+        let waited = wait_for(Duration::from_secs(5), reason, || {
             let n = self.count(reason) - before;
             (n >= u64::from(FRAMES)).then_some(n)
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", self.daemon_log()));
-        (rose, self.count(other) - other_before)
+        });
+        let other_rose = self.count(other) - other_before;
+        let rose = waited.unwrap_or_else(|e| {
+            panic!(
+                "{e}: of {FRAMES} frames tagged {vid}, {reason} rose by {} and {other} by {other_rose}\n{}",
+                self.count(reason) - before,
+                self.daemon_log()
+            )
+        });
+        (rose, other_rose)
     }
 
     /// Lists `vlans` in the settings (the file replaced whole, as the daemon documents)
@@ -141,11 +148,15 @@ impl VlanLab {
     fn list_vlans(&self, vlans: &str, vid: &str) {
         replace_file(&self.config, &config(&self.backend, vlans));
         let forwarded = self.count("forwarded");
-        wait_for(Duration::from_secs(20), "listed VLAN's frames balanced", || {
-            self.send(vid);
-            std::thread::sleep(Duration::from_millis(300));
-            (self.count("forwarded") > forwarded).then_some(())
-        })
+        wait_for(
+            Duration::from_secs(20),
+            "listed VLAN's frames balanced",
+            || {
+                self.send(vid);
+                std::thread::sleep(Duration::from_millis(300));
+                (self.count("forwarded") > forwarded).then_some(())
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}\n{}", self.daemon_log()));
     }
 }
@@ -159,7 +170,11 @@ fn a_vlan_10_frame_whose_tag_is_in_metadata_is_passed_and_counted_until_listed()
 
     // Untagged frames are balanced as ever.
     let (forwarded, passed) = lab.send_and_count("none", "forwarded", "pass_vlan");
-    assert_eq!(forwarded, u64::from(FRAMES), "every untagged frame balanced");
+    assert_eq!(
+        forwarded,
+        u64::from(FRAMES),
+        "every untagged frame balanced"
+    );
     assert_eq!(passed, 0, "no untagged frame counted as a VLAN's");
 
     // VLAN 10, its tag in metadata (the switch port's tx VLAN offload is on): not listed,
@@ -171,12 +186,23 @@ fn a_vlan_10_frame_whose_tag_is_in_metadata_is_passed_and_counted_until_listed()
     // Listed: the same frames are balanced.
     lab.list_vlans("10", "10");
     let (forwarded, passed) = lab.send_and_count("10", "forwarded", "pass_vlan");
-    assert_eq!(forwarded, u64::from(FRAMES), "every listed-VLAN frame balanced");
+    assert_eq!(
+        forwarded,
+        u64::from(FRAMES),
+        "every listed-VLAN frame balanced"
+    );
     assert_eq!(passed, 0, "no listed-VLAN frame passed");
     assert!(
         lab.daemon_log().contains("metadata+frame"),
         "on veth the balancer is loaded device-bound to read tags from metadata:\n{}",
         lab.daemon_log()
+    );
+    let pin_dir = lab.lab.lb_pin_dir.display().to_string();
+    let ferrolb = lab.bins.ferrolb.display().to_string();
+    let list = lb_lab::run(&ferrolb, &["--pin-dir", &pin_dir, "list"]).expect("ferrolb list");
+    assert!(
+        list.contains("VLAN tags read from the packet's metadata and the frame"),
+        "ferrolb list shows where tags are read:\n{list}"
     );
     println!(
         "tag in metadata: {FRAMES} untagged frames balanced; {FRAMES} VLAN 10 frames passed and counted while unlisted; {forwarded} balanced once listed"
@@ -202,7 +228,11 @@ fn a_vlan_10_frame_with_its_tag_in_the_frame_is_passed_and_counted_until_listed(
 
     lab.list_vlans("10", "10");
     let (forwarded, passed) = lab.send_and_count("10", "forwarded", "pass_vlan");
-    assert_eq!(forwarded, u64::from(FRAMES), "every listed-VLAN frame balanced");
+    assert_eq!(
+        forwarded,
+        u64::from(FRAMES),
+        "every listed-VLAN frame balanced"
+    );
     assert_eq!(passed, 0, "no listed-VLAN frame passed");
     println!(
         "tag in the frame: {FRAMES} VLAN 10 frames passed and counted while unlisted; {forwarded} balanced once listed"

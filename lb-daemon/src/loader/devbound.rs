@@ -373,7 +373,7 @@ fn log_tail(log: &[u8]) -> String {
     }
 }
 
-fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i32> {
+pub(super) fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i32> {
     // SAFETY: `attr` is a valid bpf_attr whose pointers (instructions, license, log,
     // path) outlive the call; the size passed is its size.
     let ret = unsafe {

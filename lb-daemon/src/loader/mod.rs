@@ -29,11 +29,13 @@ mod devbound;
 mod lock;
 mod pins;
 mod socket;
+mod tag_source;
 pub use devbound::{DevboundError, VlanMetadata, VlanTagSource};
 pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
+pub use tag_source::{attached_tag_source, TagSourceError};
 
 pub const XDP_LINK_PIN: &str = "link_xdp";
 pub const TC_LINK_PIN: &str = "link_tc_ingress";
