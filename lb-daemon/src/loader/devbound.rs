@@ -45,12 +45,12 @@ use crate::objects;
 /// `BPF_F_XDP_DEV_BOUND_ONLY`: bound to `prog_ifindex` without being offloaded to it.
 const BPF_F_XDP_DEV_BOUND_ONLY: u32 = 1 << 6;
 /// `src_reg` of a call instruction that calls a kernel function by BTF id.
-const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
+pub(super) const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 /// `BPF_JMP | BPF_CALL`.
-const OP_CALL: u8 = 0x85;
+pub(super) const OP_CALL: u8 = 0x85;
 /// `BPF_ALU64 | BPF_MOV | BPF_K`.
 const OP_MOV64_IMM: u8 = 0xb7;
-const INSN_LEN: usize = 8;
+pub(super) const INSN_LEN: usize = 8;
 /// Verifier log kept when a load fails (the kernel keeps its tail, where the error is).
 const LOG_BYTES: usize = 1 << 20;
 

@@ -1,6 +1,9 @@
 //! Where the installed balancer reads VLAN tags, asked of the kernel rather than of the
-//! daemon that installed it: a device-bound program reports the interface it is bound to
-//! (`bpf_prog_info.ifindex`), a generic one none. `ferrolb list` shows it.
+//! daemon that installed it: the device-bound balancer's translated code calls a kernel
+//! function (the metadata kfunc), the generic one's none (the loader put
+//! `r0 = -EOPNOTSUPP` in its place). The kernel reports an offload device in
+//! `bpf_prog_info` but not a device binding, hence the look at the code. `ferrolb list`
+//! shows it.
 
 use std::{
     io, mem,
@@ -11,7 +14,7 @@ use std::{
 use aya::programs::links::{FdLink, LinkError, PinnedLink};
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
-use super::devbound::{sys_bpf, VlanTagSource};
+use super::devbound::{sys_bpf, VlanTagSource, BPF_PSEUDO_KFUNC_CALL, INSN_LEN, OP_CALL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TagSourceError {
@@ -33,32 +36,47 @@ pub fn attached_tag_source(link: &Path) -> Result<Option<VlanTagSource>, TagSour
     };
     let fd_link = FdLink::from(PinnedLink::from_pin(link).map_err(link_err)?);
     let prog_id = fd_link.info().map_err(link_err)?.program_id();
-    let bound = bound_ifindex(prog_id).map_err(|source| TagSourceError::Program {
+    let bound = calls_kfunc(prog_id).map_err(|source| TagSourceError::Program {
         path: link.to_path_buf(),
         source,
     })?;
-    Ok(Some(if bound != 0 {
+    Ok(Some(if bound {
         VlanTagSource::MetadataAndFrame
     } else {
         VlanTagSource::FrameOnly
     }))
 }
 
-/// The interface program `prog_id` is bound to; 0 for a program bound to none.
-fn bound_ifindex(prog_id: u32) -> io::Result<u32> {
+/// Whether program `prog_id`'s translated instructions call a kernel function.
+fn calls_kfunc(prog_id: u32) -> io::Result<bool> {
     // SAFETY: bpf_attr is plain data; all zeroes is its "unset" value.
     let mut attr: bpf_attr = unsafe { mem::zeroed() };
     attr.__bindgen_anon_6.__bindgen_anon_1.prog_id = prog_id;
     let fd = sys_bpf(bpf_cmd::BPF_PROG_GET_FD_BY_ID, &mut attr)?;
     // SAFETY: BPF_PROG_GET_FD_BY_ID returned a new file descriptor that nothing else owns.
     let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    // First the length of the translated code, then the code.
+    let len = prog_info(&prog, |_| ())?.xlated_prog_len as usize;
+    let mut code = vec![0u8; len];
+    prog_info(&prog, |info| {
+        info.xlated_prog_len = len as u32;
+        info.xlated_prog_insns = code.as_mut_ptr() as u64;
+    })?;
+    Ok(code
+        .chunks_exact(INSN_LEN)
+        .any(|insn| insn[0] == OP_CALL && insn[1] >> 4 == BPF_PSEUDO_KFUNC_CALL))
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` for a program, with `ask` filling in what to copy out.
+fn prog_info(prog: &OwnedFd, ask: impl FnOnce(&mut bpf_prog_info)) -> io::Result<bpf_prog_info> {
     // SAFETY: bpf_prog_info is plain data; the kernel fills what it knows.
     let mut info: bpf_prog_info = unsafe { mem::zeroed() };
+    ask(&mut info);
     // SAFETY: bpf_attr is plain data; all zeroes is its "unset" value.
     let mut attr: bpf_attr = unsafe { mem::zeroed() };
     attr.info.bpf_fd = prog.as_raw_fd() as u32;
     attr.info.info_len = mem::size_of::<bpf_prog_info>() as u32;
     attr.info.info = &mut info as *mut bpf_prog_info as u64;
     sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(info.ifindex)
+    Ok(info)
 }
