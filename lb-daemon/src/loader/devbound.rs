@@ -39,7 +39,10 @@ use lb_common::{
 use object::{Object as _, ObjectSection as _, SectionKind};
 use tracing::warn;
 
-use super::{attach_balancer, load_object, Attachment, MapSizes, BALANCER_MAPS};
+use super::{
+    attach_balancer, load_object, reports_vlan_tag, Attachment, LoaderError, MapSizes,
+    BALANCER_MAPS,
+};
 use crate::objects;
 
 /// `BPF_F_XDP_DEV_BOUND_ONLY`: bound to `prog_ifindex` without being offloaded to it.
@@ -83,6 +86,10 @@ pub enum DevboundError {
     Handover { path: PathBuf, source: io::Error },
     #[error("opening the device-bound program: {0}")]
     Open(#[source] aya::programs::ProgramError),
+    #[error("the interface's driver does not report VLAN tags in XDP metadata (no vlan-tag in its xdp-rx-metadata-features)")]
+    DriverReportsNoVlanTag,
+    #[error("asking the driver's XDP metadata features: {0}")]
+    RxMetadata(#[from] super::RxMetadataError),
 }
 
 /// Whether the balancer should read VLAN tags from the packet's metadata (the setting).
@@ -129,7 +136,10 @@ pub(super) fn install_bound(
     if setting == VlanMetadata::Off || matches!(mode, XdpMode::Skb) {
         return None;
     }
-    let installed = (|| {
+    let installed = (|| -> Result<Attachment, LoaderError> {
+        if !reports_vlan_tag(ifindex).map_err(DevboundError::from)? {
+            return Err(DevboundError::DriverReportsNoVlanTag.into());
+        }
         // aya creates (or opens) and pins the maps; the program is loaded here.
         let name = program_names::XDP_BALANCER;
         let _maps = load_object(

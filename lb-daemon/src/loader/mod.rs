@@ -28,12 +28,14 @@ mod cgroup_link;
 mod devbound;
 mod lock;
 mod pins;
+mod rx_metadata;
 mod socket;
 mod tag_source;
 pub use devbound::{DevboundError, VlanMetadata, VlanTagSource};
 pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
+pub use rx_metadata::{reports_vlan_tag, RxMetadataError};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
 pub use tag_source::{attached_tag_source, TagSourceError};
 
