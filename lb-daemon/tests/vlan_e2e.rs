@@ -123,9 +123,9 @@ impl VlanLab {
             .expect("send frames");
     }
 
-    /// Sends a batch tagged `vid` and waits until counter `reason` has risen by all of it;
-    /// returns (that rise, the rise of `other` meanwhile).
-    fn send_and_count(&self, vid: &str, reason: &str, other: &str) -> (u64, u64) {
+    /// Sends a batch tagged `vid` and asserts that counter `reason` rose by all of it and
+    /// `other` not at all (`what` names the frames in the message).
+    fn expect_each(&self, what: &str, vid: &str, reason: &str, other: &str) {
         let (before, other_before) = (self.count(reason), self.count(other));
         self.send(vid);
         let waited = wait_for(Duration::from_secs(5), reason, || {
@@ -140,24 +140,40 @@ impl VlanLab {
                 self.daemon_log()
             )
         });
-        (rose, other_rose)
+        assert_eq!(
+            rose,
+            u64::from(FRAMES),
+            "{what}: each counted {reason} once"
+        );
+        assert_eq!(other_rose, 0, "{what}: none counted {other}");
     }
 
-    /// Lists `vlans` in the settings (the file replaced whole, as the daemon documents)
-    /// and waits until frames of VLAN `vid` are balanced.
-    fn list_vlans(&self, vlans: &str, vid: &str) {
-        replace_file(&self.config, &config(&self.backend, vlans));
+    /// Lists VLAN 10 in the settings (the file replaced whole, as the daemon documents)
+    /// and waits until its frames are balanced.
+    fn list_vlan_10(&self) {
+        replace_file(&self.config, &config(&self.backend, "10"));
         let forwarded = self.count("forwarded");
         wait_for(
             Duration::from_secs(20),
             "listed VLAN's frames balanced",
             || {
-                self.send(vid);
+                self.send("10");
                 std::thread::sleep(Duration::from_millis(300));
                 (self.count("forwarded") > forwarded).then_some(())
             },
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", self.daemon_log()));
+    }
+
+    /// VLAN 10's frames: unlisted, each passed untouched and counted, none balanced;
+    /// listed, each balanced. `case` names where the tag is, in the printed measurement.
+    fn assert_vlan_10_passed_until_listed(&self, case: &str) {
+        self.expect_each("unlisted VLAN 10 frames", "10", "pass_vlan", "forwarded");
+        self.list_vlan_10();
+        self.expect_each("listed VLAN 10 frames", "10", "forwarded", "pass_vlan");
+        println!(
+            "tag {case}: of {FRAMES} VLAN 10 frames, unlisted: {FRAMES} pass_vlan, 0 forwarded; listed: {FRAMES} forwarded, 0 pass_vlan"
+        );
     }
 }
 
@@ -169,29 +185,10 @@ fn a_vlan_10_frame_whose_tag_is_in_metadata_is_passed_and_counted_until_listed()
     let lab = VlanLab::start("vm-vlanmeta");
 
     // Untagged frames are balanced as ever.
-    let (forwarded, passed) = lab.send_and_count("none", "forwarded", "pass_vlan");
-    assert_eq!(
-        forwarded,
-        u64::from(FRAMES),
-        "every untagged frame balanced"
-    );
-    assert_eq!(passed, 0, "no untagged frame counted as a VLAN's");
+    lab.expect_each("untagged frames", "none", "forwarded", "pass_vlan");
 
-    // VLAN 10, its tag in metadata (the switch port's tx VLAN offload is on): not listed,
-    // so every frame is passed untouched and counted, none reaches the backend.
-    let (passed, forwarded) = lab.send_and_count("10", "pass_vlan", "forwarded");
-    assert_eq!(passed, u64::from(FRAMES), "each VLAN 10 frame counted once");
-    assert_eq!(forwarded, 0, "no VLAN 10 frame was balanced");
-
-    // Listed: the same frames are balanced.
-    lab.list_vlans("10", "10");
-    let (forwarded, passed) = lab.send_and_count("10", "forwarded", "pass_vlan");
-    assert_eq!(
-        forwarded,
-        u64::from(FRAMES),
-        "every listed-VLAN frame balanced"
-    );
-    assert_eq!(passed, 0, "no listed-VLAN frame passed");
+    // VLAN 10, its tag in metadata (the switch port's tx VLAN offload is on).
+    lab.assert_vlan_10_passed_until_listed("in metadata");
     assert!(
         lab.daemon_log().contains("metadata+frame"),
         "on veth the balancer is loaded device-bound to read tags from metadata:\n{}",
@@ -204,9 +201,7 @@ fn a_vlan_10_frame_whose_tag_is_in_metadata_is_passed_and_counted_until_listed()
         list.contains("VLAN tags read from the packet's metadata and the frame"),
         "ferrolb list shows where tags are read:\n{list}"
     );
-    println!(
-        "tag in metadata: {FRAMES} untagged frames balanced; {FRAMES} VLAN 10 frames passed and counted while unlisted; {forwarded} balanced once listed"
-    );
+    println!("untagged: {FRAMES} frames forwarded, 0 pass_vlan");
 }
 
 #[test]
@@ -222,19 +217,5 @@ fn a_vlan_10_frame_with_its_tag_in_the_frame_is_passed_and_counted_until_listed(
         .exec(&switch, "ethtool", &["-K", "plb", "txvlan", "off"])
         .expect("switch port: tx VLAN offload off");
 
-    let (passed, forwarded) = lab.send_and_count("10", "pass_vlan", "forwarded");
-    assert_eq!(passed, u64::from(FRAMES), "each VLAN 10 frame counted once");
-    assert_eq!(forwarded, 0, "no VLAN 10 frame was balanced");
-
-    lab.list_vlans("10", "10");
-    let (forwarded, passed) = lab.send_and_count("10", "forwarded", "pass_vlan");
-    assert_eq!(
-        forwarded,
-        u64::from(FRAMES),
-        "every listed-VLAN frame balanced"
-    );
-    assert_eq!(passed, 0, "no listed-VLAN frame passed");
-    println!(
-        "tag in the frame: {FRAMES} VLAN 10 frames passed and counted while unlisted; {forwarded} balanced once listed"
-    );
+    lab.assert_vlan_10_passed_until_listed("in the frame");
 }
