@@ -31,13 +31,15 @@ mod pins;
 mod rx_metadata;
 mod socket;
 mod tag_source;
-pub use devbound::{DevboundError, VlanMetadata, VlanTagSource};
+mod vlan_tags;
+pub use devbound::DevboundError;
 pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use rx_metadata::{reports_vlan_tag, RxMetadataError};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
 pub use tag_source::{attached_tag_source, TagSourceError};
+pub use vlan_tags::{VlanMetadata, VlanTagSource};
 
 pub const XDP_LINK_PIN: &str = "link_xdp";
 pub const TC_LINK_PIN: &str = "link_tc_ingress";
@@ -261,7 +263,7 @@ pub fn install_balancer(
 ) -> Result<(Attachment, VlanTagSource), LoaderError> {
     let index = ifindex(iface)?;
     if let Some(attachment) =
-        devbound::install_bound(iface, index, pin_dir, mode, sizes, vlan_metadata)
+        vlan_tags::install_bound(iface, index, pin_dir, mode, sizes, vlan_metadata)
     {
         return Ok((attachment, VlanTagSource::MetadataAndFrame));
     }

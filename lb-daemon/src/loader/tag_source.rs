@@ -14,7 +14,10 @@ use std::{
 use aya::programs::links::{FdLink, LinkError, PinnedLink};
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
 
-use super::devbound::{sys_bpf, VlanTagSource, BPF_PSEUDO_KFUNC_CALL, INSN_LEN, OP_CALL};
+use super::{
+    devbound::{sys_bpf, BPF_PSEUDO_KFUNC_CALL, INSN_LEN, OP_CALL},
+    VlanTagSource,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TagSourceError {
