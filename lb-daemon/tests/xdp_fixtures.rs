@@ -730,7 +730,12 @@ fn a_deleted_frontend_stops_its_cached_flows() {
     // The second packet finds the table entry and fills this CPU's flow cache; the third
     // is served from the cache.
     for name in ["table hit", "cache hit"] {
-        let out = f.expect(name, &tcp_ack(sport, 80, b"more"), XDP_TX, XdpReason::Forwarded);
+        let out = f.expect(
+            name,
+            &tcp_ack(sport, 80, b"more"),
+            XDP_TX,
+            XdpReason::Forwarded,
+        );
         assert_ipip(name, &tcp_ack(sport, 80, b"more"), &out, backend);
     }
     let web_start = CONFIG.find("  - name: web").unwrap();

@@ -12,9 +12,7 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, encap,
-    fastpath,
-    flow, fragment, icmp, lookup, nexthop, parse, source_range, stats,
+    affinity, encap, fastpath, flow, fragment, icmp, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
     vlan,
 };
@@ -260,7 +258,13 @@ pub(crate) fn next_hop(
 
 /// Counts the packet for its service and backend, then sends it.
 #[inline(always)]
-pub(crate) fn sent(ctx: &XdpContext, service_id: u32, backend_id: u32, hop: &NextHop, len: u64) -> Forward {
+pub(crate) fn sent(
+    ctx: &XdpContext,
+    service_id: u32,
+    backend_id: u32,
+    hop: &NextHop,
+    len: u64,
+) -> Forward {
     stats::count_service(service_id, len);
     stats::count_backend(backend_id, len);
     verdict::transmit(ctx, hop)
