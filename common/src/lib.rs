@@ -85,6 +85,17 @@ pub mod program_names {
     pub const SOCK_GETPEERNAME6: &str = "sock_getpeername6";
 }
 
+/// The XDP metadata kfunc the balancer reads a frame's VLAN tag with. The object calls it
+/// as a helper with the placeholder id [`RX_VLAN_TAG_CALL`](xdp_metadata::RX_VLAN_TAG_CALL)
+/// (the toolchain emits no kfunc calls); the loader rewrites each such call into the kfunc
+/// call for a device-bound load and into `r0 = -EOPNOTSUPP` for every other load.
+pub mod xdp_metadata {
+    /// Far above every helper id the kernel defines, so it never means a real helper.
+    pub const RX_VLAN_TAG_CALL: i32 = 0x6c62_7601;
+    /// The kfunc's name in the kernel's BTF.
+    pub const RX_VLAN_TAG_KFUNC: &str = "bpf_xdp_metadata_rx_vlan_tag";
+}
+
 /// Map capacities. The daemon refuses configurations that would exceed them.
 pub mod limits {
     pub const MAX_SERVICES: u32 = 65_536;

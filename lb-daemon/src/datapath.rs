@@ -46,6 +46,8 @@ pub struct DatapathOptions {
     pub iface: String,
     pub pin_dir: PathBuf,
     pub xdp_mode: XdpMode,
+    /// Whether the balancer reads VLAN tags from the packet's metadata too.
+    pub vlan_metadata: loader::VlanMetadata,
     pub encap_source: Option<Ipv4Addr>,
     /// IP6IP6 source; `None` takes the interface's first global IPv6 address, and without
     /// one IPv6 services are passed (`pass_not_ready`).
@@ -86,10 +88,18 @@ pub fn install(opts: &DatapathOptions) -> Result<DatapathParams, StartError> {
     };
     host::ensure_forwarding(&opts.iface, "ipv4")?;
     let pin_dir = opts.pin_dir.display();
-    match loader::install_balancer(&opts.iface, &opts.pin_dir, opts.xdp_mode, &opts.map_sizes)? {
-        Attachment::New => info!(iface = %opts.iface, %pin_dir, "attached XDP balancer"),
+    let (attachment, vlan_tags) = loader::install_balancer(
+        &opts.iface,
+        &opts.pin_dir,
+        opts.xdp_mode,
+        &opts.map_sizes,
+        opts.vlan_metadata,
+    )?;
+    let vlan_tags = vlan_tags.as_str();
+    match attachment {
+        Attachment::New => info!(iface = %opts.iface, %pin_dir, vlan_tags, "attached XDP balancer"),
         Attachment::Replaced => {
-            info!(iface = %opts.iface, %pin_dir, "adopted pinned datapath; program replaced in place")
+            info!(iface = %opts.iface, %pin_dir, vlan_tags, "adopted pinned datapath; program replaced in place")
         }
     }
     let encap_source6 = match opts.encap_source6 {

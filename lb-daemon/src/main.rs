@@ -90,6 +90,17 @@ struct DatapathArgs {
     /// New flow-table entries a CPU may write back to back before `--new-flow-rate` applies.
     #[arg(long, default_value_t = NewFlowBudget::DEFAULT.burst, value_parser = clap::value_parser!(u32).range(1..))]
     new_flow_burst: u32,
+    /// Read VLAN tags the NIC took out of the frame from the packet's metadata (auto: by
+    /// loading the balancer bound to the interface, in native mode only; where that fails
+    /// the daemon warns and reads tags in the frame only). See docs/architecture.md, "VLANs".
+    #[arg(long, value_enum, default_value = "auto")]
+    vlan_metadata: VlanMetadataArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VlanMetadataArg {
+    Auto,
+    Off,
 }
 
 impl DatapathArgs {
@@ -102,6 +113,10 @@ impl DatapathArgs {
                 Mode::Auto => XdpMode::Default,
                 Mode::Driver => XdpMode::Driver,
                 Mode::Skb => XdpMode::Skb,
+            },
+            vlan_metadata: match self.vlan_metadata {
+                VlanMetadataArg::Auto => loader::VlanMetadata::Auto,
+                VlanMetadataArg::Off => loader::VlanMetadata::Off,
             },
             encap_source: self.encap_source,
             encap_source6: self.encap_source6,

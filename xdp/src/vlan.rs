@@ -1,18 +1,25 @@
-//! VLAN admission. By default only untagged frames are balanced; a frame still carrying an
-//! 802.1Q or 802.1ad tag is passed untouched (`PassVlan`) unless its VLAN id is one the
-//! daemon listed in the config (`LbConfig::allowed_vlans`). An admitted tag is taken off
-//! for the balancer's fixed-offset parsing and put back if the frame goes up the stack, so
-//! the stack still sees it on its VLAN; a forwarded frame leaves encapsulated, untagged,
-//! on the route the kernel names for the backend.
+//! VLAN admission. By default only untagged frames are balanced; a tagged frame (802.1Q or
+//! 802.1ad) is passed untouched (`PassVlan`) unless its VLAN id is one the daemon listed
+//! in the config (`LbConfig::allowed_vlans`).
 //!
-//! The tag is in the frame only if nothing took it out first (a NIC's rx VLAN stripping,
-//! a bridge port's receive path kept out of band by a veth's tx VLAN offload): such a
-//! frame looks untagged here. Reading the stripped tag needs the metadata kfunc
-//! `bpf_xdp_metadata_rx_vlan_tag` and a device-bound program, not used yet; see
+//! The tag is read from two places. A NIC's rx VLAN stripping (and a veth whose peer
+//! sends with tx VLAN offload) takes it out of the frame into the packet's metadata: the
+//! kfunc `bpf_xdp_metadata_rx_vlan_tag` reads it there, in a device-bound program on a
+//! driver that implements it (see `lb-daemon/src/loader/devbound.rs`); every other load
+//! answers "not supported" in its place. A tag still in the frame is read in band, taken
+//! off for the balancer's fixed-offset parsing and put back if the frame goes up the
+//! stack, so the stack still sees it on its VLAN (and on an ICMP answer to the client). A
+//! tag in the metadata stays there for the stack; an ICMP answer to such a frame is sent
+//! untagged (the transmit path adds no tag), a limit the docs state. A forwarded frame
+//! leaves encapsulated, untagged, on the route the kernel names for the backend. See
 //! docs/architecture.md, "VLANs and fragments".
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::XdpReason;
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    helpers::bpf_xdp_adjust_head,
+    programs::XdpContext,
+};
+use lb_common::{xdp_metadata::RX_VLAN_TAG_CALL, XdpReason};
 
 use crate::{
     maps::CONFIG,
@@ -28,8 +35,9 @@ const VID_MASK: u16 = 0x0fff;
 const MACS_LEN: usize = 12;
 
 /// A tag taken off an admitted frame: TPID (high half) and TCI (low half), host order;
-/// [`Tag::NONE`] for an untagged frame. One scalar, so the family paths (BPF subprograms)
-/// take it in a register.
+/// [`Tag::NONE`] for an untagged frame, and for one whose tag is in the packet's metadata
+/// (it stays there: nothing to put back). One scalar, so the family paths (BPF
+/// subprograms) take it in a register.
 #[derive(Clone, Copy)]
 pub struct Tag(u32);
 
@@ -37,6 +45,36 @@ impl Tag {
     /// The frame came untagged (a TPID is never 0).
     pub const NONE: Tag = Tag(0);
 }
+
+/// The VLAN id of the tag the NIC took out of the frame, or [`NO_METADATA_TAG`] when the
+/// frame had none (`-ENODATA`) or this load or driver cannot say (`-EOPNOTSUPP`, what the
+/// loader puts in place of the call outside a device-bound load).
+///
+/// A leaf subprogram of its own: with the kfunc call inlined into `admit`, the verifier
+/// walked the family paths after it past its one-million-instruction limit (measured:
+/// 843k instructions as a leaf, over 1M inlined).
+#[inline(never)]
+fn metadata_vid(ctx: &XdpContext) -> u32 {
+    let mut tpid_be: u16 = 0;
+    let mut tci: u16 = 0;
+    // SAFETY: a call to a constant address is how the BPF backend emits a helper call
+    // (`call imm`, as aya-ebpf's helper bindings do); this id is the placeholder the
+    // loader rewrites before the verifier sees it, into the kfunc
+    // `int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *, __be16 *, u16 *)` or into
+    // `r0 = -EOPNOTSUPP`, so the signature matches what runs.
+    let rx_vlan_tag: unsafe extern "C" fn(*mut xdp_md, *mut u16, *mut u16) -> i32 =
+        unsafe { core::mem::transmute(RX_VLAN_TAG_CALL as usize) };
+    // SAFETY: `ctx.ctx` is this run's xdp_md; both pointers are to live stack slots of
+    // the size the kfunc writes.
+    let ret = unsafe { rx_vlan_tag(ctx.ctx, &mut tpid_be, &mut tci) };
+    if ret != 0 {
+        return NO_METADATA_TAG;
+    }
+    u32::from(tci & VID_MASK)
+}
+
+/// [`metadata_vid`]'s answer when the metadata holds no tag.
+const NO_METADATA_TAG: u32 = u32::MAX;
 
 /// Whether the frame may be balanced: `Ok(Tag::NONE)` for an untagged frame, `Ok(tag)`
 /// for an admitted one whose tag is now off, `Err(PassVlan)` for any other tagged frame
@@ -46,6 +84,13 @@ impl Tag {
 /// the family paths' (BPF's 512-byte stack counts the whole call chain).
 #[inline(never)]
 pub fn admit(ctx: &XdpContext) -> Result<Tag, XdpReason> {
+    // A tag in the metadata is judged first; a listed one goes on to the frame's own
+    // check below, as an untagged frame does (a second tag in the frame is then judged
+    // as any tag in the frame is).
+    let vid = metadata_vid(ctx);
+    if vid != NO_METADATA_TAG && !allowed(vid as u16) {
+        return Err(XdpReason::PassVlan);
+    }
     let Some(head) = ptr_at::<[u16; 9]>(ctx, 0) else {
         // Shorter than a tagged header: an untagged frame's parser judges it.
         return untagged_or_short(ctx);

@@ -1,6 +1,7 @@
 //! What `ferrolb list` shows beside the maps' services: the settings fingerprint (equal
 //! on two LB nodes means equal choices) and, while a file-mode daemon checks backends,
-//! each checked backend's health from its state file.
+//! each checked backend's health from its state file, and where the attached balancer
+//! reads VLAN tags.
 
 use std::{io::Write, path::Path};
 
@@ -8,12 +9,14 @@ use anyhow::{Context, Result};
 use lb_daemon::{
     health::publish::{self, HealthReport},
     inspect::{fingerprint::Fingerprints, ServiceView},
+    loader::{self, VlanTagSource},
     maps::BalancerMaps,
 };
 
 pub struct ListExtras {
     fingerprints: Fingerprints,
     health: Option<HealthReport>,
+    vlan_tags: Option<VlanTagSource>,
 }
 
 impl ListExtras {
@@ -25,9 +28,11 @@ impl ListExtras {
                 publish::state_path(pin_dir).display()
             )
         })?;
+        let vlan_tags = loader::attached_tag_source(&pin_dir.join(loader::XDP_LINK_PIN))?;
         Ok(Self {
             fingerprints,
             health,
+            vlan_tags,
         })
     }
 
@@ -67,6 +72,16 @@ impl ListExtras {
             self.fingerprints.flow_hash_seed,
             self.fingerprints.services.len()
         );
+        let vlan_tags = match self.vlan_tags {
+            Some(VlanTagSource::MetadataAndFrame) => {
+                "from the packet's metadata and the frame (device-bound balancer)"
+            }
+            Some(VlanTagSource::FrameOnly) => {
+                "from the frame only: a tag the NIC strips is not seen (ethtool -K IFACE rxvlan off)"
+            }
+            None => return,
+        };
+        let _ = writeln!(out, "VLAN tags read {vlan_tags}");
     }
 
     /// The service's fingerprint and its checked backends' health, under its line.

@@ -25,16 +25,24 @@ use lb_common::{maglev_words, map_names, program_names};
 use crate::objects;
 
 mod cgroup_link;
+mod devbound;
 mod lock;
 mod pins;
+mod rx_metadata;
 mod socket;
+mod tag_source;
+mod vlan_tags;
+pub use devbound::DevboundError;
 pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{
     check_pinned_layouts, expected_layouts, flow_cache_entries, possible_cpus, BACKEND_SIDE_MAPS,
     BALANCER_MAPS,
 };
 pub use pins::{prepare_pin_dir, MapSizes};
+pub use rx_metadata::{reports_vlan_tag, RxMetadataError};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
+pub use tag_source::{attached_tag_source, TagSourceError};
+pub use vlan_tags::{VlanMetadata, VlanTagSource};
 
 pub const XDP_LINK_PIN: &str = "link_xdp";
 pub const TC_LINK_PIN: &str = "link_tc_ingress";
@@ -81,6 +89,8 @@ pub enum LoaderError {
         path: PathBuf,
         source: aya::programs::links::LinkError,
     },
+    #[error(transparent)]
+    Devbound(#[from] DevboundError),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LoaderError + '_ {
@@ -148,7 +158,7 @@ pub fn load_balancer_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Ebpf, Loa
         pin_dir,
         sizes,
         BALANCER_MAPS,
-        objects::XDP_BALANCER,
+        devbound::generic_balancer()?,
         program_names::XDP_BALANCER,
         |ebpf, name| {
             program::<Xdp>(ebpf, name)?
@@ -244,17 +254,37 @@ where
 }
 
 /// Loads the XDP balancer against the pinned maps and attaches it to `iface`, or swaps it
-/// into the link an earlier daemon pinned.
+/// into the link an earlier daemon pinned. With `vlan_metadata` on and a native mode, the
+/// program is loaded bound to the interface so it reads VLAN tags from the packet's
+/// metadata too; where that fails it is loaded as before, with one warning
+/// ([`VlanTagSource`] says which).
 pub fn install_balancer(
     iface: &str,
     pin_dir: &Path,
     mode: XdpMode,
     sizes: &MapSizes,
-) -> Result<Attachment, LoaderError> {
-    ifindex(iface)?;
+    vlan_metadata: VlanMetadata,
+) -> Result<(Attachment, VlanTagSource), LoaderError> {
+    let index = ifindex(iface)?;
+    if let Some(attachment) =
+        vlan_tags::install_bound(iface, index, pin_dir, mode, sizes, vlan_metadata)
+    {
+        return Ok((attachment, VlanTagSource::MetadataAndFrame));
+    }
     let mut ebpf = load_balancer_sized(pin_dir, sizes)?;
+    let prog: &mut Xdp = program(&mut ebpf, program_names::XDP_BALANCER)?;
+    let attachment = attach_balancer(prog, iface, pin_dir, mode)?;
+    Ok((attachment, VlanTagSource::FrameOnly))
+}
+
+/// Attaches a loaded balancer (through the pinned link if there is one).
+fn attach_balancer(
+    prog: &mut Xdp,
+    iface: &str,
+    pin_dir: &Path,
+    mode: XdpMode,
+) -> Result<Attachment, LoaderError> {
     let name = program_names::XDP_BALANCER;
-    let prog: &mut Xdp = program(&mut ebpf, name)?;
     attach_pinned(
         prog,
         name,
