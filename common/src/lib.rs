@@ -315,6 +315,14 @@ pub struct FlowCacheEntry {
 }
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
 
+impl FlowCacheEntry {
+    /// The first of the two entries (ways) flow hash `hash` may use in a CPU's region: the
+    /// hash's low bits with the lowest cleared, so a set is two adjacent entries.
+    pub const fn set_index(hash: u32) -> u32 {
+        hash & (limits::FLOW_CACHE_ENTRIES - 1) & !1
+    }
+}
+
 /// See [`FlowCacheEntry::hits`]; a power of two.
 pub const FLOW_CACHE_TOUCH_EVERY: u32 = 64;
 

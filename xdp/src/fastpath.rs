@@ -48,15 +48,31 @@ struct Hit {
     hop: &'static NextHop,
 }
 
-/// This CPU's cache slot for flow hash `hash`.
+/// This CPU's cache slot for flow hash `hash` in `way` (0 or 1) of the hash's set: two
+/// adjacent entries (see `FlowCacheEntry::set_index`), so two flows whose hashes meet in
+/// one set both stay cached, and the second way's line is the first's neighbour.
 #[inline(always)]
-fn slot(hash: u32) -> Option<*mut FlowCacheEntry> {
+fn slot(hash: u32, way: u32) -> Option<*mut FlowCacheEntry> {
     // SAFETY: a helper without arguments, callable from any program.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let index = cpu
         .wrapping_mul(FLOW_CACHE_ENTRIES)
-        .wrapping_add(hash & (FLOW_CACHE_ENTRIES - 1));
+        .wrapping_add(FlowCacheEntry::set_index(hash) | way);
     FLOW_CACHE.get_ptr_mut(index)
+}
+
+/// This CPU's entry of flow `key` (hash `hash`) under `epoch`, in either way of its set.
+#[inline(always)]
+fn find(key: &FlowKey, hash: u32, epoch: u32) -> Option<&'static mut FlowCacheEntry> {
+    for way in 0..2 {
+        // SAFETY: this CPU's entry; only this CPU writes it, and not while this program
+        // runs on it (XDP programs do not nest on one CPU).
+        let cached = unsafe { &mut *slot(hash, way)? };
+        if cached.epoch == epoch && same_key(&cached.key, key) {
+            return Some(cached);
+        }
+    }
+    None
 }
 
 /// The key compared as five 8-byte words (no byte loop, no `memcmp`).
@@ -75,12 +91,7 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 /// live one and that backend's next hop cached, fresh and not this host.
 #[inline(always)]
 fn hit(key: &FlowKey, hash: u32, epoch: u32) -> Option<Hit> {
-    // SAFETY: this CPU's entry; only this CPU writes it, and not while this program runs
-    // on it (XDP programs do not nest on one CPU).
-    let cached = unsafe { &mut *slot(hash)? };
-    if cached.epoch != epoch || !same_key(&cached.key, key) {
-        return None;
-    }
+    let cached = find(key, hash, epoch)?;
     let (backend_id, generation) = (cached.backend_id, cached.backend_generation);
     let backend = lookup::live_backend(backend_id)?;
     if backend.generation != generation {
@@ -115,9 +126,20 @@ pub fn learn(
     backend_id: u32,
     backend: &BackendValue,
 ) {
-    let Some(slot) = slot(hash) else { return };
-    // SAFETY: as in `hit`.
-    let cached = unsafe { &mut *slot };
+    let (Some(first), Some(second)) = (slot(hash, 0), slot(hash, 1)) else {
+        return;
+    };
+    // The way to fill: one this epoch does not use, else the other flow's whose bit of
+    // the hash (above the set index) says so, a choice the flows of a set share fairly.
+    // SAFETY: as in `find`.
+    let (first, second) = unsafe { (&mut *first, &mut *second) };
+    let cached = if first.epoch != epoch || same_key(&first.key, key) {
+        first
+    } else if second.epoch != epoch || hash & (1 << 31) != 0 {
+        second
+    } else {
+        first
+    };
     cached.key = *key;
     cached.backend_id = backend_id;
     cached.backend_generation = backend.generation;

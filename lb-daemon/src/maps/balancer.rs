@@ -358,15 +358,18 @@ impl BalancerMaps {
         hash: u32,
         epoch: u32,
     ) -> Result<Vec<(usize, FlowCacheEntry)>, MapsError> {
-        let index = hash & (limits::FLOW_CACHE_ENTRIES - 1);
+        let set = FlowCacheEntry::set_index(hash);
         let mut found = Vec::new();
         for cpu in 0..self.cpus {
-            let entry = self
-                .flow_cache
-                .get(&(cpu as u32 * limits::FLOW_CACHE_ENTRIES + index), 0)
-                .map_err(access(map_names::FLOW_CACHE))?;
-            if entry.epoch == epoch && entry.key == *key {
-                found.push((cpu, entry));
+            for way in 0..2 {
+                let index = cpu as u32 * limits::FLOW_CACHE_ENTRIES + set + way;
+                let entry = self
+                    .flow_cache
+                    .get(&index, 0)
+                    .map_err(access(map_names::FLOW_CACHE))?;
+                if entry.epoch == epoch && entry.key == *key {
+                    found.push((cpu, entry));
+                }
             }
         }
         Ok(found)
