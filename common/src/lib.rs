@@ -108,8 +108,8 @@ pub mod limits {
     pub const DEFAULT_FLOWS: u32 = 262_144;
     /// Entries of the UDP flow table (LRU; `--udp-flow-entries`).
     pub const DEFAULT_UDP_FLOWS: u32 = 131_072;
-    /// Entries of the per-CPU flow cache (a power of two: the flow hash's low bits index
-    /// it); 64 bytes each, per CPU.
+    /// Entries of the flow cache per CPU (a power of two: the flow hash's low bits index
+    /// it); 64 bytes each. The map holds this many for every possible CPU.
     pub const FLOW_CACHE_ENTRIES: u32 = 1 << 16;
     pub const NEIGH_MISSES: u32 = 1_024;
     pub const LOCAL_VIPS: u32 = 4_096;
@@ -293,12 +293,13 @@ pub struct FlowValue {
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
 
-/// One entry of the per-CPU flow cache, a direct-mapped copy of flow-table entries
-/// indexed by the flow hash: an established flow's packet reads one cache line instead of
-/// walking an LRU hash bucket. Filled only from what the flow table holds (a hit, or the
-/// insert of a flow's first non-SYN packet), so it never knows a flow the table did not;
-/// followed only while `epoch` is `LbConfig::flow_epoch` (a purge of flow-table entries
-/// bumps it) and the backend is the same live one (`backend_generation`).
+/// One entry of the flow cache (`LB_FLOW_CACHE`), a direct-mapped copy of flow-table
+/// entries indexed by the flow hash, one region per CPU: an established flow's packet reads
+/// this one cache line instead of the service map and an LRU hash bucket (the XDP
+/// program's fast path, `xdp/src/fastpath.rs`). Filled only from what the flow table holds
+/// (a table hit), so it never knows a flow the table did not; followed only while `epoch`
+/// is `LbConfig::flow_epoch` (a purge of flow-table entries or a deleted frontend bumps it)
+/// and the backend is the same live one (`backend_generation`).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCacheEntry {
@@ -310,10 +311,21 @@ pub struct FlowCacheEntry {
     /// `FLOW_CACHE_TOUCH_EVERY` hits the packet looks the flow up in the table too, so
     /// the LRU keeps (or re-learns) flows the cache serves.
     pub hits: u32,
+    /// The frontend's `ServiceValue::service_id`: the counter a hit bumps without the
+    /// service lookup.
+    pub service_id: u32,
     /// Zero: the entry fills one 64-byte cache line with no implicit padding.
-    pub _pad: u64,
+    pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
+
+impl FlowCacheEntry {
+    /// The first of the two entries (ways) flow hash `hash` may use in a CPU's region: the
+    /// hash's low bits with the lowest cleared, so a set is two adjacent entries.
+    pub const fn set_index(hash: u32) -> u32 {
+        hash & (limits::FLOW_CACHE_ENTRIES - 1) & !1
+    }
+}
 
 /// See [`FlowCacheEntry::hits`]; a power of two.
 pub const FLOW_CACHE_TOUCH_EVERY: u32 = 64;

@@ -716,6 +716,40 @@ fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
     );
 }
 
+/// The fast path finds a cached flow before its frontend: deleting the frontend must still
+/// stop the flow (the writer retires the flow caches' entries), not forward it from the
+/// cache.
+#[test]
+fn a_deleted_frontend_stops_its_cached_flows() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("fastdel", CONFIG);
+    let sport = 44_100;
+    let backend = f.establish(sport);
+    // The second packet finds the table entry and fills this CPU's flow cache; the third
+    // is served from the cache.
+    for name in ["table hit", "cache hit"] {
+        let out = f.expect(
+            name,
+            &tcp_ack(sport, 80, b"more"),
+            XDP_TX,
+            XdpReason::Forwarded,
+        );
+        assert_ipip(name, &tcp_ack(sport, 80, b"more"), &out, backend);
+    }
+    let web_start = CONFIG.find("  - name: web").unwrap();
+    let web_end = CONFIG.find("  - name: dns").unwrap();
+    let without_web = format!("{}{}", &CONFIG[..web_start], &CONFIG[web_end..]);
+    f.apply(&without_web);
+    f.expect(
+        "frontend deleted",
+        &tcp_ack(sport, 80, b"late"),
+        XDP_PASS,
+        XdpReason::PassNotService,
+    );
+}
+
 #[test]
 fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
     if !require_root("xdp fixture") {

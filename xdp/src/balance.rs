@@ -12,22 +12,39 @@ use lb_common::{
 };
 
 use crate::{
-    affinity, encap, flow, fragment, icmp, lookup, nexthop, parse, source_range, stats,
+    affinity, encap, fastpath, flow, fragment, icmp, lookup, nexthop, parse, source_range, stats,
     verdict::{self, Forward},
     vlan,
 };
 
-// Each family's path is a BPF subprogram of its own: inlined together their stack frames
-// add up past the 512-byte limit. `len` is the frame's length as received, the figure
-// every counter records; `tag` the VLAN tag `vlan::admit` took off, put back on what
-// returns to the VLAN.
-#[inline(never)]
+// Each family's path: the fast path (`fastpath`, established flows from the flow cache),
+// else the slow path. Both are BPF subprograms of their own: inlined together their stack
+// frames add up past the 512-byte limit. `len` is the frame's length as received, the
+// figure every counter records; `tag` the VLAN tag `vlan::admit` took off, put back on
+// what returns to the VLAN.
+#[inline(always)]
 pub fn v4(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+    match fastpath::v4(ctx, len) {
+        Some(sent) => verdict::finish(vlan::restore(ctx, tag, Ok(sent)), len),
+        None => slow_v4(ctx, len, tag),
+    }
+}
+
+#[inline(always)]
+pub fn v6(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+    match fastpath::v6(ctx, len) {
+        Some(sent) => verdict::finish(vlan::restore(ctx, tag, Ok(sent)), len),
+        None => slow_v6(ctx, len, tag),
+    }
+}
+
+#[inline(never)]
+fn slow_v4(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
     verdict::finish(vlan::restore(ctx, tag, try_v4(ctx, len)), len)
 }
 
 #[inline(never)]
-pub fn v6(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
+fn slow_v6(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
     verdict::finish(vlan::restore(ctx, tag, try_v6(ctx, len)), len)
 }
 
@@ -60,12 +77,13 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
         (pick, lookup::config().ok_or(XdpReason::PassNotReady)?)
     } else {
         let flow_key = flow::key(&pkt);
+        let fast = fast_path_eligible(pkt.role, pkt.opening, icmp_error);
         let Some(service) = lookup::service(&flow_key) else {
             return icmp::no_service(ctx, &flow_key, icmp_error);
         };
         let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
         let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
-        let picked = select(&flow_key, &service, pkt.opening, hash, config, || {
+        let picked = select(&flow_key, &service, pkt.opening, hash, config, fast, || {
             flow_key.client_hash_v4(config.flow_hash_seed)
         });
         let (backend_id, backend) = match picked {
@@ -101,12 +119,13 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
         let pick = followed(fragment::follow_v6(flow_key, pkt.frag_id_be))?;
         (pick, config_v6()?)
     } else {
+        let fast = fast_path_eligible(pkt.role, pkt.opening, icmp_error);
         let Some(service) = lookup::service(flow_key) else {
             return icmp::no_service(ctx, flow_key, icmp_error);
         };
         let config = config_v6()?;
         let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
-        let picked = select(flow_key, &service, pkt.opening, hash, config, || {
+        let picked = select(flow_key, &service, pkt.opening, hash, config, fast, || {
             flow_key.client_hash_v6(config.flow_hash_seed)
         });
         let (backend_id, backend) = match picked {
@@ -145,6 +164,14 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
     Ok(icmp::forwarded(forward, icmp_error))
 }
 
+/// Whether a packet may take the fast path (`fastpath`): a whole packet that neither
+/// opens a connection nor is an ICMP error. Fragments stay on the slow path, which
+/// remembers a first fragment's backend for the later ones.
+#[inline(always)]
+fn fast_path_eligible(role: parse::Role, opening: bool, icmp_error: bool) -> bool {
+    role == parse::Role::Whole && !opening && !icmp_error
+}
+
 /// The configuration, if it forwards IPv6.
 #[inline(always)]
 fn config_v6() -> Result<&'static LbConfig, XdpReason> {
@@ -157,7 +184,9 @@ fn config_v6() -> Result<&'static LbConfig, XdpReason> {
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
 /// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
-/// the flow hash: it indexes the flow cache and picks the Maglev slot. A service with
+/// the flow hash: it picks the Maglev slot and the flow-cache slot. A flow the table knows
+/// is learned into the flow cache when the packet could have taken the fast path (`fast`),
+/// unless its service has session affinity (whose hits refresh the client's entry here). A service with
 /// session affinity consults the client's entry before Maglev, and Maglev then takes
 /// `client_hash`, the client alone (see `affinity`).
 ///
@@ -175,14 +204,17 @@ fn select(
     opening: bool,
     hash: u32,
     config: &LbConfig,
+    fast: bool,
     client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
-    let epoch = config.flow_epoch;
     let affine = service.flags & SERVICE_F_AFFINITY != 0;
-    match flow::lookup(flow_key, hash, epoch) {
+    match flow::lookup(flow_key) {
         Some(hit) => {
             if affine {
                 affinity::touch(flow_key, service, hit.0);
+            } else if fast {
+                let epoch = config.flow_epoch;
+                fastpath::learn(flow_key, hash, epoch, service.service_id, hit.0, &hit.1);
             }
             Ok(hit)
         }
@@ -206,7 +238,7 @@ fn select(
 /// The cached next hop; for a backend on this host, the frame keeps its own MACs so this
 /// host's stack accepts it.
 #[inline(always)]
-fn next_hop(
+pub(crate) fn next_hop(
     ctx: &XdpContext,
     backend_id: u32,
     backend: &BackendValue,
@@ -226,7 +258,13 @@ fn next_hop(
 
 /// Counts the packet for its service and backend, then sends it.
 #[inline(always)]
-fn sent(ctx: &XdpContext, service_id: u32, backend_id: u32, hop: &NextHop, len: u64) -> Forward {
+pub(crate) fn sent(
+    ctx: &XdpContext,
+    service_id: u32,
+    backend_id: u32,
+    hop: &NextHop,
+    len: u64,
+) -> Forward {
     stats::count_service(service_id, len);
     stats::count_backend(backend_id, len);
     verdict::transmit(ctx, hop)

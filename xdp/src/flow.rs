@@ -2,12 +2,12 @@
 //! Maglev table changes, as long as that backend is still live. Entries are written by a
 //! flow's first packet that is not a TCP SYN without ACK (see `select` in balance.rs).
 //!
-//! In front of the LRU hash sits a per-CPU direct-mapped cache indexed by the flow hash
-//! (`LB_FLOW_CACHE`, see `FlowCacheEntry`): a hit reads one 64-byte line and compares the
-//! key, where the LRU hashes 40 bytes and walks a bucket of cold elements. The cache only
-//! copies what the table holds, and every `FLOW_CACHE_TOUCH_EVERY`-th hit of an entry goes
-//! to the table too, so the LRU keeps the flows the cache serves (re-learning one it
-//! evicted meanwhile, with the backend the flow already has).
+//! In front of the LRU hash sits the flow cache of the fast path (`fastpath`): a hit
+//! reads one 64-byte line and compares the key, where the LRU hashes 40 bytes and walks a
+//! bucket of cold elements. The cache only copies what the table holds, and every
+//! `FLOW_CACHE_TOUCH_EVERY`-th hit of a cached flow touches the table ([`keep`]), so the
+//! LRU keeps the flows the cache serves (re-learning one it evicted meanwhile, with the
+//! backend the flow already has).
 //!
 //! Pressure. An LRU evicts the entries touched longest ago, and nothing is colder than an
 //! idle established connection: in one table, a burst of new flows (300k UDP flows in
@@ -22,13 +22,12 @@
 
 use aya_ebpf::maps::LruHashMap;
 use lb_common::{
-    v4_addr, BackendValue, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, LbConfig, FAMILY_V4,
-    FLOW_CACHE_TOUCH_EVERY, PROTO_UDP,
+    v4_addr, BackendValue, FlowEvent, FlowKey, FlowValue, LbConfig, FAMILY_V4, PROTO_UDP,
 };
 
 use crate::{
     lookup,
-    maps::{FLOWS, FLOW_BUDGET, FLOW_CACHE, FLOW_STATS, UDP_FLOWS},
+    maps::{FLOWS, FLOW_BUDGET, FLOW_STATS, UDP_FLOWS},
     parse::Ipv4Packet,
     rate,
 };
@@ -80,62 +79,9 @@ fn recorded(key: &FlowKey) -> FlowEvent {
     }
 }
 
-/// This CPU's cache entry for flow hash `hash`.
+/// The backend this flow already uses, if it is still the same live backend.
 #[inline(always)]
-fn cache_entry(hash: u32) -> Option<*mut FlowCacheEntry> {
-    FLOW_CACHE.get_ptr_mut(hash & (lb_common::limits::FLOW_CACHE_ENTRIES - 1))
-}
-
-/// The key compared as five 8-byte words (no byte loop, no `memcmp`).
-#[inline(always)]
-fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    // SAFETY: FlowKey is 40 bytes of plain data with no padding bytes of its own, aligned
-    // to 8 (`repr(C, align(8))`), so it reads as five aligned u64 words.
-    unsafe {
-        let a = &*(a as *const FlowKey as *const [u64; 5]);
-        let b = &*(b as *const FlowKey as *const [u64; 5]);
-        (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
-    }
-}
-
-/// The backend this flow already uses, if it is still the same live backend. `hash` is
-/// the flow hash (it indexes the cache), `epoch` the config's `flow_epoch`.
-#[inline(always)]
-pub fn lookup(key: &FlowKey, hash: u32, epoch: u32) -> Option<(u32, BackendValue)> {
-    let slot = cache_entry(hash)?;
-    // SAFETY: this CPU's entry; only this CPU writes it, and not while this program runs
-    // on it (XDP programs do not nest on one CPU).
-    let cached = unsafe { &mut *slot };
-    if cached.epoch == epoch && same_key(&cached.key, key) {
-        cached.hits = cached.hits.wrapping_add(1);
-        if cached.hits & (FLOW_CACHE_TOUCH_EVERY - 1) != 0 {
-            let backend = lookup::backend(cached.backend_id)?;
-            if backend.generation == cached.backend_generation {
-                return Some((cached.backend_id, backend));
-            }
-            return None;
-        }
-        // Touch the table: the LRU keeps the flow; if it evicted it, learn it again.
-        let (id, generation) = (cached.backend_id, cached.backend_generation);
-        let backend = lookup::backend(id)?;
-        if backend.generation != generation {
-            return None;
-        }
-        let table = table(key);
-        // SAFETY: copied out at once (see below).
-        if unsafe { table.get(key) }.is_none() {
-            let value = FlowValue {
-                backend_id: id,
-                backend_generation: generation,
-            };
-            // Not against the budget: the flow is established (the cache served it).
-            if table.insert(key, value, BPF_NOEXIST).is_ok() {
-                count(recorded(key));
-                count(FlowEvent::Relearned);
-            }
-        }
-        return Some((id, backend));
-    }
+pub fn lookup(key: &FlowKey) -> Option<(u32, BackendValue)> {
     // SAFETY: copied out at once; a concurrent LRU eviction can at worst hand us a recycled
     // entry, which the generation check below rejects or which names a valid backend.
     let entry = unsafe { table(key).get(key).copied() }?;
@@ -143,23 +89,27 @@ pub fn lookup(key: &FlowKey, hash: u32, epoch: u32) -> Option<(u32, BackendValue
     if backend.generation != entry.backend_generation {
         return None;
     }
-    fill(
-        cached,
-        key,
-        entry.backend_id,
-        entry.backend_generation,
-        epoch,
-    );
     Some((entry.backend_id, backend))
 }
 
+/// Touches the flow's table entry so the LRU keeps a flow the flow cache serves; if the
+/// LRU evicted it meanwhile, learns it again with the backend the flow already has.
 #[inline(always)]
-fn fill(cached: &mut FlowCacheEntry, key: &FlowKey, id: u32, generation: u32, epoch: u32) {
-    cached.key = *key;
-    cached.backend_id = id;
-    cached.backend_generation = generation;
-    cached.epoch = epoch;
-    cached.hits = 0;
+pub fn keep(key: &FlowKey, backend_id: u32, backend_generation: u32) {
+    let table = table(key);
+    // SAFETY: only presence matters; the value is not read.
+    if unsafe { table.get(key) }.is_some() {
+        return;
+    }
+    let value = FlowValue {
+        backend_id,
+        backend_generation,
+    };
+    // Not against the budget: the flow is established (the cache served it).
+    if table.insert(key, value, BPF_NOEXIST).is_ok() {
+        count(recorded(key));
+        count(FlowEvent::Relearned);
+    }
 }
 
 /// Records the flow's backend in its table, if this CPU's new-flow budget allows. Not in

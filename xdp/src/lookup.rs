@@ -36,11 +36,18 @@ pub fn config() -> Option<&'static LbConfig> {
 /// The live backend with this id, if any.
 #[inline(always)]
 pub fn backend(id: u32) -> Option<BackendValue> {
+    live_backend(id).copied()
+}
+
+/// [`backend`], borrowed from the map (array elements are never freed): no copy on the
+/// stack, for the fast path.
+#[inline(always)]
+pub fn live_backend(id: u32) -> Option<&'static BackendValue> {
     let backend = BACKENDS.get(id)?;
     if backend.flags & BACKEND_F_ACTIVE == 0 {
         return None;
     }
-    Some(*backend)
+    Some(backend)
 }
 
 /// Maglev: the flow hash picks a slot of the service's table, the slot names the backend.

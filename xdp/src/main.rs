@@ -6,6 +6,7 @@
 mod affinity;
 mod balance;
 mod encap;
+mod fastpath;
 mod flow;
 mod fragment;
 mod icmp;

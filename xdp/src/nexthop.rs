@@ -31,6 +31,24 @@ const FIB_RET_NOT_FWDED: i64 = 4;
 const FIB_RET_NO_NEIGH: i64 = 7;
 const DEFAULT_MTU: u16 = 1500;
 
+/// Whether a cached next hop may be used at `now` for a backend of `generation`.
+#[inline(always)]
+fn fresh(hop: &NextHop, generation: u32, now: u64) -> bool {
+    hop.ifindex != 0 && hop.backend_generation == generation && hop.expires_ns > now
+}
+
+/// This CPU's cached next hop of the backend, borrowed, if it is fresh; `None` leaves the
+/// lookup (and the refresh) to [`resolve`].
+#[inline(always)]
+pub fn cached(backend_id: u32, backend: &BackendValue) -> Option<&'static NextHop> {
+    // SAFETY: a helper without arguments, callable from any program.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: per-CPU slot, bounds checked by the map lookup; only this CPU writes it, and
+    // not while this program runs on it.
+    let hop = unsafe { &*NEXTHOPS.get_ptr(backend_id)? };
+    fresh(hop, backend.generation, now).then_some(hop)
+}
+
 #[inline(always)]
 pub fn resolve(
     ctx: &XdpContext,
@@ -47,10 +65,7 @@ pub fn resolve(
         .ok_or(XdpReason::DropBackendMissing)?;
     // SAFETY: per-CPU slot, bounds checked by the map lookup.
     let cached = unsafe { *slot };
-    if cached.ifindex != 0
-        && cached.backend_generation == backend.generation
-        && cached.expires_ns > now
-    {
+    if fresh(&cached, backend.generation, now) {
         return Ok(cached);
     }
 

@@ -34,7 +34,10 @@ mod tag_source;
 mod vlan_tags;
 pub use devbound::DevboundError;
 pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
-use pins::{check_pinned_layouts, expected_layouts, BACKEND_SIDE_MAPS, BALANCER_MAPS};
+use pins::{
+    check_pinned_layouts, expected_layouts, flow_cache_entries, possible_cpus, BACKEND_SIDE_MAPS,
+    BALANCER_MAPS,
+};
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use rx_metadata::{reports_vlan_tag, RxMetadataError};
 pub use socket::{default_cgroup_root, install_socket, load_socket, SOCK_LINKS};
@@ -203,6 +206,7 @@ fn load_object(
         .map_max_entries(map_names::UDP_FLOWS, sizes.udp_flows)
         .map_max_entries(map_names::AFFINITY, sizes.affinity)
         .map_max_entries(map_names::SOCK_AFFINITY, sizes.affinity)
+        .map_max_entries(map_names::FLOW_CACHE, flow_cache_entries(possible_cpus()?))
         .load(object)?;
     load(&mut ebpf, name)?;
     Ok(ebpf)
@@ -385,7 +389,8 @@ pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
             removed.links.push(link.to_string());
         }
     }
-    for (name, _) in expected_layouts(&MapSizes::default()) {
+    // Only the names matter here.
+    for (name, _) in expected_layouts(&MapSizes::default(), 1) {
         let path = pin_dir.join(name);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io_err(&path))?;

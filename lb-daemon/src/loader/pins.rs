@@ -88,8 +88,27 @@ impl Default for MapSizes {
     }
 }
 
-/// Key size, value size and entries of every map this build pins.
-pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32, u32, u32))> {
+/// The possible CPUs (the flow cache holds a region per CPU).
+pub(super) fn possible_cpus() -> Result<u32, LoaderError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(what, source)| LoaderError::Io {
+            path: what.into(),
+            source,
+        })
+}
+
+/// Entries of the flow cache: `FLOW_CACHE_ENTRIES` for each of `cpus` CPUs.
+pub(super) fn flow_cache_entries(cpus: u32) -> u32 {
+    limits::FLOW_CACHE_ENTRIES * cpus
+}
+
+/// Key size, value size and entries of every map this build pins, on a host of `cpus`
+/// possible CPUs.
+pub(super) fn expected_layouts(
+    map_sizes: &MapSizes,
+    cpus: u32,
+) -> Vec<(&'static str, (u32, u32, u32))> {
     vec![
         (
             map_names::SERVICES,
@@ -115,7 +134,7 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
         (map_names::FLOW_STATS, sizes::<u32, u64>(FlowEvent::COUNT)),
         (
             map_names::FLOW_CACHE,
-            sizes::<u32, FlowCacheEntry>(limits::FLOW_CACHE_ENTRIES),
+            sizes::<u32, FlowCacheEntry>(flow_cache_entries(cpus)),
         ),
         (
             map_names::NEXTHOPS,
@@ -275,7 +294,8 @@ pub(super) fn check_pinned_layouts(
     sizes: &MapSizes,
     names: &[&str],
 ) -> Result<(), LoaderError> {
-    for (name, expected) in expected_layouts(sizes) {
+    let cpus = possible_cpus()?;
+    for (name, expected) in expected_layouts(sizes, cpus) {
         if !names.contains(&name) {
             continue;
         }

@@ -38,7 +38,8 @@ pub struct BalancerMaps {
     pub(super) udp_flows: HashMap<MapData, FlowKey, FlowValue>,
     /// Flow-table events by `FlowEvent`.
     pub(super) flow_stats: PerCpuArray<MapData, u64>,
-    pub(super) flow_cache: PerCpuArray<MapData, FlowCacheEntry>,
+    /// `FLOW_CACHE_ENTRIES` per CPU, CPU `c`'s from `c * FLOW_CACHE_ENTRIES`.
+    pub(super) flow_cache: Array<MapData, FlowCacheEntry>,
     pub(super) nexthops: PerCpuArray<MapData, NextHop>,
     pub(super) neigh_misses: HashMap<MapData, u32, NeighMiss>,
     pub(super) config: Array<MapData, LbConfig>,
@@ -357,17 +358,21 @@ impl BalancerMaps {
         hash: u32,
         epoch: u32,
     ) -> Result<Vec<(usize, FlowCacheEntry)>, MapsError> {
-        let index = hash & (limits::FLOW_CACHE_ENTRIES - 1);
-        let per_cpu = self
-            .flow_cache
-            .get(&index, 0)
-            .map_err(access(map_names::FLOW_CACHE))?;
-        Ok(per_cpu
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.epoch == epoch && e.key == *key)
-            .map(|(cpu, e)| (cpu, *e))
-            .collect())
+        let set = FlowCacheEntry::set_index(hash);
+        let mut found = Vec::new();
+        for cpu in 0..self.cpus {
+            for way in 0..2 {
+                let index = cpu as u32 * limits::FLOW_CACHE_ENTRIES + set + way;
+                let entry = self
+                    .flow_cache
+                    .get(&index, 0)
+                    .map_err(access(map_names::FLOW_CACHE))?;
+                if entry.epoch == epoch && entry.key == *key {
+                    found.push((cpu, entry));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Rebuilds the daemon's bookkeeping from the pinned maps, so a restarted daemon goes on

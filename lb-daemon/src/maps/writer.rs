@@ -154,6 +154,15 @@ impl MapWriter {
     /// per service, so every backend is live before a table names it and every table is
     /// whole before a record points at it.
     pub(crate) fn apply(&mut self, ops: &[MapOp]) -> Result<(), MapsError> {
+        let deletes_frontend = ops.iter().any(|op| {
+            matches!(
+                op,
+                MapOp::DeleteService {
+                    scope: Scope::External,
+                    ..
+                }
+            )
+        });
         let mut rest = ops;
         while let Some(first) = rest.first() {
             let run = rest.iter().take_while(|op| batchable(op)).count();
@@ -164,6 +173,12 @@ impl MapWriter {
                 self.apply_each(std::slice::from_ref(first))?;
                 rest = &rest[1..];
             }
+        }
+        if deletes_frontend {
+            // The XDP fast path finds a flow before its frontend: a new epoch retires the
+            // flow caches' entries, so a deleted frontend's flows meet the service map.
+            let config = self.pinned_config()?;
+            self.write_config(&config)?;
         }
         Ok(())
     }

@@ -1,0 +1,210 @@
+//! The established-flow fast path: a packet of a flow the flow cache holds is forwarded
+//! from that one cache line, before (and instead of) the service lookup and the flow
+//! table. The cache (`LB_FLOW_CACHE`, see `FlowCacheEntry`) is direct-mapped, indexed by
+//! the flow hash, one region per CPU; an entry copies a flow-table entry plus the
+//! frontend's counter id, and is written when the slow path finds the flow in the table
+//! ([`learn`], into the slot the fast path probed and missed).
+//!
+//! What a hit still checks, so the fast path changes no verdict the slow path would give:
+//! - the whole key (no tag-only match);
+//! - `LbConfig::flow_epoch`: the daemon bumps it after a flow purge and a frontend's
+//!   deletion, so an entry made before either is not followed;
+//! - the backend: live, and the same generation (a retired or reused id re-selects);
+//! - the next hop: this CPU's cached one, fresh (`nexthop::cached`); a stale or missing
+//!   one is left to the slow path, which asks the kernel and refreshes the cache.
+//!
+//! Left to the slow path: TCP SYNs without ACK (they rarely have an entry, and a probe is
+//! one more cold line on the new-flow path), ICMP errors, fragments (a first fragment is
+//! remembered for its later ones, see `fragment`), frontends with session affinity (a hit
+//! refreshes the client's entry, so they are never learned), and a packet too big for
+//! the next hop (the ICMP answer), and a backend on this host (its frame keeps its MACs).
+//!
+//! Each family's fast path is a BPF subprogram of its own, called from the entry point
+//! beside (not inside) the family's slow path: the verifier adds up the frames of a call
+//! chain, and the slow path's is near the 512-byte limit alone. So it parses the packet
+//! itself and hands back a [`Forward`] (its outcome) or nothing; the slow path parses
+//! again (a few ns on a miss) and finds the cache slot again ([`learn`]) from the flow
+//! hash it computes anyway.
+
+use aya_ebpf::{helpers::bpf_get_smp_processor_id, programs::XdpContext};
+use lb_common::{
+    limits::FLOW_CACHE_ENTRIES, BackendValue, FlowCacheEntry, FlowKey, NextHop, XdpReason,
+    CONFIG_F_V6_READY, FAMILY_V6, FLOW_CACHE_TOUCH_EVERY, NEXTHOP_F_LOCAL,
+};
+
+use crate::{
+    balance, encap, flow, lookup,
+    maps::FLOW_CACHE,
+    nexthop,
+    parse::{self, Role},
+    verdict::{self, Forward},
+};
+
+/// A cached flow's backend and next hop, borrowed from their maps.
+struct Hit {
+    backend_id: u32,
+    service_id: u32,
+    backend: &'static BackendValue,
+    hop: &'static NextHop,
+}
+
+/// This CPU's cache slot for flow hash `hash` in `way` (0 or 1) of the hash's set: two
+/// adjacent entries (see `FlowCacheEntry::set_index`), so two flows whose hashes meet in
+/// one set both stay cached, and the second way's line is the first's neighbour.
+#[inline(always)]
+fn slot(hash: u32, way: u32) -> Option<*mut FlowCacheEntry> {
+    // SAFETY: a helper without arguments, callable from any program.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let index = cpu
+        .wrapping_mul(FLOW_CACHE_ENTRIES)
+        .wrapping_add(FlowCacheEntry::set_index(hash) | way);
+    FLOW_CACHE.get_ptr_mut(index)
+}
+
+/// This CPU's entry of flow `key` (hash `hash`) under `epoch`, in either way of its set.
+#[inline(always)]
+fn find(key: &FlowKey, hash: u32, epoch: u32) -> Option<&'static mut FlowCacheEntry> {
+    for way in 0..2 {
+        // SAFETY: this CPU's entry; only this CPU writes it, and not while this program
+        // runs on it (XDP programs do not nest on one CPU).
+        let cached = unsafe { &mut *slot(hash, way)? };
+        if cached.epoch == epoch && same_key(&cached.key, key) {
+            return Some(cached);
+        }
+    }
+    None
+}
+
+/// The key compared as five 8-byte words (no byte loop, no `memcmp`).
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    // SAFETY: FlowKey is 40 bytes of plain data with no padding bytes of its own, aligned
+    // to 8 (`repr(C, align(8))`), so it reads as five aligned u64 words.
+    unsafe {
+        let a = &*(a as *const FlowKey as *const [u64; 5]);
+        let b = &*(b as *const FlowKey as *const [u64; 5]);
+        (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+    }
+}
+
+/// The cached flow `key` (flow hash `hash`), if its entry is current, its backend the same
+/// live one and that backend's next hop cached, fresh and not this host.
+#[inline(always)]
+fn hit(key: &FlowKey, hash: u32, epoch: u32) -> Option<Hit> {
+    let cached = find(key, hash, epoch)?;
+    let (backend_id, generation) = (cached.backend_id, cached.backend_generation);
+    let backend = lookup::live_backend(backend_id)?;
+    if backend.generation != generation {
+        return None;
+    }
+    let hop = nexthop::cached(backend_id, backend)?;
+    if hop.flags & NEXTHOP_F_LOCAL != 0 {
+        return None;
+    }
+    cached.hits = cached.hits.wrapping_add(1);
+    if cached.hits & (FLOW_CACHE_TOUCH_EVERY - 1) == 0 {
+        flow::keep(key, backend_id, generation);
+    }
+    Some(Hit {
+        backend_id,
+        service_id: cached.service_id,
+        backend,
+        hop,
+    })
+}
+
+/// Remembers a flow the slow path found in the flow table (`hash` its flow hash, `epoch`
+/// the config's) in this CPU's slot: its next packets take the fast path. Not a flow the
+/// packet only now records: flows of one packet (a scan, a flood of ACKs) never push
+/// established flows out of the cache.
+#[inline(always)]
+pub fn learn(
+    key: &FlowKey,
+    hash: u32,
+    epoch: u32,
+    service_id: u32,
+    backend_id: u32,
+    backend: &BackendValue,
+) {
+    let (Some(first), Some(second)) = (slot(hash, 0), slot(hash, 1)) else {
+        return;
+    };
+    // The way to fill: one this epoch does not use, else the other flow's whose bit of
+    // the hash (above the set index) says so, a choice the flows of a set share fairly.
+    // SAFETY: as in `find`.
+    let (first, second) = unsafe { (&mut *first, &mut *second) };
+    let cached = if first.epoch != epoch || same_key(&first.key, key) {
+        first
+    } else if second.epoch != epoch || hash & (1 << 31) != 0 {
+        second
+    } else {
+        first
+    };
+    cached.key = *key;
+    cached.backend_id = backend_id;
+    cached.backend_generation = backend.generation;
+    cached.epoch = epoch;
+    cached.hits = 0;
+    cached.service_id = service_id;
+}
+
+/// The outcome of an encapsulated hit: counted for its service and backend and sent, or
+/// the encapsulation's failure (as a `Forward`, which `verdict::finish` counts alike).
+#[inline(always)]
+fn sent(ctx: &XdpContext, hit: &Hit, encapped: Result<(), XdpReason>, len: u64) -> Forward {
+    match encapped {
+        Ok(()) => balance::sent(ctx, hit.service_id, hit.backend_id, hit.hop, len),
+        Err(reason) => Forward {
+            action: verdict::action_for(reason),
+            reason,
+        },
+    }
+}
+
+/// An IPv4 packet sent from the cache: a whole one (not a fragment, not an ICMP error)
+/// that does not open a connection, of a cached flow. `None` leaves it to the slow path.
+#[inline(never)]
+pub fn v4(ctx: &XdpContext, len: u64) -> Option<Forward> {
+    let pkt = parse::parse_ipv4(ctx).ok()?;
+    if pkt.role != Role::Whole || pkt.opening {
+        return None;
+    }
+    let config = lookup::config()?;
+    let key = flow::key(&pkt);
+    let hit = hit(
+        &key,
+        key.flow_hash_v4(config.flow_hash_seed),
+        config.flow_epoch,
+    )?;
+    if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hit.hop.mtu) {
+        return None;
+    }
+    let encapped = encap::ipip(ctx, &pkt, hit.hop, config.encap_src_v4, hit.backend);
+    Some(sent(ctx, &hit, encapped, len))
+}
+
+/// [`v4`] for IPv6.
+#[inline(never)]
+pub fn v6(ctx: &XdpContext, len: u64) -> Option<Forward> {
+    let pkt = parse::parse_ipv6(ctx).ok()?;
+    if pkt.role != Role::Whole || pkt.opening {
+        return None;
+    }
+    let config = lookup::config()?;
+    if config.flags & CONFIG_F_V6_READY == 0 {
+        return None;
+    }
+    let key = &pkt.flow;
+    let hit = hit(
+        key,
+        key.flow_hash_v6(config.flow_hash_seed),
+        config.flow_epoch,
+    )?;
+    if hit.backend.family != FAMILY_V6
+        || u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD > u32::from(hit.hop.mtu)
+    {
+        return None;
+    }
+    let encapped = encap::ip6ip6(ctx, &pkt, hit.hop, &config.encap_src_v6, hit.backend);
+    Some(sent(ctx, &hit, encapped, len))
+}
