@@ -89,9 +89,17 @@ pub mod program_names {
 /// as a helper with the placeholder id [`RX_VLAN_TAG_CALL`](xdp_metadata::RX_VLAN_TAG_CALL)
 /// (the toolchain emits no kfunc calls); the loader rewrites each such call into the kfunc
 /// call for a device-bound load and into `r0 = -EOPNOTSUPP` for every other load.
+///
+/// A second placeholder, [`DEVICE_BOUND_CALL`](xdp_metadata::DEVICE_BOUND_CALL), asks
+/// whether this load is device-bound: the loader rewrites it into `r0 = 1` there and
+/// `r0 = 0` elsewhere, a constant the verifier prunes by, so a load that cannot read
+/// metadata does not call the tag's subprograms for an untagged frame at all (a call and
+/// its return cost about 8 ns each here).
 pub mod xdp_metadata {
     /// Far above every helper id the kernel defines, so it never means a real helper.
     pub const RX_VLAN_TAG_CALL: i32 = 0x6c62_7601;
+    /// Whether the program was loaded device-bound (1) or not (0); see the module docs.
+    pub const DEVICE_BOUND_CALL: i32 = 0x6c62_7602;
     /// The kfunc's name in the kernel's BTF.
     pub const RX_VLAN_TAG_KFUNC: &str = "bpf_xdp_metadata_rx_vlan_tag";
 }
@@ -341,8 +349,8 @@ pub struct NextHop {
     pub mtu: u16,
     pub flags: u16,
     pub backend_generation: u32,
-    /// `bpf_ktime_get_ns()` after which the entry is looked up again.
-    pub expires_ns: u64,
+    /// `jiffies` (`bpf_jiffies64()`) after which the entry is looked up again.
+    pub expires_jiffies: u64,
 }
 const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
 
@@ -371,8 +379,9 @@ pub struct LbConfig {
     /// Outer source address of IPIP packets, network byte order.
     pub encap_src_v4: [u8; 4],
     pub flow_hash_seed: u32,
-    /// How long a cached next hop is trusted before the kernel is asked again.
-    pub nexthop_ttl_ns: u64,
+    /// How long a cached next hop is trusted before the kernel is asked again, in kernel
+    /// ticks (`jiffies`, which the program reads with the inlined `bpf_jiffies64`).
+    pub nexthop_ttl_jiffies: u64,
     pub flags: u32,
     /// Bumped by the map writer on every write of this element and after every flow purge:
     /// flow-cache entries made under another epoch are not followed (see

@@ -113,7 +113,10 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
     LbConfig {
         encap_src_v4: params.encap_source.octets(),
         flow_hash_seed: settings.flow_hash_seed,
-        nexthop_ttl_ns: params.nexthop_ttl.as_nanos() as u64,
+        nexthop_ttl_jiffies: crate::host::tick::ticks(
+            params.nexthop_ttl,
+            crate::host::tick::tick(),
+        ),
         flags: if params.encap_source6.is_some() {
             CONFIG_F_READY | CONFIG_F_V6_READY
         } else {

@@ -115,7 +115,7 @@ impl Fixture {
                 mtu: 1500,
                 flags: 0,
                 backend_generation: backend.generation,
-                expires_ns: u64::MAX,
+                expires_jiffies: u64::MAX,
             };
             self.engine.set_static_nexthop(backend.id, hop).unwrap();
         }

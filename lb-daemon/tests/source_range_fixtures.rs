@@ -87,7 +87,7 @@ impl Fixture {
                 mtu: 1500,
                 flags: 0,
                 backend_generation: b.generation,
-                expires_ns: u64::MAX,
+                expires_jiffies: u64::MAX,
             };
             self.engine.set_static_nexthop(b.id, hop).unwrap();
         }

@@ -117,7 +117,7 @@ impl Fixture {
                         mtu: 1500,
                         flags: 0,
                         backend_generation: backend.generation,
-                        expires_ns: u64::MAX,
+                        expires_jiffies: u64::MAX,
                     },
                 )
                 .unwrap();
@@ -471,7 +471,7 @@ fn a_backend_on_this_host_gets_the_packet_encapsulated_up_its_stack() {
                     mtu: u16::MAX,
                     flags: lb_common::NEXTHOP_F_LOCAL,
                     backend_generation: backend.generation,
-                    expires_ns: u64::MAX,
+                    expires_jiffies: u64::MAX,
                 },
             )
             .unwrap();

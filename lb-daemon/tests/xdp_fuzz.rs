@@ -134,7 +134,7 @@ impl Harness {
                 mtu: MTU,
                 flags: 0,
                 backend_generation: backend.generation,
-                expires_ns: u64::MAX,
+                expires_jiffies: u64::MAX,
             };
             engine.set_static_nexthop(id, hop).unwrap();
         }

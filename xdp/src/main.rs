@@ -29,9 +29,13 @@ use lb_common::{
 #[xdp]
 pub fn xdp_balancer(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let tag = match vlan::admit(&ctx) {
-        Ok(tag) => tag,
-        Err(reason) => return verdict::finish(Err(reason), len),
+    let tag = if vlan::plain_ip(&ctx) {
+        vlan::Tag::NONE
+    } else {
+        match vlan::admit(&ctx) {
+            Ok(tag) => tag,
+            Err(reason) => return verdict::finish(Err(reason), len),
+        }
     };
     match parse::ether_type(&ctx) {
         Ok(ETH_P_IP) => balance::v4(&ctx, len, tag),

@@ -9,6 +9,8 @@
 //!   `bpf_fib_lookup`, which only reports a neighbour the kernel already knows, so the
 //!   daemon asks the kernel to resolve one without sending any packet of its own.
 //!
+//! - [`tick`]: the kernel's timer tick, the unit of the XDP program's next-hop TTL.
+//!
 //! Addresses, routes and neighbours speak rtnetlink through [`netlink`] on a synchronous
 //! socket opened for each call: the callers are the daemon's sync loop and start-up, and
 //! every call is a few round trips to the kernel.
@@ -19,6 +21,7 @@ mod forwarding;
 mod neighbours;
 mod netlink;
 mod routes;
+pub mod tick;
 
 use std::{io, net::IpAddr};
 

@@ -31,7 +31,7 @@ use aya_obj::{
 };
 use lb_common::{
     program_names,
-    xdp_metadata::{RX_VLAN_TAG_CALL, RX_VLAN_TAG_KFUNC},
+    xdp_metadata::{DEVICE_BOUND_CALL, RX_VLAN_TAG_CALL, RX_VLAN_TAG_KFUNC},
 };
 use object::{Object as _, ObjectSection as _, SectionKind};
 
@@ -131,7 +131,8 @@ impl PatchedObject {
 }
 
 /// Rewrites every placeholder call in the object's executable sections; returns the
-/// patched copy and how many calls it rewrote.
+/// patched copy and how many tag reads (`RX_VLAN_TAG_CALL`) it rewrote. Every
+/// `DEVICE_BOUND_CALL` becomes the constant the load is: 1 for a device-bound one.
 fn patch(elf: &[u8], rewrite: Rewrite) -> Result<(PatchedObject, usize), DevboundError> {
     let file = object::File::parse(elf)?;
     let mut ranges = Vec::new();
@@ -152,20 +153,25 @@ fn patch(elf: &[u8], rewrite: Rewrite) -> Result<(PatchedObject, usize), Devboun
         // A wide (16-byte) instruction's second half has opcode 0, so stepping by 8
         // never reads one as a call.
         for insn in text.chunks_exact_mut(INSN_LEN) {
-            let imm = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
+            let placeholder = i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]);
             // Opcode; dst_reg (low nibble) and src_reg (high nibble) both 0 in a helper call.
-            if insn[0] != OP_CALL || insn[1] != 0 || imm != RX_VLAN_TAG_CALL {
+            if insn[0] != OP_CALL || insn[1] != 0 {
                 continue;
             }
-            let (op, regs, imm) = match rewrite {
-                Rewrite::Kfunc { btf_id } => (OP_CALL, BPF_PSEUDO_KFUNC_CALL << 4, btf_id as i32),
-                Rewrite::Unsupported => (OP_MOV64_IMM, 0, -libc::EOPNOTSUPP),
+            let bound = matches!(rewrite, Rewrite::Kfunc { .. });
+            let (op, regs, imm) = match (placeholder, rewrite) {
+                (RX_VLAN_TAG_CALL, Rewrite::Kfunc { btf_id }) => {
+                    (OP_CALL, BPF_PSEUDO_KFUNC_CALL << 4, btf_id as i32)
+                }
+                (RX_VLAN_TAG_CALL, Rewrite::Unsupported) => (OP_MOV64_IMM, 0, -libc::EOPNOTSUPP),
+                (DEVICE_BOUND_CALL, _) => (OP_MOV64_IMM, 0, i32::from(bound)),
+                _ => continue,
             };
+            count += usize::from(placeholder == RX_VLAN_TAG_CALL);
             insn[0] = op;
             insn[1] = regs;
             insn[2..4].copy_from_slice(&0i16.to_le_bytes());
             insn[4..8].copy_from_slice(&imm.to_le_bytes());
-            count += 1;
         }
     }
     Ok((patched, count))
@@ -373,6 +379,8 @@ mod tests {
             .filter(|i| **i == (OP_MOV64_IMM, 0, -libc::EOPNOTSUPP))
             .count();
         assert!(answers >= count);
+        assert!(!insns.contains(&(OP_CALL, 0, DEVICE_BOUND_CALL)));
+        assert!(insns.contains(&(OP_MOV64_IMM, 0, 0)));
     }
 
     #[test]
@@ -385,5 +393,7 @@ mod tests {
             .filter(|i| **i == (OP_CALL, BPF_PSEUDO_KFUNC_CALL << 4, 4242))
             .count();
         assert_eq!(calls, count);
+        assert!(!insns.contains(&(OP_CALL, 0, DEVICE_BOUND_CALL)));
+        assert!(insns.contains(&(OP_MOV64_IMM, 0, 1)));
     }
 }

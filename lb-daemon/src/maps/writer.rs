@@ -322,8 +322,8 @@ impl MapWriter {
         Ok(())
     }
 
-    /// Fixes the next hop of one backend on every CPU until `expires_ns` (on the clock the
-    /// datapath reads, CLOCK_MONOTONIC_COARSE), bypassing the kernel's route lookup: for
+    /// Fixes the next hop of one backend on every CPU until `expires_jiffies` (the kernel's
+    /// tick count, the clock the datapath reads), bypassing the kernel's route lookup: for
     /// fixtures and for next hops managed outside the kernel's tables.
     pub(crate) fn set_static_nexthop(
         &mut self,

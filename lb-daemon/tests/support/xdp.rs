@@ -70,7 +70,7 @@ impl XdpFixture {
                 mtu,
                 flags: 0,
                 backend_generation: backend.generation,
-                expires_ns: u64::MAX,
+                expires_jiffies: u64::MAX,
             };
             self.engine.set_static_nexthop(backend.id, hop).unwrap();
         }

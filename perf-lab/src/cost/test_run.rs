@@ -129,7 +129,7 @@ fn program_maps(pin: &Path, desired: &DesiredState) -> Result<Result<(), NotMeas
                 mtu: 1500,
                 flags: 0,
                 backend_generation: generation,
-                expires_ns: u64::MAX,
+                expires_jiffies: u64::MAX,
             },
         )?;
     }
