@@ -16,13 +16,12 @@ Run as root: python3 perf-lab/tools/call_cost.py
 
 import argparse
 import ctypes
-import struct
+import os
 import sys
 
-SYS_BPF = 321  # x86-64
-BPF_PROG_LOAD = 5
-BPF_PROG_TEST_RUN = 10
-BPF_PROG_TYPE_XDP = 6
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bpf_raw import insn, load_xdp, test_run  # noqa: E402
+
 XDP_PASS = 2
 CALLS = 10
 
@@ -39,13 +38,6 @@ GET_SMP_PROCESSOR_ID = 8
 XDP_ADJUST_HEAD = 44
 JIFFIES64 = 118
 KTIME_GET_COARSE_NS = 160
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def insn(code, dst=0, src=0, off=0, imm=0):
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
-
 
 def ret_pass():
     return [insn(MOV64_IMM, 0, imm=XDP_PASS), insn(EXIT)]
@@ -77,40 +69,13 @@ def adjust_head_calls():
     return prog + ret_pass()
 
 
-def bpf(cmd, attr):
-    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
-    rc = libc.syscall(SYS_BPF, cmd, buf, len(attr))
-    if rc < 0:
-        raise OSError(ctypes.get_errno(), f"bpf({cmd})")
-    return rc, buf
-
-
 def load(program):
-    code = b"".join(program)
-    insns = ctypes.create_string_buffer(code, len(code))
-    license = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(1 << 16)
-    attr = bytearray(160)
-    # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf
-    struct.pack_into(
-        "<IIQQIIQ", attr, 0, BPF_PROG_TYPE_XDP, len(code) // 8,
-        ctypes.addressof(insns), ctypes.addressof(license), 1, len(log), ctypes.addressof(log),
-    )
-    try:
-        fd, _ = bpf(BPF_PROG_LOAD, attr)
-    except OSError:
-        sys.stderr.write(log.value.decode(errors="replace")[-2000:] + "\n")
-        raise
-    return fd
+    return load_xdp(b"".join(program))
 
 
 def run(fd, repeat):
     frame = ctypes.create_string_buffer(64)
-    attr = bytearray(80)
-    # prog_fd, retval, data_size_in, data_size_out, data_in, data_out, repeat, duration
-    struct.pack_into("<IIIIQQII", attr, 0, fd, 0, 64, 0, ctypes.addressof(frame), 0, repeat, 0)
-    _, out = bpf(BPF_PROG_TEST_RUN, attr)
-    return struct.unpack_from("<I", out.raw, 36)[0]
+    return test_run(fd, frame, 64, repeat)
 
 
 def main():

@@ -18,30 +18,21 @@ Run as root: python3 perf-lab/tools/cold_read.py [--mib 4] [--flows 10000]
 
 import argparse
 import ctypes
+import os
 import random
 import statistics
 import struct
 import sys
 
-SYS_BPF = 321  # x86-64
-BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM, BPF_PROG_LOAD, BPF_PROG_TEST_RUN = 0, 2, 5, 10
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bpf_raw import bpf, insn, load_xdp, test_run  # noqa: E402
+
+BPF_MAP_CREATE, BPF_MAP_UPDATE_ELEM = 0, 2
 MAP_ARRAY, MAP_ARRAY_OF_MAPS = 2, 12
-PROG_XDP = 6
 XDP_PASS = 2
 VALUE = 64
 INNER_ENTRIES = 448  # 28 KiB of values: the array and its header stay under 32 KiB
 FRAME = 64
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-def bpf(cmd, attr):
-    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
-    rc = libc.syscall(SYS_BPF, cmd, buf, len(attr))
-    if rc < 0:
-        raise OSError(ctypes.get_errno(), f"bpf({cmd})")
-    return rc, buf
-
 
 def map_create(kind, key, value, entries, inner_fd=0):
     attr = bytearray(72)
@@ -55,10 +46,6 @@ def map_update(fd, key, value):
     attr = bytearray(32)
     struct.pack_into("<IIQQQ", attr, 0, fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0)
     bpf(BPF_MAP_UPDATE_ELEM, attr)
-
-
-def insn(code, dst=0, src=0, off=0, imm=0):
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
 def ld_map(dst, fd):
@@ -118,17 +105,7 @@ def program(outer_fd, nested):
 
 
 def load(code):
-    insns = ctypes.create_string_buffer(code, len(code))
-    lic = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(1 << 16)
-    attr = bytearray(160)
-    struct.pack_into("<IIQQIIQ", attr, 0, PROG_XDP, len(code) // 8, ctypes.addressof(insns),
-                     ctypes.addressof(lic), 1, len(log), ctypes.addressof(log))
-    try:
-        return bpf(BPF_PROG_LOAD, attr)[0]
-    except OSError:
-        sys.stderr.write(log.value.decode(errors="replace")[-3000:] + "\n")
-        raise
+    return load_xdp(code)
 
 
 def pass_program():
@@ -136,9 +113,7 @@ def pass_program():
 
 
 def run_once(fd, frame):
-    attr = bytearray(80)
-    struct.pack_into("<IIIIQQII", attr, 0, fd, 0, FRAME, 0, ctypes.addressof(frame), 0, 1, 0)
-    return struct.unpack_from("<I", bpf(BPF_PROG_TEST_RUN, attr)[1].raw, 36)[0]
+    return test_run(fd, frame, FRAME, 1)
 
 
 def frames(indices):
