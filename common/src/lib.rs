@@ -116,9 +116,10 @@ pub mod limits {
     pub const DEFAULT_FLOWS: u32 = 262_144;
     /// Entries of the UDP flow table (LRU; `--udp-flow-entries`).
     pub const DEFAULT_UDP_FLOWS: u32 = 131_072;
-    /// Entries of the flow cache per CPU (a power of two: the flow hash's low bits index
-    /// it); 64 bytes each. The map holds this many for every possible CPU.
-    pub const FLOW_CACHE_ENTRIES: u32 = 1 << 16;
+    /// Chunks of the flow cache per CPU (see [`crate::FlowCacheChunk`]): 136 chunks of
+    /// 480 entries, 65,280 entries (4.25 MiB) a CPU. The outer map holds this many for
+    /// every possible CPU.
+    pub const FLOW_CACHE_CHUNKS_PER_CPU: u32 = 136;
     pub const NEIGH_MISSES: u32 = 1_024;
     pub const LOCAL_VIPS: u32 = 4_096;
     /// (frontend, local endpoint) pairs a backend node translates.
@@ -301,13 +302,13 @@ pub struct FlowValue {
 }
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
 
-/// One entry of the flow cache (`LB_FLOW_CACHE`), a direct-mapped copy of flow-table
-/// entries indexed by the flow hash, one region per CPU: an established flow's packet reads
-/// this one cache line instead of the service map and an LRU hash bucket (the XDP
-/// program's fast path, `xdp/src/fastpath.rs`). Filled only from what the flow table holds
-/// (a table hit), so it never knows a flow the table did not; followed only while `epoch`
-/// is `LbConfig::flow_epoch` (a purge of flow-table entries or a deleted frontend bumps it)
-/// and the backend is the same live one (`backend_generation`).
+/// One entry of the flow cache (`LB_FLOW_CACHE`), a two-way set-associative copy of
+/// flow-table entries indexed by the flow hash, one region per CPU: an established flow's
+/// packet reads this one cache line instead of the service map and an LRU hash bucket (the
+/// XDP program's fast path, `xdp/src/fastpath.rs`). Filled only from what the flow table
+/// holds (a table hit), so it never knows a flow the table did not; followed only while
+/// `epoch` is `LbConfig::flow_epoch` (a purge of flow-table entries or a deleted frontend
+/// bumps it) and the backend is the same live one (`backend_generation`).
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FlowCacheEntry {
@@ -327,13 +328,91 @@ pub struct FlowCacheEntry {
 }
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
 
+/// Where a flow's cache entries are: chunk `chunk` of a CPU's region, and in it the
+/// two adjacent entries (ways) from `first` on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowCacheSlot {
+    pub chunk: u32,
+    pub first: u32,
+}
+
 impl FlowCacheEntry {
-    /// The first of the two entries (ways) flow hash `hash` may use in a CPU's region: the
-    /// hash's low bits with the lowest cleared, so a set is two adjacent entries.
-    pub const fn set_index(hash: u32) -> u32 {
-        hash & (limits::FLOW_CACHE_ENTRIES - 1) & !1
+    /// The set of flow hash `hash`: its high half picks the chunk, its low half the set
+    /// in the chunk, each by a multiply and shift (an even spread over counts that are not
+    /// powers of two, without a division).
+    pub const fn slot(hash: u32) -> FlowCacheSlot {
+        let chunk = ((hash >> 16) * limits::FLOW_CACHE_CHUNKS_PER_CPU) >> 16;
+        let set = ((hash & 0xffff) * (FlowCacheChunk::ENTRIES / 2)) >> 16;
+        FlowCacheSlot {
+            chunk,
+            first: set * 2,
+        }
+    }
+
+    /// Which way a new flow of a full set replaces: a hash bit neither half's multiply
+    /// and shift leans on, so the flows of one set share the choice fairly.
+    pub const fn replaces_second(hash: u32) -> bool {
+        hash & 1 != 0
     }
 }
+
+/// One inner array's only value: `ENTRIES` flow-cache entries and room to start them on a
+/// cache line.
+///
+/// Why chunks. A flow-cache hit is one cold line; what made it cost ~270 ns here was the
+/// address translation, not the line: one big array map is vmalloc'd, mapped with 4 KiB
+/// pages, so a random entry also misses the TLB and walks page tables (two-dimensional
+/// in a VM). An array map whose whole allocation is at most 32 KiB is kmalloc'd instead,
+/// in the kernel's direct map and its large pages. So the cache is an array of maps, one
+/// such small array per chunk (`perf-lab/tools/cold_read.py` measures both layouts).
+///
+/// Why the room. The kernel puts an array's values after its header, which need not end
+/// on a 64-byte boundary (312 bytes on 6.18), so entry `i` starts at byte
+/// `LbConfig::flow_cache_skew + 64 * i` of the value: the map writer reads the header's
+/// size from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FlowCacheChunk {
+    pub words: [u64; FlowCacheChunk::WORDS],
+}
+
+impl FlowCacheChunk {
+    pub const ENTRIES: u32 = 480;
+    /// One entry's room past the last, for the skew.
+    const WORDS: usize = (Self::ENTRIES as usize + 1) * 8;
+    /// The value's size in bytes.
+    pub const BYTES: usize = Self::WORDS * 8;
+    /// The largest offset of a set's first entry, for any skew.
+    pub const LAST_SET_OFFSET: usize = Self::entry_offset(63, Self::ENTRIES - 2);
+    /// Byte offset of entry `index` in the value, for a value starting `skew` bytes
+    /// (0..64) before a cache line.
+    pub const fn entry_offset(skew: u32, index: u32) -> usize {
+        ((skew & 63) + index * 64) as usize
+    }
+
+    /// Entry `index` (below `ENTRIES`) of a chunk read out of the kernel, for `skew`.
+    #[cfg(feature = "user")]
+    pub fn entry(&self, skew: u32, index: u32) -> FlowCacheEntry {
+        let offset = Self::entry_offset(skew, index.min(Self::ENTRIES - 1));
+        let bytes = &self.as_bytes()[offset..offset + core::mem::size_of::<FlowCacheEntry>()];
+        // SAFETY: 64 bytes in bounds; FlowCacheEntry is plain data valid for any bytes,
+        // read unaligned.
+        unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) }
+    }
+
+    #[cfg(feature = "user")]
+    fn as_bytes(&self) -> &[u8] {
+        // SAFETY: plain u64 words, viewed as their bytes.
+        unsafe { core::slice::from_raw_parts(self.words.as_ptr().cast(), Self::BYTES) }
+    }
+}
+// The array's header (312 bytes on 6.18) and the value fit in 32 KiB: kmalloc's limit.
+const _: () = assert!(FlowCacheChunk::BYTES + 1024 <= 32 * 1024);
+const _: () = assert!(FlowCacheChunk::ENTRIES % 2 == 0);
+const _: () = assert!(
+    FlowCacheChunk::LAST_SET_OFFSET + 2 * core::mem::size_of::<FlowCacheEntry>()
+        <= FlowCacheChunk::BYTES
+);
 
 /// See [`FlowCacheEntry::hits`]; a power of two.
 pub const FLOW_CACHE_TOUCH_EVERY: u32 = 64;
@@ -401,8 +480,9 @@ pub struct LbConfig {
     /// VLAN ids whose tagged frames are balanced besides untagged ones (see
     /// [`VlanList`]); empty by default, so a tagged frame is passed untouched.
     pub allowed_vlans: VlanList,
-    /// Zero; keeps the value a whole number of 8-byte words.
-    pub _pad: u32,
+    /// Bytes from the start of a flow-cache chunk's value to its first cache line
+    /// boundary (see [`FlowCacheChunk`]); the map writer sets it from the kernel's BTF.
+    pub flow_cache_skew: u32,
 }
 const _: () = assert!(core::mem::size_of::<LbConfig>() == 72);
 
@@ -631,6 +711,7 @@ mod pod {
         FlowKey,
         FlowValue,
         FlowCacheEntry,
+        FlowCacheChunk,
         NextHop,
         NeighMiss,
         LbConfig,

@@ -127,7 +127,7 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
         icmp_burst: params.icmp_limit.burst.max(1),
         new_flow_rate_per_s: params.new_flow_budget.per_second,
         new_flow_burst: params.new_flow_budget.burst.max(1),
-        _pad: 0,
+        flow_cache_skew: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
         allowed_vlans: settings.allowed_vlans,
     }

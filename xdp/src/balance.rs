@@ -213,8 +213,7 @@ fn select(
             if affine {
                 affinity::touch(flow_key, service, hit.0);
             } else if fast {
-                let epoch = config.flow_epoch;
-                fastpath::learn(flow_key, hash, epoch, service.service_id, hit.0, &hit.1);
+                fastpath::learn(flow_key, hash, config, service.service_id, hit.0, &hit.1);
             }
             Ok(hit)
         }

@@ -1,7 +1,8 @@
 //! The established-flow fast path: a packet of a flow the flow cache holds is forwarded
 //! from that one cache line, before (and instead of) the service lookup and the flow
 //! table. The cache (`LB_FLOW_CACHE`, see `FlowCacheEntry`) is direct-mapped, indexed by
-//! the flow hash, one region per CPU; an entry copies a flow-table entry plus the
+//! the flow hash, one region of small arrays per CPU (see `lb_common::FlowCacheChunk` for
+//! why small arrays); an entry copies a flow-table entry plus the
 //! frontend's counter id, and is written when the slow path finds the flow in the table
 //! ([`learn`], into the slot the fast path probed and missed).
 //!
@@ -28,7 +29,7 @@
 
 use aya_ebpf::{helpers::bpf_get_smp_processor_id, programs::XdpContext};
 use lb_common::{
-    limits::FLOW_CACHE_ENTRIES, BackendValue, FlowCacheEntry, FlowKey, NextHop, XdpReason,
+    limits, BackendValue, FlowCacheChunk, FlowCacheEntry, FlowKey, LbConfig, NextHop, XdpReason,
     CONFIG_F_V6_READY, FAMILY_V6, FLOW_CACHE_TOUCH_EVERY, NEXTHOP_F_LOCAL,
 };
 
@@ -48,27 +49,49 @@ struct Hit {
     hop: &'static NextHop,
 }
 
-/// This CPU's cache slot for flow hash `hash` in `way` (0 or 1) of the hash's set: two
-/// adjacent entries (see `FlowCacheEntry::set_index`), so two flows whose hashes meet in
-/// one set both stay cached, and the second way's line is the first's neighbour.
+/// This CPU's two entries (ways) for flow hash `hash`: adjacent entries of one chunk (see
+/// `FlowCacheEntry::slot`), so two flows whose hashes meet in one set both stay cached,
+/// and the second way's line is the first's neighbour. `skew` is
+/// `LbConfig::flow_cache_skew`, which starts every entry on a cache line.
 #[inline(always)]
-fn slot(hash: u32, way: u32) -> Option<*mut FlowCacheEntry> {
+fn set(hash: u32, skew: u32) -> Option<(*mut FlowCacheEntry, *mut FlowCacheEntry)> {
     // SAFETY: a helper without arguments, callable from any program.
     let cpu = unsafe { bpf_get_smp_processor_id() };
-    let index = cpu
-        .wrapping_mul(FLOW_CACHE_ENTRIES)
-        .wrapping_add(FlowCacheEntry::set_index(hash) | way);
-    FLOW_CACHE.get_ptr_mut(index)
+    let slot = FlowCacheEntry::slot(hash);
+    let outer = cpu
+        .wrapping_mul(limits::FLOW_CACHE_CHUNKS_PER_CPU)
+        .wrapping_add(slot.chunk);
+    let chunk = FLOW_CACHE.get_value_ptr_mut(outer, &0)?.cast::<u8>();
+    let first = FlowCacheChunk::entry_offset(skew, slot.first);
+    // The compiler knows `first` is in bounds and folds the offset into bit operations
+    // whose bounds the verifier tracks too loosely to accept the access; a value read
+    // back from the stack is opaque to the compiler, so this check stays and bounds it.
+    // SAFETY: a read of a local.
+    let first = unsafe { core::ptr::read_volatile(&first) };
+    if first > FlowCacheChunk::LAST_SET_OFFSET {
+        return None;
+    }
+    // SAFETY: both entries lie inside the chunk's value (`FlowCacheChunk::BYTES` leaves
+    // room past the last set for any skew).
+    unsafe {
+        Some((
+            chunk.add(first).cast(),
+            chunk.add(first + FLOW_CACHE_ENTRY_BYTES).cast(),
+        ))
+    }
 }
+
+const FLOW_CACHE_ENTRY_BYTES: usize = core::mem::size_of::<FlowCacheEntry>();
 
 /// This CPU's entry of flow `key` (hash `hash`) under `epoch`, in either way of its set.
 #[inline(always)]
-fn find(key: &FlowKey, hash: u32, epoch: u32) -> Option<&'static mut FlowCacheEntry> {
-    for way in 0..2 {
+fn find(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<&'static mut FlowCacheEntry> {
+    let (first, second) = set(hash, config.flow_cache_skew)?;
+    for way in [first, second] {
         // SAFETY: this CPU's entry; only this CPU writes it, and not while this program
         // runs on it (XDP programs do not nest on one CPU).
-        let cached = unsafe { &mut *slot(hash, way)? };
-        if cached.epoch == epoch && same_key(&cached.key, key) {
+        let cached = unsafe { &mut *way };
+        if cached.epoch == config.flow_epoch && same_key(&cached.key, key) {
             return Some(cached);
         }
     }
@@ -90,8 +113,8 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 /// The cached flow `key` (flow hash `hash`), if its entry is current, its backend the same
 /// live one and that backend's next hop cached, fresh and not this host.
 #[inline(always)]
-fn hit(key: &FlowKey, hash: u32, epoch: u32) -> Option<Hit> {
-    let cached = find(key, hash, epoch)?;
+fn hit(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<Hit> {
+    let cached = find(key, hash, config)?;
     let (backend_id, generation) = (cached.backend_id, cached.backend_generation);
     let backend = lookup::live_backend(backend_id)?;
     if backend.generation != generation {
@@ -113,29 +136,30 @@ fn hit(key: &FlowKey, hash: u32, epoch: u32) -> Option<Hit> {
     })
 }
 
-/// Remembers a flow the slow path found in the flow table (`hash` its flow hash, `epoch`
-/// the config's) in this CPU's slot: its next packets take the fast path. Not a flow the
-/// packet only now records: flows of one packet (a scan, a flood of ACKs) never push
+/// Remembers a flow the slow path found in the flow table (`hash` its flow hash) in this
+/// CPU's set under the config's epoch: its next packets take the fast path. Not a flow
+/// the packet only now records: flows of one packet (a scan, a flood of ACKs) never push
 /// established flows out of the cache.
 #[inline(always)]
 pub fn learn(
     key: &FlowKey,
     hash: u32,
-    epoch: u32,
+    config: &LbConfig,
     service_id: u32,
     backend_id: u32,
     backend: &BackendValue,
 ) {
-    let (Some(first), Some(second)) = (slot(hash, 0), slot(hash, 1)) else {
+    let Some((first, second)) = set(hash, config.flow_cache_skew) else {
         return;
     };
-    // The way to fill: one this epoch does not use, else the other flow's whose bit of
-    // the hash (above the set index) says so, a choice the flows of a set share fairly.
+    let epoch = config.flow_epoch;
+    // The way to fill: one this epoch does not use, else the one the hash names (see
+    // `FlowCacheEntry::replaces_second`), a choice the flows of a set share fairly.
     // SAFETY: as in `find`.
     let (first, second) = unsafe { (&mut *first, &mut *second) };
     let cached = if first.epoch != epoch || same_key(&first.key, key) {
         first
-    } else if second.epoch != epoch || hash & (1 << 31) != 0 {
+    } else if second.epoch != epoch || FlowCacheEntry::replaces_second(hash) {
         second
     } else {
         first
@@ -171,11 +195,7 @@ pub fn v4(ctx: &XdpContext, len: u64) -> Option<Forward> {
     }
     let config = lookup::config()?;
     let key = flow::key(&pkt);
-    let hit = hit(
-        &key,
-        key.flow_hash_v4(config.flow_hash_seed),
-        config.flow_epoch,
-    )?;
+    let hit = hit(&key, key.flow_hash_v4(config.flow_hash_seed), config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hit.hop.mtu) {
         return None;
     }
@@ -195,11 +215,7 @@ pub fn v6(ctx: &XdpContext, len: u64) -> Option<Forward> {
         return None;
     }
     let key = &pkt.flow;
-    let hit = hit(
-        key,
-        key.flow_hash_v6(config.flow_hash_seed),
-        config.flow_epoch,
-    )?;
+    let hit = hit(key, key.flow_hash_v6(config.flow_hash_seed), config)?;
     if hit.backend.family != FAMILY_V6
         || u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD > u32::from(hit.hop.mtu)
     {

@@ -2,12 +2,13 @@
 //! pinned by name so the datapath keeps forwarding while the daemon restarts.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::{self, ArrayOfMaps},
+    macros::{btf_map, map},
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
-    Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
+    Counter, FlowCacheChunk, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
     NeighMiss, NextHop, ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
@@ -53,17 +54,15 @@ pub static FLOW_BUDGET: PerCpuArray<u64> = PerCpuArray::pinned(1, 0);
 #[map(name = "LB_FLOW_STATS")]
 pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::pinned(FlowEvent::COUNT, 0);
 
-/// Array values start on a page boundary (the kernel places a mmapable array's values
-/// there), so every 64-byte flow-cache entry is exactly one cache line.
-const BPF_F_MMAPABLE: u32 = 1 << 10;
-
-/// The flow cache (`fastpath`): `FLOW_CACHE_ENTRIES` per CPU, CPU `c`'s from index
-/// `c * FLOW_CACHE_ENTRIES` (the loader sizes it for the possible CPUs). A plain array
-/// rather than a per-CPU one: its lookup is one address computation, where a per-CPU
-/// array reads a pointer table (one more cold line) first.
-#[map(name = "LB_FLOW_CACHE")]
-pub static FLOW_CACHE: Array<FlowCacheEntry> =
-    Array::pinned(limits::FLOW_CACHE_ENTRIES, BPF_F_MMAPABLE);
+/// The flow cache (`fastpath`): `FLOW_CACHE_CHUNKS_PER_CPU` chunks per CPU, CPU `c`'s
+/// from index `c * FLOW_CACHE_CHUNKS_PER_CPU` (the loader sizes the outer array for the
+/// possible CPUs and fills it with one small array per chunk, see `FlowCacheChunk`). A
+/// chunk's inner array has one value, the chunk; an empty outer slot is a cache miss.
+#[btf_map(name = "LB_FLOW_CACHE")]
+pub static FLOW_CACHE: ArrayOfMaps<
+    btf_maps::Array<FlowCacheChunk, 1>,
+    { limits::FLOW_CACHE_CHUNKS_PER_CPU as usize },
+> = ArrayOfMaps::new();
 
 #[map(name = "LB_NEXTHOPS")]
 pub static NEXTHOPS: PerCpuArray<NextHop> = PerCpuArray::pinned(limits::MAX_BACKENDS, 0);

@@ -10,6 +10,8 @@
 //!   daemon asks the kernel to resolve one without sending any packet of its own.
 //!
 //! - [`tick`]: the kernel's timer tick, the unit of the XDP program's next-hop TTL.
+//! - [`kernel_btf`]: where the kernel puts an array map's values, for the flow cache's
+//!   line alignment.
 //!
 //! Addresses, routes and neighbours speak rtnetlink through [`netlink`] on a synchronous
 //! socket opened for each call: the callers are the daemon's sync loop and start-up, and
@@ -21,6 +23,7 @@ mod forwarding;
 mod neighbours;
 mod netlink;
 mod routes;
+pub mod kernel_btf;
 pub mod tick;
 
 use std::{io, net::IpAddr};

@@ -26,6 +26,7 @@ use crate::objects;
 
 mod cgroup_link;
 mod devbound;
+mod flow_cache;
 mod lock;
 mod pins;
 mod rx_metadata;
@@ -35,8 +36,7 @@ mod vlan_tags;
 pub use devbound::DevboundError;
 pub use lock::{interface_lock_path, pin_dir_lock_path, DatapathLock, LockError, DEFAULT_LOCK_DIR};
 use pins::{
-    check_pinned_layouts, expected_layouts, flow_cache_entries, possible_cpus, BACKEND_SIDE_MAPS,
-    BALANCER_MAPS,
+    check_pinned_layouts, expected_layouts, possible_cpus, BACKEND_SIDE_MAPS, BALANCER_MAPS,
 };
 pub use pins::{prepare_pin_dir, MapSizes};
 pub use rx_metadata::{reports_vlan_tag, RxMetadataError};
@@ -76,6 +76,11 @@ pub enum LoaderError {
     Program {
         name: &'static str,
         source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
     },
     #[error("program {0} missing from the embedded object")]
     MissingProgram(&'static str),
@@ -206,8 +211,12 @@ fn load_object(
         .map_max_entries(map_names::UDP_FLOWS, sizes.udp_flows)
         .map_max_entries(map_names::AFFINITY, sizes.affinity)
         .map_max_entries(map_names::SOCK_AFFINITY, sizes.affinity)
-        .map_max_entries(map_names::FLOW_CACHE, flow_cache_entries(possible_cpus()?))
+        .map_max_entries(
+            map_names::FLOW_CACHE,
+            flow_cache::outer_entries(possible_cpus()?),
+        )
         .load(object)?;
+    flow_cache::install(&mut ebpf, pin_dir)?;
     load(&mut ebpf, name)?;
     Ok(ebpf)
 }
@@ -389,8 +398,13 @@ pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
             removed.links.push(link.to_string());
         }
     }
-    // Only the names matter here.
-    for (name, _) in expected_layouts(&MapSizes::default(), 1) {
+    // Only the names matter here; the flow cache is re-made at each load, so it has no
+    // layout to check but is pinned all the same.
+    let names = expected_layouts(&MapSizes::default())
+        .into_iter()
+        .map(|(name, _)| name)
+        .chain([map_names::FLOW_CACHE]);
+    for name in names {
         let path = pin_dir.join(name);
         if path.exists() {
             std::fs::remove_file(&path).map_err(io_err(&path))?;

@@ -5,7 +5,7 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
-    BackendValue, Counter, FlowCacheEntry, FlowEvent, FlowKey, FlowValue, FragmentKey,
+    BackendValue, Counter, FlowEvent, FlowKey, FlowValue, FragmentKey,
     FragmentValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
     SockReason, SockRevKey, SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
 };
@@ -98,17 +98,9 @@ pub(super) fn possible_cpus() -> Result<u32, LoaderError> {
         })
 }
 
-/// Entries of the flow cache: `FLOW_CACHE_ENTRIES` for each of `cpus` CPUs.
-pub(super) fn flow_cache_entries(cpus: u32) -> u32 {
-    limits::FLOW_CACHE_ENTRIES * cpus
-}
-
-/// Key size, value size and entries of every map this build pins, on a host of `cpus`
-/// possible CPUs.
-pub(super) fn expected_layouts(
-    map_sizes: &MapSizes,
-    cpus: u32,
-) -> Vec<(&'static str, (u32, u32, u32))> {
+/// Key size, value size and entries of every map this build reuses from the pin
+/// directory (all it pins but the flow cache, which each load makes afresh).
+pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32, u32, u32))> {
     vec![
         (
             map_names::SERVICES,
@@ -132,10 +124,6 @@ pub(super) fn expected_layouts(
         ),
         (map_names::FLOW_BUDGET, sizes::<u32, u64>(1)),
         (map_names::FLOW_STATS, sizes::<u32, u64>(FlowEvent::COUNT)),
-        (
-            map_names::FLOW_CACHE,
-            sizes::<u32, FlowCacheEntry>(flow_cache_entries(cpus)),
-        ),
         (
             map_names::NEXTHOPS,
             sizes::<u32, NextHop>(limits::MAX_BACKENDS),
@@ -294,8 +282,7 @@ pub(super) fn check_pinned_layouts(
     sizes: &MapSizes,
     names: &[&str],
 ) -> Result<(), LoaderError> {
-    let cpus = possible_cpus()?;
-    for (name, expected) in expected_layouts(sizes, cpus) {
+    for (name, expected) in expected_layouts(sizes) {
         if !names.contains(&name) {
             continue;
         }

@@ -8,10 +8,10 @@ use std::{
     path::Path,
 };
 
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter,
-    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
+    FlowCacheChunk, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
     VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
@@ -38,8 +38,9 @@ pub struct BalancerMaps {
     pub(super) udp_flows: HashMap<MapData, FlowKey, FlowValue>,
     /// Flow-table events by `FlowEvent`.
     pub(super) flow_stats: PerCpuArray<MapData, u64>,
-    /// `FLOW_CACHE_ENTRIES` per CPU, CPU `c`'s from `c * FLOW_CACHE_ENTRIES`.
-    pub(super) flow_cache: Array<MapData, FlowCacheEntry>,
+    /// `FLOW_CACHE_CHUNKS_PER_CPU` chunks per CPU, CPU `c`'s from
+    /// `c * FLOW_CACHE_CHUNKS_PER_CPU`: the cache of the program loaded last.
+    pub(super) flow_cache: ArrayOfMaps<MapData, Array<MapData, FlowCacheChunk>>,
     pub(super) nexthops: PerCpuArray<MapData, NextHop>,
     pub(super) neigh_misses: HashMap<MapData, u32, NeighMiss>,
     pub(super) config: Array<MapData, LbConfig>,
@@ -350,24 +351,28 @@ impl BalancerMaps {
     }
 
     /// The flow-cache entries for `key` (indexed by its flow `hash`) that the datapath
-    /// would follow under `epoch`, with the CPU holding each: a flow the LRU evicted can
-    /// still be served from a CPU's cache until its next table touch re-learns it.
+    /// would follow under `config` (its epoch and skew), with the CPU holding each: a flow
+    /// the LRU evicted can still be served from a CPU's cache until its next table touch
+    /// re-learns it. An empty chunk slot holds nothing, as in the datapath.
     pub fn cached_flow(
         &self,
         key: &FlowKey,
         hash: u32,
-        epoch: u32,
+        config: &LbConfig,
     ) -> Result<Vec<(usize, FlowCacheEntry)>, MapsError> {
-        let set = FlowCacheEntry::set_index(hash);
+        let slot = FlowCacheEntry::slot(hash);
         let mut found = Vec::new();
         for cpu in 0..self.cpus {
+            let index = cpu as u32 * limits::FLOW_CACHE_CHUNKS_PER_CPU + slot.chunk;
+            let inner = match self.flow_cache.get(&index, 0) {
+                Ok(inner) => inner,
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(access(map_names::FLOW_CACHE)(e)),
+            };
+            let chunk = inner.get(&0, 0).map_err(access(map_names::FLOW_CACHE))?;
             for way in 0..2 {
-                let index = cpu as u32 * limits::FLOW_CACHE_ENTRIES + set + way;
-                let entry = self
-                    .flow_cache
-                    .get(&index, 0)
-                    .map_err(access(map_names::FLOW_CACHE))?;
-                if entry.epoch == epoch && entry.key == *key {
+                let entry = chunk.entry(config.flow_cache_skew, slot.first + way);
+                if entry.epoch == config.flow_epoch && entry.key == *key {
                     found.push((cpu, entry));
                 }
             }

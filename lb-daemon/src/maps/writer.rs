@@ -387,11 +387,13 @@ impl MapWriter {
 
     /// Writes `config` with the flow epoch after the pinned one's (whatever `config`
     /// says): every write retires the flow caches' entries, so one made before a purge,
-    /// or by an earlier daemon, is never followed again.
+    /// or by an earlier daemon, is never followed again. The flow cache's skew is the
+    /// running kernel's (see `lb_common::FlowCacheChunk`).
     pub(crate) fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
         let epoch = self.pinned_config()?.flow_epoch.wrapping_add(1);
         let config = LbConfig {
             flow_epoch: epoch,
+            flow_cache_skew: crate::host::kernel_btf::array_value_skew(),
             ..*config
         };
         self.maps
