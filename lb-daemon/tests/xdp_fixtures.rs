@@ -750,6 +750,53 @@ fn a_deleted_frontend_stops_its_cached_flows() {
     );
 }
 
+/// The flow cache (an array of small arrays, entries placed by the kernel's array header
+/// size) serves a flow from where `explain` finds it: after a table hit the flow is
+/// cached; with its table entry gone (as after an LRU eviction) its next packet still
+/// goes to its backend without the slow path, which would have written the table again,
+/// and `explain` names the cache.
+#[test]
+fn a_cached_flow_is_served_from_where_explain_finds_it() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("fastcache", CONFIG);
+    let sport = 44_200;
+    let backend = f.establish(sport);
+    let ack = tcp_ack(sport, 80, b"more");
+    let out = f.expect("table hit", &ack, XDP_TX, XdpReason::Forwarded);
+    assert_ipip("table hit", &ack, &out, backend);
+
+    let key = lb_common::FlowKey {
+        src: lb_common::v4_addr(CLIENT),
+        dst: lb_common::v4_addr(VIP),
+        sport_be: sport.to_be(),
+        dport_be: 80u16.to_be(),
+        proto: 6,
+        family: lb_common::FAMILY_V4,
+        _pad: [0; 2],
+    };
+    let mut flows: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::FlowValue> =
+        aya::maps::Map::from_map_data(
+            aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::FLOWS)).unwrap(),
+        )
+        .unwrap()
+        .try_into()
+        .unwrap();
+    flows.remove(&key).expect("the flow's table entry");
+
+    let e = f.explain(Protocol::Tcp, sport, 80);
+    assert!(e.flow_entry.is_none(), "the table no longer holds the flow");
+    assert_eq!(e.backend, Some(backend), "{}", e.why);
+    assert!(e.why.contains("flow cache"), "{}", e.why);
+    let out = f.expect("cache hit", &ack, XDP_TX, XdpReason::Forwarded);
+    assert_ipip("cache hit", &ack, &out, backend);
+    assert!(
+        f.explain(Protocol::Tcp, sport, 80).flow_entry.is_none(),
+        "served from the cache: the slow path would have recorded the flow again"
+    );
+}
+
 #[test]
 fn draining_every_backend_keeps_established_flows_and_refuses_new_ones() {
     if !require_root("xdp fixture") {

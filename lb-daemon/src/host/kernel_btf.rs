@@ -130,7 +130,11 @@ impl<'a> Btf<'a> {
                             name: u32_at(type_data, m)?,
                             type_id: u32_at(type_data, m + 4)?,
                             // With kflag set, the high 8 bits are a bitfield's size.
-                            bit_offset: if kflag != 0 { offset & 0xff_ffff } else { offset },
+                            bit_offset: if kflag != 0 {
+                                offset & 0xff_ffff
+                            } else {
+                                offset
+                            },
                         });
                     }
                     12 * vlen
@@ -174,7 +178,9 @@ impl<'a> Btf<'a> {
             }
             let inner = self.types.get(m.type_id as usize)?;
             let anonymous = m.name == 0 && matches!(inner.kind, KIND_STRUCT | KIND_UNION);
-            anonymous.then(|| self.find_in(inner, member, bits)).flatten()
+            anonymous
+                .then(|| self.find_in(inner, member, bits))
+                .flatten()
         })
     }
 }
@@ -213,7 +219,13 @@ mod tests {
         let mut data = Vec::new();
         data.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         data.extend_from_slice(&[1, 0]);
-        for w in [24, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             data.extend_from_slice(&w.to_le_bytes());
         }
         data.extend_from_slice(&types);
@@ -223,7 +235,8 @@ mod tests {
 
     #[test]
     fn finds_a_member_inside_an_anonymous_union() {
-        let btf = Btf::parse(&blob(312)).unwrap();
+        let data = blob(312);
+        let btf = Btf::parse(&data).unwrap();
         assert_eq!(btf.member_offset("bpf_array", "value").unwrap(), 312);
         assert_eq!(btf.member_offset("bpf_array", "b").unwrap(), 4);
         assert!(btf.member_offset("bpf_array", "absent").is_err());

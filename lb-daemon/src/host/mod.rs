@@ -20,10 +20,10 @@
 mod addresses;
 mod announce;
 mod forwarding;
+pub mod kernel_btf;
 mod neighbours;
 mod netlink;
 mod routes;
-pub mod kernel_btf;
 pub mod tick;
 
 use std::{io, net::IpAddr};

@@ -5,9 +5,9 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
-    BackendValue, Counter, FlowEvent, FlowKey, FlowValue, FragmentKey,
-    FragmentValue, LbConfig, NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue,
-    SockReason, SockRevKey, SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
+    BackendValue, Counter, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
+    NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey,
+    SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
 };
 
 use super::{io_err, LoaderError};

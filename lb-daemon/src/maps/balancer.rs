@@ -11,8 +11,8 @@ use std::{
 use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter,
-    FlowCacheChunk, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
-    VipKey, BACKEND_F_ACTIVE,
+    FlowCacheChunk, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue, VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
