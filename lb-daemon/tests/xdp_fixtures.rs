@@ -761,6 +761,18 @@ fn a_cached_flow_is_served_from_where_explain_finds_it() {
         return;
     }
     let mut f = Fixture::new("fastcache", CONFIG);
+    // The chunks are pinned only through the outer array; their memory is reported.
+    let memory = lb_daemon::maps::pinned_map_memory(&f._pin.path).unwrap();
+    let (_, cache_bytes) = memory
+        .iter()
+        .find(|(name, _)| name == lb_common::map_names::FLOW_CACHE)
+        .expect("the flow cache is pinned");
+    let chunks =
+        lb_common::limits::FLOW_CACHE_CHUNKS_PER_CPU as usize * aya::util::nr_cpus().unwrap();
+    assert!(
+        *cache_bytes as usize >= chunks * lb_common::FlowCacheChunk::BYTES,
+        "flow cache reported at {cache_bytes} bytes for {chunks} chunks"
+    );
     let sport = 44_200;
     let backend = f.establish(sport);
     let ack = tcp_ack(sport, 80, b"more");

@@ -178,10 +178,35 @@ pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<(String, u64)>, MapsError
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        out.push((name, map_memory(&map)?));
+        let nested = map
+            .info()
+            .is_ok_and(|i| matches!(i.map_type(), Ok(aya::maps::MapType::ArrayOfMaps)));
+        let memory = if nested {
+            nested_memory(map)?
+        } else {
+            map_memory(&map)?
+        };
+        out.push((name, memory));
     }
     out.sort();
     Ok(out)
+}
+
+/// An array of maps' kernel memory with its inner maps' (the flow cache's chunks, which
+/// are pinned only through it).
+fn nested_memory(outer: MapData) -> Result<u64, MapsError> {
+    let mut total = map_memory(&outer)?;
+    let outer: aya::maps::ArrayOfMaps<MapData, MapData> = aya::maps::Map::from_map_data(outer)
+        .and_then(TryInto::try_into)
+        .map_err(|e| MapsError::Inconsistent(format!("array of maps: {e}")))?;
+    for index in 0..outer.len() {
+        match outer.get(&index, 0) {
+            Ok(inner) => total += map_memory(&inner)?,
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(MapsError::Inconsistent(format!("array of maps: {e}"))),
+        }
+    }
+    Ok(total)
 }
 
 /// The kernel memory of one map (`memlock` in its fdinfo).
