@@ -408,7 +408,7 @@ impl FlowCacheChunk {
 }
 // The array's header (312 bytes on 6.18) and the value fit in 32 KiB: kmalloc's limit.
 const _: () = assert!(FlowCacheChunk::BYTES + 1024 <= 32 * 1024);
-const _: () = assert!(FlowCacheChunk::ENTRIES % 2 == 0);
+const _: () = assert!(FlowCacheChunk::ENTRIES.is_multiple_of(2));
 const _: () = assert!(
     FlowCacheChunk::LAST_SET_OFFSET + 2 * core::mem::size_of::<FlowCacheEntry>()
         <= FlowCacheChunk::BYTES
