@@ -61,7 +61,13 @@ fn set(hash: u32, skew: u32) -> Option<(*mut FlowCacheEntry, *mut FlowCacheEntry
     let outer = cpu
         .wrapping_mul(limits::FLOW_CACHE_CHUNKS_PER_CPU)
         .wrapping_add(slot.chunk);
-    let chunk = FLOW_CACHE.get_value_ptr_mut(outer, &0)?.cast::<u8>();
+    // The inner key on the stack: a literal `&0` would be a constant in a `.rodata`
+    // section, which becomes a map of its own (the device-bound load finds every map it
+    // relocates pinned, and that one is not).
+    let inner_key = 0u32;
+    let chunk = FLOW_CACHE
+        .get_value_ptr_mut(outer, &inner_key)?
+        .cast::<u8>();
     let first = FlowCacheChunk::entry_offset(skew, slot.first);
     // The compiler knows `first` is in bounds and folds the offset into bit operations
     // whose bounds the verifier tracks too loosely to accept the access; a value read
