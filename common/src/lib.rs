@@ -337,7 +337,8 @@ pub struct FlowCacheSlot {
 }
 
 impl FlowCacheEntry {
-    /// The set of flow hash `hash`: its high half picks the chunk, its low half the set
+    /// The set of cache hash `hash` (`FlowKey::cache_hash`): its high half picks the
+    /// chunk, its low half the set
     /// in the chunk, each by a multiply and shift (an even spread over counts that are not
     /// powers of two, without a division).
     pub const fn slot(hash: u32) -> FlowCacheSlot {

@@ -82,10 +82,16 @@ fn try_v4(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
             return icmp::no_service(ctx, &flow_key, icmp_error);
         };
         let config = lookup::config().ok_or(XdpReason::PassNotReady)?;
-        let hash = flow_key.flow_hash_v4(config.flow_hash_seed);
-        let picked = select(&flow_key, &service, pkt.opening, hash, config, fast, || {
-            flow_key.client_hash_v4(config.flow_hash_seed)
-        });
+        let seed = config.flow_hash_seed;
+        let picked = select(
+            &flow_key,
+            &service,
+            pkt.opening,
+            config,
+            fast,
+            || flow_key.flow_hash_v4(seed),
+            || flow_key.client_hash_v4(seed),
+        );
         let (backend_id, backend) = match picked {
             Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
                 return icmp::reject_v4(ctx)
@@ -124,10 +130,16 @@ fn try_v6(ctx: &XdpContext, len: u64) -> Result<Forward, XdpReason> {
             return icmp::no_service(ctx, flow_key, icmp_error);
         };
         let config = config_v6()?;
-        let hash = flow_key.flow_hash_v6(config.flow_hash_seed);
-        let picked = select(flow_key, &service, pkt.opening, hash, config, fast, || {
-            flow_key.client_hash_v6(config.flow_hash_seed)
-        });
+        let seed = config.flow_hash_seed;
+        let picked = select(
+            flow_key,
+            &service,
+            pkt.opening,
+            config,
+            fast,
+            || flow_key.flow_hash_v6(seed),
+            || flow_key.client_hash_v6(seed),
+        );
         let (backend_id, backend) = match picked {
             Err(XdpReason::DropNoBackend) if icmp::rejects(&service, icmp_error) => {
                 return icmp::reject_v6(ctx)
@@ -183,8 +195,9 @@ fn config_v6() -> Result<&'static LbConfig, XdpReason> {
 }
 
 /// The flow's backend: its flow-table entry while that backend lives, else Maglev's pick,
-/// remembered unless the packet is `opening` a TCP connection (SYN without ACK). `hash` is
-/// the flow hash: it picks the Maglev slot and the flow-cache slot. A flow the table knows
+/// remembered unless the packet is `opening` a TCP connection (SYN without ACK).
+/// `flow_hash` gives the flow hash, which picks the Maglev slot (computed only for a flow
+/// the table does not know). A flow the table knows
 /// is learned into the flow cache when the packet could have taken the fast path (`fast`),
 /// unless its service has session affinity (whose hits refresh the client's entry here). A service with
 /// session affinity consults the client's entry before Maglev, and Maglev then takes
@@ -202,9 +215,9 @@ fn select(
     flow_key: &FlowKey,
     service: &ServiceValue,
     opening: bool,
-    hash: u32,
     config: &LbConfig,
     fast: bool,
+    flow_hash: impl FnOnce() -> u32,
     client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     let affine = service.flags & SERVICE_F_AFFINITY != 0;
@@ -213,7 +226,7 @@ fn select(
             if affine {
                 affinity::touch(flow_key, service, hit.0);
             } else if fast {
-                fastpath::learn(flow_key, hash, config, service.service_id, hit.0, &hit.1);
+                fastpath::learn(flow_key, config, service.service_id, hit.0, &hit.1);
             }
             Ok(hit)
         }
@@ -224,7 +237,7 @@ fn select(
             let picked = if affine {
                 affinity::pick(flow_key, service, opening, client_hash)?
             } else {
-                lookup::maglev_backend(service, hash)?
+                lookup::maglev_backend(service, flow_hash())?
             };
             if !opening {
                 flow::record(flow_key, picked.0, &picked.1, config);

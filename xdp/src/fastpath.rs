@@ -49,7 +49,7 @@ struct Hit {
     hop: &'static NextHop,
 }
 
-/// This CPU's two entries (ways) for flow hash `hash`: adjacent entries of one chunk (see
+/// This CPU's two entries (ways) for cache hash `hash` (`FlowKey::cache_hash`): adjacent entries of one chunk (see
 /// `FlowCacheEntry::slot`), so two flows whose hashes meet in one set both stay cached,
 /// and the second way's line is the first's neighbour. `skew` is
 /// `LbConfig::flow_cache_skew`, which starts every entry on a cache line.
@@ -89,7 +89,8 @@ fn set(hash: u32, skew: u32) -> Option<(*mut FlowCacheEntry, *mut FlowCacheEntry
 
 const FLOW_CACHE_ENTRY_BYTES: usize = core::mem::size_of::<FlowCacheEntry>();
 
-/// This CPU's entry of flow `key` (hash `hash`) under `epoch`, in either way of its set.
+/// This CPU's entry of flow `key` (cache hash `hash`) under the config's epoch, in either
+/// way of its set.
 #[inline(always)]
 fn find(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<&'static mut FlowCacheEntry> {
     let (first, second) = set(hash, config.flow_cache_skew)?;
@@ -107,16 +108,11 @@ fn find(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<&'static mut Flow
 /// The key compared as five 8-byte words (no byte loop, no `memcmp`).
 #[inline(always)]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    // SAFETY: FlowKey is 40 bytes of plain data with no padding bytes of its own, aligned
-    // to 8 (`repr(C, align(8))`), so it reads as five aligned u64 words.
-    unsafe {
-        let a = &*(a as *const FlowKey as *const [u64; 5]);
-        let b = &*(b as *const FlowKey as *const [u64; 5]);
-        (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
-    }
+    let (a, b) = (a.words(), b.words());
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
 
-/// The cached flow `key` (flow hash `hash`), if its entry is current, its backend the same
+/// The cached flow `key` (cache hash `hash`), if its entry is current, its backend the same
 /// live one and that backend's next hop cached, fresh and not this host.
 #[inline(always)]
 fn hit(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<Hit> {
@@ -142,19 +138,19 @@ fn hit(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<Hit> {
     })
 }
 
-/// Remembers a flow the slow path found in the flow table (`hash` its flow hash) in this
-/// CPU's set under the config's epoch: its next packets take the fast path. Not a flow
-/// the packet only now records: flows of one packet (a scan, a flood of ACKs) never push
-/// established flows out of the cache.
+/// Remembers a flow the slow path found in the flow table in this CPU's set under the
+/// config's epoch: its next packets take the fast path. Not a flow the packet only now
+/// records: flows of one packet (a scan, a flood of ACKs) never push established flows
+/// out of the cache.
 #[inline(always)]
 pub fn learn(
     key: &FlowKey,
-    hash: u32,
     config: &LbConfig,
     service_id: u32,
     backend_id: u32,
     backend: &BackendValue,
 ) {
+    let hash = key.cache_hash(config.flow_hash_seed);
     let Some((first, second)) = set(hash, config.flow_cache_skew) else {
         return;
     };
@@ -201,7 +197,10 @@ pub fn v4(ctx: &XdpContext, len: u64) -> Option<Forward> {
     }
     let config = lookup::config()?;
     let key = flow::key(&pkt);
-    let hit = hit(&key, key.flow_hash_v4(config.flow_hash_seed), config)?;
+    let hash = key.cache_hash(config.flow_hash_seed);
+    let Some(hit) = hit(&key, hash, config) else {
+        return None;
+    };
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hit.hop.mtu) {
         return None;
     }
@@ -221,7 +220,10 @@ pub fn v6(ctx: &XdpContext, len: u64) -> Option<Forward> {
         return None;
     }
     let key = &pkt.flow;
-    let hit = hit(key, key.flow_hash_v6(config.flow_hash_seed), config)?;
+    let hash = key.cache_hash(config.flow_hash_seed);
+    let Some(hit) = hit(key, hash, config) else {
+        return None;
+    };
     if hit.backend.family != FAMILY_V6
         || u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD > u32::from(hit.hop.mtu)
     {

@@ -162,7 +162,7 @@ fn explain_with(
     }
     // Not (usably) in the table: a CPU's flow cache may still hold it (the LRU evicted it
     // since; the cache's next table touch learns it again).
-    for (cpu, entry) in maps.cached_flow(&key, hash, config)? {
+    for (cpu, entry) in maps.cached_flow(&key, config)? {
         if live(entry.backend_id, Some(entry.backend_generation)) {
             let backend = addresses.get(&entry.backend_id).and_then(|(a, _)| *a);
             out.verdict = XdpReason::Forwarded.name();

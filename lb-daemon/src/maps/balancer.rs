@@ -350,17 +350,16 @@ impl BalancerMaps {
         ranges::entries(&self.source_ranges, |id| families.get(&id).copied())
     }
 
-    /// The flow-cache entries for `key` (indexed by its flow `hash`) that the datapath
-    /// would follow under `config` (its epoch and skew), with the CPU holding each: a flow
-    /// the LRU evicted can still be served from a CPU's cache until its next table touch
-    /// re-learns it. An empty chunk slot holds nothing, as in the datapath.
+    /// The flow-cache entries for `key` that the datapath would follow under `config`
+    /// (its seed, epoch and skew), with the CPU holding each: a flow the LRU evicted can
+    /// still be served from a CPU's cache until its next table touch re-learns it. An
+    /// empty chunk slot holds nothing, as in the datapath.
     pub fn cached_flow(
         &self,
         key: &FlowKey,
-        hash: u32,
         config: &LbConfig,
     ) -> Result<Vec<(usize, FlowCacheEntry)>, MapsError> {
-        let slot = FlowCacheEntry::slot(hash);
+        let slot = FlowCacheEntry::slot(key.cache_hash(config.flow_hash_seed));
         let mut found = Vec::new();
         for cpu in 0..self.cpus {
             let index = cpu as u32 * limits::FLOW_CACHE_CHUNKS_PER_CPU + slot.chunk;
