@@ -239,7 +239,8 @@ mod tests {
             }
         };
         for seed in [0, 1, 0x5eed_1234] {
-            let cases: [(&str, Box<dyn Fn(u32) -> FlowKey>); 4] = [
+            type Make<'a> = Box<dyn Fn(u32) -> FlowKey + 'a>;
+            let cases: [(&str, Make); 4] = [
                 ("v4 ports", Box::new(|i| v4(1, 10_000 + i as u16))),
                 ("v4 clients", Box::new(|i| v4(i, 40_000))),
                 ("v6 ports", Box::new(|i| v6(1, 10_000 + i as u16))),

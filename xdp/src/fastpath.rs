@@ -198,9 +198,7 @@ pub fn v4(ctx: &XdpContext, len: u64) -> Option<Forward> {
     let config = lookup::config()?;
     let key = flow::key(&pkt);
     let hash = key.cache_hash(config.flow_hash_seed);
-    let Some(hit) = hit(&key, hash, config) else {
-        return None;
-    };
+    let hit = hit(&key, hash, config)?;
     if u32::from(pkt.tot_len) + encap::IPIP_OVERHEAD > u32::from(hit.hop.mtu) {
         return None;
     }
@@ -221,9 +219,7 @@ pub fn v6(ctx: &XdpContext, len: u64) -> Option<Forward> {
     }
     let key = &pkt.flow;
     let hash = key.cache_hash(config.flow_hash_seed);
-    let Some(hit) = hit(key, hash, config) else {
-        return None;
-    };
+    let hit = hit(key, hash, config)?;
     if hit.backend.family != FAMILY_V6
         || u32::from(pkt.payload_len) + 2 * encap::IP6IP6_OVERHEAD > u32::from(hit.hop.mtu)
     {
