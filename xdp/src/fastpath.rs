@@ -1,10 +1,11 @@
 //! The established-flow fast path: a packet of a flow the flow cache holds is forwarded
 //! from that one cache line, before (and instead of) the service lookup and the flow
-//! table. The cache (`LB_FLOW_CACHE`, see `FlowCacheEntry`) is direct-mapped, indexed by
-//! the flow hash, one region of small arrays per CPU (see `lb_common::FlowCacheChunk` for
-//! why small arrays); an entry copies a flow-table entry plus the
-//! frontend's counter id, and is written when the slow path finds the flow in the table
-//! ([`learn`], into the slot the fast path probed and missed).
+//! table. The cache (`LB_FLOW_CACHE`, see `FlowCacheEntry`) is two-way set-associative,
+//! indexed by a cheap hash of its own (`FlowKey::cache_hash`; the flow hash is Murmur3,
+//! which a hit need not pay), one region of small arrays per CPU (see
+//! `lb_common::FlowCacheChunk` for why small arrays); an entry copies a flow-table entry
+//! plus the frontend's counter id, and is written when the slow path finds the flow in
+//! the table ([`learn`], into the set the fast path probed and missed).
 //!
 //! What a hit still checks, so the fast path changes no verdict the slow path would give:
 //! - the whole key (no tag-only match);
@@ -24,8 +25,8 @@
 //! beside (not inside) the family's slow path: the verifier adds up the frames of a call
 //! chain, and the slow path's is near the 512-byte limit alone. So it parses the packet
 //! itself and hands back a [`Forward`] (its outcome) or nothing; the slow path parses
-//! again (a few ns on a miss) and finds the cache slot again ([`learn`]) from the flow
-//! hash it computes anyway.
+//! again (a few ns on a miss) and, on a table hit, hashes the key again to find the set
+//! ([`learn`]).
 
 use aya_ebpf::{helpers::bpf_get_smp_processor_id, programs::XdpContext};
 use lb_common::{
@@ -49,10 +50,10 @@ struct Hit {
     hop: &'static NextHop,
 }
 
-/// This CPU's two entries (ways) for cache hash `hash` (`FlowKey::cache_hash`): adjacent entries of one chunk (see
-/// `FlowCacheEntry::slot`), so two flows whose hashes meet in one set both stay cached,
-/// and the second way's line is the first's neighbour. `skew` is
-/// `LbConfig::flow_cache_skew`, which starts every entry on a cache line.
+/// This CPU's two entries (ways) for cache hash `hash` (`FlowKey::cache_hash`): adjacent
+/// entries of one chunk (see `FlowCacheEntry::slot`), so two flows whose hashes meet in
+/// one set both stay cached, and the second way's line is the first's neighbour. `skew`
+/// is `LbConfig::flow_cache_skew`, which starts every entry on a cache line.
 #[inline(always)]
 fn set(hash: u32, skew: u32) -> Option<(*mut FlowCacheEntry, *mut FlowCacheEntry)> {
     // SAFETY: a helper without arguments, callable from any program.
