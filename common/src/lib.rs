@@ -303,7 +303,8 @@ pub struct FlowValue {
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
 
 /// One entry of the flow cache (`LB_FLOW_CACHE`), a two-way set-associative copy of
-/// flow-table entries indexed by the flow hash, one region per CPU: an established flow's
+/// flow-table entries indexed by the cache hash (`FlowKey::cache_hash`), one region per
+/// CPU: an established flow's
 /// packet reads this one cache line instead of the service map and an LRU hash bucket (the
 /// XDP program's fast path, `xdp/src/fastpath.rs`). Filled only from what the flow table
 /// holds (a table hit), so it never knows a flow the table did not; followed only while
@@ -336,11 +337,19 @@ pub struct FlowCacheSlot {
     pub first: u32,
 }
 
+impl FlowCacheSlot {
+    /// The outer array's index of this slot's chunk in CPU `cpu`'s region (the datapath
+    /// and `explain` both find chunks with it).
+    pub const fn outer_index(&self, cpu: u32) -> u32 {
+        cpu.wrapping_mul(limits::FLOW_CACHE_CHUNKS_PER_CPU)
+            .wrapping_add(self.chunk)
+    }
+}
+
 impl FlowCacheEntry {
     /// The set of cache hash `hash` (`FlowKey::cache_hash`): its high half picks the
-    /// chunk, its low half the set
-    /// in the chunk, each by a multiply and shift (an even spread over counts that are not
-    /// powers of two, without a division).
+    /// chunk, its low half the set in the chunk, each by a multiply and shift (an even
+    /// spread over counts that are not powers of two, without a division).
     pub const fn slot(hash: u32) -> FlowCacheSlot {
         let chunk = ((hash >> 16) * limits::FLOW_CACHE_CHUNKS_PER_CPU) >> 16;
         let set = ((hash & 0xffff) * (FlowCacheChunk::ENTRIES / 2)) >> 16;

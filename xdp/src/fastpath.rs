@@ -30,7 +30,7 @@
 
 use aya_ebpf::{helpers::bpf_get_smp_processor_id, programs::XdpContext};
 use lb_common::{
-    limits, BackendValue, FlowCacheChunk, FlowCacheEntry, FlowKey, LbConfig, NextHop, XdpReason,
+    BackendValue, FlowCacheChunk, FlowCacheEntry, FlowKey, LbConfig, NextHop, XdpReason,
     CONFIG_F_V6_READY, FAMILY_V6, FLOW_CACHE_TOUCH_EVERY, NEXTHOP_F_LOCAL,
 };
 
@@ -59,9 +59,7 @@ fn set(hash: u32, skew: u32) -> Option<(*mut FlowCacheEntry, *mut FlowCacheEntry
     // SAFETY: a helper without arguments, callable from any program.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let slot = FlowCacheEntry::slot(hash);
-    let outer = cpu
-        .wrapping_mul(limits::FLOW_CACHE_CHUNKS_PER_CPU)
-        .wrapping_add(slot.chunk);
+    let outer = slot.outer_index(cpu);
     // The inner key on the stack: a literal `&0` would be a constant in a `.rodata`
     // section, which becomes a map of its own (the device-bound load finds every map it
     // relocates pinned, and that one is not).

@@ -10,9 +10,9 @@ use std::{
 
 use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
-    limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter,
-    FlowCacheChunk, FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue, VipKey, BACKEND_F_ACTIVE,
+    maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter, FlowCacheChunk,
+    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
+    VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
@@ -362,7 +362,7 @@ impl BalancerMaps {
         let slot = FlowCacheEntry::slot(key.cache_hash(config.flow_hash_seed));
         let mut found = Vec::new();
         for cpu in 0..self.cpus {
-            let index = cpu as u32 * limits::FLOW_CACHE_CHUNKS_PER_CPU + slot.chunk;
+            let index = slot.outer_index(cpu as u32);
             let inner = match self.flow_cache.get(&index, 0) {
                 Ok(inner) => inner,
                 Err(MapError::KeyNotFound) => continue,
