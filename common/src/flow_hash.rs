@@ -39,6 +39,14 @@ impl FlowKey {
         unsafe { &*(self as *const FlowKey as *const [u64; 5]) }
     }
 
+    /// Whether two keys are equal, compared as five words (no byte loop, no `memcmp`):
+    /// the flow cache's and the flow tables' key compare.
+    #[inline(always)]
+    pub fn same_as(&self, other: &FlowKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
+    }
+
     /// The flow cache's hash of this key (where its entries are, see
     /// `FlowCacheEntry::slot`); not the flow hash. The fast path computes nothing else, and
     /// Murmur3 over the tuple's words is 4 (IPv4) or 10 (IPv6) dependent rounds, 10-25 ns
@@ -49,6 +57,14 @@ impl FlowKey {
     /// without knowing the seed; flows aimed anyway only lose the cache, not their backend.
     #[inline(always)]
     pub fn cache_hash(&self, seed: u32) -> u32 {
+        (self.table_hash(seed) >> 32) as u32
+    }
+
+    /// The 64-bit hash behind [`cache_hash`](Self::cache_hash), which is its high half;
+    /// the flow tables take their set and tag from it (`FlowSlot::of`) with a seed of
+    /// their own.
+    #[inline(always)]
+    pub fn table_hash(&self, seed: u32) -> u64 {
         let [w0, w1, w2, w3, w4] = *self.words();
         let [k0, k1, k2, k3, k4, k5] = CACHE_MULTIPLIERS;
         let sum = (w0 ^ u64::from(seed))
@@ -57,7 +73,7 @@ impl FlowKey {
             .wrapping_add(w2.wrapping_mul(k2))
             .wrapping_add(w3.wrapping_mul(k3))
             .wrapping_add(w4.wrapping_mul(k4));
-        ((sum ^ (sum >> 32)).wrapping_mul(k5) >> 32) as u32
+        (sum ^ (sum >> 32)).wrapping_mul(k5)
     }
 
     /// The flow hash of this tuple with `seed` (the datapath's `LbConfig::flow_hash_seed`),

@@ -6,7 +6,10 @@
 #![no_std]
 
 mod flow_hash;
+mod flow_table;
 pub mod reason;
+
+pub use flow_table::{FlowEntry, FlowPending, FlowSet, FlowSlot};
 
 pub use reason::{FlowEvent, SockReason, TcReason, XdpReason};
 
@@ -18,13 +21,17 @@ pub mod map_names {
     pub const SERVICES: &str = "LB_SERVICES";
     pub const BACKENDS: &str = "LB_BACKENDS";
     pub const MAGLEV: &str = "LB_MAGLEV";
-    /// TCP flows (LRU). UDP flows have a table of their own, so a flood of new UDP flows
-    /// cannot evict established TCP connections (see `xdp/src/flow.rs`).
+    /// TCP flows (set-associative, see [`FlowSet`](crate::FlowSet)). UDP flows have a
+    /// table of their own, so a flood of new UDP flows cannot evict established TCP
+    /// connections (see `xdp/src/flow.rs`).
     pub const FLOWS: &str = "LB_FLOWS";
-    /// UDP flows (LRU).
+    /// UDP flows (set-associative).
     pub const UDP_FLOWS: &str = "LB_UDP_FLOWS";
     /// Per-CPU state of the new-flow insert budget (one GCRA time stamp).
     pub const FLOW_BUDGET: &str = "LB_FLOW_BUDGET";
+    /// Per-CPU flow-table write the slow path left for after its packet
+    /// ([`FlowPending`](crate::FlowPending)).
+    pub const FLOW_PENDING: &str = "LB_FLOW_PENDING";
     /// Per-CPU flow-table event counters, indexed by [`FlowEvent`](crate::FlowEvent).
     pub const FLOW_STATS: &str = "LB_FLOW_STATS";
     /// Per-CPU direct-mapped cache in front of `FLOWS` (see [`crate::FlowCacheEntry`]).
@@ -112,9 +119,10 @@ pub mod limits {
     /// replaced at once (a replacement is written whole into a fresh region before the
     /// flip). 2^22 slots, four to an 8-byte element (see [`crate::maglev_words`]): 8 MiB.
     pub const MAGLEV_SLOTS: u32 = 1 << 22;
-    /// Entries of the TCP flow table (LRU; `--tcp-flow-entries`).
+    /// Entries of the TCP flow table (`--tcp-flow-entries`; whole sets of
+    /// [`FlowSet::WAYS`](crate::FlowSet::WAYS)).
     pub const DEFAULT_FLOWS: u32 = 262_144;
-    /// Entries of the UDP flow table (LRU; `--udp-flow-entries`).
+    /// Entries of the UDP flow table (`--udp-flow-entries`).
     pub const DEFAULT_UDP_FLOWS: u32 = 131_072;
     /// Chunks of the flow cache per CPU (see [`crate::FlowCacheChunk`]): 136 chunks of
     /// 480 entries, 65,280 entries (4.25 MiB) a CPU. The outer map holds this many for
@@ -493,8 +501,19 @@ pub struct LbConfig {
     /// Bytes from the start of a flow-cache chunk's value to its first cache line
     /// boundary (see [`FlowCacheChunk`]); the map writer sets it from the kernel's BTF.
     pub flow_cache_skew: u32,
+    /// Seed of the flow tables' hash (`FlowSlot::of`): random, chosen by the first map
+    /// writer of the tables and kept by every later one (a new seed would strand every
+    /// entry in the wrong set).
+    pub flow_table_seed: u32,
+    /// Sets of `LB_FLOWS` and `LB_UDP_FLOWS` (their arrays' sizes), which the program
+    /// cannot ask the kernel for; the map writer sets them. 0: a table not yet sized,
+    /// which records nothing.
+    pub tcp_flow_sets: u32,
+    pub udp_flow_sets: u32,
+    /// Zero: no implicit padding.
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<LbConfig>() == 72);
+const _: () = assert!(core::mem::size_of::<LbConfig>() == 88);
 
 /// Most VLAN ids the datapath balances tagged frames of.
 pub const MAX_ALLOWED_VLANS: usize = 8;
@@ -720,6 +739,9 @@ mod pod {
         BackendValue,
         FlowKey,
         FlowValue,
+        FlowEntry,
+        FlowPending,
+        FlowSet,
         FlowCacheEntry,
         FlowCacheChunk,
         NextHop,

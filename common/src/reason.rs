@@ -95,8 +95,8 @@ reasons! {
 
 reasons! {
     /// Flow-table events of the XDP balancer, counted per CPU in `LB_FLOW_STATS`. The
-    /// kernel does not report LRU evictions; the daemon derives them per table as entries
-    /// recorded − entries live − entries the daemon purged (`inspect::flow_tables`).
+    /// daemon derives evictions per table as entries recorded − entries live − entries the
+    /// daemon purged (`inspect::flow_tables`).
     pub enum FlowEvent {
         /// A new TCP flow-table entry was written (a key the table did not hold).
         TcpRecorded = 0 => "tcp_recorded",
@@ -107,7 +107,7 @@ reasons! {
         /// A new flow forwarded by Maglev without an entry: this CPU's new-flow insert
         /// budget was spent (a flood of new flows). Its next packet tries again.
         OverBudget = 3 => "over_budget",
-        /// The kernel refused an insert (other than "exists"); the flow goes unrecorded.
+        /// The flow's table could not be written (not sized yet); the flow goes unrecorded.
         RecordFailed = 4 => "record_failed",
         /// The flow cache served a flow whose table entry was gone (evicted while the
         /// flow was active) and wrote it again; also counted as recorded.

@@ -128,6 +128,10 @@ fn lb_config(params: Option<&DatapathParams>, settings: &Settings) -> LbConfig {
         new_flow_rate_per_s: params.new_flow_budget.per_second,
         new_flow_burst: params.new_flow_budget.burst.max(1),
         flow_cache_skew: 0,
+        flow_table_seed: 0,
+        tcp_flow_sets: 0,
+        udp_flow_sets: 0,
+        _pad: 0,
         encap_src_v6: params.encap_source6.map_or([0; 16], |a| a.octets()),
         allowed_vlans: settings.allowed_vlans,
     }

@@ -788,14 +788,10 @@ fn a_cached_flow_is_served_from_where_explain_finds_it() {
         family: lb_common::FAMILY_V4,
         _pad: [0; 2],
     };
-    let mut flows: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::FlowValue> =
-        aya::maps::Map::from_map_data(
-            aya::maps::MapData::from_pin(f._pin.path.join(lb_common::map_names::FLOWS)).unwrap(),
-        )
-        .unwrap()
-        .try_into()
-        .unwrap();
-    flows.remove(&key).expect("the flow's table entry");
+    assert!(
+        support::flows::remove(&f._pin.path, &key),
+        "the flow's table entry"
+    );
 
     let e = f.explain(Protocol::Tcp, sport, 80);
     assert!(e.flow_entry.is_none(), "the table no longer holds the flow");

@@ -18,7 +18,7 @@ use crate::{
 };
 
 // Each family's path: the fast path (`fastpath`, established flows from the flow cache),
-// else the slow path. Both are BPF subprograms of their own: inlined together their stack
+// else the slow path, then the flow-table write the slow path left (see `flow::record`). Both are BPF subprograms of their own: inlined together their stack
 // frames add up past the 512-byte limit. `len` is the frame's length as received, the
 // figure every counter records; `tag` the VLAN tag `vlan::admit` took off, put back on
 // what returns to the VLAN.
@@ -26,7 +26,11 @@ use crate::{
 pub fn v4(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
     match fastpath::v4(ctx, len) {
         Some(sent) => verdict::finish(vlan::restore(ctx, tag, Ok(sent)), len),
-        None => slow_v4(ctx, len, tag),
+        None => {
+            let action = slow_v4(ctx, len, tag);
+            flow::commit();
+            action
+        }
     }
 }
 
@@ -34,7 +38,11 @@ pub fn v4(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
 pub fn v6(ctx: &XdpContext, len: u64, tag: vlan::Tag) -> u32 {
     match fastpath::v6(ctx, len) {
         Some(sent) => verdict::finish(vlan::restore(ctx, tag, Ok(sent)), len),
-        None => slow_v6(ctx, len, tag),
+        None => {
+            let action = slow_v6(ctx, len, tag);
+            flow::commit();
+            action
+        }
     }
 }
 
@@ -221,7 +229,7 @@ fn select(
     client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     let affine = service.flags & SERVICE_F_AFFINITY != 0;
-    match flow::lookup(flow_key) {
+    match flow::lookup(flow_key, config) {
         Some(hit) => {
             if affine {
                 affinity::touch(flow_key, service, hit.0);
@@ -240,7 +248,7 @@ fn select(
                 lookup::maglev_backend(service, flow_hash())?
             };
             if !opening {
-                flow::record(flow_key, picked.0, &picked.1, config);
+                flow::record(flow_key, picked.0, &picked.1);
             }
             Ok(picked)
         }

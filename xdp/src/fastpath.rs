@@ -97,18 +97,11 @@ fn find(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<&'static mut Flow
         // SAFETY: this CPU's entry; only this CPU writes it, and not while this program
         // runs on it (XDP programs do not nest on one CPU).
         let cached = unsafe { &mut *way };
-        if cached.epoch == config.flow_epoch && same_key(&cached.key, key) {
+        if cached.epoch == config.flow_epoch && cached.key.same_as(key) {
             return Some(cached);
         }
     }
     None
-}
-
-/// The key compared as five 8-byte words (no byte loop, no `memcmp`).
-#[inline(always)]
-fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    let (a, b) = (a.words(), b.words());
-    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
 }
 
 /// The cached flow `key` (cache hash `hash`), if its entry is current, its backend the same
@@ -127,7 +120,7 @@ fn hit(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<Hit> {
     }
     cached.hits = cached.hits.wrapping_add(1);
     if cached.hits & (FLOW_CACHE_TOUCH_EVERY - 1) == 0 {
-        flow::keep(key, backend_id, generation);
+        flow::keep(key, backend_id, generation, config);
     }
     Some(Hit {
         backend_id,
@@ -158,7 +151,7 @@ pub fn learn(
     // `FlowCacheEntry::replaces_second`), a choice the flows of a set share fairly.
     // SAFETY: as in `find`.
     let (first, second) = unsafe { (&mut *first, &mut *second) };
-    let cached = if first.epoch != epoch || same_key(&first.key, key) {
+    let cached = if first.epoch != epoch || first.key.same_as(key) {
         first
     } else if second.epoch != epoch || FlowCacheEntry::replaces_second(hash) {
         second

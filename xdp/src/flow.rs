@@ -2,14 +2,20 @@
 //! Maglev table changes, as long as that backend is still live. Entries are written by a
 //! flow's first packet that is not a TCP SYN without ACK (see `select` in balance.rs).
 //!
-//! In front of the LRU hash sits the flow cache of the fast path (`fastpath`): a hit
-//! reads one 64-byte line and compares the key, where the LRU hashes 40 bytes and walks a
-//! bucket of cold elements. The cache only copies what the table holds, and every
-//! `FLOW_CACHE_TOUCH_EVERY`-th hit of a cached flow touches the table ([`keep`]), so the
-//! LRU keeps the flows the cache serves (re-learning one it evicted meanwhile, with the
-//! backend the flow already has).
+//! A table is an array of sets of eight ways (`lb_common::FlowSet`, whose docs say why
+//! not the kernel's LRU hash): a flow's set and tag come from a keyed hash of its tuple
+//! (`FlowSlot`), a lookup reads the set's header line and the entry of a way whose tag
+//! matches, and an insert replaces the set's empty or least recently used way (each way's
+//! stamp is the `jiffies` of its last record or lookup), so a set evicts as an LRU would,
+//! among eight flows instead of all.
 //!
-//! Pressure. An LRU evicts the entries touched longest ago, and nothing is colder than an
+//! In front of the tables sits the flow cache of the fast path (`fastpath`), per CPU:
+//! the cache only copies what a table holds, and every `FLOW_CACHE_TOUCH_EVERY`-th hit
+//! of a cached flow touches its table entry ([`keep`]), so the table keeps the flows the
+//! cache serves (re-learning one it evicted meanwhile, with the backend the flow already
+//! has).
+//!
+//! Pressure. Eviction takes the way used longest ago, and nothing is colder than an
 //! idle established connection: in one table, a burst of new flows (300k UDP flows in
 //! the finding that led here) evicted idle TCP connections' entries, and a backend change
 //! then moved them. So each protocol has its own table (TCP `LB_FLOWS`, UDP
@@ -20,24 +26,18 @@
 //! protocol churns its table at a bounded pace. Every insert and skip is counted in
 //! `LB_FLOW_STATS` (`FlowEvent`), from which the daemon derives evictions.
 
-use aya_ebpf::maps::LruHashMap;
+use aya_ebpf::{helpers::bpf_jiffies64, maps::Array};
 use lb_common::{
-    v4_addr, BackendValue, FlowEvent, FlowKey, FlowValue, LbConfig, FAMILY_V4, PROTO_UDP,
+    v4_addr, BackendValue, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowSlot, LbConfig,
+    FAMILY_V4, PROTO_UDP,
 };
 
 use crate::{
     lookup,
-    maps::{FLOWS, FLOW_BUDGET, FLOW_STATS, UDP_FLOWS},
+    maps::{FLOWS, FLOW_BUDGET, FLOW_PENDING, FLOW_STATS, UDP_FLOWS},
     parse::Ipv4Packet,
     rate,
 };
-
-/// `bpf_map_update_elem` flags: insert only a key the map does not hold / only update one
-/// it does.
-const BPF_NOEXIST: u64 = 1;
-const BPF_EXIST: u64 = 2;
-/// What an insert of a key the map holds returns with `BPF_NOEXIST`.
-const EEXIST: i32 = 17;
 
 #[inline(always)]
 pub fn key(pkt: &Ipv4Packet) -> FlowKey {
@@ -49,16 +49,6 @@ pub fn key(pkt: &Ipv4Packet) -> FlowKey {
         proto: pkt.proto,
         family: FAMILY_V4,
         _pad: [0; 2],
-    }
-}
-
-/// The flow's table: its protocol's.
-#[inline(always)]
-fn table(key: &FlowKey) -> &'static LruHashMap<FlowKey, FlowValue> {
-    if key.proto == PROTO_UDP {
-        &UDP_FLOWS
-    } else {
-        &FLOWS
     }
 }
 
@@ -79,64 +69,250 @@ fn recorded(key: &FlowKey) -> FlowEvent {
     }
 }
 
+/// One flow's set in its protocol's table, and its slot there.
+struct Set {
+    /// The set's header line (tags, then stamps); its ways follow it.
+    header: *mut u8,
+    slot: FlowSlot,
+}
+
+impl Set {
+    /// Flow `key`'s set: in its protocol's table (UDP's own, else TCP's), at the place
+    /// `FlowSlot` names for the config's table seed and the table's size. `None` while
+    /// the map writer has not sized the table.
+    #[inline(always)]
+    fn of(key: &FlowKey, config: &LbConfig) -> Option<Set> {
+        let (table, sets): (&Array<FlowSet>, u32) = if key.proto == PROTO_UDP {
+            (&UDP_FLOWS, config.udp_flow_sets)
+        } else {
+            (&FLOWS, config.tcp_flow_sets)
+        };
+        let slot = FlowSlot::of(key, config.flow_table_seed, sets);
+        let value = table.get_ptr_mut(slot.set)?.cast::<u8>();
+        // Read back from the stack so the compiler cannot fold the mask into the offsets
+        // below, which the verifier would then bound too loosely (as in `fastpath::set`).
+        let skew = config.flow_cache_skew & 63;
+        // SAFETY: a read of a local.
+        let skew = unsafe { core::ptr::read_volatile(&skew) } as usize;
+        if skew > 63 {
+            return None;
+        }
+        // SAFETY: the header and every way lie inside the element for any skew below 64
+        // (asserted beside `FlowSet`).
+        let header = unsafe { value.add(FlowSet::tag_offset(0, 0) + skew) };
+        Some(Set { header, slot })
+    }
+
+    #[inline(always)]
+    fn tag(&self, way: usize) -> *mut u32 {
+        // SAFETY: inside the element (see `of`).
+        unsafe { self.header.add(FlowSet::tag_offset(0, way)).cast() }
+    }
+
+    #[inline(always)]
+    fn stamp(&self, way: usize) -> *mut u32 {
+        // SAFETY: inside the element (see `of`).
+        unsafe { self.header.add(FlowSet::stamp_offset(0, way)).cast() }
+    }
+
+    #[inline(always)]
+    fn entry(&self, way: usize) -> *mut FlowEntry {
+        // SAFETY: inside the element (see `of`).
+        unsafe { self.header.add(FlowSet::entry_offset(0, way)).cast() }
+    }
+
+    /// The way holding `key`, if any: tags first (the header line), then the entry of a
+    /// way whose tag matches.
+    #[inline(always)]
+    fn find(&self, key: &FlowKey) -> Option<usize> {
+        for way in 0..FlowSet::WAYS {
+            // SAFETY: inside the element; a racing writer can only make the compare fail
+            // or match a key the check word then tests.
+            if unsafe { *self.tag(way) } == self.slot.tag
+                && unsafe { (*self.entry(way)).key.same_as(key) }
+            {
+                return Some(way);
+            }
+        }
+        None
+    }
+
+    /// The way an insert replaces: an empty one, else the one used longest ago (from a
+    /// way the tag picks, so ties do not always fall on way 0).
+    #[inline(always)]
+    fn victim(&self, now: u32) -> usize {
+        let start = self.slot.tag as usize >> 1;
+        let mut victim = start % FlowSet::WAYS;
+        let mut oldest = 0u32;
+        for i in 0..FlowSet::WAYS {
+            let way = (start + i) % FlowSet::WAYS;
+            // SAFETY: inside the element.
+            if unsafe { *self.tag(way) } == 0 {
+                return way;
+            }
+            // SAFETY: as above.
+            let age = now.wrapping_sub(unsafe { *self.stamp(way) });
+            if age > oldest {
+                oldest = age;
+                victim = way;
+            }
+        }
+        victim
+    }
+
+    /// Marks `way` used now, writing its stamp only when it changes (a hot flow does not
+    /// dirty its set's header every packet).
+    #[inline(always)]
+    fn touch(&self, way: usize, now: u32) {
+        let stamp = self.stamp(way);
+        // SAFETY: inside the element.
+        unsafe {
+            if *stamp != now {
+                *stamp = now;
+            }
+        }
+    }
+
+    /// Writes the flow into `way`: the entry first, then the tag that makes it findable.
+    #[inline(always)]
+    fn write(&self, way: usize, key: &FlowKey, backend_id: u32, generation: u32, now: u32) {
+        let entry = self.entry(way);
+        // SAFETY: inside the element; a reader racing this write sees a key or check that
+        // does not hold (a miss), never another flow's backend under its key.
+        unsafe {
+            (*entry).key = *key;
+            (*entry).backend_id = backend_id;
+            (*entry).backend_generation = generation;
+            (*entry).check = self.slot.check(backend_id, generation);
+            *self.tag(way) = self.slot.tag;
+            *self.stamp(way) = now;
+        }
+    }
+}
+
+/// `jiffies`' low half: the stamps' clock (inlined by the verifier into one load).
+#[inline(always)]
+fn now() -> u32 {
+    // SAFETY: a helper without arguments, callable from any program.
+    unsafe { bpf_jiffies64() as u32 }
+}
+
 /// The backend this flow already uses, if it is still the same live backend.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<(u32, BackendValue)> {
-    // SAFETY: copied out at once; a concurrent LRU eviction can at worst hand us a recycled
-    // entry, which the generation check below rejects or which names a valid backend.
-    let entry = unsafe { table(key).get(key).copied() }?;
-    let backend = lookup::backend(entry.backend_id)?;
-    if backend.generation != entry.backend_generation {
+pub fn lookup(key: &FlowKey, config: &LbConfig) -> Option<(u32, BackendValue)> {
+    let found = find_backend(key, config);
+    if found == NOT_FOUND {
         return None;
     }
-    Some((entry.backend_id, backend))
+    let (backend_id, generation) = (found as u32, (found >> 32) as u32);
+    let backend = lookup::backend(backend_id)?;
+    if backend.generation != generation {
+        return None;
+    }
+    Some((backend_id, backend))
 }
 
-/// Touches the flow's table entry so the LRU keeps a flow the flow cache serves; if the
-/// LRU evicted it meanwhile, learns it again with the backend the flow already has.
+/// What [`find_backend`] returns for a flow its table does not hold whole.
+const NOT_FOUND: u64 = u64::MAX;
+
+/// The backend id (low half) and generation (high half) of the flow's table entry, marked
+/// used; else [`NOT_FOUND`]. A BPF subprogram of its own, returning one register: a
+/// family's slow path has no stack to spare for its ways' loop or a returned struct.
+#[inline(never)]
+fn find_backend(key: &FlowKey, config: &LbConfig) -> u64 {
+    let Some(set) = Set::of(key, config) else {
+        return NOT_FOUND;
+    };
+    let Some(way) = set.find(key) else {
+        return NOT_FOUND;
+    };
+    let entry = set.entry(way);
+    // SAFETY: inside the element.
+    let (backend_id, generation, check) =
+        unsafe { ((*entry).backend_id, (*entry).backend_generation, (*entry).check) };
+    if set.slot.check(backend_id, generation) != check {
+        return NOT_FOUND;
+    }
+    set.touch(way, now());
+    (u64::from(generation) << 32) | u64::from(backend_id)
+}
+
+/// Touches the flow's table entry so the table keeps a flow the flow cache serves; if it
+/// evicted it meanwhile, learns it again with the backend the flow already has.
 #[inline(always)]
-pub fn keep(key: &FlowKey, backend_id: u32, backend_generation: u32) {
-    let table = table(key);
-    // SAFETY: only presence matters; the value is not read.
-    if unsafe { table.get(key) }.is_some() {
+pub fn keep(key: &FlowKey, backend_id: u32, backend_generation: u32, config: &LbConfig) {
+    let Some(set) = Set::of(key, config) else {
+        return;
+    };
+    let now = now();
+    if let Some(way) = set.find(key) {
+        set.touch(way, now);
         return;
     }
-    let value = FlowValue {
-        backend_id,
-        backend_generation,
-    };
     // Not against the budget: the flow is established (the cache served it).
-    if table.insert(key, value, BPF_NOEXIST).is_ok() {
-        count(recorded(key));
-        count(FlowEvent::Relearned);
+    set.write(set.victim(now), key, backend_id, backend_generation, now);
+    count(recorded(key));
+    count(FlowEvent::Relearned);
+}
+
+/// Records the flow's backend in its table: leaves the write for [`commit`], which the
+/// entry point calls once the slow path has sent the packet. The slow path's frame is
+/// near the verifier's limit, and the ways' loops need a frame of their own, which only
+/// fits below the entry point.
+#[inline(always)]
+pub fn record(key: &FlowKey, backend_id: u32, backend: &BackendValue) {
+    if let Some(pending) = FLOW_PENDING.get_ptr_mut(0) {
+        // SAFETY: this CPU's element; only this CPU's program uses it, and XDP programs do
+        // not nest on a CPU.
+        unsafe {
+            (*pending).key = *key;
+            (*pending).backend_id = backend_id;
+            (*pending).backend_generation = backend.generation;
+            (*pending).pending = 1;
+        }
     }
 }
 
-/// Records the flow's backend in its table, if this CPU's new-flow budget allows. Not in
-/// the cache: a flow enters the cache at its next packet (a table hit), so flows of one
+/// Writes the flow [`record`] left, if this CPU's new-flow budget allows. Not into the
+/// cache: a flow enters the cache at its next packet (a table hit), so flows of one
 /// packet (a scan, a flood of ACKs) never push established flows out of it.
-#[inline(always)]
-pub fn record(key: &FlowKey, backend_id: u32, backend: &BackendValue, config: &LbConfig) {
+#[inline(never)]
+pub fn commit() {
+    let Some(pending) = FLOW_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: as in `record`.
+    let pending = unsafe { &mut *pending };
+    if pending.pending == 0 {
+        return;
+    }
+    pending.pending = 0;
+    let Some(config) = lookup::config() else {
+        return;
+    };
     let rate_per_s = config.new_flow_rate_per_s;
     if rate_per_s != 0 && !rate::take(&FLOW_BUDGET, rate_per_s, config.new_flow_burst) {
         count(FlowEvent::OverBudget);
         return;
     }
-    let value = FlowValue {
-        backend_id,
-        backend_generation: backend.generation,
+    let key = &pending.key;
+    let Some(set) = Set::of(key, config) else {
+        count(FlowEvent::RecordFailed);
+        return;
     };
-    let table = table(key);
-    // A full LRU evicts its oldest entry; an error here only costs the flow its
-    // stickiness. `NOEXIST` first, so only keys the table did not hold count as recorded
-    // (the daemon's eviction figure depends on it).
-    match table.insert(key, value, BPF_NOEXIST) {
-        Ok(()) => count(recorded(key)),
-        // Its backend is gone or changed (or another CPU was first): rewrite it.
-        Err(e) if e == -EEXIST => match table.insert(key, value, BPF_EXIST) {
-            Ok(()) => count(FlowEvent::Replaced),
-            Err(_) => count(FlowEvent::RecordFailed),
-        },
-        Err(_) => count(FlowEvent::RecordFailed),
+    let (backend_id, generation) = (pending.backend_id, pending.backend_generation);
+    let now = now();
+    // A way holding the key: its backend is gone or changed (or another CPU was first,
+    // or the entry was torn): rewrite it. Only keys the table did not hold count as
+    // recorded (the daemon's eviction figure depends on it).
+    match set.find(key) {
+        Some(way) => {
+            set.write(way, key, backend_id, generation, now);
+            count(FlowEvent::Replaced);
+        }
+        None => {
+            set.write(set.victim(now), key, backend_id, generation, now);
+            count(recorded(key));
+        }
     }
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     limits, maglev_words, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue, BackendValue,
-    Counter, FlowCacheChunk, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
+    Counter, FlowCacheChunk, FlowEvent, FlowPending, FlowSet, FragmentKey, FragmentValue, LbConfig,
     NeighMiss, NextHop, ServiceKey, ServiceValue, SourceRangeKey, VipKey, XdpReason,
 };
 
@@ -30,21 +30,19 @@ pub static MAGLEV: Array<u64> = Array::pinned(
     maglev_words::MAP_FLAGS,
 );
 
-/// Per-CPU LRU lists: an insert takes a free element from its own CPU's list and evicts
-/// from it, without the common list's lock and its rebalancing between CPUs. A flow's
-/// packets arrive on one CPU (RSS), so its entry lives where it is used.
-const BPF_F_NO_COMMON_LRU: u32 = 2;
-
-/// TCP flows. UDP flows live in their own table (`UDP_FLOWS`): an LRU evicts its coldest
-/// entries, and an idle TCP connection is colder than any flood, so in one table a burst
-/// of new UDP flows evicts idle established connections (see `flow`).
+/// TCP flows, set-associative (see `lb_common::FlowSet` and `flow`). UDP flows live in
+/// their own table (`UDP_FLOWS`): a burst of new UDP flows must not push idle established
+/// TCP connections out (see `flow`).
 #[map(name = "LB_FLOWS")]
-pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::pinned(limits::DEFAULT_FLOWS, BPF_F_NO_COMMON_LRU);
+pub static FLOWS: Array<FlowSet> = Array::pinned(FlowSet::sets(limits::DEFAULT_FLOWS), 0);
 
 #[map(name = "LB_UDP_FLOWS")]
-pub static UDP_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::pinned(limits::DEFAULT_UDP_FLOWS, BPF_F_NO_COMMON_LRU);
+pub static UDP_FLOWS: Array<FlowSet> =
+    Array::pinned(FlowSet::sets(limits::DEFAULT_UDP_FLOWS), 0);
+
+/// The flow-table write the slow path leaves for after its packet, per CPU (see `flow`).
+#[map(name = "LB_FLOW_PENDING")]
+pub static FLOW_PENDING: PerCpuArray<FlowPending> = PerCpuArray::pinned(1, 0);
 
 /// The new-flow insert budget's state, per CPU (see `rate`).
 #[map(name = "LB_FLOW_BUDGET")]

@@ -20,7 +20,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use lb_common::{maglev_words, map_names, program_names};
+use lb_common::{maglev_words, map_names, program_names, FlowSet};
 
 use crate::objects;
 
@@ -207,8 +207,8 @@ fn load_object(
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries(map_names::MAGLEV, maglev_words::words(sizes.maglev_slots))
-        .map_max_entries(map_names::FLOWS, sizes.flows)
-        .map_max_entries(map_names::UDP_FLOWS, sizes.udp_flows)
+        .map_max_entries(map_names::FLOWS, FlowSet::sets(sizes.flows))
+        .map_max_entries(map_names::UDP_FLOWS, FlowSet::sets(sizes.udp_flows))
         .map_max_entries(map_names::AFFINITY, sizes.affinity)
         .map_max_entries(map_names::SOCK_AFFINITY, sizes.affinity)
         .map_max_entries(

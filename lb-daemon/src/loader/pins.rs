@@ -5,7 +5,7 @@ use std::{ffi::CString, io, path::Path};
 use aya::maps::MapData;
 use lb_common::{
     limits, maglev_words, map_names, AffinityKey, AffinityValue, BackendNatKey, BackendNatValue,
-    BackendValue, Counter, FlowEvent, FlowKey, FlowValue, FragmentKey, FragmentValue, LbConfig,
+    BackendValue, Counter, FlowEvent, FlowPending, FlowSet, FragmentKey, FragmentValue, LbConfig,
     NeighMiss, NextHop, RevNatKey, RevNatValue, ServiceKey, ServiceValue, SockReason, SockRevKey,
     SockRevValue, SourceRangeKey, TcReason, VipKey, XdpReason,
 };
@@ -68,9 +68,9 @@ pub struct MapSizes {
     /// Maglev slots across all tables (one region per distinct table, one more for each
     /// table being replaced).
     pub maglev_slots: u32,
-    /// TCP flow-table entries (LRU).
+    /// TCP flow-table entries (whole sets of `FlowSet::WAYS`).
     pub flows: u32,
-    /// UDP flow-table entries (LRU).
+    /// UDP flow-table entries (whole sets).
     pub udp_flows: u32,
     /// Session-affinity entries of each scope's table (LRU; `LB_AFFINITY` and
     /// `LB_SOCK_AFF` alike).
@@ -116,13 +116,14 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
         ),
         (
             map_names::FLOWS,
-            sizes::<FlowKey, FlowValue>(map_sizes.flows),
+            sizes::<u32, FlowSet>(FlowSet::sets(map_sizes.flows)),
         ),
         (
             map_names::UDP_FLOWS,
-            sizes::<FlowKey, FlowValue>(map_sizes.udp_flows),
+            sizes::<u32, FlowSet>(FlowSet::sets(map_sizes.udp_flows)),
         ),
         (map_names::FLOW_BUDGET, sizes::<u32, u64>(1)),
+        (map_names::FLOW_PENDING, sizes::<u32, FlowPending>(1)),
         (map_names::FLOW_STATS, sizes::<u32, u64>(FlowEvent::COUNT)),
         (
             map_names::NEXTHOPS,
@@ -210,6 +211,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::FLOWS,
     map_names::UDP_FLOWS,
     map_names::FLOW_BUDGET,
+    map_names::FLOW_PENDING,
     map_names::FLOW_STATS,
     map_names::FLOW_CACHE,
     map_names::NEXTHOPS,
@@ -267,8 +269,8 @@ pub(super) fn pinned_sizes(pin_dir: &Path) -> MapSizes {
         maglev_slots: entries(map_names::MAGLEV).map_or(default.maglev_slots, |words| {
             words.saturating_mul(maglev_words::SLOTS_PER_WORD)
         }),
-        flows: entries(map_names::FLOWS).unwrap_or(default.flows),
-        udp_flows: entries(map_names::UDP_FLOWS).unwrap_or(default.udp_flows),
+        flows: entries(map_names::FLOWS).map_or(default.flows, FlowSet::entries),
+        udp_flows: entries(map_names::UDP_FLOWS).map_or(default.udp_flows, FlowSet::entries),
         affinity: entries(map_names::SOCK_AFFINITY)
             .or_else(|| entries(map_names::AFFINITY))
             .unwrap_or(default.affinity),

@@ -11,7 +11,8 @@ use std::{
 use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
     maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter, FlowCacheChunk,
-    FlowCacheEntry, FlowKey, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey, ServiceValue,
+    FlowCacheEntry, FlowKey, FlowSet, FlowSlot, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
+    ServiceValue,
     VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
@@ -32,10 +33,10 @@ pub struct BalancerMaps {
     pub(super) backends: Array<MapData, BackendValue>,
     /// Four slots per element: see `lb_common::maglev_words`.
     pub(super) maglev: Array<MapData, u64>,
-    /// TCP flows (`LB_FLOWS`).
-    pub(super) flows: HashMap<MapData, FlowKey, FlowValue>,
+    /// TCP flows (`LB_FLOWS`), one set per element (see `lb_common::FlowSet`).
+    pub(super) flows: Array<MapData, FlowSet>,
     /// UDP flows (`LB_UDP_FLOWS`).
-    pub(super) udp_flows: HashMap<MapData, FlowKey, FlowValue>,
+    pub(super) udp_flows: Array<MapData, FlowSet>,
     /// Flow-table events by `FlowEvent`.
     pub(super) flow_stats: PerCpuArray<MapData, u64>,
     /// `FLOW_CACHE_CHUNKS_PER_CPU` chunks per CPU, CPU `c`'s from
@@ -329,14 +330,21 @@ impl BalancerMaps {
         }
     }
 
-    /// The flow's entry, from its protocol's table.
+    /// The flow's entry, from its protocol's table, found as the datapath finds it
+    /// (the pinned config's table seed and skew).
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
         let table = super::flow_tables::FlowTable::of(key.proto);
-        match self.flow_table(table).get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(access(table.map_name())(e)),
-        }
+        let config = self.config.get(&0, 0).map_err(access(map_names::CONFIG))?;
+        let map = self.flow_table(table);
+        let slot = FlowSlot::of(key, config.flow_table_seed, map.len());
+        let set = map.get(&slot.set, 0).map_err(access(table.map_name()))?;
+        Ok((0..FlowSet::WAYS)
+            .filter_map(|way| set.valid_entry(config.flow_cache_skew, way, config.flow_table_seed))
+            .find(|entry| entry.key == *key)
+            .map(|entry| FlowValue {
+                backend_id: entry.backend_id,
+                backend_generation: entry.backend_generation,
+            }))
     }
 
     /// Every source-range entry as (service id, range), read in the family of the

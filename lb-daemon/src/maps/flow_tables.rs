@@ -3,15 +3,16 @@
 //! the datapath's flow-table event counters (`LB_FLOW_STATS`) and the evictions derived
 //! from them, and the purge of a service's flows (through the map writer only).
 //!
-//! The kernel does not count LRU evictions. Every entry the datapath writes for a key
-//! the table did not hold is counted as recorded, and the daemon counts the entries it
-//! deletes (as purged, in slots of the same map only it writes), so
-//! `evicted = recorded − live − purged` is what left the table on the LRU's decision.
+//! A table is an array of sets (`lb_common::FlowSet`); the daemon reads a set whole and
+//! deletes by clearing ways' tags and writing the set back. Every entry the datapath
+//! writes for a key the table did not hold is counted as recorded, and the daemon counts
+//! the entries it deletes (as purged, in slots of the same map only it writes), so
+//! `evicted = recorded − live − purged` is what left the table when a set was full.
 
 use std::path::Path;
 
-use aya::maps::{HashMap, MapData, MapError, PerCpuValues};
-use lb_common::{map_names, FlowEvent, FlowKey, FlowValue, ServiceKey, PROTO_UDP};
+use aya::maps::{Array, MapData, PerCpuValues};
+use lb_common::{map_names, FlowEntry, FlowEvent, FlowSet, LbConfig, ServiceKey, PROTO_UDP};
 use serde::Serialize;
 
 use super::{access, map_memory, open_raw, BalancerMaps, MapsError};
@@ -69,7 +70,8 @@ pub struct FlowTableView {
     /// `tcp` or `udp`.
     pub table: &'static str,
     pub map: &'static str,
-    /// Entries it can hold (`--tcp-flow-entries` / `--udp-flow-entries`).
+    /// Entries it can hold (`--tcp-flow-entries` / `--udp-flow-entries`, rounded up to
+    /// whole sets).
     pub capacity: u32,
     /// Kernel memory charged for it (preallocated: the same empty or full).
     pub memory_bytes: u64,
@@ -79,24 +81,47 @@ pub struct FlowTableView {
     pub recorded: u64,
     /// Entries the daemon deleted.
     pub purged: u64,
-    /// `recorded − live − purged`: entries the LRU evicted (exact while no packet writes
-    /// the table during the count; never below 0).
+    /// `recorded − live − purged`: entries replaced in a full set (exact while no packet
+    /// writes the table during the count; never below 0).
     pub evicted: u64,
 }
 
 impl BalancerMaps {
-    pub(super) fn flow_table(&self, table: FlowTable) -> &HashMap<MapData, FlowKey, FlowValue> {
+    pub(super) fn flow_table(&self, table: FlowTable) -> &Array<MapData, FlowSet> {
         match table {
             FlowTable::Tcp => &self.flows,
             FlowTable::Udp => &self.udp_flows,
         }
     }
 
-    fn flow_table_mut(&mut self, table: FlowTable) -> &mut HashMap<MapData, FlowKey, FlowValue> {
+    fn flow_table_mut(&mut self, table: FlowTable) -> &mut Array<MapData, FlowSet> {
         match table {
             FlowTable::Tcp => &mut self.flows,
             FlowTable::Udp => &mut self.udp_flows,
         }
+    }
+
+    /// The pinned config: the flow tables' seed and skew.
+    fn flow_table_config(&self) -> Result<LbConfig, MapsError> {
+        self.config.get(&0, 0).map_err(access(map_names::CONFIG))
+    }
+
+    /// Every whole entry of `table`, with its set and way: a read of each set.
+    pub fn flow_entries(
+        &self,
+        table: FlowTable,
+    ) -> Result<Vec<(u32, usize, FlowEntry)>, MapsError> {
+        let config = self.flow_table_config()?;
+        let map = self.flow_table(table);
+        let mut entries = Vec::new();
+        for index in 0..map.len() {
+            let set = map.get(&index, 0).map_err(access(table.map_name()))?;
+            entries.extend((0..FlowSet::WAYS).filter_map(|way| {
+                set.valid_entry(config.flow_cache_skew, way, config.flow_table_seed)
+                    .map(|entry| (index, way, entry))
+            }));
+        }
+        Ok(entries)
     }
 
     /// The flow-table event counters, summed over CPUs, in `FlowEvent` order.
@@ -122,13 +147,12 @@ impl BalancerMaps {
         for table in FlowTable::ALL {
             let data = open_raw(pin_dir, table.map_name())?;
             let info = data.info().map_err(access(table.map_name()))?;
-            let map = self.flow_table(table);
-            let live = map.keys().take_while(Result::is_ok).count() as u64;
+            let live = self.flow_entries(table)?.len() as u64;
             let (recorded, purged) = (count(table.recorded()), count(table.purged()));
             out.push(FlowTableView {
                 table: table.name(),
                 map: table.map_name(),
-                capacity: info.max_entries(),
+                capacity: FlowSet::entries(info.max_entries()),
                 memory_bytes: map_memory(&data)?,
                 live,
                 recorded,
@@ -140,35 +164,40 @@ impl BalancerMaps {
     }
 
     /// Deletes the entries of `key`'s frontend that name one of `backend_ids` from its
-    /// protocol's table, and counts them as purged. Walks the table: only backend moves
-    /// between services need it.
+    /// protocol's table, and counts them as purged. Reads every set: only backend moves
+    /// between services need it. A set is written back whole, so a flow the datapath
+    /// records in that set between the read and the write is lost; it is picked again,
+    /// by Maglev, at its next packet.
     pub(super) fn purge_flows(
         &mut self,
         key: &ServiceKey,
         backend_ids: &[u32],
     ) -> Result<(), MapsError> {
         let table = FlowTable::of(key.proto);
-        let doomed: Vec<FlowKey> = self
-            .flow_table(table)
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(flow, value)| {
+        let skew = self.flow_table_config()?.flow_cache_skew;
+        let mut doomed: Vec<(u32, usize)> = self
+            .flow_entries(table)?
+            .into_iter()
+            .filter(|(_, _, entry)| {
+                let flow = &entry.key;
                 flow.dst == key.addr
                     && flow.dport_be == key.port_be
                     && flow.proto == key.proto
                     && flow.family == key.family
-                    && backend_ids.contains(&value.backend_id)
+                    && backend_ids.contains(&entry.backend_id)
             })
-            .map(|(flow, _)| flow)
+            .map(|(set, way, _)| (set, way))
             .collect();
-        let mut purged = 0;
-        for flow in doomed {
-            match self.flow_table_mut(table).remove(&flow) {
-                Ok(()) => purged += 1,
-                // Evicted meanwhile by the LRU: nothing to do.
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(access(table.map_name())(e)),
+        doomed.sort_unstable();
+        let purged = doomed.len() as u64;
+        let map = self.flow_table_mut(table);
+        for ways in doomed.chunk_by(|a, b| a.0 == b.0) {
+            let index = ways[0].0;
+            let mut set = map.get(&index, 0).map_err(access(table.map_name()))?;
+            for &(_, way) in ways {
+                set.clear(skew, way);
             }
+            map.set(index, set, 0).map_err(access(table.map_name()))?;
         }
         self.count_purged(table, purged)
     }

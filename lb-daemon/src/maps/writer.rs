@@ -387,13 +387,22 @@ impl MapWriter {
 
     /// Writes `config` with the flow epoch after the pinned one's (whatever `config`
     /// says): every write retires the flow caches' entries, so one made before a purge,
-    /// or by an earlier daemon, is never followed again. The flow cache's skew is the
-    /// running kernel's (see `lb_common::FlowCacheChunk`).
+    /// or by an earlier daemon, is never followed again. The skew of arrays' values is
+    /// the running kernel's (see `lb_common::FlowCacheChunk`), the flow tables' sizes
+    /// are the pinned tables', and their seed the pinned config's (a fresh random one
+    /// the first time).
     pub(crate) fn write_config(&mut self, config: &LbConfig) -> Result<(), MapsError> {
-        let epoch = self.pinned_config()?.flow_epoch.wrapping_add(1);
+        let pinned = self.pinned_config()?;
         let config = LbConfig {
-            flow_epoch: epoch,
+            flow_epoch: pinned.flow_epoch.wrapping_add(1),
             flow_cache_skew: crate::host::kernel_btf::array_value_skew(),
+            flow_table_seed: if pinned.flow_table_seed != 0 {
+                pinned.flow_table_seed
+            } else {
+                fresh_seed()
+            },
+            tcp_flow_sets: self.maps.flows.len(),
+            udp_flow_sets: self.maps.udp_flows.len(),
             ..*config
         };
         self.maps
@@ -415,4 +424,12 @@ impl MapWriter {
         }
         Ok(misses)
     }
+}
+
+/// A random non-zero seed for the flow tables' hash: a sender who cannot predict where
+/// its flows land cannot aim them at one set to evict a victim flow.
+fn fresh_seed() -> u32 {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    (random ^ (random >> 32)) as u32 | 1
 }

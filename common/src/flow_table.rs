@@ -1,0 +1,215 @@
+//! The flow tables' layout (`LB_FLOWS`, `LB_UDP_FLOWS`): set-associative arrays the XDP
+//! program and the daemon both address through this module, so they cannot disagree on
+//! where a flow lives.
+//!
+//! Why not the kernel's LRU hash. A miss in a full LRU hash walks a bucket of cold
+//! elements, and an insert pops a free element off the CPU's LRU list, which with the
+//! table full means shrinking the list and unlinking an evicted element from its own
+//! bucket under that bucket's lock: 300–500 ns of a new flow's ~950 ns here, most of it
+//! cache misses (see `perf-lab/README.md`). A set here is one header line (eight tags and
+//! eight last-use stamps) in front of eight 64-byte entries: a miss reads the header only,
+//! a hit the header and one entry, and an insert overwrites the way the header names
+//! oldest, with no lock, list or allocation.
+//!
+//! Ways are written by every CPU (a flow's packets normally come to one CPU, but flows of
+//! one set do not), without a lock. A torn entry (two CPUs writing one way at once) is
+//! caught by `check`, which binds the entry's backend to its key: a reader that matches
+//! the key recomputes it and treats a mismatch as a miss (the flow is picked again).
+//! The daemon deletes ways by clearing their tags (a set's read-modify-write, see
+//! `lb-daemon/src/maps/flow_tables.rs`).
+
+use crate::FlowKey;
+
+/// One entry of a flow table: the flow, its backend (id and the generation it had when
+/// recorded, so a reused id is not followed) and the check word (see the module docs).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEntry {
+    pub key: FlowKey,
+    pub backend_id: u32,
+    pub backend_generation: u32,
+    /// [`FlowSlot::check`] of the key's slot and this backend.
+    pub check: u32,
+    /// Zero: the entry fills one 64-byte cache line with no implicit padding.
+    pub _pad: [u32; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 64);
+
+/// A flow-table write the slow path leaves for after its packet is sent (one per CPU,
+/// `LB_FLOW_PENDING`; see `xdp/src/flow.rs`, `record`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowPending {
+    pub key: FlowKey,
+    pub backend_id: u32,
+    pub backend_generation: u32,
+    /// 1 while a write waits.
+    pub pending: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowPending>() == 56);
+
+/// One element of a flow table's array: a set of [`FlowSet::WAYS`] entries behind a header
+/// line, and room to start both on cache lines.
+///
+/// Layout for `skew` (`LbConfig::flow_cache_skew`: the kernel puts an array's values
+/// after its header, 312 bytes on 6.18, so an element starts `64 - skew` bytes into a
+/// line; the element size is a multiple of 64, so every element has the same skew):
+/// - `skew + 4 * way`: the way's tag, 0 for an empty way (see [`FlowSlot::tag`]);
+/// - `skew + 32 + 4 * way`: the way's stamp, the low 32 bits of `jiffies` when the flow
+///   was last recorded or found (the oldest way is the one an insert replaces);
+/// - `skew + 64 + 64 * way`: the way's [`FlowEntry`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FlowSet {
+    pub words: [u64; FlowSet::WORDS],
+}
+
+impl FlowSet {
+    pub const WAYS: usize = 8;
+    /// Header line, entries, and one line of room for the skew.
+    const WORDS: usize = (2 + Self::WAYS) * 8;
+    pub const BYTES: usize = Self::WORDS * 8;
+
+    /// Sets of a table of `entries` entries (rounded up to whole sets).
+    pub const fn sets(entries: u32) -> u32 {
+        entries.div_ceil(Self::WAYS as u32)
+    }
+
+    /// Entries a table of `sets` sets holds.
+    pub const fn entries(sets: u32) -> u32 {
+        sets.saturating_mul(Self::WAYS as u32)
+    }
+
+    pub const fn tag_offset(skew: u32, way: usize) -> usize {
+        (skew & 63) as usize + 4 * way
+    }
+
+    pub const fn stamp_offset(skew: u32, way: usize) -> usize {
+        (skew & 63) as usize + 32 + 4 * way
+    }
+
+    pub const fn entry_offset(skew: u32, way: usize) -> usize {
+        (skew & 63) as usize + 64 + 64 * way
+    }
+
+    /// Way `way`'s tag in a set read out of the kernel.
+    #[cfg(feature = "user")]
+    pub fn tag(&self, skew: u32, way: usize) -> u32 {
+        self.read(Self::tag_offset(skew, way % Self::WAYS))
+    }
+
+    /// Empties way `way` (the daemon's delete).
+    #[cfg(feature = "user")]
+    pub fn clear(&mut self, skew: u32, way: usize) {
+        let offset = Self::tag_offset(skew, way % Self::WAYS);
+        self.bytes_mut()[offset..offset + 4].fill(0);
+    }
+
+    /// Way `way`'s entry in a set read out of the kernel.
+    #[cfg(feature = "user")]
+    pub fn entry(&self, skew: u32, way: usize) -> FlowEntry {
+        self.read(Self::entry_offset(skew, way % Self::WAYS))
+    }
+
+    /// Way `way`'s entry, if the way holds one that is whole (its check holds for `seed`).
+    #[cfg(feature = "user")]
+    pub fn valid_entry(&self, skew: u32, way: usize, seed: u32) -> Option<FlowEntry> {
+        let tag = self.tag(skew, way);
+        if tag == 0 {
+            return None;
+        }
+        let entry = self.entry(skew, way);
+        let slot = FlowSlot::of(&entry.key, seed, 1);
+        (slot.tag == tag && slot.check(entry.backend_id, entry.backend_generation) == entry.check)
+            .then_some(entry)
+    }
+
+    /// A set's value with `entry` in way `way` (tag and stamp included): how tests and
+    /// benchmarks plant entries the datapath will find.
+    #[cfg(feature = "user")]
+    pub fn with_entry(mut self, skew: u32, way: usize, slot: &FlowSlot, entry: &FlowEntry) -> Self {
+        let way = way % Self::WAYS;
+        let entry = FlowEntry {
+            check: slot.check(entry.backend_id, entry.backend_generation),
+            ..*entry
+        };
+        self.write(Self::entry_offset(skew, way), &entry);
+        self.write(Self::tag_offset(skew, way), &slot.tag);
+        self
+    }
+
+    #[cfg(feature = "user")]
+    fn read<T: Copy>(&self, offset: usize) -> T {
+        let bytes = &self.bytes()[offset..offset + core::mem::size_of::<T>()];
+        // SAFETY: in bounds; T is plain data valid for any bytes, read unaligned.
+        unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) }
+    }
+
+    #[cfg(feature = "user")]
+    fn write<T: Copy>(&mut self, offset: usize, value: &T) {
+        let bytes = &mut self.bytes_mut()[offset..offset + core::mem::size_of::<T>()];
+        // SAFETY: in bounds; written unaligned.
+        unsafe { core::ptr::write_unaligned(bytes.as_mut_ptr().cast(), *value) }
+    }
+
+    #[cfg(feature = "user")]
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: plain u64 words, viewed as their bytes.
+        unsafe { core::slice::from_raw_parts(self.words.as_ptr().cast(), Self::BYTES) }
+    }
+
+    #[cfg(feature = "user")]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`.
+        unsafe { core::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), Self::BYTES) }
+    }
+}
+
+impl Default for FlowSet {
+    fn default() -> Self {
+        Self {
+            words: [0; Self::WORDS],
+        }
+    }
+}
+
+// Any skew leaves the header and all ways inside the element.
+const _: () = assert!(FlowSet::entry_offset(63, FlowSet::WAYS - 1) + 64 <= FlowSet::BYTES);
+const _: () = assert!(FlowSet::BYTES.is_multiple_of(64));
+
+/// Where a flow lives in its table and how its ways are recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSlot {
+    /// The set: an index into the table's array.
+    pub set: u32,
+    /// Never 0 (an empty way's tag).
+    pub tag: u32,
+    /// The key's hash, which the check word folds in.
+    hash: u64,
+}
+
+/// Odd constant of the check word's mix.
+const CHECK_MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl FlowSlot {
+    /// Flow `key`'s slot in a table of `sets` sets, for the table seed `seed`
+    /// (`LbConfig::flow_table_seed`). The set comes from the hash's high half (a multiply
+    /// and shift: an even spread over any count), the tag from bits below it.
+    #[inline(always)]
+    pub fn of(key: &FlowKey, seed: u32, sets: u32) -> Self {
+        let hash = key.table_hash(seed);
+        FlowSlot {
+            set: (((hash >> 32) * u64::from(sets)) >> 32) as u32,
+            tag: (hash >> 8) as u32 | 1,
+            hash,
+        }
+    }
+
+    /// The check word of an entry of this slot naming `backend_id` at `generation`.
+    #[inline(always)]
+    pub fn check(&self, backend_id: u32, generation: u32) -> u32 {
+        let backend = (u64::from(backend_id) << 32) | u64::from(generation);
+        ((self.hash ^ backend).wrapping_mul(CHECK_MULTIPLIER) >> 32) as u32
+    }
+}
