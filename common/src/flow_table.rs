@@ -213,3 +213,100 @@ impl FlowSlot {
         ((self.hash ^ backend).wrapping_mul(CHECK_MULTIPLIER) >> 32) as u32
     }
 }
+
+#[cfg(all(test, feature = "user"))]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::{v4_addr, FAMILY_V4, PROTO_TCP};
+
+    fn key(sport: u16) -> FlowKey {
+        FlowKey {
+            src: v4_addr([198, 18, 0, 9]),
+            dst: v4_addr([198, 18, 100, 1]),
+            sport_be: sport.to_be(),
+            dport_be: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        }
+    }
+
+    fn entry(sport: u16, backend_id: u32) -> FlowEntry {
+        FlowEntry {
+            key: key(sport),
+            backend_id,
+            backend_generation: 3,
+            ..FlowEntry::default()
+        }
+    }
+
+    #[test]
+    fn sizes_round_up_to_whole_sets() {
+        assert_eq!(FlowSet::sets(262_144), 32_768);
+        assert_eq!(FlowSet::sets(9), 2);
+        assert_eq!(FlowSet::entries(FlowSet::sets(9)), 16);
+    }
+
+    #[test]
+    fn a_planted_entry_reads_back_whole_for_every_skew() {
+        for skew in [0, 8, 56, 63] {
+            let slot = FlowSlot::of(&key(1000), 7, 100);
+            assert!(slot.set < 100);
+            assert_ne!(slot.tag, 0);
+            let set = FlowSet::default().with_entry(skew, 5, &slot, &entry(1000, 42));
+            let found = set.valid_entry(skew, 5, 7).expect("the planted entry");
+            assert_eq!((found.key, found.backend_id), (key(1000), 42));
+            assert!((0..FlowSet::WAYS)
+                .filter(|&w| w != 5)
+                .all(|w| set.valid_entry(skew, w, 7).is_none()));
+        }
+    }
+
+    /// Two CPUs writing one way at once can leave one flow's key beside another's
+    /// backend: the check word must not hold for it, nor under another seed.
+    #[test]
+    fn a_torn_entry_or_a_foreign_seed_is_not_valid() {
+        let slot = FlowSlot::of(&key(1000), 7, 100);
+        let mut set = FlowSet::default().with_entry(8, 0, &slot, &entry(1000, 42));
+        assert!(set.valid_entry(8, 0, 8).is_none(), "another seed");
+        let torn = FlowEntry {
+            backend_id: 43,
+            ..set.entry(8, 0)
+        };
+        set.write(FlowSet::entry_offset(8, 0), &torn);
+        assert!(set.valid_entry(8, 0, 7).is_none(), "torn");
+        set.clear(8, 0);
+        assert_eq!(set.tag(8, 0), 0);
+    }
+
+    /// 200,000 flows of a few clients over 32,768 eight-way sets (a table of 262,144):
+    /// the flows past their set's eighth way (evicted before the table is full) must be
+    /// about what a uniform hash leaves, Poisson(200,000 / 32,768) per set.
+    #[test]
+    fn one_clients_flows_spread_over_the_sets() {
+        const FLOWS: u32 = 200_000;
+        let sets = FlowSet::sets(262_144);
+        let mut load = std::vec![0u32; sets as usize];
+        for i in 0..FLOWS {
+            let k = FlowKey {
+                src: v4_addr((0xc612_0000 + (i >> 16)).to_be_bytes()),
+                ..key(i as u16)
+            };
+            load[FlowSlot::of(&k, 0x5eed, sets).set as usize] += 1;
+        }
+        let over: u32 = load.iter().map(|&n| n.saturating_sub(8)).sum();
+        let lambda = f64::from(FLOWS) / f64::from(sets);
+        let (mut p, mut expected) = ((-lambda).exp(), 0.0);
+        for n in 1..64 {
+            p *= lambda / f64::from(n);
+            if n > 8 {
+                expected += f64::from(n - 8) * p;
+            }
+        }
+        let expected = expected * f64::from(sets);
+        std::println!("{over} of {FLOWS} flows past their set's eight ways; uniform: {expected:.0}");
+        assert!(f64::from(over) < expected * 1.1, "{over} flows past their set's ways");
+    }
+}
