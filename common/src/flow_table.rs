@@ -306,7 +306,12 @@ mod tests {
             }
         }
         let expected = expected * f64::from(sets);
-        std::println!("{over} of {FLOWS} flows past their set's eight ways; uniform: {expected:.0}");
-        assert!(f64::from(over) < expected * 1.1, "{over} flows past their set's ways");
+        std::println!(
+            "{over} of {FLOWS} flows past their set's eight ways; uniform: {expected:.0}"
+        );
+        assert!(
+            f64::from(over) < expected * 1.1,
+            "{over} flows past their set's ways"
+        );
     }
 }

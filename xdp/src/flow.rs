@@ -28,8 +28,8 @@
 
 use aya_ebpf::{helpers::bpf_jiffies64, maps::Array};
 use lb_common::{
-    v4_addr, BackendValue, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowSlot, LbConfig,
-    FAMILY_V4, PROTO_UDP,
+    v4_addr, BackendValue, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowSlot, LbConfig, FAMILY_V4,
+    PROTO_UDP,
 };
 
 use crate::{
@@ -125,16 +125,11 @@ impl Set {
     /// way whose tag matches.
     #[inline(always)]
     fn find(&self, key: &FlowKey) -> Option<usize> {
-        for way in 0..FlowSet::WAYS {
+        (0..FlowSet::WAYS).find(|&way| {
             // SAFETY: inside the element; a racing writer can only make the compare fail
             // or match a key the check word then tests.
-            if unsafe { *self.tag(way) } == self.slot.tag
-                && unsafe { (*self.entry(way)).key.same_as(key) }
-            {
-                return Some(way);
-            }
-        }
-        None
+            unsafe { *self.tag(way) == self.slot.tag && (*self.entry(way)).key.same_as(key) }
+        })
     }
 
     /// The way an insert replaces: an empty one, else the one used longest ago (from a
@@ -228,8 +223,13 @@ fn find_backend(key: &FlowKey, config: &LbConfig) -> u64 {
     };
     let entry = set.entry(way);
     // SAFETY: inside the element.
-    let (backend_id, generation, check) =
-        unsafe { ((*entry).backend_id, (*entry).backend_generation, (*entry).check) };
+    let (backend_id, generation, check) = unsafe {
+        (
+            (*entry).backend_id,
+            (*entry).backend_generation,
+            (*entry).check,
+        )
+    };
     if set.slot.check(backend_id, generation) != check {
         return NOT_FOUND;
     }

@@ -37,8 +37,7 @@ pub static MAGLEV: Array<u64> = Array::pinned(
 pub static FLOWS: Array<FlowSet> = Array::pinned(FlowSet::sets(limits::DEFAULT_FLOWS), 0);
 
 #[map(name = "LB_UDP_FLOWS")]
-pub static UDP_FLOWS: Array<FlowSet> =
-    Array::pinned(FlowSet::sets(limits::DEFAULT_UDP_FLOWS), 0);
+pub static UDP_FLOWS: Array<FlowSet> = Array::pinned(FlowSet::sets(limits::DEFAULT_UDP_FLOWS), 0);
 
 /// The flow-table write the slow path leaves for after its packet, per CPU (see `flow`).
 #[map(name = "LB_FLOW_PENDING")]

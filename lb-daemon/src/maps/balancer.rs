@@ -11,9 +11,8 @@ use std::{
 use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, MapError, PerCpuArray};
 use lb_common::{
     maglev_words, map_names, AffinityKey, AffinityValue, BackendValue, Counter, FlowCacheChunk,
-    FlowCacheEntry, FlowKey, FlowSet, FlowSlot, FlowValue, LbConfig, NeighMiss, NextHop, ServiceKey,
-    ServiceValue,
-    VipKey, BACKEND_F_ACTIVE,
+    FlowCacheEntry, FlowKey, FlowSet, FlowSlot, FlowValue, LbConfig, NeighMiss, NextHop,
+    ServiceKey, ServiceValue, VipKey, BACKEND_F_ACTIVE,
 };
 use lb_model::{addr_from_bytes, Frontend, Scope};
 
