@@ -313,7 +313,7 @@ const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
 /// One entry of the flow cache (`LB_FLOW_CACHE`), a two-way set-associative copy of
 /// flow-table entries indexed by the cache hash (`FlowKey::cache_hash`), one region per
 /// CPU: an established flow's
-/// packet reads this one cache line instead of the service map and an LRU hash bucket (the
+/// packet reads this one cache line instead of the service map and a flow-table set (the
 /// XDP program's fast path, `xdp/src/fastpath.rs`). Filled only from what the flow table
 /// holds (a table hit), so it never knows a flow the table did not; followed only while
 /// `epoch` is `LbConfig::flow_epoch` (a purge of flow-table entries or a deleted frontend
@@ -327,7 +327,7 @@ pub struct FlowCacheEntry {
     pub epoch: u32,
     /// Hits since the flow table was last touched for this flow: every
     /// `FLOW_CACHE_TOUCH_EVERY` hits the packet looks the flow up in the table too, so
-    /// the LRU keeps (or re-learns) flows the cache serves.
+    /// the table keeps (or re-learns) flows the cache serves.
     pub hits: u32,
     /// The frontend's `ServiceValue::service_id`: the counter a hit bumps without the
     /// service lookup.
@@ -498,8 +498,10 @@ pub struct LbConfig {
     /// VLAN ids whose tagged frames are balanced besides untagged ones (see
     /// [`VlanList`]); empty by default, so a tagged frame is passed untouched.
     pub allowed_vlans: VlanList,
-    /// Bytes from the start of a flow-cache chunk's value to its first cache line
-    /// boundary (see [`FlowCacheChunk`]); the map writer sets it from the kernel's BTF.
+    /// Bytes from the start of an array map's value to its first cache line boundary (see
+    /// [`FlowCacheChunk`]): where flow-cache entries and flow-table sets
+    /// ([`FlowSet`](crate::FlowSet)) start their lines. The map writer sets it from the
+    /// kernel's BTF.
     pub flow_cache_skew: u32,
     /// Seed of the flow tables' hash (`FlowSlot::of`): random, chosen by the first map
     /// writer of the tables and kept by every later one (a new seed would strand every

@@ -76,10 +76,11 @@ struct DatapathArgs {
     /// the kernel's array takes 8 bytes a slot).
     #[arg(long, default_value_t = lb_common::limits::MAGLEV_SLOTS)]
     maglev_slots: u32,
-    /// TCP flow-table entries (LRU, preallocated; `ferrolb list` shows its memory).
+    /// TCP flow-table entries (rounded up to sets of eight, preallocated; `ferrolb list`
+    /// shows its memory). About twice the concurrent flows: a full set evicts its oldest.
     #[arg(long, alias = "flow-entries", default_value_t = lb_common::limits::DEFAULT_FLOWS)]
     tcp_flow_entries: u32,
-    /// UDP flow-table entries (LRU, preallocated): a table of its own, so a flood of new
+    /// UDP flow-table entries (sets of eight, preallocated): a table of its own, so a flood of new
     /// UDP flows cannot evict TCP connections' entries.
     #[arg(long, default_value_t = lb_common::limits::DEFAULT_UDP_FLOWS)]
     udp_flow_entries: u32,

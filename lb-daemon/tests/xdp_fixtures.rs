@@ -752,7 +752,7 @@ fn a_deleted_frontend_stops_its_cached_flows() {
 
 /// The flow cache (an array of small arrays, entries placed by the kernel's array header
 /// size) serves a flow from where `explain` finds it: after a table hit the flow is
-/// cached; with its table entry gone (as after an LRU eviction) its next packet still
+/// cached; with its table entry gone (as after an eviction from its set) its next packet still
 /// goes to its backend without the slow path, which would have written the table again,
 /// and `explain` names the cache.
 #[test]

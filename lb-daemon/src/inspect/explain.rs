@@ -160,7 +160,7 @@ fn explain_with(
             return Ok(out);
         }
     }
-    // Not (usably) in the table: a CPU's flow cache may still hold it (the LRU evicted it
+    // Not (usably) in the table: a CPU's flow cache may still hold it (its set evicted it
     // since; the cache's next table touch learns it again).
     for (cpu, entry) in maps.cached_flow(&key, config)? {
         if live(entry.backend_id, Some(entry.backend_generation)) {

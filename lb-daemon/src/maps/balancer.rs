@@ -358,7 +358,7 @@ impl BalancerMaps {
     }
 
     /// The flow-cache entries for `key` that the datapath would follow under `config`
-    /// (its seed, epoch and skew), with the CPU holding each: a flow the LRU evicted can
+    /// (its seed, epoch and skew), with the CPU holding each: a flow its table evicted can
     /// still be served from a CPU's cache until its next table touch re-learns it. An
     /// empty chunk slot holds nothing, as in the datapath.
     pub fn cached_flow(

@@ -10,10 +10,11 @@
 //!   packets, and the baseline is the pass program in the same loop (repeat 1 carries the
 //!   timer's own overhead, which the subtraction removes).
 //!
-//! The flow table is an LRU of `limits::DEFAULT_FLOWS` entries, written by a flow's first
-//! packet that is not a TCP SYN (a SYN is balanced without an insert). Before the new-flow
-//! classes are measured it is filled to capacity with other flows' ACKs, so a new flow's
-//! lookup misses in a full table and every first ACK pays for an eviction: the steady
+//! The flow table holds `limits::DEFAULT_FLOWS` entries in sets of eight, written by a
+//! flow's first packet that is not a TCP SYN (a SYN is balanced without an insert). Before
+//! the new-flow classes are measured it is filled with as many other flows' ACKs and then
+//! turned over, so nearly every set is full, a new flow's lookup misses in a full table
+//! and every first ACK pays for an eviction: the steady
 //! state of a busy LB, and the pessimistic one (an empty table is cheaper). "New flow" is
 //! a SYN to a never-seen tuple (lookup miss + Maglev, no insert); "first ACK" is the first
 //! ACK of a never-seen tuple (lookup miss + Maglev + insert, evicting), the packet that
