@@ -7,15 +7,62 @@
 //! pinned), and the loader pins it in place of the previous one, so `explain` reads the
 //! cache of the program loaded last. A slot left empty is a miss, never a wrong answer.
 
-use std::{io, path::Path};
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::Path,
+};
 
 use aya::{
-    maps::{Array, ArrayOfMaps, MapData, MapError},
+    maps::{ArrayOfMaps, MapData, MapError},
     Ebpf,
 };
 use lb_common::{limits, map_names, FlowCacheChunk};
 
 use super::{io_err, LoaderError};
+
+/// Puts `chunks[i]` in slot `i` of `outer`, in one batch where the kernel has batches
+/// for arrays of maps. Every single update of a map-in-map waits for an RCU grace period
+/// (so no program still sees the old inner map when the call returns): 272 slots took
+/// 2–3 s one by one here, the datapath's re-install gap after its pins were removed;
+/// a batch waits once.
+fn fill(
+    outer: &mut ArrayOfMaps<&mut MapData, MapData>,
+    outer_fd: BorrowedFd<'_>,
+    chunks: &[MapData],
+) -> Result<(), MapError> {
+    let keys: Vec<u32> = (0..chunks.len() as u32).collect();
+    let fds: Vec<u32> = chunks
+        .iter()
+        .map(|chunk| chunk.fd().as_fd().as_raw_fd() as u32)
+        .collect();
+    match crate::maps::batch::update(outer_fd, &keys, &fds, 1) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
+        Err(io_error) => {
+            return Err(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_batch",
+                io_error,
+            }))
+        }
+    }
+    for (index, chunk) in chunks.iter().enumerate() {
+        outer.set(index as u32, chunk, 0)?;
+    }
+    Ok(())
+}
+
+/// One chunk: an array of one `FlowCacheChunk`.
+fn new_chunk() -> Result<MapData, MapError> {
+    let params = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        std::mem::size_of::<u32>() as u32,
+        std::mem::size_of::<FlowCacheChunk>() as u32,
+        1,
+        0,
+    );
+    MapData::create(params, "flow_cache_chunk", None)
+}
 
 /// Outer entries of the flow cache: `FLOW_CACHE_CHUNKS_PER_CPU` for each of `cpus` CPUs.
 pub(super) fn outer_entries(cpus: u32) -> u32 {
@@ -32,13 +79,21 @@ pub(super) fn install(ebpf: &mut Ebpf, pin_dir: &Path) -> Result<(), LoaderError
     };
     let failed = |source: MapError| LoaderError::Map { name, source };
     {
-        let mut outer: ArrayOfMaps<&mut MapData, Array<MapData, FlowCacheChunk>> =
+        let outer_fd = match &*map {
+            aya::maps::Map::ArrayOfMaps(data) => data.fd().as_fd().as_raw_fd(),
+            // Not an array of maps: `try_from` below says so.
+            _ => -1,
+        };
+        let mut outer: ArrayOfMaps<&mut MapData, MapData> =
             ArrayOfMaps::try_from(&mut *map).map_err(failed)?;
-        for index in 0..outer.len() {
-            // Dropped (its fd closed) once the outer array holds it.
-            let chunk = Array::<MapData, FlowCacheChunk>::create(1, 0).map_err(failed)?;
-            outer.set(index, &chunk, 0).map_err(failed)?;
-        }
+        // Closed once the outer array holds them.
+        let chunks = (0..outer.len())
+            .map(|_| new_chunk())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        // SAFETY: the outer array's fd, open while `map` (borrowed by `outer`) lives.
+        let outer_fd = unsafe { BorrowedFd::borrow_raw(outer_fd) };
+        fill(&mut outer, outer_fd, &chunks).map_err(failed)?;
     }
     let path = pin_dir.join(name);
     match std::fs::remove_file(&path) {
