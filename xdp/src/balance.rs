@@ -18,8 +18,9 @@ use crate::{
 };
 
 // Each family's path: the fast path (`fastpath`, established flows from the flow cache),
-// else the slow path, then the flow-table write the slow path left (see `flow::record`). Both are BPF subprograms of their own: inlined together their stack
-// frames add up past the 512-byte limit. `len` is the frame's length as received, the
+// else the slow path, then the flow-table write the slow path left (see `flow::record`).
+// The two paths are BPF subprograms of their own: inlined together their stack frames
+// add up past the 512-byte limit. `len` is the frame's length as received, the
 // figure every counter records; `tag` the VLAN tag `vlan::admit` took off, put back on
 // what returns to the VLAN.
 #[inline(always)]

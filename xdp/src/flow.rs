@@ -97,9 +97,9 @@ impl Set {
         if skew > 63 {
             return None;
         }
-        // SAFETY: the header and every way lie inside the element for any skew below 64
-        // (asserted beside `FlowSet`).
-        let header = unsafe { value.add(FlowSet::tag_offset(0, 0) + skew) };
+        // SAFETY: the header (at the skew) and every way lie inside the element for any
+        // skew below 64 (asserted beside `FlowSet`).
+        let header = unsafe { value.add(skew) };
         Some(Set { header, slot })
     }
 

@@ -21,35 +21,25 @@ use lb_common::{limits, map_names, FlowCacheChunk};
 
 use super::{io_err, LoaderError};
 
-/// Puts `chunks[i]` in slot `i` of `outer`, in one batch where the kernel has batches
-/// for arrays of maps. Every single update of a map-in-map waits for an RCU grace period
-/// (so no program still sees the old inner map when the call returns): 272 slots took
-/// 2–3 s one by one here, the datapath's re-install gap after its pins were removed;
-/// a batch waits once.
-fn fill(
-    outer: &mut ArrayOfMaps<&mut MapData, MapData>,
-    outer_fd: BorrowedFd<'_>,
-    chunks: &[MapData],
-) -> Result<(), MapError> {
+/// Puts `chunks[i]` in slot `i` of the array of maps `outer` in one batch; `false` where
+/// the kernel has no batches for arrays of maps (the caller then sets slot by slot).
+/// Every single update of a map-in-map waits for an RCU grace period (so no program still
+/// sees the old inner map when the call returns): 272 slots took 2–3 s one by one here,
+/// the datapath's re-install gap after its pins were removed; a batch waits once.
+fn fill_batch(outer: BorrowedFd<'_>, chunks: &[MapData]) -> Result<bool, MapError> {
     let keys: Vec<u32> = (0..chunks.len() as u32).collect();
     let fds: Vec<u32> = chunks
         .iter()
         .map(|chunk| chunk.fd().as_fd().as_raw_fd() as u32)
         .collect();
-    match crate::maps::batch::update(outer_fd, &keys, &fds, 1) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::Unsupported => {}
-        Err(io_error) => {
-            return Err(MapError::SyscallError(aya::sys::SyscallError {
-                call: "bpf_map_update_batch",
-                io_error,
-            }))
-        }
+    match crate::maps::batch::update(outer, &keys, &fds, 1) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => Ok(false),
+        Err(io_error) => Err(MapError::SyscallError(aya::sys::SyscallError {
+            call: "bpf_map_update_batch",
+            io_error,
+        })),
     }
-    for (index, chunk) in chunks.iter().enumerate() {
-        outer.set(index as u32, chunk, 0)?;
-    }
-    Ok(())
 }
 
 /// One chunk: an array of one `FlowCacheChunk`.
@@ -78,22 +68,26 @@ pub(super) fn install(ebpf: &mut Ebpf, pin_dir: &Path) -> Result<(), LoaderError
         return Ok(());
     };
     let failed = |source: MapError| LoaderError::Map { name, source };
-    {
-        let outer_fd = match &*map {
-            aya::maps::Map::ArrayOfMaps(data) => data.fd().as_fd().as_raw_fd(),
-            // Not an array of maps: `try_from` below says so.
-            _ => -1,
-        };
-        let mut outer: ArrayOfMaps<&mut MapData, MapData> =
-            ArrayOfMaps::try_from(&mut *map).map_err(failed)?;
-        // Closed once the outer array holds them.
-        let chunks = (0..outer.len())
+    let chunks = {
+        let outer: ArrayOfMaps<&MapData, MapData> = ArrayOfMaps::try_from(&*map).map_err(failed)?;
+        (0..outer.len())
             .map(|_| new_chunk())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(failed)?;
-        // SAFETY: the outer array's fd, open while `map` (borrowed by `outer`) lives.
-        let outer_fd = unsafe { BorrowedFd::borrow_raw(outer_fd) };
-        fill(&mut outer, outer_fd, &chunks).map_err(failed)?;
+            .map_err(failed)?
+    };
+    // Closed once the outer array holds them (the end of this function).
+    let batched = match &*map {
+        aya::maps::Map::ArrayOfMaps(data) => {
+            fill_batch(data.fd().as_fd(), &chunks).map_err(failed)?
+        }
+        _ => false,
+    };
+    if !batched {
+        let mut outer: ArrayOfMaps<&mut MapData, MapData> =
+            ArrayOfMaps::try_from(&mut *map).map_err(failed)?;
+        for (index, chunk) in chunks.iter().enumerate() {
+            outer.set(index as u32, chunk, 0).map_err(failed)?;
+        }
     }
     let path = pin_dir.join(name);
     match std::fs::remove_file(&path) {

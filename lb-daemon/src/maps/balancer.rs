@@ -333,7 +333,7 @@ impl BalancerMaps {
     /// (the pinned config's table seed and skew).
     pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, MapsError> {
         let table = super::flow_tables::FlowTable::of(key.proto);
-        let config = self.config.get(&0, 0).map_err(access(map_names::CONFIG))?;
+        let config = self.read_config()?;
         let map = self.flow_table(table);
         let slot = FlowSlot::of(key, config.flow_table_seed, map.len());
         let set = map.get(&slot.set, 0).map_err(access(table.map_name()))?;

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use aya::maps::{Array, MapData, PerCpuValues};
-use lb_common::{map_names, FlowEntry, FlowEvent, FlowSet, LbConfig, ServiceKey, PROTO_UDP};
+use lb_common::{map_names, FlowEntry, FlowEvent, FlowSet, ServiceKey, PROTO_UDP};
 use serde::Serialize;
 
 use super::{access, map_memory, open_raw, BalancerMaps, MapsError};
@@ -101,17 +101,12 @@ impl BalancerMaps {
         }
     }
 
-    /// The pinned config: the flow tables' seed and skew.
-    fn flow_table_config(&self) -> Result<LbConfig, MapsError> {
-        self.config.get(&0, 0).map_err(access(map_names::CONFIG))
-    }
-
     /// Every whole entry of `table`, with its set and way: a read of each set.
     pub fn flow_entries(
         &self,
         table: FlowTable,
     ) -> Result<Vec<(u32, usize, FlowEntry)>, MapsError> {
-        let config = self.flow_table_config()?;
+        let config = self.read_config()?;
         let map = self.flow_table(table);
         let mut entries = Vec::new();
         for index in 0..map.len() {
@@ -174,7 +169,7 @@ impl BalancerMaps {
         backend_ids: &[u32],
     ) -> Result<(), MapsError> {
         let table = FlowTable::of(key.proto);
-        let skew = self.flow_table_config()?.flow_cache_skew;
+        let skew = self.read_config()?.flow_cache_skew;
         let mut doomed: Vec<(u32, usize)> = self
             .flow_entries(table)?
             .into_iter()
