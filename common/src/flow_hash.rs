@@ -47,24 +47,18 @@ impl FlowKey {
         (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) == 0
     }
 
-    /// The flow cache's hash of this key (where its entries are, see
+    /// The flow cache's hash of this key (where its entries are and their tag, see
     /// `FlowCacheEntry::slot`); not the flow hash. The fast path computes nothing else, and
     /// Murmur3 over the tuple's words is 4 (IPv4) or 10 (IPv6) dependent rounds, 10-25 ns
     /// of a ~40 ns hit here, while the cache needs only an even spread (a hit compares the
     /// whole key). So: the five words times independent odd constants, summed, the high
-    /// half folded down and multiplied once more, the top half taken: every key bit
-    /// reaches it. Seeded like the flow hash, so a sender cannot aim flows at one set
-    /// without knowing the seed; flows aimed anyway only lose the cache, not their backend.
+    /// half folded down and multiplied once more: every key bit reaches the high half.
+    /// Seeded like the flow hash, so a sender cannot aim flows at one set without knowing
+    /// the seed; flows aimed anyway only lose the cache, not their backend. The flow
+    /// tables take their set and tag from the same function with a seed of their own
+    /// (`FlowSlot::of`).
     #[inline(always)]
-    pub fn cache_hash(&self, seed: u32) -> u32 {
-        (self.table_hash(seed) >> 32) as u32
-    }
-
-    /// The 64-bit hash behind [`cache_hash`](Self::cache_hash), which is its high half;
-    /// the flow tables take their set and tag from it (`FlowSlot::of`) with a seed of
-    /// their own.
-    #[inline(always)]
-    pub fn table_hash(&self, seed: u32) -> u64 {
+    pub fn cache_hash(&self, seed: u32) -> u64 {
         let [w0, w1, w2, w3, w4] = *self.words();
         let [k0, k1, k2, k3, k4, k5] = CACHE_MULTIPLIERS;
         let sum = (w0 ^ u64::from(seed))

@@ -198,7 +198,7 @@ impl FlowSlot {
     /// and shift: an even spread over any count), the tag from bits below it.
     #[inline(always)]
     pub fn of(key: &FlowKey, seed: u32, sets: u32) -> Self {
-        let hash = key.table_hash(seed);
+        let hash = key.cache_hash(seed);
         FlowSlot {
             set: (((hash >> 32) * u64::from(sets)) >> 32) as u32,
             tag: (hash >> 8) as u32 | 1,

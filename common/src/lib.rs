@@ -338,11 +338,14 @@ pub struct FlowCacheEntry {
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
 
 /// Where a flow's cache entries are: chunk `chunk` of a CPU's region, and in it the
-/// two adjacent entries (ways) from `first` on.
+/// two adjacent entries (ways) from `first` on, found by `tag` (see
+/// [`FlowCacheChunk`]'s tag lines).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowCacheSlot {
     pub chunk: u32,
     pub first: u32,
+    /// Never 0, the tag of an empty way.
+    pub tag: u16,
 }
 
 impl FlowCacheSlot {
@@ -355,27 +358,30 @@ impl FlowCacheSlot {
 }
 
 impl FlowCacheEntry {
-    /// The set of cache hash `hash` (`FlowKey::cache_hash`): its high half picks the
-    /// chunk, its low half the set in the chunk, each by a multiply and shift (an even
-    /// spread over counts that are not powers of two, without a division).
-    pub const fn slot(hash: u32) -> FlowCacheSlot {
-        let chunk = ((hash >> 16) * limits::FLOW_CACHE_CHUNKS_PER_CPU) >> 16;
-        let set = ((hash & 0xffff) * (FlowCacheChunk::ENTRIES / 2)) >> 16;
+    /// The set and tag of cache hash `hash` (`FlowKey::cache_hash`): its high half picks
+    /// the chunk (top 16 bits) and the set in the chunk (low 16), each by a multiply and
+    /// shift (an even spread over counts that are not powers of two, without a division);
+    /// the tag comes from the low half, which neither uses.
+    pub const fn slot(hash: u64) -> FlowCacheSlot {
+        let high = (hash >> 32) as u32;
+        let chunk = ((high >> 16) * limits::FLOW_CACHE_CHUNKS_PER_CPU) >> 16;
+        let set = ((high & 0xffff) * (FlowCacheChunk::ENTRIES / 2)) >> 16;
         FlowCacheSlot {
             chunk,
             first: set * 2,
+            tag: (hash >> 8) as u16 | 1,
         }
     }
 
-    /// Which way a new flow of a full set replaces: a hash bit neither half's multiply
-    /// and shift leans on, so the flows of one set share the choice fairly.
-    pub const fn replaces_second(hash: u32) -> bool {
-        hash & 1 != 0
+    /// Which way a new flow of a full set replaces: a hash bit neither the set's multiply
+    /// and shift nor the tag leans on, so the flows of one set share the choice fairly.
+    pub const fn replaces_second(hash: u64) -> bool {
+        (hash >> 32) & 1 != 0
     }
 }
 
-/// One inner array's only value: `ENTRIES` flow-cache entries and room to start them on a
-/// cache line.
+/// One inner array's only value: `ENTRIES` flow-cache entries behind their tag lines,
+/// and room to start both on cache lines.
 ///
 /// Why chunks. A flow-cache hit is one cold line; what made it cost ~270 ns here was the
 /// address translation, not the line: one big array map is vmalloc'd, mapped with 4 KiB
@@ -384,10 +390,17 @@ impl FlowCacheEntry {
 /// in the kernel's direct map and its large pages. So the cache is an array of maps, one
 /// such small array per chunk (`perf-lab/tools/cold_read.py` measures both layouts).
 ///
-/// Why the room. The kernel puts an array's values after its header, which need not end
-/// on a 64-byte boundary (312 bytes on 6.18), so entry `i` starts at byte
-/// `LbConfig::flow_cache_skew + 64 * i` of the value: the map writer reads the header's
-/// size from the kernel's BTF.
+/// Why tags. Most packets that miss the cache are a flow's first non-SYN packets, whose
+/// set nothing has read for a long time: reading its two entries cost ~170 ns of a
+/// ~450 ns first ACK here (4.25 MiB of entries a CPU do not stay in its caches). Each set
+/// has a 4-byte tag word instead (way 0's 16-bit tag in the low half, way 1's in the
+/// high), 15 lines a chunk that every probe of the chunk reads and so stay cached: a
+/// miss reads the tag word only, a hit the tag word and then its entry.
+///
+/// Layout for `skew` (`LbConfig::flow_cache_skew`: the kernel puts an array's values
+/// after its header, which need not end on a 64-byte boundary, 312 bytes on 6.18):
+/// - `skew + 4 * set`: the set's tag word, 0 halves for empty ways;
+/// - `skew + TAG_BYTES + 64 * index`: entry `index` (ways `2 * set` and `2 * set + 1`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FlowCacheChunk {
@@ -396,16 +409,26 @@ pub struct FlowCacheChunk {
 
 impl FlowCacheChunk {
     pub const ENTRIES: u32 = 480;
-    /// One entry's room past the last, for the skew.
-    const WORDS: usize = (Self::ENTRIES as usize + 1) * 8;
+    /// The tag words, whole lines.
+    pub const TAG_BYTES: usize = Self::ENTRIES as usize * 2;
+    /// The tags, the entries and one line's room for the skew.
+    const WORDS: usize = (Self::TAG_BYTES + (Self::ENTRIES as usize + 1) * 64) / 8;
     /// The value's size in bytes.
     pub const BYTES: usize = Self::WORDS * 8;
     /// The largest offset of a set's first entry, for any skew.
     pub const LAST_SET_OFFSET: usize = Self::entry_offset(63, Self::ENTRIES - 2);
+    /// The largest offset of a set's tag word, for any skew.
+    pub const LAST_TAGS_OFFSET: usize = Self::tags_offset(63, Self::ENTRIES - 2);
+
     /// Byte offset of entry `index` in the value, for a value starting `skew` bytes
     /// (0..64) before a cache line.
     pub const fn entry_offset(skew: u32, index: u32) -> usize {
-        ((skew & 63) + index * 64) as usize
+        (skew & 63) as usize + Self::TAG_BYTES + index as usize * 64
+    }
+
+    /// Byte offset of the tag word of the set whose first entry is `first`.
+    pub const fn tags_offset(skew: u32, first: u32) -> usize {
+        (skew & 63) as usize + (first as usize / 2) * 4
     }
 
     /// Entry `index` (below `ENTRIES`) of a chunk read out of the kernel, for `skew`.
@@ -418,15 +441,44 @@ impl FlowCacheChunk {
         unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast()) }
     }
 
+    /// The tag of entry `index` (below `ENTRIES`) of a chunk read out of the kernel.
+    #[cfg(feature = "user")]
+    pub fn tag(&self, skew: u32, index: u32) -> u16 {
+        let index = index.min(Self::ENTRIES - 1);
+        let offset = Self::tags_offset(skew, index) + 2 * (index as usize % 2);
+        let bytes = &self.as_bytes()[offset..offset + 2];
+        u16::from_ne_bytes([bytes[0], bytes[1]])
+    }
+
+    /// Writes entry `index` and its tag, as the datapath learns a flow (for tests).
+    #[cfg(feature = "user")]
+    pub fn set_entry(&mut self, skew: u32, index: u32, tag: u16, entry: &FlowCacheEntry) {
+        let index = index.min(Self::ENTRIES - 1);
+        let offset = Self::entry_offset(skew, index);
+        // SAFETY: FlowCacheEntry is 64 bytes of plain data.
+        let raw: [u8; 64] = unsafe { core::mem::transmute(*entry) };
+        self.as_bytes_mut()[offset..offset + 64].copy_from_slice(&raw);
+        let offset = Self::tags_offset(skew, index) + 2 * (index as usize % 2);
+        self.as_bytes_mut()[offset..offset + 2].copy_from_slice(&tag.to_ne_bytes());
+    }
+
     #[cfg(feature = "user")]
     fn as_bytes(&self) -> &[u8] {
         // SAFETY: plain u64 words, viewed as their bytes.
         unsafe { core::slice::from_raw_parts(self.words.as_ptr().cast(), Self::BYTES) }
     }
+
+    #[cfg(feature = "user")]
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_bytes`, exclusively borrowed.
+        unsafe { core::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast(), Self::BYTES) }
+    }
 }
 // The array's header (312 bytes on 6.18) and the value fit in 32 KiB: kmalloc's limit.
 const _: () = assert!(FlowCacheChunk::BYTES + 1024 <= 32 * 1024);
 const _: () = assert!(FlowCacheChunk::ENTRIES.is_multiple_of(2));
+const _: () = assert!(FlowCacheChunk::TAG_BYTES.is_multiple_of(64));
+const _: () = assert!(FlowCacheChunk::LAST_TAGS_OFFSET + 4 <= FlowCacheChunk::TAG_BYTES + 64);
 const _: () = assert!(
     FlowCacheChunk::LAST_SET_OFFSET + 2 * core::mem::size_of::<FlowCacheEntry>()
         <= FlowCacheChunk::BYTES
@@ -763,4 +815,87 @@ mod pod {
         AffinityKey,
         AffinityValue,
     );
+}
+
+#[cfg(all(test, feature = "user"))]
+mod flow_cache_chunk_tests {
+    extern crate std;
+
+    use super::*;
+
+    fn entry(i: u32) -> FlowCacheEntry {
+        FlowCacheEntry {
+            key: FlowKey {
+                src: v4_addr(i.to_be_bytes()),
+                dst: [0xee; 16],
+                sport_be: i as u16,
+                dport_be: !(i as u16),
+                proto: PROTO_TCP,
+                family: FAMILY_V4,
+                _pad: [0; 2],
+            },
+            backend_id: i,
+            backend_generation: !i,
+            epoch: i ^ 0x55,
+            hits: i * 3,
+            service_id: i * 7,
+            _pad: 0,
+        }
+    }
+
+    /// Every entry and every tag of a chunk has bytes of its own, for any skew: writing
+    /// all of them reads all of them back.
+    #[test]
+    fn tags_and_entries_never_overlap() {
+        for skew in 0..64 {
+            let mut chunk = FlowCacheChunk {
+                words: [0; FlowCacheChunk::BYTES / 8],
+            };
+            for i in 0..FlowCacheChunk::ENTRIES {
+                chunk.set_entry(skew, i, (i as u16) | 0x8000, &entry(i));
+            }
+            for i in 0..FlowCacheChunk::ENTRIES {
+                assert_eq!(chunk.entry(skew, i), entry(i), "entry {i}, skew {skew}");
+                assert_eq!(
+                    chunk.tag(skew, i),
+                    (i as u16) | 0x8000,
+                    "tag {i}, skew {skew}"
+                );
+            }
+        }
+    }
+
+    /// A set's two tags share one aligned word (the datapath reads it in one load), and
+    /// entries start on the line the skew names.
+    #[test]
+    fn a_sets_tags_are_one_aligned_word() {
+        for skew in [0, 8, 56, 63] {
+            for set in 0..FlowCacheChunk::ENTRIES / 2 {
+                let offset = FlowCacheChunk::tags_offset(skew, 2 * set);
+                assert_eq!(offset, FlowCacheChunk::tags_offset(skew, 2 * set + 1));
+                assert_eq!((offset - skew as usize) % 4, 0);
+                assert!(offset <= FlowCacheChunk::LAST_TAGS_OFFSET);
+                let first = FlowCacheChunk::entry_offset(skew, 2 * set);
+                assert_eq!((first - skew as usize) % 64, 0);
+                assert!(first <= FlowCacheChunk::LAST_SET_OFFSET);
+            }
+        }
+    }
+
+    /// Every hash names a real set and a tag an empty way cannot have.
+    #[test]
+    fn slots_are_in_range_and_tags_never_empty() {
+        let mut hash = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..100_000 {
+            hash = hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(1);
+            let slot = FlowCacheEntry::slot(hash);
+            assert!(slot.chunk < limits::FLOW_CACHE_CHUNKS_PER_CPU);
+            assert!(slot.first + 1 < FlowCacheChunk::ENTRIES);
+            assert_eq!(slot.first % 2, 0);
+            assert_ne!(slot.tag, 0);
+        }
+        for hash in [0, u64::MAX] {
+            assert_ne!(FlowCacheEntry::slot(hash).tag, 0);
+        }
+    }
 }

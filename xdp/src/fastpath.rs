@@ -3,7 +3,8 @@
 //! table. The cache (`LB_FLOW_CACHE`, see `FlowCacheEntry`) is two-way set-associative,
 //! indexed by a cheap hash of its own (`FlowKey::cache_hash`; the flow hash is Murmur3,
 //! which a hit need not pay), one region of small arrays per CPU (see
-//! `lb_common::FlowCacheChunk` for why small arrays); an entry copies a flow-table entry
+//! `lb_common::FlowCacheChunk` for why small arrays, and why each set has a tag word that
+//! a probe reads before any entry); an entry copies a flow-table entry
 //! plus the frontend's counter id, and is written when the slow path finds the flow in
 //! the table ([`learn`], into the set the fast path probed and missed).
 //!
@@ -50,53 +51,89 @@ struct Hit {
     hop: &'static NextHop,
 }
 
-/// This CPU's two entries (ways) for cache hash `hash` (`FlowKey::cache_hash`): adjacent
-/// entries of one chunk (see `FlowCacheEntry::slot`), so two flows whose hashes meet in
-/// one set both stay cached, and the second way's line is the first's neighbour. `skew`
-/// is `LbConfig::flow_cache_skew`, which starts every entry on a cache line.
-#[inline(always)]
-fn set(hash: u32, skew: u32) -> Option<(*mut FlowCacheEntry, *mut FlowCacheEntry)> {
-    // SAFETY: a helper without arguments, callable from any program.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    let slot = FlowCacheEntry::slot(hash);
-    let outer = slot.outer_index(cpu);
-    // The inner key on the stack: a literal `&0` would be a constant in a `.rodata`
-    // section, which becomes a map of its own (the device-bound load finds every map it
-    // relocates pinned, and that one is not).
-    let inner_key = 0u32;
-    let chunk = FLOW_CACHE
-        .get_value_ptr_mut(outer, &inner_key)?
-        .cast::<u8>();
-    let first = FlowCacheChunk::entry_offset(skew, slot.first);
-    // The compiler knows `first` is in bounds and folds the offset into bit operations
-    // whose bounds the verifier tracks too loosely to accept the access; a value read
-    // back from the stack is opaque to the compiler, so this check stays and bounds it.
-    // SAFETY: a read of a local.
-    let first = unsafe { core::ptr::read_volatile(&first) };
-    if first > FlowCacheChunk::LAST_SET_OFFSET {
-        return None;
+/// This CPU's set for cache hash `hash` (`FlowKey::cache_hash`): its tag word and its two
+/// entries (ways), adjacent entries of one chunk (see `FlowCacheEntry::slot`), so two
+/// flows whose hashes meet in one set both stay cached. `skew` is
+/// `LbConfig::flow_cache_skew`, which starts the tag lines and every entry on a cache
+/// line.
+struct Set {
+    /// Way 0's tag in the low half, way 1's in the high (see `FlowCacheChunk`).
+    tags: *mut u32,
+    ways: [*mut FlowCacheEntry; 2],
+    tag: u16,
+}
+
+impl Set {
+    #[inline(always)]
+    fn of(hash: u64, skew: u32) -> Option<Set> {
+        // SAFETY: a helper without arguments, callable from any program.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        let slot = FlowCacheEntry::slot(hash);
+        let outer = slot.outer_index(cpu);
+        // The inner key on the stack: a literal `&0` would be a constant in a `.rodata`
+        // section, which becomes a map of its own (the device-bound load finds every map
+        // it relocates pinned, and that one is not).
+        let inner_key = 0u32;
+        let chunk = FLOW_CACHE
+            .get_value_ptr_mut(outer, &inner_key)?
+            .cast::<u8>();
+        let offsets = (
+            FlowCacheChunk::tags_offset(skew, slot.first),
+            FlowCacheChunk::entry_offset(skew, slot.first),
+        );
+        // The compiler knows the offsets are in bounds and folds them into bit operations
+        // whose bounds the verifier tracks too loosely to accept the access; values read
+        // back from the stack are opaque to the compiler, so these checks stay and bound
+        // them.
+        // SAFETY: a read of a local.
+        let (tags, first) = unsafe { core::ptr::read_volatile(&offsets) };
+        if tags > FlowCacheChunk::LAST_TAGS_OFFSET || first > FlowCacheChunk::LAST_SET_OFFSET {
+            return None;
+        }
+        // SAFETY: the tag word and both entries lie inside the chunk's value
+        // (`FlowCacheChunk::BYTES` leaves room past the last set for any skew).
+        unsafe {
+            Some(Set {
+                tags: chunk.add(tags).cast(),
+                ways: [
+                    chunk.add(first).cast(),
+                    chunk.add(first + FLOW_CACHE_ENTRY_BYTES).cast(),
+                ],
+                tag: slot.tag,
+            })
+        }
     }
-    // SAFETY: both entries lie inside the chunk's value (`FlowCacheChunk::BYTES` leaves
-    // room past the last set for any skew).
-    unsafe {
-        Some((
-            chunk.add(first).cast(),
-            chunk.add(first + FLOW_CACHE_ENTRY_BYTES).cast(),
-        ))
+
+    /// Way `way`'s tag.
+    #[inline(always)]
+    fn tag_of(tags: u32, way: usize) -> u16 {
+        (tags >> (16 * way)) as u16
+    }
+
+    /// Sets way `way`'s tag to this set's.
+    #[inline(always)]
+    fn mark(&self, way: usize) {
+        // SAFETY: the tag word is inside the chunk (see `of`), 4-aligned; this CPU's only.
+        unsafe { *self.tags.cast::<u16>().add(way) = self.tag };
     }
 }
 
 const FLOW_CACHE_ENTRY_BYTES: usize = core::mem::size_of::<FlowCacheEntry>();
 
 /// This CPU's entry of flow `key` (cache hash `hash`) under the config's epoch, in either
-/// way of its set.
+/// way of its set. A way whose tag differs is not read: a miss costs the tag word only.
 #[inline(always)]
-fn find(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<&'static mut FlowCacheEntry> {
-    let (first, second) = set(hash, config.flow_cache_skew)?;
-    for way in [first, second] {
-        // SAFETY: this CPU's entry; only this CPU writes it, and not while this program
-        // runs on it (XDP programs do not nest on one CPU).
-        let cached = unsafe { &mut *way };
+fn find(key: &FlowKey, hash: u64, config: &LbConfig) -> Option<&'static mut FlowCacheEntry> {
+    let set = Set::of(hash, config.flow_cache_skew)?;
+    // SAFETY: inside the chunk (see `Set::of`); only this CPU writes it, and not while
+    // this program runs on it (XDP programs do not nest on one CPU).
+    let tags = unsafe { *set.tags };
+    for (way, entry) in set.ways.into_iter().enumerate() {
+        if Set::tag_of(tags, way) != set.tag {
+            continue;
+        }
+        // SAFETY: as above.
+        let cached = unsafe { &mut *entry };
         if cached.epoch == config.flow_epoch && cached.key.same_as(key) {
             return Some(cached);
         }
@@ -107,7 +144,7 @@ fn find(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<&'static mut Flow
 /// The cached flow `key` (cache hash `hash`), if its entry is current, its backend the same
 /// live one and that backend's next hop cached, fresh and not this host.
 #[inline(always)]
-fn hit(key: &FlowKey, hash: u32, config: &LbConfig) -> Option<Hit> {
+fn hit(key: &FlowKey, hash: u64, config: &LbConfig) -> Option<Hit> {
     let cached = find(key, hash, config)?;
     let (backend_id, generation) = (cached.backend_id, cached.backend_generation);
     let backend = lookup::live_backend(backend_id)?;
@@ -143,20 +180,20 @@ pub fn learn(
     backend: &BackendValue,
 ) {
     let hash = key.cache_hash(config.flow_hash_seed);
-    let Some((first, second)) = set(hash, config.flow_cache_skew) else {
+    let Some(set) = Set::of(hash, config.flow_cache_skew) else {
         return;
     };
     let epoch = config.flow_epoch;
     // The way to fill: one this epoch does not use, else the one the hash names (see
     // `FlowCacheEntry::replaces_second`), a choice the flows of a set share fairly.
     // SAFETY: as in `find`.
-    let (first, second) = unsafe { (&mut *first, &mut *second) };
-    let cached = if first.epoch != epoch || first.key.same_as(key) {
-        first
+    let [first, second] = set.ways.map(|way| unsafe { &mut *way });
+    let (way, cached) = if first.epoch != epoch || first.key.same_as(key) {
+        (0, first)
     } else if second.epoch != epoch || FlowCacheEntry::replaces_second(hash) {
-        second
+        (1, second)
     } else {
-        first
+        (0, first)
     };
     cached.key = *key;
     cached.backend_id = backend_id;
@@ -164,6 +201,7 @@ pub fn learn(
     cached.epoch = epoch;
     cached.hits = 0;
     cached.service_id = service_id;
+    set.mark(way);
 }
 
 /// The outcome of an encapsulated hit: counted for its service and backend and sent, or

@@ -360,7 +360,8 @@ impl BalancerMaps {
     /// The flow-cache entries for `key` that the datapath would follow under `config`
     /// (its seed, epoch and skew), with the CPU holding each: a flow its table evicted can
     /// still be served from a CPU's cache until its next table touch re-learns it. An
-    /// empty chunk slot holds nothing, as in the datapath.
+    /// empty chunk slot holds nothing, and a way whose tag differs is not read, as in the
+    /// datapath.
     pub fn cached_flow(
         &self,
         key: &FlowKey,
@@ -377,8 +378,12 @@ impl BalancerMaps {
             };
             let chunk = inner.get(&0, 0).map_err(access(map_names::FLOW_CACHE))?;
             for way in 0..2 {
-                let entry = chunk.entry(config.flow_cache_skew, slot.first + way);
-                if entry.epoch == config.flow_epoch && entry.key == *key {
+                let index = slot.first + way;
+                let entry = chunk.entry(config.flow_cache_skew, index);
+                if chunk.tag(config.flow_cache_skew, index) == slot.tag
+                    && entry.epoch == config.flow_epoch
+                    && entry.key == *key
+                {
                     found.push((cpu, entry));
                 }
             }
