@@ -9,7 +9,7 @@ mod flow_hash;
 mod flow_table;
 pub mod reason;
 
-pub use flow_table::{FlowEntry, FlowPending, FlowSet, FlowSlot};
+pub use flow_table::{FlowEntry, FlowPending, FlowSet, FlowSlot, SynFilter};
 
 pub use reason::{FlowEvent, SockReason, TcReason, XdpReason};
 
@@ -29,6 +29,8 @@ pub mod map_names {
     pub const UDP_FLOWS: &str = "LB_UDP_FLOWS";
     /// Per-CPU state of the new-flow insert budget (one GCRA time stamp).
     pub const FLOW_BUDGET: &str = "LB_FLOW_BUDGET";
+    /// The TCP table's SYN filter, a word per set ([`SynFilter`](crate::SynFilter)).
+    pub const FLOW_FILTER: &str = "LB_FLOW_FILTER";
     /// Per-CPU flow-table write the slow path left for after its packet
     /// ([`FlowPending`](crate::FlowPending)).
     pub const FLOW_PENDING: &str = "LB_FLOW_PENDING";

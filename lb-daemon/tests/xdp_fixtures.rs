@@ -440,6 +440,48 @@ fn a_syn_is_balanced_without_writing_the_flow_table_and_the_ack_records_it() {
     }
 }
 
+/// A datapath upgraded in place from a build without the SYN filter keeps its pinned TCP
+/// table; the loader fills the filter it creates from that table, so a SYN of a tuple the
+/// table holds still follows its entry where Maglev would now pick another backend (with
+/// the filter left empty it would go to Maglev's pick).
+#[test]
+fn a_new_syn_filter_is_filled_from_the_pinned_table() {
+    if !require_root("xdp fixture") {
+        return;
+    }
+    let mut f = Fixture::new("synfilter", CONFIG);
+    let sport = 45_100;
+    let backend = f.establish(sport);
+
+    // The pins as a build without the filter leaves them, then this build's load.
+    let filter = f._pin.path.join(lb_common::map_names::FLOW_FILTER);
+    std::fs::remove_file(&filter).expect("filter pinned");
+    f.ebpf = loader::load_balancer(&f._pin.path).expect("reload balancer");
+    let words: aya::maps::Array<_, u64> = aya::maps::Array::try_from(aya::maps::Map::Array(
+        aya::maps::MapData::from_pin(&filter).expect("filter re-pinned"),
+    ))
+    .unwrap();
+    let filled = words
+        .iter()
+        .filter(|w| w.as_ref().is_ok_and(|&w| w != 0))
+        .count();
+    assert_eq!(filled, 1, "the one recorded flow's set has its word");
+
+    let drained = CONFIG.replacen(
+        &format!("{{address: {backend}}}"),
+        &format!("{{address: {backend}, weight: 0}}"),
+        1,
+    );
+    f.apply(&drained);
+    assert_ne!(
+        f.explain(Protocol::Tcp, sport, 80).maglev_backend,
+        Some(backend)
+    );
+    let syn = tcp_syn(sport, 80, b"");
+    let out = f.expect("syn after the upgrade", &syn, XDP_TX, XdpReason::Forwarded);
+    assert_ipip("syn after the upgrade", &syn, &out, backend);
+}
+
 /// Recomputes the TCP checksum of an IPv4 frame without IP options after its header was
 /// edited.
 fn fix_tcp_checksum(packet: &mut [u8]) {

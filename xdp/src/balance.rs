@@ -218,7 +218,9 @@ fn config_v6() -> Result<&'static LbConfig, XdpReason> {
 /// (the handshake's ACK) records it; Maglev gives that ACK the same backend unless the
 /// table changed within the round trip, the exposure Maglev alone has anyway. A SYN whose
 /// tuple has a live entry still follows it, so a reused tuple stays on its entry's
-/// backend. Only a flow the table does not know meets the service's source ranges.
+/// backend (the TCP table's SYN filter spares the other SYNs the table's cold line, see
+/// `lb_common::SynFilter`). Only a flow the table does not know meets the service's
+/// source ranges.
 #[inline(always)]
 fn select(
     flow_key: &FlowKey,
@@ -230,7 +232,7 @@ fn select(
     client_hash: impl FnOnce() -> u32,
 ) -> Result<(u32, BackendValue), XdpReason> {
     let affine = service.flags & SERVICE_F_AFFINITY != 0;
-    match flow::lookup(flow_key, config) {
+    match flow::lookup(flow_key, config, opening) {
         Some(hit) => {
             if affine {
                 affinity::touch(flow_key, service, hit.0);

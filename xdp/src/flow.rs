@@ -9,6 +9,10 @@
 //! stamp is the `jiffies` of its last record or lookup), so a set evicts as an LRU would,
 //! among eight flows instead of all.
 //!
+//! Beside the TCP table sits its SYN filter (`FLOW_FILTER`, `lb_common::SynFilter`): a
+//! SYN, which only reads the table, skips it when its set's filter word says no way
+//! holds its flow; every write of a TCP way writes its byte.
+//!
 //! In front of the tables sits the flow cache of the fast path (`fastpath`), per CPU:
 //! the cache only copies what a table holds, and every `FLOW_CACHE_TOUCH_EVERY`-th hit
 //! of a cached flow touches its table entry ([`keep`]), so the table keeps the flows the
@@ -28,13 +32,13 @@
 
 use aya_ebpf::{helpers::bpf_jiffies64, maps::Array};
 use lb_common::{
-    v4_addr, BackendValue, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowSlot, LbConfig, FAMILY_V4,
-    PROTO_UDP,
+    v4_addr, BackendValue, FlowEntry, FlowEvent, FlowKey, FlowSet, FlowSlot, LbConfig, SynFilter,
+    FAMILY_V4, PROTO_UDP,
 };
 
 use crate::{
     lookup,
-    maps::{FLOWS, FLOW_BUDGET, FLOW_PENDING, FLOW_STATS, UDP_FLOWS},
+    maps::{FLOWS, FLOW_BUDGET, FLOW_FILTER, FLOW_PENDING, FLOW_STATS, UDP_FLOWS},
     parse::Ipv4Packet,
     rate,
 };
@@ -74,6 +78,8 @@ struct Set {
     /// The set's header line (tags, then stamps); its ways follow it.
     header: *mut u8,
     slot: FlowSlot,
+    /// Whether the set is the TCP table's, which has a SYN filter.
+    tcp: bool,
 }
 
 impl Set {
@@ -100,7 +106,11 @@ impl Set {
         // SAFETY: the header (at the skew) and every way lie inside the element for any
         // skew below 64 (asserted beside `FlowSet`).
         let header = unsafe { value.add(skew) };
-        Some(Set { header, slot })
+        Some(Set {
+            header,
+            slot,
+            tcp: key.proto != PROTO_UDP,
+        })
     }
 
     #[inline(always)]
@@ -168,7 +178,18 @@ impl Set {
         }
     }
 
-    /// Writes the flow into `way`: the entry first, then the tag that makes it findable.
+    /// Whether the TCP table's SYN filter says the set may hold this slot's flow (see
+    /// `SynFilter`); a set without a filter word may hold anything.
+    #[inline(always)]
+    fn may_hold(&self) -> bool {
+        match FLOW_FILTER.get(self.slot.set) {
+            Some(&word) => SynFilter::may_hold(word, self.slot.filter_byte()),
+            None => true,
+        }
+    }
+
+    /// Writes the flow into `way`: the entry first, then the tag that makes it findable,
+    /// then (TCP) the way's byte of the SYN filter.
     #[inline(always)]
     fn write(&self, way: usize, key: &FlowKey, backend_id: u32, generation: u32, now: u32) {
         let entry = self.entry(way);
@@ -182,6 +203,13 @@ impl Set {
             *self.tag(way) = self.slot.tag;
             *self.stamp(way) = now;
         }
+        if self.tcp {
+            if let Some(word) = FLOW_FILTER.get_ptr_mut(self.slot.set) {
+                // SAFETY: inside the element; `way` is below `FlowSet::WAYS`, the word's
+                // eight bytes.
+                unsafe { *word.cast::<u8>().add(way % FlowSet::WAYS) = self.slot.filter_byte() };
+            }
+        }
     }
 }
 
@@ -192,10 +220,11 @@ fn now() -> u32 {
     unsafe { bpf_jiffies64() as u32 }
 }
 
-/// The backend this flow already uses, if it is still the same live backend.
+/// The backend this flow already uses, if it is still the same live backend. A packet
+/// `opening` a TCP connection (SYN without ACK) asks the SYN filter first.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, config: &LbConfig) -> Option<(u32, BackendValue)> {
-    let found = find_backend(key, config);
+pub fn lookup(key: &FlowKey, config: &LbConfig, opening: bool) -> Option<(u32, BackendValue)> {
+    let found = find_backend(key, config, opening);
     if found == NOT_FOUND {
         return None;
     }
@@ -214,10 +243,13 @@ const NOT_FOUND: u64 = u64::MAX;
 /// used; else [`NOT_FOUND`]. A BPF subprogram of its own, returning one register: a
 /// family's slow path has no stack to spare for its ways' loop or a returned struct.
 #[inline(never)]
-fn find_backend(key: &FlowKey, config: &LbConfig) -> u64 {
+fn find_backend(key: &FlowKey, config: &LbConfig, opening: bool) -> u64 {
     let Some(set) = Set::of(key, config) else {
         return NOT_FOUND;
     };
+    if opening && !set.may_hold() {
+        return NOT_FOUND;
+    }
     let Some(way) = set.find(key) else {
         return NOT_FOUND;
     };

@@ -36,6 +36,10 @@ pub static MAGLEV: Array<u64> = Array::pinned(
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: Array<FlowSet> = Array::pinned(FlowSet::sets(limits::DEFAULT_FLOWS), 0);
 
+/// The SYN filter of `FLOWS`, a word per set (see `lb_common::SynFilter`).
+#[map(name = "LB_FLOW_FILTER")]
+pub static FLOW_FILTER: Array<u64> = Array::pinned(FlowSet::sets(limits::DEFAULT_FLOWS), 0);
+
 #[map(name = "LB_UDP_FLOWS")]
 pub static UDP_FLOWS: Array<FlowSet> = Array::pinned(FlowSet::sets(limits::DEFAULT_UDP_FLOWS), 0);
 

@@ -31,6 +31,7 @@ mod lock;
 mod pins;
 mod rx_metadata;
 mod socket;
+mod syn_filter;
 mod tag_source;
 mod vlan_tags;
 pub use devbound::DevboundError;
@@ -204,10 +205,15 @@ fn load_object(
 ) -> Result<Ebpf, LoaderError> {
     prepare_pin_dir(pin_dir)?;
     check_pinned_layouts(pin_dir, sizes, maps)?;
+    // A SYN filter this load creates beside a pinned TCP table is filled from the table.
+    let filter_needs_rebuild = maps.contains(&map_names::FLOW_FILTER)
+        && !pin_dir.join(map_names::FLOW_FILTER).exists()
+        && pin_dir.join(map_names::FLOWS).exists();
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .map_max_entries(map_names::MAGLEV, maglev_words::words(sizes.maglev_slots))
         .map_max_entries(map_names::FLOWS, FlowSet::sets(sizes.flows))
+        .map_max_entries(map_names::FLOW_FILTER, FlowSet::sets(sizes.flows))
         .map_max_entries(map_names::UDP_FLOWS, FlowSet::sets(sizes.udp_flows))
         .map_max_entries(map_names::AFFINITY, sizes.affinity)
         .map_max_entries(map_names::SOCK_AFFINITY, sizes.affinity)
@@ -217,6 +223,13 @@ fn load_object(
         )
         .load(object)?;
     flow_cache::install(&mut ebpf, pin_dir)?;
+    if filter_needs_rebuild {
+        let sets = syn_filter::rebuild(&mut ebpf, crate::host::kernel_btf::array_value_skew())?;
+        tracing::info!(
+            sets,
+            "filled the new SYN filter from the pinned TCP flow table"
+        );
+    }
     load(&mut ebpf, name)?;
     Ok(ebpf)
 }
@@ -366,9 +379,6 @@ pub struct Removed {
     pub left: Vec<String>,
 }
 
-/// Detaches everything installed under `pin_dir` and removes the pins and the directory.
-/// Links go first (unpinning the last reference detaches the program), then maps. Files it
-/// does not know are left alone and reported.
 /// Detaches the socket programs (removes their pinned links); returns the links removed.
 pub fn uninstall_socket(pin_dir: &Path) -> Result<Vec<&'static str>, LoaderError> {
     let mut removed = Vec::new();
@@ -382,6 +392,9 @@ pub fn uninstall_socket(pin_dir: &Path) -> Result<Vec<&'static str>, LoaderError
     Ok(removed)
 }
 
+/// Detaches everything installed under `pin_dir` and removes the pins and the directory.
+/// Links go first (unpinning the last reference detaches the program), then maps. Files it
+/// does not know are left alone and reported.
 pub fn uninstall(pin_dir: &Path) -> Result<Removed, LoaderError> {
     let mut removed = Removed::default();
     if !pin_dir.exists() {

@@ -119,6 +119,10 @@ pub(super) fn expected_layouts(map_sizes: &MapSizes) -> Vec<(&'static str, (u32,
             sizes::<u32, FlowSet>(FlowSet::sets(map_sizes.flows)),
         ),
         (
+            map_names::FLOW_FILTER,
+            sizes::<u32, u64>(FlowSet::sets(map_sizes.flows)),
+        ),
+        (
             map_names::UDP_FLOWS,
             sizes::<u32, FlowSet>(FlowSet::sets(map_sizes.udp_flows)),
         ),
@@ -209,6 +213,7 @@ pub(super) const BALANCER_MAPS: &[&str] = &[
     map_names::BACKENDS,
     map_names::MAGLEV,
     map_names::FLOWS,
+    map_names::FLOW_FILTER,
     map_names::UDP_FLOWS,
     map_names::FLOW_BUDGET,
     map_names::FLOW_PENDING,
