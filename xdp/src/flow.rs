@@ -73,6 +73,16 @@ fn recorded(key: &FlowKey) -> FlowEvent {
     }
 }
 
+/// Element `index` of a flow table. Each table's lookup must stay a call site of its own:
+/// the verifier inlines an array lookup (a bounds check and an add) only where one map
+/// reaches the call, and a lookup shared by both tables was a call into the kernel's
+/// `array_map_lookup_elem` on every SYN and first packet (the object has one lookup
+/// per table in each caller: `llvm-objdump -dr` shows the relocations).
+#[inline(always)]
+fn element(table: &Array<FlowSet>, index: u32) -> Option<*mut FlowSet> {
+    table.get_ptr_mut(index)
+}
+
 /// One flow's set in its protocol's table, and its slot there.
 struct Set {
     /// The set's header line (tags, then stamps); its ways follow it.
@@ -88,13 +98,19 @@ impl Set {
     /// the map writer has not sized the table.
     #[inline(always)]
     fn of(key: &FlowKey, config: &LbConfig) -> Option<Set> {
-        let (table, sets): (&Array<FlowSet>, u32) = if key.proto == PROTO_UDP {
-            (&UDP_FLOWS, config.udp_flow_sets)
+        let tcp = key.proto != PROTO_UDP;
+        let sets = if tcp {
+            config.tcp_flow_sets
         } else {
-            (&FLOWS, config.tcp_flow_sets)
+            config.udp_flow_sets
         };
         let slot = FlowSlot::of(key, config.flow_table_seed, sets);
-        let value = table.get_ptr_mut(slot.set)?.cast::<u8>();
+        let value = if tcp {
+            element(&FLOWS, slot.set)
+        } else {
+            element(&UDP_FLOWS, slot.set)
+        }?
+        .cast::<u8>();
         // Read back from the stack so the compiler cannot fold the mask into the offsets
         // below, which the verifier would then bound too loosely (as in `fastpath::set`).
         let skew = config.flow_cache_skew & 63;
@@ -106,11 +122,7 @@ impl Set {
         // SAFETY: the header (at the skew) and every way lie inside the element for any
         // skew below 64 (asserted beside `FlowSet`).
         let header = unsafe { value.add(skew) };
-        Some(Set {
-            header,
-            slot,
-            tcp: key.proto != PROTO_UDP,
-        })
+        Some(Set { header, slot, tcp })
     }
 
     #[inline(always)]
