@@ -55,6 +55,15 @@ services:
     backends: []
 ";
 
+/// `CONFIG` with `backend` drained (weight 0: live for the flows it has, no slot).
+fn drained_config(backend: IpAddr) -> String {
+    CONFIG.replacen(
+        &format!("{{address: {backend}}}"),
+        &format!("{{address: {backend}, weight: 0}}"),
+        1,
+    )
+}
+
 fn backend_mac(addr: IpAddr) -> [u8; 6] {
     let last = match addr {
         IpAddr::V4(v4) => v4.octets()[3],
@@ -391,11 +400,7 @@ fn a_syn_is_balanced_without_writing_the_flow_table_and_the_ack_records_it() {
 
     // A SYN whose tuple has a live entry follows the entry, also where Maglev would now
     // pick another backend (this one drained).
-    let drained = CONFIG.replacen(
-        &format!("{{address: {backend}}}"),
-        &format!("{{address: {backend}, weight: 0}}"),
-        1,
-    );
+    let drained = drained_config(backend);
     f.apply(&drained);
     let e = f.explain(Protocol::Tcp, sport, 80);
     assert_ne!(
@@ -467,11 +472,7 @@ fn a_new_syn_filter_is_filled_from_the_pinned_table() {
         .count();
     assert_eq!(filled, 1, "the one recorded flow's set has its word");
 
-    let drained = CONFIG.replacen(
-        &format!("{{address: {backend}}}"),
-        &format!("{{address: {backend}, weight: 0}}"),
-        1,
-    );
+    let drained = drained_config(backend);
     f.apply(&drained);
     assert_ne!(
         f.explain(Protocol::Tcp, sport, 80).maglev_backend,
@@ -693,11 +694,7 @@ fn established_flows_stay_on_a_drained_backend_and_move_off_a_removed_one() {
     let first = f.establish(sport);
 
     // Drain: weight 0 keeps the backend live for existing flows but gives it no slot.
-    let drained = CONFIG.replacen(
-        &format!("{{address: {first}}}"),
-        &format!("{{address: {first}, weight: 0}}"),
-        1,
-    );
+    let drained = drained_config(first);
     f.apply(&drained);
     let e = f.explain(Protocol::Tcp, sport, 80);
     assert_ne!(
