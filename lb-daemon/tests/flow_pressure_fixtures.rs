@@ -197,6 +197,14 @@ fn a_udp_flood_leaves_idle_tcp_entries_in_place() {
     );
     assert_eq!(tcp.recorded, u64::from(IDLE));
     assert_eq!(tcp.evicted, 0, "nothing left the TCP table");
+    // Each table's memory is its own map's, the TCP table's SYN filter included.
+    let memory = lb_daemon::maps::pinned_map_memory(&pins).unwrap();
+    let of = |name: &str| memory.iter().find(|(pin, _)| pin == name).unwrap().1;
+    assert_eq!(
+        tcp.memory_bytes,
+        of(lb_common::map_names::FLOWS) + of(lb_common::map_names::FLOW_FILTER)
+    );
+    assert_eq!(udp.memory_bytes, of(lb_common::map_names::UDP_FLOWS));
     // Without a budget every flood flow was recorded, and the UDP table (one CPU's share
     // of it) evicted what did not fit: the daemon's figure says so.
     assert_eq!(udp.recorded, u64::from(FLOOD));

@@ -49,6 +49,15 @@ impl FlowTable {
         }
     }
 
+    /// The maps that exist for this table alone (the TCP table's SYN filter), whose
+    /// memory is counted as the table's.
+    fn companions(self) -> &'static [&'static str] {
+        match self {
+            Self::Tcp => &[map_names::FLOW_FILTER],
+            Self::Udp => &[],
+        }
+    }
+
     fn recorded(self) -> FlowEvent {
         match self {
             Self::Tcp => FlowEvent::TcpRecorded,
@@ -73,7 +82,8 @@ pub struct FlowTableView {
     /// Entries it can hold (`--tcp-flow-entries` / `--udp-flow-entries`, rounded up to
     /// whole sets).
     pub capacity: u32,
-    /// Kernel memory charged for it (preallocated: the same empty or full).
+    /// Kernel memory charged for it and the maps that exist for it alone (the TCP
+    /// table's SYN filter); preallocated, the same empty or full.
     pub memory_bytes: u64,
     /// Entries it holds now.
     pub live: u64,
@@ -144,11 +154,15 @@ impl BalancerMaps {
             let info = data.info().map_err(access(table.map_name()))?;
             let live = self.flow_entries(table)?.len() as u64;
             let (recorded, purged) = (count(table.recorded()), count(table.purged()));
+            let mut memory_bytes = map_memory(&data)?;
+            for &name in table.companions() {
+                memory_bytes += map_memory(&open_raw(pin_dir, name)?)?;
+            }
             out.push(FlowTableView {
                 table: table.name(),
                 map: table.map_name(),
                 capacity: FlowSet::entries(info.max_entries()),
-                memory_bytes: map_memory(&data)?,
+                memory_bytes,
                 live,
                 recorded,
                 purged,
