@@ -125,6 +125,17 @@ impl FlowSet {
             .then_some(entry)
     }
 
+    /// The way holding a whole entry of flow `key`, and that entry (the datapath's
+    /// lookup, for a set read out of the kernel).
+    #[cfg(feature = "user")]
+    pub fn find(&self, skew: u32, seed: u32, key: &FlowKey) -> Option<(usize, FlowEntry)> {
+        (0..Self::WAYS).find_map(|way| {
+            self.valid_entry(skew, way, seed)
+                .filter(|entry| entry.key == *key)
+                .map(|entry| (way, entry))
+        })
+    }
+
     /// A set's value with `entry` in way `way` (tag and stamp included): how tests and
     /// benchmarks plant entries the datapath will find.
     #[cfg(feature = "user")]
@@ -210,7 +221,7 @@ impl FlowSlot {
     /// lowest (which is always 1), never 0.
     #[inline(always)]
     pub fn filter_byte(&self) -> u8 {
-        (self.tag >> 8) as u8 | 1
+        SynFilter::byte(self.tag)
     }
 
     /// The check word of an entry of this slot naming `backend_id` at `generation`.
@@ -243,6 +254,13 @@ impl FlowSlot {
 pub struct SynFilter;
 
 impl SynFilter {
+    /// The byte of a way whose tag is `tag`: 8 bits above the tag's lowest (which is
+    /// always 1), never 0.
+    #[inline(always)]
+    pub const fn byte(tag: u32) -> u8 {
+        (tag >> 8) as u8 | 1
+    }
+
     /// The word of a set whose ways' tags are `tags` (0 for an empty way), as the datapath
     /// leaves it: how the loader rebuilds a filter for a table that has none.
     pub fn word(tags: impl IntoIterator<Item = u32>) -> u64 {
@@ -251,7 +269,7 @@ impl SynFilter {
             .enumerate()
             .filter(|&(_, tag)| tag != 0)
             .fold(0, |word, (way, tag)| {
-                word | u64::from((tag >> 8) as u8 | 1) << (8 * way)
+                word | u64::from(Self::byte(tag)) << (8 * way)
             })
     }
 

@@ -16,17 +16,21 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderErro
     move |source| LoaderError::Map { name, source }
 }
 
+/// The object declares no map `name`.
+fn missing(name: &'static str) -> LoaderError {
+    map_err(name)(aya::maps::MapError::InvalidName {
+        name: name.to_string(),
+    })
+}
+
 /// Writes the filter word of every set of the TCP table that holds a flow; returns how
 /// many. `skew` is where the table's sets start their lines (as the map writer sets
 /// `LbConfig::flow_cache_skew`).
 pub(super) fn rebuild(ebpf: &mut Ebpf, skew: u32) -> Result<usize, LoaderError> {
     let words: Vec<(u32, u64)> = {
-        let map = ebpf.map(map_names::FLOWS).ok_or(LoaderError::Map {
-            name: map_names::FLOWS,
-            source: aya::maps::MapError::InvalidName {
-                name: map_names::FLOWS.to_string(),
-            },
-        })?;
+        let map = ebpf
+            .map(map_names::FLOWS)
+            .ok_or_else(|| missing(map_names::FLOWS))?;
         let table: Array<&MapData, FlowSet> =
             Array::try_from(map).map_err(map_err(map_names::FLOWS))?;
         let mut words = Vec::new();
@@ -41,12 +45,7 @@ pub(super) fn rebuild(ebpf: &mut Ebpf, skew: u32) -> Result<usize, LoaderError> 
     };
     let map = ebpf
         .map_mut(map_names::FLOW_FILTER)
-        .ok_or(LoaderError::Map {
-            name: map_names::FLOW_FILTER,
-            source: aya::maps::MapError::InvalidName {
-                name: map_names::FLOW_FILTER.to_string(),
-            },
-        })?;
+        .ok_or_else(|| missing(map_names::FLOW_FILTER))?;
     let mut filter: Array<&mut MapData, u64> =
         Array::try_from(map).map_err(map_err(map_names::FLOW_FILTER))?;
     for &(index, word) in &words {

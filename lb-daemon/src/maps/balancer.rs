@@ -337,10 +337,9 @@ impl BalancerMaps {
         let map = self.flow_table(table);
         let slot = FlowSlot::of(key, config.flow_table_seed, map.len());
         let set = map.get(&slot.set, 0).map_err(access(table.map_name()))?;
-        Ok((0..FlowSet::WAYS)
-            .filter_map(|way| set.valid_entry(config.flow_cache_skew, way, config.flow_table_seed))
-            .find(|entry| entry.key == *key)
-            .map(|entry| FlowValue {
+        Ok(set
+            .find(config.flow_cache_skew, config.flow_table_seed, key)
+            .map(|(_, entry)| FlowValue {
                 backend_id: entry.backend_id,
                 backend_generation: entry.backend_generation,
             }))

@@ -57,10 +57,7 @@ pub fn remove(pin_dir: &Path, key: &FlowKey) -> bool {
     let slot = FlowSlot::of(key, config.flow_table_seed, sets.len());
     let mut set = sets.get(&slot.set, 0).expect("flow set");
     let skew = config.flow_cache_skew;
-    let Some(way) = (0..FlowSet::WAYS).find(|&way| {
-        set.valid_entry(skew, way, config.flow_table_seed)
-            .is_some_and(|entry| entry.key == *key)
-    }) else {
+    let Some((way, _)) = set.find(skew, config.flow_table_seed, key) else {
         return false;
     };
     set.clear(skew, way);
